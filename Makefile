@@ -1,0 +1,44 @@
+# The two commands in the README do all set-up: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= conf/extrusion.toml
+
+# Debian packages: libmilter-dev builds pymilter; the rest are real peers for the tests.
+DEBS_RUN  := libmilter-dev
+DEBS_TEST := $(DEBS_RUN) postfix miltertest
+
+.PHONY: run test lint unit integration demo bench clean debs-run debs-test
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	touch $@
+
+$(VENV)/.run: pyproject.toml $(VENV)/.created | debs-run
+	$(BIN)/pip install -q -e '.[postgres]'
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.created | debs-test
+	$(BIN)/pip install -q -e '.[postgres,test,report]'
+	touch $@ $(VENV)/.run
+
+debs-run:
+	@scripts/ensure-debs $(DEBS_RUN)
+
+debs-test:
+	@scripts/ensure-debs $(DEBS_TEST)
+
+run: $(VENV)/.run
+	mkdir -p var
+	$(BIN)/extrusion serve --config $(CONFIG)
+
+test: $(VENV)/.test lint
+	$(BIN)/pytest tests
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check extrusion tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,194 @@
+"""The `extrusion` command: daemons, offline tools and operator commands.
+
+`main(args)` returns an exit status so tests can call it directly. Each
+sub-command lives in the module of the component it drives; this file only
+parses arguments, loads the config and maps failures to exit statuses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import click
+
+from extrusion import config as configmod
+
+EX_USAGE = 2
+EX_UNAVAILABLE = 69
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default: $EXTRUSION_CONFIG, conf/extrusion.toml in a checkout, "
+    "/etc/extrusion/extrusion.toml).",
+)
+
+
+def load_config(path: str | None) -> configmod.Config:
+    """Load the config or leave with one line and EX_CONFIG."""
+    try:
+        return configmod.load(path)
+    except configmod.ConfigError as exc:
+        fail(f"extrusion: config error: {exc}", configmod.EX_CONFIG)
+
+
+def fail(message: str, status: int) -> NoReturn:
+    click.echo(message, err=True)
+    raise SystemExit(status)
+
+
+def not_implemented(what: str) -> NoReturn:
+    fail(f"extrusion {what}: not implemented yet", EX_USAGE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """extrusion: spot infected senders on an ISP's smarthost and contain them."""
+
+
+@cli.command("check-config")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the effective config as JSON.")
+def check_config(config_path: str | None, as_json: bool) -> None:
+    """Validate the config and print the effective values."""
+    cfg = load_config(config_path)
+    data = configmod.as_dict(cfg)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    click.echo(f"# {cfg.path}: OK")
+    for line in _flatten(data):
+        click.echo(line)
+
+
+def _flatten(data: Any, prefix: str = "") -> list[str]:
+    lines: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            lines += _flatten(value, f"{prefix}.{key}" if prefix else key)
+    elif isinstance(data, list) and data and isinstance(data[0], dict):
+        for i, item in enumerate(data):
+            lines += _flatten(item, f"{prefix}[{i}]")
+    else:
+        lines.append(f"{prefix} = {json.dumps(data)}")
+    return lines
+
+
+@cli.command()
+@config_option
+def serve(config_path: str | None) -> None:
+    """Run every enabled daemon (milter, policy server, API, log feed) in one process."""
+    load_config(config_path)
+    not_implemented("serve")
+
+
+@cli.command()
+@config_option
+def milter(config_path: str | None) -> None:
+    """Run the milter only."""
+    load_config(config_path)
+    not_implemented("milter")
+
+
+@cli.command()
+@config_option
+def policyd(config_path: str | None) -> None:
+    """Run the policy daemon (policy server, log feed, operator API) only."""
+    load_config(config_path)
+    not_implemented("policyd")
+
+
+@cli.command()
+@config_option
+@click.argument("logs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per state change.")
+@click.option("--store", "store_url", default=None, help="Store URL (default: in memory).")
+def replay(config_path: str | None, logs: tuple[str, ...], as_json: bool, store_url: str | None) -> None:
+    """Feed historical MTA logs through the engine (what-if tuning)."""
+    load_config(config_path)
+    not_implemented("replay")
+
+
+@cli.command()
+@config_option
+@click.option("--since", default="24h", show_default=True)
+@click.option("--sender", default=None)
+@click.option("--state", default=None)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text")
+@click.option("--out", default=None, type=click.Path(dir_okay=False))
+def report(
+    config_path: str | None,
+    since: str,
+    sender: str | None,
+    state: str | None,
+    fmt: str,
+    out: str | None,
+) -> None:
+    """Report flagged senders with their evidence."""
+    load_config(config_path)
+    not_implemented("report")
+
+
+@cli.command()
+@config_option
+@click.option("--state", default=None, help="Only senders in this state.")
+@click.option("--json", "as_json", is_flag=True)
+def senders(config_path: str | None, state: str | None, as_json: bool) -> None:
+    """List senders with their state and score."""
+    load_config(config_path)
+    not_implemented("senders")
+
+
+def _operator_command(verb: str) -> Callable[..., None]:
+    @config_option
+    @click.argument("sender")
+    @click.option("--reason", "-r", required=True, help="Why (kept in the audit trail).")
+    @click.option("--who", default=None, help="Operator name (default: $USER).")
+    def command(config_path: str | None, sender: str, reason: str, who: str | None) -> None:
+        load_config(config_path)
+        not_implemented(verb)
+
+    command.__doc__ = f"{verb.capitalize()} a sender (recorded in the audit trail)."
+    return command
+
+
+for _verb in ("release", "hold", "allow", "block"):
+    cli.command(_verb)(_operator_command(_verb))
+
+
+@cli.group()
+def db() -> None:
+    """Store maintenance."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: str | None) -> None:
+    """Create or migrate the store's schema to the latest version."""
+    load_config(config_path)
+    not_implemented("db upgrade")
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status instead of exiting."""
+    try:
+        cli.main(args=list(args) if args is not None else None, prog_name="extrusion",
+                 standalone_mode=False)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""Configuration: one TOML file, validated once at start-up into frozen dataclasses.
+
+Every key has a default here and a commented line in `conf/extrusion.toml`.
+Validation is driven by the dataclass annotations, so adding a key is adding
+a field; a field's `metadata["check"]` names an extra check (endpoint syntax,
+CIDR, choices). Any problem raises `ConfigError` naming the file, the key and
+the reason — the CLI turns it into one line and exit status 78 (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+EX_CONFIG = 78
+ENV_VAR = "EXTRUSION_CONFIG"
+SYSTEM_PATH = Path("/etc/extrusion/extrusion.toml")
+CHECKOUT_PATH = Path(__file__).resolve().parent.parent / "conf" / "extrusion.toml"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the operator."""
+
+    def __init__(self, path: str | os.PathLike[str], key: str, reason: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.reason = reason
+        where = f"{self.path}: {key}" if key else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+# --- value checks named by field metadata -------------------------------------------------
+
+_TWISTED_SERVER_PREFIXES = ("tcp:", "tcp6:", "unix:", "ssl:", "systemd:")
+_UDP_RE = re.compile(r"^udp:(\d{1,5})(:interface=[^:]+)?$")
+
+
+def check_endpoint(value: str) -> str | None:
+    """A Twisted server endpoint string (`tcp:10040:interface=127.0.0.1`, `unix:/path`)."""
+    if not value.startswith(_TWISTED_SERVER_PREFIXES):
+        return "not a Twisted endpoint string (expected tcp:PORT:interface=ADDR or unix:/path)"
+    if value.startswith(("tcp:", "tcp6:", "ssl:")):
+        port = value.split(":")[1]
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            return f"bad port {port!r} in endpoint"
+    if value.startswith("unix:") and len(value) <= len("unix:"):
+        return "unix endpoint without a path"
+    return None
+
+
+def check_milter_socket(value: str) -> str | None:
+    """libmilter's socket form: `inet:PORT@HOST`, `inet6:PORT@HOST` or `unix:/path`."""
+    if m := re.fullmatch(r"inet6?:(\d{1,5})(@.+)?", value):
+        if int(m.group(1)) > 65535:
+            return f"bad port {m.group(1)!r} in milter socket"
+        return None
+    if re.fullmatch(r"(unix|local):/.+", value):
+        return None
+    return "not a milter socket (expected inet:PORT@HOST or unix:/path)"
+
+
+def check_syslog_endpoint(value: str) -> str | None:
+    """`udp:PORT[:interface=ADDR]` or `unix:/path` (a datagram socket)."""
+    if _UDP_RE.fullmatch(value) or re.fullmatch(r"unix:/.+", value):
+        return None
+    return "not a syslog endpoint (expected udp:PORT:interface=ADDR or unix:/path)"
+
+
+def check_networks(value: tuple[str, ...]) -> str | None:
+    for net in value:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            return f"{net!r} is not an IP network"
+    return None
+
+
+def check_store_url(value: str) -> str | None:
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+        return "store url must start with sqlite:// or postgresql+psycopg://"
+    return None
+
+
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "endpoint": check_endpoint,
+    "milter_socket": check_milter_socket,
+    "syslog_endpoint": check_syslog_endpoint,
+    "networks": check_networks,
+    "store_url": check_store_url,
+}
+
+
+def _check(name: str) -> dict[str, str]:
+    return {"check": name}
+
+
+# --- the schema ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class General:
+    mode: Literal["smarthost", "mx"] = "smarthost"
+    monitor_only: bool = False
+    hostname: str = ""
+    own_domains: tuple[str, ...] = ()
+    own_networks: tuple[str, ...] = field(default=(), metadata=_check("networks"))
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class Store:
+    url: str = field(default="sqlite:///var/extrusion.db", metadata=_check("store_url"))
+    refresh_seconds: float = 3.0
+    spool_dir: str = "var/spool"
+    busy_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class Milter:
+    enabled: bool = True
+    socket: str = field(default="inet:8890@127.0.0.1", metadata=_check("milter_socket"))
+    timeout: int = 30
+    on_error: Literal["accept", "tempfail"] = "accept"
+    add_header: bool = False
+    reject_bad_helo: bool = False
+
+
+@dataclass(frozen=True)
+class Policyd:
+    enabled: bool = True
+    listen: str = field(default="tcp:10040:interface=127.0.0.1", metadata=_check("endpoint"))
+    allowed_clients: tuple[str, ...] = field(
+        default=("127.0.0.0/8", "::1/128"), metadata=_check("networks")
+    )
+    default_action: str = "DUNNO"
+    max_line_bytes: int = 2048
+    max_attributes: int = 100
+    idle_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class Api:
+    enabled: bool = True
+    listen: str = field(default="tcp:8026:interface=127.0.0.1", metadata=_check("endpoint"))
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class Maillog:
+    source: Literal["none", "file", "syslog"] = "none"
+    path: str = "/var/log/mail.log"
+    syslog_listen: str = field(
+        default="udp:5514:interface=127.0.0.1", metadata=_check("syslog_endpoint")
+    )
+    format: Literal["auto", "postfix", "sendmail", "exim"] = "auto"
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """Thresholds of the engine; see conf/extrusion.toml for what each means."""
+
+    window_seconds: float = 3600.0
+    failure_trigger: int = 20
+    half_life_seconds: float = 3600.0
+    list_min_recipients: int = 10
+    list_max_failure_share: float = 0.2
+    watch_score: float = 10.0
+    throttle_score: float = 20.0
+    hold_score: float = 40.0
+    block_score: float = 0.0
+    release_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class Weights:
+    failed_recipient: float = 1.0
+    extra_mailing_list: float = 10.0
+    virus_rejection: float = 5.0
+    spam_rejection: float = 1.5
+    helo_anomaly: float = 10.0
+    spam_verdict: float = 2.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Automatic rate limits for one class of sender; 0 means no limit."""
+
+    messages_per_hour: int = 0
+    recipients_per_hour: int = 0
+    messages_per_day: int = 0
+    recipients_per_day: int = 0
+
+
+def _default_limits() -> dict[str, Limits]:
+    return {
+        "default": Limits(messages_per_hour=500, recipients_per_hour=2000),
+        "consumer": Limits(messages_per_hour=100, recipients_per_hour=300, messages_per_day=1000),
+        "business": Limits(messages_per_hour=2000, recipients_per_hour=10000),
+        "throttled": Limits(messages_per_hour=10, recipients_per_hour=20),
+    }
+
+
+@dataclass(frozen=True)
+class Customer:
+    """Maps IP ranges and SASL user patterns to `customer:NAME` and a limits class."""
+
+    name: str
+    limits: str = "default"
+    networks: tuple[str, ...] = field(default=(), metadata=_check("networks"))
+    sasl: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Override:
+    """An operator's standing decision about a sender, by key, CIDR or SASL pattern."""
+
+    match: str
+    action: Literal["allow", "block", "hold", "monitor", "limits"]
+    limits: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, validated configuration. `path` is where it was read from."""
+
+    general: General = field(default_factory=General)
+    store: Store = field(default_factory=Store)
+    milter: Milter = field(default_factory=Milter)
+    policyd: Policyd = field(default_factory=Policyd)
+    api: Api = field(default_factory=Api)
+    maillog: Maillog = field(default_factory=Maillog)
+    scoring: Scoring = field(default_factory=Scoring)
+    weights: Weights = field(default_factory=Weights)
+    limits: dict[str, Limits] = field(default_factory=_default_limits)
+    customers: tuple[Customer, ...] = ()
+    overrides: tuple[Override, ...] = ()
+    path: str = field(default="", metadata={"internal": True})
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def default_path() -> Path:
+    """`$EXTRUSION_CONFIG`, else the checkout's `conf/extrusion.toml`, else /etc."""
+    if env := os.environ.get(ENV_VAR):
+        return Path(env)
+    if CHECKOUT_PATH.is_file():
+        return CHECKOUT_PATH
+    return SYSTEM_PATH
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file; raise ConfigError on any problem."""
+    p = Path(path) if path is not None else default_path()
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(p, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(p, "", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(p, "", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(p, "", f"not valid TOML: {exc}") from None
+    return from_dict(data, p)
+
+
+def from_dict(data: Mapping[str, Any], path: str | os.PathLike[str] = "<config>") -> Config:
+    cfg = _build(Config, data, str(path), "")
+    _check_references(cfg, str(path))
+    return dataclasses.replace(cfg, path=str(path))
+
+
+def _check_references(cfg: Config, path: str) -> None:
+    """Names that must point at something defined elsewhere in the file."""
+    for needed in ("default", "throttled"):
+        if needed not in cfg.limits:
+            raise ConfigError(path, f"limits.{needed}", "this limits class must be defined")
+    for i, c in enumerate(cfg.customers):
+        if c.limits not in cfg.limits:
+            raise ConfigError(path, f"customers[{i}].limits", f"no [limits.{c.limits}] table")
+    for i, o in enumerate(cfg.overrides):
+        if o.action == "limits" and o.limits not in cfg.limits:
+            raise ConfigError(path, f"overrides[{i}].limits", f"no [limits.{o.limits}] table")
+    s = cfg.scoring
+    if not 0 < s.watch_score <= s.throttle_score <= s.hold_score:
+        raise ConfigError(
+            path, "scoring", "need 0 < watch_score <= throttle_score <= hold_score"
+        )
+    if s.block_score and s.block_score < s.hold_score:
+        raise ConfigError(path, "scoring.block_score", "must be 0 (never) or >= hold_score")
+    if not 0 < s.release_ratio <= 1:
+        raise ConfigError(path, "scoring.release_ratio", "must be in (0, 1]")
+
+
+def _build(cls: type[Any], data: Any, path: str, prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, prefix or "(top level)", "must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(path, _join(prefix, key), "unknown key")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(path, _join(prefix, name), "missing required key")
+            continue
+        key = _join(prefix, name)
+        value = _coerce(hints[name], data[name], path, key)
+        if isinstance(value, Mapping) and f.default_factory is not dataclasses.MISSING:
+            # Tables of named entries ([limits.NAME]) add to and replace the defaults.
+            value = types.MappingProxyType({**f.default_factory(), **value})
+        if check := f.metadata.get("check"):
+            if reason := _CHECKS[check](value):
+                raise ConfigError(path, key, reason)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # __post_init__ cross-field checks
+        raise ConfigError(path, prefix or "(top level)", str(exc)) from None
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _type_name(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        return "a list"
+    if origin in (dict, Mapping):
+        return "a table"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+def _coerce(tp: Any, value: Any, path: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            raise ConfigError(path, key, f"must be one of {allowed}, not {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        last: ConfigError | None = None
+        for arm in typing.get_args(tp):
+            if arm is type(None):
+                continue
+            try:
+                return _coerce(arm, value, path, key)
+            except ConfigError as exc:
+                last = exc
+        assert last is not None
+        raise last
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(path, key, f"must be a list, not {_toml_type(value)}")
+        (item_tp, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(item_tp, v, path, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(path, key, f"must be a table, not {_toml_type(value)}")
+        _k, item_tp = typing.get_args(tp)
+        return types.MappingProxyType(
+            {k: _coerce(item_tp, v, path, _join(key, k)) for k, v in value.items()}
+        )
+    if dataclasses.is_dataclass(tp):
+        return _build(typing.cast(type[Any], tp), value, path, key)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, key, f"must be a number, not {_toml_type(value)}")
+        if value < 0:
+            raise ConfigError(path, key, "must not be negative")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, key, f"must be an integer, not {_toml_type(value)}")
+        if value < 0:
+            raise ConfigError(path, key, "must not be negative")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(path, key, f"must be {_type_name(tp)}, not {_toml_type(value)}")
+        return value
+    raise TypeError(f"config field {key} has an unsupported type {tp!r}")
+
+
+def _toml_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a table"
+    return type(value).__name__
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    """The effective config as plain data (for `check-config` and reports)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("internal"):
+            continue
+        out[f.name] = _plain(getattr(cfg, f.name))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return as_dict(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

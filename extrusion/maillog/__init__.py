@@ -1,0 +1,1 @@
+"""MTA log parsing (Postfix, Sendmail, Exim) and log followers."""

@@ -1,0 +1,1 @@
+"""The Twisted policy daemon: Postfix policy delegation, log feed and operator API."""

@@ -1,0 +1,1 @@
+"""What the abuse desk reads: text, JSON and HTML reports."""

@@ -1,0 +1,1 @@
+"""Scoring: events in, per-sender evidence, score, state and decisions out."""

@@ -1,0 +1,178 @@
+"""The vocabulary shared by every part of extrusion: events in, decisions out.
+
+The milter, the policy daemon, the log feed and `replay` all speak to the
+engine with these immutable records; none of them knows how the engine
+judges. Times are POSIX seconds (float) supplied by the caller, so replaying
+an old log uses the log's own clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class State(StrEnum):
+    """Where a sender stands; ordered from harmless to refused."""
+
+    OK = "ok"
+    WATCH = "watch"
+    THROTTLED = "throttled"
+    HELD = "held"
+    BLOCKED = "blocked"
+
+    @property
+    def rank(self) -> int:
+        return _STATE_RANK[self]
+
+
+_STATE_RANK = {s: i for i, s in enumerate(State)}
+
+
+class Stage(StrEnum):
+    """The point of the SMTP conversation a decision is asked for."""
+
+    CONNECT = "connect"
+    HELO = "helo"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    EOM = "eom"
+
+
+class Action(StrEnum):
+    """What the enforcement point should do."""
+
+    CONTINUE = "continue"
+    TEMPFAIL = "tempfail"
+    HOLD = "hold"
+    REJECT = "reject"
+
+
+class Status(StrEnum):
+    """A recipient's delivery status as the MTA reports it."""
+
+    SENT = "sent"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
+    REJECTED = "rejected"  # refused before queueing (NOQUEUE reject, milter reject)
+
+
+class OperatorVerb(StrEnum):
+    ALLOW = "allow"
+    BLOCK = "block"
+    HOLD = "hold"
+    RELEASE = "release"
+    MONITOR = "monitor"
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    """Only the headers the heuristics read; bodies are never kept."""
+
+    auto_submitted: str = ""
+    precedence: str = ""
+    list_id: str = ""
+    list_unsubscribe: str = ""
+    x_spam_flag: str = ""
+    x_spam_status: str = ""
+    received_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """An SMTP session as seen at connect and HELO time."""
+
+    time: float
+    client_addr: str
+    client_name: str = ""
+    helos: tuple[str, ...] = ()
+    sasl_user: str = ""
+    mta: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A message accepted (or about to be) from a sender.
+
+    `sender` is the sender key (`sasl:USER`, `ip:ADDR` or `customer:NAME`);
+    `envelope_from` is the bare address, "" for the null sender `<>`.
+    """
+
+    time: float
+    sender: str
+    queue_id: str
+    envelope_from: str
+    recipients: tuple[str, ...]
+    size: int = 0
+    mta: str = ""
+    client_addr: str = ""
+    client_name: str = ""
+    helos: tuple[str, ...] = ()
+    headers: Headers = field(default_factory=Headers)
+    message_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one recipient of one message.
+
+    `sender` may be empty when only the queue id is known (live log feed);
+    the engine then finds the sender from the submission it recorded.
+    """
+
+    time: float
+    queue_id: str
+    recipient: str
+    status: Status
+    dsn: str = ""
+    reply: str = ""
+    sender: str = ""
+    envelope_from: str | None = None
+    mta: str = ""
+    relay: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAction:
+    time: float
+    sender: str
+    verb: OperatorVerb
+    who: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's answer to `decide()`.
+
+    `text` is what the client sees (never internal details); `reason` is what
+    the operator greps the log for.
+    """
+
+    action: Action
+    state: State
+    score: float
+    smtp_code: int = 250
+    enhanced_code: str = "2.0.0"
+    text: str = ""
+    reason: str = ""
+
+    @property
+    def is_continue(self) -> bool:
+        return self.action is Action.CONTINUE
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One entry of the audit trail, also handed to listeners (hold queue, notifications)."""
+
+    time: float
+    sender: str
+    old: State
+    new: State
+    score: float
+    reason: str
+    who: str = "engine"
+    evidence: dict[str, object] = field(default_factory=dict)

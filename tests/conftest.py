@@ -1,0 +1,97 @@
+"""Shared fixtures: store URLs for both backends, config files, free loopback ports.
+
+PostgreSQL tests use one throw-away database per test run, dropped at the end.
+With CI=true an unreachable PostgreSQL fails the run; elsewhere those tests
+skip with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get(
+    "EXTRUSION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this run; yields its SQLAlchemy URL."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    name = f"extrusion_test_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure means "no PostgreSQL here"
+        admin.dispose()
+        reason = f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc.__class__.__name__}"
+        if _in_ci():
+            pytest.fail(reason + " (CI=true: PostgreSQL is required)")
+        pytest.skip(reason)
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each store test runs once per backend. PostgreSQL tables are emptied between tests."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'extrusion.db'}"
+        return
+    url: str = request.getfixturevalue("pg_database")
+    yield url
+    _reset_postgres(url)
+
+
+def _reset_postgres(url: str) -> None:
+    import sqlalchemy
+
+    eng = sqlalchemy.create_engine(url)
+    try:
+        with eng.begin() as conn:
+            tables = conn.execute(
+                sqlalchemy.text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                )
+            ).scalars().all()
+            for t in tables:
+                conn.execute(sqlalchemy.text(f'DROP TABLE IF EXISTS "{t}" CASCADE'))
+    finally:
+        eng.dispose()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Write a config file from TOML text into the test dir; returns its path."""
+
+    def write(text: str, name: str = "extrusion.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
