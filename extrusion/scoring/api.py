@@ -1,0 +1,75 @@
+"""The engine's interface as the milter, the policy daemon and the log feed see it.
+
+`extrusion.scoring.engine.Engine` implements it. Adapters type against this
+Protocol so the judgement stays in one place and the adapters stay thin.
+
+Threading: every method may be called from several threads (libmilter runs
+one thread per SMTP connection); the engine serialises internally.
+Failure: `decide()` never touches the store and never raises for a store
+outage; the recording methods queue writes and spool them locally when the
+store is unreachable. Adapters still guard every call (fail open).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from extrusion.scoring.events import (
+    Connection,
+    Decision,
+    OperatorAction,
+    Outcome,
+    Stage,
+    StateChange,
+    Submission,
+)
+
+
+class EngineAPI(Protocol):
+    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
+        """`sasl:USER` or `ip:ADDR`, or `customer:NAME` when config maps it."""
+
+    def connection(self, event: Connection) -> None:
+        """Record a session's client and HELOs (HELO evidence is judged here)."""
+
+    def submission(self, event: Submission) -> None:
+        """Record a message and its recipients (queue id -> sender for later outcomes)."""
+
+    def outcome(self, event: Outcome) -> None:
+        """Record one recipient's delivery outcome; may change the sender's state."""
+
+    def operator(self, event: OperatorAction) -> StateChange | None:
+        """Apply an operator's allow/block/hold/release/monitor; audited."""
+
+    def decide(
+        self,
+        sender: str,
+        stage: Stage,
+        recipient_count: int = 1,
+        now: float | None = None,
+        *,
+        count: bool = True,
+        helos: tuple[str, ...] = (),
+        client_addr: str = "",
+        envelope_from: str = "",
+    ) -> Decision:
+        """Answer from memory. With `count`, a CONTINUE at RCPT consumes
+        `recipient_count` from the sender's recipient budget and one at EOM
+        consumes one message; `helos`/`client_addr`/`envelope_from` let the
+        engine refuse on HELO evidence at MAIL when config says so."""
+
+    def undelivered_queue_ids(self, sender: str, mta: str = "") -> list[str]:
+        """Queue ids of the sender's messages not yet finally delivered or bounced."""
+
+    def add_listener(self, listener: Callable[[StateChange], None]) -> None:
+        """Called after every state change (hold queue actions, notifications)."""
+
+    def refresh(self, now: float | None = None) -> None:
+        """Pull state written by other processes/MTAs sharing the store."""
+
+    def flush(self) -> None:
+        """Write queued events to the store (or the spool if it is down)."""
+
+    def close(self) -> None:
+        """Flush and release the store."""
