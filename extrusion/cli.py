@@ -22,7 +22,6 @@ EX_UNAVAILABLE = 69
 config_option = click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
     default=None,
     help="Config file (default: $EXTRUSION_CONFIG, conf/extrusion.toml in a checkout, "
     "/etc/extrusion/extrusion.toml).",
@@ -108,7 +107,9 @@ def policyd(config_path: str | None) -> None:
 @click.argument("logs", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per state change.")
 @click.option("--store", "store_url", default=None, help="Store URL (default: in memory).")
-def replay(config_path: str | None, logs: tuple[str, ...], as_json: bool, store_url: str | None) -> None:
+def replay(
+    config_path: str | None, logs: tuple[str, ...], as_json: bool, store_url: str | None
+) -> None:
     """Feed historical MTA logs through the engine (what-if tuning)."""
     load_config(config_path)
     not_implemented("replay")
@@ -177,8 +178,11 @@ def db_upgrade(config_path: str | None) -> None:
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status instead of exiting."""
     try:
-        cli.main(args=list(args) if args is not None else None, prog_name="extrusion",
-                 standalone_mode=False)
+        cli.main(
+            args=list(args) if args is not None else None,
+            prog_name="extrusion",
+            standalone_mode=False,
+        )
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except click.exceptions.Abort:

@@ -200,13 +200,13 @@ class Limits:
     recipients_per_day: int = 0
 
 
-def _default_limits() -> dict[str, Limits]:
-    return {
+def _default_limits() -> Mapping[str, Limits]:
+    return types.MappingProxyType({
         "default": Limits(messages_per_hour=500, recipients_per_hour=2000),
         "consumer": Limits(messages_per_hour=100, recipients_per_hour=300, messages_per_day=1000),
         "business": Limits(messages_per_hour=2000, recipients_per_hour=10000),
         "throttled": Limits(messages_per_hour=10, recipients_per_hour=20),
-    }
+    })
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,7 @@ class Config:
     maillog: Maillog = field(default_factory=Maillog)
     scoring: Scoring = field(default_factory=Scoring)
     weights: Weights = field(default_factory=Weights)
-    limits: dict[str, Limits] = field(default_factory=_default_limits)
+    limits: Mapping[str, Limits] = field(default_factory=_default_limits)
     customers: tuple[Customer, ...] = ()
     overrides: tuple[Override, ...] = ()
     path: str = field(default="", metadata={"internal": True})
@@ -278,7 +278,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
 
 
 def from_dict(data: Mapping[str, Any], path: str | os.PathLike[str] = "<config>") -> Config:
-    cfg = _build(Config, data, str(path), "")
+    cfg: Config = _build(Config, data, str(path), "")
     _check_references(cfg, str(path))
     return dataclasses.replace(cfg, path=str(path))
 
@@ -324,9 +324,8 @@ def _build(cls: type[Any], data: Any, path: str, prefix: str) -> Any:
         if isinstance(value, Mapping) and f.default_factory is not dataclasses.MISSING:
             # Tables of named entries ([limits.NAME]) add to and replace the defaults.
             value = types.MappingProxyType({**f.default_factory(), **value})
-        if check := f.metadata.get("check"):
-            if reason := _CHECKS[check](value):
-                raise ConfigError(path, key, reason)
+        if (check := f.metadata.get("check")) and (reason := _CHECKS[check](value)):
+            raise ConfigError(path, key, reason)
         kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -376,7 +375,7 @@ def _coerce(tp: Any, value: Any, path: str, key: str) -> Any:
             raise ConfigError(path, key, f"must be a list, not {_toml_type(value)}")
         (item_tp, *_rest) = typing.get_args(tp)
         return tuple(_coerce(item_tp, v, path, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
+    if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(path, key, f"must be a table, not {_toml_type(value)}")
         _k, item_tp = typing.get_args(tp)
