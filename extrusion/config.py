@@ -132,6 +132,12 @@ class Milter:
     on_error: Literal["accept", "tempfail"] = "accept"
     add_header: bool = False
     reject_bad_helo: bool = False
+    rate_limits: bool = False
+    engine_timeout: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.engine_timeout < self.timeout:
+            raise ValueError("engine_timeout must be more than 0 and less than timeout")
 
 
 @dataclass(frozen=True)
