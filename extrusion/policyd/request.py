@@ -1,0 +1,181 @@
+"""Bounded, incremental parser for Postfix policy requests.
+
+A request is `name=value` lines ended by an empty line (SMTPD_POLICY_README).
+The parser is fed whatever bytes arrive, in any split, and returns the
+complete requests. Hostile input raises a `BadInput` subclass whose `kind`
+names it for the log line and the metrics; the caller then disconnects
+without a reply, which is what the protocol asks of a server in trouble
+(Postfix logs it and retries later).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from extrusion.policyd.constants import LINE_END, POLICY_REQUEST
+
+# Attribute names Postfix sends are lower-case words with underscores; we
+# accept any printable ASCII without "=" so that future attributes pass, and
+# refuse control characters and 8-bit bytes, which only junk contains.
+_NAME_RE = re.compile(rb"[!-<>-~]+")
+
+
+class BadInput(Exception):
+    """Input that is not a policy request; the connection is closed without a reply."""
+
+    kind: ClassVar[str] = "bad_input"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        #: Requests that were complete before the bad input, in order.
+        self.completed: list[PolicyRequest] = []
+
+
+class LineTooLong(BadInput):
+    kind = "line_too_long"
+
+
+class TooManyAttributes(BadInput):
+    kind = "too_many_attributes"
+
+
+class NotAPolicyRequest(BadInput):
+    kind = "not_a_policy_request"
+
+
+class Garbage(BadInput):
+    """Binary junk: NUL bytes, a line without `=`, control characters in a name."""
+
+    kind = "garbage"
+
+
+def _int(value: str) -> int:
+    """Numeric attributes: absent, empty or "0" all mean zero (SMTPD_POLICY_README)."""
+    try:
+        n = int(value)
+    except ValueError:
+        return 0
+    return max(n, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRequest:
+    """One complete request. Unknown attributes are kept but never read."""
+
+    attrs: Mapping[str, str]
+
+    def get(self, name: str) -> str:
+        return self.attrs.get(name, "")
+
+    @property
+    def protocol_state(self) -> str:
+        return self.get("protocol_state").upper()
+
+    @property
+    def client_address(self) -> str:
+        return self.get("client_address")
+
+    @property
+    def client_name(self) -> str:
+        name = self.get("client_name")
+        return "" if name == "unknown" else name
+
+    @property
+    def sasl_username(self) -> str:
+        return self.get("sasl_username")
+
+    @property
+    def sender(self) -> str:
+        return self.get("sender")
+
+    @property
+    def recipient(self) -> str:
+        return self.get("recipient")
+
+    @property
+    def helo_name(self) -> str:
+        return self.get("helo_name")
+
+    @property
+    def queue_id(self) -> str:
+        return self.get("queue_id")
+
+    @property
+    def instance(self) -> str:
+        return self.get("instance")
+
+    @property
+    def recipient_count(self) -> int:
+        return _int(self.get("recipient_count"))
+
+    @property
+    def size(self) -> int:
+        return _int(self.get("size"))
+
+
+class RequestParser:
+    """Turns a byte stream into `PolicyRequest`s, enforcing the configured bounds."""
+
+    __slots__ = ("_attrs", "_buf", "_count", "max_attributes", "max_line")
+
+    def __init__(self, max_line: int, max_attributes: int) -> None:
+        self.max_line = max_line
+        self.max_attributes = max_attributes
+        self._buf = b""
+        self._attrs: dict[str, str] = {}
+        self._count = 0
+
+    @property
+    def pending(self) -> bool:
+        """True while part of a request has arrived but not its empty line."""
+        return bool(self._buf) or self._count > 0
+
+    def feed(self, data: bytes) -> list[PolicyRequest]:
+        """Consume `data`; return every request it completes. Raises `BadInput`."""
+        if b"\0" in data:
+            raise Garbage("NUL byte in request")
+        buf = self._buf + data if self._buf else data
+        out: list[PolicyRequest] = []
+        try:
+            self._buf = self._parse(buf, out)
+        except BadInput as exc:
+            # Requests completed before the bad line still deserve their answers.
+            exc.completed = out
+            raise
+        return out
+
+    def _parse(self, buf: bytes, out: list[PolicyRequest]) -> bytes:
+        start = 0
+        while (end := buf.find(LINE_END, start)) >= 0:
+            line = buf[start:end]
+            start = end + 1
+            if line.endswith(b"\r"):  # tolerate CRLF from hand-written clients
+                line = line[:-1]
+            if not line:
+                out.append(self._finish())
+                continue
+            if len(line) > self.max_line:
+                raise LineTooLong(f"line of {len(line)} bytes (limit {self.max_line})")
+            self._count += 1
+            if self._count > self.max_attributes:
+                raise TooManyAttributes(f"more than {self.max_attributes} attributes")
+            name, sep, value = line.partition(b"=")
+            if not sep or not _NAME_RE.fullmatch(name):
+                raise Garbage(f"not a name=value line: {line[:40]!r}")
+            # When an attribute repeats, the README lets us keep either; we keep the last.
+            self._attrs[name.decode("ascii")] = value.decode("utf-8", "backslashreplace")
+        rest = buf[start:]
+        if len(rest) > self.max_line:
+            raise LineTooLong(f"line of over {self.max_line} bytes without newline")
+        return rest
+
+    def _finish(self) -> PolicyRequest:
+        attrs, self._attrs, self._count = self._attrs, {}, 0
+        kind = attrs.get("request")
+        if kind != POLICY_REQUEST:
+            what = "no request attribute" if kind is None else f"request={kind[:40]!r}"
+            raise NotAPolicyRequest(f"{what} (expected request={POLICY_REQUEST})")
+        return PolicyRequest(attrs)

@@ -1,0 +1,149 @@
+"""From a policy request to an access(5) action: ask the engine, translate its decision.
+
+Runs on the reactor thread for every request, so it only calls `decide()`,
+which answers from memory. When there is no engine (the store could not be
+opened yet) or the engine raises, the configured default action is the
+answer — Postfix keeps flowing, and the failure is logged once per burst.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from extrusion.policyd import constants as c
+from extrusion.policyd.burstlog import BurstLog
+from extrusion.policyd.metrics import Metrics
+from extrusion.policyd.request import PolicyRequest
+from extrusion.scoring.api import EngineAPI
+from extrusion.scoring.events import Action, Decision, Stage
+
+log = logging.getLogger("extrusion.policyd")
+
+# protocol_state -> (engine stage, whether this request consumes budget).
+# Recipients are counted at RCPT, one per request; messages at END-OF-MESSAGE,
+# whose recipient_count is what Postfix accepted. DATA is asked but not counted,
+# so a message answered at both DATA and END-OF-MESSAGE counts once.
+_STAGES: dict[str, tuple[Stage, bool]] = {
+    c.STATE_CONNECT: (Stage.CONNECT, False),
+    c.STATE_EHLO: (Stage.HELO, False),
+    c.STATE_HELO: (Stage.HELO, False),
+    c.STATE_MAIL: (Stage.MAIL, False),
+    c.STATE_RCPT: (Stage.RCPT, True),
+    c.STATE_DATA: (Stage.DATA, False),
+    c.STATE_EOM: (Stage.EOM, True),
+}
+
+_DEFAULT_TEXT = {
+    Action.TEMPFAIL: "Too much mail from you for now, try again later",
+    Action.HOLD: "held for review by extrusion",
+    Action.REJECT: "Mail from you is refused; please contact your provider",
+}
+
+# Anything that could end the reply line or confuse Postfix's parser.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class EngineSource(Protocol):
+    """Whatever holds the engine; `engine` is None while the store cannot be opened."""
+
+    @property
+    def engine(self) -> EngineAPI | None: ...
+
+
+def _clean(text: str) -> str:
+    # SMTP replies are ASCII unless the client asked for SMTPUTF8, which a policy
+    # server cannot know; control characters would end the reply line.
+    ascii_text = text.encode("ascii", "replace").decode("ascii")
+    return _UNSAFE.sub(" ", ascii_text).strip()[: c.MAX_REPLY_TEXT]
+
+
+def _enhanced(decision: Decision, klass: str, fallback: str) -> str:
+    code = decision.enhanced_code
+    return code if code.startswith(klass) else fallback
+
+
+def action_for(decision: Decision) -> str:
+    """The access(5) action line (without `action=`) for an engine decision."""
+    act = decision.action
+    if act is Action.CONTINUE:
+        return c.DUNNO
+    text = _clean(decision.text) or _DEFAULT_TEXT[act]
+    if act is Action.TEMPFAIL:
+        return f"{c.DEFER_IF_PERMIT} {_enhanced(decision, '4.', c.TEMPFAIL_ENHANCED)} {text}"
+    if act is Action.HOLD:
+        return f"{c.HOLD} {text}"
+    return f"{c.REJECT} {_enhanced(decision, '5.', c.REJECT_ENHANCED)} {text}"
+
+
+class Responder:
+    """Answers policy requests; one per daemon, shared by every connection."""
+
+    def __init__(
+        self,
+        source: EngineSource,
+        default_action: str,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.source = source
+        self.default_action = default_action
+        self.metrics = metrics
+        self.clock = clock
+        self._errors = BurstLog(log, "policy decision", clock)
+        self._by_state = {s: metrics.requests.labels(s.lower()) for s in _STAGES}
+        self._other_state = metrics.requests.labels("other")
+        self._default_counter = metrics.decisions.labels("default")
+
+    def answer(self, req: PolicyRequest) -> str:
+        """The action for one request; never raises."""
+        state = req.protocol_state
+        staged = _STAGES.get(state)
+        if staged is None:
+            # VRFY, ETRN and states newer than this code: nothing to judge.
+            self._other_state.inc()
+            self.metrics.decision_by_action[c.DUNNO].inc()
+            return c.DUNNO
+        self._by_state[state].inc()
+        stage, counted = staged
+        engine = self.source.engine
+        if engine is None:
+            self._default_counter.inc()
+            return self.default_action
+        t0 = time.perf_counter()
+        try:
+            sender = engine.sender_key(
+                client_addr=req.client_address, sasl_user=req.sasl_username
+            )
+            n = 1 if stage is Stage.RCPT else max(req.recipient_count, 1)
+            helo = req.helo_name
+            decision = engine.decide(
+                sender,
+                stage,
+                n,
+                self.clock(),
+                count=counted,
+                helos=(helo,) if helo else (),
+                client_addr=req.client_address,
+                envelope_from=req.sender,
+            )
+        except Exception as exc:  # any engine failure means: fail open
+            self._errors.failed(exc)
+            self.metrics.store_errors.labels("decide").inc()
+            self._default_counter.inc()
+            return self.default_action
+        self._errors.recovered()
+        action = action_for(decision)
+        verb = action.split(" ", 1)[0]
+        self.metrics.decision_by_action[verb].inc()
+        self.metrics.latency.observe(time.perf_counter() - t0)
+        if verb != c.DUNNO:
+            log.info(
+                "policy %s sender=%s queue_id=%s state=%s action=%s reason=%s",
+                state, sender, req.queue_id or "-", decision.state.value, verb,
+                decision.reason or "-",
+            )
+        return action
