@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# Session fixtures `postfix` (throw-away Postfix on loopback) and `remote_smtp`.
+from tests.postfix_harness import postfix, remote_smtp  # noqa: F401
+
 PG_ADMIN_URL = os.environ.get(
     "EXTRUSION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
