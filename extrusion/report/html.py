@@ -1,0 +1,178 @@
+"""The report as one self-contained HTML page an operator opens from disk.
+
+No external assets and no script at all: styles are inline, plots are inline
+SVG drawn on the server, and a Content-Security-Policy forbids anything else,
+so a hostile string that slipped through escaping still could not load or run
+anything. Every user-controlled string goes through `html.escape`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, tzinfo
+from html import escape
+
+from extrusion.report import plots
+from extrusion.report.model import Category, Delivery, Report, SenderReport
+from extrusion.report.text import (
+    DEFAULT_MAX_DESTINATIONS,
+    MARK,
+    MISCONFIGURED_TITLE,
+    message_lines,
+    more_messages,
+)
+from extrusion.report.times import classic, zone_label
+
+# Senders that get their own failures-per-hour plot (highest scores first);
+# each plot costs tens of milliseconds and a few tens of kB.
+DEFAULT_PLOT_SENDERS = 12
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; vertical-align: top; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.virus td.cat { color: #d62728; font-weight: bold; }
+.state-held, .state-blocked { font-weight: bold; }
+figure { margin: 1em 0; } svg { max-width: 100%; height: auto; }
+pre.classic { background: #f7f7f7; padding: 0.6em; overflow-x: auto; }
+pre .fail { color: #b00000; } pre .helo { color: #8a4b00; }
+.meta { color: #555; }
+"""
+
+_CLASS = {
+    MARK[Delivery.FAILED]: "fail",
+    "HELO = ": "helo",
+}
+
+
+def _classic_block(s: SenderReport, tz: tzinfo, max_destinations: int) -> str:
+    out = []
+    for msg in s.messages:
+        for line in message_lines(msg, tz, max_destinations):
+            css = next((c for prefix, c in _CLASS.items() if line.startswith(prefix)), "")
+            text = escape(line)
+            out.append(f'<span class="{css}">{text}</span>' if css else text)
+        out.append("")
+    if s.messages_omitted:
+        out.append(more_messages(s.messages_omitted))
+    return '<pre class="classic">' + "\n".join(out) + "</pre>"
+
+
+def _summary_table(senders: tuple[SenderReport, ...], tz: tzinfo, prefix: str) -> str:
+    rows = []
+    for i, s in enumerate(senders):
+        c = s.counts
+        reasons = "<br>".join(escape(r) for r in s.reasons)
+        rows.append(
+            f'<tr class="{s.category}"><td><a href="#{prefix}-{i}">{escape(s.key)}</a></td>'
+            f"<td>{escape(s.customer)}</td><td class=\"state-{s.state}\">{s.state}</td>"
+            f'<td class="num">{s.score:.1f}</td><td class="cat">{s.category}</td>'
+            f"<td>{classic(s.first_seen, tz)}</td><td>{classic(s.last_seen, tz)}</td>"
+            f'<td class="num">{c.messages}</td><td class="num">{c.failed}</td>'
+            f'<td class="num">{c.delivered}</td><td>{reasons}</td></tr>'
+        )
+    head = (
+        "<tr><th>sender</th><th>customer</th><th>state</th><th>score</th><th>looks like</th>"
+        "<th>first seen</th><th>last seen</th><th>messages</th><th>failed</th>"
+        "<th>delivered</th><th>reasons</th></tr>"
+    )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _sender_section(
+    s: SenderReport, anchor: str, plot: str, tz: tzinfo, max_destinations: int
+) -> str:
+    c = s.counts
+    parts = [
+        f'<section id="{anchor}"><h2>{escape(s.key)} — {s.state}, score {s.score:.1f}</h2>',
+        f'<p class="meta">customer {escape(s.customer) or "–"} · looks like {s.category} · '
+        f"first seen {classic(s.first_seen, tz)} · last seen {classic(s.last_seen, tz)} · "
+        f"{c.messages} messages, {c.recipients} recipients: {c.failed} failed, "
+        f"{c.delivered} delivered, {c.pending} pending</p>",
+    ]
+    if s.reasons:
+        items = "".join(f"<li>{escape(r)}</li>" for r in s.reasons)
+        parts.append(f"<ul class=\"reasons\">{items}</ul>")
+    if s.findings:
+        rows = "".join(
+            f"<tr><td>{escape(f.kind)}</td><td class=\"num\">+{f.score:.1f}</td>"
+            f"<td>{escape(f.summary)}</td><td>{_evidence_html(f.evidence)}</td></tr>"
+            for f in s.findings
+        )
+        parts.append(
+            "<table class=\"findings\"><tr><th>finding</th><th>score</th><th>what</th>"
+            f"<th>evidence</th></tr>{rows}</table>"
+        )
+    if s.changes:
+        rows = "".join(
+            f"<tr><td>{classic(ch.time, tz)}</td><td>{ch.old} → {ch.new}</td>"
+            f"<td class=\"num\">{ch.score:.1f}</td><td>{escape(ch.who)}</td>"
+            f"<td>{escape(ch.reason)}</td></tr>"
+            for ch in s.changes
+        )
+        parts.append(
+            "<table class=\"changes\"><tr><th>when</th><th>state</th><th>score</th><th>by</th>"
+            f"<th>why</th></tr>{rows}</table>"
+        )
+    if plot:
+        parts.append(f'<figure class="plot outbreak">{plot}</figure>')
+    parts.append(_classic_block(s, tz, max_destinations))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _evidence_html(evidence: Mapping[str, object]) -> str:
+    items = []
+    for key, value in evidence.items():
+        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        items.append(f"{escape(key)}={escape(shown)}")
+    return "<br>".join(items)
+
+
+def render_html(
+    report: Report,
+    tz: tzinfo = UTC,
+    max_destinations: int = DEFAULT_MAX_DESTINATIONS,
+    plot_senders: int = DEFAULT_PLOT_SENDERS,
+) -> str:
+    """The whole page as a string."""
+    zone = zone_label(tz, report.until)
+    since = classic(report.since, tz) if report.since is not None else "the beginning"
+    viruses = sum(1 for s in report.senders if s.category is Category.VIRUS)
+    ranked = sorted(range(len(report.senders)), key=lambda i: -report.senders[i].score)
+    plotted = set(ranked[:plot_senders])
+    body = [
+        "<h1>extrusion report</h1>",
+        f'<p class="meta">From {since} to {classic(report.until, tz)} ({escape(zone)}), '
+        f"generated {classic(report.generated_at, tz)}"
+        + (f" · source {escape(report.source)}" if report.source else "")
+        + "</p>",
+        f"<p>{len(report.senders)} flagged senders ({viruses} look like viruses), "
+        f"{len(report.misconfigured)} misconfigured.</p>",
+        f'<figure class="plot detections">{plots.detections_svg(report, tz)}</figure>',
+        f'<figure class="plot spamminess">{plots.spamminess_svg(report.activity)}</figure>',
+    ]
+    if report.senders:
+        body.append("<h2>Flagged senders</h2>")
+        body.append(_summary_table(report.senders, tz, "sender"))
+        for i, s in enumerate(report.senders):
+            plot = plots.outbreak_svg(s, i, tz) if i in plotted else ""
+            body.append(_sender_section(s, f"sender-{i}", plot, tz, max_destinations))
+    if report.misconfigured:
+        body.append(f"<h2>{escape(MISCONFIGURED_TITLE)}</h2>")
+        body.append(_summary_table(report.misconfigured, tz, "misconfigured"))
+        for i, s in enumerate(report.misconfigured):
+            body.append(_sender_section(s, f"misconfigured-{i}", "", tz, max_destinations))
+    if not report.senders and not report.misconfigured:
+        body.append("<p>No flagged or misconfigured senders in this period.</p>")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>extrusion report {classic(report.until, tz)}</title>"
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
