@@ -151,6 +151,12 @@ class Policyd:
     max_line_bytes: int = 2048
     max_attributes: int = 100
     idle_timeout: float = 300.0
+    flush_seconds: float = 1.0
+    engine_retry_seconds: float = 5.0
+    drain_seconds: float = 10.0
+    hold_queued_mail: bool = True
+    postsuper: str = "postsuper"
+    postfix_config_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,201 @@
+"""Owns the engine: opens it (retrying while the store is down) and keeps it in sync.
+
+The reactor thread never waits on the database. Opening the engine, the
+periodic `flush()` (queued events to the store) and `refresh()` (states
+written by other processes), the senders-by-state gauge and `close()` all
+run in the reactor's thread pool, one maintenance job at a time. While the
+engine cannot be opened, `engine` is None and the policy server answers the
+configured default action; it retries every `retry_seconds` and recovers by
+itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer, task, threads
+from twisted.python.failure import Failure
+
+from extrusion.config import Config
+from extrusion.policyd.burstlog import BurstLog
+from extrusion.policyd.metrics import Metrics
+from extrusion.scoring.api import EngineAPI
+from extrusion.scoring.events import State, StateChange
+
+log = logging.getLogger("extrusion.policyd")
+
+Opener = Callable[[Config], EngineAPI]
+#: How often the senders-by-state gauge is recounted from the store (seconds).
+GAUGE_SECONDS = 60.0
+
+
+class EngineService(Service):
+    """Twisted service around one engine; `engine` is None until the store could be opened."""
+
+    def __init__(
+        self,
+        config: Config,
+        opener: Opener,
+        reactor: Any,
+        metrics: Metrics,
+        *,
+        listeners: list[Callable[[StateChange], None]] | None = None,
+        sender_counts: Callable[[EngineAPI], dict[str, int]] | None = None,
+    ) -> None:
+        self.config = config
+        self.opener = opener
+        self.reactor = reactor
+        self.metrics = metrics
+        self.listeners = list(listeners or [])
+        self.sender_counts = sender_counts
+        self._engine: EngineAPI | None = None
+        self._loop: task.LoopingCall | None = None
+        self._retry: Any = None
+        self._opening: defer.Deferred[Any] | None = None
+        self._syncing: defer.Deferred[Any] | None = None
+        self._next_refresh = 0.0
+        self._next_gauge = 0.0
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        self._open_errors = BurstLog(log, "opening the store", reactor.seconds)
+        self._sync_errors = BurstLog(log, "store sync (flush/refresh)", reactor.seconds)
+        self.last_sync_ok: float | None = None
+        self.last_error: str = ""
+
+    @property
+    def engine(self) -> EngineAPI | None:
+        return self._engine
+
+    @property
+    def healthy(self) -> bool:
+        return self._engine is not None and not self._sync_errors.failing
+
+    def _thread(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
+
+    # --- opening ------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._open()
+
+    def _open(self) -> None:
+        self._retry = None
+        self._opening = self._thread(self.opener, self.config)
+        self._opening.addCallbacks(self._opened, self._open_failed)
+
+    def _opened(self, engine: EngineAPI) -> None:
+        self._opening = None
+        if not self.running:  # stopped while the store was being opened
+            self._thread(engine.close)
+            return
+        for listener in self.listeners:
+            engine.add_listener(listener)
+        self._engine = engine
+        self.metrics.engine_up.set(1)
+        self._open_errors.recovered()
+        log.info("engine open (store %s)", _safe_url(self.config.store.url))
+        self._loop = task.LoopingCall(self._maintain)
+        self._loop.clock = self.reactor
+        self._loop.start(self.config.policyd.flush_seconds, now=True).addErrback(
+            lambda f: log.error("maintenance loop stopped: %s", f.getErrorMessage())
+        )
+        self._fire_ready()
+
+    def _open_failed(self, failure: Failure) -> None:
+        self._opening = None
+        self.metrics.store_errors.labels("open").inc()
+        self.last_error = failure.getErrorMessage()
+        self._open_errors.failed(failure.value or Exception(self.last_error))
+        if self.running:
+            self._retry = self.reactor.callLater(
+                self.config.policyd.engine_retry_seconds, self._open
+            )
+        self._fire_ready()
+
+    def _fire_ready(self) -> None:
+        if not self.ready.called:
+            self.ready.callback(None)
+
+    # --- periodic sync ------------------------------------------------------------------
+
+    def _maintain(self) -> defer.Deferred[Any]:
+        engine = self._engine
+        if engine is None:
+            return defer.succeed(None)
+        d = self._thread(self._sync, engine, self.reactor.seconds())
+        d.addCallbacks(self._synced, self._sync_failed)
+        self._syncing = d
+
+        def done(result: Any) -> Any:
+            self._syncing = None
+            return result
+
+        return d.addBoth(done)
+
+    def _sync(self, engine: EngineAPI, now: float) -> dict[str, int] | None:
+        """Worker thread: push queued events, pull others' states, recount the gauge."""
+        engine.flush()
+        if now >= self._next_refresh:
+            engine.refresh(now)
+            self._next_refresh = now + self.config.store.refresh_seconds
+        if self.sender_counts is not None and now >= self._next_gauge:
+            self._next_gauge = now + GAUGE_SECONDS
+            return self.sender_counts(engine)
+        return None
+
+    def _synced(self, counts: dict[str, int] | None) -> None:
+        self.last_sync_ok = time.time()
+        self._sync_errors.recovered()
+        if counts is not None:
+            for state in State:
+                self.metrics.senders.labels(state.value).set(counts.get(state.value, 0))
+
+    def _sync_failed(self, failure: Failure) -> None:
+        # Never let the loop die: the engine spools what it cannot write, and the
+        # next tick tries again.
+        self.metrics.store_errors.labels("sync").inc()
+        self.last_error = failure.getErrorMessage()
+        self._sync_errors.failed(failure.value or Exception(self.last_error))
+
+    # --- reload and stop ----------------------------------------------------------------
+
+    def reload(self, config: Config) -> defer.Deferred[bool]:
+        """Hand a new, already validated config to the engine (thresholds, overrides, limits)."""
+        self.config = config
+        engine = self._engine
+        reload = getattr(engine, "reload", None)
+        if reload is None:
+            return defer.succeed(False)
+        return self._thread(reload, config).addCallback(lambda _: True)
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._syncing is not None:
+            yield self._syncing  # never fails: its errors are handled above
+        engine, self._engine = self._engine, None
+        self.metrics.engine_up.set(0)
+        if engine is not None:
+            try:
+                yield self._thread(engine.close)  # flushes what is still queued
+            except Exception as exc:  # the store may be gone; the engine spooled what it could
+                log.error("closing the engine failed: %s", exc)
+
+
+def _safe_url(url: str) -> str:
+    """The store URL without a password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        rest = f"{user}@{host}"
+    return f"{scheme}{sep}{rest}"

@@ -1,0 +1,170 @@
+"""Mail already queued: hold it when its sender is held or blocked, release it on release.
+
+A bot queues thousands of messages before its first bounce is logged, so the
+engine's verdict arrives when much of the damage is still in Postfix's queue.
+On a state change into `held`/`blocked` the sender's undelivered queue ids
+(from the store) go to `postsuper -h -` on stdin; on a change out of those
+states to `postsuper -H -`. Store look-up and postsuper both block, so they
+run in a worker thread, one job at a time and in order (a hold and the
+release that follows it must not overtake each other). Every run is logged
+on the audit logger and handed to the audit callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer, threads
+
+from extrusion.policyd.metrics import Metrics
+from extrusion.policyd.responder import EngineSource
+from extrusion.scoring.events import State, StateChange
+
+log = logging.getLogger("extrusion.policyd.queue")
+audit_log = logging.getLogger("extrusion.audit")
+
+#: States whose mail must not leave the queue.
+STOPPED = frozenset({State.HELD, State.BLOCKED})
+
+#: Postfix queue ids: short hex form or the long form (enable_long_queue_ids);
+#: anything else (including the word ALL) never reaches postsuper.
+_QUEUE_ID_RE = re.compile(r"[0-9A-Za-z]{5,32}")
+
+#: Seconds postsuper may take before we give up on it (it normally takes milliseconds).
+POSTSUPER_TIMEOUT = 60.0
+
+HOLD = "hold"
+RELEASE = "release"
+_FLAGS = {HOLD: "-h", RELEASE: "-H"}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueAction:
+    """What one postsuper run did; the audit record of it."""
+
+    sender: str
+    verb: str
+    queue_ids: tuple[str, ...]
+    ok: bool
+    detail: str
+    cause: StateChange
+
+
+def verb_for(change: StateChange) -> str | None:
+    """hold when mail becomes stoppable, release when it stops being so, else nothing."""
+    was, now = change.old in STOPPED, change.new in STOPPED
+    if now and not was:
+        return HOLD
+    if was and not now:
+        return RELEASE
+    return None
+
+
+def postsuper_argv(postsuper: str, config_dir: str, verb: str) -> list[str]:
+    argv = [postsuper]
+    if config_dir:
+        argv += ["-c", config_dir]
+    return [*argv, _FLAGS[verb], "-"]
+
+
+class QueueActions:
+    """Engine listener that holds/releases a sender's queued mail with postsuper."""
+
+    def __init__(
+        self,
+        source: EngineSource,
+        *,
+        postsuper: str,
+        config_dir: str,
+        mta: str,
+        reactor: Any,
+        metrics: Metrics,
+        audit: Callable[[QueueAction], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.postsuper = postsuper
+        self.config_dir = config_dir
+        self.mta = mta
+        self.reactor = reactor
+        self.metrics = metrics
+        self.audit = audit
+        self._lock = defer.DeferredLock()
+        self.pending: set[defer.Deferred[QueueAction | None]] = set()
+
+    def on_state_change(self, change: StateChange) -> None:
+        """Engine listener; the engine may call it from any thread."""
+        if verb_for(change) is not None:
+            self.reactor.callFromThread(self.schedule, change)
+
+    def schedule(self, change: StateChange) -> defer.Deferred[QueueAction | None]:
+        """Queue one postsuper job (reactor thread); fires with its record."""
+        d: defer.Deferred[QueueAction | None] = self._lock.run(
+            threads.deferToThreadPool, self.reactor, self.reactor.getThreadPool(),
+            self.run, change,
+        )
+        self.pending.add(d)
+
+        def done(result: Any) -> Any:
+            self.pending.discard(d)
+            return result
+
+        d.addBoth(done)
+        d.addErrback(self._crashed, change)
+        return d
+
+    def _crashed(self, failure: Any, change: StateChange) -> None:
+        log.error("queue action for %s failed: %s", change.sender, failure.getErrorMessage())
+        self.metrics.queue_actions.labels(verb_for(change) or "?", "error").inc()
+
+    def run(self, change: StateChange) -> QueueAction | None:
+        """Look up the sender's queued mail and run postsuper on it (worker thread)."""
+        verb = verb_for(change)
+        engine = self.source.engine
+        if verb is None or engine is None:
+            return None
+        ids = engine.undelivered_queue_ids(change.sender, self.mta)
+        good = tuple(q for q in ids if _QUEUE_ID_RE.fullmatch(q))
+        if len(good) != len(ids):
+            log.warning("ignored %d malformed queue ids of %s", len(ids) - len(good), change.sender)
+        if not good:
+            action = QueueAction(change.sender, verb, (), True, "no queued mail", change)
+        else:
+            ok, detail = self._postsuper(verb, good)
+            action = QueueAction(change.sender, verb, good, ok, detail, change)
+        self._record(action)
+        return action
+
+    def _postsuper(self, verb: str, ids: Sequence[str]) -> tuple[bool, str]:
+        argv = postsuper_argv(self.postsuper, self.config_dir, verb)
+        try:
+            proc = subprocess.run(
+                argv,
+                input="".join(f"{q}\n" for q in ids),
+                capture_output=True,
+                text=True,
+                timeout=POSTSUPER_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"{argv[0]}: {exc}"
+        # postsuper reports "Placed on hold: N messages" / "Released from hold: N messages".
+        detail = " ".join(proc.stderr.split())[:300] or f"exit status {proc.returncode}"
+        return proc.returncode == 0, detail
+
+    def _record(self, action: QueueAction) -> None:
+        result = "ok" if action.ok else "error"
+        self.metrics.queue_actions.labels(action.verb, result).inc()
+        level = logging.INFO if action.ok else logging.ERROR
+        audit_log.log(
+            level,
+            "queue %s sender=%s state=%s->%s messages=%d result=%s detail=%s",
+            action.verb, action.sender, action.cause.old.value, action.cause.new.value,
+            len(action.queue_ids), result, action.detail,
+        )
+        if self.audit is not None:
+            self.audit(action)
