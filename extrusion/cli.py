@@ -171,8 +171,14 @@ def db() -> None:
 @config_option
 def db_upgrade(config_path: str | None) -> None:
     """Create or migrate the store's schema to the latest version."""
-    load_config(config_path)
-    not_implemented("db upgrade")
+    from extrusion.scoring import admin
+    from extrusion.scoring.store import StoreError
+
+    cfg = load_config(config_path)
+    try:
+        click.echo(admin.db_upgrade(cfg))
+    except StoreError as exc:
+        fail(f"extrusion db upgrade: {exc}", EX_UNAVAILABLE)
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -1,0 +1,230 @@
+"""Plain records that travel between the engine and the store (and through the spool).
+
+Everything here is JSON-serialisable by `Batch.to_json()` so that a batch the
+store could not take is written to the local spool exactly as it would have
+gone to the database, and replayed later unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# A pin operation carried by a SenderDelta.
+PIN_SET = "set"
+PIN_CLEAR = "clear"
+
+
+def decay(value: float, elapsed: float, half_life: float) -> float:
+    """`value` after `elapsed` seconds of exponential decay; never negative.
+
+    A clock running backwards (events replayed out of order) does not grow
+    the value: negative elapsed time counts as none.
+    """
+    if value <= 0.0:
+        return 0.0
+    if elapsed <= 0.0 or half_life <= 0.0:
+        return value
+    return value * math.exp(-elapsed * math.log(2) / half_life)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderRow:
+    """A sender as stored: its score is `score` at `score_time` (decay it to now)."""
+
+    key: str
+    cls: str = "default"
+    state: str = "ok"
+    score: float = 0.0
+    score_time: float = 0.0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    state_since: float = 0.0
+    pinned: str | None = None
+    pinned_by: str | None = None
+    pinned_reason: str | None = None
+    findings: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+    changed_at: float = 0.0
+
+    def score_at(self, now: float, half_life: float) -> float:
+        return decay(self.score, now - self.score_time, half_life)
+
+
+@dataclass(slots=True)
+class SenderDelta:
+    """What one process learnt about a sender since it last wrote it.
+
+    `score_delta` is the score this process added, valued at `time`; the
+    store adds it to the stored score so several processes' evidence sums up.
+    `state` is set only when this process moved the sender itself.
+    """
+
+    key: str
+    time: float
+    score_delta: float = 0.0
+    cls: str | None = None
+    first_seen: float | None = None
+    state: str | None = None
+    state_since: float | None = None
+    reset_score: bool = False
+    findings: dict[str, Any] | None = None
+    pin: str | None = None  # PIN_SET, PIN_CLEAR or None
+    pinned: str | None = None
+    pinned_by: str | None = None
+    pinned_reason: str | None = None
+
+    def absorb(self, later: SenderDelta, half_life: float) -> None:
+        """Fold a later delta for the same sender into this one."""
+        if later.reset_score:
+            self.score_delta = 0.0
+            self.reset_score = True
+        self.score_delta = (
+            decay(self.score_delta, later.time - self.time, half_life) + later.score_delta
+        )
+        self.time = max(self.time, later.time)
+        for name in ("cls", "state", "state_since", "findings"):
+            if (value := getattr(later, name)) is not None:
+                setattr(self, name, value)
+        if self.first_seen is None:
+            self.first_seen = later.first_seen
+        if later.pin is not None:
+            self.pin, self.pinned = later.pin, later.pinned
+            self.pinned_by, self.pinned_reason = later.pinned_by, later.pinned_reason
+
+
+def merge_sender(
+    row: SenderRow | None, delta: SenderDelta, half_life: float, changed_at: float
+) -> SenderRow:
+    """The stored row after applying one process's delta (pure; the store calls it)."""
+    if row is None or row.version == 0:
+        first = delta.first_seen if delta.first_seen is not None else delta.time
+        row = SenderRow(
+            key=delta.key, score_time=delta.time, first_seen=first, last_seen=delta.time,
+            state_since=delta.time,
+        )
+    now = max(row.score_time, delta.time)
+    base = 0.0 if delta.reset_score else decay(row.score, now - row.score_time, half_life)
+    score = base + decay(delta.score_delta, now - delta.time, half_life)
+    changes: dict[str, Any] = {
+        "score": max(score, 0.0),
+        "score_time": now,
+        "last_seen": max(row.last_seen, delta.time),
+        "version": row.version + 1,
+        "changed_at": changed_at,
+    }
+    if delta.first_seen is not None:
+        changes["first_seen"] = min(row.first_seen, delta.first_seen)
+    if delta.cls is not None:
+        changes["cls"] = delta.cls
+    if delta.state is not None:
+        changes["state"] = delta.state
+        changes["state_since"] = (
+            delta.state_since if delta.state_since is not None else delta.time
+        )
+    if delta.findings is not None:
+        changes["findings"] = delta.findings
+    if delta.pin == PIN_SET:
+        changes.update(
+            pinned=delta.pinned, pinned_by=delta.pinned_by, pinned_reason=delta.pinned_reason
+        )
+    elif delta.pin == PIN_CLEAR:
+        changes.update(pinned=None, pinned_by=None, pinned_reason=None)
+    return dataclasses.replace(row, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRecord:
+    time: float
+    recipient: str
+    status: str
+    outcome_class: str = ""
+    dsn: str = ""
+    reply: str = ""
+    relay: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A submitted message, with its recipients' rows when read for a report."""
+
+    time: float
+    mta: str
+    queue_id: str
+    sender: str
+    envelope_from: str = ""
+    helo: str = ""
+    client_addr: str = ""
+    client_name: str = ""
+    size: int = 0
+    rcpt_count: int = 0
+    message_id: str = ""
+    null_sender: bool = False
+    auto_reply: bool = False
+    list_like: bool = False
+    list_id: str = ""
+    recipients: tuple[RecipientRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideRow:
+    match: str
+    action: str
+    limits: str = ""
+    reason: str = ""
+    who: str = ""
+    created: float = 0.0
+
+
+@dataclass(slots=True)
+class Batch:
+    """One transaction's worth of writes. Rows are dicts keyed by column name."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    recipients: list[dict[str, Any]] = field(default_factory=list)
+    # (sender, counter name, bucket start) -> amount to add
+    counters: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    state_changes: list[dict[str, Any]] = field(default_factory=list)
+    senders: dict[str, SenderDelta] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return (
+            len(self.messages) + len(self.recipients) + len(self.counters)
+            + len(self.state_changes) + len(self.senders)
+        )
+
+    def add_counter(self, sender: str, name: str, bucket: int, amount: float = 1.0) -> None:
+        k = (sender, name, bucket)
+        self.counters[k] = self.counters.get(k, 0.0) + amount
+
+    def add_sender(self, delta: SenderDelta, half_life: float) -> None:
+        if (mine := self.senders.get(delta.key)) is None:
+            self.senders[delta.key] = delta
+        else:
+            mine.absorb(delta, half_life)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "messages": self.messages,
+                "recipients": self.recipients,
+                "counters": [[s, n, b, v] for (s, n, b), v in self.counters.items()],
+                "state_changes": self.state_changes,
+                "senders": [dataclasses.asdict(d) for d in self.senders.values()],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Batch:
+        data = json.loads(text)
+        return cls(
+            messages=list(data["messages"]),
+            recipients=list(data["recipients"]),
+            counters={(s, n, int(b)): float(v) for s, n, b, v in data["counters"]},
+            state_changes=list(data["state_changes"]),
+            senders={d["key"]: SenderDelta(**d) for d in data["senders"]},
+        )

@@ -1,0 +1,154 @@
+"""The store's tables, as SQLAlchemy Core metadata.
+
+This is the shape the Alembic migrations produce (a test compares the two);
+the store's queries are written against these objects. Times are float
+POSIX seconds, as everywhere in extrusion. Messages and their recipients are
+joined on (mta, queue_id) rather than by a foreign key so that outcomes can
+be recorded in bulk without first looking up a row id, and even when the
+submission was never seen (a log replay, a message from before start-up).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+# Row ids: BIGINT on PostgreSQL, but SQLite only auto-increments "INTEGER PRIMARY KEY".
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+KEY_LEN = 320  # sasl:USER@DOMAIN can be as long as an address
+ADDR_LEN = 320
+QUEUE_ID_LEN = 64
+HOST_LEN = 255
+STATE_LEN = 16
+
+metadata = MetaData()
+
+senders = Table(
+    "senders",
+    metadata,
+    Column("key", String(KEY_LEN), primary_key=True),
+    Column("class", String(64), nullable=False, default="default"),
+    Column("state", String(STATE_LEN), nullable=False, default="ok"),
+    # The score as of score_time; readers decay it to their own "now".
+    Column("score", Float, nullable=False, default=0.0),
+    Column("score_time", Float, nullable=False, default=0.0),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("state_since", Float, nullable=False),
+    # An operator's pin (allow/block/hold/monitor), mirrored from `overrides`.
+    Column("pinned", String(STATE_LEN), nullable=True),
+    Column("pinned_by", String(128), nullable=True),
+    Column("pinned_reason", Text, nullable=True),
+    # Summary of the current findings (kind -> evidence) for reports.
+    Column("findings", JSON, nullable=False, default=dict),
+    # Bumped on every write; with changed_at it lets other processes pull changes.
+    Column("version", Integer, nullable=False, default=1),
+    Column("changed_at", Float, nullable=False),
+)
+Index("ix_senders_changed_at", senders.c.changed_at)
+Index("ix_senders_state", senders.c.state)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("mta", String(HOST_LEN), nullable=False, default=""),
+    Column("queue_id", String(QUEUE_ID_LEN), nullable=False),
+    Column("sender", String(KEY_LEN), nullable=False),
+    Column("envelope_from", String(ADDR_LEN), nullable=False, default=""),
+    Column("helo", String(HOST_LEN), nullable=False, default=""),
+    Column("client_addr", String(64), nullable=False, default=""),
+    Column("client_name", String(HOST_LEN), nullable=False, default=""),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("rcpt_count", Integer, nullable=False, default=0),
+    Column("message_id", String(998), nullable=False, default=""),
+    Column("null_sender", Boolean, nullable=False, default=False),
+    Column("auto_reply", Boolean, nullable=False, default=False),
+    Column("list_like", Boolean, nullable=False, default=False),
+    Column("list_id", String(ADDR_LEN), nullable=False, default=""),
+)
+Index("ix_messages_queue", messages.c.mta, messages.c.queue_id)
+Index("ix_messages_sender_time", messages.c.sender, messages.c.time)
+
+# One row per recipient at submission (status "queued") and one per outcome seen.
+recipients = Table(
+    "recipients",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("mta", String(HOST_LEN), nullable=False, default=""),
+    Column("queue_id", String(QUEUE_ID_LEN), nullable=False),
+    Column("sender", String(KEY_LEN), nullable=False, default=""),
+    Column("recipient", String(ADDR_LEN), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("outcome_class", String(32), nullable=False, default=""),
+    Column("dsn", String(16), nullable=False, default=""),
+    Column("reply", Text, nullable=False, default=""),
+    Column("relay", String(HOST_LEN), nullable=False, default=""),
+)
+Index("ix_recipients_queue", recipients.c.mta, recipients.c.queue_id)
+Index("ix_recipients_sender_time", recipients.c.sender, recipients.c.time)
+
+# Per-sender counters in fixed time buckets (bucket = start second); summed over a window.
+counters = Table(
+    "counters",
+    metadata,
+    Column("sender", String(KEY_LEN), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    Column("value", Float, nullable=False, default=0.0),
+    PrimaryKeyConstraint("sender", "name", "bucket", name="pk_counters"),
+)
+Index("ix_counters_bucket", counters.c.bucket)
+
+state_changes = Table(
+    "state_changes",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("sender", String(KEY_LEN), nullable=False),
+    Column("old_state", String(STATE_LEN), nullable=False),
+    Column("new_state", String(STATE_LEN), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("who", String(128), nullable=False, default="engine"),
+    Column("evidence", JSON, nullable=False, default=dict),
+)
+Index("ix_state_changes_sender_time", state_changes.c.sender, state_changes.c.time)
+Index("ix_state_changes_time", state_changes.c.time)
+
+# Operators' standing decisions about one sender key (the CLI's allow/block/hold/monitor).
+overrides = Table(
+    "overrides",
+    metadata,
+    Column("match", String(KEY_LEN), primary_key=True),
+    Column("action", String(16), nullable=False),
+    Column("limits", String(64), nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Column("who", String(128), nullable=False, default=""),
+    Column("created", Float, nullable=False),
+)
+
+# Where each log follower stopped: file identity (inode) and byte offset.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("inode", BigInteger, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("updated", Float, nullable=False),
+)

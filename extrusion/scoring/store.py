@@ -1,0 +1,596 @@
+"""The store: SQLite or PostgreSQL behind one small interface (SQLAlchemy Core).
+
+Writes come in batches (`write_batch`, one transaction, executemany) because
+the engine records tens of thousands of events per second; reads serve the
+engine's refresh, the log followers' checkpoints, the CLI and the reports.
+
+SQLite runs in WAL mode with a busy timeout, and every write transaction
+starts with BEGIN IMMEDIATE: a deferred transaction that later wants to write
+cannot wait for the lock (SQLite answers "database is locked" at once), so a
+milter process and a policy process sharing one file would trip over each
+other. Any failure to reach the database surfaces as `StoreUnavailable`, which
+the engine answers by spooling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from extrusion.scoring import schema
+from extrusion.scoring.events import State, StateChange
+from extrusion.scoring.rows import (
+    PIN_CLEAR,
+    PIN_SET,
+    Batch,
+    MessageRecord,
+    OverrideRow,
+    RecipientRecord,
+    SenderRow,
+    merge_sender,
+)
+
+# Statuses after which a recipient needs no further delivery attempt.
+FINAL_STATUSES = ("sent", "bounced", "expired", "rejected")
+# Rows changed this long before a refresh began are read again: a writer stamps
+# changed_at when its transaction starts but commits a little later.
+REFRESH_OVERLAP_SECONDS = 5.0
+# Upper bound of bound parameters per statement (SQLite's limit is 32766).
+_CHUNK = 500
+_PG_MIGRATION_LOCK = 0x65787472  # "extr": serialises concurrent `upgrade()`s
+_DEADLOCK_RETRIES = 5
+
+
+class StoreError(Exception):
+    """A store problem, already phrased for the operator."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or written right now (retry later)."""
+
+
+class Store:
+    """All persistent state of extrusion. Thread-safe (one SQLAlchemy engine, a pool)."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, create: bool = True) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StoreError(f"unsupported store url {parsed.render_as_string()!r}")
+        self._engine = _make_engine(url, busy_timeout_ms)
+        try:
+            if create:
+                self.upgrade()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def upgrade(self) -> str:
+        """Apply pending migrations; returns the schema revision now in place."""
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self._write() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            cfg.attributes["connection"] = conn
+            if self._revision(conn) != self.head_revision():
+                command.upgrade(cfg, "head")
+            return self._revision(conn) or ""
+
+    @staticmethod
+    def head_revision() -> str:
+        from alembic.config import Config as AlembicConfig
+        from alembic.script import ScriptDirectory
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        assert head is not None
+        return head
+
+    def revision(self) -> str | None:
+        with self._read() as conn:
+            return self._revision(conn)
+
+    @staticmethod
+    def _revision(conn: Connection) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        return MigrationContext.configure(conn).get_current_revision()
+
+    # --- transactions ------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            conn_cm = self._engine.connect().execution_options(extrusion_write=True)
+            with conn_cm as conn, conn.begin():
+                yield conn
+        except (exc.OperationalError, exc.InterfaceError) as e:
+            raise StoreUnavailable(_describe(e)) from e
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn, conn.begin():
+                yield conn
+        except (exc.OperationalError, exc.InterfaceError) as e:
+            raise StoreUnavailable(_describe(e)) from e
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        with self._read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # --- the engine's batched writes ---------------------------------------------------
+
+    def write_batch(self, batch: Batch, half_life: float) -> list[SenderRow]:
+        """Write everything in one transaction; returns the merged sender rows."""
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                with self._write() as conn:
+                    return self._write_batch(conn, batch, half_life)
+            except StoreUnavailable as e:
+                # Two PostgreSQL writers locking the same senders: retry the whole batch.
+                if "deadlock" not in str(e) or attempt == _DEADLOCK_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _write_batch(self, conn: Connection, batch: Batch, half_life: float) -> list[SenderRow]:
+        if batch.messages:
+            conn.execute(schema.messages.insert(), [_message_row(m) for m in batch.messages])
+        if batch.recipients:
+            conn.execute(schema.recipients.insert(), [_recipient_row(r) for r in batch.recipients])
+        if batch.counters:
+            self._add_counters(conn, batch.counters)
+        if batch.state_changes:
+            conn.execute(schema.state_changes.insert(), batch.state_changes)
+        if not batch.senders:
+            return []
+        return self._merge_senders(conn, batch, half_life)
+
+    def _add_counters(self, conn: Connection, counters: dict[tuple[str, str, int], float]) -> None:
+        t = schema.counters
+        ins = self._insert(t)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[t.c.sender, t.c.name, t.c.bucket],
+            set_={"value": t.c.value + ins.excluded.value},
+        )
+        rows = [
+            {"sender": s, "name": n, "bucket": b, "value": v}
+            for (s, n, b), v in sorted(counters.items())
+        ]
+        conn.execute(stmt, rows)
+
+    def _merge_senders(self, conn: Connection, batch: Batch, half_life: float) -> list[SenderRow]:
+        t = schema.senders
+        now = self._db_now(conn)
+        keys = sorted(batch.senders)  # one lock order for every writer: no deadlocks
+        # Placeholders first, so that SELECT ... FOR UPDATE has a row to lock even for
+        # a sender two MTAs see for the first time at the same moment.
+        ins = self._insert(t).on_conflict_do_nothing(index_elements=[t.c.key])
+        conn.execute(
+            ins,
+            [
+                {"key": k, "class": "default", "state": State.OK.value, "score": 0.0,
+                 "score_time": 0.0, "first_seen": batch.senders[k].time,
+                 "last_seen": batch.senders[k].time, "state_since": batch.senders[k].time,
+                 "findings": {}, "version": 0, "changed_at": now}
+                for k in keys
+            ],
+        )
+        current: dict[str, SenderRow] = {}
+        for chunk in _chunks(keys):
+            sel = sa.select(t).where(t.c.key.in_(chunk)).order_by(t.c.key)
+            if self.dialect == "postgresql":
+                sel = sel.with_for_update()
+            for r in conn.execute(sel).mappings():
+                current[r["key"]] = _sender_row(r)
+        merged = [merge_sender(current.get(k), batch.senders[k], half_life, now) for k in keys]
+        upd = (
+            t.update()
+            .where(t.c.key == sa.bindparam("b_key"))
+            .values({c.name: sa.bindparam(f"b_{c.name}") for c in t.columns if c.name != "key"})
+        )
+        conn.execute(upd, [{f"b_{k}": v for k, v in _sender_values(m).items()} for m in merged])
+        self._sync_overrides(conn, batch, now)
+        return merged
+
+    def _sync_overrides(self, conn: Connection, batch: Batch, now: float) -> None:
+        """Operator pins carried by the batch land in `overrides` too (the CLI's view)."""
+        t = schema.overrides
+        for d in batch.senders.values():
+            if d.pin == PIN_CLEAR:
+                conn.execute(t.delete().where(t.c.match == d.key))
+            elif d.pin == PIN_SET and d.pinned:
+                self._upsert_override(
+                    conn,
+                    OverrideRow(d.key, d.pinned, "", d.pinned_reason or "", d.pinned_by or "", now),
+                )
+
+    def _upsert_override(self, conn: Connection, row: OverrideRow) -> None:
+        t = schema.overrides
+        values = {"match": row.match, "action": row.action, "limits": row.limits,
+                  "reason": row.reason, "who": row.who, "created": row.created}
+        ins = self._insert(t)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[t.c.match],
+                set_={k: ins.excluded[k] for k in values if k != "match"},
+            ),
+            values,
+        )
+
+    def _insert(self, table: sa.Table) -> Any:
+        mod = postgresql if self.dialect == "postgresql" else sqlite
+        return mod.insert(table)
+
+    def _db_now(self, conn: Connection) -> float:
+        """The database's clock for changed_at, so MTAs with skewed clocks agree."""
+        if self.dialect == "postgresql":
+            value = conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar()
+            return float(value or 0.0)
+        return time.time()
+
+    # --- senders -------------------------------------------------------------------------
+
+    def sender(self, key: str) -> SenderRow | None:
+        t = schema.senders
+        with self._read() as conn:
+            r = conn.execute(sa.select(t).where(t.c.key == key)).mappings().first()
+        return None if r is None or r["version"] == 0 else _sender_row(r)
+
+    def senders(
+        self, state: str | None = None, *, min_score: float | None = None
+    ) -> list[SenderRow]:
+        """Senders (optionally in one state), highest stored score first."""
+        t = schema.senders
+        q = sa.select(t).where(t.c.version > 0).order_by(t.c.score.desc(), t.c.key)
+        if state is not None:
+            q = q.where(t.c.state == state)
+        if min_score is not None:
+            q = q.where(t.c.score >= min_score)
+        with self._read() as conn:
+            return [_sender_row(r) for r in conn.execute(q).mappings()]
+
+    def changed_senders(self, since: float | None) -> tuple[list[SenderRow], float]:
+        """Rows changed at or after `since` (None: all), and the mark for the next call."""
+        t = schema.senders
+        with self._read() as conn:
+            mark = self._db_now(conn) - REFRESH_OVERLAP_SECONDS
+            q = sa.select(t).where(t.c.version > 0)
+            if since is not None:
+                q = q.where(t.c.changed_at >= since)
+            rows = [_sender_row(r) for r in conn.execute(q).mappings()]
+        return rows, mark
+
+    def put_sender(self, row: SenderRow) -> SenderRow:
+        """Write one sender row as given (bumping its version); for admin tools."""
+        t = schema.senders
+        with self._write() as conn:
+            now = self._db_now(conn)
+            old = conn.execute(sa.select(t.c.version).where(t.c.key == row.key)).scalar()
+            new = SenderRow(**{**_as_dict(row), "version": (old or 0) + 1, "changed_at": now})
+            values = _sender_values(new)
+            ins = self._insert(t)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[t.c.key],
+                    set_={k: ins.excluded[k] for k in values if k != "key"},
+                ),
+                values,
+            )
+            return new
+
+    # --- overrides ---------------------------------------------------------------------
+
+    def overrides(self) -> list[OverrideRow]:
+        t = schema.overrides
+        with self._read() as conn:
+            return [
+                OverrideRow(r.match, r.action, r.limits, r.reason, r.who, r.created)
+                for r in conn.execute(sa.select(t).order_by(t.c.match))
+            ]
+
+    def set_override(self, row: OverrideRow) -> None:
+        with self._write() as conn:
+            self._upsert_override(conn, row)
+
+    def delete_override(self, match: str) -> bool:
+        t = schema.overrides
+        with self._write() as conn:
+            return bool(conn.execute(t.delete().where(t.c.match == match)).rowcount)
+
+    # --- audit trail -------------------------------------------------------------------
+
+    def add_state_change(self, change: StateChange) -> None:
+        with self._write() as conn:
+            conn.execute(schema.state_changes.insert(), [state_change_row(change)])
+
+    def state_changes(
+        self,
+        sender: str | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> list[StateChange]:
+        """The audit trail, oldest first."""
+        t = schema.state_changes
+        q = sa.select(t).order_by(t.c.time, t.c.id)
+        if sender is not None:
+            q = q.where(t.c.sender == sender)
+        if since is not None:
+            q = q.where(t.c.time >= since)
+        if until is not None:
+            q = q.where(t.c.time <= until)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._read() as conn:
+            return [
+                StateChange(
+                    time=r.time, sender=r.sender, old=State(r.old_state), new=State(r.new_state),
+                    score=r.score, reason=r.reason, who=r.who, evidence=dict(r.evidence or {}),
+                )
+                for r in conn.execute(q)
+            ]
+
+    # --- messages and outcomes ----------------------------------------------------------
+
+    def message(self, queue_id: str, mta: str = "") -> MessageRecord | None:
+        """The latest submission recorded under (mta, queue_id), without recipients."""
+        t = schema.messages
+        q = (
+            sa.select(t)
+            .where(t.c.mta == mta, t.c.queue_id == queue_id)
+            .order_by(t.c.time.desc(), t.c.id.desc())
+            .limit(1)
+        )
+        with self._read() as conn:
+            r = conn.execute(q).mappings().first()
+        return None if r is None else _message_record(r)
+
+    def sender_for_queue_id(self, queue_id: str, mta: str = "") -> str | None:
+        m = self.message(queue_id, mta)
+        return None if m is None else m.sender
+
+    def undelivered_queue_ids(self, sender: str, mta: str | None = None) -> list[str]:
+        """Queue ids of the sender's messages with recipients still lacking a final outcome."""
+        m, r = schema.messages, schema.recipients
+        finished = (
+            sa.select(sa.func.count(sa.distinct(r.c.recipient)))
+            .where(r.c.mta == m.c.mta, r.c.queue_id == m.c.queue_id,
+                   r.c.status.in_(FINAL_STATUSES))
+            .scalar_subquery()
+        )
+        q = sa.select(m.c.queue_id).where(m.c.sender == sender, finished < m.c.rcpt_count)
+        if mta is not None:
+            q = q.where(m.c.mta == mta)
+        with self._read() as conn:
+            return list(dict.fromkeys(conn.execute(q.order_by(m.c.time, m.c.id)).scalars()))
+
+    def messages(
+        self, sender: str, since: float = 0.0, until: float | None = None
+    ) -> list[MessageRecord]:
+        """The sender's messages in [since, until] with every recipient row, oldest first.
+
+        Outcomes recorded for queue ids whose submission was never seen appear as
+        messages of their own (envelope details empty).
+        """
+        m, r = schema.messages, schema.recipients
+        until = until if until is not None else float("inf")
+        mq = sa.select(m).where(m.c.sender == sender, m.c.time >= since)
+        queues = sa.select(m.c.mta, m.c.queue_id).where(m.c.sender == sender, m.c.time >= since)
+        orphan = sa.select(r).where(
+            r.c.sender == sender, r.c.time >= since,
+            ~sa.exists().where(m.c.mta == r.c.mta, m.c.queue_id == r.c.queue_id),
+        )
+        if until != float("inf"):
+            mq = mq.where(m.c.time <= until)
+            queues = queues.where(m.c.time <= until)
+            orphan = orphan.where(r.c.time <= until)
+        rq = sa.select(r).where(sa.tuple_(r.c.mta, r.c.queue_id).in_(queues.distinct()))
+        with self._read() as conn:
+            msgs = list(conn.execute(mq.order_by(m.c.time, m.c.id)).mappings())
+            by_queue: dict[tuple[str, str], list[RecipientRecord]] = {}
+            for row in conn.execute(rq.order_by(r.c.time, r.c.id)).mappings():
+                by_queue.setdefault((row["mta"], row["queue_id"]), []).append(_recipient(row))
+            orphans: dict[tuple[str, str], list[Any]] = {}
+            for row in conn.execute(orphan.order_by(r.c.time, r.c.id)).mappings():
+                orphans.setdefault((row["mta"], row["queue_id"]), []).append(row)
+        out = [
+            _message_record(row, tuple(by_queue.get((row["mta"], row["queue_id"]), ())))
+            for row in msgs
+        ]
+        for (mta, qid), rows in orphans.items():
+            rcpts = tuple(_recipient(x) for x in rows)
+            out.append(MessageRecord(
+                time=rows[0]["time"], mta=mta, queue_id=qid, sender=sender,
+                rcpt_count=len({x.recipient for x in rcpts}), recipients=rcpts,
+            ))
+        out.sort(key=lambda x: x.time)
+        return out
+
+    # --- counters ------------------------------------------------------------------------
+
+    def counters(self, sender: str, name: str, since: float = 0.0) -> dict[int, float]:
+        """{bucket start: value} of one counter from `since` on."""
+        t = schema.counters
+        q = sa.select(t.c.bucket, t.c.value).where(
+            t.c.sender == sender, t.c.name == name, t.c.bucket >= int(since)
+        )
+        with self._read() as conn:
+            return {int(b): float(v) for b, v in conn.execute(q.order_by(t.c.bucket))}
+
+    def prune(self, before: float) -> int:
+        """Delete counters, messages and outcomes older than `before`; returns rows removed."""
+        removed = 0
+        with self._write() as conn:
+            removed += conn.execute(
+                schema.counters.delete().where(schema.counters.c.bucket < int(before))
+            ).rowcount
+            for t in (schema.recipients, schema.messages):
+                removed += conn.execute(t.delete().where(t.c.time < before)).rowcount
+        return removed
+
+    # --- log follower checkpoints ------------------------------------------------------
+
+    def get_checkpoint(self, name: str) -> tuple[int, int] | None:
+        """(inode, offset) where follower `name` stopped, or None."""
+        t = schema.checkpoints
+        with self._read() as conn:
+            r = conn.execute(sa.select(t.c.inode, t.c.offset).where(t.c.name == name)).first()
+        return None if r is None else (int(r[0]), int(r[1]))
+
+    def set_checkpoint(self, name: str, inode: int, offset: int) -> None:
+        if inode < 0 or offset < 0:
+            raise ValueError(f"checkpoint {name!r}: inode and offset must not be negative")
+        t = schema.checkpoints
+        ins = self._insert(t)
+        values = {"name": name, "inode": inode, "offset": offset, "updated": time.time()}
+        with self._write() as conn:
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[t.c.name],
+                    set_={"inode": ins.excluded.inode, "offset": ins.excluded.offset,
+                          "updated": ins.excluded.updated},
+                ),
+                values,
+            )
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def open_store(cfg: Any) -> Store:
+    """A Store for a loaded `extrusion.config.Config`."""
+    return Store(cfg.store.url, busy_timeout_ms=cfg.store.busy_timeout_ms)
+
+
+def _make_engine(url: str, busy_timeout_ms: int) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    database = parsed.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000.0})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite: it would open deferred transactions.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            # Safe with WAL (a power cut loses at most the last commits, never corrupts).
+            cur.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("extrusion_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _describe(e: exc.DBAPIError) -> str:
+    first = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+    return f"store unavailable: {first}"
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+_SENDER_FIELDS = {
+    "key": "key", "class": "cls", "state": "state", "score": "score",
+    "score_time": "score_time", "first_seen": "first_seen", "last_seen": "last_seen",
+    "state_since": "state_since", "pinned": "pinned", "pinned_by": "pinned_by",
+    "pinned_reason": "pinned_reason", "findings": "findings", "version": "version",
+    "changed_at": "changed_at",
+}
+
+
+def _sender_row(r: Any) -> SenderRow:
+    return SenderRow(**{attr: r[col] for col, attr in _SENDER_FIELDS.items()})
+
+
+def _sender_values(row: SenderRow) -> dict[str, Any]:
+    return {col: getattr(row, attr) for col, attr in _SENDER_FIELDS.items()}
+
+
+def _as_dict(row: SenderRow) -> dict[str, Any]:
+    return {attr: getattr(row, attr) for attr in _SENDER_FIELDS.values()}
+
+
+_MESSAGE_DEFAULTS: dict[str, Any] = {
+    "mta": "", "envelope_from": "", "helo": "", "client_addr": "", "client_name": "",
+    "size": 0, "rcpt_count": 0, "message_id": "", "null_sender": False, "auto_reply": False,
+    "list_like": False, "list_id": "",
+}
+_RECIPIENT_DEFAULTS: dict[str, Any] = {
+    "mta": "", "sender": "", "outcome_class": "", "dsn": "", "reply": "", "relay": "",
+}
+
+
+def _message_row(m: dict[str, Any]) -> dict[str, Any]:
+    return {**_MESSAGE_DEFAULTS, **m}
+
+
+def _recipient_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {**_RECIPIENT_DEFAULTS, **r}
+
+
+def _message_record(r: Any, recipients: tuple[RecipientRecord, ...] = ()) -> MessageRecord:
+    return MessageRecord(
+        time=r["time"], mta=r["mta"], queue_id=r["queue_id"], sender=r["sender"],
+        envelope_from=r["envelope_from"], helo=r["helo"], client_addr=r["client_addr"],
+        client_name=r["client_name"], size=r["size"], rcpt_count=r["rcpt_count"],
+        message_id=r["message_id"], null_sender=bool(r["null_sender"]),
+        auto_reply=bool(r["auto_reply"]), list_like=bool(r["list_like"]), list_id=r["list_id"],
+        recipients=recipients,
+    )
+
+
+def _recipient(r: Any) -> RecipientRecord:
+    return RecipientRecord(
+        time=r["time"], recipient=r["recipient"], status=r["status"],
+        outcome_class=r["outcome_class"], dsn=r["dsn"], reply=r["reply"], relay=r["relay"],
+    )
+
+
+def state_change_row(change: StateChange) -> dict[str, Any]:
+    """A StateChange as a `state_changes` row (also used by the engine's batches)."""
+    return {
+        "time": change.time, "sender": change.sender, "old_state": change.old.value,
+        "new_state": change.new.value, "score": change.score, "reason": change.reason,
+        "who": change.who, "evidence": change.evidence,
+    }
