@@ -177,6 +177,59 @@ class Maillog:
 
 
 @dataclass(frozen=True)
+class Report:
+    """How `extrusion report` and notification e-mails present the evidence."""
+
+    timezone: str = "UTC"
+    max_destinations: int = 6
+    max_messages_per_sender: int = 200
+    plot_senders: int = 12
+
+    def __post_init__(self) -> None:
+        if self.timezone not in ("UTC", "local"):
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"timezone: unknown time zone {self.timezone!r}") from None
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Telling the abuse desk when a sender is throttled, held or blocked (both off by default)."""
+
+    email_enabled: bool = False
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_timeout: float = 30.0
+    mail_from: str = "extrusion@localhost"
+    mail_to: tuple[str, ...] = ()
+    subject_prefix: str = "[extrusion]"
+    webhook_enabled: bool = False
+    webhook_url: str = ""
+    webhook_token: str = ""
+    webhook_timeout: float = 10.0
+    collect_seconds: float = 60.0
+    min_interval_seconds: float = 600.0
+    max_reports_per_digest: int = 20
+    max_attempts: int = 5
+    retry_seconds: float = 30.0
+    max_pending: int = 10000
+
+    def __post_init__(self) -> None:
+        if self.email_enabled and not self.mail_to:
+            raise ValueError("mail_to: email_enabled needs at least one address")
+        for addr in (self.mail_from, *self.mail_to):
+            if "@" not in addr or any(c in addr for c in " \r\n<>,"):
+                raise ValueError(f"{addr!r} is not a plain mail address (user@domain)")
+        if self.webhook_enabled and not re.match(r"^https?://[^\s/]+", self.webhook_url):
+            raise ValueError("webhook_url: webhook_enabled needs an http:// or https:// URL")
+        if not 0 < self.smtp_port <= 65535:
+            raise ValueError(f"smtp_port: {self.smtp_port} is not a TCP port")
+
+
+@dataclass(frozen=True)
 class Scoring:
     """Thresholds of the engine; see conf/extrusion.toml for what each means."""
 
@@ -251,6 +304,8 @@ class Config:
     policyd: Policyd = field(default_factory=Policyd)
     api: Api = field(default_factory=Api)
     maillog: Maillog = field(default_factory=Maillog)
+    report: Report = field(default_factory=Report)
+    notify: Notify = field(default_factory=Notify)
     scoring: Scoring = field(default_factory=Scoring)
     weights: Weights = field(default_factory=Weights)
     limits: Mapping[str, Limits] = field(default_factory=_default_limits)
