@@ -7,6 +7,7 @@ parses arguments, loads the config and maps failures to exit statuses.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -53,9 +54,27 @@ def cli() -> None:
 @cli.command("check-config")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the effective config as JSON.")
-def check_config(config_path: str | None, as_json: bool) -> None:
-    """Validate the config and print the effective values."""
+@click.option("--mta", type=click.Choice(["postfix"]), default=None,
+              help="Also check the MTA's wiring to extrusion (reads postconf).")
+@click.option("--postfix-config", "postfix_dir", default=None,
+              help="Postfix config directory for --mta postfix (default: Postfix's own).")
+def check_config(
+    config_path: str | None, as_json: bool, mta: str | None, postfix_dir: str | None
+) -> None:
+    """Validate the config and print the effective values (or, with --mta, the wiring)."""
     cfg = load_config(config_path)
+    if mta is not None:
+        from extrusion import mtacheck
+
+        try:
+            findings = mtacheck.check_postfix(cfg, mtacheck.read_postconf(postfix_dir))
+        except mtacheck.PostconfError as exc:
+            fail(f"extrusion check-config: {exc}", EX_UNAVAILABLE)
+        for finding in findings:
+            click.echo(json.dumps(dataclasses.asdict(finding)) if as_json else str(finding))
+        if mtacheck.has_errors(findings):
+            raise SystemExit(1)
+        return
     data = configmod.as_dict(cfg)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -90,8 +109,9 @@ def serve(config_path: str | None) -> None:
 @config_option
 def milter(config_path: str | None) -> None:
     """Run the milter only."""
-    load_config(config_path)
-    not_implemented("milter")
+    from extrusion.milter import daemon
+
+    raise SystemExit(daemon.run(load_config(config_path)))
 
 
 @cli.command()

@@ -1,0 +1,460 @@
+"""`extrusion check-config --mta postfix`: is Postfix wired to extrusion the way it must be?
+
+Reads Postfix's effective settings with `postconf` (plus `postconf -P` for
+master.cf overrides and `postconf -M` for services) and compares them with
+extrusion's own config: the milter attached at the right address with the
+macros extrusion reads, the policy service asked after reject_unauth_destination
+and before any permit that accepts customers, fail-open actions on both, and
+the log feed pointing where extrusion reads. The judgement (`check_postfix`)
+is pure so it can be tested on text; `read_postconf` runs the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from extrusion.config import Config
+
+Level = Literal["ok", "warning", "error"]
+
+POSTCONF_TIMEOUT = 30.0
+SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+MAILLOG_FILE_SINCE = (3, 4)
+# A hung extrusion stalls a session or a recipient this long at most before
+# Postfix applies the fail-open default; longer is reported.
+MAX_MILTER_TIMEOUT_S = 30
+MAX_POLICY_TIMEOUT_S = 30
+FAIL_OPEN_POLICY_ACTION = "DUNNO"
+FAIL_OPEN_MILTER_ACTION = "accept"
+
+# Restrictions that end the list with "accept" for customers: a policy check
+# after one of them is never asked about customers' mail.
+CUSTOMER_PERMITS = frozenset({
+    "permit", "permit_mynetworks", "permit_sasl_authenticated", "permit_inet_interfaces",
+    "permit_tls_clientcerts", "permit_tls_all_clientcerts",
+})
+RELAY_GUARDS = frozenset({"reject_unauth_destination", "defer_unauth_destination"})
+# Macros per milter stage: (name, why), missing ones are errors when `error` is set.
+REQUIRED_MACROS: dict[str, list[tuple[str, str, bool]]] = {
+    "milter_connect_macros": [
+        ("j", "the MTA's name recorded with each message", False),
+        ("{daemon_name}", "which listener the customer came in on", False),
+        ("{client_addr}", "the customer's address", False),
+    ],
+    "milter_mail_macros": [
+        ("{auth_authen}", "SASL customers would be judged by IP, not by login", True),
+        ("{auth_type}", "the SASL mechanism", False),
+    ],
+    "milter_end_of_data_macros": [
+        ("i", "the queue id ties logged delivery outcomes to the sender", True),
+    ],
+}
+# master.cf -o overrides that take a listener out of extrusion's sight.
+SIGHT_PARAMS = ("smtpd_milters", "smtpd_recipient_restrictions",
+                "smtpd_end_of_data_restrictions")
+
+
+class PostconfError(Exception):
+    """postconf could not be run or refused the config directory."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level:<7} {self.key}: {self.message}"
+
+
+@dataclass(frozen=True)
+class PostconfView:
+    """What `postconf` says: effective values, explicit ones, overrides, services."""
+
+    values: Mapping[str, str]
+    explicit: frozenset[str] = frozenset()
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = ()
+    config_dir: str = ""
+
+    def get(self, name: str) -> str:
+        return self.values.get(name, "")
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.get("mail_version").split(".") if p.isdigit())
+
+
+# --- reading postconf ----------------------------------------------------------------------
+
+
+def parse_assignments(text: str) -> dict[str, str]:
+    """`name = value` lines as printed by postconf (one logical line each)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip():
+            out[name.strip()] = value.strip()
+    return out
+
+
+def read_postconf(config_dir: str | None = None) -> PostconfView:
+    """Run postconf against a config directory (default: Postfix's own)."""
+    exe = shutil.which("postconf", path=f"{SBIN_PATH}:{os.environ.get('PATH', '')}")
+    if exe is None:
+        raise PostconfError("postconf not found: is Postfix installed?")
+    if config_dir is not None and not os.path.isfile(os.path.join(config_dir, "main.cf")):
+        raise PostconfError(f"{config_dir}: no main.cf in this directory")
+    base = [exe] + (["-c", config_dir] if config_dir else [])
+
+    def run(*args: str) -> str:
+        try:
+            proc = subprocess.run([*base, *args], capture_output=True, text=True,
+                                  timeout=POSTCONF_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PostconfError(f"postconf {' '.join(args)}: {exc}") from None
+        if proc.returncode != 0:
+            detail = proc.stderr.strip().splitlines()
+            raise PostconfError(detail[-1] if detail else f"postconf exited {proc.returncode}")
+        return proc.stdout
+
+    return PostconfView(
+        values=parse_assignments(run()),
+        explicit=frozenset(parse_assignments(run("-n"))),
+        overrides=parse_assignments(run("-P")),
+        services=tuple(line for line in run("-M").splitlines() if line.strip()),
+        config_dir=config_dir or "",
+    )
+
+
+# --- restriction lists ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One element of a restriction or milter list; `args` from `{ a, k=v }` groups."""
+
+    name: str
+    target: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """The service address: a check's argument, or the entry itself in a milter list."""
+        return self.target or self.name
+
+
+def _tokens(value: str) -> list[str | list[str]]:
+    """Split a Postfix list on commas/space, keeping `{ ... }` groups together."""
+    out: list[str | list[str]] = []
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if c in ", \t\n":
+            i += 1
+        elif c == "{":
+            end = value.find("}", i)
+            end = len(value) if end < 0 else end
+            inner = [p.strip() for p in value[i + 1:end].split(",") if p.strip()]
+            out.append(inner)
+            i = end + 1
+        else:
+            m = re.match(r"[^,\s{]+", value[i:])
+            assert m is not None
+            out.append(m.group(0))
+            i += len(m.group(0))
+    return out
+
+
+_TAKES_ARGUMENT = frozenset({"check_policy_service"})
+
+
+def parse_list(value: str) -> list[Entry]:
+    """A restriction list as entries; check_policy_service carries its target and options."""
+    toks = _tokens(value)
+    entries: list[Entry] = []
+    i = 0
+    while i < len(toks):
+        tok = toks[i]
+        if isinstance(tok, list):  # a bare { addr, opts } group, as in smtpd_milters
+            entries.append(_group_entry("", tok))
+            i += 1
+            continue
+        if tok in _TAKES_ARGUMENT and i + 1 < len(toks):
+            arg = toks[i + 1]
+            entries.append(_group_entry(tok, arg) if isinstance(arg, list)
+                           else Entry(tok, arg))
+            i += 2
+            continue
+        entries.append(Entry(tok))
+        i += 1
+    return entries
+
+
+def _group_entry(name: str, group: list[str]) -> Entry:
+    target = group[0] if group else ""
+    options = {}
+    for part in group[1:]:
+        k, _, v = part.partition("=")
+        options[k.strip()] = v.strip()
+    return Entry(name or target, target, options)
+
+
+# --- addresses -----------------------------------------------------------------------------
+
+
+def milter_address(socket: str) -> str:
+    """libmilter's `inet:PORT@HOST` as Postfix writes it (`inet:HOST:PORT`)."""
+    if m := re.fullmatch(r"inet(6?):(\d+)(?:@(.+))?", socket):
+        host = m.group(3) or ("::1" if m.group(1) else "127.0.0.1")
+        return f"inet:[{host}]:{m.group(2)}" if ":" in host else f"inet:{host}:{m.group(2)}"
+    return re.sub(r"^local:", "unix:", socket)
+
+
+def policy_address(listen: str) -> str:
+    """A Twisted endpoint (`tcp:10040:interface=127.0.0.1`) as Postfix writes it."""
+    parts = listen.split(":")
+    if parts[0] in ("tcp", "tcp6") and len(parts) >= 2:
+        host = "127.0.0.1"
+        for p in parts[2:]:
+            if p.startswith("interface="):
+                host = p.split("=", 1)[1]
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        return f"inet:{host}:{parts[1]}"
+    if parts[0] == "unix":
+        return "unix:" + listen.split(":", 1)[1]
+    return listen
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "[127.0.0.1]", "::1", "[::1]"}
+
+
+def same_address(a: str, b: str) -> bool:
+    """Equal Postfix client addresses, counting loopback spellings as one."""
+    if a == b:
+        return True
+    ma = re.fullmatch(r"inet:(.+):(\d+)", a)
+    mb = re.fullmatch(r"inet:(.+):(\d+)", b)
+    if not (ma and mb) or ma.group(2) != mb.group(2):
+        return False
+    return ma.group(1) in _LOOPBACK and mb.group(1) in _LOOPBACK
+
+
+def seconds(value: str) -> float | None:
+    """A Postfix time value (`10s`, `2m`, `100`) in seconds; None if unreadable."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", value)
+    if not m:
+        return None
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    return float(int(m.group(1)) * unit)
+
+
+# --- the checks ----------------------------------------------------------------------------
+
+
+def check_postfix(cfg: Config, pc: PostconfView) -> list[Finding]:
+    """Every finding about Postfix's wiring to extrusion, errors first within each part."""
+    findings: list[Finding] = []
+    if cfg.milter.enabled:
+        findings += _check_milter(cfg, pc)
+    if cfg.policyd.enabled:
+        findings += _check_policy(cfg, pc)
+    findings += _check_overrides(cfg, pc)
+    findings += _check_log_feed(cfg, pc)
+    return findings
+
+
+def _check_milter(cfg: Config, pc: PostconfView) -> list[Finding]:
+    want = milter_address(cfg.milter.socket)
+    found: list[Finding] = []
+    ours = [e for e in parse_list(pc.get("smtpd_milters")) if same_address(e.address, want)]
+    if not ours:
+        return [Finding("error", "smtpd_milters",
+                        f"extrusion's milter {want} is not attached: customers' sessions are "
+                        f"not judged (add `smtpd_milters = {want}`)")]
+    found.append(Finding("ok", "smtpd_milters", f"extrusion's milter {want} is attached"))
+    action = ours[0].options.get("default_action") or pc.get("milter_default_action")
+    if action == FAIL_OPEN_MILTER_ACTION:
+        found.append(Finding("ok", "milter_default_action",
+                             "accept: mail flows while extrusion is down (fail open)"))
+    elif action == "tempfail" and cfg.milter.on_error == "tempfail":
+        found.append(Finding("ok", "milter_default_action",
+                             "tempfail: mail waits (4xx) while extrusion is down, as "
+                             "[milter] on_error = \"tempfail\" asks"))
+    else:
+        found.append(Finding("error", "milter_default_action",
+                             f"{action or 'tempfail'}: while extrusion is down every customer "
+                             f"gets a refusal; set milter_default_action = accept (fail open)"))
+    for param in ("milter_connect_timeout", "milter_command_timeout"):
+        secs = seconds(ours[0].options.get(param.removeprefix("milter_")) or pc.get(param))
+        if secs is not None and secs > MAX_MILTER_TIMEOUT_S:
+            found.append(Finding("warning", param,
+                                 f"{secs:.0f}s: a hung extrusion stalls every session that "
+                                 f"long; {MAX_MILTER_TIMEOUT_S}s or less is advised"))
+    for param, macros in REQUIRED_MACROS.items():
+        have = set(pc.get(param).replace(",", " ").split())
+        for macro, why, needed in macros:
+            if macro not in have:
+                found.append(Finding("error" if needed else "warning", param,
+                                     f"lacks {macro} ({why})"))
+    if any(same_address(e.address, want) for e in parse_list(pc.get("non_smtpd_milters"))):
+        found.append(Finding("warning", "non_smtpd_milters",
+                             "extrusion also judges locally submitted mail and Postfix's own "
+                             "bounces, which are not customers' SMTP; leave it empty"))
+    return found
+
+
+def _policy_entries(value: str, want: str) -> list[tuple[int, Entry]]:
+    return [(i, e) for i, e in enumerate(parse_list(value))
+            if e.name == "check_policy_service" and same_address(e.target, want)]
+
+
+def _check_policy(cfg: Config, pc: PostconfView) -> list[Finding]:
+    want = policy_address(cfg.policyd.listen)
+    found: list[Finding] = []
+    relay = parse_list(pc.get("smtpd_relay_restrictions"))
+    rcpt = parse_list(pc.get("smtpd_recipient_restrictions"))
+    in_rcpt = _policy_entries(pc.get("smtpd_recipient_restrictions"), want)
+    in_relay = _policy_entries(pc.get("smtpd_relay_restrictions"), want)
+    relay_guarded = any(e.name in RELAY_GUARDS for e in relay)
+    if not relay_guarded and not any(e.name in RELAY_GUARDS for e in rcpt):
+        found.append(Finding("error", "smtpd_relay_restrictions",
+                             "no reject_unauth_destination in smtpd_relay_restrictions or "
+                             "smtpd_recipient_restrictions: Postfix refuses all relaying with "
+                             "a configuration error (or is an open relay)"))
+    if not in_rcpt and not in_relay:
+        elsewhere = [p for p in ("smtpd_client_restrictions", "smtpd_helo_restrictions",
+                                 "smtpd_sender_restrictions", "smtpd_data_restrictions")
+                     if _policy_entries(pc.get(p), want)]
+        where = (f" (it is in {', '.join(elsewhere)}, where there is no recipient yet)"
+                 if elsewhere else "")
+        found.append(Finding("error", "smtpd_recipient_restrictions",
+                             f"no check_policy_service {want}{where}: rate limits and "
+                             f"verdicts per recipient are not applied"))
+        return found
+    param, entries, index, listing = (
+        ("smtpd_recipient_restrictions", rcpt, in_rcpt[0][0], in_rcpt) if in_rcpt
+        else ("smtpd_relay_restrictions", relay, in_relay[0][0], in_relay))
+    before = entries[:index]
+    permits = [e.name for e in before if e.name in CUSTOMER_PERMITS]
+    if permits:
+        found.append(Finding("error", param,
+                             f"check_policy_service {want} comes after {permits[0]}: "
+                             f"customers are accepted before extrusion is asked; move it "
+                             f"before {permits[0]}"))
+    elif param == "smtpd_relay_restrictions" or (
+            not relay_guarded and not any(e.name in RELAY_GUARDS for e in before)):
+        found.append(Finding("warning", param,
+                             f"check_policy_service {want} is asked before "
+                             f"reject_unauth_destination: extrusion also hears about refused "
+                             f"relay attempts; put it in smtpd_recipient_restrictions"))
+    else:
+        found.append(Finding("ok", param, f"check_policy_service {want} is asked for every "
+                                          f"recipient after reject_unauth_destination"))
+    found += _policy_options(param, listing[0][1], pc)
+    eod = _policy_entries(pc.get("smtpd_end_of_data_restrictions"), want)
+    if eod:
+        found.append(Finding("ok", "smtpd_end_of_data_restrictions",
+                             f"check_policy_service {want} counts and may hold each message"))
+        found += _policy_options("smtpd_end_of_data_restrictions", eod[0][1], pc)
+    else:
+        found.append(Finding("warning", "smtpd_end_of_data_restrictions",
+                             f"no check_policy_service {want}: message limits are not counted "
+                             f"at end of message and HOLD is left to the milter"))
+    return found
+
+
+def _policy_options(param: str, entry: Entry, pc: PostconfView) -> list[Finding]:
+    found: list[Finding] = []
+    action = entry.options.get("default_action") or pc.get(
+        "smtpd_policy_service_default_action")
+    if action.upper() != FAIL_OPEN_POLICY_ACTION:
+        found.append(Finding("error", param,
+                             f"policy default_action is {action!r}: while extrusion is down "
+                             f"every recipient gets it; use default_action=DUNNO (fail open)"))
+    timeout = seconds(entry.options.get("timeout") or pc.get("smtpd_policy_service_timeout"))
+    if timeout is not None and timeout > MAX_POLICY_TIMEOUT_S:
+        found.append(Finding("warning", param,
+                             f"policy timeout {timeout:.0f}s: a hung extrusion delays each "
+                             f"recipient that long; timeout=10s is advised"))
+    tries = entry.options.get("try_limit") or pc.get("smtpd_policy_service_try_limit")
+    if tries.isdigit() and int(tries) > 1:
+        found.append(Finding("warning", param,
+                             f"policy try_limit={tries}: while extrusion is stopped each "
+                             f"recipient waits the retry delay first; try_limit=1 is advised"))
+    return found
+
+
+def _check_overrides(cfg: Config, pc: PostconfView) -> list[Finding]:
+    """master.cf `-o` settings that take a listener out of extrusion's sight."""
+    found: list[Finding] = []
+    checks: list[tuple[str, str]] = []
+    if cfg.milter.enabled:
+        checks.append(("smtpd_milters", milter_address(cfg.milter.socket)))
+    if cfg.policyd.enabled:
+        want = policy_address(cfg.policyd.listen)
+        checks += [("smtpd_recipient_restrictions", want),
+                   ("smtpd_end_of_data_restrictions", want)]
+    for key, value in sorted(pc.overrides.items()):
+        service, _, param = key.rpartition("/")
+        for name, want in checks:
+            if param == name and not any(same_address(e.address, want)
+                                         for e in parse_list(value)):
+                found.append(Finding("warning", f"master.cf {service}",
+                                     f"-o {param}={value} leaves extrusion ({want}) out on "
+                                     f"this listener; right only for a re-injection port"))
+        if param == "receive_override_options" and "no_milters" in value and cfg.milter.enabled:
+            found.append(Finding("warning", f"master.cf {service}",
+                                 "-o receive_override_options=no_milters: the milter does "
+                                 "not see this listener; right only for a re-injection port"))
+    return found
+
+
+def _check_log_feed(cfg: Config, pc: PostconfView) -> list[Finding]:
+    maillog_file = pc.get("maillog_file")
+    source = cfg.maillog.source
+    if source == "none":
+        return [Finding("warning", "maillog", "[maillog] source = \"none\": extrusion reads no "
+                                              "delivery outcomes, so it cannot count failures")]
+    if source == "syslog":
+        if maillog_file:
+            return [Finding("error", "maillog_file",
+                            f"Postfix writes its log to {maillog_file}, not to syslog: set "
+                            f"[maillog] source = \"file\", path = \"{maillog_file}\"")]
+        return [Finding("ok", "maillog_file",
+                        "Postfix logs to syslog; have syslog forward mail.* to "
+                        f"{cfg.maillog.syslog_listen}")]
+    found: list[Finding] = []
+    if not maillog_file:
+        return [Finding("warning", "maillog_file",
+                        f"Postfix logs to syslog: make sure syslog writes mail.* to "
+                        f"{cfg.maillog.path}, or set maillog_file = {cfg.maillog.path}")]
+    if maillog_file != cfg.maillog.path:
+        found.append(Finding("error", "maillog_file",
+                             f"Postfix logs to {maillog_file} but extrusion reads "
+                             f"{cfg.maillog.path}: no delivery outcome reaches extrusion"))
+    else:
+        found.append(Finding("ok", "maillog_file", f"extrusion reads Postfix's log {maillog_file}"))
+    if pc.version and pc.version < MAILLOG_FILE_SINCE:
+        found.append(Finding("error", "maillog_file",
+                             f"Postfix {pc.get('mail_version')} has no maillog_file (3.4+)"))
+    if pc.services and not _has_service(pc.services, "postlog", "unix-dgram"):
+        found.append(Finding("error", "master.cf postlog",
+                             "no postlog unix-dgram service: Postfix cannot write maillog_file"))
+    return found
+
+
+def _has_service(services: Iterable[str], name: str, kind: str) -> bool:
+    return any(line.split()[:2] == [name, kind] for line in services if line.split())
+
+
+def has_errors(findings: Iterable[Finding]) -> bool:
+    return any(f.level == "error" for f in findings)
