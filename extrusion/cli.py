@@ -101,8 +101,9 @@ def _flatten(data: Any, prefix: str = "") -> list[str]:
 @config_option
 def serve(config_path: str | None) -> None:
     """Run every enabled daemon (milter, policy server, API, log feed) in one process."""
-    load_config(config_path)
-    not_implemented("serve")
+    from extrusion.policyd.serve import serve as run_all
+
+    raise SystemExit(run_all(load_config(config_path)))
 
 
 @cli.command()
@@ -118,8 +119,9 @@ def milter(config_path: str | None) -> None:
 @config_option
 def policyd(config_path: str | None) -> None:
     """Run the policy daemon (policy server, log feed, operator API) only."""
-    load_config(config_path)
-    not_implemented("policyd")
+    from extrusion.policyd.daemon import run
+
+    raise SystemExit(run(load_config(config_path)))
 
 
 @cli.command()

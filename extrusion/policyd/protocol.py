@@ -148,16 +148,30 @@ class PolicyFactory(Factory):
         self.responder = responder
         self.metrics = metrics
         self.reactor = reactor
+        self.configure(
+            allowed_clients=allowed_clients, max_line=max_line,
+            max_attributes=max_attributes, idle_timeout=idle_timeout,
+        )
+        self.connections: set[PolicyProtocol] = set()
+        self.draining = False
+        self._drained: defer.Deferred[None] | None = None
+        self._refused_seen: set[str] = set()
+
+    def configure(
+        self,
+        *,
+        allowed_clients: tuple[str, ...],
+        max_line: int,
+        max_attributes: int,
+        idle_timeout: float,
+    ) -> None:
+        """(Re)apply settings; open connections keep their parser limits until they reconnect."""
         self.allowed: tuple[IPNetwork, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in allowed_clients
         )
         self.max_line = max_line
         self.max_attributes = max_attributes
         self.idle_timeout = idle_timeout
-        self.connections: set[PolicyProtocol] = set()
-        self.draining = False
-        self._drained: defer.Deferred[None] | None = None
-        self._refused_seen: set[str] = set()
 
     def is_allowed(self, addr: IAddress) -> bool:
         if not isinstance(addr, (IPv4Address, IPv6Address)):
@@ -191,7 +205,8 @@ class PolicyFactory(Factory):
             self.metrics.connections.dec()
         if self._drained is not None and not self.connections:
             d, self._drained = self._drained, None
-            d.callback(None)
+            if not d.called:  # it may have been cancelled by the drain timeout
+                d.callback(None)
 
     def drain(self) -> defer.Deferred[None]:
         """Stop serving: idle connections close now, busy ones after their request's answer.

@@ -1,0 +1,135 @@
+"""Running the daemon in the foreground: logging, signals, readiness, exit status.
+
+SIGHUP re-reads the config. The first SIGTERM (or Ctrl-C) stops listening,
+drains in-flight requests, flushes the engine and exits 0; a second one
+exits at once. With NOTIFY_SOCKET set (systemd `Type=notify`) READY=1 is
+sent once every listener listens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+from extrusion.config import EX_CONFIG, Config, ConfigError
+from extrusion.policyd import sdnotify
+from extrusion.policyd.reactortypes import global_reactor
+from extrusion.policyd.service import PolicydService, makeService
+
+log = logging.getLogger("extrusion.policyd")
+
+EX_OK = 0
+EX_UNAVAILABLE = 69  # could not listen (address in use, permission)
+EX_FORCED = 1  # second signal: left without draining
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    # Twisted's own messages go through the same handlers; its chatter stays below INFO.
+    logging.getLogger("twisted").setLevel(logging.WARNING)
+    observer: Any = STDLibLogObserver()
+    globalLogBeginner.beginLoggingTo([observer], discardBuffer=True, redirectStandardIO=False)
+
+
+class Runner:
+    """Starts a service on the reactor and maps signals to reload / drain / exit."""
+
+    def __init__(self, service: PolicydService, reactor: Any, extra: list[Any] | None = None):
+        self.service = service
+        self.reactor = reactor
+        self.extra = extra or []  # other components sharing the process (the milter)
+        self.exit_code = EX_OK
+        self.stopping = False
+
+    def install_signals(self) -> None:
+        def on(signum: int, action: Callable[[], None]) -> None:
+            def handler(_signum: int, _frame: FrameType | None) -> None:
+                self.reactor.callFromThread(action)
+
+            signal.signal(signum, handler)
+
+        on(signal.SIGHUP, self.reload)
+        on(signal.SIGTERM, self.terminate)
+        on(signal.SIGINT, self.terminate)
+
+    def start(self) -> None:
+        self.reactor.addSystemEventTrigger("before", "shutdown", self._stop_all)
+        self.service.startService()  # type: ignore[no-untyped-call]
+        for component in self.extra:
+            component.start()
+        waits = [self.service.when_ready()] + [c.ready for c in self.extra]
+        defer.gatherResults(waits, consumeErrors=True).addCallbacks(self._ready, self._not_ready)
+
+    def _ready(self, _: Any) -> None:
+        log.info("ready")
+        sdnotify.notify("READY=1")
+
+    def _not_ready(self, failure: Any) -> None:
+        if failure.check(defer.FirstError):
+            failure = failure.value.subFailure
+        log.error("cannot start: %s", failure.getErrorMessage())
+        self.exit_code = EX_UNAVAILABLE
+        self.terminate()
+
+    def reload(self) -> None:
+        log.info("SIGHUP: reloading the config")
+        sdnotify.notify("RELOADING=1")
+        self.service.reload_from_file().addBoth(lambda _: sdnotify.notify("READY=1"))
+
+    def terminate(self) -> None:
+        if self.stopping:
+            log.warning("second stop signal: exiting at once")
+            logging.shutdown()
+            os._exit(EX_FORCED)
+        self.stopping = True
+        log.info("stopping: draining connections (signal again to exit at once)")
+        sdnotify.notify("STOPPING=1")
+        self.reactor.stop()
+
+    def _stop_all(self) -> Any:
+        self.stopping = True
+        for component in self.extra:
+            component.stop()
+        return self.service.stopService()
+
+
+def run(
+    config: Config,
+    *,
+    extra: list[Any] | None = None,
+    banner: list[str] | None = None,
+    on_runner: Callable[[Runner], None] | None = None,
+) -> int:
+    """Run until stopped; returns the exit status.
+
+    `extra` are components sharing the process's lifetime: objects with
+    `start()`, `stop()`, `join()` and a `ready` Deferred.
+    """
+    setup_logging(config.general.log_level)
+    try:
+        service = makeService(config)
+    except ConfigError as exc:
+        print(f"extrusion: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    for line in banner or []:
+        print(line, flush=True)
+    reactor = global_reactor()
+    runner = Runner(service, reactor, extra)
+    if on_runner is not None:
+        on_runner(runner)
+    runner.install_signals()
+    reactor.callWhenRunning(runner.start)
+    reactor.run(installSignalHandlers=False)
+    for component in runner.extra:
+        component.join()
+    return runner.exit_code

@@ -1,0 +1,91 @@
+"""Read-only views of the store for the operator API and the senders gauge.
+
+Everything here blocks on the database and is called from worker threads.
+The engine owns the store; these functions borrow it (`engine.store`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from extrusion.scoring.events import State, StateChange
+from extrusion.scoring.rows import SenderRow
+from extrusion.scoring.store import Store
+
+#: Entries of the audit trail shown per sender (the newest ones).
+AUDIT_ENTRIES = 100
+
+
+def engine_store(engine: Any) -> Store | None:
+    store = getattr(engine, "store", None)
+    return store if isinstance(store, Store) else None
+
+
+def sender_json(row: SenderRow, half_life: float, now: float) -> dict[str, Any]:
+    return {
+        "sender": row.key,
+        "state": row.state,
+        "score": round(row.score_at(now, half_life), 3),
+        "class": row.cls,
+        "first_seen": row.first_seen,
+        "last_seen": row.last_seen,
+        "state_since": row.state_since,
+        "pinned": row.pinned,
+        "pinned_by": row.pinned_by,
+        "pinned_reason": row.pinned_reason,
+    }
+
+
+def change_json(change: StateChange) -> dict[str, Any]:
+    return {
+        "time": change.time,
+        "old": change.old.value,
+        "new": change.new.value,
+        "score": change.score,
+        "reason": change.reason,
+        "who": change.who,
+        "evidence": change.evidence,
+    }
+
+
+class StoreDirectory:
+    """`SenderDirectory` (see api.py) over the engine's store."""
+
+    def __init__(self, store: Store, half_life: float) -> None:
+        self.store = store
+        self.half_life = half_life
+
+    def list_senders(self, state: State | None, limit: int) -> list[dict[str, Any]]:
+        now = time.time()
+        rows = self.store.senders(state.value if state is not None else None)
+        return [sender_json(r, self.half_life, now) for r in rows[:limit]]
+
+    def sender_detail(self, key: str) -> dict[str, Any] | None:
+        row = self.store.sender(key)
+        if row is None:
+            return None
+        out = sender_json(row, self.half_life, time.time())
+        # The findings are the engine's reasons with their evidence (counts, examples).
+        out["findings"] = row.findings
+        trail = self.store.state_changes(key)
+        out["audit"] = [change_json(c) for c in trail[-AUDIT_ENTRIES:]]
+        return out
+
+
+def store_directory(engine: Any) -> StoreDirectory | None:
+    store = engine_store(engine)
+    if store is None:
+        return None
+    config = getattr(engine, "config", None)
+    half_life = config.scoring.half_life_seconds if config is not None else 3600.0
+    return StoreDirectory(store, half_life)
+
+
+def sender_counts(engine: Any) -> dict[str, int]:
+    """Senders by state, for the `extrusion_senders` gauge."""
+    store = engine_store(engine)
+    if store is None:
+        return {}
+    return dict(Counter(r.state for r in store.senders()))

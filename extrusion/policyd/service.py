@@ -1,0 +1,248 @@
+"""`makeService(config)`: the policy daemon as one Twisted MultiService.
+
+Children: the engine owner, the policy delegation server, the operator API
+and the live log feed, each only when enabled. Stopping is ordered (stop
+listening, drain policy connections, stop the feed, finish queue actions,
+close the engine) so that a SIGTERM loses no answer and no event. `reload()`
+applies a new config without dropping a connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+
+from extrusion import config as configmod
+from extrusion.config import Config, ConfigError
+from extrusion.policyd import constants as c
+from extrusion.policyd.api import OperatorApi, make_site
+from extrusion.policyd.directory import sender_counts, store_directory
+from extrusion.policyd.engineservice import EngineService, Opener
+from extrusion.policyd.feed import make_feed_service
+from extrusion.policyd.holdqueue import QueueActions
+from extrusion.policyd.listen import ListenService
+from extrusion.policyd.metrics import Metrics
+from extrusion.policyd.protocol import PolicyFactory
+from extrusion.policyd.reactortypes import global_reactor
+from extrusion.policyd.responder import Responder
+
+log = logging.getLogger("extrusion.policyd")
+
+
+def validate(config: Config) -> None:
+    """Checks that need more than one key or knowledge of this daemon; raises ConfigError."""
+    verb = config.policyd.default_action.split(" ", 1)[0]
+    if verb.upper() not in c.DEFAULT_ACTION_VERBS or verb != verb.upper():
+        allowed = ", ".join(sorted(c.DEFAULT_ACTION_VERBS))
+        raise ConfigError(
+            config.path, "policyd.default_action",
+            f"{verb!r} is not an access(5) action extrusion can answer with ({allowed})",
+        )
+    if "\n" in config.policyd.default_action:
+        raise ConfigError(config.path, "policyd.default_action", "must be one line")
+    if config.api.enabled and not config.api.token and not _loopback_only(config.api.listen):
+        raise ConfigError(
+            config.path, "api.token",
+            "the API listens beyond loopback, so a token is required",
+        )
+    if config.policyd.max_line_bytes < 64 or config.policyd.max_attributes < 1:
+        raise ConfigError(
+            config.path, "policyd.max_line_bytes",
+            "limits this small would refuse every Postfix request",
+        )
+
+
+def _loopback_only(endpoint: str) -> bool:
+    if endpoint.startswith("unix:"):
+        return True
+    for part in endpoint.split(":"):
+        if part.startswith("interface="):
+            host = part.split("=", 1)[1].strip("[]").replace("\\", "")
+            try:
+                return ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                return False
+    # An endpoint without interface= listens on every address; IPv6 endpoints
+    # escape their colons, so a loopback interface "\:\:1" is handled above.
+    return "interface=\\:\\:1" in endpoint
+
+
+def default_opener(config: Config) -> Any:
+    from extrusion.scoring.engine import open_engine
+
+    return open_engine(config)
+
+
+class PolicydService(MultiService):
+    """The whole daemon. `ready` fires once it listens everywhere it should."""
+
+    def __init__(self, config: Config, reactor: Any, opener: Opener) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.config = config
+        self.reactor = reactor
+        self.metrics = Metrics()
+        listeners: list[Callable[..., None]] = []
+        self.engines = EngineService(
+            config, opener, reactor, self.metrics,
+            listeners=listeners, sender_counts=sender_counts,
+        )
+        self._attach(self.engines)
+        self.queue: QueueActions | None = None
+        if config.policyd.hold_queued_mail:
+            self.queue = QueueActions(
+                self.engines,
+                postsuper=config.policyd.postsuper,
+                config_dir=config.policyd.postfix_config_dir,
+                mta=config.general.hostname,
+                reactor=reactor,
+                metrics=self.metrics,
+                audit=None,
+            )
+            listeners.append(self.queue.on_state_change)
+        self.responder = Responder(
+            self.engines, config.policyd.default_action, self.metrics, reactor.seconds
+        )
+        self.policy: ListenService | None = None
+        self.policy_factory: PolicyFactory | None = None
+        if config.policyd.enabled:
+            p = config.policyd
+            self.policy_factory = PolicyFactory(
+                self.responder, self.metrics, reactor,
+                allowed_clients=p.allowed_clients, max_line=p.max_line_bytes,
+                max_attributes=p.max_attributes, idle_timeout=p.idle_timeout,
+            )
+            self.policy = ListenService(reactor, p.listen, self.policy_factory, "policy server")
+            self._attach(self.policy)
+        self.api: OperatorApi | None = None
+        self.api_listener: ListenService | None = None
+        if config.api.enabled:
+            self.api = OperatorApi(
+                source=self.engines,
+                directory=lambda: store_directory(self.engines.engine),
+                health=self,
+                metrics=self.metrics,
+                token=config.api.token,
+                clock=reactor.seconds,
+                reactor=reactor,
+            )
+            self.api_listener = ListenService(
+                reactor, config.api.listen, make_site(self.api), "operator API"
+            )
+            self._attach(self.api_listener)
+        self.feed = make_feed_service(config, self.engines, reactor, self.metrics)
+        if self.feed is not None:
+            self._attach(self.feed)
+
+    def _attach(self, child: Any) -> None:
+        child.setServiceParent(self)
+
+    # --- readiness and health -----------------------------------------------------------
+
+    def when_ready(self) -> defer.Deferred[None]:
+        """Fires when every listener listens and the first attempt to open the store is done."""
+        waits = [self.engines.ready]
+        waits += [s.ready for s in (self.policy, self.api_listener) if s is not None]
+        d = defer.gatherResults(waits, consumeErrors=True)
+        return d.addCallback(lambda _: None)
+
+    def health(self) -> dict[str, Any]:
+        engine_ok = self.engines.engine is not None
+        status = "ok" if self.engines.healthy else "degraded"
+        out: dict[str, Any] = {
+            "status": status,
+            "engine": "open" if engine_ok else "unavailable",
+            "store": "ok" if self.engines.healthy else "failing",
+            "policy_connections": len(self.policy_factory.connections)
+            if self.policy_factory is not None else 0,
+        }
+        if status != "ok" and self.engines.last_error:
+            out["error"] = self.engines.last_error[:200]
+        return out
+
+    # --- reload -------------------------------------------------------------------------
+
+    def reload_from_file(self) -> defer.Deferred[bool]:
+        """SIGHUP: re-read the file the config came from; a bad file changes nothing."""
+        path = self.config.path or None
+        try:
+            new = configmod.load(path)
+            validate(new)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return defer.succeed(False)
+        return self.reload(new)
+
+    def reload(self, new: Config) -> defer.Deferred[bool]:
+        old = self.config
+        for section, key in (("policyd", "listen"), ("api", "listen"), ("store", "url"),
+                             ("maillog", "source"), ("policyd", "enabled"),
+                             ("api", "enabled")):
+            if getattr(getattr(old, section), key) != getattr(getattr(new, section), key):
+                log.warning("reload: %s.%s changed; restart to apply it", section, key)
+        self.config = new
+        self.responder.default_action = new.policyd.default_action
+        if self.policy_factory is not None:
+            p = new.policyd
+            self.policy_factory.configure(
+                allowed_clients=p.allowed_clients, max_line=p.max_line_bytes,
+                max_attributes=p.max_attributes, idle_timeout=p.idle_timeout,
+            )
+        if self.api is not None:
+            self.api.token = new.api.token.encode()
+        if self.queue is not None:
+            self.queue.postsuper = new.policyd.postsuper
+            self.queue.config_dir = new.policyd.postfix_config_dir
+        d = self.engines.reload(new)
+
+        def done(engine_reloaded: bool) -> bool:
+            log.info("config reloaded from %s%s", new.path or "<memory>",
+                     "" if engine_reloaded else " (engine not open: it gets it when it opens)")
+            return True
+
+        def failed(failure: Any) -> bool:
+            log.error("reload: the engine refused the new config: %s",
+                      failure.getErrorMessage())
+            return False
+
+        return d.addCallbacks(done, failed)
+
+    # --- ordered stop -------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        """Stop listening, drain, stop the feed, finish queue actions, close the engine."""
+        self.running = 0
+        listeners = [s for s in (self.policy, self.api_listener) if s is not None]
+        yield defer.DeferredList([defer.maybeDeferred(s.stopService) for s in listeners])
+        if self.policy_factory is not None:
+            drained = self.policy_factory.drain()
+            timeout = self.reactor.callLater(self.config.policyd.drain_seconds, drained.cancel)
+            try:
+                yield drained
+            except defer.CancelledError:
+                left = len(self.policy_factory.connections)
+                log.warning("drain: %d policy connections still open; closing them", left)
+                for proto in list(self.policy_factory.connections):
+                    proto.close()
+            else:
+                if timeout.active():
+                    timeout.cancel()
+        if self.feed is not None:
+            yield defer.maybeDeferred(self.feed.stopService)
+        if self.queue is not None and self.queue.pending:
+            yield defer.DeferredList(list(self.queue.pending))
+        yield self.engines.stopService()
+        log.info("stopped")
+
+
+def makeService(  # camelCase: the Twisted convention (twisted/mail/tap.py)
+    config: Config, *, reactor: Any = None, opener: Opener | None = None
+) -> PolicydService:
+    """Build the policy daemon for `config` (validated here); start it with startService()."""
+    validate(config)
+    return PolicydService(config, reactor or global_reactor(), opener or default_opener)
