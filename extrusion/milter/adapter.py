@@ -1,0 +1,310 @@
+"""The pymilter callbacks: SMTP session in, engine events and decisions out, replies back.
+
+One `ExtrusionMilter` per SMTP connection (libmilter runs each connection on
+its own thread; callbacks of one connection never overlap). Everything shared
+between connections is in `Runtime` and is thread-safe. No callback raises:
+a failure of the engine is answered as `on_error` says, and hostile input is
+cleaned in `session`.
+
+Macros are requested through milter negotiation (`@Milter.symlist`). Postfix
+honours that request; for completeness, and for MTAs that ignore it, the
+Postfix lines that send the same macros are:
+
+    milter_connect_macros = j {daemon_name} {daemon_addr} v _ {client_addr} {client_name}
+    milter_mail_macros = i {auth_type} {auth_authen} {auth_author}
+        {mail_addr} {mail_host} {mail_mailer}
+    milter_end_of_data_macros = i
+
+conf/postfix/main.cf.snippet ships them. `i` is the queue id: Postfix knows
+it only from end of data on (unless smtpd_delay_open_until_valid_rcpt = no).
+Sendmail needs `s`, the HELO name, in confMILTER_MACROS_ENVFROM only to back
+up a HELO that pymilter could not decode.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import Milter
+
+from extrusion.milter import constants as c
+from extrusion.milter import replies
+from extrusion.milter.guard import EngineFailure, EngineGuard
+from extrusion.milter.replies import Reply
+from extrusion.milter.session import Message, Session, bare_address
+from extrusion.milter.text import clean, reply_text
+from extrusion.scoring.events import Action, Decision, Stage
+
+log = logging.getLogger("extrusion.milter")
+
+# pymilter's reply codes, typed.
+CONTINUE: int = Milter.CONTINUE
+TEMPFAIL: int = Milter.TEMPFAIL
+REJECT: int = Milter.REJECT
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The [milter] config values the callbacks use."""
+
+    on_error: str = "accept"
+    add_header: bool = False
+    reject_bad_helo: bool = False
+    rate_limits: bool = False
+    mta: str = ""
+
+
+@dataclass
+class Runtime:
+    """What all connections share: the guarded engine, the settings and the clock."""
+
+    guard: EngineGuard
+    settings: Settings = field(default_factory=Settings)
+    clock: Callable[[], float] = time.time
+
+
+def fallback_sender_key(client_addr: str, sasl_user: str) -> str:
+    """The DESIGN's key when the engine cannot compute it (customer mapping is lost)."""
+    return f"sasl:{sasl_user}" if sasl_user else f"ip:{client_addr}"
+
+
+def normal_address(addr: str) -> str:
+    """Canonical text of an IP address; an IPv4-mapped IPv6 address as plain IPv4."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type hints
+    """Callbacks for one SMTP connection."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.session = Session()
+
+    # --- connection ------------------------------------------------------------------------
+
+    @Milter.noreply  # type: ignore[untyped-decorator]
+    @Milter.symlist(c.MACRO_CLIENT_ADDR)  # type: ignore[untyped-decorator]
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        try:
+            if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
+                addr = hostaddr[0] if isinstance(hostaddr, tuple) else str(hostaddr)
+            else:  # a local submission or an unknown family: ask the MTA
+                addr = self._macro(c.MACRO_CLIENT_ADDR) or ""
+            self.session.connected(hostname, addr)
+            self.session.client_addr = normal_address(self.session.client_addr)
+        except Exception:
+            log.exception("connect callback failed")
+        return CONTINUE
+
+    @Milter.noreply  # type: ignore[untyped-decorator]
+    def hello(self, heloname: str) -> int:
+        try:
+            self.session.add_helo(heloname)
+        except Exception:
+            log.exception("hello callback failed")
+        return CONTINUE
+
+    # --- envelope --------------------------------------------------------------------------
+
+    @Milter.symlist(c.MACRO_AUTH_AUTHEN, c.MACRO_QUEUE_ID, c.MACRO_HELO)  # type: ignore[untyped-decorator]
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        try:
+            return self._envfrom(mailfrom)
+        except Exception:
+            log.exception("envfrom callback failed")
+            return self._on_error()
+
+    def _envfrom(self, mailfrom: str) -> int:
+        s = self.session
+        s.end_message()
+        if sasl := clean(self._macro(c.MACRO_AUTH_AUTHEN), c.MAX_NAME_CHARS):
+            s.sasl_user = sasl
+        if not s.helos and (helo := self._macro(c.MACRO_HELO)):
+            # Sendmail's copy of a HELO pymilter could not decode (it never reached hello()).
+            s.add_helo(helo)
+        envelope_from = bare_address(mailfrom)
+        queue_id = clean(self._macro(c.MACRO_QUEUE_ID), c.MAX_NAME_CHARS)
+        now = self.rt.clock()
+        if not s.connection_recorded:
+            s.connection_recorded = True
+            self.rt.guard.record(s.connection(now, self.rt.settings.mta))
+        engine = self.rt.guard.engine
+        helo_kw: dict[str, Any] = {}
+        if self.rt.settings.reject_bad_helo:
+            helo_kw = {"helos": tuple(s.helos), "client_addr": s.client_addr,
+                       "envelope_from": envelope_from}
+
+        def ask() -> tuple[str, Decision]:
+            key = engine.sender_key(client_addr=s.client_addr, sasl_user=s.sasl_user)
+            return key, engine.decide(key, Stage.MAIL, 0, now,
+                                      count=self.rt.settings.rate_limits, **helo_kw)
+
+        try:
+            sender, decision = self.rt.guard.call("decide at MAIL", ask)
+        except EngineFailure:
+            s.start_message(fallback_sender_key(s.client_addr, s.sasl_user), envelope_from,
+                            queue_id)
+            return self._on_error()
+        msg = s.start_message(sender, envelope_from, queue_id)
+        return self._refuse_or_continue(decision, msg, Stage.MAIL)
+
+    def envrcpt(self, rcpt: str, *params: str) -> int:
+        try:
+            return self._envrcpt(rcpt)
+        except Exception:
+            log.exception("envrcpt callback failed")
+            return self._on_error()
+
+    def _envrcpt(self, rcpt: str) -> int:
+        msg = self.session.message
+        if msg is None:  # RCPT without MAIL never reaches a milter; be safe anyway
+            return CONTINUE
+        engine, now = self.rt.guard.engine, self.rt.clock()
+        try:
+            decision = self.rt.guard.call("decide at RCPT", lambda: engine.decide(
+                msg.sender, Stage.RCPT, 1, now, count=self.rt.settings.rate_limits))
+        except EngineFailure:
+            rc = self._on_error()
+        else:
+            rc = self._refuse_or_continue(decision, msg, Stage.RCPT, keep_message=True)
+        if rc == CONTINUE:
+            msg.add_recipient(rcpt)
+        return rc
+
+    # --- content: only a few header facts and the size are kept ----------------------------
+
+    @Milter.noreply  # type: ignore[untyped-decorator]
+    def header(self, name: str, value: str) -> int:
+        try:
+            if self.session.message is not None:
+                self.session.message.add_header(name, value)
+        except Exception:
+            log.exception("header callback failed")
+        return CONTINUE
+
+    @Milter.noreply  # type: ignore[untyped-decorator]
+    def body(self, chunk: bytes) -> int:
+        if self.session.message is not None:
+            self.session.message.add_body(len(chunk))
+        return CONTINUE
+
+    @Milter.symlist(c.MACRO_QUEUE_ID)  # type: ignore[untyped-decorator]
+    def eom(self) -> int:
+        try:
+            return self._eom()
+        except Exception:
+            log.exception("eom callback failed")
+            return self._on_error()
+        finally:
+            self.session.end_message()
+
+    def _eom(self) -> int:
+        s, msg = self.session, self.session.message
+        if msg is None:
+            return CONTINUE
+        if queue_id := clean(self._macro(c.MACRO_QUEUE_ID), c.MAX_NAME_CHARS):
+            msg.queue_id = queue_id
+        engine, now = self.rt.guard.engine, self.rt.clock()
+        try:
+            decision = self.rt.guard.call("decide at end of message", lambda: engine.decide(
+                msg.sender, Stage.EOM, len(msg.recipients), now,
+                count=self.rt.settings.rate_limits))
+        except EngineFailure:
+            rc = self._on_error()
+            if rc == CONTINUE:
+                self.rt.guard.record(s.submission(msg, now, self.rt.settings.mta))
+            return rc
+        if decision.action is Action.HOLD:
+            if not self._quarantine(decision, msg):
+                return self._refuse(replies.ERROR_REPLY, TEMPFAIL)
+        elif not decision.is_continue:
+            return self._refuse_or_continue(decision, msg, Stage.EOM)
+        self._mark(decision, msg)
+        self.rt.guard.record(s.submission(msg, now, self.rt.settings.mta))
+        return CONTINUE
+
+    def abort(self) -> int:
+        # The transaction ended without a message (RSET, a lost client): forget it.
+        self.session.end_message()
+        return CONTINUE
+
+    def close(self) -> int:
+        try:
+            s = self.session
+            if not s.connection_recorded and s.client_addr:
+                # A session that never got as far as MAIL still shows its HELOs.
+                s.connection_recorded = True
+                self.rt.guard.record(s.connection(self.rt.clock(), self.rt.settings.mta))
+        except Exception:
+            log.exception("close callback failed")
+        return CONTINUE
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _macro(self, name: str) -> str | bytes | None:
+        """A macro's value; its raw bytes when pymilter cannot decode it as UTF-8."""
+        try:
+            value: str | None = self.getsymval(name)
+        except UnicodeDecodeError as exc:
+            return bytes(exc.object)
+        return value
+
+    def _refuse_or_continue(
+        self, decision: Decision, msg: Message, stage: Stage, *, keep_message: bool = False
+    ) -> int:
+        reply = replies.for_decision(decision)
+        if reply is None:
+            return CONTINUE
+        self._log_decision(decision, msg, stage)
+        if not keep_message:
+            self.session.end_message()
+        return self._refuse(reply, TEMPFAIL if reply.code[0] == "4" else REJECT)
+
+    def _refuse(self, reply: Reply, rc: int) -> int:
+        self.setreply(reply.code, reply.enhanced, reply.text)
+        return rc
+
+    def _on_error(self) -> int:
+        if self.rt.settings.on_error == "tempfail":
+            return self._refuse(replies.ERROR_REPLY, TEMPFAIL)
+        return CONTINUE
+
+    def _quarantine(self, decision: Decision, msg: Message) -> bool:
+        reason = reply_text(decision.reason or "held by extrusion", c.MAX_REPLY_TEXT)
+        try:
+            self.quarantine(reason)
+        except Exception as exc:
+            log.error("cannot hold sender=%s queue_id=%s (%s): refusing with a tempfail",
+                      msg.sender, msg.queue_id or "-", exc)
+            return False
+        self._log_decision(decision, msg, Stage.EOM)
+        return True
+
+    def _mark(self, decision: Decision, msg: Message) -> None:
+        """The optional X-Extrusion header; a client's own copies of it are removed."""
+        if not self.rt.settings.add_header:
+            return
+        try:
+            for idx in range(msg.forged_marks, 0, -1):
+                self.chgheader(c.HEADER_EXTRUSION, idx, "")
+            self.addheader(c.HEADER_EXTRUSION,
+                           f"score={decision.score:.1f} state={decision.state.value}")
+        except Exception as exc:
+            log.warning("cannot add %s header: %s", c.HEADER_EXTRUSION, exc)
+
+    def _log_decision(self, decision: Decision, msg: Message, stage: Stage) -> None:
+        log.info("decision sender=%s queue_id=%s stage=%s action=%s state=%s reason=%s",
+                 msg.sender, msg.queue_id or "-", stage.value, decision.action.value,
+                 decision.state.value, clean(decision.reason, 500) or "-")

@@ -1,0 +1,199 @@
+"""`extrusion milter`: open the engine, serve libmilter's socket, stop cleanly.
+
+libmilter owns the socket, the threads and the signals: SIGTERM or SIGINT
+makes it stop accepting and return from `Milter.runmilter`. Sessions still
+in progress then get `DRAIN_SECONDS` to finish (a second signal ends the
+wait), the event backlog is replayed or saved, and the engine is closed,
+which flushes its queue. systemd is told READY=1 once the socket accepts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import Milter
+import milter as libmilter  # pymilter's C module (not this package)
+
+from extrusion.config import Config
+from extrusion.milter import constants as c
+from extrusion.milter.adapter import ExtrusionMilter, Runtime, Settings
+from extrusion.milter.backlog import FILE_NAME, Backlog
+from extrusion.milter.guard import EngineGuard
+from extrusion.policyd.sdnotify import notify
+from extrusion.scoring.api import EngineAPI
+
+log = logging.getLogger("extrusion.milter")
+
+EX_OK = 0
+EX_UNAVAILABLE = 69
+# Sessions in progress at shutdown get this long to finish.
+DRAIN_SECONDS = 10.0
+# How long start-up may take before the socket accepts connections.
+READY_SECONDS = 30.0
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+Opener = Callable[[Config], EngineAPI]
+
+
+def default_opener(config: Config) -> EngineAPI:
+    from extrusion.scoring.engine import open_engine
+
+    engine: EngineAPI = open_engine(config)
+    return engine
+
+
+def run(config: Config, opener: Opener = default_opener) -> int:
+    """Serve until SIGTERM/SIGINT; returns an exit status."""
+    _setup_logging(config.general.log_level)
+    # libmilter waits for the stop signals on a thread of its own; every other
+    # thread, including the ones started below, must block them or the default
+    # action (terminate) would hit the process from whichever thread got one.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        engine = opener(config)
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        log.error("cannot open the engine (store %s): %s: %s",
+                  _redact(config.store.url), type(exc).__name__, exc)
+        return EX_UNAVAILABLE
+    backlog = Backlog(Path(config.store.spool_dir) / FILE_NAME)
+    if loaded := backlog.load():
+        log.warning("replaying %d events kept by the previous run", loaded)
+    guard = EngineGuard(engine, timeout=config.milter.engine_timeout, backlog=backlog,
+                        refresh_seconds=config.store.refresh_seconds)
+    runtime = Runtime(guard, Settings(
+        on_error=config.milter.on_error,
+        add_header=config.milter.add_header,
+        reject_bad_helo=config.milter.reject_bad_helo,
+        rate_limits=config.milter.rate_limits,
+        mta=config.general.hostname or socket.getfqdn(),
+    ))
+    sessions = _SessionCount()
+    Milter.factory = functools.partial(_counted, runtime, sessions)
+    # The session's reply on a Python error pymilter could not hand to us (a
+    # HELO or header name that is not UTF-8 fails in its C layer): carry on.
+    libmilter.set_exception_policy(libmilter.CONTINUE)
+    libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS | libmilter.QUARANTINE
+                        | libmilter.SETSYMLIST)
+    guard.start()
+    threading.Thread(target=_announce_when_ready, args=(config.milter.socket,),
+                     name="extrusion-ready", daemon=True).start()
+    status = EX_OK
+    try:
+        Milter.runmilter(c.MILTER_NAME, config.milter.socket, config.milter.timeout)
+    except libmilter.error as exc:
+        log.error("cannot serve milter socket %s: %s", config.milter.socket, exc)
+        status = EX_UNAVAILABLE
+    notify("STOPPING=1")
+    log.info("milter stopping: %d sessions in progress", sessions.active)
+    _drain(sessions)
+    guard.close()
+    log.info("milter stopped")
+    return status
+
+
+class _SessionCount:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.active += n
+
+
+def _counted(runtime: Runtime, sessions: _SessionCount) -> ExtrusionMilter:
+    return _CountedMilter(runtime, sessions)
+
+
+class _CountedMilter(ExtrusionMilter):
+    """Counts live sessions so shutdown can wait for them."""
+
+    def __init__(self, runtime: Runtime, sessions: _SessionCount) -> None:
+        super().__init__(runtime)
+        self._sessions = sessions
+        sessions.add(1)
+
+    def close(self) -> int:
+        try:
+            return super().close()
+        finally:
+            self._sessions.add(-1)
+
+
+def _drain(sessions: _SessionCount) -> None:
+    """Wait for sessions in progress; a second stop signal ends the wait."""
+    again = threading.Event()
+
+    def second(_signo: int, _frame: Any) -> None:
+        again.set()
+
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, second)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while sessions.active > 0 and time.monotonic() < deadline and not again.is_set():
+        again.wait(0.05)
+    if sessions.active > 0:
+        log.warning("stopping with %d sessions still open", sessions.active)
+
+
+def _announce_when_ready(spec: str) -> None:
+    """Log and tell systemd once libmilter's socket accepts connections."""
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if _accepts(spec):
+            log.info("milter listening on %s", spec)
+            notify("READY=1")
+            return
+        time.sleep(0.05)
+    log.error("milter socket %s did not open within %.0fs", spec, READY_SECONDS)
+
+
+def _accepts(spec: str) -> bool:
+    family, address = _address(spec)
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            probe.connect(address)
+    except OSError:
+        return False
+    return True
+
+
+def _address(spec: str) -> tuple[int, Any]:
+    """libmilter's `inet:PORT@HOST`, `inet6:PORT@HOST`, `unix:/path` as a socket address."""
+    kind, _, rest = spec.partition(":")
+    if kind in ("unix", "local"):
+        return socket.AF_UNIX, rest
+    port, _, host = rest.partition("@")
+    if kind == "inet6":
+        return socket.AF_INET6, (host or "::1", int(port))
+    return socket.AF_INET, (host or "127.0.0.1", int(port))
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        rest = f"{user}:***@{rest.split('@', 1)[1]}"
+    return scheme + sep + rest
+
+
+def _setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s extrusion milter[{os.getpid()}]: %(levelname)s %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level.upper())

@@ -1,0 +1,124 @@
+"""What the milter remembers of one SMTP session and of the message in progress.
+
+Pure bookkeeping, no pymilter and no engine: values arrive raw from the MTA,
+are cleaned and bounded here, and leave as `Connection` and `Submission`
+events. A message that is aborted (RSET, a refused MAIL, a dropped
+connection) is simply forgotten: nothing half-built reaches the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from extrusion.milter import constants as c
+from extrusion.milter.text import clean
+from extrusion.scoring.events import Connection, Headers, Submission
+
+
+def bare_address(raw: str | bytes | None) -> str:
+    """`<user@example.com>` -> `user@example.com`; `<>` -> "" (the null sender).
+
+    Tolerates what clients really send: no brackets, spaces, a source route
+    (`<@relay:user@example.com>`); the result is cleaned and bounded.
+    """
+    text = clean(raw, c.MAX_ADDRESS_CHARS + 2).strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    if text.startswith("@") and ":" in text:  # RFC 5321 source route, obsolete but legal
+        text = text.split(":", 1)[1]
+    return text[: c.MAX_ADDRESS_CHARS]
+
+
+@dataclass
+class Message:
+    """The envelope and the few header facts of the message being received."""
+
+    sender: str
+    envelope_from: str
+    queue_id: str = ""
+    recipients: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    received_count: int = 0
+    message_id: str = ""
+    size: int = 0
+    forged_marks: int = 0  # X-Extrusion headers the client sent itself
+
+    def add_recipient(self, raw: str | bytes | None) -> str:
+        rcpt = bare_address(raw)
+        if len(self.recipients) < c.MAX_RECIPIENTS:
+            self.recipients.append(rcpt)
+        return rcpt
+
+    def add_header(self, name: str, value: str | bytes | None) -> None:
+        # Counted like the MTA stores it: "Name: value\r\n".
+        self.size += len(name) + 4 + (len(value) if value is not None else 0)
+        key = name.strip().lower()
+        if key == c.HEADER_RECEIVED:
+            self.received_count += 1
+        elif key in c.HEADER_FIELDS:
+            # The first occurrence is the one the nearest filter wrote; keep it.
+            self.headers.setdefault(c.HEADER_FIELDS[key], clean(value, c.MAX_HEADER_CHARS).strip())
+        elif key == c.HEADER_MESSAGE_ID and not self.message_id:
+            self.message_id = clean(value, c.MAX_HEADER_CHARS).strip()
+        elif key == c.HEADER_EXTRUSION.lower():
+            self.forged_marks += 1
+
+    def add_body(self, length: int) -> None:
+        self.size += length
+
+    def summary(self) -> Headers:
+        return Headers(received_count=self.received_count, **self.headers)
+
+
+@dataclass
+class Session:
+    """One SMTP connection: the client, its HELOs in order, and the current message."""
+
+    client_addr: str = ""
+    client_name: str = ""
+    helos: list[str] = field(default_factory=list)
+    sasl_user: str = ""
+    connection_recorded: bool = False
+    message: Message | None = None
+
+    def connected(self, name: str | bytes | None, addr: str | bytes | None) -> None:
+        self.client_name = clean(name, c.MAX_NAME_CHARS)
+        self.client_addr = clean(addr, c.MAX_NAME_CHARS)
+
+    def add_helo(self, raw: str | bytes | None) -> None:
+        """Every HELO/EHLO argument, in order, up to MAX_HELOS of them."""
+        if len(self.helos) < c.MAX_HELOS:
+            self.helos.append(clean(raw, c.MAX_HELO_CHARS).strip())
+
+    def start_message(self, sender: str, envelope_from: str, queue_id: str = "") -> Message:
+        self.message = Message(sender=sender, envelope_from=envelope_from, queue_id=queue_id)
+        return self.message
+
+    def end_message(self) -> None:
+        self.message = None
+
+    def connection(self, now: float, mta: str) -> Connection:
+        return Connection(
+            time=now,
+            client_addr=self.client_addr,
+            client_name=self.client_name,
+            helos=tuple(self.helos),
+            sasl_user=self.sasl_user,
+            mta=mta,
+        )
+
+    def submission(self, msg: Message, now: float, mta: str) -> Submission:
+        return Submission(
+            time=now,
+            sender=msg.sender,
+            queue_id=msg.queue_id,
+            envelope_from=msg.envelope_from,
+            recipients=tuple(msg.recipients),
+            size=msg.size,
+            mta=mta,
+            client_addr=self.client_addr,
+            client_name=self.client_name,
+            helos=tuple(self.helos),
+            headers=msg.summary(),
+            message_id=msg.message_id,
+        )
