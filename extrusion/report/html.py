@@ -34,11 +34,13 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; vertical-align: top; }
+td { overflow-wrap: anywhere; max-width: 40em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.virus td.cat { color: #d62728; font-weight: bold; }
 .state-held, .state-blocked { font-weight: bold; }
 figure { margin: 1em 0; } svg { max-width: 100%; height: auto; }
-pre.classic { background: #f7f7f7; padding: 0.6em; overflow-x: auto; }
+pre.classic { background: #f7f7f7; padding: 0.6em; white-space: pre-wrap;
+               overflow-wrap: anywhere; }
 pre .fail { color: #b00000; } pre .helo { color: #8a4b00; }
 .meta { color: #555; }
 """

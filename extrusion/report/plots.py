@@ -13,6 +13,7 @@ SVGs can share one HTML page without clashing ids.
 from __future__ import annotations
 
 import io
+import re
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ RASTER_POINTS = 2000
 TITLE_CHARS = 60
 FIGSIZE = (8.0, 3.2)
 
+_ID_REF = re.compile(r'(\bid="|href="#|url\(#)([^"\)]+)')
 _RC: dict[str, Any] = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 9}
 # rcParams are process-global; serialise the rendering that reads them.
 _LOCK = threading.Lock()
@@ -62,7 +64,10 @@ def _to_svg(fig: Figure, salt: str) -> str:
         fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight")
     svg = buf.getvalue()
     # Inline SVG in HTML takes the <svg> element alone, without XML prolog or DOCTYPE.
-    return svg[svg.index("<svg") :]
+    svg = svg[svg.index("<svg") :]
+    # matplotlib numbers ids per figure (patch_1, ...); on a page of several
+    # figures they would collide, so each figure's ids and references get its prefix.
+    return _ID_REF.sub(lambda m: f"{m.group(1)}{salt}-{m.group(2)}", svg)
 
 
 def _new_figure() -> tuple[Figure, Any]:
@@ -84,7 +89,7 @@ def _dates(times: Sequence[float]) -> list[datetime]:
 def _date_axis(ax: Any, tz: tzinfo) -> None:
     # matplotlib.dates has no annotations for these two.
     dates: Any = mdates
-    locator = dates.AutoDateLocator(tz=tz, maxticks=8)
+    locator = dates.AutoDateLocator(tz=tz)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, tz=tz))
 

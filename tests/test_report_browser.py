@@ -1,0 +1,145 @@
+"""The HTML report opened in real headless Chromium: it draws its plots and logs no errors.
+
+Chromium prints every console message (script errors, CSP refusals) to
+stderr with --enable-logging; the page has no script at all, so any CONSOLE
+line is a failure. A control page with a broken script shows the check bites.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extrusion.report import sample
+from extrusion.report.html import render_html
+
+from .test_report_escaping import SCRIPT, hostile_report
+
+CHROMIUM = shutil.which("chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",  # the tests run as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+CONSOLE = re.compile(r":CONSOLE[:(]\d*\)?\]\s*(.*)")
+WINDOW = (1200, 2400)
+VIRUS_RED = (0xD6, 0x27, 0x28)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    if CHROMIUM is None:
+        reason = "chromium is not installed (scripts/ensure-debs chromium)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason + " (CI=true: the browser test is required)")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+def run_chromium(binary: str, page: Path, profile: Path, *extra: str) -> tuple[str, list[str]]:
+    """Load `page`; returns stdout and the console messages Chromium logged."""
+    proc = subprocess.run(
+        [binary, *FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [m.group(1) for line in proc.stderr.splitlines() if (m := CONSOLE.search(line))]
+    return proc.stdout, console
+
+
+def screenshot(binary: str, page: Path, tmp: Path) -> tuple[Path, list[str]]:
+    shot = tmp / f"{page.stem}.png"
+    _, console = run_chromium(
+        binary, page, tmp / f"profile-{page.stem}-shot",
+        f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--hide-scrollbars",
+    )
+    assert shot.is_file(), "no screenshot written"
+    return shot, console
+
+
+def dump_dom(binary: str, page: Path, tmp: Path) -> tuple[str, list[str]]:
+    return run_chromium(binary, page, tmp / f"profile-{page.stem}-dom", "--dump-dom")
+
+
+def pixels(path: Path) -> Any:
+    """The screenshot as an (height, width, 3) array of RGB values."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.int16)
+
+
+def count_near(px: Any, colour: tuple[int, int, int], tol: int = 12) -> int:
+    import numpy as np
+
+    return int(np.all(np.abs(px - np.array(colour)) <= tol, axis=-1).sum())
+
+
+def count_inked(px: Any) -> int:
+    """Pixels that are clearly not white background."""
+    return int((px.sum(axis=-1) < 600).sum())
+
+
+def test_console_check_catches_a_script_error(chromium: str, tmp_path: Path) -> None:
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><p>x</p><script>undefined_function()</script>")
+    _, console = dump_dom(chromium, page, tmp_path)
+    assert any("undefined_function is not defined" in m for m in console), console
+
+
+def test_report_page_renders_its_plots_without_errors(chromium: str, tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    page.write_text(render_html(sample.classic_scenario()), encoding="utf-8")
+
+    dom, console = dump_dom(chromium, page, tmp_path)
+    assert console == []
+    # The plots are in the live DOM as SVG, each with drawn paths.
+    figures = re.findall(r'<figure class="plot (\w+)"><svg\b', dom)
+    assert sorted(figures) == ["detections", "outbreak", "outbreak", "spamminess"]
+    assert dom.count("<path") > 50
+    assert "Detection of spam (black) and viruses (red)" in dom
+    assert "<script" not in dom
+
+    shot, console = screenshot(chromium, page, tmp_path)
+    assert console == []
+    px = pixels(shot)
+    assert px.shape == (WINDOW[1], WINDOW[0], 3)
+    inked = count_inked(px) / (WINDOW[0] * WINDOW[1])
+    assert inked > 0.01, f"screenshot looks blank ({inked:.2%} non-white)"
+    # The detection plot's bars: a black one (spam) and a red one (the worm).
+    assert count_near(px, VIRUS_RED) > 500
+    assert count_near(px, (0, 0, 0), 8) > 2000
+
+
+def test_hostile_strings_stay_text_in_the_browser(chromium: str, tmp_path: Path) -> None:
+    page = tmp_path / "hostile.html"
+    page.write_text(render_html(hostile_report()), encoding="utf-8")
+    dom, console = dump_dom(chromium, page, tmp_path)
+    # No script ran and the CSP had nothing to refuse.
+    assert console == []
+    assert "<script" not in dom and "<img" not in dom
+    # The hostile HELO is on the page as text, escaped again when the DOM was serialised.
+    assert "HELO = &lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    assert SCRIPT not in dom
+    shot, console = screenshot(chromium, page, tmp_path)
+    assert console == []
+    assert count_inked(pixels(shot)) > 1000
