@@ -90,7 +90,21 @@ def check_store_url(value: str) -> str | None:
     return None
 
 
+def check_timezone(value: str) -> str | None:
+    """An IANA zone name such as `Europe/Oslo`, or "" for the machine's local time."""
+    if not value:
+        return None
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {value!r}"
+    return None
+
+
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "timezone": check_timezone,
     "endpoint": check_endpoint,
     "milter_socket": check_milter_socket,
     "syslog_endpoint": check_syslog_endpoint,
@@ -174,6 +188,14 @@ class Maillog:
         default="udp:5514:interface=127.0.0.1", metadata=_check("syslog_endpoint")
     )
     format: Literal["auto", "postfix", "sendmail", "exim"] = "auto"
+    timezone: str = field(default="", metadata=_check("timezone"))
+    start_at: Literal["end", "beginning"] = "end"
+    poll_seconds: float = 1.0
+    submission_wait_seconds: float = 60.0
+    queue_id_ttl_seconds: float = 10800.0
+    max_queue_ids: int = 200000
+    handoff_relays: tuple[str, ...] = field(default=(), metadata=_check("networks"))
+    skip_replies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

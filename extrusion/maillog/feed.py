@@ -1,0 +1,218 @@
+"""`LogFeed`: log lines in, engine events out — the one object the live feed and replay share.
+
+    feed = LogFeed(engine)           # or LogFeed.from_config(engine, cfg)
+    feed.line(text)                  # per line from a file follower or stdin
+    feed.entry(t, host, prog, pid, msg)   # per syslog datagram, already split
+    feed.finish()                    # end of input / shutdown: flush what is pending
+
+Each line is split (timestamp, host, program), handed to the parser for its
+MTA (chosen by the program name: the last component of the tag for Postfix),
+and the records are joined per queue id into `Submission`/`Outcome` events.
+Nothing a line contains can raise out of `line()`: unreadable lines are
+counted in `stats.garbled` (a few kept in `stats.examples`), lines of other
+programs or of no interest in `stats.ignored`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar
+
+from extrusion.maillog import exim, postfix, sendmail
+from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
+from extrusion.maillog.lines import LineSplitter
+from extrusion.maillog.records import Record
+from extrusion.maillog.timestamps import zone
+from extrusion.scoring.events import Outcome, Submission
+
+log = logging.getLogger(__name__)
+_E = TypeVar("_E")
+
+Format = Literal["auto", "postfix", "sendmail", "exim"]
+Parser = Callable[[str], "tuple[Record, ...] | None"]
+# Garbled lines kept for the operator to look at, each cut to this length.
+EXAMPLES_KEPT = 5
+EXAMPLE_CHARS = 300
+
+
+class FeedEngine(Protocol):
+    """The part of `extrusion.scoring.api.EngineAPI` the feed uses."""
+
+    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str: ...
+
+    def submission(self, event: Submission) -> None: ...
+
+    def outcome(self, event: Outcome) -> None: ...
+
+
+@dataclass
+class FeedStats:
+    lines: int = 0
+    parsed: int = 0  # lines that gave at least one record
+    ignored: int = 0  # readable lines of no interest (other programs, connect/TLS/…)
+    garbled: int = 0  # lines that could not be read: counted and skipped
+    engine_errors: int = 0
+    examples: deque[str] = field(default_factory=lambda: deque(maxlen=EXAMPLES_KEPT))
+    join: JoinStats = field(default_factory=JoinStats)
+
+
+class _GuardedSink:
+    """Calls into the engine; a failure there is counted and logged, never lost silently."""
+
+    def __init__(self, engine: FeedEngine, stats: FeedStats, guard: bool) -> None:
+        self.engine = engine
+        self.stats = stats
+        self.guard = guard
+
+    def submission(self, event: Submission) -> None:
+        self._call(self.engine.submission, event)
+
+    def outcome(self, event: Outcome) -> None:
+        self._call(self.engine.outcome, event)
+
+    def _call(self, method: Callable[[_E], None], event: _E) -> None:
+        if not self.guard:
+            method(event)
+            return
+        try:
+            method(event)
+        except Exception:  # the engine's outage must not stop the log feed
+            self.stats.engine_errors += 1
+            n = self.stats.engine_errors
+            if n in (1, 10, 100, 1000) or not n % 10000:  # logged, not flooded
+                log.exception("engine refused an event (%d so far)", n)
+
+
+def _postfix_parser(service: str) -> Parser:
+    def parse(message: str) -> tuple[Record, ...] | None:
+        return postfix.parse(service, message)
+
+    return parse
+
+
+def _choose_parser(program: str, fmt: Format) -> Parser | None:
+    """The parser for a syslog tag, or None for programs that are not an MTA we read."""
+    _head, slash, last = program.rpartition("/")
+    if fmt in ("auto", "postfix") and (slash or fmt == "postfix") and last in postfix.SERVICES:
+        return _postfix_parser(last)
+    if fmt in ("auto", "sendmail") and not slash and last in sendmail.PROGRAMS:
+        return sendmail.parse
+    if fmt in ("auto", "exim") and last.startswith("exim"):
+        return exim.parse
+    return None
+
+
+class LogFeed:
+    def __init__(
+        self,
+        engine: FeedEngine,
+        *,
+        fmt: Format = "auto",
+        settings: JoinSettings | None = None,
+        reference_time: float | None = None,
+        tz: dt.tzinfo | None = None,
+        guard: bool = True,
+    ) -> None:
+        """`reference_time` anchors the year of classic syslog stamps (default: now);
+        `settings.submissions=False` when the milter already records submissions."""
+        self.engine = engine
+        self.fmt: Format = fmt
+        self.stats = FeedStats()
+        self._splitter = LineSplitter(reference_time, tz)
+        self._sink = _GuardedSink(engine, self.stats, guard)
+        self.joiner = Joiner(self._sink, self._key, settings)
+        self.stats.join = self.joiner.stats
+        self._parsers: dict[str, Parser | None] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        engine: FeedEngine,
+        cfg: object,
+        *,
+        submissions: bool = True,
+        reference_time: float | None = None,
+        guard: bool = True,
+    ) -> LogFeed:
+        """Settings from the `[maillog]` and `[general]` sections of a `Config`."""
+        from extrusion.config import Config
+
+        assert isinstance(cfg, Config)
+        m = cfg.maillog
+        settings = JoinSettings(
+            submissions=submissions,
+            wait_seconds=m.submission_wait_seconds,
+            ttl_seconds=m.queue_id_ttl_seconds,
+            max_queue_ids=m.max_queue_ids,
+            mta=cfg.general.hostname,
+            handoff_relays=m.handoff_relays,
+            skip_replies=m.skip_replies,
+        )
+        return cls(engine, fmt=m.format, settings=settings, reference_time=reference_time,
+                   tz=zone(m.timezone), guard=guard)
+
+    def _key(self, client_addr: str, sasl_user: str) -> str:
+        return self.engine.sender_key(client_addr=client_addr, sasl_user=sasl_user)
+
+    @property
+    def now(self) -> float:
+        """The latest log time seen (0.0 before the first line)."""
+        return self.joiner.now
+
+    def line(self, text: str) -> None:
+        """One raw log line (with or without its newline)."""
+        self.stats.lines += 1
+        parts = self._splitter.split(text)
+        if parts is None:
+            self._garbled(text)
+            return
+        self._message(text, parts.time, parts.host, parts.program, parts.message)
+
+    def entry(self, t: float, host: str, program: str, pid: str, message: str) -> None:
+        """One message already split by a syslog receiver."""
+        self.stats.lines += 1
+        self._message(message, t, host, program, message)
+
+    def _message(self, text: str, t: float, host: str, program: str, message: str) -> None:
+        parser = self._parsers.get(program, _MISSING)
+        if parser is _MISSING:
+            parser = _choose_parser(program, self.fmt)
+            if len(self._parsers) < 1000:  # tags are few; a flood of odd ones is not cached
+                self._parsers[program] = parser
+        if parser is None:
+            self.stats.ignored += 1
+            return
+        records = parser(message)
+        if records is None:
+            self._garbled(text)
+            return
+        if not records:
+            self.stats.ignored += 1
+            return
+        self.stats.parsed += 1
+        add = self.joiner.add
+        for record in records:
+            add(t, host, record)
+
+    def _garbled(self, text: str) -> None:
+        self.stats.garbled += 1
+        self.stats.examples.append(text.rstrip("\r\n")[:EXAMPLE_CHARS])
+
+    def finish(self) -> None:
+        """Emit what is still waiting (submissions held for their recipient count)."""
+        self.joiner.finish()
+
+    def reload(self) -> None:
+        """Forget cached sender keys after the engine's customer map changed."""
+        self.joiner.forget_keys()
+
+
+def _missing(message: str) -> tuple[Record, ...] | None:  # pragma: no cover - a marker only
+    return None
+
+
+_MISSING: Parser = _missing

@@ -1,0 +1,315 @@
+"""Follow a growing log file like `tail -F`, driven by `poll()`.
+
+    follower = FileFollower("/var/log/mail.log", feed.line, checkpoints=store)
+    LoopingCall(follower.poll).start(1.0)     # in the daemon; tests call poll() directly
+
+Each `poll()` reads what was appended since the last one and hands every
+complete line to the callback; a partial last line waits for its newline.
+After each batch the position (inode, offset of the last complete line) is
+saved through the `Checkpoints` protocol, so a restart resumes exactly there.
+
+Rotation:
+- rename + create (logrotate's default, Postfix's `postfix logrotate`): when
+  the path names a new file, the old one is read to its end first, and kept
+  open for a few more polls for lines its writer adds before it reopens;
+- copytruncate: the file shrinks or its bytes before our position change; the
+  lines we had not read yet are taken from the copy (found beside the log by
+  content), then the truncated file is read from its start;
+- while stopped: a checkpoint naming another inode is looked up among the
+  rotated siblings (`mail.log.1`, `mail.log-20261130`) and its rest read first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from extrusion.maillog.checkpoint import Checkpoints
+
+log = logging.getLogger(__name__)
+
+# Bytes read per poll at most, so one poll never blocks the reactor for long.
+MAX_READ_PER_POLL = 4 << 20
+READ_CHUNK = 256 << 10
+# A "line" longer than this without a newline is handed over in pieces.
+MAX_LINE_BYTES = 64 << 10
+# Bytes before our position remembered to notice a copytruncate rewrite.
+FINGERPRINT_BYTES = 128
+# Polls an old file stays open after rename rotation for its writer's last lines.
+ROTATION_GRACE_POLLS = 5
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z")
+
+
+class _Open:
+    """One open file: its inode, what was consumed, the unfinished line."""
+
+    __slots__ = ("buf", "fd", "grace", "ino", "offset", "tail")
+
+    def __init__(self, fd: int, ino: int, offset: int) -> None:
+        self.fd = fd
+        self.ino = ino
+        self.offset = offset  # end of the last complete line handed over
+        self.buf = b""  # bytes after offset, waiting for their newline
+        self.tail = b""  # the FINGERPRINT_BYTES before offset
+        self.grace = ROTATION_GRACE_POLLS
+
+    @property
+    def pos(self) -> int:
+        return self.offset + len(self.buf)
+
+
+class FileFollower:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        deliver: Callable[[str], None],
+        *,
+        checkpoints: Checkpoints | None = None,
+        name: str | None = None,
+        start_at: Literal["end", "beginning"] = "end",
+        commit: Callable[[], None] | None = None,
+    ) -> None:
+        """`deliver` gets each line (str, newline stripped). `name` keys the checkpoint
+        (default: the absolute path). With no checkpoint, `start_at` says where to begin.
+        `commit` runs before a checkpoint is saved (e.g. the engine's flush), so the
+        saved position never runs ahead of what was recorded."""
+        self.path = Path(path)
+        self.name = name or str(self.path.absolute())
+        self.deliver = deliver
+        self.checkpoints = checkpoints
+        self.start_at = start_at
+        self.commit = commit
+        self.lines = 0
+        self._cur: _Open | None = None
+        self._old: list[_Open] = []
+        self._started = False
+        self._saved: tuple[int, int] | None = None
+
+    # --- public --------------------------------------------------------------------------
+
+    def poll(self) -> int:
+        """Read what is new; returns the number of lines delivered."""
+        before = self.lines
+        if not self._started:
+            self._start()
+        elif self._cur is None:
+            self._open_new()
+        for old in list(self._old):
+            self._read(old, MAX_READ_PER_POLL)
+            old.grace -= 1
+            if old.grace <= 0:
+                self._retire(old)
+        cur = self._cur
+        if cur is not None:
+            self._check_truncated(cur)
+            at_eof = self._read(cur, MAX_READ_PER_POLL)
+            if at_eof:
+                self._check_rotated(cur)
+        self._checkpoint(delivered=self.lines > before)
+        return self.lines - before
+
+    @property
+    def position(self) -> tuple[int, int] | None:
+        """(inode, offset) of the file being followed, as a checkpoint would save it."""
+        return None if self._cur is None else (self._cur.ino, self._cur.offset)
+
+    def close(self) -> None:
+        """Save the position and close every file; the unfinished line is left for next time."""
+        self._checkpoint(delivered=True)
+        for f in [*self._old, *([self._cur] if self._cur else [])]:
+            os.close(f.fd)
+        self._old.clear()
+        self._cur = None
+
+    # --- starting ------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._started = True
+        saved = self.checkpoints.get_checkpoint(self.name) if self.checkpoints else None
+        self._saved = saved
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            # Not there (yet): a file that appears later is new and read from its start.
+            if saved is not None:
+                self._resume_rotated(*saved)
+            return
+        st = os.fstat(fd)
+        if saved is None:
+            offset = 0 if self.start_at == "beginning" else _line_start_before(fd, st.st_size)
+        else:
+            ino, offset = saved
+            if ino != st.st_ino:
+                self._resume_rotated(ino, offset)
+                offset = 0
+            elif st.st_size < offset:
+                self._resume_copy(offset, exclude=st.st_ino)
+                offset = 0
+        cur = _Open(fd, st.st_ino, offset)
+        cur.tail = _pread_back(fd, offset)
+        self._cur = cur
+
+    def _resume_rotated(self, ino: int, offset: int) -> None:
+        """The checkpointed file was renamed while we were stopped: finish it first."""
+        for sibling in self._siblings():
+            try:
+                st = sibling.stat()
+            except OSError:
+                continue
+            if st.st_ino == ino and st.st_size >= offset:
+                self._drain_file(sibling, offset)
+                return
+        log.warning("%s: the file last read (inode %d) is gone; lines after offset %d "
+                    "may be missed", self.path, ino, offset)
+
+    def _resume_copy(self, offset: int, exclude: int, tail: bytes = b"") -> bool:
+        """The file was truncated after being copied: read the copy from `offset` on."""
+        best: tuple[float, Path] | None = None
+        for sibling in self._siblings():
+            try:
+                st = sibling.stat()
+            except OSError:
+                continue
+            if st.st_ino == exclude or st.st_size < offset:
+                continue
+            with open(sibling, "rb") as f:
+                f.seek(max(0, offset - max(len(tail), 1)))
+                before = f.read(max(len(tail), 1))
+            # With a fingerprint the copy is known for sure; without one (restart)
+            # at least our position must fall at a line boundary in it.
+            if (tail and before != tail) or (not tail and offset and before != b"\n"):
+                continue
+            if best is None or st.st_mtime > best[0]:
+                best = (st.st_mtime, sibling)
+        if best is None:
+            log.warning("%s was truncated; no copy of its unread lines found", self.path)
+            return False
+        self._drain_file(best[1], offset)
+        return True
+
+    def _drain_file(self, path: Path, offset: int) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        f = _Open(fd, os.fstat(fd).st_ino, offset)
+        try:
+            while not self._read(f, MAX_READ_PER_POLL):
+                pass
+            self._flush_partial(f)
+        finally:
+            os.close(fd)
+
+    def _siblings(self) -> list[Path]:
+        base = self.path.name
+        try:
+            entries = list(self.path.parent.iterdir())
+        except OSError:
+            return []
+        return [p for p in entries
+                if p.name != base and p.name.startswith(base) and not p.name.endswith(_COMPRESSED)]
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _read(self, f: _Open, budget: int) -> bool:
+        """Deliver complete lines from `f`; True when its end was reached."""
+        while budget > 0:
+            data = os.pread(f.fd, min(READ_CHUNK, budget), f.pos)
+            if not data:
+                return True
+            budget -= len(data)
+            buf = f.buf + data if f.buf else data
+            end = buf.rfind(b"\n")
+            if end < 0:
+                if len(buf) > MAX_LINE_BYTES:
+                    self._emit(buf)
+                    f.offset += len(buf)
+                    f.buf = b""
+                    f.tail = buf[-FINGERPRINT_BYTES:]
+                else:
+                    f.buf = buf
+                continue
+            complete, f.buf = buf[: end + 1], buf[end + 1 :]
+            for raw in complete.split(b"\n")[:-1]:
+                self._emit(raw)
+            f.offset += len(complete)
+            f.tail = (f.tail + complete)[-FINGERPRINT_BYTES:]
+        return False
+
+    def _emit(self, raw: bytes) -> None:
+        self.lines += 1
+        self.deliver(raw.decode("utf-8", "replace").rstrip("\r"))
+
+    def _flush_partial(self, f: _Open) -> None:
+        """A file that will not grow any more: its unfinished last line is all there is."""
+        if f.buf:
+            self._emit(f.buf)
+            f.offset += len(f.buf)
+            f.buf = b""
+
+    # --- rotation ------------------------------------------------------------------------
+
+    def _check_truncated(self, cur: _Open) -> None:
+        size = os.fstat(cur.fd).st_size
+        if size >= cur.offset and (
+            not cur.tail or _pread_back(cur.fd, cur.offset, len(cur.tail)) == cur.tail
+        ):
+            return
+        log.info("%s was truncated (copytruncate); reading from its start", self.path)
+        self._resume_copy(cur.offset, exclude=cur.ino, tail=cur.tail)
+        cur.offset, cur.buf, cur.tail = 0, b"", b""
+
+    def _check_rotated(self, cur: _Open) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return  # renamed, the new one not created yet: keep reading the old one
+        if st.st_ino == cur.ino:
+            return
+        log.info("%s was rotated; following the new file", self.path)
+        self._old.append(cur)
+        self._cur = None
+        self._open_new()
+
+    def _open_new(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        self._cur = _Open(fd, os.fstat(fd).st_ino, 0)
+        self._read(self._cur, MAX_READ_PER_POLL)
+
+    def _retire(self, old: _Open) -> None:
+        self._read(old, MAX_READ_PER_POLL)
+        self._flush_partial(old)
+        os.close(old.fd)
+        self._old.remove(old)
+
+    def _checkpoint(self, delivered: bool) -> None:
+        if self.checkpoints is None or self._cur is None:
+            return
+        pos = (self._cur.ino, self._cur.offset)
+        if pos == self._saved:
+            return
+        if delivered and self.commit is not None:
+            self.commit()
+        self.checkpoints.set_checkpoint(self.name, *pos)
+        self._saved = pos
+
+
+def _pread_back(fd: int, offset: int, n: int = FINGERPRINT_BYTES) -> bytes:
+    """The up to `n` bytes just before `offset`."""
+    start = max(0, offset - n)
+    return os.pread(fd, offset - start, start) if offset else b""
+
+
+def _line_start_before(fd: int, size: int) -> int:
+    """Where the last (possibly unfinished) line of the file starts."""
+    if size == 0:
+        return 0
+    window = min(size, MAX_LINE_BYTES)
+    data = os.pread(fd, window, size - window)
+    nl = data.rfind(b"\n")
+    if nl < 0:
+        return size - window if window < size else 0
+    return size - window + nl + 1

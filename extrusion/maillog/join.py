@@ -1,0 +1,418 @@
+"""Join records per queue id into the engine's events (Submission, Outcome).
+
+A message's lines are scattered through the log: the client (smtpd), the
+envelope (qmgr), then one line per recipient attempt, perhaps days apart.
+`Joiner` keeps a little state per queue id and emits:
+
+- one `Submission` per message from a known client, once every recipient
+  has had a first attempt (Postfix's `nrcpt` says how many), or the message
+  is removed, or `wait_seconds` of log time have passed — so the engine sees
+  the real recipient count (mailing lists, single-recipient auto-replies);
+- one `Outcome` per recipient result, with the sender key filled in when the
+  client is known (else "" and the engine finds it by queue id). A recipient
+  deferred again and again is reported deferred once; when the message expires,
+  each still-deferred recipient gets an `expired` outcome.
+
+Mail handed to a content filter or a second instance on the same host
+(`relay=…[127.0.0.1]…, status=sent (250 … queued as NEWQID)`) is not an
+outcome: the identity moves to NEWQID, whose deliveries are the real ones.
+Bounces the MTA creates (`sender non-delivery notification: NEWQID`) carry
+the null sender; their failures are never anyone's evidence and are dropped.
+
+Memory stays bounded: state goes at `removed`, idle queue ids age out after
+`ttl_seconds` of log time, and at most `max_queue_ids` are kept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from extrusion.maillog.records import (
+    BounceNotice,
+    ClientSeen,
+    Delivery,
+    Expired,
+    Held,
+    LocalSubmission,
+    MessageIdSeen,
+    Queued,
+    Record,
+    Rejected,
+    Removed,
+    SaslSeen,
+)
+from extrusion.scoring.events import Outcome, Status, Submission
+
+STATUS = {
+    "sent": Status.SENT,
+    "deferred": Status.DEFERRED,
+    "bounced": Status.BOUNCED,
+    "expired": Status.EXPIRED,
+}
+# A message refused at these stages never reaches the queue: its state can go.
+_FINAL_STAGES = frozenset({"END-OF-MESSAGE", "DATA"})
+_QUEUED_AS = re.compile(r"queued as ([0-9A-Za-z]{5,20})")
+_RELAY_ADDR = re.compile(r"\[(?:IPv6:)?([^\]]+)\]")
+# How often (seconds of log time) pending submissions and idle ids are looked at.
+_SWEEP_EVERY = 1.0
+
+
+class EventSink(Protocol):
+    def submission(self, event: Submission) -> None: ...
+
+    def outcome(self, event: Outcome) -> None: ...
+
+
+KeyFunction = Callable[[str, str], str]  # (client_addr, sasl_user) -> sender key
+
+
+@dataclass(frozen=True)
+class JoinSettings:
+    submissions: bool = True
+    wait_seconds: float = 60.0
+    ttl_seconds: float = 3 * 3600.0
+    max_queue_ids: int = 200_000
+    mta: str = ""  # "" = the host name in each log line
+    handoff_relays: tuple[str, ...] = ()
+    skip_replies: tuple[str, ...] = ()
+
+
+@dataclass
+class JoinStats:
+    submissions: int = 0
+    outcomes: int = 0
+    unattributed: int = 0  # outcomes whose client never appeared in the log
+    repeated_deferrals: int = 0
+    null_sender_dropped: int = 0
+    handoffs: int = 0
+    own_rejects_skipped: int = 0
+    aged_out: int = 0
+    evicted: int = 0
+
+
+class _Message:
+    __slots__ = (
+        "client_addr", "client_name", "deferred", "envelope_from", "first", "host", "inherited",
+        "last", "message_id", "nrcpt", "null_sender", "pending", "qid", "recipients", "sasl_user",
+        "size", "submitted",
+    )
+
+    def __init__(self, host: str, qid: str, t: float) -> None:
+        self.host = host
+        self.qid = qid
+        self.first = t
+        self.last = t
+        self.client_addr = ""
+        self.client_name = ""
+        self.sasl_user = ""
+        self.inherited = False
+        self.message_id = ""
+        self.envelope_from: str | None = None
+        self.size = 0
+        self.nrcpt = 0
+        self.null_sender = False
+        self.submitted = False
+        self.pending: list[Outcome] = []
+        self.recipients: dict[str, None] = {}  # insertion-ordered set
+        self.deferred: set[str] = set()
+
+    @property
+    def known(self) -> bool:
+        return bool(self.client_addr or self.sasl_user)
+
+
+class Joiner:
+    """Feed it `add(time, host, record)`; it calls the sink's submission/outcome."""
+
+    def __init__(self, sink: EventSink, key: KeyFunction, settings: JoinSettings | None = None):
+        self.sink = sink
+        self.key = key
+        self.settings = settings or JoinSettings()
+        self.stats = JoinStats()
+        self.now = 0.0
+        self._msgs: dict[str, _Message] = {}  # least recently touched first
+        self._waiting: dict[str, float] = {}  # key -> deadline, oldest first
+        self._next_sweep = 0.0
+        self._keys: dict[tuple[str, str], str] = {}
+        self._handoff_nets = tuple(
+            ipaddress.ip_network(n, strict=False) for n in self.settings.handoff_relays
+        )
+        self._skip = tuple(s.lower() for s in self.settings.skip_replies)
+
+    def __len__(self) -> int:
+        return len(self._msgs)
+
+    # --- entry point ---------------------------------------------------------------------
+
+    def add(self, t: float, host: str, record: Record) -> None:
+        if t > self.now:
+            self.now = t
+            if t >= self._next_sweep:
+                self._sweep()
+                self._next_sweep = t + _SWEEP_EVERY
+        if isinstance(record, Delivery):
+            self._delivery(t, host, record)
+        elif isinstance(record, ClientSeen):
+            self._client(t, host, record)
+        elif isinstance(record, Queued):
+            m = self._get(host, record.queue_id, t)
+            if m.envelope_from is None or not m.nrcpt:
+                m.envelope_from = record.envelope_from
+                m.size = record.size
+                m.nrcpt = record.nrcpt
+        elif isinstance(record, Removed):
+            gone = self._msgs.get(host + " " + record.queue_id)
+            if gone is not None:
+                self._flush(gone)
+                self._drop(gone)
+        elif isinstance(record, MessageIdSeen):
+            self._get(host, record.queue_id, t).message_id = record.message_id
+        elif isinstance(record, Rejected):
+            self._rejected(t, host, record)
+        elif isinstance(record, Expired):
+            self._expired(t, host, record)
+        elif isinstance(record, BounceNotice):
+            child = self._get(host, record.new_queue_id, t)
+            child.null_sender = True
+            child.envelope_from = ""
+        elif isinstance(record, SaslSeen):
+            self._get(host, record.queue_id, t).sasl_user = record.sasl_user
+        elif isinstance(record, LocalSubmission):
+            m = self._get(host, record.queue_id, t)
+            m.envelope_from = record.envelope_from
+        elif isinstance(record, Held):
+            self._get(host, record.queue_id, t)
+
+    def finish(self) -> None:
+        """End of input: emit every pending submission and its outcomes."""
+        for m in list(self._msgs.values()):
+            self._flush(m)
+        self._waiting.clear()
+
+    # --- per record ----------------------------------------------------------------------
+
+    def _get(self, host: str, qid: str, t: float) -> _Message:
+        key = host + " " + qid
+        msgs = self._msgs
+        found = msgs.pop(key, None)
+        if found is None:
+            m = _Message(host, qid, t)
+            if len(msgs) >= self.settings.max_queue_ids:
+                oldest = msgs[next(iter(msgs))]
+                self._flush(oldest)
+                self._drop(oldest)
+                self.stats.evicted += 1
+        else:
+            m = found
+            m.last = t
+        msgs[key] = m
+        return m
+
+    def _drop(self, m: _Message) -> None:
+        key = m.host + " " + m.qid
+        self._msgs.pop(key, None)
+        self._waiting.pop(key, None)
+
+    def _client(self, t: float, host: str, r: ClientSeen) -> None:
+        m = self._get(host, r.queue_id, t)
+        if r.orig_client_addr:
+            # Re-injected by a content filter with XFORWARD: the original client counts.
+            m.client_name, m.client_addr = r.orig_client_name, r.orig_client_addr
+            m.inherited = True
+        elif not (m.inherited and _is_loopback(r.client_addr)):
+            m.client_name, m.client_addr = r.client_name, r.client_addr
+        if r.sasl_user:
+            m.sasl_user = r.sasl_user
+
+    def _delivery(self, t: float, host: str, r: Delivery) -> None:
+        m = self._get(host, r.queue_id, t)
+        if r.status == "sent" and self._is_handoff(r):
+            self._handoff(t, m, r)
+            return
+        status = STATUS[r.status]
+        rcpt = r.recipient
+        if status is Status.DEFERRED:
+            if rcpt in m.deferred:
+                self.stats.repeated_deferrals += 1
+                return
+            m.deferred.add(rcpt)
+        elif m.deferred:
+            m.deferred.discard(rcpt)
+        if m.null_sender:
+            self.stats.null_sender_dropped += 1
+            return
+        outcome = Outcome(
+            time=t, queue_id=m.qid, recipient=rcpt, status=status, dsn=r.dsn, reply=r.reply,
+            sender=self._sender(m.client_addr, m.sasl_user) if m.known else "",
+            envelope_from=m.envelope_from, mta=self.settings.mta or host, relay=r.relay,
+        )
+        self._route(m, outcome)
+
+    def _route(self, m: _Message, outcome: Outcome) -> None:
+        """Hold the outcome until the message's submission is out, else emit it now."""
+        if outcome.recipient not in m.recipients:
+            m.recipients[outcome.recipient] = None
+        if m.submitted or not self.settings.submissions:
+            self._emit(m, outcome)
+            return
+        m.pending.append(outcome)
+        if not m.known or (m.nrcpt and len(m.recipients) >= m.nrcpt):
+            self._flush(m)
+        else:
+            key = m.host + " " + m.qid
+            if key not in self._waiting:
+                self._waiting[key] = self.now + self.settings.wait_seconds
+
+    def _is_handoff(self, r: Delivery) -> bool:
+        if "queued as " not in r.reply:
+            return False
+        a = _RELAY_ADDR.search(r.relay)
+        if a is None:
+            return False
+        if _is_loopback(a.group(1)):
+            return True
+        try:
+            ip = ipaddress.ip_address(a.group(1))
+        except ValueError:
+            return False
+        return any(ip in net for net in self._handoff_nets)
+
+    def _handoff(self, t: float, m: _Message, r: Delivery) -> None:
+        q = _QUEUED_AS.findall(r.reply)
+        self.stats.handoffs += 1
+        if r.recipient not in m.recipients:
+            m.recipients[r.recipient] = None
+        if not m.submitted and m.nrcpt and len(m.recipients) >= m.nrcpt and not m.pending:
+            # Every recipient went on to the next queue: this copy is no submission.
+            m.submitted = True
+            self._waiting.pop(m.host + " " + m.qid, None)
+        if not q:
+            return
+        child = self._get(m.host, q[-1], t)
+        if m.known and (not child.known or _is_loopback(child.client_addr)):
+            child.client_name, child.client_addr = m.client_name, m.client_addr
+            child.sasl_user = m.sasl_user
+            child.inherited = True
+        child.null_sender = child.null_sender or m.null_sender
+
+    def _rejected(self, t: float, host: str, r: Rejected) -> None:
+        if self._skip and any(s in r.reply.lower() for s in self._skip):
+            self.stats.own_rejects_skipped += 1
+            return
+        m = self._msgs.get(host + " " + r.queue_id) if r.queue_id else None
+        if m is not None and m.known:
+            addr, user = m.client_addr, m.sasl_user
+        else:
+            addr, user = r.client_addr, ""
+        envelope_from = r.envelope_from
+        outcome = Outcome(
+            time=t, queue_id=r.queue_id, recipient=r.recipient, status=Status.REJECTED,
+            dsn=r.dsn, reply=f"{r.code} {r.dsn} {r.reply}".strip(),
+            sender=self._sender(addr, user) if addr or user else "",
+            envelope_from=envelope_from, mta=self.settings.mta or host,
+        )
+        self._count(outcome)
+        self.sink.outcome(outcome)
+        if m is not None and r.stage in _FINAL_STAGES:
+            self._drop(m)
+
+    def _expired(self, t: float, host: str, r: Expired) -> None:
+        m = self._get(host, r.queue_id, t)
+        if m.envelope_from is None:
+            m.envelope_from = r.envelope_from
+        for rcpt in sorted(m.deferred):
+            if m.null_sender:
+                self.stats.null_sender_dropped += 1
+                continue
+            self._route(m, Outcome(
+                time=t, queue_id=m.qid, recipient=rcpt, status=Status.EXPIRED,
+                sender=self._sender(m.client_addr, m.sasl_user) if m.known else "",
+                envelope_from=m.envelope_from, mta=self.settings.mta or host,
+            ))
+        m.deferred.clear()
+        self._flush(m)
+
+    # --- emitting ------------------------------------------------------------------------
+
+    def _flush(self, m: _Message) -> None:
+        if not m.submitted:
+            m.submitted = True
+            self._waiting.pop(m.host + " " + m.qid, None)
+            if self.settings.submissions and m.known and not m.null_sender:
+                self.sink.submission(Submission(
+                    time=m.first, sender=self._sender(m.client_addr, m.sasl_user),
+                    queue_id=m.qid, envelope_from=m.envelope_from or "",
+                    recipients=tuple(m.recipients), size=m.size,
+                    mta=self.settings.mta or m.host, client_addr=m.client_addr,
+                    client_name=m.client_name, message_id=m.message_id,
+                ))
+                self.stats.submissions += 1
+        if m.pending:
+            pending, m.pending = m.pending, []
+            for outcome in pending:
+                self._emit(m, outcome)
+
+    def _emit(self, m: _Message, outcome: Outcome) -> None:
+        if not outcome.sender and m.known:
+            outcome = _with_sender(outcome, self._sender(m.client_addr, m.sasl_user))
+        self._count(outcome)
+        self.sink.outcome(outcome)
+
+    def _count(self, outcome: Outcome) -> None:
+        self.stats.outcomes += 1
+        if not outcome.sender:
+            self.stats.unattributed += 1
+
+    def _sender(self, addr: str, user: str) -> str:
+        k = (addr, user)
+        s = self._keys.get(k)
+        if s is None:
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            s = self._keys[k] = self.key(addr, user)
+        return s
+
+    def forget_keys(self) -> None:
+        """Drop cached sender keys (after a config reload changed the customer map)."""
+        self._keys.clear()
+
+    def _sweep(self) -> None:
+        now = self.now
+        waiting = self._waiting
+        while waiting:
+            key = next(iter(waiting))
+            if waiting[key] > now:
+                break
+            del waiting[key]
+            m = self._msgs.get(key)
+            if m is not None:
+                self._flush(m)
+        msgs = self._msgs
+        horizon = now - self.settings.ttl_seconds
+        while msgs:
+            m = msgs[next(iter(msgs))]
+            if m.last > horizon:
+                break
+            self._flush(m)
+            self._drop(m)
+            self.stats.aged_out += 1
+
+
+def _with_sender(o: Outcome, sender: str) -> Outcome:
+    return Outcome(
+        time=o.time, queue_id=o.queue_id, recipient=o.recipient, status=o.status, dsn=o.dsn,
+        reply=o.reply, sender=sender, envelope_from=o.envelope_from, mta=o.mta, relay=o.relay,
+    )
+
+
+def _is_loopback(addr: str) -> bool:
+    if addr.startswith("127.") or addr == "::1":
+        return True
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False

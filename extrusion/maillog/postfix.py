@@ -1,0 +1,218 @@
+"""Postfix log messages to records.
+
+The service is the last component of the syslog tag, so `postfix/smtpd`,
+`postfix/submission/smtpd`, `postfix-out/smtp` and a custom `syslog_name`
+such as `mta2/relay/smtp` are all read the same way. Formats follow what
+Postfix 2.x and 3.x write (smtpd, cleanup, qmgr, the delivery agents, bounce,
+postsuper, pickup).
+
+`parse(service, message)` returns a tuple of records, `()` for a line that
+is fine but says nothing we need (connect, TLS, statistics…), or None for a
+line that looks like one we need but cannot be read (cut short, garbled).
+"""
+
+from __future__ import annotations
+
+import re
+
+from extrusion.maillog.records import (
+    BounceNotice,
+    ClientSeen,
+    Delivery,
+    Expired,
+    Held,
+    LocalSubmission,
+    MessageIdSeen,
+    Queued,
+    Record,
+    Rejected,
+    Removed,
+)
+
+# Every Postfix daemon and command that logs; the last component of the tag.
+SERVICES = frozenset(
+    {
+        "smtpd", "cleanup", "qmgr", "nqmgr", "smtp", "lmtp", "local", "virtual", "pipe",
+        "error", "retry", "discard", "bounce", "defer", "trace", "postsuper", "pickup",
+        "postscreen", "dnsblog", "anvil", "scache", "tlsmgr", "tlsproxy", "master",
+        "postfix-script", "postlogd", "verify", "proxymap", "proxywrite", "trivial-rewrite",
+        "flush", "showq", "sendmail", "postdrop", "postqueue", "postmap", "postalias",
+        "postmulti", "postlog", "oqmgr", "spawn", "qmqpd", "smtpd-sink", "postconf",
+    }
+)
+
+NOQUEUE = "NOQUEUE"
+DELIVERY_STATUSES = frozenset({"sent", "deferred", "bounced", "expired"})
+
+_ADDR = r"<([^>]*)>"
+_DELIVERY = re.compile(
+    r"to=" + _ADDR + r", (?:orig_to=" + _ADDR + r", )?relay=([^,]*), .*?"
+    r"dsn=(\d\.\d{1,3}\.\d{1,3}), status=([a-z]+)(?: \((.*)\))?",
+    re.DOTALL,
+)
+_CLIENT = re.compile(r"([^\[\s]*)\[([^\]]*)\]")
+_QMGR_FROM = re.compile(r"from=" + _ADDR + r", size=(\d+), nrcpt=(\d+)")
+_EXPIRED = re.compile(r"from=" + _ADDR + r", status=expired")
+_BOUNCE = re.compile(
+    r"((?:sender|postmaster) (?:non-delivery|delivery status|delay|success) notification): (\w+)"
+)
+_PICKUP = re.compile(r"uid=(\d+) from=" + _ADDR)
+# `STAGE from NAME[ADDR]: [CODE ][D.S.N ]TEXT` before the `; from=<…>` tail.
+_REJECT_HEAD = re.compile(
+    r"(\S+) from ([^\[\s]*)\[([^\]]*)\](?::\d+)?: (?:(\d{3}) )?(?:(\d\.\d{1,3}\.\d{1,3}) )?(.*)",
+    re.DOTALL,
+)
+# header/body checks: `header Subject: x from NAME[ADDR]; from=<…> … helo=<…>: 5.7.1 text`
+_CHECK_HEAD = re.compile(r"(header|body) .* from ([^\[\s]*)\[([^\]]*)\](?::\d+)?$", re.DOTALL)
+_TAIL = re.compile(r"from=" + _ADDR + r"(?: to=" + _ADDR + r")?(?: proto=\S+)?(?: helo=<([^>]*)>)?")
+_DSN_IN_TEXT = re.compile(r"(?:(\d{3})[ -])?(\d\.\d{1,3}\.\d{1,3})")
+
+Result = tuple[Record, ...] | None
+
+
+def is_queue_id(text: str) -> bool:
+    """Short (hex) and long (base-52ish) Postfix queue ids; NOQUEUE is handled apart."""
+    return 5 <= len(text) <= 20 and text.isalnum() and text.isascii()
+
+
+def parse(service: str, message: str) -> Result:
+    """Records in one Postfix message (the text after `prog[pid]: `)."""
+    colon = message.find(": ")
+    if colon < 0:
+        return ()
+    qid = message[:colon]
+    if not is_queue_id(qid):
+        return ()  # "warning: …", "connect from …", "statistics: …"
+    rest = message[colon + 2 :]
+    if qid == NOQUEUE:
+        return _session_reject(rest, "")
+    if rest.startswith("to=<"):
+        return _delivery(qid, rest)
+    if service == "smtpd" or service == "postscreen":
+        if rest.startswith("client="):
+            return _client(qid, rest)
+        return _session_reject(rest, qid)
+    if service in ("qmgr", "nqmgr", "oqmgr"):
+        if rest.startswith("from=<"):
+            m = _QMGR_FROM.match(rest)
+            if m:
+                return (Queued(qid, m.group(1), int(m.group(2)), int(m.group(3))),)
+            m = _EXPIRED.match(rest)
+            if m:
+                return (Expired(qid, m.group(1)),)
+            return None
+        if rest == "removed":
+            return (Removed(qid),)
+        return ()
+    if service == "cleanup":
+        if rest.startswith("message-id="):
+            mid = rest[len("message-id=") :].strip()
+            if mid.startswith("<") and mid.endswith(">"):
+                mid = mid[1:-1]
+            return (MessageIdSeen(qid, mid),)
+        return _session_reject(rest, qid)
+    if service == "bounce":
+        m = _BOUNCE.match(rest)
+        if m:
+            return (BounceNotice(qid, m.group(2), m.group(1)),)
+        return ()
+    if service == "postsuper":
+        if rest == "removed":
+            return (Removed(qid),)
+        if rest == "placed on hold":
+            return (Held(qid, "postsuper"),)
+        return ()
+    if service == "pickup":
+        m = _PICKUP.match(rest)
+        if m:
+            return (LocalSubmission(qid, m.group(1), m.group(2)),)
+        return None
+    return ()
+
+
+def _client(qid: str, rest: str) -> Result:
+    fields = _fields(rest)
+    m = _CLIENT.fullmatch(fields.get("client", ""))
+    if m is None:
+        return None
+    orig = _CLIENT.fullmatch(fields.get("orig_client", ""))
+    return (
+        ClientSeen(
+            qid,
+            m.group(1),
+            m.group(2),
+            sasl_user=fields.get("sasl_username", ""),
+            sasl_method=fields.get("sasl_method", ""),
+            orig_queue_id=fields.get("orig_queue_id", ""),
+            orig_client_name=orig.group(1) if orig else "",
+            orig_client_addr=orig.group(2) if orig else "",
+        ),
+    )
+
+
+def _fields(rest: str) -> dict[str, str]:
+    """`a=1, b=2` into a dict; values never contain ", " in the lines we read this way."""
+    out: dict[str, str] = {}
+    for part in rest.split(", "):
+        key, eq, value = part.partition("=")
+        if eq:
+            out[key] = value
+    return out
+
+
+def _delivery(qid: str, rest: str) -> Result:
+    m = _DELIVERY.fullmatch(rest)
+    if m is None:
+        return None
+    to, orig_to, relay, dsn, status, reply = m.groups()
+    if status not in DELIVERY_STATUSES:
+        return None
+    return (Delivery(qid, to, status, dsn, relay, reply or "", orig_to or ""),)
+
+
+_REJECT_KINDS = ("reject", "milter-reject", "milter-hold", "hold", "milter-discard", "discard")
+
+
+def _session_reject(rest: str, qid: str) -> Result:
+    """`reject:`, `milter-reject:`, `milter-hold:` and `hold:` lines (smtpd and cleanup)."""
+    colon = rest.find(": ")
+    kind = rest[:colon]
+    if colon < 0 or kind not in _REJECT_KINDS:
+        return ()
+    body = rest[colon + 2 :]
+    cut = body.rfind("; from=<")
+    if cut < 0:
+        # Refused before MAIL FROM (CONNECT, HELO): no envelope, nothing to attribute.
+        return () if " from " in body else None
+    head, tail = body[:cut], body[cut + 2 :]
+    t = _TAIL.match(tail)
+    if t is None:
+        return None
+    envelope_from, recipient, helo = t.group(1), t.group(2) or "", t.group(3) or ""
+    m = _REJECT_HEAD.fullmatch(head)
+    if m is not None:
+        stage, name, addr, code, dsn, text = m.groups()
+    else:
+        c = _CHECK_HEAD.fullmatch(head)
+        if c is None:
+            return None
+        stage, name, addr = "END-OF-MESSAGE", c.group(2), c.group(3)
+        # The check's own reply text follows `helo=<…>: ` in the tail.
+        text = tail[t.end() :].lstrip(": ")
+        d = _DSN_IN_TEXT.match(text)
+        code, dsn = (d.group(1), d.group(2)) if d else (None, None)
+        if d:
+            text = text[d.end() :].lstrip()
+    if kind in ("milter-hold", "hold", "milter-discard", "discard"):
+        if not qid:
+            return ()
+        return (Held(qid, kind, text or head),)
+    code = code or ""
+    dsn = dsn or ""
+    if not dsn and code:
+        dsn = f"{code[0]}.0.0"
+    if not code and dsn:
+        code = "550" if dsn[0] == "5" else "450"
+    return (
+        Rejected(qid, kind, stage, name, addr, code, dsn, text, recipient, envelope_from, helo),
+    )

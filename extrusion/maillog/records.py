@@ -1,0 +1,143 @@
+"""Typed records the MTA parsers produce from single log lines.
+
+They are MTA-neutral: Postfix, Sendmail and Exim lines all become these, and
+`extrusion.maillog.join` turns them, joined per queue id, into engine events.
+Addresses are kept as logged, without the angle brackets; "" is the null sender.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSeen:
+    """Who handed a message to the MTA (Postfix smtpd `client=`, Sendmail `relay=`, Exim `H=`)."""
+
+    queue_id: str
+    client_name: str
+    client_addr: str
+    sasl_user: str = ""
+    sasl_method: str = ""
+    # Postfix behind a content filter with XFORWARD: the original client and queue id.
+    orig_queue_id: str = ""
+    orig_client_name: str = ""
+    orig_client_addr: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SaslSeen:
+    """Sendmail's separate `AUTH=server, relay=…, authid=…` line."""
+
+    queue_id: str
+    sasl_user: str
+    sasl_method: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIdSeen:
+    queue_id: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The envelope as queued: Postfix qmgr `from=<…>, size=N, nrcpt=N` (repeats on retries)."""
+
+    queue_id: str
+    envelope_from: str
+    size: int = 0
+    nrcpt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One recipient's delivery attempt. `status` is sent/deferred/bounced/expired."""
+
+    queue_id: str
+    recipient: str
+    status: str
+    dsn: str = ""
+    relay: str = ""
+    reply: str = ""
+    orig_to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """qmgr `from=<…>, status=expired, returned to sender`: every deferred recipient failed."""
+
+    queue_id: str
+    envelope_from: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Refused during the SMTP session (Postfix `reject:`/`milter-reject:`, Sendmail `reject=`).
+
+    `queue_id` is "" for NOQUEUE rejects. `kind` is "reject" or "milter-reject".
+    """
+
+    queue_id: str
+    kind: str
+    stage: str
+    client_name: str
+    client_addr: str
+    code: str
+    dsn: str
+    reply: str
+    recipient: str = ""
+    envelope_from: str = ""
+    helo: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Put on hold (`milter-hold:`, header/body check `hold:`, postsuper `placed on hold`)."""
+
+    queue_id: str
+    kind: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BounceNotice:
+    """The MTA created a notification (`sender non-delivery notification: NEWQID`).
+
+    The new message carries the null sender; its own failures are never the customer's.
+    """
+
+    queue_id: str
+    new_queue_id: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSubmission:
+    """Mail submitted on the host itself (Postfix pickup `uid=N from=<…>`): no client."""
+
+    queue_id: str
+    uid: str
+    envelope_from: str
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """The queue file is gone (Postfix `removed`, Exim `Completed`): drop the state."""
+
+    queue_id: str
+
+
+Record = (
+    ClientSeen
+    | SaslSeen
+    | MessageIdSeen
+    | Queued
+    | Delivery
+    | Expired
+    | Rejected
+    | Held
+    | BounceNotice
+    | LocalSubmission
+    | Removed
+)
