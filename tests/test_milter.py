@@ -366,7 +366,7 @@ class RawCtx(Ctx):
 
 HOSTILE_HELOS = [
     ("evil\x1b[2J\r\nMAIL FROM:<x>", "evil\\x1b[2J\\x0d\\x0aMAIL FROM:<x>"),
-    ("a" * 10_000, "a" * 255),
+    ("a" * 10_000, "a" * 255 + "..."),  # cut, and marked so the engine sees it was longer
     ("caf\udce9.example", "caf\\xe9.example"),  # pymilter's surrogateescape of b"caf\xe9"
     ("back\\slash", "back\\\\slash"),
 ]
@@ -395,11 +395,11 @@ def test_hostile_envelope_and_headers_are_recorded_escaped(
     assert sub.envelope_from == "bare@example.net"
     assert sub.recipients[0] == "no-brackets@example.org"
     assert sub.recipients[1] == "\\xff\\xfe@example.org"
-    assert len(sub.recipients[2]) == 320
+    assert sub.recipients[2] == "x" * 320 + "..."
     assert sub.recipients[3] == "user@example.org"
     assert sub.headers.precedence == "bulk\\x00\\x07"
     assert sub.headers.x_spam_status.startswith("Yes\\x80 Yes\\x80")
-    assert len(sub.headers.x_spam_status) <= 256 * 4
+    assert len(sub.headers.x_spam_status) == 256 + 3
 
 
 def test_undecodable_macros_are_recorded_escaped(engine: RecordingEngine) -> None:

@@ -60,7 +60,7 @@ def run(config: Config, opener: Opener = default_opener) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         engine = opener(config)
-    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+    except Exception as exc:
         log.error("cannot open the engine (store %s): %s: %s",
                   _redact(config.store.url), type(exc).__name__, exc)
         return EX_UNAVAILABLE

@@ -19,14 +19,18 @@ def bare_address(raw: str | bytes | None) -> str:
     """`<user@example.com>` -> `user@example.com`; `<>` -> "" (the null sender).
 
     Tolerates what clients really send: no brackets, spaces, a source route
-    (`<@relay:user@example.com>`); the result is cleaned and bounded.
+    (`<@relay:user@example.com>`); the result is escaped and bounded.
     """
-    text = clean(raw, c.MAX_ADDRESS_CHARS + 2).strip()
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "surrogateescape")
+    text = raw.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
     if text.startswith("@") and ":" in text:  # RFC 5321 source route, obsolete but legal
         text = text.split(":", 1)[1]
-    return text[: c.MAX_ADDRESS_CHARS]
+    return clean(text, c.MAX_ADDRESS_CHARS)
 
 
 @dataclass

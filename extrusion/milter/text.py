@@ -3,39 +3,45 @@
 pymilter hands envelope and header values over as `str` decoded with
 `surrogateescape` (undecodable bytes become U+DC80..U+DCFF), macro values as
 `str`, and a macro it cannot decode only as the raw bytes inside the
-`UnicodeDecodeError`. `clean()` accepts all of these, cuts the value to a
-bound *before* escaping (so a 10 kB HELO costs at most the bound), and
-escapes control characters and undecodable bytes.
+`UnicodeDecodeError`. `clean()` accepts all of these, escapes control
+characters and undecodable bytes, and stops at a bound (so a 10 kB HELO
+costs no more than a short one), marking a cut with "...".
 """
 
 from __future__ import annotations
 
 
-# Stand-in for extrusion.scoring.helo.safe_text until that lands.
-def safe_text(value: str) -> str:
-    """Escape everything but printable characters (backslash too, so the escaping is reversible)."""
-    out = []
-    for c in value:
+# Stand-in for extrusion.scoring.helo.safe_text (same escaping and limit) until that lands.
+def safe_text(s: str | bytes, limit: int = 200) -> str:
+    if isinstance(s, bytes):
+        s = s[: limit * 4].decode("utf-8", "surrogateescape")
+    out: list[str] = []
+    used = 0
+    for c in s:
         if c == "\\":
-            out.append("\\\\")
-        elif "\udc80" <= c <= "\udcff":  # an undecodable byte kept by surrogateescape
-            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+            piece = "\\\\"
+        elif "\udc80" <= c <= "\udcff":
+            piece = f"\\x{ord(c) - 0xDC00:02x}"
         elif c.isprintable():
-            out.append(c)
+            piece = c
         elif ord(c) < 0x100:
-            out.append(f"\\x{ord(c):02x}")
+            piece = f"\\x{ord(c):02x}"
+        elif ord(c) < 0x10000:
+            piece = f"\\u{ord(c):04x}"
         else:
-            out.append(f"\\u{ord(c):04x}")
+            piece = f"\\U{ord(c):08x}"
+        used += len(piece)
+        if used > limit:
+            return "".join(out) + "..."
+        out.append(piece)
     return "".join(out)
 
 
 def clean(value: str | bytes | None, limit: int) -> str:
-    """Printable text of at most about `limit` input characters; never raises."""
+    """At most `limit` characters of escaped text (then "..." if cut); never raises."""
     if value is None:
         return ""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "surrogateescape")
-    return safe_text(value[:limit])
+    return safe_text(value, limit)
 
 
 def reply_text(value: str, limit: int) -> str:
