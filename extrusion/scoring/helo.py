@@ -1,0 +1,404 @@
+"""HELO anomalies: how a client introduced itself, judged against who it is.
+
+Virus authors don't know how to say HELO. Mass-mailing worms announce a big
+provider's name or the domain they forge in MAIL FROM (`lrhnow.usa.net`
+with `kwntefsqhi@usa.net`), the ISP's own name, the recipient's domain, an
+IP literal that is not theirs, or a bare word; spam bots send several HELOs
+in one session. A legitimate client says its own name, its own address, a
+proper host name in its customer's domain, or (behind NAT) its LAN address,
+and none of these give a finding.
+
+Everything here is pure and never raises: HELO arguments are whatever a
+client sent (control characters, 10 kB, undecodable bytes), and findings
+carry them escaped and cut to length by `safe_text()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from publicsuffixlist import PublicSuffixList
+
+from extrusion.scoring.providers import provider_family
+
+# --- finding kinds ------------------------------------------------------------------------------
+NO_DOT = "helo_no_dot"  # a bare word ("JOHNS-PC", "localhost") or nothing at all
+IP_MISMATCH = "helo_ip_mismatch"  # an address literal, public, and not the client's
+OWN_NAME = "helo_own_name"  # the ISP's own domain, from a client that is not that host
+PROVIDER_NAME = "helo_provider_name"  # a big provider's name, from a client that is not theirs
+SENDER_DOMAIN = "helo_sender_domain"  # the MAIL FROM domain, to mislead
+RECIPIENT_DOMAIN = "helo_recipient_domain"  # the RCPT TO domain
+MULTIPLE = "helo_multiple"  # several different HELOs in one session
+MALFORMED = "helo_malformed"  # control characters, white space, longer than a domain can be
+
+KINDS: tuple[str, ...] = (
+    NO_DOT,
+    IP_MISMATCH,
+    OWN_NAME,
+    PROVIDER_NAME,
+    SENDER_DOMAIN,
+    RECIPIENT_DOMAIN,
+    MULTIPLE,
+    MALFORMED,
+)
+
+# --- bounds -------------------------------------------------------------------------------------
+SAFE_TEXT_LIMIT = 200  # characters of escaped text in a finding or a log line
+TRUNCATION_MARK = "..."
+MAX_DOMAIN_LENGTH = 255  # RFC 5321 4.5.3.1.2: longest domain an SMTP client may send
+MAX_HOSTNAME_LENGTH = 253  # longest name the DNS can hold, in text form
+MAX_HELOS_CHECKED = 16  # distinct HELOs judged one by one; the rest only count for MULTIPLE
+MAX_RECIPIENTS_CHECKED = 100  # distinct recipient domains compared with a HELO
+MAX_NAMES_IN_DETAIL = 5
+_PART = 60  # characters of one untrusted value quoted inside a detail
+
+# Address literals that say "my LAN address": a client behind NAT (home
+# router, CGNAT) legitimately announces one of these, and they identify nobody.
+_NAT_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOSTNAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
+_NO_NAME = frozenset({"", "unknown"})  # Postfix says "unknown" when the client has no rDNS
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class HeloFinding:
+    """One anomaly; `helo` and `detail` are escaped and length-capped, safe to log."""
+
+    kind: str
+    helo: str
+    detail: str
+
+
+# --- safe text ----------------------------------------------------------------------------------
+
+
+def _escape(c: str) -> str:
+    if c == "\\":
+        return "\\\\"  # so the escaping can be read back unambiguously
+    if "\udc80" <= c <= "\udcff":  # an undecodable byte kept by surrogateescape
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    if c.isprintable():
+        return c
+    code = ord(c)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def safe_text(s: str | bytes, limit: int = SAFE_TEXT_LIMIT) -> str:
+    """`s` with control characters, non-printables and undecodable bytes escaped.
+
+    At most `limit` characters of escaped text, then TRUNCATION_MARK if
+    something was cut. Bytes are decoded as UTF-8 with undecodable bytes
+    shown as \\xNN. Work stops at the limit, so a 10 MB value is as cheap as
+    a short one. Raises ValueError only for a `limit` below 1.
+    """
+    if limit < 1:
+        raise ValueError(f"safe_text limit must be at least 1, not {limit}")
+    if isinstance(s, bytes):
+        s = s[: limit * 4].decode("utf-8", "surrogateescape")
+    out: list[str] = []
+    used = 0
+    for c in s:
+        piece = _escape(c)
+        used += len(piece)
+        if used > limit:
+            return "".join(out) + TRUNCATION_MARK
+        out.append(piece)
+    return "".join(out)
+
+
+# --- names and addresses ------------------------------------------------------------------------
+
+_psl: PublicSuffixList | None = None
+_psl_lock = threading.Lock()
+
+
+def _suffix_list() -> PublicSuffixList:
+    """The public suffix list, parsed once on first use (building it is slow)."""
+    global _psl
+    if _psl is None:
+        with _psl_lock:
+            if _psl is None:
+                _psl = PublicSuffixList()
+    return _psl
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    """An address from "192.0.2.1", "[192.0.2.1]" or "[IPv6:2001:db8::1]"; IPv4-mapped unmapped."""
+    text = text.strip()
+    if len(text) > 64:
+        return None
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+        if text[:5].lower() == "ipv6:":
+            text = text[5:]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_nat_address(address: IPAddress) -> bool:
+    return any(address in network for network in _NAT_NETWORKS)
+
+
+def _normalise_name(name: str) -> str:
+    return name.strip().lower().rstrip(".")
+
+
+def _hostname(name: str) -> str | None:
+    """`name` as a lower-case ASCII host name, or None if it cannot be one."""
+    name = _normalise_name(name)
+    if not name or len(name) > MAX_HOSTNAME_LENGTH:
+        return None
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    if _parse_ip(name) is not None or not _HOSTNAME.fullmatch(name):
+        return None
+    return name
+
+
+@functools.lru_cache(maxsize=8192)
+def _registered(hostname: str) -> str | None:
+    try:
+        result = _suffix_list().privatesuffix(hostname)
+    except Exception:  # a third-party parser on hostile input must not take the session down
+        return None
+    return result if isinstance(result, str) else None
+
+
+def registered_domain(name: str) -> str | None:
+    """The registrable domain of a host name ("lrhnow.usa.net" -> "usa.net"), else None.
+
+    None for address literals, public suffixes themselves ("co.uk"), bare
+    words and anything that cannot be a host name.
+    """
+    hostname = _hostname(name)
+    return _registered(hostname) if hostname is not None else None
+
+
+def address_domain(address: str) -> str:
+    """The domain of an envelope address ("<Jo@Example.COM>" -> "example.com"), "" if none."""
+    address = address.strip().strip("<>").strip()
+    if "@" not in address:
+        return ""
+    return _normalise_name(address.rsplit("@", 1)[1])
+
+
+def _same_operator(a: str | None, b: str | None) -> bool:
+    """Whether two registered domains belong to one operator (hotmail.com ~ outlook.com)."""
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    family = provider_family(a)
+    return family is not None and family == provider_family(b)
+
+
+def _malformation(raw: str) -> str:
+    """Why `raw` cannot be a HELO argument at all, or "" when it could be."""
+    stripped = raw.strip()
+    if len(stripped) > MAX_DOMAIN_LENGTH:
+        return f"HELO is {len(stripped)} characters long"
+    if any(not c.isprintable() for c in stripped):
+        return "HELO contains control or undecodable characters"
+    if any(c.isspace() for c in stripped):
+        return "HELO contains white space"
+    return ""
+
+
+# --- the judgement ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Session:
+    client_ip: IPAddress | None
+    client_name: str
+    client_rd: str | None
+    from_domain: str
+    from_rd: str | None
+    recipient_rds: frozenset[str]
+    own_rds: frozenset[str]
+
+
+def _finding(kind: str, raw: str, detail: str) -> HeloFinding:
+    return HeloFinding(kind=kind, helo=safe_text(raw), detail=safe_text(detail))
+
+
+def _q(value: str) -> str:
+    """An untrusted value cut short for quoting inside a detail (escaped later, once)."""
+    return value if len(value) <= _PART else value[:_PART] + TRUNCATION_MARK
+
+
+def _judge_one(raw: str, s: _Session) -> list[HeloFinding]:
+    found: list[HeloFinding] = []
+    name = _normalise_name(raw)
+    shown = _q(raw.strip())
+    malformation = _malformation(raw)
+    if malformation:
+        found.append(_finding(MALFORMED, raw, malformation))
+
+    literal = _parse_ip(raw)
+    if literal is not None:
+        # A LAN address is what a client behind NAT says; only a public address
+        # that is not the client's own is a lie.
+        if s.client_ip is not None and literal != s.client_ip and not _is_nat_address(literal):
+            detail = f"HELO address {literal} is not the client's {s.client_ip}"
+            found.append(_finding(IP_MISMATCH, raw, detail))
+        return found
+
+    if "." not in name:
+        what = f"HELO {shown} has no dot" if name else "empty HELO"
+        found.append(_finding(NO_DOT, raw, what))
+        return found
+
+    if s.client_name and name == s.client_name:
+        return found  # the client's own rDNS name: the most honest answer there is
+    helo_rd = registered_domain(name)
+    if helo_rd is None:
+        return found
+    client = _q(s.client_name) or "without a name"
+
+    if helo_rd in s.own_rds:
+        found.append(_finding(OWN_NAME, raw, f"HELO {shown} is one of our names; client {client}"))
+
+    family = provider_family(helo_rd)
+    if family is not None and not _same_operator(helo_rd, s.client_rd):
+        found.append(
+            _finding(PROVIDER_NAME, raw, f"HELO {shown} is a name of {family}; client {client}")
+        )
+
+    # The MAIL FROM domain: for a big provider any name under it is a lie from
+    # a client outside that provider; for any other domain a proper host name
+    # in it (mail.customer.example) is what the customer's server says, so only
+    # the bare domain counts.
+    if (
+        s.from_rd is not None
+        and helo_rd == s.from_rd
+        and not _same_operator(s.client_rd, s.from_rd)
+        and (provider_family(s.from_rd) is not None or _hostname(name) == s.from_rd)
+    ):
+        found.append(
+            _finding(
+                SENDER_DOMAIN,
+                raw,
+                f"HELO {shown} matches MAIL FROM domain {_q(s.from_domain)}; client {client}",
+            )
+        )
+
+    if (
+        helo_rd in s.recipient_rds
+        and not _same_operator(helo_rd, s.from_rd)
+        and not _same_operator(helo_rd, s.client_rd)
+    ):
+        found.append(
+            _finding(
+                RECIPIENT_DOMAIN, raw, f"HELO {shown} matches a RCPT TO domain; client {client}"
+            )
+        )
+    return found
+
+
+def _distinct(helos: Iterable[str]) -> list[tuple[str, str]]:
+    """(raw, normalised) for each different HELO, first spelling kept, in order."""
+    seen: dict[str, str] = {}
+    for raw in helos:
+        if not isinstance(raw, str):
+            continue
+        seen.setdefault(_normalise_name(raw), raw)
+    return [(raw, name) for name, raw in seen.items()]
+
+
+def _session(
+    client_addr: str,
+    client_name: str,
+    envelope_from: str,
+    recipients: Sequence[str],
+    own_domains: Sequence[str],
+) -> _Session:
+    name = _normalise_name(client_name) if isinstance(client_name, str) else ""
+    if name in _NO_NAME or _malformation(name):
+        name = ""
+    from_domain = address_domain(envelope_from) if isinstance(envelope_from, str) else ""
+    recipient_rds: set[str] = set()
+    for rcpt in list(recipients)[:MAX_RECIPIENTS_CHECKED]:
+        rd = registered_domain(address_domain(rcpt)) if isinstance(rcpt, str) else None
+        if rd is not None:
+            recipient_rds.add(rd)
+    own_rds = {
+        registered_domain(d) or _normalise_name(d) for d in own_domains if isinstance(d, str)
+    }
+    own_rds.discard("")
+    return _Session(
+        client_ip=_parse_ip(client_addr) if isinstance(client_addr, str) else None,
+        client_name=name,
+        client_rd=registered_domain(name) if name else None,
+        from_domain=from_domain,
+        from_rd=registered_domain(from_domain) if from_domain else None,
+        recipient_rds=frozenset(recipient_rds),
+        own_rds=frozenset(own_rds),
+    )
+
+
+def helo_anomalies(
+    helos: Sequence[str],
+    client_addr: str,
+    client_name: str = "",
+    envelope_from: str = "",
+    recipients: Sequence[str] = (),
+    own_domains: Sequence[str] = (),
+) -> list[HeloFinding]:
+    """Every anomaly in a session's HELO/EHLO arguments, in the order they were sent.
+
+    One HELO may give several findings (`lrhnow.usa.net` with MAIL FROM
+    `@usa.net` is both PROVIDER_NAME and SENDER_DOMAIN); MULTIPLE comes last.
+    `client_name` is the verified rDNS name ("" or "unknown" when there is
+    none); `own_domains` are the ISP's domains. Never raises.
+    """
+    if isinstance(helos, str):
+        helos = (helos,)  # one HELO passed bare is still one HELO, not a list of letters
+    session = _session(client_addr, client_name, envelope_from, recipients, own_domains)
+    distinct = _distinct(helos)
+    findings: list[HeloFinding] = []
+    for raw, _name in distinct[:MAX_HELOS_CHECKED]:
+        findings.extend(_judge_one(raw, session))
+
+    named = [(raw, name) for raw, name in distinct if name]
+    if len(named) > 1:
+        shown = ", ".join(_q(raw.strip()) for raw, _name in named[:MAX_NAMES_IN_DETAIL])
+        extra = len(named) - MAX_NAMES_IN_DETAIL
+        more = f" and {extra} more" if extra > 0 else ""
+        findings.append(
+            _finding(MULTIPLE, named[0][0], f"{len(named)} different HELOs: {shown}{more}")
+        )
+    return findings
