@@ -10,31 +10,7 @@ costs no more than a short one), marking a cut with "...".
 
 from __future__ import annotations
 
-
-# Stand-in for extrusion.scoring.helo.safe_text (same escaping and limit) until that lands.
-def safe_text(s: str | bytes, limit: int = 200) -> str:
-    if isinstance(s, bytes):
-        s = s[: limit * 4].decode("utf-8", "surrogateescape")
-    out: list[str] = []
-    used = 0
-    for c in s:
-        if c == "\\":
-            piece = "\\\\"
-        elif "\udc80" <= c <= "\udcff":
-            piece = f"\\x{ord(c) - 0xDC00:02x}"
-        elif c.isprintable():
-            piece = c
-        elif ord(c) < 0x100:
-            piece = f"\\x{ord(c):02x}"
-        elif ord(c) < 0x10000:
-            piece = f"\\u{ord(c):04x}"
-        else:
-            piece = f"\\U{ord(c):08x}"
-        used += len(piece)
-        if used > limit:
-            return "".join(out) + "..."
-        out.append(piece)
-    return "".join(out)
+from extrusion.scoring.helo import safe_text
 
 
 def clean(value: str | bytes | None, limit: int) -> str:
