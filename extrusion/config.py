@@ -136,6 +136,7 @@ class Store:
     refresh_seconds: float = 3.0
     spool_dir: str = "var/spool"
     busy_timeout_ms: int = 5000
+    flush_batch: int = 5000
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,7 @@ class Scoring:
     hold_score: float = 40.0
     block_score: float = 0.0
     release_ratio: float = 0.5
+    misconfigured_failures: int = 5
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,7 @@ class Weights:
     spam_rejection: float = 1.5
     helo_anomaly: float = 10.0
     spam_verdict: float = 2.0
+    own_network_inbound: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,748 @@
+"""The engine: events in, per-sender score and state, decisions out (`EngineAPI`).
+
+`decide()` answers from memory under one lock: no store access on the MTA's
+path. The recording methods update memory at once and queue rows; `flush()`
+writes the queue in one batched transaction (or to the local spool while the
+store is unreachable, replayed when it returns), and `refresh()` pulls the
+states and scores other processes wrote. Listeners hear about every state
+change after the lock is released, so they may call back into the engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from extrusion.config import Config, Limits
+from extrusion.scoring import decisions as answer
+from extrusion.scoring.classify import classify, is_failure
+from extrusion.scoring.events import (
+    Action,
+    Connection,
+    Decision,
+    Headers,
+    OperatorAction,
+    OperatorVerb,
+    Outcome,
+    Stage,
+    State,
+    StateChange,
+    Status,
+    Submission,
+)
+from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
+from extrusion.scoring.judge import Judge
+from extrusion.scoring.limits import RateState
+from extrusion.scoring.memory import SenderMemory
+from extrusion.scoring.overrides import OverrideSet, SenderMap
+from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch, SenderDelta, SenderRow, decay
+from extrusion.scoring.spool import Spool, SpoolError
+from extrusion.scoring.state import Thresholds, next_state
+from extrusion.scoring.store import Store, state_change_row
+from extrusion.scoring.tracker import MESSAGE_MEMORY_SECONDS, MessageInfo, MessageTracker
+
+log = logging.getLogger("extrusion.scoring")
+
+COUNTER_BUCKET = 60  # seconds per counters row
+HOUSEKEEPING_SECONDS = 30.0
+# An outcome whose queue id no process has recorded yet is retried this long.
+UNRESOLVED_RETRY_SECONDS = 300.0
+MAX_UNRESOLVED = 100_000
+# A sender whose score fell below this, idle and unpinned, is forgotten from memory.
+NEGLIGIBLE_SCORE = 0.01
+FINAL = frozenset({Status.SENT, Status.BOUNCED, Status.EXPIRED, Status.REJECTED})
+PINNED_STATES = {"allow": State.OK, "block": State.BLOCKED, "hold": State.HELD}
+ENGINE = "engine"
+
+
+class Engine:
+    """Implements `extrusion.scoring.api.EngineAPI`."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        *,
+        own_store: bool = False,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self._own_store = own_store
+        self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._senders: dict[str, SenderMemory] = {}
+        self._dirty: set[str] = set()
+        self._batch = Batch()
+        self._messages = MessageTracker()
+        self._unresolved: deque[tuple[float, Outcome]] = deque()
+        self._listeners: list[Callable[[StateChange], None]] = []
+        self._changes: deque[StateChange] = deque()
+        self._bg_flush: threading.Thread | None = None
+        self._mark: float | None = None
+        self._next_housekeeping = 0.0
+        self._schema_ok = False
+        self.store_ok = True
+        self.last_store_error = ""
+        self.spool = Spool(config.store.spool_dir)
+        self._apply_config(config)
+        self._load()
+
+    # --- configuration -----------------------------------------------------------------
+
+    def _apply_config(self, config: Config) -> None:
+        self.config = config
+        self.mta = config.general.hostname or socket.gethostname()
+        self.half_life = config.scoring.half_life_seconds
+        self.window = config.scoring.window_seconds
+        self.thresholds = Thresholds.from_config(config.scoring)
+        self.judge = Judge(config)
+        self.map = SenderMap(config.customers)
+        self.overrides = OverrideSet(config.overrides)
+
+    def reload(self, config: Config) -> None:
+        """Take a new (validated) config: thresholds, weights, limits, customers, overrides."""
+        with self._lock:
+            self._apply_config(config)
+            now = self.clock()
+            for mem in self._senders.values():
+                self._classify_sender(mem)
+                self._evaluate(mem, now)
+        self._dispatch()
+
+    def _classify_sender(self, mem: SenderMemory) -> None:
+        """Limits class and config override for a sender (after a reload or a new address)."""
+        override = self.overrides.match(mem.key, mem.client_addr) if self.overrides else None
+        mem.config_pin = override
+        cls = override.limits if override is not None and override.action == "limits" else ""
+        cls = cls or self.map.limits_class(mem.key)
+        if cls != mem.cls:
+            mem.cls = cls
+            self._touch(mem)
+
+    # --- keys and memory -------------------------------------------------------------------
+
+    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
+        return self.map.key(client_addr, sasl_user)
+
+    def _mem(self, key: str, now: float, client_addr: str = "") -> SenderMemory:
+        mem = self._senders.get(key)
+        if mem is None:
+            mem = SenderMemory(key, now, self.window)
+            mem.helos.window = self.judge.helo_window
+            mem.client_addr = client_addr
+            self._senders[key] = mem
+            self._classify_sender(mem)
+            self._touch(mem)
+        elif client_addr and client_addr != mem.client_addr:
+            mem.client_addr = client_addr
+            self._classify_sender(mem)
+        if now > mem.last_seen:
+            mem.last_seen = now
+        return mem
+
+    def _touch(self, mem: SenderMemory) -> None:
+        mem.dirty = True
+        self._dirty.add(mem.key)
+
+    def _load(self) -> None:
+        """Senders worth remembering from the store (best effort: the store may be down)."""
+        try:
+            self._ensure_schema()
+            rows, mark = self.store.changed_senders(None)
+        except Exception as exc:  # store down at start: answer from memory, retry later
+            self._store_failed("loading senders", exc)
+            return
+        now = self.clock()
+        with self._lock:
+            for row in rows:
+                self._adopt(row, now, create=True)
+            self._mark = mark
+        self._dispatch()
+
+    # --- events in -------------------------------------------------------------------------
+
+    def connection(self, event: Connection) -> None:
+        key = self.sender_key(client_addr=event.client_addr, sasl_user=event.sasl_user)
+        with self._lock:
+            mem = self._mem(key, event.time, event.client_addr)
+            self.judge.helos(mem, event.helos, event.client_addr, event.time,
+                             client_name=event.client_name)
+            self.judge.inbound(mem, event.client_addr, Headers(), event.time)
+            self._changed(mem, event.time)
+        self._after_record()
+
+    def submission(self, event: Submission) -> None:
+        mta = event.mta or self.mta
+        with self._lock:
+            if (mta, event.queue_id) in self._messages:
+                return  # recorded already (milter and log feed may both report it)
+            now = event.time
+            mem = self._mem(event.sender, now, event.client_addr)
+            n = len(event.recipients)
+            null = is_null_sender(event.envelope_from)
+            auto = not null and is_auto_reply(event.envelope_from, event.headers, n)
+            info = MessageInfo(
+                mta=mta, queue_id=event.queue_id, sender=event.sender, time=now,
+                envelope_from=event.envelope_from, rcpt_count=n, null_sender=null,
+                auto_reply=auto, list_id=list_identity(event.envelope_from, event.headers),
+                list_like=None if self.judge.list_candidate(n) and not null else False,
+            )
+            for old in self._messages.add(info):
+                self._settle_forgotten(old, now)
+            self.judge.helos(mem, event.helos, event.client_addr, now,
+                             client_name=event.client_name, envelope_from=event.envelope_from,
+                             recipients=event.recipients)
+            self.judge.inbound(mem, event.client_addr, event.headers, now)
+            self._batch.messages.append({
+                "time": now, "mta": mta, "queue_id": event.queue_id, "sender": event.sender,
+                "envelope_from": event.envelope_from, "helo": event.helos[-1] if event.helos
+                else "", "client_addr": event.client_addr, "client_name": event.client_name,
+                "size": event.size, "rcpt_count": n, "message_id": event.message_id,
+                "null_sender": null, "auto_reply": auto, "list_like": info.list_like is None,
+                "list_id": info.list_id,
+            })
+            self._batch.recipients.extend(
+                {"time": now, "mta": mta, "queue_id": event.queue_id, "sender": event.sender,
+                 "recipient": r, "status": "queued"}
+                for r in event.recipients
+            )
+            bucket = _bucket(now)
+            self._batch.add_counter(event.sender, "messages", bucket)
+            self._batch.add_counter(event.sender, "recipients", bucket, float(n))
+            self._changed(mem, now)
+        self._after_record()
+
+    def outcome(self, event: Outcome) -> None:
+        mta = event.mta or self.mta
+        with self._lock:
+            info = self._messages.get(mta, event.queue_id)
+        if info is None and self.store_ok:
+            # Recorded by another process (the milter), or sender unknown: ask the store.
+            info = self._lookup_message(mta, event.queue_id)
+        if info is None and not event.sender:
+            with self._lock:
+                if len(self._unresolved) < MAX_UNRESOLVED:
+                    # Its submission may still sit in another process's write queue.
+                    self._unresolved.append((self.clock(), event))
+                    return
+        self._record_outcome(event, mta, info, event.sender or (info.sender if info else ""))
+        self._after_record()
+
+    def _lookup_message(self, mta: str, queue_id: str) -> MessageInfo | None:
+        """The submission another process recorded (store round trip; not on the MTA's path)."""
+        try:
+            rec = self.store.message(queue_id, mta)
+        except Exception as exc:
+            self._store_failed("looking up a queue id", exc)
+            return None
+        if rec is None:
+            return None
+        info = MessageInfo.from_record(rec, self.judge.list_candidate(rec.rcpt_count)
+                                       and not rec.null_sender)
+        with self._lock:
+            known = self._messages.get(mta, queue_id)
+            if known is not None:
+                return known
+            for old in self._messages.add(info):
+                self._settle_forgotten(old, self.clock())
+        return info
+
+    def _record_outcome(self, event: Outcome, mta: str, info: MessageInfo | None,
+                        sender: str) -> None:
+        cls = classify(event.status, event.dsn, event.reply)
+        now = event.time
+        with self._lock:
+            self._batch.recipients.append({
+                "time": now, "mta": mta, "queue_id": event.queue_id, "sender": sender,
+                "recipient": event.recipient, "status": event.status.value,
+                "outcome_class": cls.value, "dsn": event.dsn, "reply": event.reply,
+                "relay": event.relay,
+            })
+            if not sender:
+                return  # nobody to judge: kept for the record only
+            self._batch.add_counter(sender, event.status.value, _bucket(now))
+            mem = self._mem(sender, now)
+            if info is not None and event.status in FINAL:
+                info.final.add(event.recipient)
+            own_refusal = event.status is Status.REJECTED and not self.judge.mx
+            if not is_failure(cls) or own_refusal:
+                # Delivered, deferred (counts only if it later bounces or expires), or
+                # refused by this MTA itself (often extrusion's own enforcement).
+                if info is not None:
+                    self.judge.attempted(mem, info, event.recipient, now)
+            else:
+                null = info.null_sender if info is not None else event.envelope_from == ""
+                self.judge.failure(mem, info, event.recipient, cls, now, null)
+            self._changed(mem, now)
+
+    def operator(self, event: OperatorAction) -> StateChange | None:
+        now = event.time
+        verb = OperatorVerb(event.verb)
+        with self._lock:
+            mem = self._mem(event.sender, now)
+            old = mem.state
+            if verb is OperatorVerb.RELEASE:
+                mem.forget(now)
+                mem.pin = mem.pinned_by = mem.pinned_reason = None
+                mem.pin_dirty = PIN_CLEAR
+                mem.state = State.OK  # released: back to the start, evidence forgotten
+            else:
+                mem.pin, mem.pinned_by, mem.pinned_reason = verb.value, event.who, event.why
+                mem.pin_dirty = PIN_SET
+            self._touch(mem)
+            reason = f"{verb.value} by {event.who}: {event.why}"
+            new = self._target(mem, now)
+            change = self._transition(mem, old, new, now, reason, event.who)
+        self._dispatch()
+        return change
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def _pin(self, mem: SenderMemory) -> str | None:
+        if mem.pin:
+            return mem.pin
+        o = mem.config_pin
+        return o.action if o is not None and o.action != "limits" else None
+
+    def _target(self, mem: SenderMemory, now: float) -> State:
+        pin = self._pin(mem)
+        if pin in PINNED_STATES:
+            return PINNED_STATES[pin]
+        return next_state(mem.state, mem.score(now, self.half_life), self.thresholds)
+
+    def _changed(self, mem: SenderMemory, now: float) -> None:
+        if mem.dirty:
+            self._dirty.add(mem.key)
+        self._evaluate(mem, now)
+
+    def _evaluate(self, mem: SenderMemory, now: float) -> StateChange | None:
+        new = self._target(mem, now)
+        if new is mem.state:
+            return None
+        pin = self._pin(mem)
+        if pin in PINNED_STATES:
+            who = (mem.pinned_by or "operator") if mem.pin else "config"
+            why = (mem.pinned_reason if mem.pin else getattr(mem.config_pin, "reason", "")) or ""
+            reason = f"{pin} by {who}: {why}".rstrip(": ")
+        elif new.rank > mem.state.rank:
+            who, reason = ENGINE, answer.phrase(mem.top_finding())
+        else:
+            who, reason = ENGINE, "evidence decayed"
+        return self._transition(mem, mem.state, new, now, reason, who)
+
+    def _transition(self, mem: SenderMemory, old: State, new: State, now: float, reason: str,
+                    who: str) -> StateChange:
+        """Record a state change (or an operator's action on an unchanged state)."""
+        score = round(mem.score(now, self.half_life), 3)
+        change = StateChange(
+            time=now, sender=mem.key, old=old, new=new, score=score, reason=reason, who=who,
+            evidence={"score": score, "findings": copy.deepcopy(mem.findings),
+                      "failed_recipients": mem.failed.count(now)},
+        )
+        if new is not old:
+            mem.state_since = now
+        mem.state = new
+        mem.reason = reason
+        mem.state_dirty = True
+        self._touch(mem)
+        self._batch.state_changes.append(state_change_row(change))
+        if old is not new:
+            self._changes.append(change)
+        return change
+
+    def add_listener(self, listener: Callable[[StateChange], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _dispatch(self) -> None:
+        """Tell listeners about state changes; called with the lock released."""
+        while True:
+            try:
+                change = self._changes.popleft()
+            except IndexError:
+                return
+            for listener in list(self._listeners):
+                try:
+                    listener(change)
+                except Exception:
+                    log.exception("state change listener failed for %s", change.sender)
+
+    def _after_record(self) -> None:
+        self._dispatch()
+        if len(self._batch) >= self.config.store.flush_batch:
+            self._flush_in_background()
+
+    def _flush_in_background(self) -> None:
+        with self._lock:
+            if self._bg_flush is not None and self._bg_flush.is_alive():
+                return
+            self._bg_flush = threading.Thread(target=self._safe_flush, name="extrusion-flush",
+                                              daemon=True)
+            self._bg_flush.start()
+
+    def _safe_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            log.exception("background flush failed")
+
+    # --- decisions -----------------------------------------------------------------------------
+
+    def decide(
+        self,
+        sender: str,
+        stage: Stage,
+        recipient_count: int = 1,
+        now: float | None = None,
+        *,
+        count: bool = True,
+        helos: tuple[str, ...] = (),
+        client_addr: str = "",
+        envelope_from: str = "",
+    ) -> Decision:
+        if now is None:
+            now = self.clock()
+        with self._lock:
+            mem = self._senders.get(sender)
+            if mem is None and count and stage in (Stage.RCPT, Stage.EOM):
+                mem = self._mem(sender, now, client_addr)
+            d = self._decide(mem, sender, stage, recipient_count, now, count, helos,
+                             client_addr, envelope_from)
+            monitor = self.config.general.monitor_only or (
+                mem is not None and self._pin(mem) == "monitor"
+            )
+            if monitor and not d.is_continue:
+                return answer.proceed(d.state, d.score,
+                                      f"monitor only, would {d.action.value}: {d.reason}")
+            return d
+
+    def _decide(self, mem: SenderMemory | None, sender: str, stage: Stage, rcpts: int,
+                now: float, count: bool, helos: tuple[str, ...], client_addr: str,
+                envelope_from: str) -> Decision:
+        if mem is None:
+            state, score, pin = State.OK, 0.0, None
+            limits = self.config.limits.get(self.map.limits_class(sender))
+        else:
+            state, score, pin = mem.state, mem.score(now, self.half_life), self._pin(mem)
+            limits = self.config.limits.get(mem.cls)
+        if pin == "allow":
+            return answer.proceed(state, score, "allowed by override")
+        why = answer.OPERATOR_PHRASE if pin in PINNED_STATES else answer.phrase(
+            mem.top_finding() if mem is not None else "")
+        if state is State.BLOCKED:
+            return answer.refuse(state, score, why, f"blocked (score {score:.1f}): "
+                                 f"{mem.reason if mem is not None else ''}")
+        if stage in (Stage.CONNECT, Stage.HELO):
+            return answer.proceed(state, score)
+        if (stage is Stage.MAIL and helos and self.config.milter.reject_bad_helo
+                and (bad := self._bad_helo(helos, client_addr, envelope_from))):
+            return answer.bad_helo(state, score, f"HELO refused: {bad}")
+        if state is State.HELD:
+            return answer.hold(state, score, why, f"held (score {score:.1f}): "
+                               f"{mem.reason if mem is not None else ''}")
+        if state is State.THROTTLED:
+            limits = self.config.limits["throttled"]
+        if limits is None:
+            limits = self.config.limits["default"]
+        return self._rate(mem, state, score, limits, stage, rcpts, now, count, why)
+
+    def _rate(self, mem: SenderMemory | None, state: State, score: float, limits: Limits,
+              stage: Stage, rcpts: int, now: float, count: bool, why: str) -> Decision:
+        if mem is None:
+            return answer.proceed(state, score)
+        rates = mem.rates
+        if rates is None:
+            rates = mem.rates = RateState()
+        if stage is Stage.RCPT:
+            over = rates.check(limits, max(rcpts, 0), 0, now)
+            consume = (max(rcpts, 0), 0)
+        elif stage is Stage.EOM:
+            over = rates.check(limits, 0, 1, now)
+            consume = (0, 1)
+        else:  # MAIL, DATA: is the message budget already spent?
+            over = rates.peek_messages(limits, now)
+            consume = (0, 0)
+        if over is not None:
+            cls = "throttled" if state is State.THROTTLED else mem.cls
+            reason = f"rate limit [{cls}] {over.what}: {over.current}/{over.limit}"
+            shown = why if state is State.THROTTLED else f"too many {over.what}"
+            return answer.rate_limited(state, score, shown, reason)
+        if count:
+            rates.consume(*consume, now)
+        return answer.proceed(state, score)
+
+    def _bad_helo(self, helos: tuple[str, ...], client_addr: str, envelope_from: str) -> str:
+        from extrusion.scoring.helo import helo_anomalies
+
+        found = helo_anomalies(helos, client_addr, envelope_from=envelope_from,
+                               own_domains=self.judge.own_domains)
+        return "; ".join(f"{f.kind} {f.helo!r}" for f in found)
+
+    def undelivered_queue_ids(self, sender: str, mta: str = "") -> list[str]:
+        mta = mta or self.mta
+        with self._lock:
+            ids = self._messages.open_queue_ids(sender, mta)
+        try:
+            self.flush()
+            stored = self.store.undelivered_queue_ids(sender, mta)
+        except Exception as exc:
+            self._store_failed("listing undelivered mail", exc)
+            stored = []
+        return list(dict.fromkeys([*stored, *ids]))
+
+    # --- the store -----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            self._flush()
+        self._dispatch()
+
+    def _flush(self) -> None:
+        now = self.clock()
+        self._retry_unresolved(now)
+        with self._lock:
+            if now >= self._next_housekeeping:
+                self._housekeeping(now)
+            self._collect_deltas()
+            batch, self._batch = self._batch, Batch()
+        if not self._replay_spool():
+            self._spool(batch)
+            return
+        if not len(batch):
+            return
+        try:
+            rows = self.store.write_batch(batch, self.half_life)
+        except Exception as exc:
+            self._store_failed("writing events", exc)
+            self._spool(batch)
+            return
+        self._store_back()
+        with self._lock:
+            for row in rows:
+                self._adopt(row, now, create=False)
+
+    def _collect_deltas(self) -> None:
+        """Move every dirty sender's news into the batch (its pending score becomes base)."""
+        for key in self._dirty:
+            mem = self._senders.get(key)
+            if mem is None:
+                continue
+            t = max(mem.pending_time, mem.last_seen)
+            d = SenderDelta(
+                key=key, time=t, score_delta=decay(mem.pending, t - mem.pending_time,
+                                                   self.half_life),
+                cls=mem.cls, first_seen=mem.first_seen, reset_score=mem.reset,
+            )
+            if mem.state_dirty:
+                d.state, d.state_since = mem.state.value, mem.state_since
+            if mem.findings_dirty:
+                d.findings = copy.deepcopy(mem.findings)
+            if mem.pin_dirty is not None:
+                d.pin, d.pinned = mem.pin_dirty, mem.pin
+                d.pinned_by, d.pinned_reason = mem.pinned_by, mem.pinned_reason
+            self._batch.add_sender(d, self.half_life)
+            mem.base = mem.score(t, self.half_life)
+            mem.base_time = t
+            mem.pending, mem.pending_time = 0.0, t
+            mem.dirty = mem.state_dirty = mem.findings_dirty = mem.reset = False
+            mem.pin_dirty = None
+        self._dirty.clear()
+
+    def _adopt(self, row: SenderRow, now: float, *, create: bool) -> None:
+        """Take what the store says about a sender (after our flush, or another's write)."""
+        mem = self._senders.get(row.key)
+        if mem is None:
+            if not create or not _worth_remembering(row, now, self.half_life):
+                return
+            mem = SenderMemory(row.key, row.first_seen, self.window, row.cls)
+            mem.helos.window = self.judge.helo_window
+            mem.state = State(row.state)
+            mem.state_since = row.state_since
+            self._senders[row.key] = mem
+            self._classify_sender(mem)
+            self._dirty.discard(row.key)
+            mem.dirty = False
+        elif row.version <= mem.version:
+            return
+        mem.version = row.version
+        mem.base, mem.base_time = row.score, row.score_time
+        if mem.pin_dirty is None:
+            mem.pin, mem.pinned_by, mem.pinned_reason = (
+                row.pinned, row.pinned_by, row.pinned_reason)
+        if not mem.findings_dirty and row.findings and not mem.findings:
+            mem.findings = dict(row.findings)
+        stored = State(row.state)
+        if not mem.state_dirty and stored is not mem.state:
+            # Another process moved this sender (and audited it): follow, tell listeners.
+            change = StateChange(time=now, sender=row.key, old=mem.state, new=stored,
+                                 score=round(row.score_at(now, self.half_life), 3),
+                                 reason="changed by another process", who=ENGINE)
+            mem.state, mem.state_since = stored, row.state_since
+            self._changes.append(change)
+        self._evaluate(mem, now)
+
+    def refresh(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        with self._flush_lock:
+            try:
+                self._ensure_schema()
+                rows, mark = self.store.changed_senders(self._mark)
+            except Exception as exc:
+                self._store_failed("refreshing senders", exc)
+                return
+            self._store_back()
+            with self._lock:
+                for row in rows:
+                    self._adopt(row, now, create=True)
+                self._mark = mark
+        self._dispatch()
+
+    def _ensure_schema(self) -> None:
+        if not self._schema_ok:
+            self.store.upgrade()
+            self._schema_ok = True
+
+    def _replay_spool(self) -> bool:
+        """Write spooled batches first (order matters); False while the store is down."""
+        try:
+            self._ensure_schema()
+            if not self.spool.files():
+                return True
+            replayed = self.spool.replay(self._write_replayed)
+        except Exception as exc:
+            self._store_failed("replaying the spool", exc)
+            return False
+        if replayed:
+            log.warning("store reachable again: %d spooled batches written", replayed)
+        self._store_back()
+        return True
+
+    def _write_replayed(self, batch: Batch) -> None:
+        rows = self.store.write_batch(batch, self.half_life)
+        now = self.clock()
+        with self._lock:
+            for row in rows:
+                self._adopt(row, now, create=False)
+
+    def _spool(self, batch: Batch) -> None:
+        if not len(batch):
+            return
+        try:
+            self.spool.write(batch)
+        except SpoolError as exc:
+            # Not even the disk: keep it in memory and try both again next time.
+            log.error("%s; keeping %d writes in memory", exc, len(batch))
+            with self._lock:
+                _merge_batches(self._batch, batch, self.half_life)
+
+    def _store_failed(self, what: str, exc: Exception) -> None:
+        self.last_store_error = f"{what}: {exc}"
+        if self.store_ok:
+            log.error("store unavailable (%s: %s); answering from memory, spooling writes",
+                      what, exc)
+        self.store_ok = False
+
+    def _store_back(self) -> None:
+        if not self.store_ok:
+            log.warning("store available again")
+        self.store_ok = True
+
+    def _retry_unresolved(self, now: float) -> None:
+        """Outcomes whose submission was not known yet: look again, or record them as such."""
+        with self._lock:
+            pending, self._unresolved = self._unresolved, deque()
+        for since, event in pending:
+            mta = event.mta or self.mta
+            with self._lock:
+                info = self._messages.get(mta, event.queue_id)
+            if info is None:
+                info = self._lookup_message(mta, event.queue_id)
+            if info is not None:
+                self._record_outcome(event, mta, info, info.sender)
+            elif now - since < UNRESOLVED_RETRY_SECONDS:
+                with self._lock:
+                    self._unresolved.append((since, event))
+            else:
+                self._record_outcome(event, mta, None, "")
+
+    def _housekeeping(self, now: float) -> None:
+        self._next_housekeeping = now + HOUSEKEEPING_SECONDS
+        for info in self._messages.undecided_before(now - self.window):
+            mem = self._senders.get(info.sender)
+            if mem is not None:
+                self.judge.settle_list(mem, info, now, final=True)
+                self._changed(mem, now)
+        for info in self._messages.expire(now - MESSAGE_MEMORY_SECONDS):
+            self._settle_forgotten(info, now)
+        idle = [
+            k for k, m in self._senders.items()
+            if k not in self._dirty and m.state is State.OK and not self._pin(m)
+            and m.score(now, self.half_life) < NEGLIGIBLE_SCORE
+            and now - m.last_seen > max(self.window, self.judge.helo_window)
+            and (m.rates is None or m.rates.idle(now))
+        ]
+        for k in idle:
+            del self._senders[k]
+
+    def _settle_forgotten(self, info: MessageInfo, now: float) -> None:
+        if info.list_like is None and (mem := self._senders.get(info.sender)) is not None:
+            self.judge.settle_list(mem, info, now, final=True)
+            self._changed(mem, now)
+
+    def status(self) -> dict[str, Any]:
+        """For health checks and metrics."""
+        with self._lock:
+            return {
+                "store_ok": self.store_ok, "last_store_error": self.last_store_error,
+                "senders": len(self._senders), "queued": len(self._batch),
+                "spooled_batches": len(self.spool), "unresolved_outcomes": len(self._unresolved),
+            }
+
+    def close(self) -> None:
+        bg = self._bg_flush
+        if bg is not None:
+            bg.join()
+        try:
+            self.flush()
+        finally:
+            if self._own_store:
+                self.store.close()
+
+
+def open_engine(config: Config, clock: Callable[[], float] = time.time) -> Engine:
+    """An engine on the configured store; starts even while the store is unreachable."""
+    store = Store(config.store.url, busy_timeout_ms=config.store.busy_timeout_ms, create=False)
+    return Engine(config, store, clock, own_store=True)
+
+
+def _bucket(t: float) -> int:
+    return int(t // COUNTER_BUCKET) * COUNTER_BUCKET
+
+
+def _worth_remembering(row: SenderRow, now: float, half_life: float) -> bool:
+    return (row.state != State.OK.value or row.pinned is not None
+            or row.score_at(now, half_life) >= NEGLIGIBLE_SCORE)
+
+
+def _merge_batches(into: Batch, other: Batch, half_life: float) -> None:
+    into.messages[:0] = other.messages
+    into.recipients[:0] = other.recipients
+    for k, v in other.counters.items():
+        into.counters[k] = into.counters.get(k, 0.0) + v
+    into.state_changes[:0] = other.state_changes
+    for delta in other.senders.values():
+        if (mine := into.senders.get(delta.key)) is None:
+            into.senders[delta.key] = delta
+        else:
+            delta.absorb(mine, half_life)
+            into.senders[delta.key] = delta
+
+
+__all__ = ["Action", "Engine", "open_engine"]

@@ -1,0 +1,192 @@
+"""Turns events into weighted findings on a sender (the heuristics, composed).
+
+- Failures to distinct recipients in the window; more than `failure_trigger`
+  is the core trigger (the score is raised to the throttle threshold).
+- Bounces (null sender) never count.
+- Auto-replies sent without <> (rejection daemons) never count as spam; they
+  make the sender `misconfigured` in the report instead.
+- Possible mailing-list posts hold their failures until the failure share is
+  known; a list post's failures are discounted, but a second distinct list
+  from one sender in the window raises the score.
+- Virus rejections and HELO anomalies weigh heavily (mass-mailing worms);
+  spam-filter verdicts and own ranges seen from outside count in mx mode.
+
+Pure bookkeeping on `SenderMemory` and `MessageInfo`: no locks, no store, no
+clock (times come with the events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from extrusion.config import Config
+from extrusion.scoring.classify import OutcomeClass
+from extrusion.scoring.events import Headers
+from extrusion.scoring.helo import helo_anomalies
+from extrusion.scoring.heuristics import (
+    is_forwarded,
+    is_list_like,
+    mentions_own_network,
+    spam_verdict,
+)
+from extrusion.scoring.memory import SenderMemory
+from extrusion.scoring.tracker import MessageInfo
+
+# A HELO anomaly counts once per kind per this many half-lives: a customer whose
+# mail client says a dotless HELO every hour stays in `watch`, never beyond.
+HELO_MEMORY_HALF_LIVES = 4.0
+
+FAILURE_KINDS = {
+    OutcomeClass.SPAM_POLICY: "spam_rejections",
+    OutcomeClass.VIRUS: "virus_rejections",
+}
+FAILED = "failed_recipients"
+TRIGGER = "too_many_failures"
+MISCONFIGURED = "misconfigured"
+LISTS = "mailing_lists"
+DISCOUNTED = "list_failures_discounted"
+HELO = "helo_anomalies"
+SPAM_VERDICTS = "spam_verdicts"
+OWN_NETWORK = "own_network_inbound"
+
+
+class Judge:
+    def __init__(self, cfg: Config) -> None:
+        s, w = cfg.scoring, cfg.weights
+        self.half_life = s.half_life_seconds
+        self.trigger = s.failure_trigger
+        self.throttle_score = s.throttle_score
+        self.list_min = s.list_min_recipients
+        self.list_share = s.list_max_failure_share
+        self.misconfigured_after = s.misconfigured_failures
+        self.weights = w
+        self.mx = cfg.general.mode == "mx"
+        self.own_domains = tuple(d.lower() for d in cfg.general.own_domains)
+        self.own_networks = cfg.general.own_networks
+
+    @property
+    def helo_window(self) -> float:
+        return self.half_life * HELO_MEMORY_HALF_LIVES
+
+    # --- connection and submission ---------------------------------------------------
+
+    def helos(
+        self,
+        mem: SenderMemory,
+        helos: Sequence[str],
+        client_addr: str,
+        now: float,
+        *,
+        client_name: str = "",
+        envelope_from: str = "",
+        recipients: Sequence[str] = (),
+    ) -> None:
+        if not helos:
+            return
+        found = helo_anomalies(
+            tuple(helos), client_addr, client_name=client_name, envelope_from=envelope_from,
+            recipients=tuple(recipients), own_domains=self.own_domains,
+        )
+        for f in found:
+            weight = self.weights.helo_anomaly if mem.helos.add(f.kind, now) else 0.0
+            mem.add(weight, now, self.half_life)
+            mem.note(HELO, now, weight, example=f"{f.helo} ({f.kind})")
+
+    def inbound(self, mem: SenderMemory, client_addr: str, headers: Headers, now: float) -> None:
+        """mx mode: spam verdicts (unless forwarded) and own customers arriving from outside."""
+        if not self.mx:
+            return
+        if spam_verdict(headers) and not is_forwarded(headers):
+            mem.add(self.weights.spam_verdict, now, self.half_life)
+            mem.note(SPAM_VERDICTS, now, self.weights.spam_verdict)
+        if self.own_networks and mentions_own_network(client_addr, self.own_networks):
+            weight = self.weights.own_network_inbound if mem.helos.add(OWN_NETWORK, now) else 0.0
+            mem.add(weight, now, self.half_life)
+            mem.note(OWN_NETWORK, now, weight, example=client_addr)
+
+    def list_candidate(self, rcpt_count: int) -> bool:
+        return rcpt_count >= max(self.list_min, 1)
+
+    # --- outcomes ----------------------------------------------------------------------
+
+    def failure(
+        self, mem: SenderMemory, info: MessageInfo | None, rcpt: str, cls: OutcomeClass,
+        now: float, null_sender: bool,
+    ) -> None:
+        """A permanent failure of one recipient."""
+        if null_sender:
+            return  # bounces often fail; they say nothing about the sender
+        if info is not None and info.auto_reply:
+            if mem.auto_failures.add(rcpt, now):
+                n = mem.auto_failures.count(now)
+                mem.note(MISCONFIGURED, now, example=rcpt, failed_auto_replies=n,
+                         rejection_daemon=n > self.misconfigured_after)
+            return
+        if info is not None:
+            info.failed.add(rcpt)
+            info.attempted.add(rcpt)
+            if info.list_like is None and cls is not OutcomeClass.VIRUS:
+                info.held.append((rcpt, cls.value, now))
+                self.settle_list(mem, info, now)
+                return
+            if info.list_like:
+                self._discount(mem, 1, now)
+                return
+        self.count_failure(mem, rcpt, cls, now)
+
+    def attempted(self, mem: SenderMemory, info: MessageInfo, rcpt: str, now: float) -> None:
+        info.attempted.add(rcpt)
+        if info.list_like is None:
+            self.settle_list(mem, info, now)
+
+    def settle_list(self, mem: SenderMemory, info: MessageInfo, now: float,
+                    *, final: bool = False) -> None:
+        """Decide whether a possible list post is one, once enough is known (or `final`)."""
+        if info.list_like is not None:
+            return
+        n = max(info.rcpt_count, len(info.attempted), 1)  # aliases may add recipients
+        failed = len(info.failed)
+        if failed / n > self.list_share:
+            verdict = False  # too many failures already: whatever it is, it is not a list
+        elif len(info.attempted) >= n or final:
+            verdict = is_list_like(n, failed, self.list_min, self.list_share)
+        else:
+            return
+        info.list_like = verdict
+        held, info.held = info.held, []
+        if not verdict:
+            for rcpt, cls, t in held:
+                self.count_failure(mem, rcpt, OutcomeClass(cls), t)
+            return
+        if held:
+            self._discount(mem, len(held), now)
+        list_id = info.list_id or info.envelope_from or info.queue_id
+        new = mem.lists.add(list_id.lower(), now)
+        n_lists = mem.lists.count(now)
+        weight = self.weights.extra_mailing_list if new and n_lists > 1 else 0.0
+        mem.add(weight, now, self.half_life)
+        mem.note(LISTS, now, weight, example=list_id, lists=n_lists)
+
+    def _discount(self, mem: SenderMemory, n: int, now: float) -> None:
+        f = mem.findings.get(DISCOUNTED)
+        mem.note(DISCOUNTED, now, discounted=(f or {}).get("discounted", 0) + n)
+
+    def count_failure(self, mem: SenderMemory, rcpt: str, cls: OutcomeClass, now: float) -> None:
+        """A failure that counts: weighted once per distinct recipient in the window."""
+        if not mem.failed.add(rcpt, now):
+            return
+        kind = FAILURE_KINDS.get(cls, FAILED)
+        if cls is OutcomeClass.SPAM_POLICY:
+            weight = self.weights.spam_rejection
+        elif cls is OutcomeClass.VIRUS:
+            weight = self.weights.virus_rejection
+        else:
+            weight = self.weights.failed_recipient
+        mem.add(weight, now, self.half_life)
+        mem.note(kind, now, weight, example=rcpt)
+        distinct = mem.failed.count(now)
+        if distinct > self.trigger:
+            before = mem.score(now, self.half_life)
+            mem.raise_to(self.throttle_score, now, self.half_life)
+            raised = max(0.0, mem.score(now, self.half_life) - before)
+            mem.note(TRIGGER, now, raised, failed_recipients=distinct, trigger=self.trigger)

@@ -1,0 +1,109 @@
+"""Automatic rate limits: sliding-window counters per sender, checked at RCPT and EOM.
+
+A window is kept as a short deque of fixed buckets with a running total, so
+checking and consuming are O(1) however busy the sender is. The window is
+slightly conservative: a bucket leaves only when all of it is older than the
+window. Volume never raises a score; limits only protect.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from extrusion.config import Limits
+
+HOUR = 3600.0
+DAY = 86400.0
+# Bucket widths: 60 per hour window, 288 per day window.
+HOUR_BUCKET = 60.0
+DAY_BUCKET = 300.0
+
+
+class SlidingCounter:
+    """Sum of amounts added within the last `window` seconds."""
+
+    __slots__ = ("_buckets", "bucket", "total", "window")
+
+    def __init__(self, window: float, bucket: float) -> None:
+        self.window = window
+        self.bucket = bucket
+        self.total = 0
+        self._buckets: deque[list[float]] = deque()
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.window
+        buckets = self._buckets
+        while buckets and buckets[0][0] + self.bucket <= horizon:
+            self.total -= int(buckets.popleft()[1])
+
+    def value(self, now: float) -> int:
+        self._expire(now)
+        return self.total
+
+    def add(self, amount: int, now: float) -> None:
+        self._expire(now)
+        start = now - (now % self.bucket)
+        if self._buckets and self._buckets[-1][0] >= start:
+            self._buckets[-1][1] += amount
+        else:
+            self._buckets.append([start, float(amount)])
+        self.total += amount
+
+    @property
+    def empty(self) -> bool:
+        return not self._buckets
+
+
+@dataclass(frozen=True, slots=True)
+class Exceeded:
+    """Which limit would be broken, phrased for the operator's log."""
+
+    what: str  # "recipients per hour", ...
+    limit: int
+    current: int
+
+
+class RateState:
+    """One sender's message and recipient counters for the hour and the day."""
+
+    __slots__ = ("msg_day", "msg_hour", "rcpt_day", "rcpt_hour")
+
+    def __init__(self) -> None:
+        self.msg_hour = SlidingCounter(HOUR, HOUR_BUCKET)
+        self.rcpt_hour = SlidingCounter(HOUR, HOUR_BUCKET)
+        self.msg_day = SlidingCounter(DAY, DAY_BUCKET)
+        self.rcpt_day = SlidingCounter(DAY, DAY_BUCKET)
+
+    def check(self, limits: Limits, recipients: int, messages: int, now: float) -> Exceeded | None:
+        """The first limit that `recipients` more recipients / `messages` more messages break."""
+        checks = (
+            (recipients, limits.recipients_per_hour, self.rcpt_hour, "recipients per hour"),
+            (recipients, limits.recipients_per_day, self.rcpt_day, "recipients per day"),
+            (messages, limits.messages_per_hour, self.msg_hour, "messages per hour"),
+            (messages, limits.messages_per_day, self.msg_day, "messages per day"),
+        )
+        for amount, limit, counter, what in checks:
+            if amount <= 0 or not limit:
+                continue
+            current = counter.value(now)
+            if current + amount > limit:
+                return Exceeded(what, limit, current)
+        return None
+
+    def peek_messages(self, limits: Limits, now: float) -> Exceeded | None:
+        """Is the message budget already spent (asked at MAIL/DATA, consumes nothing)?"""
+        return self.check(limits, 0, 1, now)
+
+    def consume(self, recipients: int, messages: int, now: float) -> None:
+        if recipients > 0:
+            self.rcpt_hour.add(recipients, now)
+            self.rcpt_day.add(recipients, now)
+        if messages > 0:
+            self.msg_hour.add(messages, now)
+            self.msg_day.add(messages, now)
+
+    def idle(self, now: float) -> bool:
+        """True when every window has emptied (the state can be dropped)."""
+        return all(c.value(now) == 0 for c in
+                   (self.msg_hour, self.rcpt_hour, self.msg_day, self.rcpt_day))

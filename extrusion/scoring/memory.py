@@ -1,0 +1,186 @@
+"""What the engine remembers about one sender: score, state, pins, windows of evidence.
+
+The score is kept in two parts: `base` (the store's merged view, or what was
+already handed to it) and `pending` (evidence this process found since its
+last flush). Both decay exponentially; the store adds the pending part to
+what other processes wrote, so MTAs sharing a PostgreSQL store sum their
+evidence instead of overwriting each other.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from extrusion.scoring.events import State
+from extrusion.scoring.limits import RateState
+from extrusion.scoring.rows import decay
+
+MAX_EXAMPLES = 5  # examples kept per finding for the report
+
+
+class WindowSet:
+    """Distinct items seen within the last `window` seconds (e.g. failed recipients)."""
+
+    __slots__ = ("_last", "_order", "window")
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._last: dict[str, float] = {}
+        self._order: deque[tuple[float, str]] = deque()
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.window
+        order, last = self._order, self._last
+        while order and order[0][0] <= horizon:
+            t, item = order.popleft()
+            if last.get(item) == t:
+                del last[item]
+
+    def add(self, item: str, now: float) -> bool:
+        """Add or refresh `item`; True when it was not in the window before."""
+        self._expire(now)
+        new = item not in self._last
+        if not new and self._last[item] >= now:
+            return False
+        self._last[item] = now
+        self._order.append((now, item))
+        return new
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._last
+
+    def count(self, now: float) -> int:
+        self._expire(now)
+        return len(self._last)
+
+    def items(self, now: float) -> list[str]:
+        self._expire(now)
+        return list(self._last)
+
+    def clear(self) -> None:
+        self._last.clear()
+        self._order.clear()
+
+
+class SenderMemory:
+    """One sender as this process knows it."""
+
+    __slots__ = (
+        "auto_failures",
+        "base",
+        "base_time",
+        "client_addr",
+        "cls",
+        "config_pin",
+        "dirty",
+        "failed",
+        "findings",
+        "findings_dirty",
+        "first_seen",
+        "helos",
+        "key",
+        "last_seen",
+        "lists",
+        "pending",
+        "pending_time",
+        "pin",
+        "pin_dirty",
+        "pinned_by",
+        "pinned_reason",
+        "rates",
+        "reason",
+        "reset",
+        "state",
+        "state_dirty",
+        "state_since",
+        "version",
+    )
+
+    def __init__(self, key: str, now: float, window: float, cls: str = "default") -> None:
+        self.key = key
+        self.cls = cls
+        self.state = State.OK
+        self.state_since = now
+        self.reason = ""
+        self.base = 0.0
+        self.base_time = now
+        self.pending = 0.0
+        self.pending_time = now
+        self.first_seen = now
+        self.last_seen = now
+        self.version = 0
+        # Operator pin (from the store/CLI/API) and the config override in force.
+        self.pin: str | None = None
+        self.pinned_by: str | None = None
+        self.pinned_reason: str | None = None
+        self.config_pin: Any = None  # extrusion.config.Override | None
+        self.client_addr = ""
+        # Evidence windows.
+        self.failed = WindowSet(window)  # distinct failed recipients that count
+        self.auto_failures = WindowSet(window)  # failed auto-replies (rejection daemon)
+        self.lists = WindowSet(window)  # distinct mailing lists
+        self.helos = WindowSet(window)  # distinct (anomaly kind, helo)
+        self.findings: dict[str, dict[str, Any]] = {}
+        self.rates: RateState | None = None
+        # What the next flush must write.
+        self.dirty = False
+        self.state_dirty = False
+        self.findings_dirty = False
+        self.pin_dirty: str | None = None
+        self.reset = False
+
+    # --- score ---------------------------------------------------------------------------
+
+    def score(self, now: float, half_life: float) -> float:
+        return decay(self.base, now - self.base_time, half_life) + decay(
+            self.pending, now - self.pending_time, half_life
+        )
+
+    def add(self, weight: float, now: float, half_life: float) -> None:
+        if weight <= 0.0:
+            return
+        self.pending = decay(self.pending, now - self.pending_time, half_life) + weight
+        self.pending_time = max(self.pending_time, now)
+        self.dirty = True
+
+    def raise_to(self, floor: float, now: float, half_life: float) -> None:
+        self.add(floor - self.score(now, half_life), now, half_life)
+
+    def forget(self, now: float) -> None:
+        """An operator's release: the evidence so far no longer counts."""
+        self.base = self.pending = 0.0
+        self.base_time = self.pending_time = now
+        self.reset = True
+        self.dirty = True
+        for window in (self.failed, self.auto_failures, self.lists, self.helos):
+            window.clear()
+        self.findings = {}
+        self.findings_dirty = True
+
+    # --- findings (the report's "why") ---------------------------------------------------
+
+    def note(self, kind: str, now: float, weight: float = 0.0, example: str = "",
+             **extra: Any) -> None:
+        f = self.findings.get(kind)
+        if f is None:
+            f = self.findings[kind] = {"count": 0, "weight": 0.0, "examples": [], "first": now}
+        f["count"] += 1
+        f["weight"] = round(f["weight"] + weight, 3)
+        f["last"] = now
+        if example and example not in f["examples"] and len(f["examples"]) < MAX_EXAMPLES:
+            f["examples"].append(example)
+        f.update(extra)
+        self.findings_dirty = True
+        self.dirty = True
+
+    def top_finding(self, kinds: tuple[str, ...] | None = None) -> str:
+        """The finding that weighs most (ties: the most recent)."""
+        best, best_key = "", (-1.0, -1.0)
+        for kind, f in self.findings.items():
+            if kinds is not None and kind not in kinds:
+                continue
+            key = (float(f.get("weight", 0.0)), float(f.get("last", 0.0)))
+            if key > best_key:
+                best, best_key = kind, key
+        return best

@@ -1,0 +1,95 @@
+"""Recent messages in memory: queue id -> sender and the facts outcomes are judged by.
+
+An outcome arrives long after its submission and often in another process;
+the tracker answers the common case (same process) without a database round
+trip. It also holds the failures of a possible mailing-list post until the
+post's failure share is known: a list post's failures are discounted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from extrusion.scoring.rows import MessageRecord
+
+MAX_MESSAGES = 200_000
+# Postfix gives up on a message after 5 days (maximal_queue_lifetime).
+MESSAGE_MEMORY_SECONDS = 5 * 86400.0
+
+
+@dataclass(slots=True)
+class MessageInfo:
+    mta: str
+    queue_id: str
+    sender: str
+    time: float
+    envelope_from: str = ""
+    rcpt_count: int = 0
+    null_sender: bool = False
+    auto_reply: bool = False
+    list_id: str = ""
+    # None: a possible list post whose share of failures is not known yet.
+    list_like: bool | None = False
+    attempted: set[str] = field(default_factory=set)
+    final: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    # Failures waiting for the list verdict: (recipient, outcome class, time).
+    held: list[tuple[str, str, float]] = field(default_factory=list)
+
+    @classmethod
+    def from_record(cls, m: MessageRecord, list_candidate: bool) -> MessageInfo:
+        return cls(
+            mta=m.mta, queue_id=m.queue_id, sender=m.sender, time=m.time,
+            envelope_from=m.envelope_from, rcpt_count=m.rcpt_count, null_sender=m.null_sender,
+            auto_reply=m.auto_reply, list_id=m.list_id,
+            list_like=None if list_candidate else False,
+        )
+
+    @property
+    def open(self) -> bool:
+        return len(self.final) < self.rcpt_count
+
+
+class MessageTracker:
+    def __init__(self, max_messages: int = MAX_MESSAGES) -> None:
+        self.max = max_messages
+        self._by_queue: OrderedDict[tuple[str, str], MessageInfo] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._by_queue)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._by_queue
+
+    def get(self, mta: str, queue_id: str) -> MessageInfo | None:
+        return self._by_queue.get((mta, queue_id))
+
+    def add(self, info: MessageInfo) -> list[MessageInfo]:
+        """Remember `info`; returns the oldest messages pushed out to make room."""
+        self._by_queue[(info.mta, info.queue_id)] = info
+        evicted = []
+        while len(self._by_queue) > self.max:
+            evicted.append(self._by_queue.popitem(last=False)[1])
+        return evicted
+
+    def undecided_before(self, horizon: float) -> list[MessageInfo]:
+        """Possible list posts submitted before `horizon` still waiting for a verdict."""
+        return [m for m in self._by_queue.values() if m.list_like is None and m.time < horizon]
+
+    def expire(self, horizon: float) -> list[MessageInfo]:
+        """Forget messages submitted before `horizon`; returns them."""
+        gone = []
+        while self._by_queue:
+            key, info = next(iter(self._by_queue.items()))
+            if info.time >= horizon:
+                break
+            gone.append(info)
+            del self._by_queue[key]
+        return gone
+
+    def open_queue_ids(self, sender: str, mta: str) -> list[str]:
+        return [
+            m.queue_id for m in self._by_queue.values()
+            if m.sender == sender and m.mta == mta and m.open
+        ]

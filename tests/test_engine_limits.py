@@ -1,0 +1,54 @@
+"""Rate limits: sliding windows per sender; throttled senders get the tight class."""
+
+from __future__ import annotations
+
+from extrusion.config import Limits
+from extrusion.scoring.limits import HOUR, RateState, SlidingCounter
+
+
+def test_sliding_counter_forgets_after_the_window() -> None:
+    c = SlidingCounter(HOUR, 60.0)
+    c.add(5, 0.0)
+    c.add(3, 30.0)
+    c.add(2, 1800.0)
+    assert c.value(1800.0) == 10
+    assert c.value(3599.0) == 10
+    assert c.value(3660.0) == 2  # the first bucket (0-60 s) is wholly out of the window
+    assert c.value(5460.0) == 0
+    assert c.empty
+
+
+def test_recipient_budget_per_hour() -> None:
+    limits = Limits(recipients_per_hour=20)
+    r = RateState()
+    assert r.check(limits, 15, 0, 0.0) is None
+    r.consume(15, 0, 0.0)
+    over = r.check(limits, 6, 0, 10.0)
+    assert over is not None and (over.what, over.limit, over.current) == (
+        "recipients per hour", 20, 15)
+    assert r.check(limits, 5, 0, 10.0) is None
+    assert r.check(limits, 6, 0, HOUR + 61.0) is None  # an hour later the budget is back
+
+
+def test_message_budgets_hour_and_day() -> None:
+    limits = Limits(messages_per_hour=10, messages_per_day=15)
+    r = RateState()
+    for i in range(10):
+        assert r.check(limits, 0, 1, float(i)) is None
+        r.consume(0, 1, float(i))
+    over = r.peek_messages(limits, 20.0)
+    assert over is not None and over.what == "messages per hour"
+    for i in range(5):
+        t = HOUR + 120.0 + i
+        assert r.check(limits, 0, 1, t) is None
+        r.consume(0, 1, t)
+    over = r.check(limits, 0, 1, HOUR + 200.0)
+    assert over is not None and over.what == "messages per day"
+    assert not r.idle(HOUR + 200.0)
+    assert r.idle(HOUR * 26)
+
+
+def test_zero_means_no_limit() -> None:
+    r = RateState()
+    r.consume(10**6, 10**5, 0.0)
+    assert r.check(Limits(), 10**6, 1, 1.0) is None
