@@ -29,6 +29,10 @@ from extrusion.scoring.events import State, StateChange
 log = logging.getLogger("extrusion.policyd")
 
 Opener = Callable[[Config], EngineAPI]
+
+
+class StoreDown(Exception):
+    """The engine reports its store unreachable (it spools meanwhile)."""
 #: How often the senders-by-state gauge is recounted from the store (seconds).
 GAUGE_SECONDS = 60.0
 
@@ -142,6 +146,10 @@ class EngineService(Service):
         if now >= self._next_refresh:
             engine.refresh(now)
             self._next_refresh = now + self.config.store.refresh_seconds
+        # The engine does not raise for an outage (it spools and answers from
+        # memory) but says so; an outage is a failed sync for health and metrics.
+        if not getattr(engine, "store_ok", True):
+            raise StoreDown(getattr(engine, "last_store_error", "") or "store unavailable")
         if self.sender_counts is not None and now >= self._next_gauge:
             self._next_gauge = now + GAUGE_SECONDS
             return self.sender_counts(engine)
@@ -150,6 +158,7 @@ class EngineService(Service):
     def _synced(self, counts: dict[str, int] | None) -> None:
         self.last_sync_ok = time.time()
         self._sync_errors.recovered()
+        self.last_error = ""
         if counts is not None:
             for state in State:
                 self.metrics.senders.labels(state.value).set(counts.get(state.value, 0))

@@ -136,7 +136,7 @@ class QueueActions:
         else:
             ok, detail = self._postsuper(verb, good)
             action = QueueAction(change.sender, verb, good, ok, detail, change)
-        self._record(action)
+        self._record(action, engine)
         return action
 
     def _postsuper(self, verb: str, ids: Sequence[str]) -> tuple[bool, str]:
@@ -156,7 +156,8 @@ class QueueActions:
         detail = " ".join(proc.stderr.split())[:300] or f"exit status {proc.returncode}"
         return proc.returncode == 0, detail
 
-    def _record(self, action: QueueAction) -> None:
+    def _record(self, action: QueueAction, engine: Any) -> None:
+        """Metrics, the audit log line, and an entry in the store's audit trail."""
         result = "ok" if action.ok else "error"
         self.metrics.queue_actions.labels(action.verb, result).inc()
         level = logging.INFO if action.ok else logging.ERROR
@@ -166,5 +167,30 @@ class QueueActions:
             action.verb, action.sender, action.cause.old.value, action.cause.new.value,
             len(action.queue_ids), result, action.detail,
         )
+        store = getattr(engine, "store", None)
+        if store is not None:
+            try:
+                store.add_state_change(audit_entry(action))
+            except Exception as exc:  # the log line above still has it
+                log.error("could not write the queue action to the audit trail: %s", exc)
         if self.audit is not None:
             self.audit(action)
+
+
+def audit_entry(action: QueueAction) -> StateChange:
+    """A queue action as an audit-trail entry: the state does not change (old == new),
+    `who` is "postsuper", and the evidence lists the queue ids acted on."""
+    state = action.cause.new
+    verb = "held" if action.verb == HOLD else "released"
+    outcome = "" if action.ok else " (failed)"
+    return StateChange(
+        time=action.cause.time,
+        sender=action.sender,
+        old=state,
+        new=state,
+        score=action.cause.score,
+        reason=f"{len(action.queue_ids)} queued messages {verb}{outcome}: {action.detail}",
+        who="postsuper",
+        evidence={"queue_action": action.verb, "queue_ids": list(action.queue_ids),
+                  "ok": action.ok},
+    )

@@ -55,7 +55,10 @@ class Metrics:
             ["operation"], registry=r,
         )
         self.log_lines = Counter(
-            "extrusion_maillog_lines", "MTA log lines fed to the parser, by result.",
+            "extrusion_maillog_lines",
+            "MTA log lines: read, parsed (gave events), ignored (of no interest), "
+            "garbled (unreadable, skipped), dropped (arrived while the store was closed "
+            "and the waiting buffer was full).",
             ["result"], registry=r,
         )
         self.senders = Gauge(
@@ -72,7 +75,7 @@ class Metrics:
         self.decision_by_action = {a: self.decisions.labels(a) for a in _ACTION_LABELS}
         for state in State:
             self.senders.labels(state.value)
-        for result in ("read", "skipped"):
+        for result in ("read", "parsed", "ignored", "garbled", "dropped"):
             self.log_lines.labels(result)
 
     def render(self) -> bytes:

@@ -1,0 +1,241 @@
+"""Policy server throughput and latency, extrusion beside postfwd, on one request stream.
+
+    .venv/bin/python benchmarks/policyd.py [--connections 64] [--requests 60000]
+
+Starts `extrusion policyd` (SQLite store in a temp dir) and postfwd2 (Debian
+package `postfwd`) on free loopback ports, each with the same per-sender rate
+limit (500 messages and 2000 recipients an hour per SASL user, answered with
+DEFER_IF_PERMIT 4.7.1), and drives both with the same generated stream of
+RCPT and END-OF-MESSAGE requests over many concurrent connections, the way
+Postfix's smtpd processes do: one request at a time per connection, each
+connection reused. Prints requests/s, p50/p99 latency, the count of each
+answer (both must defer the same heavy senders) and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MESSAGES_PER_HOUR = 500
+RECIPIENTS_PER_HOUR = 2000
+START_TIMEOUT = 30.0
+
+POSTFWD_RULES = f"""\
+id=RCPT01; protocol_state==RCPT; sasl_username=!!^$; \
+action=rate(sasl_username/{RECIPIENTS_PER_HOUR}/3600/DEFER_IF_PERMIT 4.7.1 too many recipients)
+id=MSG01; protocol_state==END-OF-MESSAGE; sasl_username=!!^$; \
+action=rate(sasl_username/{MESSAGES_PER_HOUR}/3600/DEFER_IF_PERMIT 4.7.1 too many messages)
+"""
+
+EXTRUSION_CONFIG = f"""\
+[general]
+log_level = "warning"
+[store]
+url = "sqlite:///{{tmp}}/extrusion.db"
+spool_dir = "{{tmp}}/spool"
+[policyd]
+listen = "tcp:{{port}}:interface=127.0.0.1"
+hold_queued_mail = false
+[api]
+enabled = false
+[milter]
+enabled = false
+[limits.default]
+messages_per_hour = {MESSAGES_PER_HOUR}
+recipients_per_hour = {RECIPIENTS_PER_HOUR}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def request(state: str, user: str, client: str, rcpt: str, count: int, qid: str) -> bytes:
+    return (
+        "request=smtpd_access_policy\n"
+        f"protocol_state={state}\nprotocol_name=ESMTP\nhelo_name=pc.{user}.example\n"
+        f"queue_id={qid}\nsender={user}@customer.example\nrecipient={rcpt}\n"
+        f"recipient_count={count}\nclient_address={client}\nclient_name=unknown\n"
+        f"reverse_client_name=unknown\ninstance={qid}.1\nsasl_method=plain\n"
+        f"sasl_username={user}\nsasl_sender=\nsize={2000 if state != 'RCPT' else 0}\n"
+        "ccert_subject=\nencryption_protocol=TLSv1.3\netrn_domain=\nstress=\n"
+        "server_address=127.0.0.1\nserver_port=587\n\n"
+    ).encode()
+
+
+def stream(total: int, seed: int = 1) -> list[bytes]:
+    """Messages of 1-5 recipients from 2000 customers; 3 bots send a fifth of all mail."""
+    rng = random.Random(seed)
+    users = [f"user{i}" for i in range(2000)]
+    bots = [f"bot{i}" for i in range(3)]
+    out: list[bytes] = []
+    n = 0
+    while len(out) < total:
+        n += 1
+        user = rng.choice(bots) if rng.random() < 0.2 else rng.choice(users)
+        client = f"198.51.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        qid = f"{n:011X}"
+        k = rng.randint(1, 5)
+        for j in range(k):
+            out.append(request("RCPT", user, client, f"r{j}.{n}@remote.example", 0, ""))
+        out.append(request("END-OF-MESSAGE", user, client, "", k, qid))
+    return out[:total]
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float
+    latencies: list[float]
+    answers: Counter[str]
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def pct(self, p: float) -> float:
+        lat = sorted(self.latencies)
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
+
+
+async def _worker(port: int, items: list[bytes], lat: list[float], answers: Counter[str]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    clock = time.perf_counter
+    try:
+        for req in items:
+            t0 = clock()
+            writer.write(req)
+            reply = await reader.readuntil(b"\n\n")
+            lat.append(clock() - t0)
+            answers[reply[7:].split(b" ", 1)[0].strip().decode()] += 1
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def _drive(
+    port: int, reqs: list[bytes], connections: int
+) -> tuple[float, list[float], Counter[str]]:
+    lat: list[float] = []
+    answers: Counter[str] = Counter()
+    # Requests go round-robin to the connections, so each sender's stream is spread
+    # over them as over Postfix's smtpd processes.
+    shares = [reqs[i::connections] for i in range(connections)]
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_worker(port, s, lat, answers) for s in shares))
+    return time.perf_counter() - t0, lat, answers
+
+
+def measure(
+    name: str, port: int, reqs: list[bytes], connections: int, warmup: list[bytes]
+) -> Result:
+    asyncio.run(_drive(port, warmup, connections))
+    seconds, lat, answers = asyncio.run(_drive(port, reqs, connections))
+    return Result(name, seconds, lat, answers)
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"server exited with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
+def run_extrusion(tmp: Path, reqs: list[bytes], warm: list[bytes], connections: int) -> Result:
+    port = free_port()
+    conf = tmp / "extrusion.toml"
+    conf.write_text(EXTRUSION_CONFIG.format(tmp=tmp, port=port))
+    exe = Path(sys.executable).parent / "extrusion"
+    proc = subprocess.Popen([str(exe), "policyd", "--config", str(conf)])
+    try:
+        wait_port(port, proc)
+        return measure("extrusion", port, reqs, connections, warm)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def run_postfwd(tmp: Path, reqs: list[bytes], warm: list[bytes], connections: int) -> Result:
+    binary = shutil.which("postfwd2") or "/usr/sbin/postfwd2"
+    if not os.path.exists(binary):
+        raise SystemExit("postfwd2 not found: install the Debian package postfwd")
+    port, cache_port = free_port(), free_port()
+    rules = tmp / "postfwd.cf"
+    rules.write_text(POSTFWD_RULES)
+    pidfile = tmp / "postfwd.pid"
+    # postfwd2 forks into the background (its rate limits need its cache daemon);
+    # it is stopped below by the pid it writes.
+    subprocess.run(
+        [binary, "--daemon", "--file", str(rules), "--interface", "127.0.0.1",
+         "--port", str(port), "--cache_port", str(cache_port), "--pidfile", str(pidfile),
+         "-u", "nobody", "-g", "nogroup", "--nodns", "--perfmon",
+         "--min_servers", str(connections), "--max_servers", str(connections + 8)],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        return measure("postfwd2", port, reqs, connections, warm)
+    finally:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pidfile.exists():
+            pid = int(pidfile.read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=60000)
+    args = ap.parse_args()
+    reqs = stream(args.requests)
+    warm = stream(2000, seed=2)
+    print(f"{len(reqs)} requests over {args.connections} connections, "
+          f"{os.cpu_count()} cores, loopback")
+    results = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        (tmp / "pf").mkdir()
+        os.chmod(tmp, 0o755)
+        results.append(run_extrusion(tmp, reqs, warm, args.connections))
+        results.append(run_postfwd(tmp / "pf", reqs, warm, args.connections))
+    print(f"{'server':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  answers")
+    for r in results:
+        answers = ", ".join(f"{k} {v}" for k, v in sorted(r.answers.items()))
+        print(f"{r.name:<10} {r.rate:9.0f} {r.pct(0.5):8.2f} {r.pct(0.99):8.2f}  {answers}")
+    ours, theirs = results
+    print(f"throughput ratio extrusion/postfwd2: {ours.rate / theirs.rate:.2f}x; "
+          f"p99 ratio extrusion/postfwd2: {ours.pct(0.99) / theirs.pct(0.99):.2f}")
+
+
+if __name__ == "__main__":
+    main()
