@@ -131,9 +131,10 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         s.end_message()
         if sasl := clean(self._macro(c.MACRO_AUTH_AUTHEN), c.MAX_NAME_CHARS):
             s.sasl_user = sasl
-        if not s.helos and (helo := self._macro(c.MACRO_HELO)):
-            # Sendmail's copy of a HELO pymilter could not decode (it never reached hello()).
-            s.add_helo(helo)
+        if helo := self._macro(c.MACRO_HELO):
+            # Sendmail's copy of the last HELO: new only if pymilter could not
+            # decode that HELO (its C layer fails before hello() is called).
+            s.add_helo_copy(helo)
         envelope_from = bare_address(mailfrom)
         queue_id = clean(self._macro(c.MACRO_QUEUE_ID), c.MAX_NAME_CHARS)
         now = self.rt.clock()
@@ -250,6 +251,22 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         except Exception:
             log.exception("close callback failed")
         return CONTINUE
+
+    # --- negotiation ------------------------------------------------------------------------
+
+    def setsymlist(self, stage: int, *macros: str) -> Any:
+        """Ask the MTA for these macros at `stage`.
+
+        pymilter 1.0.5's own version hands its C module bytes where that wants
+        str, so negotiation raised and fell back to "everything, every reply":
+        no macro list, and the MTA waiting on every header.
+        """
+        if not self._actions & Milter.SETSYMLIST:
+            raise Milter.DisabledAction("SETSYMLIST")
+        names = [n for m in macros for n in m.split()]
+        if len(names) > c.MAX_MACROS_PER_STAGE:
+            raise ValueError(f"at most {c.MAX_MACROS_PER_STAGE} macros per stage")
+        return self._ctx.setsymlist(stage, " ".join(names))
 
     # --- helpers ----------------------------------------------------------------------------
 

@@ -94,6 +94,13 @@ class Session:
         if len(self.helos) < c.MAX_HELOS:
             self.helos.append(clean(raw, c.MAX_HELO_CHARS).strip())
 
+
+    def add_helo_copy(self, raw: str | bytes) -> None:
+        """The MTA's copy of the last HELO; kept only if it is not the last one seen."""
+        helo = clean(raw, c.MAX_HELO_CHARS).strip()
+        if helo and (not self.helos or self.helos[-1] != helo) and len(self.helos) < c.MAX_HELOS:
+            self.helos.append(helo)
+
     def start_message(self, sender: str, envelope_from: str, queue_id: str = "") -> Message:
         self.message = Message(sender=sender, envelope_from=envelope_from, queue_id=queue_id)
         return self.message
