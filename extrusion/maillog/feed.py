@@ -185,6 +185,7 @@ class LogFeed:
                 self._parsers[program] = parser
         if parser is None:
             self.stats.ignored += 1
+            self.joiner.advance(t)
             return
         records = parser(message)
         if records is None:
@@ -192,6 +193,7 @@ class LogFeed:
             return
         if not records:
             self.stats.ignored += 1
+            self.joiner.advance(t)
             return
         self.stats.parsed += 1
         add = self.joiner.add
@@ -201,6 +203,11 @@ class LogFeed:
     def _garbled(self, text: str) -> None:
         self.stats.garbled += 1
         self.stats.examples.append(text.rstrip("\r\n")[:EXAMPLE_CHARS])
+
+    def tick(self, now: float) -> None:
+        """Let pending submissions and idle queue ids expire when no line comes
+        (a quiet syslog feed); `now` in the log's clock."""
+        self.joiner.advance(now)
 
     def finish(self) -> None:
         """Emit what is still waiting (submissions held for their recipient count)."""

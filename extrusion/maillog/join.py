@@ -148,12 +148,17 @@ class Joiner:
 
     # --- entry point ---------------------------------------------------------------------
 
-    def add(self, t: float, host: str, record: Record) -> None:
+    def advance(self, t: float) -> None:
+        """Log time moved on (any line, or the daemon's clock on a quiet syslog feed)."""
         if t > self.now:
             self.now = t
             if t >= self._next_sweep:
                 self._sweep()
                 self._next_sweep = t + _SWEEP_EVERY
+
+    def add(self, t: float, host: str, record: Record) -> None:
+        if t > self.now:
+            self.advance(t)
         if isinstance(record, Delivery):
             self._delivery(t, host, record)
         elif isinstance(record, ClientSeen):
@@ -223,7 +228,7 @@ class Joiner:
             # Re-injected by a content filter with XFORWARD: the original client counts.
             m.client_name, m.client_addr = r.orig_client_name, r.orig_client_addr
             m.inherited = True
-        elif not (m.inherited and _is_loopback(r.client_addr)):
+        elif not (m.inherited and self._is_relay_addr(r.client_addr)):
             m.client_name, m.client_addr = r.client_name, r.client_addr
         if r.sasl_user:
             m.sasl_user = r.sasl_user
@@ -271,12 +276,16 @@ class Joiner:
         if "queued as " not in r.reply:
             return False
         a = _RELAY_ADDR.search(r.relay)
-        if a is None:
-            return False
-        if _is_loopback(a.group(1)):
+        return a is not None and self._is_relay_addr(a.group(1))
+
+    def _is_relay_addr(self, addr: str) -> bool:
+        """Loopback or a configured content filter / second instance."""
+        if _is_loopback(addr):
             return True
+        if not self._handoff_nets:
+            return False
         try:
-            ip = ipaddress.ip_address(a.group(1))
+            ip = ipaddress.ip_address(addr)
         except ValueError:
             return False
         return any(ip in net for net in self._handoff_nets)
@@ -293,7 +302,7 @@ class Joiner:
         if not q:
             return
         child = self._get(m.host, q[-1], t)
-        if m.known and (not child.known or _is_loopback(child.client_addr)):
+        if m.known and (not child.known or self._is_relay_addr(child.client_addr)):
             child.client_name, child.client_addr = m.client_name, m.client_addr
             child.sasl_user = m.sasl_user
             child.inherited = True

@@ -47,7 +47,7 @@ DELIVERY_STATUSES = frozenset({"sent", "deferred", "bounced", "expired"})
 _ADDR = r"<([^>]*)>"
 _DELIVERY = re.compile(
     r"to=" + _ADDR + r", (?:orig_to=" + _ADDR + r", )?relay=([^,]*), .*?"
-    r"dsn=(\d\.\d{1,3}\.\d{1,3}), status=([a-z]+)(?: \((.*)\))?",
+    r"dsn=(\d\.\d{1,3}\.\d{1,3}), status=([a-z]+)(?: \((.*)\)|, returned to sender)?",
     re.DOTALL,
 )
 _CLIENT = re.compile(r"([^\[\s]*)\[([^\]]*)\]")
@@ -170,6 +170,7 @@ def _delivery(qid: str, rest: str) -> Result:
     return (Delivery(qid, to, status, dsn, relay, reply or "", orig_to or ""),)
 
 
+_ENVELOPE_STAGES = frozenset({"MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "BDAT"})
 _REJECT_KINDS = ("reject", "milter-reject", "milter-hold", "hold", "milter-discard", "discard")
 
 
@@ -183,7 +184,9 @@ def _session_reject(rest: str, qid: str) -> Result:
     cut = body.rfind("; from=<")
     if cut < 0:
         # Refused before MAIL FROM (CONNECT, HELO): no envelope, nothing to attribute.
-        return () if " from " in body else None
+        # At a later stage the envelope is always logged: without it the line was cut.
+        stage = body.partition(" ")[0]
+        return None if stage in _ENVELOPE_STAGES or " from " not in body else ()
     head, tail = body[:cut], body[cut + 2 :]
     t = _TAIL.match(tail)
     if t is None:

@@ -35,14 +35,14 @@ Result = tuple[Record, ...] | None
 
 
 def parse(message: str) -> Result:
+    if message.startswith("ruleset="):
+        return _reject("", message)
     colon = message.find(": ")
     if colon < 0:
         return ()
     qid, rest = message[:colon], message[colon + 2 :]
     if rest.startswith("ruleset="):
         return _reject(qid, rest)
-    if qid.startswith("ruleset="):
-        return _reject("", message)
     if not _QID.fullmatch(qid):
         return ()
     if rest.startswith("from="):
@@ -80,7 +80,8 @@ def _strip(addr: str) -> str:
 
 def _from(qid: str, rest: str) -> Result:
     f = _fields(rest)
-    if "size" not in f or not f["size"].isdigit():
+    # relay= always ends the line: without it the line was cut short.
+    if "relay" not in f or not f.get("size", "").isdigit():
         return None
     out: list[Record] = [
         Queued(qid, _strip(f["from"]), int(f["size"]), int(f.get("nrcpts", "0") or 0))
