@@ -140,9 +140,12 @@ class Engine:
             self._senders[key] = mem
             self._classify_sender(mem)
             self._touch(mem)
+            if mem.config_pin is not None:
+                self._evaluate(mem, now)  # a config override pins it from the first sight
         elif client_addr and client_addr != mem.client_addr:
             mem.client_addr = client_addr
             self._classify_sender(mem)
+            self._evaluate(mem, now)
         if now > mem.last_seen:
             mem.last_seen = now
         return mem
@@ -409,19 +412,25 @@ class Engine:
     ) -> Decision:
         if now is None:
             now = self.clock()
+        changed: object = None
         with self._lock:
             mem = self._senders.get(sender)
-            if mem is None and count and stage in (Stage.RCPT, Stage.EOM):
+            if mem is None and (self.overrides or count and stage in (Stage.RCPT, Stage.EOM)):
                 mem = self._mem(sender, now, client_addr)
+                changed = True
+            elif mem is not None and mem.state is not State.OK:
+                changed = self._evaluate(mem, now)  # the evidence may have decayed since
             d = self._decide(mem, sender, stage, recipient_count, now, count, helos,
                              client_addr, envelope_from)
             monitor = self.config.general.monitor_only or (
                 mem is not None and self._pin(mem) == "monitor"
             )
             if monitor and not d.is_continue:
-                return answer.proceed(d.state, d.score,
-                                      f"monitor only, would {d.action.value}: {d.reason}")
-            return d
+                d = answer.proceed(d.state, d.score,
+                                   f"monitor only, would {d.action.value}: {d.reason}")
+        if changed is not None:
+            self._dispatch()
+        return d
 
     def _decide(self, mem: SenderMemory | None, sender: str, stage: Stage, rcpts: int,
                 now: float, count: bool, helos: tuple[str, ...], client_addr: str,
@@ -472,6 +481,8 @@ class Engine:
         if over is not None:
             cls = "throttled" if state is State.THROTTLED else mem.cls
             reason = f"rate limit [{cls}] {over.what}: {over.current}/{over.limit}"
+            if state is State.THROTTLED:
+                reason = f"throttled (score {score:.1f}): {mem.reason}; {reason}"
             shown = why if state is State.THROTTLED else f"too many {over.what}"
             return answer.rate_limited(state, score, shown, reason)
         if count:
@@ -681,6 +692,9 @@ class Engine:
                 self._changed(mem, now)
         for info in self._messages.expire(now - MESSAGE_MEMORY_SECONDS):
             self._settle_forgotten(info, now)
+        for mem in list(self._senders.values()):
+            if mem.state is not State.OK:
+                self._evaluate(mem, now)  # fall back as evidence decays, even without traffic
         idle = [
             k for k, m in self._senders.items()
             if k not in self._dirty and m.state is State.OK and not self._pin(m)

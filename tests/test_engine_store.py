@@ -1,0 +1,214 @@
+"""The engine with its store, on both backends: agreement between processes, outages.
+
+The outage is real: a SQLite file locked by another connection (every write
+fails with "database is locked"), or a PostgreSQL database that refuses
+connections and has its sessions terminated.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from extrusion.config import Config, from_dict
+from extrusion.scoring.engine import Engine, open_engine
+from extrusion.scoring.events import (
+    Action,
+    OperatorAction,
+    OperatorVerb,
+    Outcome,
+    Stage,
+    State,
+    StateChange,
+    Status,
+    Submission,
+)
+from extrusion.scoring.store import Store
+
+T0 = 1_700_000_000.0
+BOT = "ip:192.0.2.66"
+PG_ADMIN_URL = os.environ.get(
+    "EXTRUSION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_config(url: str, tmp_path: Path, mta: str, **store: Any) -> Config:
+    return from_dict({
+        "general": {"hostname": mta},
+        "store": {"url": url, "spool_dir": str(tmp_path / f"spool-{mta}"), **store},
+    })
+
+
+def feed_failures(engine: Engine, clock: Clock, sender: str, n: int, tag: str) -> None:
+    for i in range(n):
+        clock.t += 1.0
+        r = f"{tag}{i}@example.org"
+        engine.submission(Submission(clock.t, sender, f"{tag}{i:05d}", "bot@example.net", (r,)))
+        engine.outcome(Outcome(clock.t, f"{tag}{i:05d}", r, Status.BOUNCED, "5.1.1",
+                               "550 5.1.1 user unknown", sender=sender))
+
+
+@pytest.fixture
+def two_mtas(store_url: str, tmp_path: Path) -> Iterator[tuple[Engine, Engine, Clock]]:
+    clock = Clock()
+    a = open_engine(make_config(store_url, tmp_path, "mx1"), clock)
+    b = open_engine(make_config(store_url, tmp_path, "mx2"), clock)
+    yield a, b, clock
+    a.close()
+    b.close()
+
+
+def test_two_mtas_sum_their_evidence_and_agree(two_mtas: tuple[Engine, Engine, Clock]) -> None:
+    a, b, clock = two_mtas
+    heard_a: list[StateChange] = []
+    a.add_listener(heard_a.append)
+    feed_failures(a, clock, BOT, 12, "a")  # each MTA alone sees only "watch"
+    feed_failures(b, clock, BOT, 12, "b")
+    assert a.decide(BOT, Stage.RCPT, count=False).state is State.WATCH
+    a.flush()
+    b.flush()  # b's write adds to a's: the stored score is the sum
+    assert b.decide(BOT, Stage.RCPT, count=False).state is State.THROTTLED
+    b.flush()
+    a.refresh()
+    d = a.decide(BOT, Stage.RCPT, count=False)
+    assert d.state is State.THROTTLED and d.score == pytest.approx(
+        b.decide(BOT, Stage.RCPT, count=False).score, rel=1e-6)
+    assert [c.new for c in heard_a][-1] is State.THROTTLED
+    trail = b.store.state_changes(BOT)
+    assert [c.new for c in trail].count(State.THROTTLED) == 1  # audited once, by b
+
+
+def test_operator_pin_on_one_mta_reaches_the_other(two_mtas: tuple[Engine, Engine, Clock]) -> None:
+    a, b, clock = two_mtas
+    a.operator(OperatorAction(clock.t, BOT, OperatorVerb.BLOCK, "kim", "spam run"))
+    a.flush()
+    assert b.decide(BOT, Stage.MAIL).is_continue  # not yet refreshed
+    b.refresh()
+    assert b.decide(BOT, Stage.MAIL).action is Action.REJECT
+    a.operator(OperatorAction(clock.t, BOT, OperatorVerb.RELEASE, "kim", "cleaned"))
+    a.flush()
+    b.refresh()
+    assert b.decide(BOT, Stage.MAIL).is_continue
+
+
+def test_a_restarted_engine_remembers_states(store_url: str, tmp_path: Path) -> None:
+    clock = Clock()
+    cfg = make_config(store_url, tmp_path, "mx1")
+    e = open_engine(cfg, clock)
+    feed_failures(e, clock, BOT, 25, "r")
+    e.close()
+    again = open_engine(cfg, clock)
+    try:
+        assert again.decide(BOT, Stage.RCPT, count=False).state is State.THROTTLED
+    finally:
+        again.close()
+
+
+# --- outages ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def outage(url: str) -> Iterator[None]:
+    """Make the store refuse service for real, and bring it back afterwards."""
+    if url.startswith("sqlite"):
+        path = sa.make_url(url).database
+        assert path
+        holder = sqlite3.connect(path, isolation_level=None, timeout=5)
+        holder.execute("BEGIN EXCLUSIVE")  # every other writer now times out: locked
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    name = sa.make_url(url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+        yield
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+
+
+def test_store_outage_spools_answers_from_memory_and_recovers(
+    store_url: str, tmp_path: Path
+) -> None:
+    clock = Clock()
+    cfg = make_config(store_url, tmp_path, "mx1", busy_timeout_ms=200)
+    engine = open_engine(cfg, clock)
+    try:
+        feed_failures(engine, clock, BOT, 10, "before")
+        engine.flush()
+        assert engine.store_ok and len(engine.spool) == 0
+        with outage(store_url):
+            feed_failures(engine, clock, BOT, 15, "during")  # 25 distinct failures in all
+            engine.flush()
+            assert not engine.store_ok
+            assert "store unavailable" in engine.last_store_error
+            assert len(engine.spool) == 1
+            # Decisions keep coming, from memory.
+            assert engine.decide(BOT, Stage.RCPT, count=False).state is State.THROTTLED
+            engine.operator(OperatorAction(clock.t, BOT, OperatorVerb.HOLD, "kim", "during"))
+            engine.flush()
+            engine.refresh()  # fails quietly too
+            assert len(engine.spool) == 2
+            assert engine.decide(BOT, Stage.EOM).action is Action.HOLD
+        engine.flush()  # the store is back: spool first, in order, then the new queue
+        assert engine.store_ok and len(engine.spool) == 0
+        store = engine.store
+        msgs = store.messages(BOT)
+        assert len(msgs) == 25
+        assert sum(1 for m in msgs for r in m.recipients if r.status == "bounced") == 25
+        row = store.sender(BOT)
+        assert row is not None and row.state == "held" and row.pinned == "hold"
+        assert row.score_at(clock.t, cfg.scoring.half_life_seconds) == pytest.approx(
+            engine.decide(BOT, Stage.CONNECT).score, rel=1e-6)
+        assert [c.new for c in store.state_changes(BOT)] == [
+            State.WATCH, State.THROTTLED, State.HELD]
+    finally:
+        engine.close()
+
+
+def test_engine_starts_while_the_store_is_down(store_url: str, tmp_path: Path) -> None:
+    clock = Clock()
+    cfg = make_config(store_url, tmp_path, "mx1", busy_timeout_ms=200)
+    Store(store_url).close()
+    with outage(store_url):
+        engine = open_engine(cfg, clock)
+        try:
+            assert not engine.store_ok
+            feed_failures(engine, clock, BOT, 21, "cold")
+            assert engine.decide(BOT, Stage.CONNECT).state is State.THROTTLED
+            engine.flush()
+            assert len(engine.spool) == 1
+        except BaseException:
+            engine.close()
+            raise
+    try:
+        engine.refresh()
+        engine.flush()
+        assert engine.store_ok and len(engine.spool) == 0
+        assert len(engine.store.messages(BOT)) == 21
+    finally:
+        engine.close()
