@@ -208,21 +208,3 @@ class Report:
 
     def __post_init__(self) -> None:
         _set(self, "source", clean(self.source))
-
-
-def classify(kinds: set[str] | frozenset[str], misconfigured: bool = False) -> Category:
-    """The category of a sender from the kinds of its findings.
-
-    Virus evidence wins over spam (a worm also fails a lot); a rejection
-    daemon is misconfigured only if nothing else is wrong with it.
-    """
-    if kinds & VIRUS_FINDINGS:
-        return Category.VIRUS
-    if misconfigured or (kinds and kinds <= MISCONFIGURED_FINDINGS):
-        return Category.MISCONFIGURED
-    return Category.SPAM
-
-
-# Finding kinds as the engine names them (extrusion.scoring.heuristics).
-VIRUS_FINDINGS = frozenset({"helo_anomaly", "virus_rejection"})
-MISCONFIGURED_FINDINGS = frozenset({"rejection_daemon", "misconfigured"})

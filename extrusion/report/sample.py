@@ -122,7 +122,7 @@ def classic_scenario() -> Report:
             Finding("failed_recipients", "15 distinct recipients failed within 1 hour", 15.0,
                     {"failed": 15, "window_seconds": 3600,
                      "examples": ["0930456496@yahoo.com", "09365874588@fdf.sdfads"]}),
-            Finding("extra_mailing_list", "4 different list-like mailings from one sender",
+            Finding("mailing_lists", "4 different list-like mailings from one sender",
                     30.0, {"lists": 4}),
         ),
         messages=bot_msgs,
@@ -165,7 +165,7 @@ def classic_scenario() -> Report:
             "4 different HELO names from one client",
         ),
         findings=(
-            Finding("helo_anomaly", "HELO under the MAIL FROM domain from a client outside it",
+            Finding("helo_anomalies", "HELO under the MAIL FROM domain from a client outside it",
                     40.0, {"helos": [h for h, *_ in worm_helos], "client": "198.51.100.23"}),
         ),
         messages=worm_msgs,
@@ -192,7 +192,7 @@ def classic_scenario() -> Report:
         category=Category.MISCONFIGURED,
         reasons=("automatic replies sent with a return path (not <>), to forged senders",),
         findings=(
-            Finding("rejection_daemon", "auto-replies without a null return path", 0.0,
+            Finding("misconfigured", "auto-replies without a null return path", 0.0,
                     {"auto_submitted": "auto-replied", "replies": 3}),
         ),
         messages=daemon_msgs,

@@ -76,6 +76,8 @@ def more_messages(n: int) -> str:
 def _evidence(finding: Finding) -> str:
     parts = []
     for key, value in finding.evidence.items():
+        if value == [] or value == "":
+            continue
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value)
         parts.append(f"{key}={value}")
@@ -103,12 +105,10 @@ def sender_lines(
         lines.append("Reasons:")
         lines.extend(f"  - {reason}" for reason in s.reasons)
     if s.findings:
-        lines.append("Findings:")
-        for f in s.findings:
-            detail = _evidence(f)
-            lines.append(f"  - {f.kind} (+{f.score:.1f}): {f.summary}")
-            if detail:
-                lines.append(f"      {detail}")
+        # The sentences are the reasons above; this is the data behind them.
+        lines.append("Evidence:")
+        lines.extend(f"  - {f.kind} +{f.score:.1f}: {_evidence(f)}".rstrip(": ")
+                     for f in s.findings)
     if s.changes:
         lines.append("State changes:")
         lines.extend(

@@ -1,0 +1,136 @@
+"""The engine's findings in plain words, for the abuse desk and the customer they call.
+
+The engine stores each finding as `{kind: {count, weight, examples, first,
+last, ...}}` on the sender (`extrusion.scoring.judge`). This module turns
+that into a sentence per finding and picks what the report calls the
+sender's category (spam, virus, misconfigured). Unknown kinds still get a
+sentence, so a new heuristic never disappears from the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from extrusion.report.model import Category, Finding
+from extrusion.report.times import iso
+
+# Finding kinds as the engine names them (extrusion.scoring.judge).
+FAILED = "failed_recipients"
+TRIGGER = "too_many_failures"
+SPAM_REJECTIONS = "spam_rejections"
+VIRUS_REJECTIONS = "virus_rejections"
+MISCONFIGURED = "misconfigured"
+LISTS = "mailing_lists"
+DISCOUNTED = "list_failures_discounted"
+HELO = "helo_anomalies"
+SPAM_VERDICTS = "spam_verdicts"
+OWN_NETWORK = "own_network_inbound"
+
+VIRUS_KINDS = frozenset({HELO, VIRUS_REJECTIONS})
+
+# Bookkeeping fields of a stored finding that the evidence column need not repeat.
+_BOOKKEEPING = ("weight",)
+# Fields holding POSIX times, shown as ISO-8601.
+_TIMES = ("first", "last")
+
+
+def _examples(f: Mapping[str, Any], n: int = 3) -> str:
+    ex = [str(e) for e in f.get("examples", [])][:n]
+    return ", ".join(ex)
+
+
+def _n(f: Mapping[str, Any], key: str = "count") -> int:
+    value = f.get(key, 0)
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def summary(kind: str, f: Mapping[str, Any]) -> str:
+    """One sentence saying what the finding means."""
+    ex = _examples(f)
+    eg = f" (e.g. {ex})" if ex else ""
+    if kind == FAILED:
+        return f"{_plural(_n(f), 'delivery', 'deliveries')} to distinct recipients failed{eg}"
+    if kind == TRIGGER:
+        return (
+            f"more than {_n(f, 'trigger')} distinct recipients failed within the window "
+            f"({_n(f, 'failed_recipients')} so far): mail to ancient or invented addresses"
+        )
+    if kind == SPAM_REJECTIONS:
+        return f"{_plural(_n(f), 'recipient', 'recipients')} refused as spam by remote filters{eg}"
+    if kind == VIRUS_REJECTIONS:
+        return f"{_plural(_n(f), 'recipient', 'recipients')} refused as a virus by remote sites{eg}"
+    if kind == HELO:
+        return f"suspect HELO, as mass-mailing viruses say it: {ex}" if ex else "suspect HELO"
+    if kind == LISTS:
+        lists = _n(f, "lists")
+        if lists > 1:
+            return f"{lists} different mailing lists from one sender{eg}"
+        return f"a mailing list: most destinations work, its failures are discounted{eg}"
+    if kind == DISCOUNTED:
+        return f"{_plural(_n(f, 'discounted'), 'failure', 'failures')} of list posts discounted"
+    if kind == MISCONFIGURED:
+        n = _n(f, "failed_auto_replies")
+        return (
+            f"a rejection daemon: {_plural(n, 'automatic reply', 'automatic replies')} sent "
+            f"without <> failed{eg}"
+        )
+    if kind == SPAM_VERDICTS:
+        return f"{_plural(_n(f), 'message', 'messages')} marked as spam by the spam filter"
+    if kind == OWN_NETWORK:
+        return f"one of our own customer ranges seen arriving from outside{eg}"
+    return f"{kind.replace('_', ' ')}: {_n(f)}{eg}"
+
+
+def findings(stored: Mapping[str, Any]) -> tuple[Finding, ...]:
+    """The stored findings as report findings, heaviest first."""
+    out = []
+    for kind, f in stored.items():
+        if not isinstance(f, Mapping):
+            f = {"value": f}
+        weight = f.get("weight", 0.0)
+        score = float(weight) if isinstance(weight, int | float) else 0.0
+        evidence = {
+            k: iso(v) if k in _TIMES and isinstance(v, int | float) else v
+            for k, v in f.items()
+            if k not in _BOOKKEEPING
+        }
+        out.append(Finding(str(kind), summary(str(kind), f), score, evidence))
+    out.sort(key=lambda x: (-x.score, x.kind))
+    return tuple(out)
+
+
+def is_rejection_daemon(stored: Mapping[str, Any]) -> bool:
+    f = stored.get(MISCONFIGURED)
+    return isinstance(f, Mapping) and bool(f.get("rejection_daemon"))
+
+
+def category(stored: Mapping[str, Any], flagged: bool) -> Category:
+    """Virus evidence wins (a worm fails a lot too); a rejection daemon that nothing
+    else flagged is misconfigured; everything else flagged is spam."""
+    weighty = {k for k, f in stored.items() if isinstance(f, Mapping) and f.get("weight", 0)}
+    if weighty & VIRUS_KINDS:
+        return Category.VIRUS
+    if not flagged and is_rejection_daemon(stored):
+        return Category.MISCONFIGURED
+    return Category.SPAM
+
+
+def reasons(found: tuple[Finding, ...], pinned: str | None = None, pinned_by: str | None = None,
+            pinned_reason: str | None = None, changes: Sequence[str] = ()) -> tuple[str, ...]:
+    """The reasons a person reads first: an operator's pin, then what weighed, else
+    the reason of the latest flagging state change (`changes`, oldest first)."""
+    out = []
+    if pinned:
+        who = f" by {pinned_by}" if pinned_by else ""
+        why = f": {pinned_reason}" if pinned_reason else ""
+        out.append(f"pinned to {pinned}{who}{why}")
+    out += [f.summary for f in found if f.score > 0 or f.kind in (TRIGGER, MISCONFIGURED)]
+    if not out and changes:
+        # Nothing weighs now (released, or the evidence decayed): say why it was flagged.
+        out.append(changes[-1])
+    return tuple(out)
