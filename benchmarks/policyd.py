@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +53,7 @@ spool_dir = "{{tmp}}/spool"
 listen = "tcp:{{port}}:interface=127.0.0.1"
 hold_queued_mail = false
 [api]
-enabled = false
+listen = "tcp:{{api_port}}:interface=127.0.0.1"
 [milter]
 enabled = false
 [limits.default]
@@ -163,14 +165,33 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
+def wait_engine(api_port: int, proc: subprocess.Popen[bytes]) -> None:
+    """The policy port answers before the store is open (with the default action):
+    measure only once /healthz says the engine judges."""
+    deadline = time.monotonic() + START_TIMEOUT
+    url = f"http://127.0.0.1:{api_port}/healthz"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"extrusion exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit("extrusion's engine did not open")
+
+
 def run_extrusion(tmp: Path, reqs: list[bytes], warm: list[bytes], connections: int) -> Result:
-    port = free_port()
+    port, api_port = free_port(), free_port()
     conf = tmp / "extrusion.toml"
-    conf.write_text(EXTRUSION_CONFIG.format(tmp=tmp, port=port))
+    conf.write_text(EXTRUSION_CONFIG.format(tmp=tmp, port=port, api_port=api_port))
     exe = Path(sys.executable).parent / "extrusion"
     proc = subprocess.Popen([str(exe), "policyd", "--config", str(conf)])
     try:
         wait_port(port, proc)
+        wait_engine(api_port, proc)
         return measure("extrusion", port, reqs, connections, warm)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -188,8 +209,10 @@ def run_postfwd(tmp: Path, reqs: list[bytes], warm: list[bytes], connections: in
     # postfwd2 forks into the background (its rate limits need its cache daemon);
     # it is stopped below by the pid it writes.
     subprocess.run(
-        [binary, "--daemon", "--file", str(rules), "--interface", "127.0.0.1",
-         "--port", str(port), "--cache_port", str(cache_port), "--pidfile", str(pidfile),
+        [binary, "--daemon", "--file", str(rules),
+         "--server_socket", f"tcp:127.0.0.1:{port}",
+         # Without a TCP cache socket its children find no cache daemon, and rate() is void.
+         "--cache_socket", f"tcp:127.0.0.1:{cache_port}", "--pidfile", str(pidfile),
          "-u", "nobody", "-g", "nogroup", "--nodns", "--perfmon",
          "--min_servers", str(connections), "--max_servers", str(connections + 8)],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
