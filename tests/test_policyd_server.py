@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from twisted.internet import defer, threads
@@ -99,7 +99,7 @@ def exchange(port: int, data: bytes, n: int, *, bytewise: bool = False) -> list[
 class ServerCase(unittest.TestCase):
     """Starts the whole daemon on loopback with a SQLite store in a temp dir."""
 
-    sections: dict[str, dict[str, Any]] = {}
+    sections: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @pytest.fixture(autouse=True)
     def _tmp(self, tmp_path: Path) -> None:
@@ -199,7 +199,7 @@ def _disconnect_mid_request(port: int) -> list[bytes]:
 
 
 class ConnectionTests(ServerCase):
-    sections = {"policyd": {"idle_timeout": 0.5}}
+    sections: ClassVar[dict[str, dict[str, Any]]] = {"policyd": {"idle_timeout": 0.5}}
 
     @defer.inlineCallbacks
     def test_bad_clients_do_not_disturb_a_good_one(self) -> Any:
@@ -244,7 +244,9 @@ def _refused(port: int) -> bytes:
 
 
 class AllowedClientsTests(ServerCase):
-    sections = {"policyd": {"allowed_clients": ["10.0.0.0/8"]}}
+    sections: ClassVar[dict[str, dict[str, Any]]] = {
+        "policyd": {"allowed_clients": ["10.0.0.0/8"]}
+    }
 
     @defer.inlineCallbacks
     def test_loopback_is_refused_when_not_allowed(self) -> Any:
