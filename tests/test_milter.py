@@ -1,36 +1,41 @@
-"""The milter driven by pymilter's TestCtx: events reaching the engine, replies going back."""
+"""The milter driven by pymilter's TestCtx against the real engine (SQLite store in tmp_path).
+
+Each test plays SMTP sessions through the callbacks and checks three things:
+the replies the MTA gets, the events that reach the engine, and what the
+engine made of them (its answers and the rows in its store).
+"""
 
 from __future__ import annotations
 
+import io
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import Milter
 import pytest
 from Milter import testctx
 
+from extrusion import config as configmod
 from extrusion.milter.adapter import ExtrusionMilter, Runtime, Settings
 from extrusion.milter.guard import EngineGuard
-from extrusion.scoring.events import (
-    Action,
-    Connection,
-    Decision,
-    OperatorAction,
-    Outcome,
-    Stage,
-    State,
-    StateChange,
-    Submission,
-)
+from extrusion.scoring.engine import Engine, open_engine
+from extrusion.scoring.events import Connection, Decision, Stage, Submission
 
-NOW = 1_700_000_000.0
 # Every protocol step TestCtx knows, without the "no reply" ones: TestCtx takes
 # a NOREPLY answer for a hang-up, so it plays an MTA that does not offer them.
 NO_NR = 0x1FFFFF & ~(
     Milter.P_NR_CONN | Milter.P_NR_HELO | Milter.P_NR_MAIL | Milter.P_NR_RCPT
     | Milter.P_NR_DATA | Milter.P_NR_UNKN | Milter.P_NR_EOH | Milter.P_NR_BODY | Milter.P_NR_HDR
 )
+MTA = "mta1.example"
+OVERRIDES = [
+    {"match": "sasl:blocked@example.net", "action": "block", "reason": "abuse desk ticket 1234"},
+    {"match": "sasl:held@example.net", "action": "hold", "reason": "abuse desk ticket 1235"},
+    {"match": "sasl:tiny@example.net", "action": "limits", "limits": "tiny"},
+]
 
 
 class Ctx(testctx.TestCtx):  # type: ignore[misc]
@@ -62,100 +67,112 @@ class Ctx(testctx.TestCtx):  # type: ignore[misc]
         self.changed.append((name, idx, value))
 
 
-def decision(action: Action, state: State = State.OK, **kw: object) -> Decision:
-    codes = {
-        Action.TEMPFAIL: (451, "4.7.1", "Too many failed recipients, try again later"),
-        Action.REJECT: (550, "5.7.1", "Sender blocked by provider"),
-    }
-    code, enhanced, text = codes.get(action, (250, "2.0.0", ""))
-    values: dict[str, object] = {"smtp_code": code, "enhanced_code": enhanced, "text": text,
-                                 "reason": f"test {action.value}"}
-    values.update(kw)
-    return Decision(action, state, 3.0, **values)  # type: ignore[arg-type]
+class RawCtx(Ctx):
+    """Like pymilter's C layer: a macro that is not UTF-8 raises UnicodeDecodeError."""
+
+    def getsymval(self, name: str) -> str | None:
+        value = super().getsymval(name)
+        if isinstance(value, bytes):
+            return value.decode("utf-8")  # raises, carrying the raw bytes
+        return value  # type: ignore[no-any-return]
 
 
-@dataclass
-class RecordingEngine:
-    """Implements EngineAPI; answers from a script and records every call."""
+class Observed:
+    """The real engine, with the events and questions it receives kept for the test.
 
-    answers: dict[Stage, Decision] = field(default_factory=dict)
-    connections: list[Connection] = field(default_factory=list)
-    submissions: list[Submission] = field(default_factory=list)
-    decides: list[tuple[str, Stage, int, dict[str, object]]] = field(default_factory=list)
-    fail: Callable[[], None] | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    `fail`, when set, runs before each call: the fault-injection tests use it to
+    make the engine raise, the one fault that cannot be caused for real.
+    """
 
-    def _maybe_fail(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.connections: list[Connection] = []
+        self.submissions: list[Submission] = []
+        self.decides: list[tuple[str, Stage, int, dict[str, Any], Decision]] = []
+        self.fail: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+
+    def _check(self) -> None:
         if self.fail is not None:
             self.fail()
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
     def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
-        self._maybe_fail()
-        return f"sasl:{sasl_user}" if sasl_user else f"ip:{client_addr}"
+        self._check()
+        return self.engine.sender_key(client_addr=client_addr, sasl_user=sasl_user)
 
     def connection(self, event: Connection) -> None:
-        self._maybe_fail()
-        with self.lock:
+        self._check()
+        with self._lock:
             self.connections.append(event)
+        self.engine.connection(event)
 
     def submission(self, event: Submission) -> None:
-        self._maybe_fail()
-        with self.lock:
+        self._check()
+        with self._lock:
             self.submissions.append(event)
-
-    def outcome(self, event: Outcome) -> None:
-        raise AssertionError("the milter never reports outcomes")
-
-    def operator(self, event: OperatorAction) -> StateChange | None:
-        raise AssertionError("the milter never acts as an operator")
+        self.engine.submission(event)
 
     def decide(self, sender: str, stage: Stage, recipient_count: int = 1,
-               now: float | None = None, **kw: object) -> Decision:
-        self._maybe_fail()
-        with self.lock:
-            self.decides.append((sender, stage, recipient_count, dict(kw, now=now)))
-        return self.answers.get(stage, decision(Action.CONTINUE))
+               now: float | None = None, **kw: Any) -> Decision:
+        self._check()
+        d = self.engine.decide(sender, stage, recipient_count, now, **kw)
+        with self._lock:
+            self.decides.append((sender, stage, recipient_count, dict(kw, now=now), d))
+        return d
 
-    def undelivered_queue_ids(self, sender: str, mta: str = "") -> list[str]:
-        return []
 
-    def add_listener(self, listener: Callable[[StateChange], None]) -> None:
-        pass
+def make_config(tmp_path: Path, **milter: Any) -> configmod.Config:
+    return configmod.from_dict({
+        "general": {"hostname": MTA},
+        "store": {"url": f"sqlite:///{tmp_path / 'extrusion.db'}",
+                  "spool_dir": str(tmp_path / "spool")},
+        "milter": milter,
+        "limits": {"tiny": {"recipients_per_hour": 1}},
+        "overrides": OVERRIDES,
+    })
 
-    def refresh(self, now: float | None = None) -> None:
-        pass
 
-    def flush(self) -> None:
-        pass
+class Milters:
+    """Builds the milter process: real engine, guard, and Milter.factory for TestCtx."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.now = time.time()
+        self.engine: Observed | None = None
+        self.guard: EngineGuard | None = None
+
+    def start(self, **milter: Any) -> Observed:
+        config = make_config(self.tmp_path, **milter)
+        self.engine = Observed(open_engine(config, clock=lambda: self.now))
+        self.guard = EngineGuard(self.engine, timeout=milter.get("engine_timeout", 2.0))
+        runtime = Runtime(self.guard, Settings.from_config(config), clock=lambda: self.now)
+        Milter.factory = lambda: ExtrusionMilter(runtime)
+        return self.engine
 
     def close(self) -> None:
-        pass
+        if self.guard is not None:
+            self.guard.close()  # closes the engine too
+            self.guard = None
 
 
 @pytest.fixture
-def engine() -> RecordingEngine:
-    return RecordingEngine()
+def milters(tmp_path: Path) -> Iterator[Milters]:
+    m = Milters(tmp_path)
+    yield m
+    m.close()
 
 
 @pytest.fixture
-def make_ctx(engine: RecordingEngine) -> Iterator[Callable[..., Ctx]]:
-    guards: list[EngineGuard] = []
-
-    def make(**settings: object) -> Ctx:
-        guard = EngineGuard(engine, timeout=2.0)
-        guards.append(guard)
-        runtime = Runtime(guard, Settings(mta="mta1.example", **settings),  # type: ignore[arg-type]
-                          clock=lambda: NOW)
-        Milter.factory = lambda: ExtrusionMilter(runtime)
-        return Ctx()
-
-    yield make
-    for g in guards:
-        g.close()
+def engine(milters: Milters) -> Observed:
+    return milters.start()
 
 
-def send(ctx: Ctx, *, sasl: str = "", ip: str = "192.0.2.10", helo: str = "pc1.example.net",
-         mail: str = "<alice@example.net>", rcpts: tuple[str, ...] = ("<bob@example.org>",),
+def send(ctx: Ctx, *, sasl: str | bytes = "", ip: str = "192.0.2.10",
+         helo: str = "pc1.example.net", mail: str = "<alice@example.net>",
+         rcpts: tuple[str, ...] = ("<bob@example.org>",),
          headers: tuple[tuple[str, str], ...] = (), queue_id: str | bytes = "4ABC123",
          ) -> list[int]:
     """One SMTP session with one message; returns the reply of each step."""
@@ -171,18 +188,23 @@ def send(ctx: Ctx, *, sasl: str = "", ip: str = "192.0.2.10", helo: str = "pc1.e
     for name, value in headers:
         rcs.append(ctx._header(name, value))
     rcs.append(ctx._eoh())
-    rcs.append(ctx._feed_body(__import__("io").BytesIO(b"hello\r\n" * 10)))
+    rcs.append(ctx._feed_body(io.BytesIO(b"hello\r\n" * 10)))
     rcs.append(ctx._eom())
     return rcs
+
+
+def stored(engine: Observed, sender: str) -> list[Any]:
+    engine.flush()
+    return engine.engine.store.messages(sender)
 
 
 # --- events ---------------------------------------------------------------------------------
 
 
 def test_accepted_message_reaches_the_engine_as_connection_and_submission(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
+    engine: Observed, milters: Milters
 ) -> None:
-    ctx = make_ctx()
+    ctx = Ctx()
     rcs = send(ctx, sasl="alice@example.net",
                rcpts=("<bob@example.org>", "carol@example.com", "<dave@example.com>"),
                headers=(("Received", "from a"), ("Received", "from b"),
@@ -192,127 +214,154 @@ def test_accepted_message_reaches_the_engine_as_connection_and_submission(
     assert set(rcs) == {Milter.CONTINUE}
     assert ctx._reply is None and ctx.quarantined == []
     (conn,) = engine.connections
-    assert conn == Connection(time=NOW, client_addr="192.0.2.10",
+    assert conn == Connection(time=milters.now, client_addr="192.0.2.10",
                               client_name="client.example.net", helos=("pc1.example.net",),
-                              sasl_user="alice@example.net", mta="mta1.example")
+                              sasl_user="alice@example.net", mta=MTA)
     (sub,) = engine.submissions
-    assert sub.sender == "sasl:alice@example.net"
-    assert sub.queue_id == "4ABC123"
-    assert sub.envelope_from == "alice@example.net"
+    assert (sub.sender, sub.queue_id, sub.envelope_from, sub.mta) == (
+        "sasl:alice@example.net", "4ABC123", "alice@example.net", MTA)
     assert sub.recipients == ("bob@example.org", "carol@example.com", "dave@example.com")
-    assert sub.headers.received_count == 2
-    assert sub.headers.precedence == "bulk"
-    assert sub.headers.list_id == "<news.example.net>"
+    assert (sub.headers.received_count, sub.headers.precedence, sub.headers.list_id) == (
+        2, "bulk", "<news.example.net>")
     assert sub.message_id == "<m1@example.net>"
-    assert sub.helos == ("pc1.example.net",)
-    assert sub.size > 70  # headers + 70 body bytes, the body itself is not kept
-    assert [(s, st, n) for s, st, n, _ in engine.decides] == [
+    assert sub.size > 70  # headers + 70 body bytes; the body itself is not kept
+    assert [(s, st, n) for s, st, n, _kw, _d in engine.decides] == [
         ("sasl:alice@example.net", Stage.MAIL, 0),
         ("sasl:alice@example.net", Stage.RCPT, 1),
         ("sasl:alice@example.net", Stage.RCPT, 1),
         ("sasl:alice@example.net", Stage.RCPT, 1),
         ("sasl:alice@example.net", Stage.EOM, 3),
     ]
-    assert all(kw["now"] == NOW and kw["count"] is False for *_, kw in engine.decides)
+    # Postfix counts rate limits in the policy daemon: the milter only asks.
+    assert all(kw["now"] == milters.now and kw["count"] is False
+               for *_, kw, _d in engine.decides)
+    # And the engine recorded it: the queue id ties later log outcomes to the sender.
+    (msg,) = stored(engine, "sasl:alice@example.net")
+    assert (msg.queue_id, msg.mta, msg.rcpt_count, msg.helo, msg.list_id) == (
+        "4ABC123", MTA, 3, "pc1.example.net", "news.example.net")
+    assert engine.undelivered_queue_ids("sasl:alice@example.net") == ["4ABC123"]
 
 
-def test_unauthenticated_client_is_keyed_by_address_ipv6_too(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
-) -> None:
-    send(make_ctx(), ip="2001:db8::25")
-    assert engine.submissions[0].sender == "ip:2001:db8::25"
+def test_unauthenticated_client_is_keyed_by_address_ipv6_too(engine: Observed) -> None:
+    send(Ctx(), ip="2001:db8::25")
     assert engine.connections[0].client_addr == "2001:db8::25"
+    assert [m.client_addr for m in stored(engine, "ip:2001:db8::25")] == ["2001:db8::25"]
 
 
-def test_null_sender_is_recorded_as_empty(make_ctx: Callable[..., Ctx],
-                                          engine: RecordingEngine) -> None:
-    send(make_ctx(), mail="<>")
-    assert engine.submissions[0].envelope_from == ""
+def test_null_sender_is_recorded_as_a_bounce(engine: Observed) -> None:
+    send(Ctx(), mail="<>")
+    (msg,) = stored(engine, "ip:192.0.2.10")
+    assert msg.envelope_from == "" and msg.null_sender
 
 
-def test_rate_limits_setting_makes_the_milter_count(make_ctx: Callable[..., Ctx],
-                                                    engine: RecordingEngine) -> None:
-    send(make_ctx(rate_limits=True))
-    assert all(kw["count"] is True for *_, kw in engine.decides)
+def test_a_session_without_mail_still_shows_its_helos(engine: Observed) -> None:
+    ctx = Ctx()
+    assert ctx._connect(helo="first.example", ip="198.51.100.7") == Milter.CONTINUE
+    assert ctx._helo("JOHNS-PC") == Milter.CONTINUE
+    assert ctx._helo("[198.51.100.7]") == Milter.CONTINUE
+    ctx._close()
+    (conn,) = engine.connections
+    assert conn.helos == ("first.example", "JOHNS-PC", "[198.51.100.7]")
+    assert engine.submissions == [] and engine.decides == []
+    engine.flush()
+    row = engine.engine.store.sender("ip:198.51.100.7")
+    assert row is not None and row.score > 0
+    examples = row.findings["helo_anomalies"]["examples"]
+    assert "JOHNS-PC (helo_no_dot)" in examples
 
 
 # --- replies --------------------------------------------------------------------------------
 
 
-def test_throttled_sender_is_tempfailed_at_rcpt_with_the_engines_text(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
+def test_sender_over_its_limit_is_tempfailed_at_rcpt_when_the_milter_counts(
+    milters: Milters, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine.answers[Stage.RCPT] = decision(Action.TEMPFAIL, State.THROTTLED)
-    ctx = make_ctx()
-    rcs = send(ctx, rcpts=("<a@example.org>",))
-    assert rcs[2] == Milter.TEMPFAIL
-    assert ctx._reply == ("451", "4.7.1", "Too many failed recipients, try again later")
+    engine = milters.start(rate_limits=True)  # Sendmail: the milter enforces the limits
+    caplog.set_level("INFO", logger="extrusion.milter")
+    ctx = Ctx()
+    rcs = send(ctx, sasl="tiny@example.net", queue_id="Q1",
+               rcpts=("<a@example.org>", "<b@example.org>", "<c@example.org>"))
+    assert rcs[2:5] == [Milter.CONTINUE, Milter.TEMPFAIL, Milter.TEMPFAIL]
+    assert ctx._reply == ("451", "4.7.1",
+                          "extrusion: rate limited (too many recipients per hour), try again later")
+    assert rcs[-1] == Milter.CONTINUE  # the message goes on with the recipient it has
+    assert engine.submissions[0].recipients == ("a@example.org",)
+    lines = [r.getMessage() for r in caplog.records if "decision" in r.getMessage()]
+    assert len(lines) == 2 and lines[0].startswith(
+        "decision sender=sasl:tiny@example.net queue_id=Q1 stage=rcpt action=tempfail ")
+    assert "reason=rate limit [tiny] recipients" in lines[0]
 
 
-def test_blocked_sender_is_rejected_at_mail(make_ctx: Callable[..., Ctx],
-                                            engine: RecordingEngine) -> None:
-    engine.answers[Stage.MAIL] = decision(Action.REJECT, State.BLOCKED)
-    ctx = make_ctx()
-    rcs = send(ctx)
+def test_limits_are_left_to_the_policy_daemon_by_default(engine: Observed) -> None:
+    rcs = send(Ctx(), sasl="tiny@example.net",
+               rcpts=("<a@example.org>", "<b@example.org>", "<c@example.org>"))
+    assert set(rcs) == {Milter.CONTINUE}
+
+
+def test_blocked_sender_is_rejected_at_mail(engine: Observed,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="extrusion.milter")
+    ctx = Ctx()
+    rcs = send(ctx, sasl="blocked@example.net", queue_id="Q7")
     assert rcs[-1] == Milter.REJECT
-    assert ctx._reply == ("550", "5.7.1", "Sender blocked by provider")
+    assert ctx._reply == ("550", "5.7.1",
+                          "extrusion: sending refused (by decision of the mail administrator)")
     assert engine.submissions == []
+    (line,) = [r.getMessage() for r in caplog.records if "decision" in r.getMessage()]
+    assert line.startswith("decision sender=sasl:blocked@example.net queue_id=Q7 stage=mail "
+                           "action=reject state=blocked reason=")
 
 
-def test_held_sender_is_quarantined_and_accepted(make_ctx: Callable[..., Ctx],
-                                                 engine: RecordingEngine) -> None:
-    engine.answers[Stage.RCPT] = decision(Action.HOLD, State.HELD)
-    engine.answers[Stage.EOM] = decision(Action.HOLD, State.HELD, reason="held: 31 failed rcpts")
-    ctx = make_ctx()
-    rcs = send(ctx)
-    assert rcs[-1] == Milter.CONTINUE and set(rcs) == {Milter.CONTINUE}
-    assert ctx.quarantined == ["held: 31 failed rcpts"]
-    assert [s.queue_id for s in engine.submissions] == ["4ABC123"]
+def test_held_sender_is_quarantined_accepted_and_recorded(
+    engine: Observed, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="extrusion.milter")
+    ctx = Ctx()
+    rcs = send(ctx, sasl="held@example.net", queue_id="QH1")
+    assert set(rcs) == {Milter.CONTINUE}
+    (reason,) = ctx.quarantined
+    assert reason.startswith("held (score")
+    assert [s.queue_id for s in engine.submissions] == ["QH1"]
+    assert engine.undelivered_queue_ids("sasl:held@example.net") == ["QH1"]
+    (line,) = [r.getMessage() for r in caplog.records if "decision" in r.getMessage()]
+    assert "queue_id=QH1 stage=eom action=hold state=held" in line
 
 
-def test_reply_codes_from_the_engine_are_checked(make_ctx: Callable[..., Ctx],
-                                                 engine: RecordingEngine) -> None:
-    engine.answers[Stage.RCPT] = decision(Action.TEMPFAIL, smtp_code=250, enhanced_code="2.0.0",
-                                          text="100% \r\nbad")
-    ctx = make_ctx()
-    send(ctx)
-    assert ctx._reply == ("451", "4.7.1", "100? ??bad")
+def test_bad_helo_is_refused_at_mail_when_configured(milters: Milters) -> None:
+    milters.start(reject_bad_helo=True)
+    ctx = Ctx()
+    assert send(ctx, helo="JOHNS-PC")[-1] == Milter.REJECT
+    assert ctx._reply == ("550", "5.7.1", "extrusion: HELO/EHLO name rejected (suspicious HELO)")
+    ctx = Ctx()
+    assert set(send(ctx, helo="pc1.example.net")) == {Milter.CONTINUE}
+
+
+def test_bad_helo_alone_is_evidence_not_refusal_by_default(engine: Observed) -> None:
+    assert set(send(Ctx(), helo="JOHNS-PC")) == {Milter.CONTINUE}
 
 
 def test_header_is_added_only_when_configured_and_forged_copies_go(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
+    milters: Milters, tmp_path: Path
 ) -> None:
-    ctx = make_ctx()
+    milters.start()
+    ctx = Ctx()
     send(ctx)
     assert ctx.added == []
-    ctx = make_ctx(add_header=True)
+    milters.close()
+    milters.start(add_header=True)
+    ctx = Ctx()
     send(ctx, headers=(("X-Extrusion", "score=0 state=ok"), ("x-extrusion", "forged")))
-    assert ctx.added == [("X-Extrusion", "score=3.0 state=ok")]
+    assert ctx.added == [("X-Extrusion", "score=0.0 state=ok")]
     assert ctx.changed == [("X-Extrusion", 2, ""), ("X-Extrusion", 1, "")]
 
 
 # --- sessions -------------------------------------------------------------------------------
 
 
-def test_every_helo_is_kept_in_order_and_a_session_without_mail_still_counts(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
-) -> None:
-    ctx = make_ctx()
-    assert ctx._connect(helo="first.example", ip="198.51.100.7") == Milter.CONTINUE
-    assert ctx._helo("second.example") == Milter.CONTINUE
-    assert ctx._helo("[198.51.100.7]") == Milter.CONTINUE
-    ctx._close()
-    (conn,) = engine.connections
-    assert conn.helos == ("first.example", "second.example", "[198.51.100.7]")
-    assert engine.submissions == [] and engine.decides == []
-
-
-def test_aborted_message_leaves_nothing_and_the_next_one_is_whole(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
-) -> None:
-    ctx = make_ctx()
+def test_aborted_message_leaves_nothing_and_the_next_one_is_whole(engine: Observed) -> None:
+    ctx = Ctx()
     ctx._setsymval("i", "QID2")
-    ctx._connect()
+    ctx._connect(ip="192.0.2.10")
     ctx._envfrom("<first@example.net>")
     ctx._envrcpt("<x@example.org>")
     ctx._priv.abort()  # RSET: the MTA aborts the transaction, the connection stays
@@ -320,28 +369,24 @@ def test_aborted_message_leaves_nothing_and_the_next_one_is_whole(
     ctx._envrcpt("<y@example.org>")
     assert ctx._eom() == Milter.CONTINUE
     ctx._close()
-    (sub,) = engine.submissions
-    assert (sub.envelope_from, sub.recipients, sub.queue_id) == (
-        "second@example.net", ("y@example.org",), "QID2")
+    (msg,) = stored(engine, "ip:192.0.2.10")
+    assert (msg.envelope_from, msg.queue_id, [r.recipient for r in msg.recipients]) == (
+        "second@example.net", "QID2", ["y@example.org"])
     assert len(engine.connections) == 1  # one session, one connection event
 
 
-def test_connection_dropped_mid_message_records_no_submission(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
-) -> None:
-    ctx = make_ctx()
-    ctx._connect()
+def test_connection_dropped_mid_message_records_no_submission(engine: Observed) -> None:
+    ctx = Ctx()
+    ctx._connect(ip="192.0.2.10")
     ctx._envfrom("<a@example.net>")
     ctx._envrcpt("<b@example.org>")
     ctx._abort()  # abort + close, as libmilter does when the client goes away
-    assert engine.submissions == []
+    assert engine.submissions == [] and stored(engine, "ip:192.0.2.10") == []
     assert len(engine.connections) == 1
 
 
-def test_local_submission_takes_the_client_address_from_the_macro(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
-) -> None:
-    ctx = make_ctx()
+def test_local_submission_takes_the_client_address_from_the_macro(engine: Observed) -> None:
+    ctx = Ctx()
     ctx._setsymval("{client_addr}", "::ffff:192.0.2.99")
     ctx._negotiate()
     ctx._stage = Milter.M_CONNECT
@@ -351,17 +396,22 @@ def test_local_submission_takes_the_client_address_from_the_macro(
     assert engine.decides[0][0] == "ip:192.0.2.99"
 
 
+def test_a_message_without_queue_id_is_recorded_under_a_made_up_one(
+    engine: Observed, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(2):
+        ctx = Ctx()
+        ctx._connect(ip="192.0.2.10")
+        ctx._envfrom("<a@example.net>")
+        ctx._envrcpt("<b@example.org>")
+        assert ctx._eom() == Milter.CONTINUE
+        ctx._close()
+    ids = [m.queue_id for m in stored(engine, "ip:192.0.2.10")]
+    assert len(ids) == 2 and len(set(ids)) == 2 and all(i.startswith("NOQUEUE-") for i in ids)
+    assert sum("no queue id" in r.getMessage() for r in caplog.records) == 1
+
+
 # --- hostile input --------------------------------------------------------------------------
-
-
-class RawCtx(Ctx):
-    """Like pymilter's C layer: a macro that is not UTF-8 raises UnicodeDecodeError."""
-
-    def getsymval(self, name: str) -> str | None:
-        value = super().getsymval(name)
-        if isinstance(value, bytes):
-            return value.decode("utf-8")  # raises, carrying the raw bytes
-        return value  # type: ignore[no-any-return]
 
 
 HOSTILE_HELOS = [
@@ -374,73 +424,51 @@ HOSTILE_HELOS = [
 
 @pytest.mark.parametrize(("helo", "recorded"), HOSTILE_HELOS)
 def test_hostile_helo_is_recorded_escaped_and_bounded(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine, helo: str, recorded: str
+    engine: Observed, helo: str, recorded: str
 ) -> None:
-    ctx = make_ctx()
-    assert set(send(ctx, helo=helo)) == {Milter.CONTINUE}
+    assert set(send(Ctx(), helo=helo)) == {Milter.CONTINUE}
     assert engine.connections[0].helos == (recorded,)
-    assert engine.submissions[0].helos == (recorded,)
+    (msg,) = stored(engine, "ip:192.0.2.10")
+    assert msg.helo == recorded
 
 
-def test_hostile_envelope_and_headers_are_recorded_escaped(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
-) -> None:
-    ctx = make_ctx()
-    rcs = send(ctx, mail="bare@example.net",
+def test_hostile_envelope_and_headers_are_recorded_escaped(engine: Observed) -> None:
+    rcs = send(Ctx(), mail="bare@example.net",
                rcpts=("no-brackets@example.org", "<\udcff\udcfe@example.org>",
                       "<" + "x" * 5000 + "@example.org>", "<@relay.example:user@example.org>"),
-               headers=(("Precedence", "bulk\x00\x07"), ("X-Spam-Status", "Yes\udc80 " * 500)))
+               headers=(("Precedence", "bulk\x00\x07"), ("X-Spam-Status", "Yes\udc80 " * 500),
+                        ("List-Id", "<l\x1b.example>")))
     assert set(rcs) == {Milter.CONTINUE}
     (sub,) = engine.submissions
     assert sub.envelope_from == "bare@example.net"
-    assert sub.recipients[0] == "no-brackets@example.org"
-    assert sub.recipients[1] == "\\xff\\xfe@example.org"
-    assert sub.recipients[2] == "x" * 320 + "..."
-    assert sub.recipients[3] == "user@example.org"
+    assert sub.recipients == ("no-brackets@example.org", "\\xff\\xfe@example.org",
+                              "x" * 320 + "...", "user@example.org")
     assert sub.headers.precedence == "bulk\\x00\\x07"
     assert sub.headers.x_spam_status.startswith("Yes\\x80 Yes\\x80")
     assert len(sub.headers.x_spam_status) == 256 + 3
+    (msg,) = stored(engine, "ip:192.0.2.10")
+    assert [r.recipient for r in msg.recipients] == list(sub.recipients)
+    assert "\x1b" not in msg.list_id and "x1b.example" in msg.list_id
 
 
-def test_undecodable_macros_are_recorded_escaped(engine: RecordingEngine) -> None:
-    guard = EngineGuard(engine, timeout=2.0)
-    runtime = Runtime(guard, Settings(), clock=lambda: NOW)
-    Milter.factory = lambda: ExtrusionMilter(runtime)
-    try:
-        ctx = RawCtx()
-        ctx._setsymval("{auth_authen}", b"j\xf6rg")
-        assert set(send(ctx, queue_id=b"Q\xff1")) == {Milter.CONTINUE}
-    finally:
-        guard.close()
+def test_undecodable_macros_are_recorded_escaped(engine: Observed) -> None:
+    assert set(send(RawCtx(), sasl=b"j\xf6rg", queue_id=b"Q\xff1")) == {Milter.CONTINUE}
     assert engine.connections[0].sasl_user == "j\\xf6rg"
-    assert engine.submissions[0].sender == "sasl:j\\xf6rg"
-    assert engine.submissions[0].queue_id == "Q\\xff1"
+    (msg,) = stored(engine, "sasl:j\\xf6rg")
+    assert msg.queue_id == "Q\\xff1"
 
 
-def test_helo_pymilter_could_not_decode_is_taken_from_sendmails_macro(
-    engine: RecordingEngine,
-) -> None:
-    guard = EngineGuard(engine, timeout=2.0)
-    runtime = Runtime(guard, Settings(), clock=lambda: NOW)
-    Milter.factory = lambda: ExtrusionMilter(runtime)
-    try:
-        ctx = RawCtx()
-        ctx._setsymval("s", b"\xff\xfebot")
-        # The HELO callback never ran: pymilter failed to decode the name in C.
-        ctx._negotiate()
-        ctx._stage = Milter.M_CONNECT
-        Milter.connect_callback(ctx, "bot.example", 2, "203.0.113.5")
-        ctx._stage = None
-        assert ctx._envfrom("<a@example.net>") == Milter.CONTINUE
-    finally:
-        guard.close()
-    assert engine.connections[0].helos == ("\\xff\\xfebot",)
+def test_helo_pymilter_could_not_decode_is_taken_from_sendmails_macro(engine: Observed) -> None:
+    ctx = RawCtx()
+    ctx._setsymval("s", b"\xff\xfebot")
+    ctx._connect(helo="first.example", ip="203.0.113.5")
+    # The second HELO never reached hello(): pymilter failed to decode it in C.
+    assert ctx._envfrom("<a@example.net>") == Milter.CONTINUE
+    assert engine.connections[0].helos == ("first.example", "\\xff\\xfebot")
 
 
-def test_more_than_the_bound_of_helos_and_recipients_is_not_kept(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
-) -> None:
-    ctx = make_ctx()
+def test_more_than_the_bound_of_helos_and_recipients_is_not_kept(engine: Observed) -> None:
+    ctx = Ctx()
     ctx._connect(helo="h0")
     for n in range(1, 50):
         ctx._helo(f"h{n}")
@@ -452,135 +480,13 @@ def test_more_than_the_bound_of_helos_and_recipients_is_not_kept(
     assert len(engine.submissions[0].recipients) == 1000
 
 
-# --- failing safe (a stand-in engine: these faults cannot be caused on purpose otherwise) ---
+def test_reply_codes_and_texts_are_made_safe_for_the_mta() -> None:
+    from extrusion.milter import replies
+    from extrusion.scoring.events import Action, State
 
-
-class EngineDown(RuntimeError):
-    pass
-
-
-def _raise() -> None:
-    raise EngineDown("store exploded")
-
-
-def test_engine_errors_let_mail_through_log_once_and_keep_the_events(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine, caplog: pytest.LogCaptureFixture
-) -> None:
-    engine.fail = _raise
-    caplog.set_level("INFO", logger="extrusion.milter")
-    ctx = make_ctx()
-    for n in range(5):
-        ctx = Ctx()  # a new session of the same milter process
-        assert set(send(ctx, queue_id=f"Q{n}")) == {Milter.CONTINUE}
-        assert ctx._reply is None
-        ctx._close()
-    errors = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1 and "store exploded" in errors[0].getMessage()
-    guard = ctx._priv.rt.guard
-    # Nothing reached the engine, nothing is lost: 5 connections and 5 submissions wait.
-    assert engine.connections == [] and engine.submissions == []
-    assert len(guard.backlog) == 10
-    engine.fail = None
-    assert guard.replay_backlog() == 10
-    assert [s.queue_id for s in engine.submissions] == [f"Q{n}" for n in range(5)]
-    # Sent with the address key the milter falls back to.
-    assert {s.sender for s in engine.submissions} == {"ip:192.0.2.10"}
-    assert any("answers again after" in r.getMessage() for r in caplog.records)
-
-
-def test_engine_errors_tempfail_when_configured(
-    make_ctx: Callable[..., Ctx], engine: RecordingEngine
-) -> None:
-    engine.fail = _raise
-    ctx = make_ctx(on_error="tempfail")
-    assert send(ctx)[-1] == Milter.TEMPFAIL
-    assert ctx._reply == ("451", "4.3.0", "Temporary local problem, try again later")
-
-
-def test_slow_engine_is_not_waited_for_and_calls_do_not_pile_up(
-    engine: RecordingEngine,
-) -> None:
-    release = threading.Event()
-    engine.fail = lambda: release.wait(5) and None
-    guard = EngineGuard(engine, timeout=0.1)
-    runtime = Runtime(guard, Settings(), clock=lambda: NOW)
-    Milter.factory = lambda: ExtrusionMilter(runtime)
-    try:
-        ctx = Ctx()
-        ctx._connect()
-        started = __import__("time").monotonic()
-        assert ctx._envfrom("<a@example.net>") == Milter.CONTINUE  # connection record timed out
-        assert ctx._envrcpt("<b@example.org>") == Milter.CONTINUE  # breaker open: at once
-        assert ctx._eom() == Milter.CONTINUE
-        assert __import__("time").monotonic() - started < 1.0
-        release.set()
-        engine.fail = None
-        guard._pool.shutdown(wait=True)  # let the stuck call finish
-    finally:
-        guard.close()
-    # The stuck connection call succeeded in the end; the refused submission was kept and replayed.
-    assert len(engine.connections) == 1
-    assert [s.recipients for s in engine.submissions] == [("b@example.org",)]
-
-
-def test_an_event_whose_call_timed_out_and_then_failed_is_kept_once(
-    engine: RecordingEngine,
-) -> None:
-    release = threading.Event()
-
-    def slow_then_fail() -> None:
-        release.wait(5)
-        raise EngineDown("late failure")
-
-    engine.fail = slow_then_fail
-    guard = EngineGuard(engine, timeout=0.05)
-    event = Connection(time=NOW, client_addr="192.0.2.1")
-    guard.record(event)
-    assert len(guard.backlog) == 0  # still running: not kept yet, not doubled later
-    release.set()
-    guard._pool.shutdown(wait=True)
-    assert len(guard.backlog) == 1
-    engine.fail = None
-    guard.close()
-    assert engine.connections == [event]
-
-
-def test_backlog_survives_a_restart(tmp_path: __import__("pathlib").Path,
-                                    engine: RecordingEngine) -> None:
-    from extrusion.milter.backlog import Backlog
-    from extrusion.scoring.events import Headers
-
-    path = tmp_path / "spool" / "milter-backlog.jsonl"
-    events = [
-        Connection(time=NOW, client_addr="192.0.2.1", helos=("a\\x00",), sasl_user="u"),
-        Submission(time=NOW, sender="ip:192.0.2.1", queue_id="Q1", envelope_from="",
-                   recipients=("a@example.org", "b@example.org"), size=10,
-                   headers=Headers(precedence="bulk", received_count=2)),
-    ]
-    engine.fail = _raise
-    guard = EngineGuard(engine, timeout=1.0, backlog=Backlog(path))
-    for event in events:
-        guard.record(event)
-    guard.close()  # cannot replay: saved
-    assert path.exists()
-    engine.fail = None
-    backlog = Backlog(path)
-    assert backlog.load() == 2 and not path.exists()
-    guard = EngineGuard(engine, timeout=1.0, backlog=backlog)
-    guard.close()
-    assert engine.connections == [events[0]] and engine.submissions == [events[1]]
-    assert not path.exists()
-
-
-def test_unreadable_backlog_lines_are_skipped_with_an_error(
-    tmp_path: __import__("pathlib").Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    from extrusion.milter.backlog import Backlog
-
-    path = tmp_path / "b.jsonl"
-    path.write_text('{"type": "Connection", "time": 1.0, "client_addr": "192.0.2.1"}\n'
-                    "not json\n"
-                    '{"type": "Nonsense"}\n')
-    backlog = Backlog(path)
-    assert backlog.load() == 1
-    assert sum("unreadable event skipped" in r.getMessage() for r in caplog.records) == 2
+    odd = Decision(Action.TEMPFAIL, State.THROTTLED, 1.0, 250, "2.0.0", "100% \r\nbad", "r")
+    assert replies.for_decision(odd) == replies.Reply("451", "4.7.1", "100? ??bad")
+    odd = Decision(Action.REJECT, State.BLOCKED, 1.0, 451, "4.7.1", "", "r")
+    assert replies.for_decision(odd) == replies.Reply(
+        "550", "5.7.1", "Mail from you is refused, contact your provider")
+    assert replies.for_decision(Decision(Action.HOLD, State.HELD, 1.0)) is None

@@ -26,13 +26,16 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import Milter
 
+from extrusion.config import Config
 from extrusion.milter import constants as c
 from extrusion.milter import replies
 from extrusion.milter.guard import EngineFailure, EngineGuard
@@ -59,6 +62,13 @@ class Settings:
     rate_limits: bool = False
     mta: str = ""
 
+    @classmethod
+    def from_config(cls, config: Config) -> Settings:
+        m = config.milter
+        return cls(on_error=m.on_error, add_header=m.add_header,
+                   reject_bad_helo=m.reject_bad_helo, rate_limits=m.rate_limits,
+                   mta=config.general.hostname or socket.gethostname())
+
 
 @dataclass
 class Runtime:
@@ -67,6 +77,16 @@ class Runtime:
     guard: EngineGuard
     settings: Settings = field(default_factory=Settings)
     clock: Callable[[], float] = time.time
+    _said: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def first_time(self, what: str) -> bool:
+        """True once per process for `what`: for warnings about the MTA's set-up."""
+        with self._lock:
+            if what in self._said:
+                return False
+            self._said.add(what)
+            return True
 
 
 def fallback_sender_key(client_addr: str, sasl_user: str) -> str:
@@ -217,6 +237,13 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
             return CONTINUE
         if queue_id := clean(self._macro(c.MACRO_QUEUE_ID), c.MAX_NAME_CHARS):
             msg.queue_id = queue_id
+        if not msg.queue_id:
+            # Without it no delivery outcome can be tied to this sender; a made-up
+            # id still counts the message (the engine keeps one per queue id).
+            msg.queue_id = f"{c.NO_QUEUE_ID}-{uuid.uuid4().hex[:12].upper()}"
+            if self.rt.first_time("no queue id"):
+                log.warning("the MTA sends no queue id (macro i) at end of message: "
+                            "add it to milter_end_of_data_macros; messages get made-up ids")
         engine, now = self.rt.guard.engine, self.rt.clock()
         try:
             decision = self.rt.guard.call("decide at end of message", lambda: engine.decide(

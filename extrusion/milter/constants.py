@@ -31,6 +31,7 @@ MACRO_CLIENT_ADDR = "{client_addr}"  # connect: when the MTA gives no socket add
 MACRO_AUTH_AUTHEN = "{auth_authen}"  # MAIL: SASL login name, the sender key
 MACRO_QUEUE_ID = "i"  # MAIL (Sendmail) and end of message (Postfix)
 MACRO_HELO = "s"  # MAIL: Sendmail's copy of the HELO argument
+NO_QUEUE_ID = "NOQUEUE"  # prefix of the id made up when the MTA sends none
 MAX_MACROS_PER_STAGE = 5  # libmilter's limit for a negotiated macro list
 
 # --- headers the heuristics read (everything else, and the body, is never kept) -------------

@@ -69,13 +69,7 @@ def run(config: Config, opener: Opener = default_opener) -> int:
         log.warning("replaying %d events kept by the previous run", loaded)
     guard = EngineGuard(engine, timeout=config.milter.engine_timeout, backlog=backlog,
                         refresh_seconds=config.store.refresh_seconds)
-    runtime = Runtime(guard, Settings(
-        on_error=config.milter.on_error,
-        add_header=config.milter.add_header,
-        reject_bad_helo=config.milter.reject_bad_helo,
-        rate_limits=config.milter.rate_limits,
-        mta=config.general.hostname or socket.getfqdn(),
-    ))
+    runtime = Runtime(guard, Settings.from_config(config))
     sessions = _SessionCount()
     Milter.factory = functools.partial(_counted, runtime, sessions)
     # The session's reply on a Python error pymilter could not hand to us (a
