@@ -48,41 +48,73 @@ MAX_REPLY_CHARS = 2048
 # The first digit of a basic or enhanced code that marks a transient failure.
 CLASS_TRANSIENT = "4"
 
-# An enhanced status code: class.subject.detail, not part of an IP address or a
-# longer dotted number (Yahoo's "4.16.55.1" is a reference, not a status).
-_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
-_BASIC = re.compile(r"(?<![\d.])([245])\d\d(?=[ -]|$)")
+# An enhanced status code: class.subject.detail, and a basic reply code. Either
+# must stand alone, not be part of an IP address or a longer dotted number
+# (Yahoo's "4.16.55.1" is a reference, not a status); `_standalone()` checks the
+# character before, which is much cheaper than a look-behind in the pattern.
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+_BASIC = re.compile(r"([245])\d\d(?=[ -]|$)")
+_NUMERIC = frozenset("0123456789.")
 
 # Postfix wraps a remote reply as "host NAME[ADDR] said: ..."; its own messages
 # name hosts as "NAME[ADDR]:PORT". Host names say nothing about the refusal and
 # can mislead ("connect to spamfilter.example.net[192.0.2.1]:25: Connection
 # timed out" is not a spam refusal), so they are removed before matching.
 _HOST_SAID = re.compile(r"^\s*host\s+\S+\s+said:\s*", re.IGNORECASE)
-_HOST_ADDR = re.compile(r"[\w.-]+\[[0-9a-f.:]*\](?::\d+)?", re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
+_BRACKETED_ADDR = re.compile(r"\[[0-9a-fA-F.:]*\](?::\d+)?")
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+# Multi-line replies repeat "550-5.1.1 " on every line; those prefixes would
+# split phrases ("likely unsolicited 550-5.7.1 mail"). The first one stays
+# (it is not preceded by white space): a rule may need to know the text came
+# with a reply code.
+_CONTINUATION = re.compile(
+    r"\s[245]\d\d(?:-(?:[245]\.\d{1,3}\.\d{1,3}\s)?| [245]\.\d{1,3}\.\d{1,3}\s)"
+)
+CODE_SEARCH_CHARS = 200  # reply codes sit at the start of a reply
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    """Text that marks a class: `anchor` must occur, and `regex` (if any) must match.
+
+    The anchor is a plain substring, so most phrases cost one `in` test and
+    the regular expression runs only on the few replies that contain it.
+    """
+
+    anchor: str
+    regex: re.Pattern[str] | None = None
+
+    def found_in(self, text: str) -> bool:
+        if self.anchor not in text:
+            return False
+        return self.regex is None or self.regex.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One line of the table: the first rule whose text or code matches wins.
 
-    `text` is searched in the normalised (lower-case, single-spaced) reply;
-    `code` is matched against "subject.detail" of the enhanced status code,
-    so "1.1" covers both 5.1.1 and a final 4.1.1.
+    `phrases` are looked for in the normalised (lower-case, single-spaced)
+    reply; `code` is matched against "subject.detail" of the enhanced status
+    code, so "1.1" covers both 5.1.1 and a final 4.1.1.
     """
 
     outcome: OutcomeClass
-    text: re.Pattern[str] | None = None
+    phrases: tuple[Phrase, ...] = ()
     code: re.Pattern[str] | None = None
 
     def matches(self, reply: str, code: str) -> bool:
-        if self.text is not None and self.text.search(reply):
+        if any(phrase.found_in(reply) for phrase in self.phrases):
             return True
         return self.code is not None and bool(code) and self.code.fullmatch(code) is not None
 
 
-def _text(outcome: OutcomeClass, *alternatives: str) -> Rule:
-    return Rule(outcome, text=re.compile("|".join(f"(?:{a})" for a in alternatives)))
+def _re(anchor: str, pattern: str) -> Phrase:
+    return Phrase(anchor, re.compile(pattern))
+
+
+def _text(outcome: OutcomeClass, *phrases: str | Phrase) -> Rule:
+    return Rule(outcome, tuple(p if isinstance(p, Phrase) else Phrase(p) for p in phrases))
 
 
 def _code(outcome: OutcomeClass, pattern: str) -> Rule:
@@ -90,131 +122,152 @@ def _code(outcome: OutcomeClass, pattern: str) -> Rule:
 
 
 _C = OutcomeClass
+_GONE = (
+    r"(?:unknown|not found|does not exist|doesn'?t exist|no longer (?:valid|active|exists)"
+    r"|is disabled|is inactive|has been disabled|deactivated)"
+)
 
 # Order matters. Specific phrases first, then content (virus before spam, so
 # "blocked because its content presents a potential security issue" is a
 # virus), then the mailbox and address classes, and the bare status code last.
+# Plain strings are substrings of the lower-case reply; _re(anchor, regex)
+# where a word boundary or a choice matters.
 RULES: tuple[Rule, ...] = (
     # --- phrases that would otherwise fall into a broader class below --------------------
     # Lotus Domino: "User x not listed in Domino Directory" is an unknown user, not a listing.
-    _text(_C.UNKNOWN_USER, r"not listed in (?:the )?(?:domino )?(?:public )?directory"),
+    _text(_C.UNKNOWN_USER, _re("directory", r"not listed in (?:the )?(?:domino )?directory")),
     # Microsoft 365: "550 5.4.1 Recipient address rejected: Access denied" means no such user.
-    _text(_C.UNKNOWN_USER, r"recipient address rejected: access denied"),
+    _text(_C.UNKNOWN_USER, "recipient address rejected: access denied"),
     # La Poste: "Le compte du destinataire est bloque. The recipient account isblocked."
-    _text(_C.UNKNOWN_USER, r"compte du destinataire est bloqu", r"recipient account is ?blocked"),
+    _text(_C.UNKNOWN_USER, "compte du destinataire est bloqu", "recipient account isblocked",
+          "recipient account is blocked"),
     # Exim answering for its own domains: "550 Unrouteable address" (no such local user).
     # Without a reply code it is Exim's own routing failure, a domain that does not resolve.
-    _text(_C.UNKNOWN_USER, r"\b[45]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3} )?unrouteable address"),
+    _text(
+        _C.UNKNOWN_USER,
+        _re("unrouteable", r"\b[45]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3} )?unrouteable address"),
+    ),
     # --- virus and malware --------------------------------------------------------------------
     _text(
         _C.VIRUS,
-        r"\bvirus(?:es)?\b",
-        r"\bmalware\b",
-        r"\binfected\b",
-        r"\btrojan\b",
-        r"\bworm\b",
-        r"potential security issue",
-        r"illegal attachment",
-        r"potentially executable",
-        r"(?:harmful|unsafe|malicious) (?:content|attachment|code)",
+        "virus",
+        "malware",
+        "infected",
+        "trojan",
+        _re("worm", r"\bworms?\b"),
+        "potential security issue",
+        "illegal attachment",
+        "potentially executable",
+        _re("content", r"(?:harmful|unsafe|malicious) content"),
+        _re("attachment", r"(?:harmful|unsafe|malicious) attachment"),
     ),
     # --- refused as spam or by policy ----------------------------------------------------------
     _text(
         _C.SPAM_POLICY,
         # "spam" as a word, not inside a host name such as spamfilter.example.net
-        r"\bspam(?:s|my|ming|mer|mers)?\b(?!\.\w)",
-        r"spamhaus|spamcop|spamassassin|abuseat\.org|barracudacentral|sorbs\.net|uceprotect",
-        r"\bunsolicited\b",
-        r"\bphish",
-        r"\bblocked\b",
-        r"\bblock ?list",
-        r"\bblack ?list",
-        r"\b(?:black|block|deny|)listed\b",
-        r"\b(?:rbl|dnsbl)\b",
-        r"\breputation\b",
-        r"\bpolicy\b",
-        r"\bpolicies\b",
-        r"\brate[- ]limit",
-        r"permanently deferred",  # Yahoo TSS09/TSS11
-        r"\bbanned\b",
-        r"\bbloqu[eé]",  # Orange / La Poste: "Adresse IP source bloquee pour incident de spam"
-        r"\bdmarc\b",
-        r"\bspf\b",
-        r"helo command rejected",
-        r"client host rejected",
-        r"not authorized to send",
-        r"reverse dns|\brdns\b|\bptr record",
+        _re("spam", r"\bspam(?:s|my|ming|mer|mers)?\b(?!\.\w)"),
+        "spamhaus",
+        "spamcop",
+        "spamassassin",
+        "abuseat.org",
+        "barracudacentral",
+        "sorbs.net",
+        "uceprotect",
+        "dnsbl",
+        _re("rbl", r"\brbl\b"),
+        "unsolicited",
+        "phish",
+        _re("blocked", r"\bblocked\b"),
+        _re("block", r"\bblock ?list"),
+        _re("black", r"\bblack ?list"),
+        _re("listed", r"\b(?:black|block|deny|)listed\b"),
+        "reputation",
+        _re("polic", r"\bpolic(?:y|ies)\b"),
+        _re("rate", r"\brate[- ]limit"),
+        "permanently deferred",  # Yahoo TSS09/TSS11
+        "banned",
+        _re("bloqu", r"\bbloqu[eé]"),  # Orange: "Adresse IP source bloquee pour incident de spam"
+        "dmarc",
+        _re("spf", r"\bspf\b"),
+        "helo command rejected",
+        "client host rejected",
+        "not authorized to send",
+        "reverse dns",
+        _re("rdns", r"\brdns\b"),
+        "ptr record",
     ),
     # --- mailbox full ---------------------------------------------------------------------------
     _text(
         _C.MAILBOX_FULL,
-        r"over ?(?:the )?(?:allowed |disk |storage )?quota",
-        r"quota (?:exceeded|violation|limit)",
-        r"exceed(?:s|ed|ing)? (?:its |their |the |his |her )?(?:storage|quota|disk|mailbox)",
-        r"mailbox (?:is |was )?full",
-        r"full mailbox",
-        r"mail ?folder is full",
-        r"out of storage",
-        r"storage (?:space|allocation)",
-        r"exhausted allowed storage",
-        r"too many messages (?:on|in)",
-        r"mailbox size limit",
-        r"disk quota",
-        r"not enough (?:storage )?space",
-        r"boite du destinataire pleine",  # Orange: "552 5.1.1 Boite du destinataire pleine"
-        r"speichervolumen",  # WEB.DE: "Benutzer hat das Speichervolumen ueberschritten"
+        _re("quota", r"over ?(?:the )?(?:allowed |disk |storage )?quota"),
+        _re("quota", r"quota (?:exceeded|violation|limit)"),
+        "disk quota",
+        _re("exceed", r"exceed(?:s|ed|ing)? (?:its |their |the |his |her )?(?:storage|quota|disk)"),
+        _re("full", r"mailbox (?:is |was )?full"),
+        "full mailbox",
+        _re("full", r"mail ?folder is full"),
+        "out of storage",
+        _re("storage", r"storage (?:space|allocation)"),
+        "exhausted allowed storage",
+        _re("too many messages", r"too many messages (?:on|in)"),
+        "mailbox size limit",
+        _re("space", r"not enough (?:storage )?space"),
+        "boite du destinataire pleine",  # Orange: "552 5.1.1 Boite du destinataire pleine"
+        "speichervolumen",  # WEB.DE: "Benutzer hat das Speichervolumen ueberschritten"
     ),
     # --- problems with the sender or the route, not with the recipient --------------------------
     # Before the domain rules: "Sender address rejected: Domain not found" is the
     # sender's domain, the recipient's may be fine.
     _text(
         _C.OTHER_PERMANENT,
-        r"sender address rejected",
-        r"sender (?:domain|address) (?:is )?invalid",
+        "sender address rejected",
+        _re("sender", r"sender (?:domain|address) (?:is )?invalid"),
     ),
     _text(
         _C.OTHER_PERMANENT,
-        r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited)",
-        r"(?:not permitted|unable) to relay",
-        r"loops back to myself",
-        r"mail (?:forwarding )?loop",
+        _re("relay", r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited)"),
+        _re("relay", r"(?:not permitted|unable) to relay"),
+        "loops back to myself",
+        _re("loop", r"mail (?:forwarding )?loop"),
     ),
     # --- the recipient's domain does not exist ---------------------------------------------------
     _text(
         _C.NO_SUCH_DOMAIN,
-        r"host or domain name not found",
-        r"name service error",
-        r"domain (?:name )?not found",
-        r"no such domain",
-        r"domain (?:does not|doesn'?t) exist",
-        r"unknown (?:mail )?domain",
-        r"domain (?:is )?unknown",
-        r"does not accept mail",  # null MX (RFC 7505)
-        r"unrouteable address",  # Exim's own routing failure (coded replies matched above)
-        r"\bno mx\b",
+        "host or domain name not found",
+        "name service error",
+        _re("domain", r"domain (?:name )?not found"),
+        "no such domain",
+        _re("domain", r"domain (?:does not|doesn'?t) exist"),
+        _re("domain", r"unknown (?:mail )?domain"),
+        _re("domain", r"domain (?:is )?unknown"),
+        "does not accept mail",  # null MX (RFC 7505)
+        "unrouteable address",  # Exim's own routing failure (coded replies matched above)
+        _re("mx", r"\bno mx\b"),
     ),
     # --- the recipient does not exist (ancient and invented addresses) ---------------------------
     _text(
         _C.UNKNOWN_USER,
-        r"user unknown",
-        r"unknown (?:user|recipient|local[- ]?part|mailbox|address|alias)",
-        r"no such (?:user|mailbox|recipient|account|address|person|local user)",
-        r"(?:user|recipient|addressee|mailbox|account|address)\b[^.;:]{0,40}?"
-        r"(?:unknown|not found|does not exist|doesn'?t exist|no longer (?:valid|active|exists)"
-        r"|is disabled|is inactive|has been disabled|deactivated)",
+        "user unknown",
+        _re("unknown", r"unknown (?:user|recipient|local[- ]?part|mailbox|address|alias)"),
+        _re("no such", r"no such (?:user|mailbox|recipient|account|address|person|local user)"),
+        # "<noun> ... <what is wrong with it>", within one clause
+        *(
+            _re(noun, rf"{noun}\b[^.;:]{{0,40}}?{_GONE}")
+            for noun in ("user", "recipient", "addressee", "mailbox", "account", "address")
+        ),
         # Yahoo: "This user doesn't have a yahoo.com account"
-        r"(?:does not|doesn'?t) have an? [\w.-]+ account",
-        r"no mailbox here by that name",
-        r"is no longer valid",  # Yahoo: "dd jo@yahoo.com is no longer valid"
-        r"mailbox (?:unavailable|not found|does not exist|disabled|inactive)",
-        r"recipient ?not ?found",
-        r"not our customer",
-        r"invalid (?:recipient|mailbox|address|user)",
-        r"inactive (?:email )?(?:address|account|mailbox)",
-        r"(?:does not|doesn'?t) exist",
-        r"recipient (?:address )?rejected",
-        r"destinataire invalide",  # Orange: "Adresse d au moins un destinataire invalide"
-        r"benutzer nicht bekannt",
+        _re("account", r"(?:does not|doesn'?t) have an? [\w.-]+ account"),
+        "no mailbox here by that name",
+        "is no longer valid",  # Yahoo: "dd jo@yahoo.com is no longer valid"
+        _re("mailbox", r"mailbox (?:unavailable|not found|does not exist|disabled|inactive)"),
+        _re("not", r"recipient ?not ?found"),
+        "not our customer",
+        _re("invalid", r"invalid (?:recipient|mailbox|address|user)"),
+        _re("inactive", r"inactive (?:email )?(?:address|account|mailbox)"),
+        _re("exist", r"(?:does not|doesn'?t) exist"),
+        _re("rejected", r"recipient (?:address )?rejected"),
+        "destinataire invalide",  # Orange: "Adresse d au moins un destinataire invalide"
+        "benutzer nicht bekannt",
     ),
     # --- no text we know: the enhanced status code decides --------------------------------------
     _code(_C.UNKNOWN_USER, r"1\.(?:1|3|6)|2\.1"),  # bad mailbox, bad syntax, moved, disabled
@@ -222,6 +275,19 @@ RULES: tuple[Rule, ...] = (
     _code(_C.MAILBOX_FULL, r"2\.2"),
     _code(_C.SPAM_POLICY, r"7\.\d{1,3}"),
     _code(_C.OTHER_PERMANENT, r"1\.(?:7|8)"),  # the sender's address or domain
+)
+
+
+# RULES flattened into one sequence of checks in the same order:
+# (anchor, regex, code regex, outcome); a code check has anchor None. One flat
+# loop with no calls per phrase keeps classify() cheap on the engine's event path.
+_CHECKS: tuple[tuple[str | None, re.Pattern[str] | None, OutcomeClass], ...] = tuple(
+    check
+    for rule in RULES
+    for check in (
+        *((phrase.anchor, phrase.regex, rule.outcome) for phrase in rule.phrases),
+        *(((None, rule.code, rule.outcome),) if rule.code is not None else ()),
+    )
 )
 
 
@@ -233,26 +299,50 @@ def _parse_dsn(dsn: str) -> tuple[str, str]:
     return m.group(1), f"{int(m.group(2))}.{int(m.group(3))}"
 
 
+def _standalone(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The first match of `pattern` in `text` not glued to a digit or dot before it."""
+    for m in pattern.finditer(text):
+        start = m.start()
+        if start == 0 or text[start - 1] not in _NUMERIC:
+            return m
+    return None
+
+
 def _reply_codes(reply: str) -> tuple[str, str, str]:
     """(basic code, enhanced class digit, "subject.detail") found in a reply, "" where absent."""
-    basic = _BASIC.search(reply)
-    enhanced = _ENHANCED.search(reply)
+    head = reply[:CODE_SEARCH_CHARS]
+    basic = _standalone(_BASIC, head)
+    enhanced = _standalone(_ENHANCED, head)
     if enhanced is None:
         return (basic.group(0) if basic else ""), "", ""
     subject_detail = f"{int(enhanced.group(2))}.{int(enhanced.group(3))}"
     return (basic.group(0) if basic else ""), enhanced.group(1), subject_detail
 
 
-def _normalise(reply: str, basic: str) -> str:
+def _normalise(reply: str) -> str:
     """Lower-case, single-spaced text with host names and continuation prefixes removed."""
-    text = _HOST_SAID.sub("", reply)
-    text = _HOST_ADDR.sub(" ", text)
-    if basic:
-        # Multi-line replies repeat "550-5.1.1 " on every line; those prefixes
-        # would split phrases ("likely unsolicited 550-5.7.1 mail"). The first
-        # one stays: a rule may need to know the text came with a reply code.
-        text = re.sub(rf"(?<=\s){basic}[ -](?:[245]\.\d{{1,3}}\.\d{{1,3}}\s)?", " ", text)
-    return _SPACE.sub(" ", text).strip().lower()
+    text = _drop_host_names(_HOST_SAID.sub("", reply))
+    text = _CONTINUATION.sub(" ", text)
+    return " ".join(text.split()).lower()
+
+
+def _drop_host_names(text: str) -> str:
+    """Remove "NAME[ADDR]:PORT" tokens, found from their cheap-to-find "[ADDR]" part."""
+    if "[" not in text:
+        return text
+    pieces: list[str] = []
+    done = 0
+    for m in _BRACKETED_ADDR.finditer(text):
+        start = m.start()
+        while start > done and text[start - 1] in _HOST_CHARS:
+            start -= 1
+        if start == m.start():
+            continue  # "Client host [192.0.2.1]": an address alone names no host
+        pieces.append(text[done:start])
+        pieces.append(" ")
+        done = m.end()
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def _is_final(status: Status | str) -> bool:
@@ -290,8 +380,11 @@ def classify(status: Status, dsn: str, reply: str) -> OutcomeClass:
     if status == Status.REJECTED and first_digit == CLASS_TRANSIENT:
         return OutcomeClass.TEMPORARY
 
-    text = _normalise(reply, basic)
-    for rule in RULES:
-        if rule.matches(text, code):
-            return rule.outcome
+    text = _normalise(reply)
+    for anchor, regex, outcome in _CHECKS:
+        if anchor is None:  # a status-code rule
+            if code and regex is not None and regex.fullmatch(code):
+                return outcome
+        elif anchor in text and (regex is None or regex.search(text) is not None):
+            return outcome
     return OutcomeClass.OTHER_PERMANENT

@@ -150,7 +150,8 @@ def _suffix_list() -> PublicSuffixList:
 def _parse_ip(text: str) -> IPAddress | None:
     """An address from "192.0.2.1", "[192.0.2.1]" or "[IPv6:2001:db8::1]"; IPv4-mapped unmapped."""
     text = text.strip()
-    if len(text) > 64:
+    # Cheap refusals first: most HELOs are names, and a failed parse raises.
+    if not text or len(text) > 64 or not (text[0] in "[:" or text[0].isdigit() or ":" in text):
         return None
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
@@ -183,7 +184,9 @@ def _hostname(name: str) -> str | None:
             name = name.encode("idna").decode("ascii")
         except UnicodeError:
             return None
-    if _parse_ip(name) is not None or not _HOSTNAME.fullmatch(name):
+    # A top-level label is never numeric, so a name ending in a digit is an
+    # address (or nothing) and ":" only occurs in IPv6 addresses.
+    if name[-1].isdigit() or not _HOSTNAME.fullmatch(name):
         return None
     return name
 
@@ -230,11 +233,11 @@ def _malformation(raw: str) -> str:
     stripped = raw.strip()
     if len(stripped) > MAX_DOMAIN_LENGTH:
         return f"HELO is {len(stripped)} characters long"
-    if any(not c.isprintable() for c in stripped):
-        return "HELO contains control or undecodable characters"
+    if stripped.isprintable() and " " not in stripped:
+        return ""
     if any(c.isspace() for c in stripped):
         return "HELO contains white space"
-    return ""
+    return "HELO contains control or undecodable characters"
 
 
 # --- the judgement ------------------------------------------------------------------------------
