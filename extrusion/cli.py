@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -128,20 +129,24 @@ def policyd(config_path: str | None) -> None:
 @config_option
 @click.argument("logs", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per state change.")
-@click.option("--store", "store_url", default=None, help="Store URL (default: in memory).")
+@click.option("--store", "store_url", default=None,
+              help="Store URL (default: a throw-away SQLite file).")
 def replay(
     config_path: str | None, logs: tuple[str, ...], as_json: bool, store_url: str | None
 ) -> None:
-    """Feed historical MTA logs through the engine (what-if tuning)."""
-    load_config(config_path)
-    not_implemented("replay")
+    """Feed historical MTA logs (plain, .gz, - for stdin) through the engine (what-if tuning)."""
+    from extrusion.maillog.replay import replay as run_replay
+
+    cfg = load_config(config_path)
+    raise SystemExit(run_replay(cfg, list(logs), as_json=as_json, store_url=store_url))
 
 
 @cli.command()
 @config_option
-@click.option("--since", default="24h", show_default=True)
-@click.option("--sender", default=None)
-@click.option("--state", default=None)
+@click.option("--since", default="24h", show_default=True,
+              help="Window: 24h, 90m, 7d, an ISO date, or all.")
+@click.option("--sender", default=None, help="Only this sender key, whatever its state.")
+@click.option("--state", default=None, help="Only senders now in this state (e.g. held).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "html"]), default="text")
 @click.option("--out", default=None, type=click.Path(dir_okay=False))
 def report(
@@ -152,9 +157,14 @@ def report(
     fmt: str,
     out: str | None,
 ) -> None:
-    """Report flagged senders with their evidence."""
-    load_config(config_path)
-    not_implemented("report")
+    """Report flagged senders with their evidence (text, JSON or a self-contained HTML page)."""
+    from extrusion.report.command import CommandError, run
+
+    cfg = load_config(config_path)
+    try:
+        run(cfg, since=since, sender=sender, state=state, fmt=fmt, out=out)
+    except CommandError as exc:
+        fail(f"extrusion report: {exc}", exc.status)
 
 
 @cli.command()
@@ -163,8 +173,17 @@ def report(
 @click.option("--json", "as_json", is_flag=True)
 def senders(config_path: str | None, state: str | None, as_json: bool) -> None:
     """List senders with their state and score."""
-    load_config(config_path)
-    not_implemented("senders")
+    from extrusion.scoring import admin
+    from extrusion.scoring.store import StoreError
+
+    cfg = load_config(config_path)
+    try:
+        for line in admin.list_senders(cfg, state, as_json=as_json):
+            click.echo(line)
+    except admin.AdminError as exc:
+        fail(f"extrusion senders: {exc}", EX_USAGE)
+    except StoreError as exc:
+        fail(f"extrusion senders: {exc}", EX_UNAVAILABLE)
 
 
 def _operator_command(verb: str) -> Callable[..., None]:
@@ -173,8 +192,18 @@ def _operator_command(verb: str) -> Callable[..., None]:
     @click.option("--reason", "-r", required=True, help="Why (kept in the audit trail).")
     @click.option("--who", default=None, help="Operator name (default: $USER).")
     def command(config_path: str | None, sender: str, reason: str, who: str | None) -> None:
-        load_config(config_path)
-        not_implemented(verb)
+        from extrusion.scoring import admin
+        from extrusion.scoring.store import StoreError
+
+        cfg = load_config(config_path)
+        who = who or os.environ.get("USER") or "operator"
+        try:
+            change = admin.operator_action(cfg, verb, sender, reason, who)
+        except admin.AdminError as exc:
+            fail(f"extrusion {verb}: {exc}", EX_USAGE)
+        except StoreError as exc:
+            fail(f"extrusion {verb}: {exc}", EX_UNAVAILABLE)
+        click.echo(f"{change.sender}: {change.old.value} -> {change.new.value} ({change.reason})")
 
     command.__doc__ = f"{verb.capitalize()} a sender (recorded in the audit trail)."
     return command

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from extrusion.cli import EX_UNAVAILABLE, main
+from extrusion.config import load
+from extrusion.scoring.engine import Engine, open_engine
+from extrusion.scoring.events import Action, Outcome, Stage, State, Status, Submission
 from extrusion.scoring.store import Store
 
 
@@ -24,8 +29,14 @@ def test_db_upgrade_creates_then_reports_up_to_date(
         assert s.revision() == Store.head_revision()
 
 
-def test_db_upgrade_with_unreachable_database_says_so_in_one_line(
-    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [(["db", "upgrade"], "db upgrade"), (["senders"], "senders"),
+     (["block", "ip:192.0.2.1", "-r", "x"], "block")],
+)
+def test_unreachable_database_is_one_line_and_exit_69(
+    write_config: Callable[[str], Path], capsys: pytest.CaptureFixture[str],
+    command: list[str], name: str,
 ) -> None:
     with socket.socket() as sock:  # bound but not listening: connection refused
         sock.bind(("127.0.0.1", 0))
@@ -33,7 +44,104 @@ def test_db_upgrade_with_unreachable_database_says_so_in_one_line(
         path = write_config(
             f'[store]\nurl = "postgresql+psycopg://postgres@127.0.0.1:{port}/x"\n'
         )
-        assert main(["db", "upgrade", "--config", str(path)]) == EX_UNAVAILABLE
+        assert main([*command, "--config", str(path)]) == EX_UNAVAILABLE
     err = capsys.readouterr().err.strip()
-    assert err.startswith("extrusion db upgrade: store unavailable:")
+    assert err.startswith(f"extrusion {name}: store unavailable:")
     assert len(err.splitlines()) == 1
+
+
+# --- senders, release|hold|allow|block: straight on the store, daemons follow on refresh ------
+
+BOT = "ip:192.0.2.66"
+
+
+def _failures(engine: Engine, sender: str, n: int, t0: float, tag: str = "r") -> None:
+    for i in range(n):
+        r = f"{tag}{i}@example.org"
+        engine.submission(Submission(t0 + i, sender, f"{tag}{i:05d}", "bot@example.net", (r,)))
+        engine.outcome(Outcome(t0 + i, f"{tag}{i:05d}", r, Status.BOUNCED, "5.1.1",
+                               "550 5.1.1 user unknown", sender=sender))
+
+
+@pytest.fixture
+def setup(store_url: str, write_config: Callable[[str], Path], tmp_path: Path
+          ) -> Iterator[tuple[str, Engine]]:
+    path = write_config(
+        f'[general]\nhostname = "mx1"\n[store]\nurl = "{store_url}"\n'
+        f'spool_dir = "{tmp_path / "spool"}"\n'
+    )
+    engine = open_engine(load(path))
+    yield str(path), engine
+    engine.close()
+
+
+def test_block_from_the_cli_reaches_a_running_engine(
+    setup: tuple[str, Engine], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, engine = setup
+    monkeypatch.setenv("USER", "kim")
+    assert main(["block", BOT, "--config", path, "-r", "spam run, ticket 7"]) == 0
+    said = capsys.readouterr().out.strip()
+    assert said == f"{BOT}: ok -> blocked (block by kim: spam run, ticket 7)"
+    engine.refresh()
+    assert engine.decide(BOT, Stage.MAIL).action is Action.REJECT
+    (change,) = engine.store.state_changes(BOT)
+    assert (change.who, change.new) == ("kim", State.BLOCKED)
+    assert main(["senders", "--config", path]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("SENDER") and BOT in out[1] and "blocked" in out[1]
+    assert "block by kim" in out[1]
+
+
+def test_release_from_the_cli_forgets_the_evidence_everywhere(
+    setup: tuple[str, Engine], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, engine = setup
+    t = time.time()
+    _failures(engine, BOT, 25, t)
+    engine.flush()
+    assert engine.decide(BOT, Stage.RCPT, count=False).state is State.THROTTLED
+    assert main(["release", BOT, "--config", path, "-r", "cleaned", "--who", "ops"]) == 0
+    assert "throttled -> ok" in capsys.readouterr().out
+    engine.refresh()
+    d = engine.decide(BOT, Stage.RCPT, count=False)
+    assert d.state is State.OK and d.score < 0.01
+    _failures(engine, BOT, 3, t + 100, tag="after")  # the old window was forgotten too
+    assert engine.decide(BOT, Stage.RCPT, count=False).state is State.OK
+
+
+def test_senders_json_and_state_filter(
+    setup: tuple[str, Engine], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, engine = setup
+    _failures(engine, BOT, 12, time.time())
+    engine.flush()
+    assert main(["hold", "ip:192.0.2.1", "--config", path, "-r", "check"]) == 0
+    capsys.readouterr()
+    assert main(["senders", "--config", path, "--json", "--state", "watch"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    data = json.loads(line)
+    assert data["sender"] == BOT and data["state"] == "watch" and data["score"] > 10
+    assert "failed_recipients" in data["findings"]
+    assert main(["senders", "--config", path, "--state", "sleepy"]) == 2
+    assert "unknown state 'sleepy'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["block", "192.0.2.1", "-r", "x"], "is not a sender key"),
+        (["allow", "sasl:", "-r", "x"], "is not a sender key"),
+        (["hold", BOT, "-r", "  "], "a reason is required"),
+    ],
+)
+def test_bad_operator_input_is_one_clear_line(
+    setup: tuple[str, Engine], capsys: pytest.CaptureFixture[str], args: list[str],
+    message: str,
+) -> None:
+    path, engine = setup
+    assert main([*args, "--config", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert engine.store.state_changes() == []  # nothing written

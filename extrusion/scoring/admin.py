@@ -1,13 +1,32 @@
 """Operator commands that work directly on the store (`db upgrade`, `senders`, pins).
 
 They need no running daemon: the daemons pick up what these write within
-`store.refresh_seconds`.
+`store.refresh_seconds` (the pin, the state, and for a release the
+forgotten evidence), and every action lands in the audit trail with who
+and why.
 """
 
 from __future__ import annotations
 
+import json
+import time
+
 from extrusion.config import Config
-from extrusion.scoring.store import Store, open_store
+from extrusion.scoring.events import OperatorVerb, State, StateChange
+from extrusion.scoring.memory import RELEASED
+from extrusion.scoring.overrides import OverrideSet
+from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch, SenderDelta, SenderRow
+from extrusion.scoring.state import Thresholds, next_state
+from extrusion.scoring.store import Store, open_store, state_change_row
+
+PINNED = {OperatorVerb.ALLOW: State.OK, OperatorVerb.BLOCK: State.BLOCKED,
+          OperatorVerb.HOLD: State.HELD}
+CONFIG_PINNED = {"allow": State.OK, "block": State.BLOCKED, "hold": State.HELD}
+KEY_PREFIXES = ("sasl:", "ip:", "customer:")
+
+
+class AdminError(Exception):
+    """Bad operator input, phrased for the terminal."""
 
 
 def db_upgrade(cfg: Config) -> str:
@@ -23,4 +42,94 @@ def db_upgrade(cfg: Config) -> str:
     return f"store upgraded from revision {before or 'none'} to {after}"
 
 
-__all__ = ["db_upgrade", "open_store"]
+def list_senders(cfg: Config, state: str | None = None, *, as_json: bool = False,
+                 now: float | None = None) -> list[str]:
+    """Lines to print: one per sender, highest score first."""
+    if state is not None and state not in {s.value for s in State}:
+        raise AdminError(f"unknown state {state!r} (one of {', '.join(s.value for s in State)})")
+    now = time.time() if now is None else now
+    hl = cfg.scoring.half_life_seconds
+    with open_store(cfg) as store:
+        rows = store.senders(state)
+    rows.sort(key=lambda r: (-r.score_at(now, hl), r.key))
+    if as_json:
+        return [json.dumps(_sender_json(r, now, hl), sort_keys=True) for r in rows]
+    lines = [f"{'SENDER':40} {'STATE':9} {'SCORE':>8} {'PINNED':8} REASON"]
+    for r in rows:
+        lines.append(
+            f"{r.key:40} {r.state:9} {r.score_at(now, hl):8.1f} {r.pinned or '-':8} "
+            f"{_top_reason(r)}"
+        )
+    return lines
+
+
+def operator_action(cfg: Config, verb: str, sender: str, why: str, who: str,
+                    now: float | None = None) -> StateChange:
+    """Pin (allow/hold/block) or release a sender in the store; audited."""
+    try:
+        v = OperatorVerb(verb)
+    except ValueError:
+        raise AdminError(f"unknown action {verb!r}") from None
+    if not sender.startswith(KEY_PREFIXES) or len(sender) <= len(sender.split(":")[0]) + 1:
+        raise AdminError(
+            f"{sender!r} is not a sender key (sasl:USER, ip:ADDRESS or customer:NAME)")
+    if not why.strip():
+        raise AdminError("a reason is required (it is kept in the audit trail)")
+    now = time.time() if now is None else now
+    hl = cfg.scoring.half_life_seconds
+    with open_store(cfg) as store:
+        row = store.sender(sender) or SenderRow(key=sender, first_seen=now, last_seen=now,
+                                                state_since=now, score_time=now)
+        old = State(row.state)
+        delta = SenderDelta(key=sender, time=now, first_seen=row.first_seen)
+        if v is OperatorVerb.RELEASE:
+            delta.reset_score = True
+            delta.pin = PIN_CLEAR
+            delta.findings = {RELEASED: {"by": who, "time": now}}
+            # A standing config override still pins the sender after a release.
+            override = OverrideSet(cfg.overrides).match(sender)
+            new = CONFIG_PINNED.get(override.action if override is not None else "", State.OK)
+            score = 0.0
+        elif v in PINNED:
+            delta.pin, delta.pinned, delta.pinned_by, delta.pinned_reason = (
+                PIN_SET, v.value, who, why)
+            new = PINNED[v]
+            score = row.score_at(now, hl)
+        else:  # monitor: record everything, enforce nothing; the state follows the score
+            delta.pin, delta.pinned, delta.pinned_by, delta.pinned_reason = (
+                PIN_SET, v.value, who, why)
+            score = row.score_at(now, hl)
+            new = next_state(old, score, Thresholds.from_config(cfg.scoring))
+        delta.state, delta.state_since = new.value, now if new is not old else row.state_since
+        change = StateChange(time=now, sender=sender, old=old, new=new, score=round(score, 3),
+                             reason=f"{v.value} by {who}: {why}", who=who,
+                             evidence={"via": "cli", "score": round(score, 3)})
+        batch = Batch()
+        batch.state_changes.append(state_change_row(change))
+        batch.add_sender(delta, hl)
+        store.write_batch(batch, hl)
+    return change
+
+
+def _sender_json(r: SenderRow, now: float, hl: float) -> dict[str, object]:
+    return {
+        "sender": r.key, "state": r.state, "score": round(r.score_at(now, hl), 3),
+        "class": r.cls, "pinned": r.pinned, "pinned_by": r.pinned_by,
+        "first_seen": r.first_seen, "last_seen": r.last_seen, "state_since": r.state_since,
+        "findings": r.findings,
+    }
+
+
+def _top_reason(r: SenderRow) -> str:
+    from extrusion.scoring.decisions import PHRASES
+
+    if r.pinned:
+        return f"{r.pinned} by {r.pinned_by}: {r.pinned_reason}"
+    best, weight = "", 0.0
+    for kind, f in (r.findings or {}).items():
+        w = float(f.get("weight", 0.0)) if isinstance(f, dict) else 0.0
+        if w > weight:
+            best, weight = kind, w
+    if (r.findings or {}).get("misconfigured", {}).get("rejection_daemon"):
+        return "misconfigured: rejection daemon"
+    return PHRASES.get(best, "")

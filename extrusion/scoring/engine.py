@@ -39,7 +39,7 @@ from extrusion.scoring.events import (
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
 from extrusion.scoring.judge import Judge
 from extrusion.scoring.limits import RateState
-from extrusion.scoring.memory import SenderMemory
+from extrusion.scoring.memory import RELEASED, SenderMemory
 from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch, SenderDelta, SenderRow, decay
 from extrusion.scoring.spool import Spool, SpoolError
@@ -292,7 +292,7 @@ class Engine:
             mem = self._mem(event.sender, now)
             old = mem.state
             if verb is OperatorVerb.RELEASE:
-                mem.forget(now)
+                mem.forget(now, event.who)
                 mem.pin = mem.pinned_by = mem.pinned_reason = None
                 mem.pin_dirty = PIN_CLEAR
                 mem.state = State.OK  # released: back to the start, evidence forgotten
@@ -415,7 +415,7 @@ class Engine:
         changed: object = None
         with self._lock:
             mem = self._senders.get(sender)
-            if mem is None and (self.overrides or count and stage in (Stage.RCPT, Stage.EOM)):
+            if mem is None and (self.overrides or (count and stage in (Stage.RCPT, Stage.EOM))):
                 mem = self._mem(sender, now, client_addr)
                 changed = True
             elif mem is not None and mem.state is not State.OK:
@@ -587,7 +587,12 @@ class Engine:
         if mem.pin_dirty is None:
             mem.pin, mem.pinned_by, mem.pinned_reason = (
                 row.pinned, row.pinned_by, row.pinned_reason)
-        if not mem.findings_dirty and row.findings and not mem.findings:
+        released = row.findings.get(RELEASED) if isinstance(row.findings, dict) else None
+        if isinstance(released, dict) and float(released.get("time", 0.0)) > mem.released_at:
+            # Released elsewhere (CLI, another MTA): this process's windows go too.
+            mem.forget_locally(now, row.findings)
+            mem.base, mem.base_time = row.score, row.score_time
+        elif not mem.findings_dirty and row.findings and not mem.findings:
             mem.findings = dict(row.findings)
         stored = State(row.state)
         if not mem.state_dirty and stored is not mem.state:

@@ -17,6 +17,7 @@ from extrusion.scoring.limits import RateState
 from extrusion.scoring.rows import decay
 
 MAX_EXAMPLES = 5  # examples kept per finding for the report
+RELEASED = "released"  # the finding an operator's release leaves behind
 
 
 class WindowSet:
@@ -90,6 +91,7 @@ class SenderMemory:
         "pinned_reason",
         "rates",
         "reason",
+        "released_at",
         "reset",
         "state",
         "state_dirty",
@@ -129,6 +131,7 @@ class SenderMemory:
         self.findings_dirty = False
         self.pin_dirty: str | None = None
         self.reset = False
+        self.released_at = 0.0
 
     # --- score ---------------------------------------------------------------------------
 
@@ -147,16 +150,22 @@ class SenderMemory:
     def raise_to(self, floor: float, now: float, half_life: float) -> None:
         self.add(floor - self.score(now, half_life), now, half_life)
 
-    def forget(self, now: float) -> None:
-        """An operator's release: the evidence so far no longer counts."""
-        self.base = self.pending = 0.0
-        self.base_time = self.pending_time = now
+    def forget(self, now: float, who: str = "") -> None:
+        """An operator's release: the evidence so far no longer counts (here and, through
+        the `released` finding, in every other process sharing the store)."""
         self.reset = True
         self.dirty = True
+        self.findings_dirty = True
+        self.forget_locally(now, {RELEASED: {"by": who, "time": now}})
+
+    def forget_locally(self, now: float, findings: dict[str, Any]) -> None:
+        """Drop the evidence because this or another process released the sender."""
+        self.base = self.pending = 0.0
+        self.base_time = self.pending_time = now
         for window in (self.failed, self.auto_failures, self.lists, self.helos):
             window.clear()
-        self.findings = {}
-        self.findings_dirty = True
+        self.findings = dict(findings)
+        self.released_at = float(findings.get(RELEASED, {}).get("time", now))
 
     # --- findings (the report's "why") ---------------------------------------------------
 
