@@ -405,6 +405,16 @@ def test_every_rule_can_match_something() -> None:
     assert all(rule.phrases or rule.code is not None for rule in RULES)
 
 
+def test_every_anchor_is_lower_case_text_its_pattern_requires() -> None:
+    # The anchor gates the regex, so it must be literal text of the pattern
+    # (a typo would silently disable the phrase) and lower-case like the reply.
+    for rule in RULES:
+        for phrase in rule.phrases:
+            assert phrase.anchor and phrase.anchor == phrase.anchor.lower()
+            if phrase.regex is not None:
+                assert phrase.anchor in phrase.regex.pattern, phrase
+
+
 def test_a_huge_reply_is_cut_before_matching() -> None:
     # The phrase sits beyond the bound, so only the code is seen.
     reply = "550 5.7.1 " + "x" * (MAX_REPLY_CHARS * 500) + " user unknown"

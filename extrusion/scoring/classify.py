@@ -84,11 +84,6 @@ class Phrase:
     anchor: str
     regex: re.Pattern[str] | None = None
 
-    def found_in(self, text: str) -> bool:
-        if self.anchor not in text:
-            return False
-        return self.regex is None or self.regex.search(text) is not None
-
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -102,11 +97,6 @@ class Rule:
     outcome: OutcomeClass
     phrases: tuple[Phrase, ...] = ()
     code: re.Pattern[str] | None = None
-
-    def matches(self, reply: str, code: str) -> bool:
-        if any(phrase.found_in(reply) for phrase in self.phrases):
-            return True
-        return self.code is not None and bool(code) and self.code.fullmatch(code) is not None
 
 
 def _re(anchor: str, pattern: str) -> Phrase:
@@ -260,7 +250,7 @@ RULES: tuple[Rule, ...] = (
         "no mailbox here by that name",
         "is no longer valid",  # Yahoo: "dd jo@yahoo.com is no longer valid"
         _re("mailbox", r"mailbox (?:unavailable|not found|does not exist|disabled|inactive)"),
-        _re("not", r"recipient ?not ?found"),
+        _re("found", r"recipient ?not ?found"),
         "not our customer",
         _re("invalid", r"invalid (?:recipient|mailbox|address|user)"),
         _re("inactive", r"inactive (?:email )?(?:address|account|mailbox)"),
@@ -278,8 +268,8 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-# RULES flattened into one sequence of checks in the same order:
-# (anchor, regex, code regex, outcome); a code check has anchor None. One flat
+# RULES flattened into one sequence of checks in the same order: (anchor,
+# regex, outcome) for a phrase, (None, code regex, outcome) for a code. One flat
 # loop with no calls per phrase keeps classify() cheap on the engine's event path.
 _CHECKS: tuple[tuple[str | None, re.Pattern[str] | None, OutcomeClass], ...] = tuple(
     check
