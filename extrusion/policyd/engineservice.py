@@ -68,14 +68,30 @@ class EngineService(Service):
         self._sync_errors = BurstLog(log, "store sync (flush/refresh)", reactor.seconds)
         self.last_sync_ok: float | None = None
         self.last_error: str = ""
+        #: True once the engine has read the senders from the store (set, never cleared).
+        self.loaded = False
 
     @property
     def engine(self) -> EngineAPI | None:
+        """The engine, for recording events and operator actions (it spools while the
+        store is down); None until it could be created."""
         return self._engine
 
     @property
+    def judging(self) -> EngineAPI | None:
+        """The engine once it knows the senders' states (it has reached the store at
+        least once); until then decisions would be blind, so the default action answers.
+        After that a store outage does not matter here: it answers from memory."""
+        return self._engine if self.loaded else None
+
+    @property
+    def decisions(self) -> _Judging:
+        """`EngineSource` view for the responder: `.engine` is `judging`."""
+        return _Judging(self)
+
+    @property
     def healthy(self) -> bool:
-        return self._engine is not None and not self._sync_errors.failing
+        return self._engine is not None and self.loaded and not self._sync_errors.failing
 
     def _thread(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
@@ -99,6 +115,7 @@ class EngineService(Service):
         for listener in self.listeners:
             engine.add_listener(listener)
         self._engine = engine
+        self.loaded = bool(getattr(engine, "store_ok", True))
         self.metrics.engine_up.set(1)
         self._open_errors.recovered()
         log.info("engine open (store %s)", _safe_url(self.config.store.url))
@@ -143,13 +160,19 @@ class EngineService(Service):
     def _sync(self, engine: EngineAPI, now: float) -> dict[str, int] | None:
         """Worker thread: push queued events, pull others' states, recount the gauge."""
         engine.flush()
+        refreshed = False
         if now >= self._next_refresh:
             engine.refresh(now)
             self._next_refresh = now + self.config.store.refresh_seconds
+            refreshed = True
         # The engine does not raise for an outage (it spools and answers from
         # memory) but says so; an outage is a failed sync for health and metrics.
         if not getattr(engine, "store_ok", True):
             raise StoreDown(getattr(engine, "last_store_error", "") or "store unavailable")
+        if refreshed:
+            # refresh() just read every sender changed since the last good read, so
+            # after a start with the store down the engine now knows the states.
+            self.loaded = True
         if self.sender_counts is not None and now >= self._next_gauge:
             self._next_gauge = now + GAUGE_SECONDS
             return self.sender_counts(engine)
@@ -198,6 +221,15 @@ class EngineService(Service):
                 yield self._thread(engine.close)  # flushes what is still queued
             except Exception as exc:  # the store may be gone; the engine spooled what it could
                 log.error("closing the engine failed: %s", exc)
+
+
+class _Judging:
+    def __init__(self, service: EngineService) -> None:
+        self._service = service
+
+    @property
+    def engine(self) -> EngineAPI | None:
+        return self._service.judging
 
 
 def _safe_url(url: str) -> str:

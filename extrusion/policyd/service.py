@@ -105,7 +105,7 @@ class PolicydService(MultiService):
             )
             listeners.append(self.queue.on_state_change)
         self.responder = Responder(
-            self.engines, config.policyd.default_action, self.metrics, reactor.seconds
+            self.engines.decisions, config.policyd.default_action, self.metrics, reactor.seconds
         )
         self.policy: ListenService | None = None
         self.policy_factory: PolicyFactory | None = None
@@ -156,6 +156,7 @@ class PolicydService(MultiService):
         out: dict[str, Any] = {
             "status": status,
             "engine": "open" if engine_ok else "unavailable",
+            "judging": self.engines.judging is not None,
             "store": "ok" if self.engines.healthy else "failing",
             "policy_connections": len(self.policy_factory.connections)
             if self.policy_factory is not None else 0,
