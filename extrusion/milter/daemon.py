@@ -191,3 +191,5 @@ def _setup_logging(level: str) -> None:
             f"%(asctime)s extrusion milter[{os.getpid()}]: %(levelname)s %(message)s"))
         root.addHandler(handler)
     root.setLevel(level.upper())
+    # Schema migrations at start-up are the store's business; their chatter is not news.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
