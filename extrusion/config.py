@@ -196,7 +196,7 @@ class Maillog:
     queue_id_ttl_seconds: float = 10800.0
     max_queue_ids: int = 200000
     handoff_relays: tuple[str, ...] = field(default=(), metadata=_check("networks"))
-    skip_replies: tuple[str, ...] = ()
+    skip_replies: tuple[str, ...] = ("extrusion:",)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ programs or of no interest in `stats.ignored`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
@@ -56,7 +56,7 @@ class FeedStats:
     ignored: int = 0  # readable lines of no interest (other programs, connect/TLS/…)
     garbled: int = 0  # lines that could not be read: counted and skipped
     engine_errors: int = 0
-    examples: deque[str] = field(default_factory=lambda: deque(maxlen=EXAMPLES_KEPT))
+    examples: list[str] = field(default_factory=list)  # the first few garbled lines
     join: JoinStats = field(default_factory=JoinStats)
 
 
@@ -88,10 +88,7 @@ class _GuardedSink:
 
 
 def _postfix_parser(service: str) -> Parser:
-    def parse(message: str) -> tuple[Record, ...] | None:
-        return postfix.parse(service, message)
-
-    return parse
+    return functools.partial(postfix.parse, service)
 
 
 def _choose_parser(program: str, fmt: Format) -> Parser | None:
@@ -123,6 +120,7 @@ class LogFeed:
         self.fmt: Format = fmt
         self.stats = FeedStats()
         self._splitter = LineSplitter(reference_time, tz)
+        self._split = self._splitter.parts
         self._sink = _GuardedSink(engine, self.stats, guard)
         self.joiner = Joiner(self._sink, self._key, settings)
         self.stats.join = self.joiner.stats
@@ -166,11 +164,12 @@ class LogFeed:
     def line(self, text: str) -> None:
         """One raw log line (with or without its newline)."""
         self.stats.lines += 1
-        parts = self._splitter.split(text)
+        parts = self._split(text)
         if parts is None:
             self._garbled(text)
             return
-        self._message(text, parts.time, parts.host, parts.program, parts.message)
+        t, host, program, _pid, message = parts
+        self._message(text, t, host, program, message)
 
     def entry(self, t: float, host: str, program: str, pid: str, message: str) -> None:
         """One message already split by a syslog receiver."""
@@ -202,7 +201,8 @@ class LogFeed:
 
     def _garbled(self, text: str) -> None:
         self.stats.garbled += 1
-        self.stats.examples.append(text.rstrip("\r\n")[:EXAMPLE_CHARS])
+        if len(self.stats.examples) < EXAMPLES_KEPT:
+            self.stats.examples.append(text.rstrip("\r\n")[:EXAMPLE_CHARS])
 
     def tick(self, now: float) -> None:
         """Let pending submissions and idle queue ids expire when no line comes

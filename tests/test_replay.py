@@ -1,0 +1,236 @@
+"""`extrusion replay`: a generated log with a spam bot hidden among normal senders, through
+the real engine; input forms, output forms, bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from extrusion.cli import main
+from extrusion.maillog.generate import Truth, generate
+from extrusion.maillog.replay import EX_DATAERR, EX_NOINPUT
+
+# A day of traffic ending well before "now", so no stamp looks like the future.
+START = time.time() - 3 * 86400
+KEYS = ["time", "sender", "state", "score", "reason"]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Truth]:
+    path = tmp_path_factory.mktemp("replay") / "mail.log"
+    with open(path, "w", encoding="utf-8") as f:
+        truth = generate(f, seed=7, messages=3000, senders=80, bots=1, start=START,
+                         duration=8 * 3600.0)
+    return path, truth
+
+
+@pytest.fixture
+def config(write_config: Callable[[str], Path]) -> Path:
+    return write_config("")
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(["replay", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def changes(out: str) -> list[dict[str, object]]:
+    rows = [json.loads(line) for line in out.splitlines()]
+    for row in rows:
+        assert list(row) == KEYS
+    return rows
+
+
+def flagged(rows: list[dict[str, object]]) -> set[object]:
+    return {r["sender"] for r in rows if r["state"] != "ok"}
+
+
+def test_finds_the_bot_and_nothing_else(
+    capsys: pytest.CaptureFixture[str], generated: tuple[Path, Truth], config: Path
+) -> None:
+    path, truth = generated
+    status, out, err = run(capsys, "--config", str(config), "--json", str(path))
+    assert status == 0, err
+    rows = changes(out)
+    assert flagged(rows) == set(truth.bots)
+    assert not flagged(rows) & set(truth.innocent)
+    # Caught while it was sending, not at the end of the log: times are the log's own.
+    first = min(dt.datetime.fromisoformat(str(r["time"])).timestamp() for r in rows)
+    assert START < first < truth.end
+    assert all(isinstance(r["score"], float | int) for r in rows)
+    assert "replay:" in err and "senders by state" in err  # the summary went to stderr
+
+
+def test_summary_table(
+    capsys: pytest.CaptureFixture[str], generated: tuple[Path, Truth], config: Path
+) -> None:
+    path, truth = generated
+    status, out, err = run(capsys, "--config", str(config), str(path))
+    assert status == 0, err
+    assert f"{truth.lines:,} lines" in out
+    assert "senders by state" in out and "top senders" in out
+    top = out.split("top senders", 1)[1].splitlines()[2]
+    assert truth.bots[0] in top and "too many delivery failures" in top
+    assert "0 skipped as unreadable" in out
+    assert "\r" not in err  # no progress line when stderr is not a terminal
+
+
+def test_gzip_several_files_and_stdin_give_the_same_answer(
+    capsys: pytest.CaptureFixture[str], generated: tuple[Path, Truth], config: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, _truth = generated
+    _s, whole, _e = run(capsys, "--config", str(config), "--json", str(path))
+    lines = path.read_bytes().splitlines(keepends=True)
+    half = len(lines) // 2
+    first, second = tmp_path / "mail.log.1.gz", tmp_path / "mail.log"
+    with gzip.open(first, "wb") as f:
+        f.writelines(lines[:half])
+    second.write_bytes(b"".join(lines[half:]))
+    os.utime(first, (path.stat().st_mtime,) * 2)
+    status, split, err = run(capsys, "--config", str(config), "--json", str(first), str(second))
+    assert status == 0, err
+    assert split == whole
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(path.read_bytes())))
+    status, piped, err = run(capsys, "--config", str(config), "--json", "-")
+    assert status == 0, err
+    assert piped == whole
+
+
+def test_thresholds_from_the_config_change_the_verdict(
+    capsys: pytest.CaptureFixture[str], generated: tuple[Path, Truth],
+    write_config: Callable[[str], Path],
+) -> None:
+    path, _truth = generated
+    lenient = write_config("[scoring]\nfailure_trigger = 100000\nwatch_score = 500.0\n"
+                           "throttle_score = 600.0\nhold_score = 700.0\n", "lenient.toml")
+    status, out, err = run(capsys, "--config", str(lenient), "--json", str(path))
+    assert status == 0, err
+    assert out == ""
+
+
+def test_replay_into_a_given_store_keeps_the_verdicts(
+    capsys: pytest.CaptureFixture[str], generated: tuple[Path, Truth], config: Path,
+    store_url: str,
+) -> None:
+    from extrusion.scoring.store import Store
+
+    path, truth = generated
+    status, _out, err = run(capsys, "--config", str(config), "--store", store_url, str(path))
+    assert status == 0, err
+    with Store(store_url) as store:
+        kept = {row.key: row.state for row in store.senders()}
+    assert kept[truth.bots[0]] != "ok"
+    assert all(kept.get(k, "ok") == "ok" for k in truth.innocent)
+
+
+def test_the_default_store_is_thrown_away(
+    capsys: pytest.CaptureFixture[str], generated: tuple[Path, Truth], tmp_path: Path,
+    write_config: Callable[[str], Path],
+) -> None:
+    live = tmp_path / "live.db"
+    cfg = write_config(f'[store]\nurl = "sqlite:///{live}"\nspool_dir = "{tmp_path}/spool"\n',
+                       "live.toml")
+    status, _out, err = run(capsys, "--config", str(cfg), str(generated[0]))
+    assert status == 0, err
+    assert not live.exists() and not (tmp_path / "spool").exists()
+
+
+def test_year_of_classic_stamps_across_new_year(
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
+) -> None:
+    start = dt.datetime(2026, 12, 31, 20, 0).timestamp()
+    path = tmp_path / "newyear.log"
+    with open(path, "w", encoding="utf-8") as f:
+        truth = generate(f, seed=3, messages=600, senders=20, bots=1, bot_messages=150,
+                         start=start, duration=8 * 3600.0)
+    written = truth.end + 600
+    os.utime(path, (written, written))  # the file was last written just after its last line
+    status, out, err = run(capsys, "--config", str(config), "--json", str(path))
+    assert status == 0, err
+    times = [dt.datetime.fromisoformat(str(r["time"])).timestamp() for r in changes(out)]
+    assert times and all(truth.start <= t <= truth.end + 3600 for t in times)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_missing_file_is_refused_before_anything_runs(
+    capsys: pytest.CaptureFixture[str], generated: tuple[Path, Truth], config: Path,
+    tmp_path: Path,
+) -> None:
+    status, out, err = run(capsys, "--config", str(config), str(generated[0]),
+                           str(tmp_path / "nope.log"))
+    assert status == EX_NOINPUT
+    assert out == "" and "nope.log: no such file" in err
+
+
+def test_bad_store_url(capsys: pytest.CaptureFixture[str], generated: tuple[Path, Truth],
+                       config: Path) -> None:
+    status, out, err = run(capsys, "--config", str(config), "--store", "mysql://x/y",
+                           str(generated[0]))
+    assert status == 2 and "--store" in err and out == ""
+
+
+def test_stdin_only_once(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    status, _out, err = run(capsys, "--config", str(config), "-", "-")
+    assert status == 2 and "only once" in err
+
+
+def test_truncated_gzip_reports_the_file_and_keeps_what_was_read(
+    capsys: pytest.CaptureFixture[str], generated: tuple[Path, Truth], config: Path,
+    tmp_path: Path,
+) -> None:
+    path, truth = generated
+    packed = gzip.compress(path.read_bytes())
+    broken = tmp_path / "mail.log.2.gz"
+    broken.write_bytes(packed[: len(packed) * 2 // 3])
+    status, out, err = run(capsys, "--config", str(config), str(broken))
+    assert status == EX_DATAERR
+    assert "mail.log.2.gz: unreadable after line" in err
+    read = int(out.split(" lines in ", 1)[0].split()[-1].replace(",", ""))
+    assert 0 < read < truth.lines
+
+
+def test_garbage_lines_are_counted_and_shown(
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "odd.log"
+    path.write_bytes(b"\xff\xfe binary junk\nNov 30 04:0\n"
+                     b"Nov 30 04:00:01 smtp1 postfix/qmgr[1]: 3F2A1B0C9D: from=<a@b.exam\n"
+                     b"Nov 30 04:00:02 smtp1 postfix/qmgr[1]: 3F2A1B0C9D: removed\n")
+    status, out, err = run(capsys, "--config", str(config), str(path))
+    assert status == 0, err
+    assert "3 skipped as unreadable" in out
+    assert "from=<a@b.exam" in out
+
+
+def test_progress_line_on_a_terminal(generated: tuple[Path, Truth], config: Path) -> None:
+    from extrusion import config as configmod
+    from extrusion.maillog.replay import replay
+
+    out, err = io.StringIO(), io.StringIO()
+    status = replay(configmod.load(config), [str(generated[0])], out=out, err=err,
+                    progress=True)
+    assert status == 0
+    assert "lines/s" in err.getvalue() and "flagged" in err.getvalue()
+    assert "lines/s" not in out.getvalue().split("\n", 1)[1]
+
+
+def test_installed_command(generated: tuple[Path, Truth], config: Path) -> None:
+    exe = Path(sys.executable).with_name("extrusion")
+    proc = subprocess.run([str(exe), "replay", "--config", str(config), "--json",
+                           str(generated[0])], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert flagged(changes(proc.stdout)) == set(generated[1].bots)
