@@ -6,7 +6,7 @@ CONFIG ?= conf/extrusion.toml
 
 # Debian packages: libmilter-dev builds pymilter; the rest are real peers for the tests.
 DEBS_RUN  := libmilter-dev
-DEBS_TEST := $(DEBS_RUN) postfix miltertest chromium
+DEBS_TEST := $(DEBS_RUN) postfix miltertest chromium m4
 
 .PHONY: run test lint unit integration demo bench clean debs-run debs-test
 

@@ -18,6 +18,7 @@ directory.
 from __future__ import annotations
 
 import contextlib
+import email.policy
 import json
 import os
 import pty
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +55,7 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 FINAL_STATUSES = ("sent", "bounced", "expired")
 
-_QUEUED_AS = re.compile(r"queued as ([0-9A-Za-z]+)")
+_QUEUED_AS = re.compile(r"(?:queued as|^2\.0\.0) ([0-9A-Za-z]{8,20})\b")
 _OUTCOME = re.compile(
     r"postfix/\S+\[\d+\]: (?P<qid>[0-9A-Za-z]+): to=<(?P<rcpt>[^>]*)>,.*?"
     r" dsn=(?P<dsn>\d\.\d+\.\d+), status=(?P<status>\w+)(?: \((?P<reply>.*)\))?$"
@@ -233,6 +235,50 @@ def _master_entries(text: str) -> dict[tuple[str, str], list[str]]:
         current = [line]
         entries[(fields[0], fields[1])] = current
     return entries
+
+
+def send_mail(
+    port: int,
+    mail_from: str,
+    rcpts: Sequence[str],
+    *,
+    helo: str = "pc1.customer.example",
+    source: str = "127.0.0.1",
+    subject: str = "test",
+    body: str = "hello\n",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> SendResult:
+    """One message over SMTP to 127.0.0.1:port from `source`; every reply is kept.
+
+    A recipient refused (4xx/5xx) is recorded, not raised; DATA is sent if any
+    recipient was accepted. The queue id comes from the "queued as" / "id" reply.
+    """
+    msg = EmailMessage()
+    msg["From"] = mail_from or "MAILER-DAEMON@example.net"
+    msg["To"] = rcpts[0] if rcpts else "undisclosed-recipients:;"
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="customer.example")
+    for k, v in (headers or {}).items():
+        msg[k] = v
+    msg.set_content(body)
+    replies: dict[str, tuple[int, str]] = {}
+    with smtplib.SMTP("127.0.0.1", port, local_hostname=helo,
+                      source_address=(source, 0), timeout=timeout) as s:
+        s.ehlo(helo)
+        code, text = s.mail(mail_from)
+        if code >= 400:
+            return SendResult(None, {}, None, (code, text.decode()))
+        for rcpt in rcpts:
+            code, text = s.rcpt(rcpt)
+            replies[rcpt] = (code, text.decode())
+        if not any(200 <= c < 300 for c, _ in replies.values()):
+            s.rset()
+            return SendResult(None, replies, None)
+        code, text = s.data(msg.as_bytes(policy=email.policy.SMTP))
+    reply = (code, text.decode())
+    m = _QUEUED_AS.search(reply[1])
+    return SendResult(m.group(1) if m and code == 250 else None, replies, reply)
 
 
 # --- the instance -------------------------------------------------------------------------
@@ -431,44 +477,9 @@ class PostfixInstance:
 
     # --- sending ---
 
-    def send(
-        self,
-        mail_from: str,
-        rcpts: Sequence[str],
-        *,
-        helo: str = "pc1.customer.example",
-        source: str = "127.0.0.1",
-        subject: str = "test",
-        body: str = "hello\n",
-        headers: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> SendResult:
+    def send(self, mail_from: str, rcpts: Sequence[str], **kwargs: Any) -> SendResult:
         """One message over SMTP as a customer at `source` (any 127.x address) would send it."""
-        msg = EmailMessage()
-        msg["From"] = mail_from or "MAILER-DAEMON@example.net"
-        msg["To"] = rcpts[0] if rcpts else "undisclosed-recipients:;"
-        msg["Subject"] = subject
-        msg["Message-ID"] = make_msgid(domain="customer.example")
-        for k, v in (headers or {}).items():
-            msg[k] = v
-        msg.set_content(body)
-        replies: dict[str, tuple[int, str]] = {}
-        with smtplib.SMTP("127.0.0.1", self.smtpd_port, local_hostname=helo,
-                          source_address=(source, 0), timeout=timeout) as s:
-            code, text = s.ehlo(helo)
-            code, text = s.mail(mail_from)
-            if code >= 400:
-                return SendResult(None, {}, None, (code, text.decode()))
-            for rcpt in rcpts:
-                code, text = s.rcpt(rcpt)
-                replies[rcpt] = (code, text.decode())
-            if not any(200 <= c < 300 for c, _ in replies.values()):
-                s.rset()
-                return SendResult(None, replies, None)
-            code, text = s.data(msg.as_bytes())
-        reply = (code, text.decode())
-        m = _QUEUED_AS.search(reply[1])
-        return SendResult(m.group(1) if m and code == 250 else None, replies, reply)
+        return send_mail(self.smtpd_port, mail_from, rcpts, **kwargs)
 
     # --- reading the log ---
 

@@ -1,0 +1,204 @@
+"""Messages per second through one Postfix: bare, with the milter, the policy daemon, both.
+
+    smtp-source  ->  throw-away Postfix on 127.0.0.1  ->  smtp-sink
+
+One Postfix instance (tests/postfix_harness.py) serves every run; between runs
+only its wiring changes (postconf + reload) and the extrusion daemons it needs
+are started as real processes (tests/mta/daemons.py), with a SQLite store and
+the log feed following Postfix's log. The configurations are interleaved over
+several rounds and the median is reported, because a shared 2-core machine is
+noisy; the ratios to bare Postfix are the figures that matter.
+
+Two rates per run: "ingress" (smtp-source's wall time: what customers see,
+where the milter and policy answers are paid) and "end to end" (until the
+queue is empty and every message was logged as sent).
+
+    .venv/bin/python benchmarks/mta.py [--messages 2000] [--sessions 10] [--rounds 3]
+
+Needs root and the Debian package postfix (smtp-source, smtp-sink).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import free_port  # noqa: E402
+from tests.mta.daemons import ExtrusionDaemons  # noqa: E402
+from tests.postfix_harness import (  # noqa: E402
+    SBIN_PATH,
+    PostfixInstance,
+    postfix_missing,
+    running_instance,
+)
+
+CONFIGS = ("bare", "milter", "policyd", "both")
+QUEUE_SUBDIRS = ("incoming", "active", "deferred", "maildrop")
+DRAIN_TIMEOUT = 300.0
+MESSAGE_BYTES = 2048
+RECIPIENTS_PER_MESSAGE = 2
+# Limits far above what a run sends, so every message takes the full path
+# (engine asked, counted) and none is throttled.
+HUGE_LIMIT = 100_000_000
+
+
+@dataclass(frozen=True)
+class Run:
+    config: str
+    messages: int
+    ingress_s: float
+    e2e_s: float
+    sent: int
+
+    @property
+    def ingress_rate(self) -> float:
+        return self.messages / self.ingress_s
+
+    @property
+    def e2e_rate(self) -> float:
+        return self.messages / self.e2e_s
+
+
+def wiring(pf: PostfixInstance, config: str) -> dict[str, str]:
+    """main.cf settings of a configuration: the shipped snippet's lines, or empty."""
+    policy = (f"check_policy_service {{ {pf.policy_address}, timeout=10s, try_limit=1, "
+              f"default_action=DUNNO }}")
+    use_milter = config in ("milter", "both")
+    use_policy = config in ("policyd", "both")
+    return {
+        "smtpd_milters": pf.milter_address if use_milter else "",
+        "smtpd_recipient_restrictions": policy if use_policy else "",
+        "smtpd_end_of_data_restrictions": policy if use_policy else "",
+    }
+
+
+def daemons_for(config: str) -> tuple[str, ...]:
+    return {"bare": (), "milter": ("milter",), "policyd": ("policyd",),
+            "both": ("milter", "policyd")}[config]
+
+
+def queued(pf: PostfixInstance) -> int:
+    n = 0
+    for sub in QUEUE_SUBDIRS:
+        for _root, _dirs, files in os.walk(pf.queue_dir / sub):
+            n += len(files)
+    return n
+
+
+@contextmanager
+def smtp_sink(port: int) -> Iterator[None]:
+    sink = subprocess.Popen(
+        ["smtp-sink", "-u", "postfix", f"127.0.0.1:{port}", "512"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={"PATH": SBIN_PATH})
+    try:
+        time.sleep(0.3)
+        if sink.poll() is not None:
+            raise RuntimeError("smtp-sink did not start")
+        yield
+    finally:
+        sink.terminate()
+        with suppress(subprocess.TimeoutExpired):
+            sink.wait(5)
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+
+
+def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int) -> Run:
+    log_start = pf.maillog.stat().st_size
+    t0 = time.perf_counter()
+    subprocess.run(
+        ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(MESSAGE_BYTES),
+         "-r", str(RECIPIENTS_PER_MESSAGE), "-N", "-M", "bench.customer.example",
+         "-f", "bench@customer.example", "-t", "rcpt@remote.example",
+         f"127.0.0.1:{pf.smtpd_port}"],
+        check=True, env={"PATH": SBIN_PATH}, stdout=subprocess.DEVNULL, timeout=DRAIN_TIMEOUT)
+    t_in = time.perf_counter()
+    deadline = t_in + DRAIN_TIMEOUT
+    while queued(pf) and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    t_end = time.perf_counter()
+    with pf.maillog.open("rb") as f:
+        f.seek(log_start)
+        sent = f.read().count(b"status=sent")
+    return Run(config, messages, t_in - t0, t_end - t0, sent)
+
+
+def bench_settings() -> dict[str, object]:
+    huge = {"messages_per_hour": HUGE_LIMIT, "recipients_per_hour": HUGE_LIMIT,
+            "messages_per_day": 0, "recipients_per_day": 0}
+    return {"general": {"log_level": "warning"},
+            "limits": {"default": huge, "consumer": huge, "business": huge,
+                       "throttled": huge}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--sessions", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    args = ap.parse_args(argv)
+    if reason := postfix_missing():
+        print(f"benchmarks/mta.py: {reason}", file=sys.stderr)
+        return 69
+    configs = [c for c in args.configs.split(",") if c]
+    sink_port = free_port()
+    work = Path(tempfile.mkdtemp(prefix="extrusion-bench-"))
+    runs: list[Run] = []
+    try:
+        with smtp_sink(sink_port), running_instance(sink_port) as pf:
+            d = ExtrusionDaemons(work, pf, free_port(), bench_settings())
+            d.write_config()
+            # warm-up: first connections, process start-up, SQLite file creation
+            pf.postconf(wiring(pf, "bare"))
+            one_run(pf, "warm-up", min(200, args.messages), args.sessions)
+            for rnd in range(args.rounds):
+                for config in configs:
+                    pf.postconf(wiring(pf, config))
+                    if daemons_for(config):
+                        d.start(*daemons_for(config))
+                    try:
+                        run = one_run(pf, config, args.messages, args.sessions)
+                    finally:
+                        d.stop()
+                    runs.append(run)
+                    print(f"round {rnd + 1} {config:8s} ingress {run.ingress_rate:7.1f} msg/s  "
+                          f"end-to-end {run.e2e_rate:7.1f} msg/s  sent {run.sent}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(runs, configs, args)
+    return 0
+
+
+def report(runs: list[Run], configs: list[str], args: argparse.Namespace) -> None:
+    med_in = {c: statistics.median(r.ingress_rate for r in runs if r.config == c)
+              for c in configs}
+    med_e2e = {c: statistics.median(r.e2e_rate for r in runs if r.config == c) for c in configs}
+    print()
+    print(f"{args.messages} messages x {RECIPIENTS_PER_MESSAGE} recipients, "
+          f"{args.sessions} sessions, median of {args.rounds} rounds")
+    print(f"{'config':10s} {'ingress msg/s':>14s} {'ratio':>7s} {'end-to-end msg/s':>17s} "
+          f"{'ratio':>7s}")
+    base = configs[0]
+    for c in configs:
+        print(f"{c:10s} {med_in[c]:14.1f} {med_in[c] / med_in[base]:7.2f} "
+              f"{med_e2e[c]:17.1f} {med_e2e[c] / med_e2e[base]:7.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Helpers of the MTA integration tests: extrusion's daemons as real processes."""
