@@ -87,10 +87,21 @@ class Observed:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.connections: list[Connection] = []
-        self.submissions: list[Submission] = []
+        self._submissions: list[Submission] = []
         self.decides: list[tuple[str, Stage, int, dict[str, Any], Decision]] = []
         self.fail: Callable[[], None] | None = None
+        self.guard: EngineGuard | None = None
         self._lock = threading.Lock()
+
+    @property
+    def submissions(self) -> list[Submission]:
+        self.settle()
+        return self._submissions
+
+    def settle(self) -> None:
+        """Wait for the events the milter hands over without waiting (submissions)."""
+        if self.guard is not None:
+            assert self.guard.wait_idle()
 
     def _check(self) -> None:
         if self.fail is not None:
@@ -112,7 +123,7 @@ class Observed:
     def submission(self, event: Submission) -> None:
         self._check()
         with self._lock:
-            self.submissions.append(event)
+            self._submissions.append(event)
         self.engine.submission(event)
 
     def decide(self, sender: str, stage: Stage, recipient_count: int = 1,
@@ -148,6 +159,7 @@ class Milters:
         config = make_config(self.tmp_path, **milter)
         self.engine = Observed(open_engine(config, clock=lambda: self.now))
         self.guard = EngineGuard(self.engine, timeout=milter.get("engine_timeout", 2.0))
+        self.engine.guard = self.guard
         runtime = Runtime(self.guard, Settings.from_config(config), clock=lambda: self.now)
         Milter.factory = lambda: ExtrusionMilter(runtime)
         return self.engine
@@ -194,6 +206,7 @@ def send(ctx: Ctx, *, sasl: str | bytes = "", ip: str = "192.0.2.10",
 
 
 def stored(engine: Observed, sender: str) -> list[Any]:
+    engine.settle()
     engine.flush()
     return engine.engine.store.messages(sender)
 

@@ -161,3 +161,45 @@ def test_full_backlog_drops_new_events_and_says_so_once(caplog: pytest.LogCaptur
         backlog.add(Connection(time=float(n), client_addr="192.0.2.1"))
     assert len(backlog) == 2 and backlog.dropped == 3
     assert sum("backlog full" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_refused_event_does_not_cost_the_decision_it_travels_with(
+    milters: Milters, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = milters.start()
+    real_connection = engine.engine.connection
+
+    def broken_connection(event: Connection) -> None:
+        raise EngineDown("connection table gone")
+
+    engine.engine.connection = broken_connection  # type: ignore[method-assign]
+    ctx = Ctx()
+    assert send(ctx, sasl="blocked@example.net")[-1] == Milter.REJECT  # still enforced
+    guard = milters.guard
+    assert guard is not None and len(guard.backlog) == 1
+    assert sum("connection table gone" in r.getMessage() for r in caplog.records) == 1
+    engine.engine.connection = real_connection  # type: ignore[method-assign]
+    assert guard.replay_backlog() == 1
+    assert guard.backlog.peek() is None
+
+
+def test_events_handed_over_without_waiting_are_bounded(milters: Milters) -> None:
+    from extrusion.milter import guard as guardmod
+
+    engine = milters.start()
+    guard = milters.guard
+    assert guard is not None
+    stuck = engine.engine._lock
+    stuck.acquire()
+    try:
+        events = [Submission(time=milters.now, sender="ip:192.0.2.1", queue_id=f"B{n}",
+                             envelope_from="a@example.net", recipients=("b@example.org",))
+                  for n in range(guardmod.MAX_LATER + 5)]
+        for event in events:
+            guard.record_later(event)
+        assert len(guard.backlog) == 5  # the ones beyond the bound wait in the backlog
+    finally:
+        stuck.release()
+    assert guard.wait_idle()
+    assert guard.replay_backlog() == 5
+    assert {m.queue_id for m in stored(engine, "ip:192.0.2.1")} == {e.queue_id for e in events}

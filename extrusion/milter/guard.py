@@ -16,6 +16,7 @@ Failures are logged once per burst, with a count when the burst ends.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -33,6 +34,8 @@ T = TypeVar("T")
 # Enough workers for a busy smarthost's concurrent sessions: a call takes
 # microseconds, so a handful of threads keep up with hundreds of sessions.
 WORKERS = 8
+# Events handed over without waiting, at most this many at a time; more go to the backlog.
+MAX_LATER = 1000
 # A failure burst that goes on is re-announced this often, with its count.
 BURST_REPEAT_SECONDS = 60.0
 
@@ -106,6 +109,8 @@ class EngineGuard:
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "extrusion-engine")
         self._lock = threading.Lock()
         self._stuck = 0  # timed-out calls still running
+        self._later = 0  # record_later() calls not finished
+        self._idle = threading.Condition(self._lock)
         self._housekeeping_seconds = housekeeping_seconds
         self._refresh_seconds = refresh_seconds
         self._stop = threading.Event()
@@ -114,31 +119,79 @@ class EngineGuard:
 
     # --- calls on the MTA's path ---------------------------------------------------------
 
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run `fn` on an engine worker; raise EngineFailure unless it answers in time."""
-        future = self._submit(what, fn)
+    def call(self, what: str, fn: Callable[[], T], events: tuple[Handoff, ...] = ()) -> T:
+        """Run `fn` on an engine worker; raise EngineFailure unless it answers in time.
+
+        `events` are handoffs `fn` delivers on the way (one trip to the worker
+        for a callback's events and its decision): whatever happens to the
+        call, each event ends up either in the engine or in the backlog, once.
+        """
+        try:
+            future = self._submit(what, fn)
+        except EngineFailure:
+            for h in events:
+                h.settle(still_running=False)
+            raise
         try:
             result = future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
             self._watch_stuck(future)
+            for h in events:
+                h.settle(still_running=True)
             reason = f"no answer within {self.timeout:g}s"
             self.burst.failed(what, reason)
             raise EngineFailure(reason, still_running=True) from None
         except Exception as exc:
+            for h in events:
+                h.settle(still_running=False)
             reason = f"{type(exc).__name__}: {exc}"
             self.burst.failed(what, reason)
             raise EngineFailure(reason) from exc
-        self.burst.succeeded()
+        for h in events:
+            h.settle(still_running=False)
+        if not any(h.failed for h in events):
+            self.burst.succeeded()
         return result
+
+    def handoff(self, event: Event) -> Handoff:
+        """An event to deliver inside a call(); see `call`."""
+        return Handoff(event, self.backlog, self.burst)
 
     def record(self, event: Event) -> None:
         """Hand an event to the engine; keep it for later if the engine cannot take it now."""
-        what = "connection" if isinstance(event, Connection) else "submission"
-        handoff = _Handoff(event, self.backlog)
+        h = self.handoff(event)
+        with contextlib.suppress(EngineFailure):
+            self.call(h.what, lambda: h.deliver(self.engine), (h,))
+
+    def record_later(self, event: Event) -> None:
+        """Like record(), without waiting: nothing on the MTA's side needs the answer."""
+        h = self.handoff(event)
+        with self._lock:
+            crowded = self._later >= MAX_LATER
+            if not crowded:
+                self._later += 1
+        if crowded:  # the engine is not keeping up: do not queue without bound
+            h.settle(still_running=False)
+            return
         try:
-            self.call(what, lambda: handoff.deliver(self.engine))
-        except EngineFailure as exc:
-            handoff.give_up(still_running=exc.still_running)
+            future = self._submit(h.what, lambda: h.deliver(self.engine))
+        except (EngineFailure, RuntimeError):  # refused, or the pool is shut down
+            self._done_later()
+            h.settle(still_running=False)
+            return
+        h.settle(still_running=True)  # nobody waits: deliver() keeps it if it fails
+        future.add_done_callback(lambda _f: self._done_later())
+
+    def _done_later(self) -> None:
+        with self._idle:
+            self._later -= 1
+            if not self._later:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until every record_later() has been delivered or kept."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._later, timeout)
 
     def _submit(self, what: str, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         with self._lock:
@@ -205,6 +258,7 @@ class EngineGuard:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self.wait_idle(self.timeout * 10)
         self._pool.shutdown(wait=True)
         self.replay_backlog()
         self.backlog.save()
@@ -218,35 +272,40 @@ def _send(engine: EngineAPI, event: Event) -> None:
         engine.submission(event)
 
 
-class _Handoff:
-    """Makes sure an event that fails is kept exactly once, whoever notices first.
+class Handoff:
+    """One event on its way to the engine; kept exactly once if it does not get there.
 
-    The caller may stop waiting (deadline) while the worker is still delivering;
-    if the delivery then fails, the worker keeps the event; if it failed before
-    the caller gave up, the caller does.
+    The caller may stop waiting (deadline) while the worker is still delivering.
+    `deliver` (on the worker) never raises; `settle` (by the caller, after the
+    call) keeps the event if it failed or never ran; a delivery that fails after
+    the caller gave up keeps it itself.
     """
 
-    def __init__(self, event: Event, backlog: Backlog) -> None:
-        self._event = event
+    def __init__(self, event: Event, backlog: Backlog, burst: BurstLog) -> None:
+        self.event = event
+        self.what = "connection" if isinstance(event, Connection) else "submission"
         self._backlog = backlog
+        self._burst = burst
         self._lock = threading.Lock()
-        self._abandoned = False
-        self._failed = False
+        self._ran = False
+        self._settled = False
+        self.failed = False
 
     def deliver(self, engine: EngineAPI) -> None:
         try:
-            _send(engine, self._event)
-        except Exception:
+            _send(engine, self.event)
+        except Exception as exc:
+            self._burst.failed(self.what, f"{type(exc).__name__}: {exc}")
             with self._lock:
-                self._failed = True
-                if self._abandoned:
-                    self._backlog.add(self._event)
-            raise
-
-    def give_up(self, *, still_running: bool) -> None:
+                self._ran = self.failed = True
+                if self._settled:  # nobody waits any more: keep it here
+                    self._backlog.add(self.event)
+            return
         with self._lock:
-            self._abandoned = True
-            # Refused before it ran (breaker open) or raised: keep it now. Timed out
-            # and still running: deliver() keeps it if it fails in the end.
-            if self._failed or not still_running:
-                self._backlog.add(self._event)
+            self._ran = True
+
+    def settle(self, *, still_running: bool) -> None:
+        with self._lock:
+            self._settled = True
+            if self.failed or (not self._ran and not still_running):
+                self._backlog.add(self.event)
