@@ -35,6 +35,7 @@ h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; vertical-align: top; }
 td { overflow-wrap: anywhere; max-width: 40em; }
+td.n { white-space: nowrap; overflow-wrap: normal; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.virus td.cat { color: #d62728; font-weight: bold; }
 .state-held, .state-blocked { font-weight: bold; }
@@ -45,19 +46,20 @@ pre .fail { color: #b00000; } pre .helo { color: #8a4b00; }
 .meta { color: #555; }
 """
 
-_CLASS = {
-    MARK[Delivery.FAILED]: "fail",
-    "HELO = ": "helo",
-}
+_FAIL = MARK[Delivery.FAILED]
+_HELO = "HELO = "
 
 
 def _classic_block(s: SenderReport, tz: tzinfo, max_destinations: int) -> str:
     out = []
     for msg in s.messages:
         for line in message_lines(msg, tz, max_destinations):
-            css = next((c for prefix, c in _CLASS.items() if line.startswith(prefix)), "")
-            text = escape(line)
-            out.append(f'<span class="{css}">{text}</span>' if css else text)
+            if line.startswith(_FAIL):
+                out.append(f'<span class="fail">{escape(line)}</span>')
+            elif line.startswith(_HELO):
+                out.append(f'<span class="helo">{escape(line)}</span>')
+            else:
+                out.append(escape(line))
         out.append("")
     if s.messages_omitted:
         out.append(more_messages(s.messages_omitted))
@@ -71,9 +73,10 @@ def _summary_table(senders: tuple[SenderReport, ...], tz: tzinfo, prefix: str) -
         reasons = "<br>".join(escape(r) for r in s.reasons)
         rows.append(
             f'<tr class="{s.category}"><td><a href="#{prefix}-{i}">{escape(s.key)}</a></td>'
-            f"<td>{escape(s.customer)}</td><td class=\"state-{s.state}\">{s.state}</td>"
-            f'<td class="num">{s.score:.1f}</td><td class="cat">{s.category}</td>'
-            f"<td>{classic(s.first_seen, tz)}</td><td>{classic(s.last_seen, tz)}</td>"
+            f'<td>{escape(s.customer)}</td><td class="n state-{s.state}">{s.state}</td>'
+            f'<td class="num n">{s.score:.1f}</td><td class="n cat">{s.category}</td>'
+            f'<td class="n">{classic(s.first_seen, tz)}</td>'
+            f'<td class="n">{classic(s.last_seen, tz)}</td>'
             f'<td class="num">{c.messages}</td><td class="num">{c.failed}</td>'
             f'<td class="num">{c.delivered}</td><td>{reasons}</td></tr>'
         )
@@ -111,7 +114,7 @@ def _sender_section(
         )
     if s.changes:
         rows = "".join(
-            f"<tr><td>{classic(ch.time, tz)}</td><td>{ch.old} → {ch.new}</td>"
+            f'<tr><td class="n">{classic(ch.time, tz)}</td><td class="n">{ch.old} → {ch.new}</td>'
             f"<td class=\"num\">{ch.score:.1f}</td><td>{escape(ch.who)}</td>"
             f"<td>{escape(ch.reason)}</td></tr>"
             for ch in s.changes

@@ -125,6 +125,10 @@ def report_dict(report: Report) -> dict[str, Any]:
     }
 
 
-def render_json(report: Report, indent: int | None = 2) -> str:
-    """The report as one JSON document (ends with a newline)."""
+def render_json(report: Report, indent: int | None = None) -> str:
+    """The report as one JSON document (ends with a newline).
+
+    Compact by default: the indenting encoder is pure Python and ten times
+    slower on a report of 100,000 messages (`jq .` pretty-prints for people).
+    """
     return json.dumps(report_dict(report), indent=indent, ensure_ascii=False) + "\n"

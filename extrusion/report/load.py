@@ -16,11 +16,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import sqlalchemy as sa
-
-from extrusion.report import words
+from extrusion.report import queries, words
 from extrusion.report.model import (
     FLAGGED_STATES,
     Category,
@@ -34,17 +31,18 @@ from extrusion.report.model import (
     SenderReport,
     StateChangeRecord,
 )
-from extrusion.scoring import schema
+from extrusion.report.queries import (
+    DELIVERED_STATUSES,
+    FAILED_STATUSES,
+    MessageRow,
+    RecipientRow,
+    SenderTotals,
+)
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.helo import helo_anomalies
-from extrusion.scoring.rows import MessageRecord as StoredMessage
-from extrusion.scoring.rows import RecipientRecord, SenderRow
+from extrusion.scoring.rows import SenderRow
 from extrusion.scoring.store import Store, StoreError
 
-HOUR = 3600
-BLOCK = 4 * HOUR  # the four-hour blocks of the sFlow analysis
-DELIVERED_STATUSES = frozenset({"sent"})
-FAILED_STATUSES = frozenset({"bounced", "expired", "rejected"})
 QUEUED = "queued"  # the row the engine writes for each recipient at submission
 CUSTOMER_PREFIX = "customer:"
 # How far back a notification's evidence reaches, and how many messages it lists:
@@ -84,10 +82,10 @@ def _suspect(helo: str, client_addr: str, client_name: str, envelope_from: str,
                                own_domains))
 
 
-def _final(rows: Iterable[RecipientRecord]) -> dict[str, RecipientRecord | None]:
+def _final(rows: Iterable[RecipientRow]) -> dict[str, RecipientRow | None]:
     """Each recipient (in order of first appearance) with its latest outcome row, if any."""
-    out: dict[str, RecipientRecord | None] = {}
-    for r in rows:  # the store returns them oldest first
+    out: dict[str, RecipientRow | None] = {}
+    for r in rows:  # oldest first
         if r.status == QUEUED:
             out.setdefault(r.recipient, None)
         else:
@@ -103,82 +101,66 @@ def _delivery(status: str) -> Delivery:
     return Delivery.PENDING
 
 
-@dataclass
-class _Tally:
-    messages: int = 0
-    recipients: int = 0
-    delivered: int = 0
-    failed: int = 0
-    pending: int = 0
-
-    def counts(self) -> Counts:
-        return Counts(self.messages, self.recipients, self.delivered, self.failed, self.pending)
-
-
 def _messages(
-    stored: Sequence[StoredMessage], q: Query, judge_helo: bool = True
-) -> tuple[tuple[MessageRecord, ...], Counts, tuple[HourBucket, ...]]:
-    """The listed messages, the counts over all of them, and outcomes per hour.
+    fetched: Sequence[tuple[MessageRow, list[RecipientRow]]], q: Query, judge_helo: bool = True
+) -> tuple[MessageRecord, ...]:
+    """The listed messages, each recipient with its final outcome.
 
     `judge_helo` False skips the HELO judgement: the engine found no HELO
     anomaly for this sender, so none of its HELOs is suspect.
     """
-    tally = _Tally(messages=len(stored))
-    hours: dict[float, list[int]] = defaultdict(lambda: [0, 0])
-    listed = stored[-q.max_messages:] if q.max_messages else stored
-    first_listed = len(stored) - len(listed)
     out = []
-    for i, m in enumerate(stored):
-        final = _final(m.recipients)
-        lines = []
-        for address, row in final.items():
-            delivery = _delivery(row.status) if row is not None else Delivery.PENDING
-            tally.recipients += 1
-            if delivery is Delivery.DELIVERED:
-                tally.delivered += 1
-            elif delivery is Delivery.FAILED:
-                tally.failed += 1
-            else:
-                tally.pending += 1
-            if row is not None and delivery is not Delivery.PENDING:
-                hours[row.time - row.time % HOUR][delivery is Delivery.FAILED] += 1
-            if i >= first_listed:
-                lines.append(
-                    RecipientLine(address, delivery, row.status, row.dsn, row.reply, row.time)
-                    if row is not None
-                    else RecipientLine(address, delivery, QUEUED)
-                )
-        if i >= first_listed:
-            suspect = judge_helo and _suspect(
-                m.helo, m.client_addr, m.client_name, m.envelope_from, tuple(final),
-                q.own_domains,
-            )
-            out.append(MessageRecord(
-                m.time, m.envelope_from, m.size, tuple(lines), helo=m.helo,
-                helo_suspect=suspect, queue_id=m.queue_id, mta=m.mta, client_addr=m.client_addr,
-            ))
-    buckets = tuple(HourBucket(h, d, f) for h, (d, f) in sorted(hours.items()))
-    return tuple(out), tally.counts(), buckets
+    for m, rows in fetched:
+        final = _final(rows)
+        lines = tuple(
+            RecipientLine(address, _delivery(row.status), row.status, row.dsn, row.reply, row.time)
+            if row is not None
+            else RecipientLine(address, Delivery.PENDING, QUEUED)
+            for address, row in final.items()
+        )
+        suspect = judge_helo and _suspect(
+            m.helo, m.client_addr, m.client_name, m.envelope_from, tuple(final), q.own_domains
+        )
+        out.append(MessageRecord(
+            m.time, m.envelope_from, m.size, lines, helo=m.helo, helo_suspect=suspect,
+            queue_id=m.queue_id, mta=m.mta, client_addr=m.client_addr,
+        ))
+    return tuple(out)
+
+
+def _counts(t: SenderTotals | None) -> Counts:
+    if t is None:
+        return Counts()
+    # A recipient has at most one final row; the rest have none yet (or were never logged).
+    pending = max(t.recipients - t.delivered - t.failed, 0)
+    return Counts(t.messages, max(t.recipients, t.delivered + t.failed), t.delivered, t.failed,
+                  pending)
 
 
 def _change_record(ch: StateChange) -> StateChangeRecord:
     return StateChangeRecord(ch.time, ch.old, ch.new, ch.score, ch.reason, ch.who)
 
 
-def sender_report(store: Store, row: SenderRow, changes: Sequence[StateChange],
-                  q: Query) -> SenderReport:
-    """One sender's section, read from the store."""
-    stored = store.messages(row.key, q.since or 0.0, q.until)
-    messages, counts, hourly = _messages(stored, q, words.HELO in (row.findings or {}))
+def sender_report(store: Store, row: SenderRow, changes: Sequence[StateChange], q: Query,
+                  totals: SenderTotals | None = None) -> SenderReport:
+    """One sender's section, read from the store (`totals` from `queries.totals`)."""
+    if totals is None:
+        totals = queries.totals(store, q.since, q.until, [row.key],
+                                per_hour_for=[row.key]).get(row.key)
+    fetched = queries.listed_messages(store, row.key, q.since, q.until, q.max_messages)
+    messages = _messages(fetched, q, words.HELO in (row.findings or {}))
     found = words.findings(row.findings or {})
     state = State(row.state)
+    hourly = tuple(
+        HourBucket(h, d, f) for h, (d, f) in sorted((totals.per_hour if totals else {}).items())
+    )
     return SenderReport(
         key=row.key,
         state=state,
         score=row.score_at(q.until, q.half_life),
         first_seen=row.first_seen,
         last_seen=row.last_seen,
-        counts=counts,
+        counts=_counts(totals),
         category=words.category(row.findings or {}, flagged=state in FLAGGED_STATES),
         customer=_customer(row.key),
         reasons=words.reasons(
@@ -198,7 +180,8 @@ def _in_window(row: SenderRow, changes: Sequence[StateChange], q: Query) -> bool
     return row.last_seen >= q.since or row.state_since >= q.since or bool(changes)
 
 
-def _candidates(store: Store, q: Query, changes: dict[str, list[StateChange]]) -> list[SenderRow]:
+def _candidates(store: Store, q: Query, changes: dict[str, list[StateChange]],
+                all_rows: dict[str, SenderRow]) -> list[SenderRow]:
     if q.sender is not None:
         row = store.sender(q.sender)
         if row is None:
@@ -213,7 +196,7 @@ def _candidates(store: Store, q: Query, changes: dict[str, list[StateChange]]) -
         # Flagged during the window even if released since, and rejection daemons.
         flagged_then = {k for k, chs in changes.items()
                         if any(ch.new in FLAGGED_STATES for ch in chs)}
-        for row in store.senders():
+        for row in all_rows.values():
             if row.key in flagged_then or words.is_rejection_daemon(row.findings or {}):
                 rows.setdefault(row.key, row)
     return [r for r in rows.values() if _in_window(r, changes.get(r.key, ()), q)]
@@ -226,61 +209,36 @@ def _changes(store: Store, q: Query) -> dict[str, list[StateChange]]:
     return by_sender
 
 
-def _hour_expr(dialect: str, column: Any, seconds: int) -> Any:
-    # PostgreSQL's CAST rounds, SQLite's truncates; both floor for positive times.
-    if dialect == "postgresql":
-        return sa.func.floor(column / seconds)
-    return sa.cast(column / seconds, sa.Integer)
-
-
-def activity(store: Store, q: Query,
-             categories: dict[str, Category] | None = None) -> tuple[SenderActivity, ...]:
-    """Every sender's volume, failures and hours active in the window (the scatter plot)."""
-    m, r = schema.messages, schema.recipients
-    since = q.since if q.since is not None else float("-inf")
-    window_m = sa.and_(m.c.time >= since, m.c.time <= q.until)
-    per_sender = (
-        sa.select(
-            m.c.sender,
-            sa.func.count().label("messages"),
-            sa.func.coalesce(sa.func.sum(m.c.rcpt_count), 0).label("recipients"),
-            sa.func.count(sa.distinct(_hour_expr(store.dialect, m.c.time, HOUR))).label("hours"),
-            sa.func.count(sa.distinct(_hour_expr(store.dialect, m.c.time, BLOCK))).label(
-                "blocks"),
-        )
-        .where(window_m)
-        .group_by(m.c.sender)
-    )
-    failures = (
-        sa.select(r.c.sender, sa.func.count().label("failed"))
-        .where(r.c.time >= since, r.c.time <= q.until, r.c.status.in_(sorted(FAILED_STATUSES)))
-        .group_by(r.c.sender)
-    )
-    states = {row.key: State(row.state) for row in store.senders()}
-    # The store has no public query for aggregates over all senders; this reads
-    # through its connection so an in-memory replay store is seen too.
-    with store._read() as conn:
-        failed = {row.sender: int(row.failed) for row in conn.execute(failures)}
-        rows = list(conn.execute(per_sender))
-    cats = categories or {}
-    return tuple(
-        SenderActivity(
-            row.sender, states.get(row.sender, State.OK), int(row.messages),
-            int(row.recipients), min(failed.get(row.sender, 0), int(row.recipients)),
-            int(row.hours), int(row.blocks), cats.get(row.sender),
-        )
-        for row in rows
-    )
+def _activity(rows: dict[str, SenderRow], all_totals: dict[str, SenderTotals],
+              categories: dict[str, Category]) -> tuple[SenderActivity, ...]:
+    """Every sender active in the window, flagged or not: the spamminess scatter."""
+    out = []
+    for key, t in sorted(all_totals.items()):
+        if not t.messages:
+            continue  # outcomes only (the submission fell before the window)
+        row = rows.get(key)
+        out.append(SenderActivity(
+            key, State(row.state) if row is not None else State.OK, t.messages,
+            max(t.recipients, t.failed), t.failed, t.hours, t.blocks, categories.get(key),
+        ))
+    return tuple(out)
 
 
 def load_report(store: Store, q: Query, *, source: str = "",
                 generated_at: float | None = None, with_activity: bool = True) -> Report:
     """The whole report for `q`, read from `store`."""
     changes = _changes(store, q)
+    all_rows = {row.key: row for row in store.senders()} if q.sender is None else {}
+    chosen = _candidates(store, q, changes, all_rows)
+    keys = [row.key for row in chosen]
+    everyone = with_activity and q.sender is None
+    all_totals = queries.totals(store, q.since, q.until, None if everyone else keys,
+                                per_hour_for=keys)
     flagged: list[SenderReport] = []
     misconfigured: list[SenderReport] = []
-    for row in _candidates(store, q, changes):
-        s = sender_report(store, row, changes.get(row.key, ()), q)
+    for row in chosen:
+        s = sender_report(store, row, changes.get(row.key, ()), q,
+                          all_totals.get(row.key, SenderTotals()))
         (misconfigured if s.category is Category.MISCONFIGURED else flagged).append(s)
     flagged.sort(key=lambda s: (-s.state.rank, -s.score, s.key))
     misconfigured.sort(key=lambda s: (-s.counts.failed, s.key))
@@ -291,7 +249,7 @@ def load_report(store: Store, q: Query, *, source: str = "",
         since=q.since,
         senders=tuple(flagged),
         misconfigured=tuple(misconfigured),
-        activity=activity(store, q, cats) if with_activity and q.sender is None else (),
+        activity=_activity(all_rows, all_totals, cats) if everyone else (),
         source=source,
     )
 
@@ -299,13 +257,15 @@ def load_report(store: Store, q: Query, *, source: str = "",
 def report_for_senders(store: Store, keys: Sequence[str], q: Query) -> Report:
     """Reports for just these senders, in this order (a notification's evidence)."""
     changes = _changes(store, q)
-    senders = []
-    for key in keys:
-        row = store.sender(key)
-        if row is not None:
-            senders.append(sender_report(store, row, changes.get(key, ()), q))
-    return Report(generated_at=time.time(), until=q.until, since=q.since,
-                  senders=tuple(senders))
+    rows = [row for key in keys if (row := store.sender(key)) is not None]
+    found = [row.key for row in rows]
+    all_totals = queries.totals(store, q.since, q.until, found, per_hour_for=found)
+    senders = tuple(
+        sender_report(store, row, changes.get(row.key, ()), q,
+                      all_totals.get(row.key, SenderTotals()))
+        for row in rows
+    )
+    return Report(generated_at=time.time(), until=q.until, since=q.since, senders=senders)
 
 
 def notification_builder(store: Store, *, half_life: float = 3600.0,
@@ -328,7 +288,6 @@ __all__ = [
     "Query",
     "ReportError",
     "StoreError",
-    "activity",
     "load_report",
     "notification_builder",
     "report_for_senders",

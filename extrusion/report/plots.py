@@ -61,7 +61,7 @@ def _to_svg(fig: Figure, salt: str) -> str:
     buf = io.StringIO()
     rc: Any = {**_RC, "svg.hashsalt": salt}
     with _LOCK, matplotlib.rc_context(rc):
-        fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight")
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     svg = buf.getvalue()
     # Inline SVG in HTML takes the <svg> element alone, without XML prolog or DOCTYPE.
     svg = svg[svg.index("<svg") :]
