@@ -131,14 +131,28 @@ def policyd(config_path: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per state change.")
 @click.option("--store", "store_url", default=None,
               help="Store URL (default: a throw-away SQLite file).")
+@click.option("--report", "report_fmt", type=click.Choice(["text", "json", "html"]),
+              default=None, help="Then report the flagged senders in this format.")
+@click.option("--report-out", default=None, type=click.Path(dir_okay=False),
+              help="File for --report (default: stdout; required with --json).")
 def replay(
-    config_path: str | None, logs: tuple[str, ...], as_json: bool, store_url: str | None
+    config_path: str | None, logs: tuple[str, ...], as_json: bool, store_url: str | None,
+    report_fmt: str | None, report_out: str | None,
 ) -> None:
     """Feed historical MTA logs (plain, .gz, - for stdin) through the engine (what-if tuning)."""
     from extrusion.maillog.replay import replay as run_replay
 
     cfg = load_config(config_path)
-    raise SystemExit(run_replay(cfg, list(logs), as_json=as_json, store_url=store_url))
+    after = None
+    if report_fmt is not None:
+        from extrusion.report.command import replay_reporter
+
+        if as_json and report_out in (None, "-"):
+            fail("extrusion replay: --report with --json needs --report-out FILE "
+                 "(stdout carries the state changes)", EX_USAGE)
+        after = replay_reporter(cfg, report_fmt, report_out)
+    raise SystemExit(run_replay(cfg, list(logs), as_json=as_json, store_url=store_url,
+                                after=after))
 
 
 @cli.command()

@@ -139,8 +139,12 @@ def replay(
     out: TextIO | None = None,
     err: TextIO | None = None,
     progress: bool | None = None,
+    after: Callable[..., None] | None = None,
 ) -> int:
-    """Run the replay and print its output; returns the exit status."""
+    """Run the replay and print its output; returns the exit status.
+
+    `after(store)` runs once the logs are in, while the replay's store is still
+    open (`extrusion.report.command.replay_reporter` for `--report`)."""
     out = out or sys.stdout
     err = err or sys.stderr
     if store_url is not None and (problem := check_store_url(store_url)):
@@ -162,7 +166,8 @@ def replay(
 
     try:
         result, feed = run(config, logs, store_url=store_url, on_change=emit if as_json else None,
-                           progress=_Progress(err, err.isatty() if progress is None else progress))
+                           progress=_Progress(err, err.isatty() if progress is None else progress),
+                           after=after)
     except ReplayError as exc:
         err.write(f"extrusion replay: {exc}\n")
         return exc.status
@@ -180,6 +185,7 @@ def run(
     store_url: str | None = None,
     on_change: Callable[[StateChange], None] | None = None,
     progress: _Progress | None = None,
+    after: Callable[..., None] | None = None,
 ) -> tuple[ReplayResult, LogFeed]:
     """Feed the logs through a fresh engine; the result holds every state change and the
     final state of each sender the engine judged."""
@@ -241,6 +247,8 @@ def run(
         engine.flush()
         result.seconds = time.perf_counter() - started
         _final_states(result, store, cfg, clock_box[0])
+        if after is not None:
+            after(store)  # before the throw-away store goes
     return result, feed
 
 

@@ -173,3 +173,20 @@ def report_after_replay(
     report = load_report(store, q, source="replay")
     write_output(render(report, fmt, cfg), out, stdout)
     return report
+
+
+def replay_reporter(cfg: Config, fmt: str, out: str | None = None) -> Callable[[Store], None]:
+    """The `after` hook `extrusion replay --report FMT` hands to the replay.
+
+    A problem writing the report ends the replay like any other replay error
+    (one line, the exit status of the problem).
+    """
+    from extrusion.maillog.replay import ReplayError
+
+    def after(store: Store) -> None:
+        try:
+            report_after_replay(store, cfg, fmt, out)
+        except CommandError as exc:
+            raise ReplayError(f"--report: {exc}", exc.status) from None
+
+    return after

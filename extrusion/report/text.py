@@ -141,7 +141,8 @@ def render_text(
     """The whole report as text (ends with a newline)."""
     since = classic(report.since, tz) if report.since is not None else "the beginning"
     lines = [
-        f"extrusion report: {len(report.senders)} flagged senders, "
+        f"extrusion report: {len(report.senders)} flagged "
+        f"sender{'' if len(report.senders) == 1 else 's'}, "
         f"{len(report.misconfigured)} misconfigured",
         f"from {since} to {classic(report.until, tz)} ({zone_label(tz, report.until)}), "
         f"generated {classic(report.generated_at, tz)}",
