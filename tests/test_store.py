@@ -389,3 +389,13 @@ def test_decay_never_negative_and_ignores_backwards_time() -> None:
     assert decay(10.0, HL, HL) == pytest.approx(5.0)
     assert decay(10.0, -50.0, HL) == 10.0
     assert decay(-1.0, 10.0, HL) == 0.0
+
+
+def test_a_row_without_a_required_column_is_a_clear_error_and_writes_nothing(
+    store: Store,
+) -> None:
+    b = submission_batch(ALICE, "Q1", ["a@x"])
+    del b.messages[0]["queue_id"]
+    with pytest.raises(StoreError, match="messages row without 'queue_id'"):
+        store.write_batch(b, HL)
+    assert store.messages(ALICE) == []  # the transaction was rolled back: nothing half-written

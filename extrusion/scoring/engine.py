@@ -10,7 +10,6 @@ change after the lock is released, so they may call back into the engine.
 
 from __future__ import annotations
 
-import copy
 import logging
 import socket
 import threading
@@ -37,7 +36,7 @@ from extrusion.scoring.events import (
     Submission,
 )
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
-from extrusion.scoring.judge import Judge
+from extrusion.scoring.judge import Judge, judge_helos
 from extrusion.scoring.limits import RateState
 from extrusion.scoring.memory import RELEASED, SenderMemory
 from extrusion.scoring.overrides import OverrideSet, SenderMap
@@ -191,11 +190,13 @@ class Engine:
             n = len(event.recipients)
             null = is_null_sender(event.envelope_from)
             auto = not null and is_auto_reply(event.envelope_from, event.headers, n)
+            candidate = self.judge.list_candidate(n) and not null
             info = MessageInfo(
                 mta=mta, queue_id=event.queue_id, sender=event.sender, time=now,
                 envelope_from=event.envelope_from, rcpt_count=n, null_sender=null,
-                auto_reply=auto, list_id=list_identity(event.envelope_from, event.headers),
-                list_like=None if self.judge.list_candidate(n) and not null else False,
+                auto_reply=auto, list_like=None if candidate else False,
+                # Only a possible list post needs to say which list it belongs to.
+                list_id=list_identity(event.envelope_from, event.headers) if candidate else "",
             )
             for old in self._messages.add(info):
                 self._settle_forgotten(old, now)
@@ -213,7 +214,8 @@ class Engine:
             })
             self._batch.recipients.extend(
                 {"time": now, "mta": mta, "queue_id": event.queue_id, "sender": event.sender,
-                 "recipient": r, "status": "queued"}
+                 "recipient": r, "status": "queued", "outcome_class": "", "dsn": "",
+                 "reply": "", "relay": ""}
                 for r in event.recipients
             )
             bucket = _bucket(now)
@@ -318,7 +320,10 @@ class Engine:
         pin = self._pin(mem)
         if pin in PINNED_STATES:
             return PINNED_STATES[pin]
-        return next_state(mem.state, mem.score(now, self.half_life), self.thresholds)
+        score = mem.score(now, self.half_life)
+        if mem.state is State.OK and score < self.thresholds.watch:
+            return State.OK  # the common case, without walking the thresholds
+        return next_state(mem.state, score, self.thresholds)
 
     def _changed(self, mem: SenderMemory, now: float) -> None:
         if mem.dirty:
@@ -346,7 +351,7 @@ class Engine:
         score = round(mem.score(now, self.half_life), 3)
         change = StateChange(
             time=now, sender=mem.key, old=old, new=new, score=score, reason=reason, who=who,
-            evidence={"score": score, "findings": copy.deepcopy(mem.findings),
+            evidence={"score": score, "findings": _copy_findings(mem.findings),
                       "failed_recipients": mem.failed.count(now)},
         )
         if new is not old:
@@ -490,10 +495,7 @@ class Engine:
         return answer.proceed(state, score)
 
     def _bad_helo(self, helos: tuple[str, ...], client_addr: str, envelope_from: str) -> str:
-        from extrusion.scoring.helo import helo_anomalies
-
-        found = helo_anomalies(helos, client_addr, envelope_from=envelope_from,
-                               own_domains=self.judge.own_domains)
+        found = judge_helos(helos, client_addr, "", envelope_from, (), self.judge.own_domains)
         return "; ".join(f"{f.kind} {f.helo!r}" for f in found)
 
     def undelivered_queue_ids(self, sender: str, mta: str = "") -> list[str]:
@@ -554,7 +556,7 @@ class Engine:
             if mem.state_dirty:
                 d.state, d.state_since = mem.state.value, mem.state_since
             if mem.findings_dirty:
-                d.findings = copy.deepcopy(mem.findings)
+                d.findings = _copy_findings(mem.findings)
             if mem.pin_dirty is not None:
                 d.pin, d.pinned = mem.pin_dirty, mem.pin
                 d.pinned_by, d.pinned_reason = mem.pinned_by, mem.pinned_reason
@@ -743,6 +745,12 @@ def open_engine(config: Config, clock: Callable[[], float] = time.time) -> Engin
 
 def _bucket(t: float) -> int:
     return int(t // COUNTER_BUCKET) * COUNTER_BUCKET
+
+
+def _copy_findings(findings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Findings are {kind: {field: scalar or list}}: two levels to copy, not deepcopy's walk."""
+    return {k: {f: list(v) if isinstance(v, list) else v for f, v in d.items()}
+            for k, d in findings.items()}
 
 
 def _worth_remembering(row: SenderRow, now: float, half_life: float) -> bool:

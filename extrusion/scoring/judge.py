@@ -17,12 +17,13 @@ clock (times come with the events).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from extrusion.config import Config
 from extrusion.scoring.classify import OutcomeClass
 from extrusion.scoring.events import Headers
-from extrusion.scoring.helo import helo_anomalies
+from extrusion.scoring.helo import HeloFinding, helo_anomalies
 from extrusion.scoring.heuristics import (
     is_forwarded,
     is_list_like,
@@ -35,6 +36,7 @@ from extrusion.scoring.tracker import MessageInfo
 # A HELO anomaly counts once per kind per this many half-lives: a customer whose
 # mail client says a dotless HELO every hour stays in `watch`, never beyond.
 HELO_MEMORY_HALF_LIVES = 4.0
+HELO_CACHE = 16384  # distinct (HELO, client, MAIL FROM domain) verdicts remembered
 
 FAILURE_KINDS = {
     OutcomeClass.SPAM_POLICY: "spam_rejections",
@@ -48,6 +50,42 @@ DISCOUNTED = "list_failures_discounted"
 HELO = "helo_anomalies"
 SPAM_VERDICTS = "spam_verdicts"
 OWN_NETWORK = "own_network_inbound"
+
+
+def judge_helos(
+    helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
+    recipients: Sequence[str], own_domains: tuple[str, ...],
+) -> tuple[HeloFinding, ...]:
+    """`helo_anomalies()` behind a cache: a customer says the same HELO all day.
+
+    Only what the verdict depends on goes into the cache key: the MAIL FROM
+    domain (not the whole address) and only those recipients whose domain
+    could be the HELO's registered domain (the HELO ends in its last two labels).
+    """
+    lowered = tuple(h.lower().rstrip(".") for h in helos)
+    rcpts = tuple(sorted({
+        r for r in recipients
+        if (tail := _tail(r)) and any(h.endswith(tail) for h in lowered)
+    }))
+    _, at, domain = envelope_from.rpartition("@")
+    return _cached_helos(helos, client_addr, client_name,
+                         f"postmaster@{domain.lower()}" if at else envelope_from.lower(),
+                         rcpts, own_domains)
+
+
+def _tail(address: str) -> str:
+    domain = address.rpartition("@")[2].lower().rstrip(".>")
+    return ".".join(domain.rsplit(".", 2)[-2:])
+
+
+@functools.lru_cache(maxsize=HELO_CACHE)
+def _cached_helos(
+    helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
+    recipients: tuple[str, ...], own_domains: tuple[str, ...],
+) -> tuple[HeloFinding, ...]:
+    return tuple(helo_anomalies(helos, client_addr, client_name=client_name,
+                                envelope_from=envelope_from, recipients=recipients,
+                                own_domains=own_domains))
 
 
 class Judge:
@@ -83,11 +121,8 @@ class Judge:
     ) -> None:
         if not helos:
             return
-        found = helo_anomalies(
-            tuple(helos), client_addr, client_name=client_name, envelope_from=envelope_from,
-            recipients=tuple(recipients), own_domains=self.own_domains,
-        )
-        for f in found:
+        for f in judge_helos(tuple(helos), client_addr, client_name, envelope_from, recipients,
+                             self.own_domains):
             weight = self.weights.helo_anomaly if mem.helos.add(f.kind, now) else 0.0
             mem.add(weight, now, self.half_life)
             mem.note(HELO, now, weight, example=f"{f.helo} ({f.kind})")

@@ -109,31 +109,30 @@ def merge_sender(
     now = max(row.score_time, delta.time)
     base = 0.0 if delta.reset_score else decay(row.score, now - row.score_time, half_life)
     score = base + decay(delta.score_delta, now - delta.time, half_life)
-    changes: dict[str, Any] = {
-        "score": max(score, 0.0),
-        "score_time": now,
-        "last_seen": max(row.last_seen, delta.time),
-        "version": row.version + 1,
-        "changed_at": changed_at,
-    }
-    if delta.first_seen is not None:
-        changes["first_seen"] = min(row.first_seen, delta.first_seen)
-    if delta.cls is not None:
-        changes["cls"] = delta.cls
-    if delta.state is not None:
-        changes["state"] = delta.state
-        changes["state_since"] = (
-            delta.state_since if delta.state_since is not None else delta.time
-        )
-    if delta.findings is not None:
-        changes["findings"] = delta.findings
+    pinned, pinned_by, pinned_reason = row.pinned, row.pinned_by, row.pinned_reason
     if delta.pin == PIN_SET:
-        changes.update(
-            pinned=delta.pinned, pinned_by=delta.pinned_by, pinned_reason=delta.pinned_reason
-        )
+        pinned, pinned_by, pinned_reason = delta.pinned, delta.pinned_by, delta.pinned_reason
     elif delta.pin == PIN_CLEAR:
-        changes.update(pinned=None, pinned_by=None, pinned_reason=None)
-    return dataclasses.replace(row, **changes)
+        pinned = pinned_by = pinned_reason = None
+    # The constructor, not dataclasses.replace(): this runs for every sender of a flush.
+    return SenderRow(
+        key=row.key,
+        cls=row.cls if delta.cls is None else delta.cls,
+        state=row.state if delta.state is None else delta.state,
+        score=max(score, 0.0),
+        score_time=now,
+        first_seen=row.first_seen if delta.first_seen is None
+        else min(row.first_seen, delta.first_seen),
+        last_seen=max(row.last_seen, delta.time),
+        state_since=row.state_since if delta.state is None
+        else (delta.state_since if delta.state_since is not None else delta.time),
+        pinned=pinned,
+        pinned_by=pinned_by,
+        pinned_reason=pinned_reason,
+        findings=row.findings if delta.findings is None else delta.findings,
+        version=row.version + 1,
+        changed_at=changed_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ the engine answers by spooling.
 
 from __future__ import annotations
 
+import json
+import operator
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -67,6 +69,7 @@ class Store:
         if self.dialect not in ("sqlite", "postgresql"):
             raise StoreError(f"unsupported store url {parsed.render_as_string()!r}")
         self._engine = _make_engine(url, busy_timeout_ms)
+        self._statements: dict[tuple[str, str], str] = {}
         try:
             if create:
                 self.upgrade()
@@ -160,30 +163,51 @@ class Store:
         raise AssertionError("unreachable")
 
     def _write_batch(self, conn: Connection, batch: Batch, half_life: float) -> list[SenderRow]:
+        # The bulk rows go straight to the driver's executemany: SQLAlchemy's per-row
+        # parameter processing would cost more than the database does.
         if batch.messages:
-            conn.execute(schema.messages.insert(), [_message_row(m) for m in batch.messages])
+            self._bulk(conn, schema.messages, _MESSAGE_DEFAULTS, batch.messages)
         if batch.recipients:
-            conn.execute(schema.recipients.insert(), [_recipient_row(r) for r in batch.recipients])
+            self._bulk(conn, schema.recipients, _RECIPIENT_DEFAULTS, batch.recipients)
         if batch.counters:
-            self._add_counters(conn, batch.counters)
+            conn.exec_driver_sql(
+                self._sql("counters", _COUNTERS_UPSERT),
+                [(s, n, b, v) for (s, n, b), v in sorted(batch.counters.items())],
+            )
         if batch.state_changes:
             conn.execute(schema.state_changes.insert(), batch.state_changes)
         if not batch.senders:
             return []
         return self._merge_senders(conn, batch, half_life)
 
-    def _add_counters(self, conn: Connection, counters: dict[tuple[str, str, int], float]) -> None:
-        t = schema.counters
-        ins = self._insert(t)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[t.c.sender, t.c.name, t.c.bucket],
-            set_={"value": t.c.value + ins.excluded.value},
+    def _sql(self, name: str, template: str) -> str:
+        """A statement in the driver's own parameter style (qmark or format), cached."""
+        key = (name, template)
+        sql = self._statements.get(key)
+        if sql is None:
+            sql = template.replace("?", "%s") if self.dialect == "postgresql" else template
+            if self.dialect == "postgresql":
+                sql = sql.replace("%s /*json*/", "CAST(%s AS JSON)")
+            self._statements[key] = sql
+        return sql
+
+    def _bulk(self, conn: Connection, table: sa.Table, defaults: dict[str, Any],
+              rows: list[dict[str, Any]]) -> None:
+        cols = [c.name for c in table.columns if c.name != "id"]
+        template = (
+            f'INSERT INTO {table.name} ({", ".join(_q(c) for c in cols)}) '
+            f'VALUES ({", ".join("?" for _ in cols)})'
         )
-        rows = [
-            {"sender": s, "name": n, "bucket": b, "value": v}
-            for (s, n, b), v in sorted(counters.items())
-        ]
-        conn.execute(stmt, rows)
+        get = operator.itemgetter(*cols)
+        try:
+            params = [get(r) for r in rows]  # the engine's rows carry every column
+        except KeyError:
+            try:
+                params = [tuple(r[c] if c in r else defaults[c] for c in cols) for r in rows]
+            except KeyError as e:
+                required = ", ".join(c for c in cols if c not in defaults)
+                raise StoreError(f"{table.name} row without {e} (needs {required})") from None
+        conn.exec_driver_sql(self._sql(table.name, template), params)
 
     def _merge_senders(self, conn: Connection, batch: Batch, half_life: float) -> list[SenderRow]:
         t = schema.senders
@@ -191,16 +215,10 @@ class Store:
         keys = sorted(batch.senders)  # one lock order for every writer: no deadlocks
         # Placeholders first, so that SELECT ... FOR UPDATE has a row to lock even for
         # a sender two MTAs see for the first time at the same moment.
-        ins = self._insert(t).on_conflict_do_nothing(index_elements=[t.c.key])
-        conn.execute(
-            ins,
-            [
-                {"key": k, "class": "default", "state": State.OK.value, "score": 0.0,
-                 "score_time": 0.0, "first_seen": batch.senders[k].time,
-                 "last_seen": batch.senders[k].time, "state_since": batch.senders[k].time,
-                 "findings": {}, "version": 0, "changed_at": now}
-                for k in keys
-            ],
+        conn.exec_driver_sql(
+            self._sql("senders-placeholder", _SENDER_PLACEHOLDER),
+            [(k, batch.senders[k].time, batch.senders[k].time, batch.senders[k].time, now)
+             for k in keys],
         )
         current: dict[str, SenderRow] = {}
         for chunk in _chunks(keys):
@@ -210,12 +228,11 @@ class Store:
             for r in conn.execute(sel).mappings():
                 current[r["key"]] = _sender_row(r)
         merged = [merge_sender(current.get(k), batch.senders[k], half_life, now) for k in keys]
-        upd = (
-            t.update()
-            .where(t.c.key == sa.bindparam("b_key"))
-            .values({c.name: sa.bindparam(f"b_{c.name}") for c in t.columns if c.name != "key"})
+        conn.exec_driver_sql(
+            self._sql("senders-update", _SENDER_UPDATE),
+            [(*(_json_or(v) for k, v in _sender_values(m).items() if k != "key"), m.key)
+             for m in merged],
         )
-        conn.execute(upd, [{f"b_{k}": v for k, v in _sender_values(m).items()} for m in merged])
         self._sync_overrides(conn, batch, now)
         return merged
 
@@ -525,6 +542,10 @@ def _describe(e: exc.DBAPIError) -> str:
     return f"store unavailable: {first}"
 
 
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
@@ -561,12 +582,26 @@ _RECIPIENT_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _message_row(m: dict[str, Any]) -> dict[str, Any]:
-    return {**_MESSAGE_DEFAULTS, **m}
+_COUNTERS_UPSERT = (
+    "INSERT INTO counters (sender, name, bucket, value) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (sender, name, bucket) DO UPDATE SET value = counters.value + excluded.value"
+)
+_SENDER_PLACEHOLDER = (
+    'INSERT INTO senders (key, "class", state, score, score_time, first_seen, last_seen, '
+    "state_since, findings, version, changed_at) "
+    "VALUES (?, 'default', 'ok', 0.0, 0.0, ?, ?, ?, '{}', 0, ?) "
+    "ON CONFLICT (key) DO NOTHING"
+)
+_SENDER_UPDATE = "UPDATE senders SET {} WHERE key = ?".format(
+    ", ".join(
+        f"{_q(col)} = ? /*json*/" if col == "findings" else f"{_q(col)} = ?"
+        for col in _SENDER_FIELDS if col != "key"
+    )
+)
 
 
-def _recipient_row(r: dict[str, Any]) -> dict[str, Any]:
-    return {**_RECIPIENT_DEFAULTS, **r}
+def _json_or(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict) else value
 
 
 def _message_record(r: Any, recipients: tuple[RecipientRecord, ...] = ()) -> MessageRecord:
