@@ -62,52 +62,54 @@ def test_engine_errors_tempfail_when_configured(milters: Milters) -> None:
     assert ctx._reply == ("451", "4.3.0", "Temporary local problem, try again later")
 
 
-def test_hung_engine_is_not_waited_for_and_calls_do_not_pile_up(milters: Milters) -> None:
+def test_hung_engine_holds_up_only_the_session_inside_it(milters: Milters) -> None:
     engine = milters.start(engine_timeout=0.2)
-    stuck = engine.engine._lock  # what a store write holding the engine would hold
-    stuck.acquire()
-    try:
-        ctx = Ctx()
-        ctx._setsymval("i", "QSTUCK")
-        ctx._connect(ip="192.0.2.10")
-        started = time.monotonic()
-        assert ctx._envfrom("<a@example.net>") == Milter.CONTINUE  # waits one deadline
-        assert ctx._envrcpt("<b@example.org>") == Milter.CONTINUE  # then fails at once
-        assert ctx._eom() == Milter.CONTINUE
-        assert time.monotonic() - started < 1.0
-    finally:
-        stuck.release()
     guard = milters.guard
     assert guard is not None
-    deadline = time.monotonic() + 5
-    while guard._stuck and time.monotonic() < deadline:
-        time.sleep(0.01)
-    guard.replay_backlog()
-    # The stuck connection call went through when the lock was free; the refused
-    # submission waited in the backlog and went in after it.
-    assert len(engine.connections) == 1
-    assert [m.queue_id for m in stored(engine, "ip:192.0.2.10")] == ["QSTUCK"]
+    stuck = engine.engine._lock  # what an engine stuck on a lock would hold
+    stuck.acquire()
+    first_done = threading.Event()
+    first: list[int] = []
+    try:
+        def first_session() -> None:  # already inside the engine when it hangs
+            ctx = Ctx()
+            first.extend(send(ctx, queue_id="QFIRST"))
+            first_done.set()
+
+        threading.Thread(target=first_session, daemon=True).start()
+        time.sleep(0.3)
+        guard.watch()  # the watchdog's tick: that call is now past its deadline
+        assert guard.stuck and not first_done.is_set()
+        started = time.monotonic()
+        ctx = Ctx()  # every later session is answered at once, mail flows
+        assert set(send(ctx, queue_id="QLATER")) == {Milter.CONTINUE}
+        assert time.monotonic() - started < 0.5
+        assert ctx._reply is None
+    finally:
+        stuck.release()
+    assert first_done.wait(5) and set(first) == {Milter.CONTINUE}
+    assert not guard.stuck  # the slow call returned: the breaker closes
+    assert guard.replay_backlog() == 2  # the later session's connection and submission
+    assert {m.queue_id for m in stored(engine, "ip:192.0.2.10")} == {"QFIRST", "QLATER"}
 
 
-def test_an_event_whose_call_timed_out_and_then_failed_is_kept_once(milters: Milters) -> None:
-    engine = milters.start()
-    release = threading.Event()
-
-    def slow_then_fail() -> None:
-        release.wait(5)
-        raise EngineDown("late failure")
-
-    engine.fail = slow_then_fail
-    guard = EngineGuard(engine, timeout=0.05)
-    event = Connection(time=milters.now, client_addr="192.0.2.1", helos=("JOHNS-PC",))
-    guard.record(event)
-    assert len(guard.backlog) == 0  # still running: not kept yet, so not doubled later
-    release.set()
-    guard._pool.shutdown(wait=True)
-    assert len(guard.backlog) == 1
-    engine.fail = None
-    assert guard.replay_backlog() == 1
-    assert engine.connections == [event]
+def test_breaker_open_tempfails_when_configured(milters: Milters) -> None:
+    engine = milters.start(engine_timeout=0.1, on_error="tempfail")
+    guard = milters.guard
+    assert guard is not None
+    stuck = engine.engine._lock
+    stuck.acquire()
+    inside = threading.Thread(target=lambda: send(Ctx()), daemon=True)
+    try:
+        inside.start()
+        time.sleep(0.2)
+        guard.watch()
+        ctx = Ctx()
+        assert send(ctx)[-1] == Milter.TEMPFAIL
+        assert ctx._reply == ("451", "4.3.0", "Temporary local problem, try again later")
+    finally:
+        stuck.release()
+        inside.join(5)
 
 
 def test_backlog_survives_a_restart(tmp_path: Path) -> None:
@@ -181,25 +183,3 @@ def test_a_refused_event_does_not_cost_the_decision_it_travels_with(
     engine.engine.connection = real_connection  # type: ignore[method-assign]
     assert guard.replay_backlog() == 1
     assert guard.backlog.peek() is None
-
-
-def test_events_handed_over_without_waiting_are_bounded(milters: Milters) -> None:
-    from extrusion.milter import guard as guardmod
-
-    engine = milters.start()
-    guard = milters.guard
-    assert guard is not None
-    stuck = engine.engine._lock
-    stuck.acquire()
-    try:
-        events = [Submission(time=milters.now, sender="ip:192.0.2.1", queue_id=f"B{n}",
-                             envelope_from="a@example.net", recipients=("b@example.org",))
-                  for n in range(guardmod.MAX_LATER + 5)]
-        for event in events:
-            guard.record_later(event)
-        assert len(guard.backlog) == 5  # the ones beyond the bound wait in the backlog
-    finally:
-        stuck.release()
-    assert guard.wait_idle()
-    assert guard.replay_backlog() == 5
-    assert {m.queue_id for m in stored(engine, "ip:192.0.2.1")} == {e.queue_id for e in events}

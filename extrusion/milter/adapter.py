@@ -38,7 +38,8 @@ import Milter
 from extrusion.config import Config
 from extrusion.milter import constants as c
 from extrusion.milter import replies
-from extrusion.milter.guard import EngineFailure, EngineGuard, Handoff
+from extrusion.milter.backlog import Event
+from extrusion.milter.guard import EngineFailure, EngineGuard
 from extrusion.milter.replies import Reply
 from extrusion.milter.session import Message, Session, bare_address
 from extrusion.milter.text import clean, reply_text
@@ -162,18 +163,16 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         engine = guard.engine
         # The session's first MAIL carries its Connection event (HELOs and SASL
         # login are known by now) on the same trip to the engine as the decision.
-        events: tuple[Handoff, ...] = ()
+        events: tuple[Event, ...] = ()
         if not s.connection_recorded:
             s.connection_recorded = True
-            events = (guard.handoff(s.connection(now, self.rt.settings.mta)),)
+            events = (s.connection(now, self.rt.settings.mta),)
         helo_kw: dict[str, Any] = {}
         if self.rt.settings.reject_bad_helo:
             helo_kw = {"helos": tuple(s.helos), "client_addr": s.client_addr,
                        "envelope_from": envelope_from}
 
         def ask() -> tuple[str, Decision]:
-            for h in events:
-                h.deliver(engine)
             key = engine.sender_key(client_addr=s.client_addr, sasl_user=s.sasl_user)
             return key, engine.decide(key, Stage.MAIL, 0, now,
                                       count=self.rt.settings.rate_limits, **helo_kw)
@@ -258,7 +257,7 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         except EngineFailure:
             rc = self._on_error()
             if rc == CONTINUE:
-                self.rt.guard.record_later(s.submission(msg, now, self.rt.settings.mta))
+                self.rt.guard.record(s.submission(msg, now, self.rt.settings.mta))
             return rc
         if decision.action is Action.HOLD:
             if not self._quarantine(decision, msg):
@@ -266,8 +265,7 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         elif not decision.is_continue:
             return self._refuse_or_continue(decision, msg, Stage.EOM)
         self._mark(decision, msg)
-        # Nothing the MTA waits for: the submission goes to the engine meanwhile.
-        self.rt.guard.record_later(s.submission(msg, now, self.rt.settings.mta))
+        self.rt.guard.record(s.submission(msg, now, self.rt.settings.mta))
         return CONTINUE
 
     def abort(self) -> int:

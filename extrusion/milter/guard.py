@@ -1,13 +1,18 @@
-"""Every call from the milter into the engine goes through here, with a deadline.
+"""Every call from the milter into the engine goes through here.
 
-The MTA waits on the milter, so the engine must never hold up mail: a call
-that raises, or does not answer within `engine_timeout`, is reported as a
-failure and the caller acts as `on_error` says. While a timed-out call is
-still running, further calls fail at once instead of piling up behind it
-(a stuck lock must not become one stuck thread per SMTP session).
+The MTA waits on the milter, so the engine must not hold up mail. Calls run
+on the session's own thread (the engine answers from memory in microseconds;
+a hop to a worker thread would cost ten times that on every callback), and a
+watchdog watches them: once a call has gone `engine_timeout` without an
+answer, every further call fails at once, and the callbacks act as
+`on_error` says, until the slow call returns. So a hung engine holds up at
+most the sessions that were inside it when it hung (and those only until
+the MTA's own milter timeout, after which Postfix applies
+milter_default_action); it never becomes one stuck thread per new session.
+A call that raises is a failure too.
 
-Events the engine could not take wait in a bounded backlog; a background
-thread replays them once the engine answers again, and meanwhile asks the
+Events the engine could not take wait in a bounded backlog that a background
+thread replays once the engine answers again; the same thread asks the
 engine to refresh shared state and flush its write queue. (A store outage
 alone does not reach the backlog: the engine spools its own writes.)
 Failures are logged once per burst, with a count when the burst ends.
@@ -15,7 +20,6 @@ Failures are logged once per burst, with a count when the burst ends.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -31,24 +35,14 @@ log = logging.getLogger("extrusion.milter")
 
 T = TypeVar("T")
 
-# Enough workers for a busy smarthost's concurrent sessions: a call takes
-# microseconds, so a handful of threads keep up with hundreds of sessions.
-WORKERS = 8
-# Events handed over without waiting, at most this many at a time; more go to the backlog.
-MAX_LATER = 1000
 # A failure burst that goes on is re-announced this often, with its count.
 BURST_REPEAT_SECONDS = 60.0
+# The watchdog looks at calls in progress this often (and at least 4 times per deadline).
+WATCH_SECONDS = 0.05
 
 
 class EngineFailure(Exception):
-    """The engine did not answer in time, or raised; the message says which.
-
-    `still_running`: the call timed out but goes on in the background.
-    """
-
-    def __init__(self, reason: str, *, still_running: bool = False) -> None:
-        super().__init__(reason)
-        self.still_running = still_running
+    """The engine did not answer in time, or raised; the message says which."""
 
 
 class BurstLog:
@@ -91,7 +85,7 @@ class BurstLog:
 
 
 class EngineGuard:
-    """Deadline, circuit breaker, burst log and event backlog around one engine."""
+    """Watchdog, circuit breaker, burst log and event backlog around one engine."""
 
     def __init__(
         self,
@@ -106,123 +100,100 @@ class EngineGuard:
         self.timeout = timeout
         self.burst = BurstLog()
         self.backlog = backlog if backlog is not None else Backlog()
-        self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "extrusion-engine")
         self._lock = threading.Lock()
-        self._stuck = 0  # timed-out calls still running
-        self._later = 0  # record_later() calls not finished
-        self._idle = threading.Condition(self._lock)
+        self._calls: dict[int, tuple[str, float]] = {}  # call id -> (what, started)
+        self._late: set[int] = set()  # calls past the deadline, still running
+        self._next_id = 0
         self._housekeeping_seconds = housekeeping_seconds
         self._refresh_seconds = refresh_seconds
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._closed = False
 
     # --- calls on the MTA's path ---------------------------------------------------------
 
-    def call(self, what: str, fn: Callable[[], T], events: tuple[Handoff, ...] = ()) -> T:
-        """Run `fn` on an engine worker; raise EngineFailure unless it answers in time.
+    def call(self, what: str, fn: Callable[[], T], events: tuple[Event, ...] = ()) -> T:
+        """`fn()`, or EngineFailure if the engine is stuck or `fn` raises.
 
-        `events` are handoffs `fn` delivers on the way (one trip to the worker
-        for a callback's events and its decision): whatever happens to the
-        call, each event ends up either in the engine or in the backlog, once.
+        `events` are delivered first, on the same call (a callback's events and
+        its decision in one go); an event the engine does not take is kept in
+        the backlog, and a failed event does not cost the decision.
         """
-        try:
-            future = self._submit(what, fn)
-        except EngineFailure:
-            for h in events:
-                h.settle(still_running=False)
-            raise
-        try:
-            result = future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            self._watch_stuck(future)
-            for h in events:
-                h.settle(still_running=True)
-            reason = f"no answer within {self.timeout:g}s"
+        with self._lock:
+            stuck = bool(self._late)
+            if not stuck:
+                call_id = self._next_id = self._next_id + 1
+                self._calls[call_id] = (what, time.monotonic())
+        if stuck:
+            for event in events:
+                self.backlog.add(event)
+            reason = "an earlier call has not returned"
             self.burst.failed(what, reason)
-            raise EngineFailure(reason, still_running=True) from None
+            raise EngineFailure(reason)
+        try:
+            delivered = all([self._deliver(event) for event in events])
+            result = fn()
         except Exception as exc:
-            for h in events:
-                h.settle(still_running=False)
             reason = f"{type(exc).__name__}: {exc}"
             self.burst.failed(what, reason)
             raise EngineFailure(reason) from exc
-        for h in events:
-            h.settle(still_running=False)
-        if not any(h.failed for h in events):
+        finally:
+            with self._lock:
+                del self._calls[call_id]
+                self._late.discard(call_id)
+        if delivered:
             self.burst.succeeded()
         return result
 
-    def handoff(self, event: Event) -> Handoff:
-        """An event to deliver inside a call(); see `call`."""
-        return Handoff(event, self.backlog, self.burst)
-
     def record(self, event: Event) -> None:
         """Hand an event to the engine; keep it for later if the engine cannot take it now."""
-        h = self.handoff(event)
-        with contextlib.suppress(EngineFailure):
-            self.call(h.what, lambda: h.deliver(self.engine), (h,))
+        with contextlib.suppress(EngineFailure):  # kept, and said once for the burst
+            self.call(_what(event), lambda: None, (event,))
 
-    def record_later(self, event: Event) -> None:
-        """Like record(), without waiting: nothing on the MTA's side needs the answer."""
-        h = self.handoff(event)
-        with self._lock:
-            crowded = self._later >= MAX_LATER
-            if not crowded:
-                self._later += 1
-        if crowded:  # the engine is not keeping up: do not queue without bound
-            h.settle(still_running=False)
-            return
+    def _deliver(self, event: Event) -> bool:
         try:
-            future = self._submit(h.what, lambda: h.deliver(self.engine))
-        except (EngineFailure, RuntimeError):  # refused, or the pool is shut down
-            self._done_later()
-            h.settle(still_running=False)
-            return
-        h.settle(still_running=True)  # nobody waits: deliver() keeps it if it fails
-        future.add_done_callback(lambda _f: self._done_later())
+            _send(self.engine, event)
+        except Exception as exc:
+            self.backlog.add(event)
+            self.burst.failed(_what(event), f"{type(exc).__name__}: {exc}")
+            return False
+        return True
 
-    def _done_later(self) -> None:
-        with self._idle:
-            self._later -= 1
-            if not self._later:
-                self._idle.notify_all()
+    # --- the watchdog ------------------------------------------------------------------------
 
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Wait until every record_later() has been delivered or kept."""
-        with self._idle:
-            return self._idle.wait_for(lambda: not self._later, timeout)
-
-    def _submit(self, what: str, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+    def watch(self) -> None:
+        """Mark calls past the deadline (the breaker stays open while any is running)."""
+        now = time.monotonic()
         with self._lock:
-            if self._stuck:
-                reason = "an earlier call has not returned"
-                self.burst.failed(what, reason)
-                raise EngineFailure(reason)
-            return self._pool.submit(fn)
+            late = [(i, what) for i, (what, started) in self._calls.items()
+                    if i not in self._late and now - started >= self.timeout]
+            self._late.update(i for i, _ in late)
+        for _i, what in late:
+            self.burst.failed(what, f"no answer within {self.timeout:g}s")
 
-    def _watch_stuck(self, future: concurrent.futures.Future[T]) -> None:
-        with self._lock:
-            self._stuck += 1
+    @property
+    def stuck(self) -> bool:
+        return bool(self._late)
 
-        def done(_f: concurrent.futures.Future[T]) -> None:
-            with self._lock:
-                self._stuck -= 1
-
-        future.add_done_callback(done)
-
-    # --- background housekeeping -----------------------------------------------------------
+    # --- background threads ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the thread that replays the backlog and refreshes/flushes the engine."""
-        self._thread = threading.Thread(
-            target=self._run, name="extrusion-housekeeping", daemon=True
-        )
-        self._thread.start()
+        """Start the watchdog and the thread that replays the backlog and refreshes/flushes."""
+        for name, target in (("extrusion-watchdog", self._watch_loop),
+                             ("extrusion-housekeeping", self._housekeeping_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
-    def _run(self) -> None:
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(min(WATCH_SECONDS, self.timeout / 4)):
+            self.watch()
+
+    def _housekeeping_loop(self) -> None:
         next_refresh = time.monotonic() + self._refresh_seconds
         while not self._stop.wait(self._housekeeping_seconds):
+            if self.stuck:
+                continue
             self.replay_backlog()
             now = time.monotonic()
             if now >= next_refresh:
@@ -231,7 +202,7 @@ class EngineGuard:
                 self._direct("flush", self.engine.flush)
 
     def _direct(self, what: str, fn: Callable[[], object]) -> bool:
-        """Call the engine on this (background) thread: no deadline, nobody waits on it."""
+        """Call the engine on this (background) thread: nobody waits on it."""
         try:
             fn()
         except Exception as exc:
@@ -251,18 +222,20 @@ class EngineGuard:
         return done
 
     def close(self) -> None:
-        """Stop housekeeping, replay what can be replayed, save the rest, close the engine."""
+        """Stop the threads, replay what can be replayed, save the rest, close the engine."""
         if self._closed:
             return
         self._closed = True
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.wait_idle(self.timeout * 10)
-        self._pool.shutdown(wait=True)
+        for thread in self._threads:
+            thread.join()
         self.replay_backlog()
         self.backlog.save()
         self._direct("close", self.engine.close)
+
+
+def _what(event: Event) -> str:
+    return "connection" if isinstance(event, Connection) else "submission"
 
 
 def _send(engine: EngineAPI, event: Event) -> None:
@@ -270,42 +243,3 @@ def _send(engine: EngineAPI, event: Event) -> None:
         engine.connection(event)
     else:
         engine.submission(event)
-
-
-class Handoff:
-    """One event on its way to the engine; kept exactly once if it does not get there.
-
-    The caller may stop waiting (deadline) while the worker is still delivering.
-    `deliver` (on the worker) never raises; `settle` (by the caller, after the
-    call) keeps the event if it failed or never ran; a delivery that fails after
-    the caller gave up keeps it itself.
-    """
-
-    def __init__(self, event: Event, backlog: Backlog, burst: BurstLog) -> None:
-        self.event = event
-        self.what = "connection" if isinstance(event, Connection) else "submission"
-        self._backlog = backlog
-        self._burst = burst
-        self._lock = threading.Lock()
-        self._ran = False
-        self._settled = False
-        self.failed = False
-
-    def deliver(self, engine: EngineAPI) -> None:
-        try:
-            _send(engine, self.event)
-        except Exception as exc:
-            self._burst.failed(self.what, f"{type(exc).__name__}: {exc}")
-            with self._lock:
-                self._ran = self.failed = True
-                if self._settled:  # nobody waits any more: keep it here
-                    self._backlog.add(self.event)
-            return
-        with self._lock:
-            self._ran = True
-
-    def settle(self, *, still_running: bool) -> None:
-        with self._lock:
-            self._settled = True
-            if self.failed or (not self._ran and not still_running):
-                self._backlog.add(self.event)
