@@ -8,6 +8,7 @@ about retries; channels only classify.
 
 from __future__ import annotations
 
+import email.policy
 import smtplib
 import urllib.error
 import urllib.parse
@@ -24,6 +25,10 @@ HTTP_CLIENT_ERROR = 400
 HTTP_SERVER_ERROR = 500
 HTTP_RETRYABLE = frozenset({408, 425, 429})  # client errors that mean "later"
 USER_AGENT = f"extrusion/{__version__}"
+# RFC 5322 allows 998 characters a line: headers (a subject is at most 200) are
+# never folded, which some parsers read back with a stray leading space; longer
+# body lines make set_content() pick quoted-printable.
+MAIL_POLICY = email.policy.SMTP.clone(max_line_length=998)
 
 
 class ChannelError(Exception):
@@ -61,7 +66,7 @@ class EmailChannel:
         self.mail_from, self.mail_to = mail_from, mail_to
 
     def message(self, digest: Digest) -> EmailMessage:
-        msg = EmailMessage()
+        msg = EmailMessage(policy=MAIL_POLICY)
         msg["From"] = self.mail_from
         msg["To"] = ", ".join(self.mail_to)
         msg["Subject"] = digest.subject
