@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from extrusion.config import Config, from_dict
-from extrusion.notify import attach
+from extrusion.notify import attach, from_config
 from extrusion.report.load import notification_builder
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Outcome, State, StateChange, Status, Submission
@@ -62,8 +62,9 @@ def outbreak(engine: Engine, clock: Clock, n: int) -> None:
                                status=Status.BOUNCED, dsn="5.1.1", reply=UNKNOWN.format(r=rcpt)))
 
 
+@pytest.mark.parametrize("wiring", ["attach", "from_config"])
 def test_an_outbreak_is_mailed_with_its_evidence_from_the_store(
-    store_url: str, tmp_path: Path, smtp: SMTPServer
+    store_url: str, tmp_path: Path, smtp: SMTPServer, wiring: str
 ) -> None:
     cfg = config(store_url, tmp_path, smtp.port)
     clock = Clock(time.time() - 3600)
@@ -71,8 +72,13 @@ def test_an_outbreak_is_mailed_with_its_evidence_from_the_store(
     engine = Engine(cfg, store, clock)
     heard: list[StateChange] = []
     engine.add_listener(heard.append)
-    notifier = attach(engine, cfg, build=notification_builder(
-        store, half_life=cfg.scoring.half_life_seconds))
+    if wiring == "attach":
+        notifier = attach(engine, cfg, build=notification_builder(
+            store, half_life=cfg.scoring.half_life_seconds))
+    else:  # as policyd hands listeners to its EngineService
+        notifier = from_config(cfg, store=lambda: engine.store)
+        assert notifier is not None
+        engine.add_listener(notifier)
     assert notifier is not None
     try:
         outbreak(engine, clock, 30)
@@ -101,12 +107,29 @@ def test_an_outbreak_is_mailed_with_its_evidence_from_the_store(
     assert sender["messages"][-1]["recipients"][0]["dsn"] == "5.1.1"
 
 
+def test_before_the_store_is_open_the_changes_go_out_alone(
+    tmp_path: Path, smtp: SMTPServer
+) -> None:
+    cfg = config(f"sqlite:///{tmp_path / 'x.db'}", tmp_path, smtp.port, collect_seconds=0.0)
+    notifier = from_config(cfg, store=lambda: None)
+    assert notifier is not None
+    notifier(StateChange(time=time.time(), sender=BOT, old=State.OK, new=State.HELD,
+                         score=45.0, reason="too many delivery failures"))
+    notifier.close()
+    body = smtp.received[0].message().get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert f"=== {BOT} customer=- state=held score=45.0" in text
+    assert notifier.stats["report_failed"] == 1
+
+
 def test_nothing_is_attached_when_both_channels_are_off(store_url: str, tmp_path: Path) -> None:
     cfg = from_dict({"store": {"url": store_url, "spool_dir": str(tmp_path / "spool")}})
     store = Store(store_url)
     engine = Engine(cfg, store, Clock(time.time()))
     try:
         assert attach(engine, cfg) is None
+        assert from_config(cfg, store=lambda: store) is None
     finally:
         engine.close()
         store.close()

@@ -1,21 +1,30 @@
 """Notifications: tell the abuse desk by e-mail and/or webhook when a sender is flagged.
 
-`attach(engine, cfg)` is all a daemon does: it registers a `Notifier` as an
-engine listener when `[notify]` enables a channel, and returns it (to close at
-shutdown), or None when notifications are off.
+A daemon does one of two things, and closes what it got at shutdown:
+
+- `attach(engine, cfg, build=...)` when it holds the engine: registers a
+  started `Notifier` as an engine listener;
+- `from_config(cfg, store=lambda: engine.store)` when listeners are handed to
+  the engine later (policyd's `EngineService(listeners=[...])`): a started
+  `Notifier` to put in that list, reading its evidence from the store that
+  `store()` returns at digest time (the changes alone while it returns None).
+
+Both return None when `[notify]` enables no channel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from extrusion.config import Config
 from extrusion.notify.channels import Channel, EmailChannel, WebhookChannel
 from extrusion.notify.notifier import Notifier, ReportBuilder
+from extrusion.report.model import Report
 from extrusion.report.times import zone
 from extrusion.scoring.api import EngineAPI
+from extrusion.scoring.store import Store
 
-__all__ = ["Notifier", "attach", "channels_from_config"]
+__all__ = ["Notifier", "attach", "channels_from_config", "from_config"]
 
 
 def channels_from_config(cfg: Config) -> list[Channel]:
@@ -30,6 +39,45 @@ def channels_from_config(cfg: Config) -> list[Channel]:
     return channels
 
 
+def _started(
+    cfg: Config, channels: Sequence[Channel] | None, build: ReportBuilder | None
+) -> Notifier | None:
+    chosen = list(channels) if channels is not None else channels_from_config(cfg)
+    if not chosen:
+        return None
+    return Notifier(
+        cfg.notify,
+        chosen,
+        build=build,
+        hostname=cfg.general.hostname,
+        tz=zone(cfg.report.timezone),
+        max_destinations=cfg.report.max_destinations,
+    ).start()
+
+
+def _store_builder(cfg: Config, store: Callable[[], Store | None]) -> ReportBuilder:
+    from extrusion.report.load import notification_builder
+
+    def build(keys: Sequence[str]) -> Report:
+        current = store()
+        if current is None:
+            raise LookupError("the store is not open yet")
+        return notification_builder(
+            current, half_life=cfg.scoring.half_life_seconds, own_domains=cfg.general.own_domains
+        )(keys)
+
+    return build
+
+
+def from_config(
+    cfg: Config,
+    store: Callable[[], Store | None] | None = None,
+    channels: Sequence[Channel] | None = None,
+) -> Notifier | None:
+    """A started Notifier for `cfg`, or None when no channel is enabled."""
+    return _started(cfg, channels, _store_builder(cfg, store) if store is not None else None)
+
+
 def attach(
     engine: EngineAPI,
     cfg: Config,
@@ -38,19 +86,11 @@ def attach(
 ) -> Notifier | None:
     """Start a Notifier listening to `engine`, or return None when no channel is enabled.
 
-    `build` gives the evidence for a digest (normally `extrusion.report.load`
-    against the store); without it the digest carries the state changes alone.
+    `build` gives the evidence for a digest (normally
+    `extrusion.report.load.notification_builder(store)`); without it the
+    digest carries the state changes alone.
     """
-    chosen = list(channels) if channels is not None else channels_from_config(cfg)
-    if not chosen:
-        return None
-    notifier = Notifier(
-        cfg.notify,
-        chosen,
-        build=build,
-        hostname=cfg.general.hostname,
-        tz=zone(cfg.report.timezone),
-        max_destinations=cfg.report.max_destinations,
-    ).start()
-    engine.add_listener(notifier)
+    notifier = _started(cfg, channels, build)
+    if notifier is not None:
+        engine.add_listener(notifier)
     return notifier
