@@ -234,3 +234,20 @@ def test_installed_command(generated: tuple[Path, Truth], config: Path) -> None:
                            str(generated[0])], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert flagged(changes(proc.stdout)) == set(generated[1].bots)
+
+
+def test_one_process_and_two_give_the_same_verdicts(
+    generated: tuple[Path, Truth], config: Path
+) -> None:
+    from extrusion import config as configmod
+    from extrusion.maillog.replay import replay
+
+    outputs = []
+    for parallel in (False, True):
+        out, err = io.StringIO(), io.StringIO()
+        assert replay(configmod.load(config), [str(generated[0])], as_json=True, out=out,
+                      err=err, parallel=parallel) == 0
+        counts = err.getvalue().splitlines()[1:3]  # lines and events, not the timing
+        outputs.append((out.getvalue(), counts))
+    assert outputs[0] == outputs[1]
+    assert flagged(changes(outputs[0][0])) == set(generated[1].bots)

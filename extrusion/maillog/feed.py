@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
+from extrusion.config import Config
 from extrusion.maillog import exim, postfix, sendmail
 from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
 from extrusion.maillog.lines import LineSplitter
@@ -87,6 +88,20 @@ class _GuardedSink:
                 log.exception("engine refused an event (%d so far)", n)
 
 
+def join_settings(cfg: Config, *, submissions: bool = True) -> JoinSettings:
+    """The joiner's settings from a config's `[maillog]` and `[general]` sections."""
+    m = cfg.maillog
+    return JoinSettings(
+        submissions=submissions,
+        wait_seconds=m.submission_wait_seconds,
+        ttl_seconds=m.queue_id_ttl_seconds,
+        max_queue_ids=m.max_queue_ids,
+        mta=cfg.general.hostname,
+        handoff_relays=m.handoff_relays,
+        skip_replies=m.skip_replies,
+    )
+
+
 def _postfix_parser(service: str) -> Parser:
     return functools.partial(postfix.parse, service)
 
@@ -130,26 +145,15 @@ class LogFeed:
     def from_config(
         cls,
         engine: FeedEngine,
-        cfg: object,
+        cfg: Config,
         *,
         submissions: bool = True,
         reference_time: float | None = None,
         guard: bool = True,
     ) -> LogFeed:
         """Settings from the `[maillog]` and `[general]` sections of a `Config`."""
-        from extrusion.config import Config
-
-        assert isinstance(cfg, Config)
         m = cfg.maillog
-        settings = JoinSettings(
-            submissions=submissions,
-            wait_seconds=m.submission_wait_seconds,
-            ttl_seconds=m.queue_id_ttl_seconds,
-            max_queue_ids=m.max_queue_ids,
-            mta=cfg.general.hostname,
-            handoff_relays=m.handoff_relays,
-            skip_replies=m.skip_replies,
-        )
+        settings = join_settings(cfg, submissions=submissions)
         return cls(engine, fmt=m.format, settings=settings, reference_time=reference_time,
                    tz=zone(m.timezone), guard=guard)
 

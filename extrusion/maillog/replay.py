@@ -28,15 +28,16 @@ from dataclasses import dataclass, field
 from typing import IO, Any, TextIO, cast
 
 from extrusion.config import Config, check_store_url
-from extrusion.maillog.feed import LogFeed
+from extrusion.maillog.feed import FeedStats, LogFeed
 from extrusion.maillog.timestamps import iso
 from extrusion.scoring.decisions import phrase
-from extrusion.scoring.events import State, StateChange
+from extrusion.scoring.events import Outcome, State, StateChange, Submission
 
 EX_OK = 0
 EX_USAGE = 2
 EX_DATAERR = 65  # an input file could not be read to its end
 EX_NOINPUT = 66  # an input file does not exist or cannot be opened
+EX_SOFTWARE = 70  # the log reading process died
 GZIP_MAGIC = b"\x1f\x8b"
 PROGRESS_EVERY_SECONDS = 0.5
 TOP_SENDERS = 10
@@ -140,6 +141,7 @@ def replay(
     err: TextIO | None = None,
     progress: bool | None = None,
     after: Callable[..., None] | None = None,
+    parallel: bool | None = None,
 ) -> int:
     """Run the replay and print its output; returns the exit status.
 
@@ -165,13 +167,14 @@ def replay(
         }, ensure_ascii=False) + "\n")
 
     try:
-        result, feed = run(config, logs, store_url=store_url, on_change=emit if as_json else None,
-                           progress=_Progress(err, err.isatty() if progress is None else progress),
-                           after=after)
+        result, stats = run(config, logs, store_url=store_url,
+                            on_change=emit if as_json else None,
+                            progress=_Progress(err, err.isatty() if progress is None else progress),
+                            after=after, parallel=parallel)
     except ReplayError as exc:
         err.write(f"extrusion replay: {exc}\n")
         return exc.status
-    summary(result, feed, err if as_json else out)
+    summary(result, stats, err if as_json else out)
     if result.error:
         err.write(f"extrusion replay: {result.error}\n")
         return EX_DATAERR
@@ -186,13 +189,21 @@ def run(
     on_change: Callable[[StateChange], None] | None = None,
     progress: _Progress | None = None,
     after: Callable[..., None] | None = None,
-) -> tuple[ReplayResult, LogFeed]:
+    parallel: bool | None = None,
+) -> tuple[ReplayResult, FeedStats]:
     """Feed the logs through a fresh engine; the result holds every state change and the
-    final state of each sender the engine judged."""
+    final state of each sender the engine judged.
+
+    With `parallel` (the default when there are two cores and no `-` among the logs) a
+    child process reads and parses while this one runs the engine; the results are the
+    same either way."""
     from extrusion.scoring.engine import Engine
     from extrusion.scoring.store import Store
 
+    if parallel is None:
+        parallel = "-" not in logs and (os.cpu_count() or 1) > 1
     result = ReplayResult()
+    reference = _reference_time(logs)
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="extrusion-replay-"))
         store_cfg = dataclasses.replace(
@@ -204,15 +215,12 @@ def run(
             flush_batch=NEVER,
         )
         cfg = dataclasses.replace(config, store=store_cfg)
-        clock_box = [_reference_time(logs)]
-
-        def clock() -> float:
-            return clock_box[0]
-
+        # The engine's "now" is the log's: the latest stamp read when the event was made.
+        clock_box = [reference]
         store = Store(store_cfg.url, busy_timeout_ms=store_cfg.busy_timeout_ms)
         if store_url is None:
             _no_sync(store)
-        engine = Engine(cfg, store, clock, own_store=True)
+        engine = Engine(cfg, store, lambda: clock_box[0], own_store=True)
         stack.callback(engine.close)
 
         flagged: set[str] = set()
@@ -226,30 +234,122 @@ def run(
             if on_change is not None:
                 on_change(change)
 
+        def tick(lines: int) -> None:
+            result.lines = lines
+            if progress is not None:
+                progress.update(lines, len(flagged))
+
         engine.add_listener(listener)
-        feed = LogFeed.from_config(engine, cfg, reference_time=clock_box[0], guard=False)
         started = time.perf_counter()
         try:
-            for line in _lines(logs, stack, result):
-                feed.line(line)
-                # The engine's "now" is the log's: the latest stamp read so far.
-                clock_box[0] = feed.joiner.now or clock_box[0]
-                result.lines += 1
-                if not result.lines % PROGRESS_EVERY_LINES:
-                    if not result.lines % FLUSH_EVERY_LINES:
-                        engine.flush()
-                    if progress is not None:
-                        progress.update(result.lines, len(flagged))
+            if parallel:
+                stats = _run_parallel(cfg, logs, reference, engine, clock_box, tmp, result, tick)
+            else:
+                stats = _run_inline(cfg, logs, reference, engine, clock_box, result, tick)
         finally:
             if progress is not None:
                 progress.done(result.lines, len(flagged))
-        feed.finish()
         engine.flush()
         result.seconds = time.perf_counter() - started
         _final_states(result, store, cfg, clock_box[0])
         if after is not None:
             after(store)  # before the throw-away store goes
-    return result, feed
+    return result, stats
+
+
+def _run_inline(cfg: Config, logs: list[str], reference: float, engine: Any,
+                clock_box: list[float], result: ReplayResult,
+                tick: Callable[[int], None]) -> FeedStats:
+    """Parse and judge in this process (stdin, one core)."""
+    joiner: list[Any] = []
+
+    class Clocked:
+        """The engine, told the log time before each event."""
+
+        def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
+            return str(engine.sender_key(client_addr=client_addr, sasl_user=sasl_user))
+
+        def submission(self, event: Submission) -> None:
+            clock_box[0] = joiner[0].now or clock_box[0]
+            engine.submission(event)
+
+        def outcome(self, event: Outcome) -> None:
+            clock_box[0] = joiner[0].now or clock_box[0]
+            engine.outcome(event)
+
+    feed = LogFeed.from_config(Clocked(), cfg, reference_time=reference, guard=False)
+    joiner.append(feed.joiner)
+    errors: list[str] = []
+    n = 0
+    for line in read_lines(logs, errors):
+        feed.line(line)
+        n += 1
+        if not n % PROGRESS_EVERY_LINES:
+            if not n % FLUSH_EVERY_LINES:
+                engine.flush()
+            tick(n)
+    feed.finish()
+    tick(n)
+    result.error = errors[0] if errors else ""
+    return feed.stats
+
+
+def _run_parallel(cfg: Config, logs: list[str], reference: float, engine: Any,
+                  clock_box: list[float], tmp: str, result: ReplayResult,
+                  tick: Callable[[int], None]) -> FeedStats:
+    """A child process parses; this one decodes its events and judges them."""
+    import pickle
+    import subprocess
+
+    from extrusion.maillog.feed import join_settings
+    from extrusion.maillog.replay_worker import FLUSH, WorkerSettings, decode
+
+    settings = WorkerSettings(
+        fmt=cfg.maillog.format, join=join_settings(cfg), timezone=cfg.maillog.timezone,
+        reference_time=reference, customers=cfg.customers,
+        flush_every_lines=FLUSH_EVERY_LINES,
+    )
+    settings_path = os.path.join(tmp, "worker.pickle")
+    with open(settings_path, "wb") as f:
+        pickle.dump(settings, f)
+    with subprocess.Popen(
+        [sys.executable, "-m", "extrusion.maillog.replay_worker", settings_path, *logs],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        stats: FeedStats | None = None
+        submission, outcome, flush = engine.submission, engine.outcome, engine.flush
+        try:
+            while stats is None:
+                try:
+                    message = pickle.load(proc.stdout)
+                except EOFError:
+                    break
+                if message[0] == "end":
+                    _kind, lines, stats, error = message
+                    result.error = error
+                    tick(lines)
+                    break
+                for item in message[2]:
+                    if item is FLUSH or item == FLUSH:
+                        flush()
+                        continue
+                    clock_box[0] = item[1] or clock_box[0]
+                    event = decode(item)
+                    if item[0] == "S":
+                        submission(event)
+                    else:
+                        outcome(event)
+                tick(message[1])
+        finally:
+            proc.stdout.close()
+            problem = proc.stderr.read().decode("utf-8", "replace").strip()
+            proc.stderr.close()
+            status = proc.wait()
+    if stats is None or status != 0:
+        detail = problem.splitlines()[-1] if problem else f"exit status {status}"
+        raise ReplayError(f"the log reader failed: {detail}", EX_SOFTWARE)
+    return stats
 
 
 def _no_sync(store: object) -> None:
@@ -271,14 +371,18 @@ def _no_sync(store: object) -> None:
     engine.dispose()  # connections opened so far were made without it
 
 
-def _lines(logs: list[str], stack: ExitStack, result: ReplayResult) -> Iterator[str]:
+def read_lines(logs: list[str], errors: list[str]) -> Iterator[str]:
+    """Every line of every log in order; a read error ends it and is put in `errors`."""
+    n = 0
     for path in logs:
         with ExitStack() as one:
             stream = open_log(path, one)
             try:
-                yield from stream
+                for line in stream:
+                    n += 1
+                    yield line
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                result.error = f"{path}: unreadable after line {result.lines:,}: {exc}"
+                errors.append(f"{path}: unreadable after line {n:,}: {exc}")
                 return
 
 
@@ -311,8 +415,8 @@ def _top_finding(findings: dict[str, object]) -> str:
     return phrase(best) if best else ""
 
 
-def summary(result: ReplayResult, feed: LogFeed, stream: TextIO) -> None:
-    s, j = feed.stats, feed.stats.join
+def summary(result: ReplayResult, stats: FeedStats, stream: TextIO) -> None:
+    s, j = stats, stats.join
     rate = result.lines / result.seconds if result.seconds else 0.0
     w = stream.write
     w(f"replay: {result.lines:,} lines in {result.seconds:.1f} s ({rate:,.0f} lines/s)\n")

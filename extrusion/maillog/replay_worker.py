@@ -1,0 +1,132 @@
+"""The parsing half of a two-process replay: log files in, events out on stdout.
+
+`extrusion replay` runs this as a child process (`python -m
+extrusion.maillog.replay_worker SETTINGS LOG...`) so that reading, parsing
+and joining the log use one core while the engine and its store use the
+other. It writes a stream of pickled messages:
+
+- `("batch", lines_read, items)` where each item is an encoded event
+  `("S"|"O", now, fields...)`, or `FLUSH` where the engine must write its
+  queue (after the same lines as a one-process replay flushes, so both give
+  identical results);
+- `("end", lines_read, FeedStats, error)` once, last.
+
+Events travel as plain tuples: pickling frozen dataclasses costs ten times
+more. `now` is the log time when the event was made, the engine's clock.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from extrusion.config import Customer
+from extrusion.maillog.feed import Format, LogFeed
+from extrusion.maillog.join import JoinSettings
+from extrusion.maillog.timestamps import zone
+from extrusion.scoring.events import Outcome, Status, Submission
+
+FLUSH = ("F",)
+BATCH_LINES = 4096
+PICKLE_PROTOCOL = 5
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    fmt: Format
+    join: JoinSettings
+    timezone: str
+    reference_time: float
+    customers: tuple[Customer, ...]
+    flush_every_lines: int
+
+
+def encode_submission(now: float, s: Submission) -> tuple[Any, ...]:
+    # Headers never come from a log: only the fields the feed fills travel.
+    return ("S", now, s.time, s.sender, s.queue_id, s.envelope_from, s.recipients, s.size,
+            s.mta, s.client_addr, s.client_name, s.helos, s.message_id)
+
+
+def encode_outcome(now: float, o: Outcome) -> tuple[Any, ...]:
+    return ("O", now, o.time, o.queue_id, o.recipient, o.status.value, o.dsn, o.reply,
+            o.sender, o.envelope_from, o.mta, o.relay)
+
+
+def decode(item: tuple[Any, ...]) -> Submission | Outcome:
+    if item[0] == "S":
+        (_k, _now, t, sender, qid, env, rcpts, size, mta, addr, name, helos, mid) = item
+        return Submission(time=t, sender=sender, queue_id=qid, envelope_from=env,
+                          recipients=rcpts, size=size, mta=mta, client_addr=addr,
+                          client_name=name, helos=helos, message_id=mid)
+    (_k, _now, t, qid, rcpt, status, dsn, reply, sender, env, mta, relay) = item
+    return Outcome(time=t, queue_id=qid, recipient=rcpt, status=Status(status), dsn=dsn,
+                   reply=reply, sender=sender, envelope_from=env, mta=mta, relay=relay)
+
+
+class _Encoder:
+    """Stands in for the engine in the worker: keys senders as the engine would."""
+
+    def __init__(self, customers: tuple[Customer, ...]) -> None:
+        from extrusion.scoring.overrides import SenderMap
+
+        self.map = SenderMap(customers)
+        self.items: list[tuple[Any, ...]] = []
+        self.now: Callable[[], float] = lambda: 0.0
+
+    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
+        return self.map.key(client_addr, sasl_user)
+
+    def submission(self, event: Submission) -> None:
+        self.items.append(encode_submission(self.now(), event))
+
+    def outcome(self, event: Outcome) -> None:
+        self.items.append(encode_outcome(self.now(), event))
+
+
+def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
+         errors: Callable[[], str]) -> None:
+    """Parse `lines` and write the message stream to `out`."""
+    enc = _Encoder(settings.customers)
+    feed = LogFeed(enc, fmt=settings.fmt, settings=settings.join,
+                   reference_time=settings.reference_time, tz=zone(settings.timezone),
+                   guard=False)
+    enc.now = lambda: feed.joiner.now
+    n = 0
+    every = settings.flush_every_lines
+    for line in lines:
+        feed.line(line)
+        n += 1
+        if not n % BATCH_LINES:
+            if not n % every:
+                enc.items.append(FLUSH)
+            pickle.dump(("batch", n, enc.items), out, PICKLE_PROTOCOL)
+            enc.items = []
+    feed.finish()
+    pickle.dump(("batch", n, enc.items), out, PICKLE_PROTOCOL)
+    pickle.dump(("end", n, feed.stats, errors()), out, PICKLE_PROTOCOL)
+    out.flush()
+
+
+def main(argv: list[str]) -> int:
+    from extrusion.maillog.replay import read_lines
+
+    settings = pickle.loads(Path(argv[0]).read_bytes())
+    assert isinstance(settings, WorkerSettings)
+    error: list[str] = []
+
+    def lines() -> Iterator[str]:
+        yield from read_lines(argv[1:], error)
+
+    work(settings, lines(), sys.stdout.buffer, lambda: error[0] if error else "")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the module's own copy so unpickled settings are of the class it checks.
+    from extrusion.maillog.replay_worker import main as _main
+
+    sys.exit(_main(sys.argv[1:]))
