@@ -473,3 +473,57 @@ def test_a_failing_listener_does_not_stop_the_others(h: Harness) -> None:
 def test_unknown_operator_verb_is_refused(h: Harness) -> None:
     with pytest.raises(ValueError):
         h.engine.operator(OperatorAction(h.clock.t, BOT, "pardon", "kim", "x"))  # type: ignore[arg-type]
+
+
+# --- mx mode -------------------------------------------------------------------------------
+
+
+def test_mx_mode_counts_spam_verdicts_but_not_forwarded_ones(make: Callable[..., Harness]) -> None:
+    h = make(general={"mode": "mx"})
+    spammer, forwarder = "ip:203.0.113.5", "ip:203.0.113.6"
+    for _ in range(6):
+        h.send(spammer, ["me@example.net"], headers=Headers(x_spam_flag="YES"))
+        h.send(forwarder, ["me@example.net"],
+               headers=Headers(x_spam_flag="YES", received_count=9))
+    assert h.engine.decide(spammer, Stage.CONNECT).score == pytest.approx(
+        6 * h.cfg.weights.spam_verdict)
+    assert h.engine.decide(forwarder, Stage.CONNECT).score == 0.0
+
+
+def test_mx_mode_counts_rcpt_rejections_and_own_ranges_from_outside(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(general={"mode": "mx", "own_networks": ["10.0.0.0/8"]})
+    h.engine.connection(Connection(time=h.clock.t, client_addr="10.9.8.7", helos=("x.example",)))
+    inside = h.engine.sender_key(client_addr="10.9.8.7")
+    assert h.engine.decide(inside, Stage.CONNECT).score == pytest.approx(
+        h.cfg.weights.own_network_inbound)
+    for i in range(21):
+        r = f"guess{i}@example.net"
+        h.result(f"NOQ{i}", r, Status.REJECTED, "550 5.1.1 <x>: Recipient address rejected: "
+                 "User unknown in local recipient table", sender=BOT)
+    assert h.state(BOT) is State.THROTTLED
+
+
+def test_smarthost_mode_ignores_its_own_rejections(h: Harness) -> None:
+    for i in range(30):
+        h.result(f"NOQ{i}", f"r{i}@example.org", Status.REJECTED,
+                 "451 4.7.1 extrusion: rate limited", sender=BOT)
+        h.result(f"NOQ{i}", f"r{i}@example.org", Status.REJECTED,
+                 "550 5.7.1 extrusion: sending refused", sender=BOT)
+    assert h.engine.decide(BOT, Stage.CONNECT).score == 0.0
+
+
+# --- the write queue -----------------------------------------------------------------------
+
+
+def test_a_large_queue_is_flushed_in_the_background(make: Callable[..., Harness]) -> None:
+    h = make(store={"flush_batch": 50})
+    for i in range(30):
+        h.send(BOT, [f"a{i}@example.org"])  # two rows per message: 60 queued writes
+    bg = h.engine._bg_flush
+    assert bg is not None
+    bg.join(timeout=10)
+    assert len(h.store.messages(BOT)) >= 20  # written without anybody calling flush()
+    h.engine.flush()
+    assert len(h.store.messages(BOT)) == 30

@@ -212,3 +212,26 @@ def test_engine_starts_while_the_store_is_down(store_url: str, tmp_path: Path) -
         assert len(engine.store.messages(BOT)) == 21
     finally:
         engine.close()
+
+
+def test_nothing_is_lost_when_store_and_spool_fail_together(
+    store_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+    clock = Clock()
+    cfg = from_dict({
+        "general": {"hostname": "mx1"},
+        "store": {"url": store_url, "spool_dir": str(tmp_path / "not-a-dir" / "spool"),
+                  "busy_timeout_ms": 200},
+    })
+    engine = open_engine(cfg, clock)
+    try:
+        with outage(store_url):
+            feed_failures(engine, clock, BOT, 5, "both")
+            engine.flush()  # the store refuses and the spool cannot be written: kept in memory
+            assert not engine.store_ok and engine.status()["queued"] > 0
+        engine.flush()
+        assert engine.store_ok and engine.status()["queued"] == 0
+        assert len(engine.store.messages(BOT)) == 5
+    finally:
+        engine.close()

@@ -20,6 +20,7 @@ from typing import Any
 
 from extrusion.config import Config, Limits
 from extrusion.scoring import decisions as answer
+from extrusion.scoring.api import EngineAPI
 from extrusion.scoring.classify import classify, is_failure
 from extrusion.scoring.events import (
     Action,
@@ -680,11 +681,12 @@ class Engine:
             mta = event.mta or self.mta
             with self._lock:
                 info = self._messages.get(mta, event.queue_id)
-            if info is None:
+            if info is None and self.store_ok:
                 info = self._lookup_message(mta, event.queue_id)
             if info is not None:
                 self._record_outcome(event, mta, info, info.sender)
-            elif now - since < UNRESOLVED_RETRY_SECONDS:
+            elif now - since < UNRESOLVED_RETRY_SECONDS or not self.store_ok:
+                # Keep asking (and never give up while the store cannot even be asked).
                 with self._lock:
                     self._unresolved.append((since, event))
             else:
@@ -735,6 +737,10 @@ class Engine:
         finally:
             if self._own_store:
                 self.store.close()
+
+
+def _implements_the_protocol(engine: Engine) -> EngineAPI:
+    return engine  # mypy checks Engine against the adapters' Protocol here
 
 
 def open_engine(config: Config, clock: Callable[[], float] = time.time) -> Engine:

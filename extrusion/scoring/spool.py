@@ -56,9 +56,11 @@ class Spool:
             raise SpoolError(f"cannot write spool in {self.dir}: {exc.strerror or exc}") from exc
 
     def files(self) -> list[Path]:
+        """Spooled batches, oldest first; none when the directory is missing or unusable
+        (writing to it then fails loudly, and the engine keeps the batch in memory)."""
         try:
             return sorted(p for p in self.dir.iterdir() if p.name.endswith(SUFFIX))
-        except FileNotFoundError:
+        except OSError:
             return []
 
     def __len__(self) -> int:
@@ -67,7 +69,7 @@ class Spool:
     def bad_files(self) -> list[Path]:
         try:
             return sorted(p for p in self.dir.iterdir() if p.name.endswith(BAD_SUFFIX))
-        except FileNotFoundError:
+        except OSError:
             return []
 
     def replay(self, write: Callable[[Batch], object]) -> int:

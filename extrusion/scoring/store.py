@@ -49,6 +49,7 @@ REFRESH_OVERLAP_SECONDS = 5.0
 _CHUNK = 500
 _PG_MIGRATION_LOCK = 0x65787472  # "extr": serialises concurrent `upgrade()`s
 _DEADLOCK_RETRIES = 5
+PG_CONNECT_TIMEOUT = 5  # seconds
 
 
 class StoreError(Exception):
@@ -510,7 +511,9 @@ def open_store(cfg: Any) -> Store:
 def _make_engine(url: str, busy_timeout_ms: int) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
+        # A database host that does not answer must not hang a flush: give up and spool.
+        return sa.create_engine(url, pool_pre_ping=True,
+                                connect_args={"connect_timeout": PG_CONNECT_TIMEOUT})
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
