@@ -244,6 +244,35 @@ def test_sigterm_stops_cleanly_and_flushes(tmp_path: Path, miltertest_bin: str) 
     assert [m.queue_id for m in stored_messages(url, "sasl:alice@example.net")] == ["QTERM1"]
 
 
+def test_sigterm_mid_session_closes_it_at_once_and_keeps_what_was_recorded(
+    tmp_path: Path, miltertest_bin: str
+) -> None:
+    url = sqlite_url(tmp_path)
+    milter = MilterProcess(tmp_path, url)
+    milter.start()
+    run_script(milter, "accept", qid="QTERM2", login="alice@example.net")
+    client = subprocess.Popen(
+        ["miltertest", "-s", str(LUA / "slow.lua"), "-D", f"socket={milter.socket}",
+         "-D", f"dir={LUA}", "-D", "qid=QSLOW", "-D", "login=slow@example.net",
+         "-D", "pause=8"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.5)  # MAIL and RCPT are answered in milliseconds; then it waits 8 s
+        assert client.poll() is None
+        started = time.monotonic()
+        assert milter.stop() == 0, milter.log()
+        assert time.monotonic() - started < 10.0
+        out, _ = client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    # libmilter stops serving open sessions with its socket: the MTA sees the
+    # connection close and applies milter_default_action instead of waiting.
+    assert "answered" not in out and client.returncode != 0, out
+    assert "1 sessions in progress are left to the MTA" in milter.log()
+    assert [m.queue_id for m in stored_messages(url, "sasl:alice@example.net")] == ["QTERM2"]
+
+
 # --- the store goes away mid-run -------------------------------------------------------------
 
 

@@ -1,10 +1,14 @@
 """`extrusion milter`: open the engine, serve libmilter's socket, stop cleanly.
 
-libmilter owns the socket, the threads and the signals: SIGTERM or SIGINT
-makes it stop accepting and return from `Milter.runmilter`. Sessions still
-in progress then get `DRAIN_SECONDS` to finish (a second signal ends the
-wait), the event backlog is replayed or saved, and the engine is closed,
-which flushes its queue. systemd is told READY=1 once the socket accepts.
+libmilter owns the socket, the threads and the signals: SIGTERM, SIGINT or
+SIGHUP makes it stop accepting and return from `Milter.runmilter` (within
+about five seconds, its listener's poll interval). Debian's libmilter serves
+sessions from a worker pool that stops with it, so sessions in progress
+cannot be drained: they are closed when the process exits and the MTA
+applies its milter_default_action (accept, in the shipped Postfix config)
+at once instead of waiting for its timeout. Then the event backlog is
+replayed or saved and the engine closed, which flushes its queue (to the
+spool if the store is down). systemd is told READY=1 once the socket accepts.
 """
 
 from __future__ import annotations
@@ -35,8 +39,6 @@ log = logging.getLogger("extrusion.milter")
 
 EX_OK = 0
 EX_UNAVAILABLE = 69
-# Sessions in progress at shutdown get this long to finish.
-DRAIN_SECONDS = 10.0
 # How long start-up may take before the socket accepts connections.
 READY_SECONDS = 30.0
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -56,7 +58,8 @@ def run(config: Config, opener: Opener = default_opener) -> int:
     _setup_logging(config.general.log_level)
     # libmilter waits for the stop signals on a thread of its own; every other
     # thread, including the ones started below, must block them or the default
-    # action (terminate) would hit the process from whichever thread got one.
+    # action (terminate) would hit the process from whichever thread got one,
+    # skipping the flush below.
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         engine = opener(config)
@@ -87,8 +90,11 @@ def run(config: Config, opener: Opener = default_opener) -> int:
         log.error("cannot serve milter socket %s: %s", config.milter.socket, exc)
         status = EX_UNAVAILABLE
     notify("STOPPING=1")
-    log.info("milter stopping: %d sessions in progress", sessions.active)
-    _drain(sessions)
+    if sessions.active:
+        log.warning("milter stopping: %d sessions in progress are left to the MTA's "
+                    "milter_default_action", sessions.active)
+    else:
+        log.info("milter stopping")
     guard.close()
     log.info("milter stopped")
     return status
@@ -109,7 +115,7 @@ def _counted(runtime: Runtime, sessions: _SessionCount) -> ExtrusionMilter:
 
 
 class _CountedMilter(ExtrusionMilter):
-    """Counts live sessions so shutdown can wait for them."""
+    """Counts live sessions, for the log at shutdown."""
 
     def __init__(self, runtime: Runtime, sessions: _SessionCount) -> None:
         super().__init__(runtime)
@@ -121,23 +127,6 @@ class _CountedMilter(ExtrusionMilter):
             return super().close()
         finally:
             self._sessions.add(-1)
-
-
-def _drain(sessions: _SessionCount) -> None:
-    """Wait for sessions in progress; a second stop signal ends the wait."""
-    again = threading.Event()
-
-    def second(_signo: int, _frame: Any) -> None:
-        again.set()
-
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, second)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    deadline = time.monotonic() + DRAIN_SECONDS
-    while sessions.active > 0 and time.monotonic() < deadline and not again.is_set():
-        again.wait(0.05)
-    if sessions.active > 0:
-        log.warning("stopping with %d sessions still open", sessions.active)
 
 
 def _announce_when_ready(spec: str) -> None:
