@@ -228,6 +228,20 @@ def test_hostile_input_is_recorded_escaped_and_the_milter_keeps_serving(
     assert "\x1b" not in examples and "(helo_malformed)" in examples
 
 
+def test_unix_socket(tmp_path: Path, miltertest_bin: str) -> None:
+    url = sqlite_url(tmp_path)
+    milter = MilterProcess(tmp_path, url)
+    milter.socket = f"unix:{tmp_path / 'milter.sock'}"
+    milter.config.write_text(milter.config.read_text().replace(
+        f"inet:{milter.port}@127.0.0.1", milter.socket))
+    milter.start()
+    try:
+        run_script(milter, "accept", qid="QUNIX1", login="alice@example.net")
+    finally:
+        assert milter.stop() == 0, milter.log()
+    assert [m.queue_id for m in stored_messages(url, "sasl:alice@example.net")] == ["QUNIX1"]
+
+
 # --- stopping ------------------------------------------------------------------------------
 
 
