@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -51,8 +51,9 @@ class MessageRow:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class RecipientRow:
+class RecipientRow(NamedTuple):
+    """One row of a recipient's history (a tuple: hundreds of thousands per report)."""
+
     time: float
     recipient: str
     status: str
@@ -176,8 +177,8 @@ def listed_messages(
             .order_by(r.c.time, r.c.id)
         )
         # .all() fetches in bulk: several times faster than row-by-row iteration.
-        for mta, qid, *rest in conn.execute(rq).all():
+        for mta, qid, t, rcpt, status, dsn, reply in conn.execute(rq).all():
             rows = by_queue.get((mta, qid))
             if rows is not None:
-                rows.append(RecipientRow(*rest))
+                rows.append(RecipientRow(t, rcpt, status, dsn, reply))
     return [(x, by_queue[(x.mta, x.queue_id)]) for x in msgs]
