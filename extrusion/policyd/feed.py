@@ -58,6 +58,9 @@ class FileFeedService(Service):
         self.follower: Any = None
         self._loop: task.LoopingCall | None = None
         self._loop_done: defer.Deferred[Any] | None = None
+        #: Fires after the first poll with an engine: from then on the follower is
+        #: positioned and no line written later can be missed.
+        self.ready: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -72,9 +75,15 @@ class FileFeedService(Service):
         engine = self.engines.engine
         if engine is None:
             return None  # the lines wait in the file; the checkpoint says where we were
-        return threads.deferToThreadPool(
+        d = threads.deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(), self._poll, engine
         ).addErrback(self._failed)
+        return d.addBoth(self._first_poll_done)
+
+    def _first_poll_done(self, result: Any) -> Any:
+        if not self.ready.called:
+            self.ready.callback(None)
+        return result
 
     def _poll(self, engine: Any) -> int:
         """Worker thread: read what was appended, feed it, checkpoint after a flush."""
@@ -96,7 +105,6 @@ class FileFeedService(Service):
 
     def _failed(self, failure: Any) -> None:
         # A missing file or a store hiccup: log it, keep polling (the follower resumes).
-        self.metrics.store_errors.labels("feed").inc()
         log.warning("log follower: %s", failure.getErrorMessage())
 
     @defer.inlineCallbacks
@@ -127,6 +135,7 @@ class SyslogFeedService(Service):
         self.metrics = metrics
         self.feed: Any = None
         self.port: Any = None
+        self.ready: defer.Deferred[None] = defer.succeed(None)  # listening once started
         self.waiting: deque[tuple[str, tuple[Any, ...]]] = deque(maxlen=MAX_WAITING_LINES)
         self._loop: task.LoopingCall | None = None
 

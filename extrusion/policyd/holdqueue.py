@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,9 @@ _QUEUE_ID_RE = re.compile(r"[0-9A-Za-z]{5,32}")
 
 #: Seconds postsuper may take before we give up on it (it normally takes milliseconds).
 POSTSUPER_TIMEOUT = 60.0
+
+#: Queue ids of messages held by our own HOLD answers, remembered for their release.
+MAX_REMEMBERED_HELD = 100_000
 
 HOLD = "hold"
 RELEASE = "release"
@@ -95,6 +99,28 @@ class QueueActions:
         self.audit = audit
         self._lock = defer.DeferredLock()
         self.pending: set[defer.Deferred[QueueAction | None]] = set()
+        # Messages Postfix put on hold because we answered HOLD: they never reach
+        # the queue manager, so the log feed never records them, yet release must
+        # release them. Kept in memory (bounded); the answer and queue id are logged.
+        self._held_here: dict[str, dict[str, None]] = {}
+        self._held_count = 0
+        self._held_lock = threading.Lock()
+
+    def held_by_policy(self, sender: str, queue_id: str) -> None:
+        """The policy server answered HOLD for this message (reactor thread)."""
+        if not _QUEUE_ID_RE.fullmatch(queue_id):
+            return
+        with self._held_lock:
+            ids = self._held_here.setdefault(sender, {})
+            if queue_id not in ids and self._held_count < MAX_REMEMBERED_HELD:
+                ids[queue_id] = None
+                self._held_count += 1
+
+    def _take_held(self, sender: str) -> list[str]:
+        with self._held_lock:
+            ids = list(self._held_here.pop(sender, {}))
+            self._held_count -= len(ids)
+            return ids
 
     def on_state_change(self, change: StateChange) -> None:
         """Engine listener; the engine may call it from any thread."""
@@ -128,6 +154,8 @@ class QueueActions:
         if verb is None or engine is None:
             return None
         ids = engine.undelivered_queue_ids(change.sender, self.mta)
+        if verb == RELEASE:
+            ids = list(dict.fromkeys([*ids, *self._take_held(change.sender)]))
         good = tuple(q for q in ids if _QUEUE_ID_RE.fullmatch(q))
         if len(good) != len(ids):
             log.warning("ignored %d malformed queue ids of %s", len(ids) - len(good), change.sender)

@@ -97,6 +97,8 @@ class Responder:
         self._by_state = {s: metrics.requests.labels(s.lower()) for s in _STAGES}
         self._other_state = metrics.requests.labels("other")
         self._default_counter = metrics.decisions.labels("default")
+        #: Told (sender, queue id) whenever we answer HOLD for a message with a queue id.
+        self.on_hold: Callable[[str, str], None] | None = None
 
     def answer(self, req: PolicyRequest) -> str:
         """The action for one request; never raises."""
@@ -140,6 +142,8 @@ class Responder:
         verb = action.split(" ", 1)[0]
         self.metrics.decision_by_action[verb].inc()
         self.metrics.latency.observe(time.perf_counter() - t0)
+        if verb == c.HOLD and req.queue_id and self.on_hold is not None:
+            self.on_hold(sender, req.queue_id)
         if verb != c.DUNNO:
             log.info(
                 "policy %s sender=%s queue_id=%s state=%s action=%s reason=%s",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -86,10 +85,8 @@ class PolicydService(MultiService):
         self.config = config
         self.reactor = reactor
         self.metrics = Metrics()
-        listeners: list[Callable[..., None]] = []
         self.engines = EngineService(
-            config, opener, reactor, self.metrics,
-            listeners=listeners, sender_counts=sender_counts,
+            config, opener, reactor, self.metrics, sender_counts=sender_counts
         )
         self._attach(self.engines)
         self.queue: QueueActions | None = None
@@ -103,10 +100,12 @@ class PolicydService(MultiService):
                 metrics=self.metrics,
                 audit=None,
             )
-            listeners.append(self.queue.on_state_change)
+            self.engines.listeners.append(self.queue.on_state_change)
         self.responder = Responder(
             self.engines.decisions, config.policyd.default_action, self.metrics, reactor.seconds
         )
+        if self.queue is not None:
+            self.responder.on_hold = self.queue.held_by_policy
         self.policy: ListenService | None = None
         self.policy_factory: PolicyFactory | None = None
         if config.policyd.enabled:
@@ -134,6 +133,7 @@ class PolicydService(MultiService):
                 reactor, config.api.listen, make_site(self.api), "operator API"
             )
             self._attach(self.api_listener)
+        self._ready: defer.Deferred[None] | None = None
         self.feed = make_feed_service(config, self.engines, reactor, self.metrics)
         if self.feed is not None:
             self._attach(self.feed)
@@ -144,11 +144,23 @@ class PolicydService(MultiService):
     # --- readiness and health -----------------------------------------------------------
 
     def when_ready(self) -> defer.Deferred[None]:
-        """Fires when every listener listens and the first attempt to open the store is done."""
-        waits = [self.engines.ready]
-        waits += [s.ready for s in (self.policy, self.api_listener) if s is not None]
-        d = defer.gatherResults(waits, consumeErrors=True)
-        return d.addCallback(lambda _: None)
+        """Fires once every listener listens, the first attempt to open the engine is done
+        and the log follower is positioned. Call it once (it consumes the parts' results)."""
+        if self._ready is None:
+            engine_then_feed = self.engines.ready.addCallback(self._feed_ready)
+            waits = [engine_then_feed]
+            waits += [s.ready for s in (self.policy, self.api_listener) if s is not None]
+            d = defer.gatherResults(waits, consumeErrors=True)
+            self._ready = d.addCallback(lambda _: None)
+        return self._ready
+
+    def _feed_ready(self, _: Any) -> Any:
+        # The log follower positions itself once the engine is open; without an
+        # engine there is nothing to wait for (it follows as soon as there is one).
+        ready = getattr(self.feed, "ready", None)
+        if ready is None or self.engines.engine is None:
+            return None
+        return ready
 
     def health(self) -> dict[str, Any]:
         engine_ok = self.engines.engine is not None
