@@ -37,7 +37,7 @@ def config(store_url: str, tmp_path: Path, smtp_port: int, **notify: Any) -> Con
         "general": {"hostname": "smarthost1"},
         "store": {"url": store_url, "spool_dir": str(tmp_path / "spool")},
         "notify": {"email_enabled": True, "smtp_port": smtp_port,
-                   "mail_to": ["abuse@isp.example"], "collect_seconds": 1.0,
+                   "mail_to": ["abuse@isp.example"], "collect_seconds": 3.0,
                    "min_interval_seconds": 0.0, **notify},
     })
 
