@@ -9,7 +9,7 @@ milter connection per SMTP session. Prints per-message latency (p50/p99),
 messages and callbacks per second, sequential and with concurrent sessions,
 and the ratio extrusion / no-op.
 
-    .venv/bin/python benchmarks/milter.py [--messages 2000] [--rcpts 3] [--concurrency 8]
+    .venv/bin/python benchmarks/milter.py [--messages 3000] [--rcpts 3] [--concurrency 8]
 
 (`miltertest` starts a Lua interpreter per run and cannot time single
 messages, hence the client below; it speaks milter protocol version 6 as
@@ -228,27 +228,22 @@ def running(argv: list[str], address: tuple[str, int]) -> Iterator[subprocess.Po
 # --- measuring -------------------------------------------------------------------------------
 
 
-def sequential(address: tuple[str, int], messages: int, rcpts: int) -> dict[str, float]:
+def sequential(address: tuple[str, int], first: int, messages: int,
+               rcpts: int) -> tuple[list[float], int, float]:
+    """Per-message latencies, callbacks caused, elapsed seconds."""
     latencies: list[float] = []
     callbacks = 0
     start = time.perf_counter()
-    for n in range(messages):
+    for n in range(first, first + messages):
         t0 = time.perf_counter()
         callbacks += one_message(address, n, rcpts)
         latencies.append(time.perf_counter() - t0)
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    return {
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "msgs_s": messages / elapsed,
-        "callbacks_s": callbacks / elapsed,
-    }
+    return latencies, callbacks, time.perf_counter() - start
 
 
-def concurrent(address: tuple[str, int], messages: int, rcpts: int,
-               threads: int) -> dict[str, float]:
-    counter = iter(range(messages))
+def concurrent(address: tuple[str, int], first: int, messages: int, rcpts: int,
+               threads: int) -> tuple[list[float], int, float]:
+    counter = iter(range(first, first + messages))
     lock = threading.Lock()
     totals = [0]
 
@@ -268,22 +263,41 @@ def concurrent(address: tuple[str, int], messages: int, rcpts: int,
         t.start()
     for t in pool:
         t.join()
-    elapsed = time.perf_counter() - start
-    return {"msgs_s": messages / elapsed, "callbacks_s": totals[0] / elapsed}
+    return [], totals[0], time.perf_counter() - start
 
 
-def measure(name: str, address: tuple[str, int], args: argparse.Namespace,
-            run: Callable[..., dict[str, float]]) -> dict[str, float]:
-    for n in range(50):  # warm up: first connections, SQLite file, engine caches
-        one_message(address, 10_000_000 + n, args.rcpts)
-    return run(address, args.messages, args.rcpts)
+Run = Callable[[tuple[str, int], int, int, int], tuple[list[float], int, float]]
+
+
+def compare(targets: dict[str, tuple[str, int]], run: Run, args: argparse.Namespace
+            ) -> dict[str, dict[str, float]]:
+    """Alternate the milters round by round, so drift on a shared machine hits both alike."""
+    per_round = max(args.messages // args.rounds, 1)
+    lat: dict[str, list[float]] = {name: [] for name in targets}
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+    for r in range(args.rounds):
+        for name, address in targets.items():
+            latencies, callbacks, elapsed = run(address, r * per_round, per_round, args.rcpts)
+            lat[name] += latencies
+            rates[name].append((per_round / elapsed, callbacks / elapsed))
+    out: dict[str, dict[str, float]] = {}
+    for name in targets:
+        result = {"msgs_s": statistics.median(m for m, _ in rates[name]),
+                  "callbacks_s": statistics.median(c for _, c in rates[name])}
+        if lat[name]:
+            ordered = sorted(lat[name])
+            result["p50_ms"] = statistics.median(ordered) * 1000
+            result["p99_ms"] = ordered[int(len(ordered) * 0.99) - 1] * 1000
+        out[name] = result
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=3000, help="per milter and mode")
     parser.add_argument("--rcpts", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="extrusion-bench-") as tmp:
@@ -291,23 +305,23 @@ def main() -> int:
         cfg = Path(tmp) / "extrusion.toml"
         cfg.write_text(CONFIG.format(db=Path(tmp) / "bench.db", spool=Path(tmp) / "spool",
                                      port=ext_port))
-        subprocess.run([str(Path(PYTHON).parent / "extrusion"), "db", "upgrade",
-                        "--config", str(cfg)], check=True, cwd=REPO)
-        noop_addr, ext_addr = ("127.0.0.1", noop_port), ("127.0.0.1", ext_port)
-        results: dict[str, dict[str, dict[str, float]]] = {}
-        with running([PYTHON, "-c", NOOP_MILTER, f"inet:{noop_port}@127.0.0.1"], noop_addr), \
-             running([PYTHON, "-m", "extrusion.cli", "milter", "--config", str(cfg)], ext_addr):
-            for label, run in (("sequential", sequential),
-                               (f"{args.concurrency} concurrent", lambda a, m, r: concurrent(
-                                   a, m, r, args.concurrency))):
-                # Alternate the two milters so drift on a shared machine hits both alike.
-                results[label] = {
-                    "no-op milter": measure("no-op", noop_addr, args, run),
-                    "extrusion milter": measure("extrusion", ext_addr, args, run),
-                }
+        targets = {"no-op milter": ("127.0.0.1", noop_port),
+                   "extrusion milter": ("127.0.0.1", ext_port)}
+        with running([PYTHON, "-c", NOOP_MILTER, f"inet:{noop_port}@127.0.0.1"],
+                     targets["no-op milter"]), \
+             running([str(Path(PYTHON).parent / "extrusion"), "milter", "--config", str(cfg)],
+                     targets["extrusion milter"]):
+            for address in targets.values():  # warm up: connections, SQLite, engine caches
+                sequential(address, 10_000_000, 100, args.rcpts)
+            results = {
+                "sequential": compare(targets, sequential, args),
+                f"{args.concurrency} concurrent sessions": compare(
+                    targets, lambda a, f, m, r: concurrent(a, f, m, r, args.concurrency), args),
+            }
 
-    print(f"{args.messages} messages, {args.rcpts} recipients each, one session per message, "
-          f"loopback, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"{args.messages} messages per milter and mode, {args.rcpts} recipients each, "
+          f"one SMTP session per message, in {args.rounds} alternating rounds; loopback, "
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     for label, pair in results.items():
         print(f"\n{label}:")
         print(f"  {'':18} {'p50 ms':>8} {'p99 ms':>8} {'msgs/s':>9} {'callbacks/s':>12}")
