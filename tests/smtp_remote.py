@@ -6,7 +6,10 @@ how extrusion judges a sender:
 
 - local part starting with ``unknown``, ``dead`` or ``nouser``: 550 5.1.1 (user unknown)
 - domain under ``.invalid`` or starting with ``nxdomain``: 554 5.4.4 (no such domain)
-- local part starting with ``grey``: 450 4.7.1 (try later; Postfix defers)
+- local part starting with ``greydead``: 450 4.7.1 (greylisted) for the first
+  `greylist_seconds` after the address was first tried, then 550 5.1.1: a dead
+  address behind a greylisting MX, whose failure Postfix learns only on a retry
+- local part starting with ``grey`` (otherwise): 450 4.7.1 (try later; Postfix defers)
 - a message whose body carries ``VIRUS_MARKER``, or sent to a ``virusfilter.`` domain:
   554 5.7.0 at end of data (refused as a virus)
 - a message whose body carries ``SPAM_MARKER``, or sent to a ``spamfilter.`` domain:
@@ -46,13 +49,17 @@ IDLE_TIMEOUT = 60.0
 _USER_UNKNOWN = re.compile(r"^(unknown|dead|nouser)[^@]*@", re.I)
 _NO_DOMAIN = re.compile(r"@(nxdomain[^@]*|[^@]*\.invalid)$", re.I)
 _GREYLIST = re.compile(r"^grey[^@]*@", re.I)
+_GREY_THEN_DEAD = re.compile(r"^greydead[^@]*@", re.I)
+GREYLIST_SECONDS = 3.0
 _SPAM_DOMAIN = re.compile(r"@spamfilter\.", re.I)
 _VIRUS_DOMAIN = re.compile(r"@virusfilter\.", re.I)
 _PATH = re.compile(r"^(?:FROM|TO):\s*<([^>]*)>", re.I)
 
 
-def rcpt_reply(rcpt: str) -> str:
-    """The RCPT TO reply this remote gives for an address."""
+def rcpt_reply(rcpt: str, greylisted: bool = True) -> str:
+    """The RCPT TO reply this remote gives for an address (`greylisted`: still in the window)."""
+    if _GREY_THEN_DEAD.search(rcpt):
+        return (REPLY_GREYLIST if greylisted else REPLY_USER_UNKNOWN).format(rcpt=rcpt)
     if _USER_UNKNOWN.search(rcpt):
         return REPLY_USER_UNKNOWN.format(rcpt=rcpt)
     if _NO_DOMAIN.search(rcpt):
@@ -134,7 +141,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 if s.mail_from is None or m is None:
                     self._say(REPLY_BAD_SEQUENCE)
                     continue
-                reply = rcpt_reply(m.group(1))
+                reply = rcpt_reply(m.group(1), self.server.greylisted(m.group(1)))
                 if reply.startswith("2"):
                     s.rcpts.append(m.group(1))
                 self._say(reply)
@@ -186,12 +193,22 @@ class RemoteSMTP(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1",
+                 greylist_seconds: float = GREYLIST_SECONDS) -> None:
         super().__init__((host, port), _Handler)
         self.port: int = self.server_address[1]
+        self.greylist_seconds = greylist_seconds
         self._lock = threading.Lock()
         self._messages: list[Received] = []
+        self._first_seen: dict[str, float] = {}
         self._thread: threading.Thread | None = None
+
+    def greylisted(self, rcpt: str) -> bool:
+        """True while `rcpt` is within the greylisting window since it was first tried."""
+        now = time.monotonic()
+        with self._lock:
+            first = self._first_seen.setdefault(rcpt.lower(), now)
+        return now - first < self.greylist_seconds
 
     def record(self, msg: Received) -> None:
         with self._lock:

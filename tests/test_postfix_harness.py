@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import time
 import uuid
 
 import pytest
@@ -50,6 +51,19 @@ def _uniq(prefix: str) -> str:
 )
 def test_remote_rcpt_replies(rcpt: str, code: str) -> None:
     assert rcpt_reply(rcpt).startswith(code)
+
+
+def test_remote_greylists_then_refuses_a_dead_address() -> None:
+    server = RemoteSMTP(greylist_seconds=0.2)
+    try:
+        rcpt = "greydead-1@remote.example"
+        assert server.greylisted(rcpt)
+        assert rcpt_reply(rcpt, greylisted=True).startswith("450 4.7.1")
+        time.sleep(0.25)
+        assert not server.greylisted(rcpt)
+        assert rcpt_reply(rcpt, greylisted=False).startswith("550 5.1.1")
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,16 @@ as subprocesses against the same config.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,6 +217,19 @@ class ExtrusionDaemons:
     def running(self, name: str) -> bool:
         proc = self.procs.get(name)
         return proc is not None and proc.popen.poll() is None
+
+    def sender(self, key: str) -> dict[str, Any] | None:
+        """The operator API's view of one sender (None if it knows none by that key)."""
+        url = f"http://127.0.0.1:{self.api_port}/senders/{urllib.parse.quote(key, safe='')}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                data: dict[str, Any] = json.loads(resp.read())
+                return data
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 404:
+                return None
+            raise
 
     # --- operator commands ---
 
