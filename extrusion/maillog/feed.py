@@ -25,12 +25,13 @@ from typing import Literal, Protocol, TypeVar
 from extrusion.config import Config
 from extrusion.maillog import exim, postfix, sendmail
 from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
-from extrusion.maillog.lines import LineSplitter
+from extrusion.maillog.lines import CLASSIC_LINE, LineSplitter
 from extrusion.maillog.records import Record
 from extrusion.maillog.timestamps import zone
 from extrusion.scoring.events import Outcome, Submission
 
 log = logging.getLogger(__name__)
+_classic_line = CLASSIC_LINE.match
 _E = TypeVar("_E")
 
 Format = Literal["auto", "postfix", "sendmail", "exim"]
@@ -136,6 +137,7 @@ class LogFeed:
         self.stats = FeedStats()
         self._splitter = LineSplitter(reference_time, tz)
         self._split = self._splitter.parts
+        self._classic = self._splitter.clock.classic
         self._sink = _GuardedSink(engine, self.stats, guard)
         self.joiner = Joiner(self._sink, self._key, settings)
         self.stats.join = self.joiner.stats
@@ -168,11 +170,23 @@ class LogFeed:
     def line(self, text: str) -> None:
         """One raw log line (with or without its newline)."""
         self.stats.lines += 1
-        parts = self._split(text)
-        if parts is None:
-            self._garbled(text)
-            return
-        t, host, program, _pid, message = parts
+        # Classic syslog is nearly every line: read it here, the rest in the splitter.
+        m = _classic_line(text)
+        if m is not None:
+            mon, day, hh, mm, ss, host, program, _pid, message = m.groups()
+            try:
+                t = self._classic(mon, day, hh, mm, ss)
+            except ValueError:
+                self._garbled(text)
+                return
+            if message[-1:] == "\r":
+                message = message[:-1]
+        else:
+            parts = self._split(text)
+            if parts is None:
+                self._garbled(text)
+                return
+            t, host, program, _pid, message = parts
         self._message(text, t, host, program, message)
 
     def entry(self, t: float, host: str, program: str, pid: str, message: str) -> None:

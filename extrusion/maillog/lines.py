@@ -32,6 +32,8 @@ _CLASSIC = re.compile(
     r" (\S+) ([^\s\[:]+)(?:\[(\d+)\])?: (.*)",
     re.DOTALL,
 )
+# The same without DOTALL: the message stops before a trailing newline (the fast path).
+CLASSIC_LINE = re.compile(_CLASSIC.pattern)
 _ISO = re.compile(
     r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)"
     r" (\S+) ([^\s\[:]+)(?:\[(\d+)\])?: (.*)",

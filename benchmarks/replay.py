@@ -1,0 +1,150 @@
+"""Log lines per second: extrusion's parser and `extrusion replay` beside pflogsumm, same log.
+
+    .venv/bin/python benchmarks/replay.py [--messages 60000] [--repeat 3] [--log PATH]
+
+Generates a Postfix smarthost log with `extrusion.maillog.generate` (normal
+customers, a newsletter, a bounce relay, relay probes, two spam bots; about
+8.5 lines per message), then times, interleaved and best of `--repeat`:
+
+- parse only: `LogFeed.line()` for every line, joined into events that go nowhere;
+- full replay: the `extrusion replay LOG` command (process start, engine, a
+  throw-away SQLite store, summary), output discarded;
+- pflogsumm LOG (Debian package pflogsumm), output discarded.
+
+Prints lines/s by wall time and by CPU time (the replay runs its parser in a
+second process, so it uses more CPU than wall time on two cores), the ratios
+to pflogsumm, and checks that the replay found exactly the generated bots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from extrusion.maillog.feed import LogFeed  # noqa: E402
+from extrusion.maillog.generate import generate  # noqa: E402
+from extrusion.scoring.events import Outcome, Submission  # noqa: E402
+
+
+class Discard:
+    """Takes the events and counts them, like an engine that does nothing."""
+
+    def __init__(self) -> None:
+        self.events = 0
+
+    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
+        return f"sasl:{sasl_user}" if sasl_user else f"ip:{client_addr}"
+
+    def submission(self, event: Submission) -> None:
+        self.events += 1
+
+    def outcome(self, event: Outcome) -> None:
+        self.events += 1
+
+
+@dataclass
+class Timing:
+    wall: float
+    cpu: float
+
+
+def parse_only(log: Path) -> tuple[Timing, int, int]:
+    sink = Discard()
+    feed = LogFeed(sink, reference_time=log.stat().st_mtime)
+    start, cpu = time.perf_counter(), time.process_time()
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            feed.line(line)
+    feed.finish()
+    took = Timing(time.perf_counter() - start, time.process_time() - cpu)
+    return took, feed.stats.lines, sink.events
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cmd: list[str]) -> tuple[Timing, str]:
+    """Wall time and CPU time (all its processes) of a command."""
+    start, cpu = time.perf_counter(), children_cpu()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    took = Timing(time.perf_counter() - start, children_cpu() - cpu)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return took, proc.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=60_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--log", type=Path, default=None, help="use this log instead of generating")
+    args = ap.parse_args()
+    pflogsumm = shutil.which("pflogsumm")
+    if pflogsumm is None:
+        raise SystemExit("pflogsumm not found (Debian package pflogsumm)")
+    extrusion = Path(sys.executable).with_name("extrusion")
+
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        bots: list[str] = []
+        if args.log is None:
+            log = Path(tmp) / "mail.log"
+            with open(log, "w", encoding="utf-8") as f:
+                truth = generate(f, seed=11, messages=args.messages,
+                                 senders=max(50, args.messages // 200), bots=2)
+            bots = truth.bots
+        else:
+            log = args.log
+        config = Path(tmp) / "extrusion.toml"
+        config.write_text('[general]\nlog_level = "warning"\n')
+        size = log.stat().st_size
+        print(f"log: {log.name}, {size / 1e6:.1f} MB")
+
+        parse_t: list[Timing] = []
+        replay_t: list[Timing] = []
+        pfl_t: list[Timing] = []
+        lines = events = 0
+        flagged: set[str] = set()
+        for _ in range(args.repeat):
+            t, lines, events = parse_only(log)
+            parse_t.append(t)
+            t, out = timed([str(extrusion), "replay", "--config", str(config), "--json",
+                            str(log)])
+            replay_t.append(t)
+            flagged = {json.loads(x)["sender"] for x in out.splitlines()
+                       if json.loads(x)["state"] != "ok"}
+            t, _ = timed([pflogsumm, str(log)])
+            pfl_t.append(t)
+
+    runs = {"parse only (LogFeed)": parse_t, "extrusion replay (full)": replay_t,
+            "pflogsumm": pfl_t}
+    wall = {name: min(t.wall for t in ts) for name, ts in runs.items()}
+    cpu = {name: min(t.cpu for t in ts) for name, ts in runs.items()}
+    print(f"lines: {lines:,}   events: {events:,}   best of {args.repeat}   "
+          f"load average: {os.getloadavg()[0]:.1f}\n")
+    print("| run | wall s | lines/s | vs pflogsumm | CPU s | lines per CPU s | vs pflogsumm |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in runs:
+        print(f"| {name} | {wall[name]:.2f} | {lines / wall[name]:,.0f} | "
+              f"{wall['pflogsumm'] / wall[name]:.2f}x | {cpu[name]:.2f} | "
+              f"{lines / cpu[name]:,.0f} | {cpu['pflogsumm'] / cpu[name]:.2f}x |")
+    if bots:
+        verdict = "exactly the bots" if flagged == set(bots) else f"WRONG: {sorted(flagged)}"
+        print(f"\nreplay flagged {verdict} ({', '.join(sorted(bots))})")
+
+
+if __name__ == "__main__":
+    main()
