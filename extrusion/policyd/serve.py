@@ -91,8 +91,7 @@ class MilterChild:
 
     def _exited(self, code: int) -> None:
         if self.stopping:
-            log.info("milter exited with status %d", code)
-            return
+            return  # join() reports it
         log.error("milter exited on its own with status %d; stopping everything", code)
         if self.runner is not None:
             self.runner.exit_code = EX_SOFTWARE
@@ -107,11 +106,12 @@ class MilterChild:
         if self.proc is None:
             return
         try:
-            self.proc.wait(MILTER_STOP_SECONDS)
+            code = self.proc.wait(MILTER_STOP_SECONDS)
         except subprocess.TimeoutExpired:
             log.error("milter did not stop within %.0fs; killing it", MILTER_STOP_SECONDS)
             self.proc.kill()
-            self.proc.wait()
+            code = self.proc.wait()
+        log.info("milter exited with status %d", code)
 
 
 def _accepts(spec: str) -> bool:
