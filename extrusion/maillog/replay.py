@@ -15,22 +15,24 @@ order given; `-` is standard input.
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import io
-import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from typing import IO, Any, TextIO, cast
+from typing import Any, TextIO
 
 from extrusion.config import Config, check_store_url
 from extrusion.maillog.feed import FeedStats, LogFeed
-from extrusion.maillog.timestamps import iso
-from extrusion.scoring.decisions import phrase
+from extrusion.maillog.logfiles import STDIN, read_lines, reference_time
+from extrusion.maillog.replay_output import (
+    Progress,
+    ReplayResult,
+    final_states,
+    json_line,
+    summary,
+)
 from extrusion.scoring.events import Outcome, State, StateChange, Submission
 
 EX_OK = 0
@@ -38,9 +40,6 @@ EX_USAGE = 2
 EX_DATAERR = 65  # an input file could not be read to its end
 EX_NOINPUT = 66  # an input file does not exist or cannot be opened
 EX_SOFTWARE = 70  # the log reading process died
-GZIP_MAGIC = b"\x1f\x8b"
-PROGRESS_EVERY_SECONDS = 0.5
-TOP_SENDERS = 10
 # The engine's queue is written every this many lines (in the replay's own thread).
 FLUSH_EVERY_LINES = 1 << 15
 PROGRESS_EVERY_LINES = 1 << 12
@@ -51,84 +50,6 @@ class ReplayError(Exception):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class SenderResult:
-    state: State  # at the end of the log
-    score: float  # at the end of the log
-    peak: State  # the highest state reached during the log
-    reason: str  # why it reached its peak (or its strongest finding)
-
-
-@dataclass
-class ReplayResult:
-    lines: int = 0
-    seconds: float = 0.0
-    changes: list[StateChange] = field(default_factory=list)
-    senders: dict[str, SenderResult] = field(default_factory=dict)
-    error: str = ""
-
-    def flagged(self) -> list[str]:
-        """Senders that left `ok` at some point, worst first."""
-        hit = [(r.peak.rank, r.score, k) for k, r in self.senders.items() if r.peak is not State.OK]
-        return [k for _rank, _score, k in sorted(hit, reverse=True)]
-
-
-def open_log(path: str, stack: ExitStack) -> TextIO:
-    """A text stream of the log: stdin for `-`, gunzipped when the content is gzip."""
-    if path == "-":
-        raw: IO[bytes] = sys.stdin.buffer
-    else:
-        try:
-            raw = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - closed by the stack
-        except OSError as exc:
-            raise ReplayError(f"{path}: {exc.strerror or exc}", EX_NOINPUT) from None
-    # peek() needs a buffered reader; stdin may be a plain byte stream.
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(
-        cast(io.RawIOBase, raw))
-    if buffered.peek(2)[:2] == GZIP_MAGIC:
-        unpacked = gzip.GzipFile(fileobj=buffered, mode="rb")
-        return io.TextIOWrapper(unpacked, encoding="utf-8", errors="replace")
-    return io.TextIOWrapper(buffered, encoding="utf-8", errors="replace")
-
-
-def _reference_time(paths: list[str]) -> float:
-    """Anchor for the year of classic stamps: when the first file was last written."""
-    for p in paths:
-        if p != "-":
-            try:
-                return os.stat(p).st_mtime
-            except OSError:
-                break
-    return time.time()
-
-
-class _Progress:
-    """A single stderr line, rewritten in place; only on a terminal."""
-
-    def __init__(self, stream: TextIO, enabled: bool) -> None:
-        self.stream = stream
-        self.enabled = enabled
-        self.start = time.monotonic()
-        self.next = self.start + PROGRESS_EVERY_SECONDS
-
-    def update(self, lines: int, flagged: int, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now < self.next and not force):
-            return
-        self.next = now + PROGRESS_EVERY_SECONDS
-        rate = lines / max(now - self.start, 1e-9)
-        self.stream.write(f"\rreplay: {lines:,} lines  {rate:,.0f} lines/s  "
-                          f"{flagged} sender{'s' if flagged != 1 else ''} flagged ")
-        self.stream.flush()
-
-    def done(self, lines: int, flagged: int) -> None:
-        """The final count stays on the screen."""
-        if self.enabled:
-            self.update(lines, flagged, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def replay(
@@ -152,24 +73,21 @@ def replay(
     if store_url is not None and (problem := check_store_url(store_url)):
         err.write(f"extrusion replay: --store: {problem}\n")
         return EX_USAGE
-    missing = [p for p in logs if p != "-" and not os.path.isfile(p)]
+    missing = [p for p in logs if p != STDIN and not os.path.isfile(p)]
     if missing:
         err.write(f"extrusion replay: {missing[0]}: no such file\n")
         return EX_NOINPUT
-    if logs.count("-") > 1:
+    if logs.count(STDIN) > 1:
         err.write("extrusion replay: standard input (-) can be read only once\n")
         return EX_USAGE
 
     def emit(change: StateChange) -> None:
-        out.write(json.dumps({
-            "time": iso(change.time), "sender": change.sender, "state": change.new.value,
-            "score": change.score, "reason": change.reason,
-        }, ensure_ascii=False) + "\n")
+        out.write(json_line(change) + "\n")
 
     try:
         result, stats = run(config, logs, store_url=store_url,
                             on_change=emit if as_json else None,
-                            progress=_Progress(err, err.isatty() if progress is None else progress),
+                            progress=Progress(err, err.isatty() if progress is None else progress),
                             after=after, parallel=parallel)
     except ReplayError as exc:
         err.write(f"extrusion replay: {exc}\n")
@@ -187,7 +105,7 @@ def run(
     *,
     store_url: str | None = None,
     on_change: Callable[[StateChange], None] | None = None,
-    progress: _Progress | None = None,
+    progress: Progress | None = None,
     after: Callable[..., None] | None = None,
     parallel: bool | None = None,
 ) -> tuple[ReplayResult, FeedStats]:
@@ -201,9 +119,9 @@ def run(
     from extrusion.scoring.store import Store
 
     if parallel is None:
-        parallel = "-" not in logs and (os.cpu_count() or 1) > 1
+        parallel = STDIN not in logs and (os.cpu_count() or 1) > 1
     result = ReplayResult()
-    reference = _reference_time(logs)
+    reference = reference_time(logs)
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="extrusion-replay-"))
         store_cfg = dataclasses.replace(
@@ -251,7 +169,7 @@ def run(
                 progress.done(result.lines, len(flagged))
         engine.flush()
         result.seconds = time.perf_counter() - started
-        _final_states(result, store, cfg, clock_box[0])
+        final_states(result, store, cfg.scoring.half_life_seconds, clock_box[0])
         if after is not None:
             after(store)  # before the throw-away store goes
     return result, stats
@@ -371,78 +289,3 @@ def _no_sync(store: object) -> None:
     engine.dispose()  # connections opened so far were made without it
 
 
-def read_lines(logs: list[str], errors: list[str]) -> Iterator[str]:
-    """Every line of every log in order; a read error ends it and is put in `errors`."""
-    n = 0
-    for path in logs:
-        with ExitStack() as one:
-            stream = open_log(path, one)
-            try:
-                for line in stream:
-                    n += 1
-                    yield line
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                errors.append(f"{path}: unreadable after line {n:,}: {exc}")
-                return
-
-
-def _final_states(result: ReplayResult, store: object, cfg: Config, end: float) -> None:
-    from extrusion.scoring.store import Store
-
-    assert isinstance(store, Store)
-    peaks: dict[str, StateChange] = {}
-    for c in result.changes:
-        best = peaks.get(c.sender)
-        if best is None or c.new.rank > best.new.rank:
-            peaks[c.sender] = c
-    for row in store.senders():
-        score = row.score_at(end, cfg.scoring.half_life_seconds)
-        peak = peaks.get(row.key)
-        state = State(row.state)
-        result.senders[row.key] = SenderResult(
-            state=state, score=score,
-            peak=peak.new if peak is not None and peak.new.rank > state.rank else state,
-            reason=peak.reason if peak is not None else _top_finding(row.findings),
-        )
-
-
-def _top_finding(findings: dict[str, object]) -> str:
-    best, weight = "", -1.0
-    for kind, f in findings.items():
-        w = float(f.get("weight", 0.0)) if isinstance(f, dict) else 0.0
-        if w > weight:
-            best, weight = kind, w
-    return phrase(best) if best else ""
-
-
-def summary(result: ReplayResult, stats: FeedStats, stream: TextIO) -> None:
-    s, j = stats, stats.join
-    rate = result.lines / result.seconds if result.seconds else 0.0
-    w = stream.write
-    w(f"replay: {result.lines:,} lines in {result.seconds:.1f} s ({rate:,.0f} lines/s)\n")
-    w(f"  lines: {s.parsed:,} parsed, {s.ignored:,} of no interest, "
-      f"{s.garbled:,} skipped as unreadable\n")
-    w(f"  events: {j.submissions:,} messages, {j.outcomes:,} recipient outcomes "
-      f"({j.unattributed:,} without a known sender), {len(result.changes)} state changes\n")
-    final = {state: 0 for state in State}
-    peak = {state: 0 for state in State}
-    for r in result.senders.values():
-        final[r.state] += 1
-        peak[r.peak] += 1
-    w("\nsenders by state      at the end   at their worst\n")
-    for state in State:
-        w(f"  {state.value:<18} {final[state]:>10,} {peak[state]:>16,}\n")
-    ranked = sorted(result.senders.items(),
-                    key=lambda kv: (-kv[1].peak.rank, -kv[1].score, kv[0]))[:TOP_SENDERS]
-    ranked = [kv for kv in ranked if kv[1].score > 0 or kv[1].peak is not State.OK]
-    if ranked:
-        width = max(len(k) for k, _ in ranked)
-        w("\ntop senders\n")
-        w(f"  {'score':>7}  {'now':<10} {'worst':<10} {'sender':<{width}}  reason\n")
-        for key, r in ranked:
-            w(f"  {r.score:>7.1f}  {r.state.value:<10} {r.peak.value:<10} {key:<{width}}  "
-              f"{r.reason}\n")
-    if s.garbled:
-        w(f"\nunreadable lines ({s.garbled:,}; the first few kept):\n")
-        for line in s.examples:
-            w(f"  {line}\n")

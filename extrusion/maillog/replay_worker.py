@@ -112,7 +112,7 @@ def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
 
 
 def main(argv: list[str]) -> int:
-    from extrusion.maillog.replay import read_lines
+    from extrusion.maillog.logfiles import read_lines
 
     settings = pickle.loads(Path(argv[0]).read_bytes())
     assert isinstance(settings, WorkerSettings)
