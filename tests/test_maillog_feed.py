@@ -298,20 +298,50 @@ def test_xforward_orig_client_from_a_second_instance() -> None:
     assert statuses(rec.outcomes) == [("x@example.net", "bounced", "ip:2001:db8:5::25")]
 
 
+def handoff(q1: str, q2: str, rcpt: str, relay: str = "filter.isp.example[10.0.0.5]:10024"
+            ) -> str:
+    return (f"{q1}: to=<{rcpt}>, relay={relay}, delay=1, delays=0/0/0/1, dsn=2.0.0, "
+            f"status=sent (250 2.0.0 Ok: queued as {q2})")
+
+
 def test_configured_handoff_relay_besides_loopback() -> None:
     rec = Recorder()
     q1, q2 = "MMMMM11111", "NNNNN22222"
     feed_lines(rec, [
         *accepted(0, q1, nrcpt=1),
-        at(1, "postfix/smtp", f"{q1}: to=<a@example.org>, relay=filter.isp.example[10.0.0.5]"
-                              ":10024, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 "
-                              f"Ok: queued as {q2})"),
-        at(2, "postfix/smtpd", f"{q2}: client=filter.isp.example[10.0.0.5]"),
+        at(1, "postfix/smtpd", f"{q2}: client=filter.isp.example[10.0.0.5]"),
+        at(1, "postfix/smtp", handoff(q1, q2, "a@example.org")),
         at(3, "postfix/smtp", bounced(q2, "a@example.org")),
     ], handoff_relays=("10.0.0.0/24",))
     # The filter's re-injection names the filter as client; the customer stays the sender.
     assert statuses(rec.outcomes) == [("a@example.org", "bounced", "ip:192.0.2.7")]
     assert [s.queue_id for s in rec.submissions] == [q2]
+
+
+def test_next_queue_logged_only_after_the_hop_still_inherits_the_sender() -> None:
+    rec = Recorder()
+    q1, q2 = "MMMMM11111", "NNNNN22222"
+    feed_lines(rec, [
+        *accepted(0, q1, nrcpt=1),
+        at(1, "postfix/smtp", handoff(q1, q2, "a@example.org", "127.0.0.1[127.0.0.1]:10024")),
+        at(2, "postfix/smtpd", f"{q2}: client=localhost[127.0.0.1]"),
+        at(3, "postfix/smtp", bounced(q2, "a@example.org")),
+    ])
+    # The hop itself could not be told from a delivery when it was logged.
+    assert statuses(rec.outcomes) == [("a@example.org", "sent", "ip:192.0.2.7"),
+                                      ("a@example.org", "bounced", "ip:192.0.2.7")]
+
+
+def test_an_unlogged_peer_on_loopback_is_an_ordinary_delivery() -> None:
+    rec = Recorder()
+    feed = feed_lines(rec, [
+        *accepted(0, "PPPPP11111", nrcpt=1),
+        at(1, "postfix/smtp", handoff("PPPPP11111", "REMOTE1234", "b@remote.test",
+                                      "127.0.0.1[127.0.0.1]:2525")),
+        at(1, "postfix/qmgr", "PPPPP11111: removed"),
+    ])
+    assert statuses(rec.outcomes) == [("b@remote.test", "sent", "ip:192.0.2.7")]
+    assert feed.stats.join.handoffs == 0 and len(feed.joiner) == 0
 
 
 # --- partial logs, several hosts, bounded memory ---------------------------------------------

@@ -57,6 +57,8 @@ STATUS = {
 _FINAL_STAGES = frozenset({"END-OF-MESSAGE", "DATA"})
 _QUEUED_AS = re.compile(r"queued as ([0-9A-Za-z]{5,20})")
 _RELAY_ADDR = re.compile(r"\[(?:IPv6:)?([^\]]+)\]")
+# Hand-offs whose next queue id was not logged yet, remembered at most.
+LINKS_KEPT = 10_000
 # How often (seconds of log time) pending submissions and idle ids are looked at.
 _SWEEP_EVERY = 1.0
 
@@ -138,6 +140,8 @@ class Joiner:
         self._waiting: dict[str, float] = {}  # key -> deadline, oldest first
         self._next_sweep = 0.0
         self._keys: dict[tuple[str, str], str] = {}
+        # Next-queue ids announced before their first line: (name, addr, sasl, null sender).
+        self._links: dict[str, tuple[str, str, str, bool]] = {}
         self._handoff_nets = tuple(
             ipaddress.ip_network(n, strict=False) for n in self.settings.handoff_relays
         )
@@ -206,6 +210,8 @@ class Joiner:
         found = msgs.pop(key, None)
         if found is None:
             m = _Message(host, qid, t)
+            if self._links and (parent := self._links.pop(key, None)) is not None:
+                _inherit(m, *parent)
             if len(msgs) >= self.settings.max_queue_ids:
                 oldest = msgs[next(iter(msgs))]
                 self._flush(oldest)
@@ -235,8 +241,8 @@ class Joiner:
 
     def _delivery(self, t: float, host: str, r: Delivery) -> None:
         m = self._get(host, r.queue_id, t)
-        if r.status == "sent" and self._is_handoff(r):
-            self._handoff(t, m, r)
+        if r.status == "sent" and (child := self._handoff_child(m, r)) is not None:
+            self._handoff(m, r, child)
             return
         status = STATUS[r.status]
         rcpt = r.recipient
@@ -272,11 +278,27 @@ class Joiner:
             if key not in self._waiting:
                 self._waiting[key] = self.now + self.settings.wait_seconds
 
-    def _is_handoff(self, r: Delivery) -> bool:
+    def _handoff_child(self, m: _Message, r: Delivery) -> _Message | None:
+        """The next queue's message, when this delivery handed the mail to a content
+        filter or a second instance whose lines for it were already logged (it logs its
+        client line before it answers 250). A next hop on loopback that is not logged
+        (a test peer) is an ordinary delivery; should its queue id show up later after
+        all, it still inherits the sender (see `_get`)."""
         if "queued as " not in r.reply:
-            return False
+            return None
         a = _RELAY_ADDR.search(r.relay)
-        return a is not None and self._is_relay_addr(a.group(1))
+        if a is None or not self._is_relay_addr(a.group(1)):
+            return None
+        q = _QUEUED_AS.findall(r.reply)
+        if not q:
+            return None
+        key = m.host + " " + q[-1]
+        child = self._msgs.get(key)
+        if child is None and m.known:
+            if len(self._links) >= LINKS_KEPT:
+                self._links.pop(next(iter(self._links)))
+            self._links[key] = (m.client_name, m.client_addr, m.sasl_user, m.null_sender)
+        return child
 
     def _is_relay_addr(self, addr: str) -> bool:
         """Loopback or a configured content filter / second instance."""
@@ -290,8 +312,7 @@ class Joiner:
             return False
         return any(ip in net for net in self._handoff_nets)
 
-    def _handoff(self, t: float, m: _Message, r: Delivery) -> None:
-        q = _QUEUED_AS.findall(r.reply)
+    def _handoff(self, m: _Message, r: Delivery, child: _Message) -> None:
         self.stats.handoffs += 1
         if r.recipient not in m.recipients:
             m.recipients[r.recipient] = None
@@ -299,14 +320,8 @@ class Joiner:
             # Every recipient went on to the next queue: this copy is no submission.
             m.submitted = True
             self._waiting.pop(m.host + " " + m.qid, None)
-        if not q:
-            return
-        child = self._get(m.host, q[-1], t)
         if m.known and (not child.known or self._is_relay_addr(child.client_addr)):
-            child.client_name, child.client_addr = m.client_name, m.client_addr
-            child.sasl_user = m.sasl_user
-            child.inherited = True
-        child.null_sender = child.null_sender or m.null_sender
+            _inherit(child, m.client_name, m.client_addr, m.sasl_user, m.null_sender)
 
     def _rejected(self, t: float, host: str, r: Rejected) -> None:
         if self._skip and any(s in r.reply.lower() for s in self._skip):
@@ -409,6 +424,13 @@ class Joiner:
             self._flush(m)
             self._drop(m)
             self.stats.aged_out += 1
+
+
+def _inherit(child: _Message, name: str, addr: str, sasl_user: str, null_sender: bool) -> None:
+    """The next queue's copy belongs to whoever sent the first."""
+    child.client_name, child.client_addr, child.sasl_user = name, addr, sasl_user
+    child.inherited = True
+    child.null_sender = child.null_sender or null_sender
 
 
 def _with_sender(o: Outcome, sender: str) -> Outcome:
