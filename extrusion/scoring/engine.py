@@ -39,29 +39,25 @@ from extrusion.scoring.events import (
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
 from extrusion.scoring.judge import Judge, judge_helos
 from extrusion.scoring.limits import RateState
-from extrusion.scoring.memory import RELEASED, SenderMemory
+from extrusion.scoring.memory import SenderMemory, copy_findings
 from extrusion.scoring.overrides import OverrideSet, SenderMap
-from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch, SenderDelta, SenderRow, decay
-from extrusion.scoring.spool import Spool, SpoolError
+from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch
+from extrusion.scoring.spool import Spool
 from extrusion.scoring.state import Thresholds, next_state
 from extrusion.scoring.store import Store, state_change_row
+from extrusion.scoring.sync import ENGINE, NEGLIGIBLE_SCORE, StoreSync
 from extrusion.scoring.tracker import MESSAGE_MEMORY_SECONDS, MessageInfo, MessageTracker
 
 log = logging.getLogger("extrusion.scoring")
 
 COUNTER_BUCKET = 60  # seconds per counters row
 HOUSEKEEPING_SECONDS = 30.0
-# An outcome whose queue id no process has recorded yet is retried this long.
-UNRESOLVED_RETRY_SECONDS = 300.0
 MAX_UNRESOLVED = 100_000
-# A sender whose score fell below this, idle and unpinned, is forgotten from memory.
-NEGLIGIBLE_SCORE = 0.01
 FINAL = frozenset({Status.SENT, Status.BOUNCED, Status.EXPIRED, Status.REJECTED})
 PINNED_STATES = {"allow": State.OK, "block": State.BLOCKED, "hold": State.HELD}
-ENGINE = "engine"
 
 
-class Engine:
+class Engine(StoreSync):
     """Implements `extrusion.scoring.api.EngineAPI`."""
 
     def __init__(
@@ -241,25 +237,6 @@ class Engine:
         self._record_outcome(event, mta, info, event.sender or (info.sender if info else ""))
         self._after_record()
 
-    def _lookup_message(self, mta: str, queue_id: str) -> MessageInfo | None:
-        """The submission another process recorded (store round trip; not on the MTA's path)."""
-        try:
-            rec = self.store.message(queue_id, mta)
-        except Exception as exc:
-            self._store_failed("looking up a queue id", exc)
-            return None
-        if rec is None:
-            return None
-        info = MessageInfo.from_record(rec, self.judge.list_candidate(rec.rcpt_count)
-                                       and not rec.null_sender)
-        with self._lock:
-            known = self._messages.get(mta, queue_id)
-            if known is not None:
-                return known
-            for old in self._messages.add(info):
-                self._settle_forgotten(old, self.clock())
-        return info
-
     def _record_outcome(self, event: Outcome, mta: str, info: MessageInfo | None,
                         sender: str) -> None:
         cls = classify(event.status, event.dsn, event.reply)
@@ -352,7 +329,7 @@ class Engine:
         score = round(mem.score(now, self.half_life), 3)
         change = StateChange(
             time=now, sender=mem.key, old=old, new=new, score=score, reason=reason, who=who,
-            evidence={"score": score, "findings": _copy_findings(mem.findings),
+            evidence={"score": score, "findings": copy_findings(mem.findings),
                       "failed_recipients": mem.failed.count(now)},
         )
         if new is not old:
@@ -513,185 +490,6 @@ class Engine:
 
     # --- the store -----------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        with self._flush_lock:
-            self._flush()
-        self._dispatch()
-
-    def _flush(self) -> None:
-        now = self.clock()
-        self._retry_unresolved(now)
-        with self._lock:
-            if now >= self._next_housekeeping:
-                self._housekeeping(now)
-            self._collect_deltas()
-            batch, self._batch = self._batch, Batch()
-        if not self._replay_spool():
-            self._spool(batch)
-            return
-        if not len(batch):
-            return
-        try:
-            rows = self.store.write_batch(batch, self.half_life)
-        except Exception as exc:
-            self._store_failed("writing events", exc)
-            self._spool(batch)
-            return
-        self._store_back()
-        with self._lock:
-            for row in rows:
-                self._adopt(row, now, create=False)
-
-    def _collect_deltas(self) -> None:
-        """Move every dirty sender's news into the batch (its pending score becomes base)."""
-        for key in self._dirty:
-            mem = self._senders.get(key)
-            if mem is None:
-                continue
-            t = max(mem.pending_time, mem.last_seen)
-            d = SenderDelta(
-                key=key, time=t, score_delta=decay(mem.pending, t - mem.pending_time,
-                                                   self.half_life),
-                cls=mem.cls, first_seen=mem.first_seen, reset_score=mem.reset,
-            )
-            if mem.state_dirty:
-                d.state, d.state_since = mem.state.value, mem.state_since
-            if mem.findings_dirty:
-                d.findings = _copy_findings(mem.findings)
-            if mem.pin_dirty is not None:
-                d.pin, d.pinned = mem.pin_dirty, mem.pin
-                d.pinned_by, d.pinned_reason = mem.pinned_by, mem.pinned_reason
-            self._batch.add_sender(d, self.half_life)
-            mem.base = mem.score(t, self.half_life)
-            mem.base_time = t
-            mem.pending, mem.pending_time = 0.0, t
-            mem.dirty = mem.state_dirty = mem.findings_dirty = mem.reset = False
-            mem.pin_dirty = None
-        self._dirty.clear()
-
-    def _adopt(self, row: SenderRow, now: float, *, create: bool) -> None:
-        """Take what the store says about a sender (after our flush, or another's write)."""
-        mem = self._senders.get(row.key)
-        if mem is None:
-            if not create or not _worth_remembering(row, now, self.half_life):
-                return
-            mem = SenderMemory(row.key, row.first_seen, self.window, row.cls)
-            mem.helos.window = self.judge.helo_window
-            mem.state = State(row.state)
-            mem.state_since = row.state_since
-            self._senders[row.key] = mem
-            self._classify_sender(mem)
-            self._dirty.discard(row.key)
-            mem.dirty = False
-        elif row.version <= mem.version:
-            return
-        mem.version = row.version
-        mem.base, mem.base_time = row.score, row.score_time
-        if mem.pin_dirty is None:
-            mem.pin, mem.pinned_by, mem.pinned_reason = (
-                row.pinned, row.pinned_by, row.pinned_reason)
-        released = row.findings.get(RELEASED) if isinstance(row.findings, dict) else None
-        if isinstance(released, dict) and float(released.get("time", 0.0)) > mem.released_at:
-            # Released elsewhere (CLI, another MTA): this process's windows go too.
-            mem.forget_locally(now, row.findings)
-            mem.base, mem.base_time = row.score, row.score_time
-        elif not mem.findings_dirty and row.findings and not mem.findings:
-            mem.findings = dict(row.findings)
-        stored = State(row.state)
-        if not mem.state_dirty and stored is not mem.state:
-            # Another process moved this sender (and audited it): follow, tell listeners.
-            change = StateChange(time=now, sender=row.key, old=mem.state, new=stored,
-                                 score=round(row.score_at(now, self.half_life), 3),
-                                 reason="changed by another process", who=ENGINE)
-            mem.state, mem.state_since = stored, row.state_since
-            self._changes.append(change)
-        self._evaluate(mem, now)
-
-    def refresh(self, now: float | None = None) -> None:
-        now = self.clock() if now is None else now
-        with self._flush_lock:
-            try:
-                self._ensure_schema()
-                rows, mark = self.store.changed_senders(self._mark)
-            except Exception as exc:
-                self._store_failed("refreshing senders", exc)
-                return
-            self._store_back()
-            with self._lock:
-                for row in rows:
-                    self._adopt(row, now, create=True)
-                self._mark = mark
-        self._dispatch()
-
-    def _ensure_schema(self) -> None:
-        if not self._schema_ok:
-            self.store.upgrade()
-            self._schema_ok = True
-
-    def _replay_spool(self) -> bool:
-        """Write spooled batches first (order matters); False while the store is down."""
-        try:
-            self._ensure_schema()
-            if not self.spool.files():
-                return True
-            replayed = self.spool.replay(self._write_replayed)
-        except Exception as exc:
-            self._store_failed("replaying the spool", exc)
-            return False
-        if replayed:
-            log.warning("store reachable again: %d spooled batches written", replayed)
-        self._store_back()
-        return True
-
-    def _write_replayed(self, batch: Batch) -> None:
-        rows = self.store.write_batch(batch, self.half_life)
-        now = self.clock()
-        with self._lock:
-            for row in rows:
-                self._adopt(row, now, create=False)
-
-    def _spool(self, batch: Batch) -> None:
-        if not len(batch):
-            return
-        try:
-            self.spool.write(batch)
-        except SpoolError as exc:
-            # Not even the disk: keep it in memory and try both again next time.
-            log.error("%s; keeping %d writes in memory", exc, len(batch))
-            with self._lock:
-                _merge_batches(self._batch, batch, self.half_life)
-
-    def _store_failed(self, what: str, exc: Exception) -> None:
-        self.last_store_error = f"{what}: {exc}"
-        if self.store_ok:
-            log.error("store unavailable (%s: %s); answering from memory, spooling writes",
-                      what, exc)
-        self.store_ok = False
-
-    def _store_back(self) -> None:
-        if not self.store_ok:
-            log.warning("store available again")
-        self.store_ok = True
-
-    def _retry_unresolved(self, now: float) -> None:
-        """Outcomes whose submission was not known yet: look again, or record them as such."""
-        with self._lock:
-            pending, self._unresolved = self._unresolved, deque()
-        for since, event in pending:
-            mta = event.mta or self.mta
-            with self._lock:
-                info = self._messages.get(mta, event.queue_id)
-            if info is None and self.store_ok:
-                info = self._lookup_message(mta, event.queue_id)
-            if info is not None:
-                self._record_outcome(event, mta, info, info.sender)
-            elif now - since < UNRESOLVED_RETRY_SECONDS or not self.store_ok:
-                # Keep asking (and never give up while the store cannot even be asked).
-                with self._lock:
-                    self._unresolved.append((since, event))
-            else:
-                self._record_outcome(event, mta, None, "")
-
     def _housekeeping(self, now: float) -> None:
         self._next_housekeeping = now + HOUSEKEEPING_SECONDS
         for info in self._messages.undecided_before(now - self.window):
@@ -751,31 +549,6 @@ def open_engine(config: Config, clock: Callable[[], float] = time.time) -> Engin
 
 def _bucket(t: float) -> int:
     return int(t // COUNTER_BUCKET) * COUNTER_BUCKET
-
-
-def _copy_findings(findings: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Findings are {kind: {field: scalar or list}}: two levels to copy, not deepcopy's walk."""
-    return {k: {f: list(v) if isinstance(v, list) else v for f, v in d.items()}
-            for k, d in findings.items()}
-
-
-def _worth_remembering(row: SenderRow, now: float, half_life: float) -> bool:
-    return (row.state != State.OK.value or row.pinned is not None
-            or row.score_at(now, half_life) >= NEGLIGIBLE_SCORE)
-
-
-def _merge_batches(into: Batch, other: Batch, half_life: float) -> None:
-    into.messages[:0] = other.messages
-    into.recipients[:0] = other.recipients
-    for k, v in other.counters.items():
-        into.counters[k] = into.counters.get(k, 0.0) + v
-    into.state_changes[:0] = other.state_changes
-    for delta in other.senders.values():
-        if (mine := into.senders.get(delta.key)) is None:
-            into.senders[delta.key] = delta
-        else:
-            delta.absorb(mine, half_life)
-            into.senders[delta.key] = delta
 
 
 __all__ = ["Action", "Engine", "open_engine"]

@@ -193,3 +193,9 @@ class SenderMemory:
             if key > best_key:
                 best, best_key = kind, key
         return best
+
+
+def copy_findings(findings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Findings are {kind: {field: scalar or list}}: two levels to copy, not deepcopy's walk."""
+    return {k: {f: list(v) if isinstance(v, list) else v for f, v in d.items()}
+            for k, d in findings.items()}
