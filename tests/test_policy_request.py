@@ -211,3 +211,51 @@ def test_requests_before_the_junk_are_handed_over() -> None:
     with pytest.raises(NotAPolicyRequest) as info2:
         parser().feed(RCPT + EOM + b"request=other\n\n")
     assert [r.protocol_state for r in info2.value.completed] == ["RCPT", "END-OF-MESSAGE"]
+
+
+# --- the fast path (whole requests) and the line-by-line path agree --------------------
+
+
+class LineByLine(RequestParser):
+    """The parser with its fast path switched off."""
+
+    __slots__ = ()
+
+    def _whole(self, buf: bytes, start: int) -> None:
+        return None
+
+
+def outcome(parser: RequestParser, chunks: list[bytes]) -> tuple[str, list[dict[str, str]]]:
+    got: list[PolicyRequest] = []
+    try:
+        for chunk in chunks:
+            got += parser.feed(chunk)
+    except BadInput as exc:
+        return exc.kind, [dict(r.attrs) for r in [*got, *exc.completed]]
+    return "ok", [dict(r.attrs) for r in got]
+
+
+_names = st.sampled_from(["request", "protocol_state", "sender", "size", "x", "a b", "", "é"])
+_values = st.sampled_from(
+    ["smtpd_access_policy", "RCPT", "a@b", "", "0", "x=y", "caf\xe9", "\r", "v" * 90]
+)
+_line = st.one_of(
+    st.tuples(_names, _values).map(lambda nv: f"{nv[0]}={nv[1]}"),
+    st.sampled_from(["", "junk", "request=smtpd_access_policy"]),
+)
+
+
+@given(
+    st.lists(st.lists(_line, max_size=8), min_size=1, max_size=4),
+    st.integers(min_value=1, max_value=64),
+)
+def test_fast_and_line_by_line_paths_agree(requests: list[list[str]], cut: int) -> None:
+    data = b"".join(
+        "".join(f"{line}\n" for line in lines).encode("utf-8", "surrogateescape") + b"\n"
+        for lines in requests
+    )
+    whole = [data]
+    pieces = [data[i : i + cut] for i in range(0, len(data), cut)]
+    expected = outcome(LineByLine(80, 6), whole)
+    assert outcome(RequestParser(80, 6), whole) == expected
+    assert outcome(RequestParser(80, 6), pieces) == outcome(LineByLine(80, 6), pieces)
