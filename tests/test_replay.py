@@ -251,3 +251,19 @@ def test_one_process_and_two_give_the_same_verdicts(
         outputs.append((out.getvalue(), counts))
     assert outputs[0] == outputs[1]
     assert flagged(changes(outputs[0][0])) == set(generated[1].bots)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_customer_map_names_the_sender_in_both_modes(
+    generated: tuple[Path, Truth], write_config: Callable[[str, str], Path], parallel: bool
+) -> None:
+    from extrusion import config as configmod
+    from extrusion.maillog.replay import replay
+
+    bot_ip = generated[1].bots[0].removeprefix("ip:")
+    cfg = write_config(f'[[customers]]\nname = "dsl-pool-7"\nnetworks = ["{bot_ip}/32"]\n',
+                       "customers.toml")
+    out, err = io.StringIO(), io.StringIO()
+    assert replay(configmod.load(cfg), [str(generated[0])], as_json=True, out=out, err=err,
+                  parallel=parallel) == 0
+    assert flagged(changes(out.getvalue())) == {"customer:dsl-pool-7"}
