@@ -143,3 +143,16 @@ def test_hostile_strings_stay_text_in_the_browser(chromium: str, tmp_path: Path)
     shot, console = screenshot(chromium, page, tmp_path)
     assert console == []
     assert count_inked(pixels(shot)) > 1000
+
+
+def test_a_big_scatter_is_embedded_as_a_bitmap_the_policy_allows(
+    chromium: str, tmp_path: Path
+) -> None:
+    # Thousands of points are drawn into a PNG inside the SVG (a data: URL).
+    report = sample.synthetic(messages=2000, per_sender=100, quiet_senders=3000)
+    page = tmp_path / "big.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    dom, console = dump_dom(chromium, page, tmp_path)
+    assert console == []  # in particular, no Content-Security-Policy refusal
+    assert re.search(r'<figure class="plot spamminess"><svg\b.*?<image\b[^>]*data:image/png',
+                     dom, re.S)
