@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/policyd.py [--connections 64] [--requests 60000]
 
-Starts `extrusion policyd` (SQLite store in a temp dir) and postfwd2 (Debian
-package `postfwd`) on free loopback ports, each with the same per-sender rate
+Starts `extrusion policyd` (SQLite store in a temp dir), postfwd2 and postfwd1
+(Debian package `postfwd`) on free loopback ports, each with the same per-sender rate
 limit (500 messages and 2000 recipients an hour per SASL user, answered with
 DEFER_IF_PERMIT 4.7.1), and drives both with the same generated stream of
 RCPT and END-OF-MESSAGE requests over many concurrent connections, the way
@@ -198,28 +198,36 @@ def run_extrusion(tmp: Path, reqs: list[bytes], warm: list[bytes], connections: 
         proc.wait(30)
 
 
-def run_postfwd(tmp: Path, reqs: list[bytes], warm: list[bytes], connections: int) -> Result:
-    binary = shutil.which("postfwd2") or "/usr/sbin/postfwd2"
+def run_postfwd(
+    version: int, tmp: Path, reqs: list[bytes], warm: list[bytes], connections: int
+) -> Result:
+    """postfwd2 (pre-forked children, rate counters in its cache daemon) or postfwd1
+    (one process multiplexing every connection, counters in memory)."""
+    name = f"postfwd{version}"
+    binary = shutil.which(name) or f"/usr/sbin/{name}"
     if not os.path.exists(binary):
-        raise SystemExit("postfwd2 not found: install the Debian package postfwd")
+        raise SystemExit(f"{name} not found: install the Debian package postfwd")
     port, cache_port = free_port(), free_port()
     rules = tmp / "postfwd.cf"
     rules.write_text(POSTFWD_RULES)
-    pidfile = tmp / "postfwd.pid"
-    # postfwd2 forks into the background (its rate limits need its cache daemon);
-    # it is stopped below by the pid it writes.
-    subprocess.run(
-        [binary, "--daemon", "--file", str(rules),
-         "--server_socket", f"tcp:127.0.0.1:{port}",
-         # Without a TCP cache socket its children find no cache daemon, and rate() is void.
-         "--cache_socket", f"tcp:127.0.0.1:{cache_port}", "--pidfile", str(pidfile),
-         "-u", "nobody", "-g", "nogroup", "--nodns", "--perfmon",
-         "--min_servers", str(connections), "--max_servers", str(connections + 8)],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    pidfile = tmp / f"{name}.pid"
+    argv = [binary, "--daemon", "--file", str(rules), "--pidfile", str(pidfile),
+            "-u", "nobody", "-g", "nogroup", "--nodns", "--perfmon"]
+    if version == 2:
+        argv += [
+            "--server_socket", f"tcp:127.0.0.1:{port}",
+            # Without a TCP cache socket its children find no cache daemon: rate() is void.
+            "--cache_socket", f"tcp:127.0.0.1:{cache_port}",
+            # One child serves one connection at a time, as many as Postfix opens.
+            "--min_servers", str(connections), "--max_servers", str(connections + 8),
+        ]
+    else:
+        argv += ["--interface", "127.0.0.1", "--port", str(port)]
+    # postfwd forks into the background; it is stopped below by the pid it writes.
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        return measure("postfwd2", port, reqs, connections, warm)
+        return measure(name, port, reqs, connections, warm)
     finally:
         deadline = time.monotonic() + 10
         while not pidfile.exists() and time.monotonic() < deadline:
@@ -247,17 +255,26 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        (tmp / "pf").mkdir()
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o755)  # postfwd reads its rules as nobody
         results.append(run_extrusion(tmp, reqs, warm, args.connections))
-        results.append(run_postfwd(tmp / "pf", reqs, warm, args.connections))
+        for version in (2, 1):
+            sub = tmp / f"pf{version}"
+            sub.mkdir()
+            results.append(run_postfwd(version, sub, reqs, warm, args.connections))
     print(f"{'server':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  answers")
     for r in results:
         answers = ", ".join(f"{k} {v}" for k, v in sorted(r.answers.items()))
         print(f"{r.name:<10} {r.rate:9.0f} {r.pct(0.5):8.2f} {r.pct(0.99):8.2f}  {answers}")
-    ours, theirs = results
-    print(f"throughput ratio extrusion/postfwd2: {ours.rate / theirs.rate:.2f}x; "
-          f"p99 ratio extrusion/postfwd2: {ours.pct(0.99) / theirs.pct(0.99):.2f}")
+    ours, *theirs = results
+    for other in theirs:
+        print(f"extrusion/{other.name}: throughput {ours.rate / other.rate:.2f}x, "
+              f"p99 {ours.pct(0.99) / other.pct(0.99):.2f}x")
+    best = max(theirs, key=lambda r: r.rate)
+    print(f"ratio against the faster postfwd ({best.name}): "
+          f"{ours.rate / best.rate:.2f}x the throughput at "
+          f"{ours.pct(0.99) / best.pct(0.99):.2f}x the p99 latency")
+    if any(r.answers != ours.answers for r in theirs):
+        print("warning: the servers answered differently; the limits are not equivalent")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -59,16 +60,15 @@ def validate(config: Config) -> None:
 def _loopback_only(endpoint: str) -> bool:
     if endpoint.startswith("unix:"):
         return True
-    for part in endpoint.split(":"):
-        if part.startswith("interface="):
-            host = part.split("=", 1)[1].strip("[]").replace("\\", "")
-            try:
-                return ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                return False
-    # An endpoint without interface= listens on every address; IPv6 endpoints
-    # escape their colons, so a loopback interface "\:\:1" is handled above.
-    return "interface=\\:\\:1" in endpoint
+    # IPv6 interfaces escape their colons in endpoint strings: interface=\:\:1
+    m = re.search(r"interface=((?:\\:|[^:])+)", endpoint)
+    if m is None:
+        return False  # no interface= listens on every address
+    host = m.group(1).replace("\\", "").strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def default_opener(config: Config) -> Any:

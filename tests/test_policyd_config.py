@@ -1,0 +1,102 @@
+"""Start-up checks of the policy daemon's config, and the main.cf lines `serve` prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extrusion import config as configmod
+from extrusion.config import ConfigError
+from extrusion.policyd import sdnotify
+from extrusion.policyd.postfixconf import main_cf_lines, milter_address, policy_address
+from extrusion.policyd.service import validate
+
+
+def cfg(**sections: dict[str, Any]) -> configmod.Config:
+    return configmod.from_dict(sections, "/etc/extrusion/extrusion.toml")
+
+
+@pytest.mark.parametrize(
+    ("sections", "key"),
+    [
+        ({"policyd": {"default_action": "PERMIT"}}, "policyd.default_action"),
+        ({"policyd": {"default_action": "dunno"}}, "policyd.default_action"),
+        ({"policyd": {"default_action": "DUNNO\naction=OK"}}, "policyd.default_action"),
+        ({"api": {"listen": "tcp:8026"}}, "api.token"),
+        ({"api": {"listen": "tcp:8026:interface=0.0.0.0"}}, "api.token"),
+        ({"api": {"listen": "tcp:8026:interface=192.0.2.1"}}, "api.token"),
+        ({"policyd": {"max_line_bytes": 10}}, "policyd.max_line_bytes"),
+    ],
+)
+def test_refused_at_start_with_the_key_named(sections: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(cfg(**sections))
+    assert info.value.key == key
+    assert str(info.value).startswith(f"/etc/extrusion/extrusion.toml: {key}: ")
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {},
+        {"policyd": {"default_action": "DEFER_IF_PERMIT 4.3.0 try again later"}},
+        {"policyd": {"default_action": "OK"}},
+        {"api": {"listen": "tcp:8026:interface=0.0.0.0", "token": "t0k3n"}},
+        {"api": {"listen": "unix:/run/extrusion/api.sock"}},
+        {"api": {"listen": "tcp6:8026:interface=\\:\\:1"}},
+        {"api": {"enabled": False, "listen": "tcp:8026"}},
+    ],
+)
+def test_accepted(sections: dict[str, Any]) -> None:
+    validate(cfg(**sections))
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "postfix"),
+    [
+        ("tcp:10040:interface=127.0.0.1", "inet:127.0.0.1:10040"),
+        ("tcp:10041", "inet:127.0.0.1:10041"),
+        ("tcp6:10040:interface=\\:\\:1", "inet:[::1]:10040"),
+        ("unix:/var/spool/postfix/private/extrusion", "unix:/var/spool/postfix/private/extrusion"),
+    ],
+)
+def test_policy_address(endpoint: str, postfix: str) -> None:
+    assert policy_address(endpoint) == postfix
+
+
+@pytest.mark.parametrize(
+    ("socket", "postfix"),
+    [
+        ("inet:8890@127.0.0.1", "inet:127.0.0.1:8890"),
+        ("inet:8890", "inet:127.0.0.1:8890"),
+        ("inet6:8890@::1", "inet:[::1]:8890"),
+        ("unix:/run/extrusion/milter.sock", "unix:/run/extrusion/milter.sock"),
+    ],
+)
+def test_milter_address(socket: str, postfix: str) -> None:
+    assert milter_address(socket) == postfix
+
+
+def test_main_cf_lines_fail_open_for_both_components() -> None:
+    lines = main_cf_lines(cfg(), milter=True)
+    text = "\n".join(lines)
+    assert "check_policy_service { inet:127.0.0.1:10040," in text
+    assert "default_action=DUNNO" in text
+    assert "smtpd_milters = inet:127.0.0.1:8890" in text
+    assert "milter_default_action = accept" in text
+    assert all(not ln.startswith(" ") for ln in lines)  # each pastes as one main.cf line
+    assert "smtpd_milters" not in "\n".join(main_cf_lines(cfg(), milter=False))
+
+
+def test_sd_notify_sends_one_datagram(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        assert sdnotify.notify("READY=1", {"NOTIFY_SOCKET": str(path)})
+        assert sock.recv(100) == b"READY=1"
+    assert not sdnotify.notify("READY=1", {})
+    assert not sdnotify.notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "gone")})
