@@ -40,5 +40,9 @@ lint: $(VENV)/.test
 	$(BIN)/ruff check extrusion tests benchmarks
 	$(BIN)/mypy
 
+# A throw-away Postfix, the remote side, extrusion with SQLite and a bot outbreak (needs root).
+demo: $(VENV)/.test
+	$(BIN)/python scripts/demo.py
+
 clean:
 	rm -rf $(VENV) var build *.egg-info
