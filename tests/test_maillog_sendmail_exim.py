@@ -76,6 +76,19 @@ def test_sendmail_failure_and_deferral() -> None:
         "dave@slow.example", "deferred")
 
 
+def test_sendmail_8_17_reply_field_is_the_remote_reply() -> None:
+    # Sendmail 8.17 logs the remote's answer as reply= between dsn= and stat=;
+    # the reply itself may contain ", ".
+    line = ("4AU41J1a021407: to=<nobody@example.net>, delay=00:00:01, xdelay=00:00:01, "
+            "mailer=esmtp, pri=120394, relay=mx.example.net. [198.51.100.9], dsn=5.1.1, "
+            "reply=550 5.1.1 <nobody@example.net>... User unknown, sorry, stat=User unknown")
+    (bad,) = sendmail.parse(line) or ()
+    assert isinstance(bad, Delivery)
+    assert (bad.recipient, bad.status, bad.dsn, bad.relay) == (
+        "nobody@example.net", "bounced", "5.1.1", "mx.example.net. [198.51.100.9]")
+    assert bad.reply == "550 5.1.1 <nobody@example.net>... User unknown, sorry"
+
+
 def test_sendmail_dsn_line_names_the_bounce() -> None:
     assert sendmail.parse("4AU41J1a021407: 4AU41M1b021409: DSN: User unknown") == (
         BounceNotice("4AU41J1a021407", "4AU41M1b021409", "DSN"),)

@@ -26,7 +26,9 @@ PROGRAMS = frozenset({"sendmail", "sm-mta", "sm-msp-queue"})
 
 _RELAY = re.compile(r"(?:(\S+?)\.? )?\[(?:IPv6:)?([^\]]+)\]")
 _TO = re.compile(r"to=(.*?), (?:ctladdr=|delay=|orcpt=)")
-_DSN = re.compile(r"dsn=(\d\.\d{1,3}\.\d{1,3}), stat=(.*)", re.DOTALL)
+# Sendmail 8.17 puts the remote's `reply=` between dsn= and stat=; the reply
+# may itself contain ", " so it runs up to the last ", stat=".
+_DSN = re.compile(r"dsn=(\d\.\d{1,3}\.\d{1,3}), (?:reply=(.*), )?stat=(.*)", re.DOTALL)
 _REJECT = re.compile(r"(\d{3}) (?:(\d\.\d{1,3}\.\d{1,3}) )?(.*)", re.DOTALL)
 _QID = re.compile(r"[0-9A-Za-z]{8,20}")
 _BOUNCE_KINDS = ("DSN", "return to sender", "postmaster notify", "sender notify")
@@ -100,7 +102,7 @@ def _to(qid: str, rest: str) -> Result:
     d = _DSN.search(rest)
     if m is None or d is None:
         return None
-    dsn, stat = d.group(1), d.group(2)
+    dsn, remote_reply, stat = d.group(1), d.group(2), d.group(3)
     f = _fields(rest[: d.start()])
     relay = f.get("relay", "")
     if stat.startswith("Sent"):
@@ -110,7 +112,9 @@ def _to(qid: str, rest: str) -> Result:
     else:
         status = "bounced"
     reply = stat
-    if stat.endswith(")") and "(" in stat:
+    if remote_reply:
+        reply = remote_reply
+    elif stat.endswith(")") and "(" in stat:
         reply = stat[stat.index("(") + 1 : -1]
     # Recipients going to one host share a line: `to=<a@x>,<b@x>`.
     recipients = [_strip(r) for r in _split_addrs(m.group(1))]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -303,19 +304,26 @@ class SendmailInstance:
             time.sleep(0.1)
 
     def queue(self, quarantined: bool = False) -> list[str]:
-        """Queue ids in the queue (`mailq`), or in quarantine (`mailq -qQ`)."""
-        argv = [str(self.sendmail), "-C", str(self.root / "sendmail.cf"), "-bp"]
-        if quarantined:
-            argv.append("-qQ")
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30,
-                             check=False).stdout
-        return re.findall(r"^(\w{14})[*X-]?\s", out, re.M)
+        """Queue ids in the queue, or in quarantine.
+
+        Read from the queue directory itself: Sendmail keeps a message's
+        control file as `qfID`, renamed `hfID` while it is quarantined. (`mailq`
+        run outside the daemon's namespace stalls resolving this host's name.)
+        """
+        prefix = "hf" if quarantined else "qf"
+        return sorted(p.name[2:] for p in self.queue_dir.glob(prefix + "*"))
 
     def release(self, queue_id: str) -> None:
         """Take a message out of quarantine and deliver it (`sendmail -qQ -Q -qI`)."""
-        subprocess.run([str(self.sendmail), "-C", str(self.root / "sendmail.cf"),
-                        "-qQ", "-Q", f"-qI{queue_id}"], check=True, timeout=30,
-                       capture_output=True)
+        self._run_inside([str(self.sendmail), "-C", str(self.root / "sendmail.cf"),
+                          "-qQ", "-Q", f"-qI{queue_id}"])
+
+    def _run_inside(self, argv: list[str]) -> None:
+        """Run a sendmail command with the daemon's view of the host name and /etc/hosts."""
+        script = (f"mount --bind {self.root}/hosts /etc/hosts\nhostname {HOSTNAME}\n"
+                  + " ".join(shlex.quote(a) for a in argv) + "\n")
+        subprocess.run(["unshare", "-m", "-u", "sh", "-e", "-c", script], check=True,
+                       timeout=30, capture_output=True)
 
 
 @contextlib.contextmanager
