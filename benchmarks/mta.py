@@ -52,6 +52,7 @@ from tests.postfix_harness import (  # noqa: E402
 CONFIGS = ("bare", "milter", "policyd", "both")
 QUEUE_SUBDIRS = ("incoming", "active", "deferred", "maildrop")
 DRAIN_TIMEOUT = 300.0
+STALE_SMTPD_TIMEOUT = 30.0
 MESSAGE_BYTES = 2048
 RECIPIENTS_PER_MESSAGE = 2
 # Limits far above what a run sends, so every message takes the full path
@@ -95,6 +96,30 @@ def wiring(pf: PostfixInstance, config: str, milter: str = "") -> dict[str, str]
         "smtpd_recipient_restrictions": policy if use_policy else "",
         "smtpd_end_of_data_restrictions": policy if use_policy else "",
     }
+
+
+def smtpd_pids(pf: PostfixInstance) -> set[int]:
+    found = set()
+    for pid in pf.pids():
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "smtpd":
+                found.add(pid)
+        except OSError:
+            continue
+    return found
+
+
+def rewire(pf: PostfixInstance, settings: dict[str, str]) -> None:
+    """postconf + reload, then wait until no smtpd of the old wiring is left.
+
+    After a reload, smtpd processes started before it keep the old settings
+    until they exit; a run they served would be wired wrong.
+    """
+    old = smtpd_pids(pf)
+    pf.postconf(settings)
+    deadline = time.monotonic() + STALE_SMTPD_TIMEOUT
+    while old & smtpd_pids(pf) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def daemons_for(config: str) -> tuple[str, ...]:
@@ -198,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             d.write_config()
             milter_addr = f"unix:{unix_path}" if unix else ""
             # warm-up: first connections, process start-up, SQLite file creation
-            pf.postconf(wiring(pf, "bare"))
+            rewire(pf, wiring(pf, "bare"))
             one_run(pf, "warm-up", min(200, args.messages), args.sessions)
             for rnd in range(args.rounds):
                 for config in configs:
-                    pf.postconf(wiring(pf, config, milter_addr))
+                    rewire(pf, wiring(pf, config, milter_addr))
                     if daemons_for(config):
                         d.start(*daemons_for(config))
                         if unix and "milter" in daemons_for(config):

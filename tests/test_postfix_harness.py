@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from tests import postfix_harness
 from tests.postfix_harness import (
     PostfixInstance,
     merge_master_cf,
@@ -100,6 +101,23 @@ def test_remote_refuses_a_line_too_long(remote_smtp: RemoteSMTP) -> None:
         sock.sendall(b"HELO " + b"x" * 5000 + b"\r\n")
         assert f.readline().startswith(b"500 5.5.0")
         f.close()
+
+
+# --- no Postfix on the machine ---------------------------------------------------------------
+
+
+def test_without_postfix_ci_fails_and_elsewhere_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Postfix cannot be uninstalled for a test: an empty search path stands in for it."""
+    monkeypatch.setattr(postfix_harness, "SBIN_PATH", "/nonexistent")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert postfix_harness.postfix_missing() == \
+        "postfix is not installed (Debian package postfix)"
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_postfix()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        require_postfix()
 
 
 # --- merging master.cf ---------------------------------------------------------------------

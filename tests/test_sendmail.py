@@ -6,6 +6,7 @@ rate_limits = true); the log feed reads Sendmail's syslog lines.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,16 +63,41 @@ def test_fail_open_sendmail_relays_while_no_milter_listens(
     assert "Milter (extrusion): error connecting to filter" in sendmail.log_text()
 
 
+SENDMAIL_SETTINGS = {
+    "milter": {"rate_limits": True},
+    "policyd": {"hold_queued_mail": False},
+    "maillog": {"format": "sendmail"},
+}
+
+
+def test_operator_hold_and_block_are_enforced_by_the_milter_on_sendmail(
+    sendmail: SendmailInstance, tmp_path: Path, remote_smtp: RemoteSMTP
+) -> None:
+    """No policy service on Sendmail: the milter quarantines held senders, refuses blocked ones."""
+    held_key, blocked_key = "ip:127.0.0.68", "ip:127.0.0.69"
+    with extrusion_daemons(tmp_path, sendmail, SENDMAIL_SETTINGS) as daemons:
+        daemons.cli("hold", held_key, "--reason", "abuse ticket 77", "--who", "abuse")
+        daemons.cli("block", blocked_key, "--reason", "abuse ticket 78", "--who", "abuse")
+        time.sleep(2)  # the milter re-reads operator decisions every refresh_seconds
+        rcpt = f"{_uniq('someone')}@remote.example"
+        held = sendmail.send("pc@customer.example", [rcpt], source="127.0.0.68")
+        assert held.queue_id is not None, held
+        assert held.queue_id in sendmail.queue(quarantined=True)
+        assert remote_smtp.received_by(rcpt) == []
+
+        blocked = sendmail.send("pc@customer.example", [f"{_uniq('x')}@remote.example"],
+                                source="127.0.0.69")
+        assert blocked.queue_id is None
+        codes = [code for code, _ in blocked.rcpt_replies.values()] or [blocked.mail_reply[0]]
+        assert all(code == 550 for code in codes), blocked
+        assert "5.7.1" in str(blocked)
+
+
 def test_spam_bot_is_contained_on_sendmail(
     sendmail: SendmailInstance, tmp_path: Path
 ) -> None:
     """Forged freemail sender, random HELO, mostly dead recipients: tempfailed, then quarantined."""
-    settings = {
-        "milter": {"rate_limits": True},
-        "policyd": {"hold_queued_mail": False},
-        "maillog": {"format": "sendmail"},
-    }
-    with extrusion_daemons(tmp_path, sendmail, settings) as daemons:
+    with extrusion_daemons(tmp_path, sendmail, SENDMAIL_SETTINGS) as daemons:
         from tests.test_integration_postfix import run_spam_bot
 
         outcome = run_spam_bot(sendmail, daemons, source="127.0.0.67", tag=_uniq("smbot"))
