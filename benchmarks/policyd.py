@@ -247,7 +247,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--requests", type=int, default=60000)
+    ap.add_argument("--postfwd", default="2,1", help="postfwd versions to run beside (2,1)")
     args = ap.parse_args()
+    versions = [int(v) for v in args.postfwd.split(",") if v]
     reqs = stream(args.requests)
     warm = stream(2000, seed=2)
     print(f"{len(reqs)} requests over {args.connections} connections, "
@@ -257,7 +259,7 @@ def main() -> None:
         tmp = Path(d)
         os.chmod(tmp, 0o755)  # postfwd reads its rules as nobody
         results.append(run_extrusion(tmp, reqs, warm, args.connections))
-        for version in (2, 1):
+        for version in versions:
             sub = tmp / f"pf{version}"
             sub.mkdir()
             results.append(run_postfwd(version, sub, reqs, warm, args.connections))
@@ -266,6 +268,8 @@ def main() -> None:
         answers = ", ".join(f"{k} {v}" for k, v in sorted(r.answers.items()))
         print(f"{r.name:<10} {r.rate:9.0f} {r.pct(0.5):8.2f} {r.pct(0.99):8.2f}  {answers}")
     ours, *theirs = results
+    if not theirs:
+        return
     for other in theirs:
         print(f"extrusion/{other.name}: throughput {ours.rate / other.rate:.2f}x, "
               f"p99 {ours.pct(0.99) / other.pct(0.99):.2f}x")
