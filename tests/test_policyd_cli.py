@@ -45,8 +45,11 @@ class Daemon:
         self.stdout_path = tmp / "stdout.log"
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
             env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path)}
+            # A session of its own, like a daemon started from a terminal: tests can
+            # signal its whole process group as Ctrl-C would.
             self.proc = subprocess.Popen([EXE, command, "--config", str(self.path)],
-                                         stdout=out, stderr=err, env=env)
+                                         stdout=out, stderr=err, env=env,
+                                         start_new_session=True)
 
     def config(self, **extra: Any) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -215,7 +218,8 @@ def test_serve_runs_the_milter_beside_and_prints_the_postfix_lines(
     assert f"smtpd_milters = inet:127.0.0.1:{milter_port}" in out
     assert "smtpd_end_of_data_restrictions" in out
     assert "milter_default_action = accept" in out
-    assert d.stop() == 0
+    os.killpg(d.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground group
+    assert d.proc.wait(30) == 0
     assert not _milter_accepts(milter_port)
     assert "milter exited with status 0" in d.stderr()
 

@@ -60,7 +60,9 @@ class MilterChild:
     def start(self) -> None:
         env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)  # readiness is ours to report, for both
-        self.proc = subprocess.Popen(self.argv(), env=env)
+        # Its own process group: a Ctrl-C on the terminal reaches only us, and we
+        # pass one SIGTERM on (a second signal would cut the milter's drain short).
+        self.proc = subprocess.Popen(self.argv(), env=env, process_group=0)
         log.info("milter started as process %d", self.proc.pid)
         threading.Thread(target=self._wait, name="extrusion-milter-wait", daemon=True).start()
         threads.deferToThread(self._probe).addCallback(self._probed)
