@@ -78,7 +78,7 @@ def default_opener(config: Config) -> Any:
 
 
 class PolicydService(MultiService):
-    """The whole daemon. `ready` fires once it listens everywhere it should."""
+    """The whole daemon. `when_ready()` fires once it listens everywhere it should."""
 
     def __init__(self, config: Config, reactor: Any, opener: Opener) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -193,8 +193,9 @@ class PolicydService(MultiService):
     def reload(self, new: Config) -> defer.Deferred[bool]:
         old = self.config
         for section, key in (("policyd", "listen"), ("api", "listen"), ("store", "url"),
-                             ("maillog", "source"), ("policyd", "enabled"),
-                             ("api", "enabled")):
+                             ("maillog", "source"), ("maillog", "path"),
+                             ("maillog", "syslog_listen"), ("policyd", "enabled"),
+                             ("api", "enabled"), ("policyd", "hold_queued_mail")):
             if getattr(getattr(old, section), key) != getattr(getattr(new, section), key):
                 log.warning("reload: %s.%s changed; restart to apply it", section, key)
         self.config = new
