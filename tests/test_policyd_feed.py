@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from extrusion.config import Config
 from .conftest import free_port
 from .postfix_harness import PostfixInstance
 from .test_api import http
+from .test_notify import HookServer
 from .test_policyd_server import ServerCase
 from .test_policyd_support import make_config, read_replies, request
 
@@ -168,3 +170,38 @@ class SyslogOutbreak(FeedCase):
             lambda: reg.get_sample_value("extrusion_maillog_lines_total", {"result": "read"}),
         )
         self.assertEqual(read, 6 * 9)
+
+
+class SyslogOutbreakNotifies(FeedCase):
+    """The daemon tells the abuse desk: one webhook digest naming the bot, with evidence."""
+
+    @pytest.fixture(autouse=True)
+    def _hook(self) -> Iterator[None]:
+        self.hook = HookServer()
+        yield
+        self.hook.stop()
+
+    def config(self) -> Config:
+        self.syslog_port = free_port()
+        return make_config(
+            self.tmp,
+            maillog={"source": "syslog",
+                     "syslog_listen": f"udp:{self.syslog_port}:interface=127.0.0.1",
+                     "submission_wait_seconds": 1.0},
+            notify={"webhook_enabled": True, "webhook_url": self.hook.url,
+                    "collect_seconds": 0.5, "min_interval_seconds": 0.5},
+        )
+
+    @defer.inlineCallbacks
+    def test_a_flagged_bot_is_posted_to_the_webhook(self) -> Any:
+        self.assertIsNotNone(self.svc.notifier)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            for line in syslog_lines("mta1", "192.0.2.78", 6, 5):
+                udp.sendto(line.encode(), ("127.0.0.1", self.syslog_port))
+                time.sleep(0.001)
+        posts = yield self.until("the webhook digest", lambda: list(self.hook.received))
+        self.assertEqual(len(posts), 1)
+        body = json.dumps(posts[0].json())
+        self.assertIn("ip:192.0.2.78", body)
+        self.assertIn("dead0x0@remote.example", body)  # the evidence, read from the store
+        self.assertNotIn("127.0.0.7", body)

@@ -15,9 +15,10 @@ import re
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from extrusion import config as configmod
+from extrusion import notify
 from extrusion.config import Config, ConfigError
 from extrusion.policyd import constants as c
 from extrusion.policyd.api import OperatorApi, make_site
@@ -101,6 +102,13 @@ class PolicydService(MultiService):
                 audit=None,
             )
             self.engines.listeners.append(self.queue.on_state_change)
+        # The abuse desk hears of flagged senders from the process that sees the
+        # outcomes; the notifier reads its evidence from the engine's store.
+        self.notifier = notify.from_config(
+            config, store=lambda: getattr(self.engines.engine, "store", None)
+        )
+        if self.notifier is not None:
+            self.engines.listeners.append(self.notifier)
         self.responder = Responder(
             self.engines.decisions, config.policyd.default_action, self.metrics, reactor.seconds
         )
@@ -251,6 +259,9 @@ class PolicydService(MultiService):
         if self.queue is not None and self.queue.pending:
             yield defer.DeferredList(list(self.queue.pending))
         yield self.engines.stopService()
+        if self.notifier is not None:
+            # close() sends what is pending and joins the worker: not on the reactor.
+            yield threads.deferToThread(self.notifier.close)
         log.info("stopped")
 
 
