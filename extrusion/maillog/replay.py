@@ -135,9 +135,9 @@ def run(
         cfg = dataclasses.replace(config, store=store_cfg)
         # The engine's "now" is the log's: the latest stamp read when the event was made.
         clock_box = [reference]
-        store = Store(store_cfg.url, busy_timeout_ms=store_cfg.busy_timeout_ms)
-        if store_url is None:
-            _no_sync(store)
+        # The throw-away store needs no durability (--store URL gets the usual care).
+        store = Store(store_cfg.url, busy_timeout_ms=store_cfg.busy_timeout_ms,
+                      durable=store_url is not None)
         engine = Engine(cfg, store, lambda: clock_box[0], own_store=True)
         stack.callback(engine.close)
 
@@ -268,24 +268,3 @@ def _run_parallel(cfg: Config, logs: list[str], reference: float, engine: Any,
         detail = problem.splitlines()[-1] if problem else f"exit status {status}"
         raise ReplayError(f"the log reader failed: {detail}", EX_SOFTWARE)
     return stats
-
-
-def _no_sync(store: object) -> None:
-    """The throw-away store needs no durability: skip the fsyncs (a third of the run)."""
-    import sqlalchemy as sa
-
-    engine = getattr(store, "_engine", None)
-    if not isinstance(engine, sa.engine.Engine):
-        return
-
-    @sa.event.listens_for(engine, "connect")
-    def _pragma(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        try:
-            cur.execute("PRAGMA synchronous = OFF")
-        finally:
-            cur.close()
-
-    engine.dispose()  # connections opened so far were made without it
-
-

@@ -50,6 +50,7 @@ _CHUNK = 500
 _PG_MIGRATION_LOCK = 0x65787472  # "extr": serialises concurrent `upgrade()`s
 _DEADLOCK_RETRIES = 5
 PG_CONNECT_TIMEOUT = 5  # seconds
+THROWAWAY_CACHE_KIB = 64 * 1024  # SQLite page cache of a non-durable store
 
 
 class StoreError(Exception):
@@ -63,13 +64,16 @@ class StoreUnavailable(StoreError):
 class Store:
     """All persistent state of extrusion. Thread-safe (one SQLAlchemy engine, a pool)."""
 
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, create: bool = True) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, create: bool = True,
+                 durable: bool = True) -> None:
+        """`durable=False` is for a throw-away SQLite file that only this process uses
+        (a replay's): no fsync, no write-ahead log, a big page cache."""
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise StoreError(f"unsupported store url {parsed.render_as_string()!r}")
-        self._engine = _make_engine(url, busy_timeout_ms)
+        self._engine = _make_engine(url, busy_timeout_ms, durable)
         self._statements: dict[tuple[str, str], str] = {}
         try:
             if create:
@@ -508,7 +512,7 @@ def open_store(cfg: Any) -> Store:
     return Store(cfg.store.url, busy_timeout_ms=cfg.store.busy_timeout_ms)
 
 
-def _make_engine(url: str, busy_timeout_ms: int) -> Engine:
+def _make_engine(url: str, busy_timeout_ms: int, durable: bool = True) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # A database host that does not answer must not hang a flush: give up and spool.
@@ -526,9 +530,18 @@ def _make_engine(url: str, busy_timeout_ms: int) -> Engine:
         cur = dbapi_conn.cursor()
         try:
             cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            cur.execute("PRAGMA journal_mode = WAL")
-            # Safe with WAL (a power cut loses at most the last commits, never corrupts).
-            cur.execute("PRAGMA synchronous = NORMAL")
+            if durable:
+                cur.execute("PRAGMA journal_mode = WAL")
+                # Safe with WAL (a power cut loses at most the last commits, never corrupts).
+                cur.execute("PRAGMA synchronous = NORMAL")
+            else:
+                # A file nobody else reads and nobody keeps: the fsyncs were a third of a
+                # replay, and the WAL's second copy of every page (and its checkpoints)
+                # another tenth. The journal stays in memory so that a failed batch still
+                # rolls back; the bigger cache keeps the indexes' hot pages in memory.
+                cur.execute("PRAGMA journal_mode = MEMORY")
+                cur.execute("PRAGMA synchronous = OFF")
+                cur.execute(f"PRAGMA cache_size = -{THROWAWAY_CACHE_KIB}")
         finally:
             cur.close()
 

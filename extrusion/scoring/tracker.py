@@ -55,6 +55,10 @@ class MessageTracker:
     def __init__(self, max_messages: int = MAX_MESSAGES) -> None:
         self.max = max_messages
         self._by_queue: OrderedDict[tuple[str, str], MessageInfo] = OrderedDict()
+        # The possible list posts among them, in the same order: housekeeping looks for
+        # undecided ones every flush, and walking all 200,000 messages for them cost more
+        # than the rest of the flush's bookkeeping. Decided ones are dropped lazily.
+        self._undecided: dict[tuple[str, str], MessageInfo] = {}
 
     def __len__(self) -> int:
         return len(self._by_queue)
@@ -67,15 +71,30 @@ class MessageTracker:
 
     def add(self, info: MessageInfo) -> list[MessageInfo]:
         """Remember `info`; returns the oldest messages pushed out to make room."""
-        self._by_queue[(info.mta, info.queue_id)] = info
+        key = (info.mta, info.queue_id)
+        replaced = key in self._by_queue
+        self._by_queue[key] = info
+        if info.list_like is None:
+            if replaced and key not in self._undecided:
+                # The key keeps its old place in _by_queue: rebuild to keep the same order.
+                self._undecided = {k: m for k, m in self._by_queue.items()
+                                   if k in self._undecided or k == key}
+            self._undecided[key] = info
+        else:
+            self._undecided.pop(key, None)
         evicted = []
         while len(self._by_queue) > self.max:
-            evicted.append(self._by_queue.popitem(last=False)[1])
+            old_key, old = self._by_queue.popitem(last=False)
+            self._undecided.pop(old_key, None)
+            evicted.append(old)
         return evicted
 
     def undecided_before(self, horizon: float) -> list[MessageInfo]:
         """Possible list posts submitted before `horizon` still waiting for a verdict."""
-        return [m for m in self._by_queue.values() if m.list_like is None and m.time < horizon]
+        decided = [k for k, m in self._undecided.items() if m.list_like is not None]
+        for k in decided:
+            del self._undecided[k]
+        return [m for m in self._undecided.values() if m.time < horizon]
 
     def expire(self, horizon: float) -> list[MessageInfo]:
         """Forget messages submitted before `horizon`; returns them."""
@@ -86,6 +105,7 @@ class MessageTracker:
                 break
             gone.append(info)
             del self._by_queue[key]
+            self._undecided.pop(key, None)
         return gone
 
     def open_queue_ids(self, sender: str, mta: str) -> list[str]:

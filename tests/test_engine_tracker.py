@@ -1,0 +1,51 @@
+"""The message tracker's index of possible list posts agrees with a walk over every message."""
+
+from __future__ import annotations
+
+from extrusion.scoring.tracker import MessageInfo, MessageTracker
+
+
+def info(qid: str, t: float, *, candidate: bool, mta: str = "mx1") -> MessageInfo:
+    return MessageInfo(mta=mta, queue_id=qid, sender="ip:192.0.2.1", time=t,
+                       rcpt_count=30 if candidate else 1,
+                       list_like=None if candidate else False)
+
+
+def walk(tracker: MessageTracker, horizon: float) -> list[str]:
+    """What undecided_before() must return: every message, in order, filtered."""
+    return [m.queue_id for m in tracker._by_queue.values()
+            if m.list_like is None and m.time < horizon]
+
+
+def test_undecided_posts_in_submission_order_decided_ones_left_out() -> None:
+    tr = MessageTracker()
+    for n in range(10):
+        tr.add(info(f"Q{n}", float(n), candidate=n % 3 != 0))
+    assert [m.queue_id for m in tr.undecided_before(100.0)] == walk(tr, 100.0)
+    assert [m.queue_id for m in tr.undecided_before(5.0)] == ["Q1", "Q2", "Q4"]
+    tr.get("mx1", "Q2").list_like = True  # type: ignore[union-attr]
+    tr.get("mx1", "Q4").list_like = False  # type: ignore[union-attr]
+    assert [m.queue_id for m in tr.undecided_before(100.0)] == ["Q1", "Q5", "Q7", "Q8"]
+    assert [m.queue_id for m in tr.undecided_before(100.0)] == walk(tr, 100.0)
+
+
+def test_evicted_and_expired_posts_are_no_longer_offered() -> None:
+    tr = MessageTracker(max_messages=4)
+    evicted = [m.queue_id for n in range(6) for m in tr.add(info(f"Q{n}", float(n),
+                                                                 candidate=True))]
+    assert evicted == ["Q0", "Q1"]
+    assert [m.queue_id for m in tr.undecided_before(100.0)] == ["Q2", "Q3", "Q4", "Q5"]
+    assert [m.queue_id for m in tr.expire(4.0)] == ["Q2", "Q3"]
+    assert [m.queue_id for m in tr.undecided_before(100.0)] == ["Q4", "Q5"]
+    assert walk(tr, 100.0) == ["Q4", "Q5"]
+
+
+def test_a_queue_id_recorded_again_keeps_its_first_place() -> None:
+    tr = MessageTracker()
+    tr.add(info("A", 1.0, candidate=False))
+    tr.add(info("B", 2.0, candidate=True))
+    tr.add(info("A", 3.0, candidate=True))  # same key: the dict keeps A first
+    assert [m.queue_id for m in tr.undecided_before(100.0)] == walk(tr, 100.0) == ["A", "B"]
+    tr.add(info("B", 4.0, candidate=False))
+    assert [m.queue_id for m in tr.undecided_before(100.0)] == walk(tr, 100.0) == ["A"]
+    assert tr.get("mx1", "A").time == 3.0  # type: ignore[union-attr]
