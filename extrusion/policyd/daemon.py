@@ -37,6 +37,8 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     # Twisted's own messages go through the same handlers; its chatter stays below INFO.
     logging.getLogger("twisted").setLevel(logging.WARNING)
+    # Alembic announces each of its plugins at INFO; the migration itself stays visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     observer: Any = STDLibLogObserver()
     globalLogBeginner.beginLoggingTo([observer], discardBuffer=True, redirectStandardIO=False)
 
