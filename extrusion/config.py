@@ -136,6 +136,7 @@ class Store:
     refresh_seconds: float = 3.0
     spool_dir: str = "var/spool"
     busy_timeout_ms: int = 5000
+    retention_days: float = 30.0
     flush_batch: int = 5000
 
 

@@ -35,6 +35,7 @@ class StoreDown(Exception):
     """The engine reports its store unreachable (it spools meanwhile)."""
 #: How often the senders-by-state gauge is recounted from the store (seconds).
 GAUGE_SECONDS = 60.0
+PRUNE_SECONDS = 3600.0  # retention is in days: pruning hourly is plenty
 
 
 class EngineService(Service):
@@ -62,6 +63,7 @@ class EngineService(Service):
         self._opening: defer.Deferred[Any] | None = None
         self._syncing: defer.Deferred[Any] | None = None
         self._next_refresh = 0.0
+        self._next_prune = 0.0
         self._next_gauge = 0.0
         self.ready: defer.Deferred[None] = defer.Deferred()
         self._open_errors = BurstLog(log, "opening the store", reactor.seconds)
@@ -173,10 +175,22 @@ class EngineService(Service):
             # refresh() just read every sender changed since the last good read, so
             # after a start with the store down the engine now knows the states.
             self.loaded = True
+        self._prune(engine, now)
         if self.sender_counts is not None and now >= self._next_gauge:
             self._next_gauge = now + GAUGE_SECONDS
             return self.sender_counts(engine)
         return None
+
+    def _prune(self, engine: EngineAPI, now: float) -> None:
+        """Worker thread: drop evidence past `[store] retention_days`, at most hourly."""
+        days = self.config.store.retention_days
+        store = getattr(engine, "store", None)
+        if not days or store is None or now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_SECONDS
+        removed = store.prune(now - days * 86400)
+        if removed:
+            log.info("pruned %d rows older than %g days", removed, days)
 
     def _synced(self, counts: dict[str, int] | None) -> None:
         self.last_sync_ok = time.time()
