@@ -15,12 +15,13 @@ order given; `-` is standard input.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any, TextIO
 
 from extrusion.config import Config, check_store_url
@@ -44,6 +45,8 @@ EX_SOFTWARE = 70  # the log reading process died
 FLUSH_EVERY_LINES = 1 << 15
 PROGRESS_EVERY_LINES = 1 << 12
 NEVER = 1 << 62
+# Allocations between collections of the youngest generation (Python's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 class ReplayError(Exception):
@@ -123,6 +126,7 @@ def run(
     result = ReplayResult()
     reference = reference_time(logs)
     with ExitStack() as stack:
+        stack.enter_context(_fewer_collections())
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="extrusion-replay-"))
         store_cfg = dataclasses.replace(
             config.store,
@@ -268,3 +272,21 @@ def _run_parallel(cfg: Config, logs: list[str], reference: float, engine: Any,
         detail = problem.splitlines()[-1] if problem else f"exit status {status}"
         raise ReplayError(f"the log reader failed: {detail}", EX_SOFTWARE)
     return stats
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while replaying.
+
+    The engine keeps up to 200,000 recent messages (several objects each) and
+    every event allocates a few more that die young. At the default threshold
+    the collector ran over a thousand times in a replay of 160,000 events and
+    walked the message tracker again in each full collection: a sixth of the
+    engine's time, reclaiming almost nothing. Restored afterwards.
+    """
+    young, *older = gc.get_threshold()
+    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
+    try:
+        yield
+    finally:
+        gc.set_threshold(young, *older)

@@ -69,6 +69,8 @@ class StoreSync:
 
     def _lookup_message(self, mta: str, queue_id: str) -> MessageInfo | None:
         """The submission another process recorded (store round trip; not on the MTA's path)."""
+        if not queue_id:
+            return None  # a rejection before queueing (NOQUEUE): no message was recorded
         try:
             rec = self.store.message(queue_id, mta)
         except Exception as exc:
