@@ -248,6 +248,16 @@ def same_address(a: str, b: str) -> bool:
     return ma.group(1) in _LOOPBACK and mb.group(1) in _LOOPBACK
 
 
+def same_endpoint(postfix: str, want: str, queue_directory: str = "") -> bool:
+    """`same_address`, plus a unix path a chrooted smtpd sees relative to the queue directory."""
+    if same_address(postfix, want):
+        return True
+    if postfix.startswith("unix:/") and want.startswith("unix:/") and queue_directory:
+        inside = queue_directory.rstrip("/") + postfix[len("unix:"):]
+        return inside == want[len("unix:"):]
+    return False
+
+
 def seconds(value: str) -> float | None:
     """A Postfix time value (`10s`, `2m`, `100`) in seconds; None if unreadable."""
     m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", value)
@@ -275,7 +285,9 @@ def check_postfix(cfg: Config, pc: PostconfView) -> list[Finding]:
 def _check_milter(cfg: Config, pc: PostconfView) -> list[Finding]:
     want = milter_address(cfg.milter.socket)
     found: list[Finding] = []
-    ours = [e for e in parse_list(pc.get("smtpd_milters")) if same_address(e.address, want)]
+    queue = pc.get("queue_directory")
+    ours = [e for e in parse_list(pc.get("smtpd_milters"))
+            if same_endpoint(e.address, want, queue)]
     if not ours:
         return [Finding("error", "smtpd_milters",
                         f"extrusion's milter {want} is not attached: customers' sessions are "
@@ -305,7 +317,8 @@ def _check_milter(cfg: Config, pc: PostconfView) -> list[Finding]:
             if macro not in have:
                 found.append(Finding("error" if needed else "warning", param,
                                      f"lacks {macro} ({why})"))
-    if any(same_address(e.address, want) for e in parse_list(pc.get("non_smtpd_milters"))):
+    if any(same_endpoint(e.address, want, queue)
+           for e in parse_list(pc.get("non_smtpd_milters"))):
         found.append(Finding("warning", "non_smtpd_milters",
                              "extrusion also judges locally submitted mail and Postfix's own "
                              "bounces, which are not customers' SMTP; leave it empty"))
@@ -406,7 +419,8 @@ def _check_overrides(cfg: Config, pc: PostconfView) -> list[Finding]:
     for key, value in sorted(pc.overrides.items()):
         service, _, param = key.rpartition("/")
         for name, want in checks:
-            if param == name and not any(same_address(e.address, want)
+            if param == name and not any(same_endpoint(e.address, want,
+                                                       pc.get("queue_directory"))
                                          for e in parse_list(value)):
                 found.append(Finding("warning", f"master.cf {service}",
                                      f"-o {param}={value} leaves extrusion ({want}) out on "

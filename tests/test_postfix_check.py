@@ -178,6 +178,18 @@ def test_each_wiring_mistake_is_named(
     assert has_errors(findings) == (level == "error")
 
 
+@pytest.mark.parametrize(
+    ("postfix_side", "attached"),
+    [("unix:/extrusion/milter.sock", True),  # chrooted smtpd: relative to the queue directory
+     ("unix:/var/spool/postfix/extrusion/milter.sock", True),
+     ("unix:/elsewhere/milter.sock", False)],
+)
+def test_a_unix_milter_socket_inside_the_chroot(postfix_side: str, attached: bool) -> None:
+    cfg = _cfg(milter={"socket": "unix:/var/spool/postfix/extrusion/milter.sock"})
+    view = _view({"smtpd_milters": postfix_side, "queue_directory": "/var/spool/postfix"})
+    assert (("ok", "smtpd_milters") in _levels(check_postfix(cfg, view))) == attached
+
+
 def test_a_tempfail_milter_is_right_when_extrusion_asks_for_it() -> None:
     cfg = _cfg(milter={"on_error": "tempfail"})
     findings = check_postfix(cfg, _view({"milter_default_action": "tempfail"}))
