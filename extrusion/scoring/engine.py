@@ -298,9 +298,11 @@ class Engine(StoreSync):
         pin = self._pin(mem)
         if pin in PINNED_STATES:
             return PINNED_STATES[pin]
+        if mem.state is State.OK and mem.score_bound() < self.thresholds.watch:
+            return State.OK  # the common case (runs for every event): no decay computed
         score = mem.score(now, self.half_life)
         if mem.state is State.OK and score < self.thresholds.watch:
-            return State.OK  # the common case, without walking the thresholds
+            return State.OK  # without walking the thresholds
         return next_state(mem.state, score, self.thresholds)
 
     def _changed(self, mem: SenderMemory, now: float) -> None:
@@ -349,6 +351,10 @@ class Engine(StoreSync):
 
     def _dispatch(self) -> None:
         """Tell listeners about state changes; called with the lock released."""
+        if not self._changes:
+            # Nearly always (called after every event). A change queued by another
+            # thread right after this check is dispatched by that thread's own call.
+            return
         while True:
             try:
                 change = self._changes.popleft()

@@ -58,6 +58,7 @@ LIST_IDENTITY_LIMIT = 255  # characters of a list identity, escaped like any wir
 _BATV = re.compile(r"^(?:prvs|msprvs\d?)=[^=@]*=(.+)$|^btv1==[^=@]*==(.+)$")
 _LIST_ID = re.compile(r"<([^<>]*)>")
 _YES = re.compile(r"^\s*yes\b", re.IGNORECASE)
+_TOKEN_END = re.compile(r"[;(\s]")
 # A return path's local part that is one opaque token (Amazon SES, some ESPs):
 # long, with many digits. It says nothing about which list sent the mail.
 _TOKEN_MIN_LENGTH = 12
@@ -88,7 +89,9 @@ def _localpart(envelope_from: str) -> str:
 
 def _header_token(value: str) -> str:
     """The first token of a structured header value, lower-case ("auto-replied; x=y" -> ...)."""
-    return re.split(r"[;(\s]", value.strip(), maxsplit=1)[0].lower()
+    if not value:
+        return ""  # the usual case (and always so for a log replay): no such header
+    return _TOKEN_END.split(value.strip(), maxsplit=1)[0].lower()
 
 
 def _has_list_headers(headers: Headers) -> bool:

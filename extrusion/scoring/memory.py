@@ -140,6 +140,11 @@ class SenderMemory:
             self.pending, now - self.pending_time, half_life
         )
 
+    def score_bound(self) -> float:
+        """An upper bound of `score()` at any time: decay never adds (not even when the
+        clock runs backwards), so the two parts can only have shrunk."""
+        return max(self.base, 0.0) + max(self.pending, 0.0)
+
     def add(self, weight: float, now: float, half_life: float) -> None:
         if weight <= 0.0:
             return
