@@ -41,3 +41,44 @@ def test_throwaway_store_rolls_back_a_batch_that_fails_half_way(tmp_path: Path) 
         with pytest.raises(StoreError, match="queue_id"):
             store.write_batch(b, HL)  # after the messages went in
         assert store.messages("ip:192.0.2.1") == []
+
+
+def indexes(path: Path) -> set[tuple[str, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return set(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+                                " AND sql IS NOT NULL"))
+    finally:
+        conn.close()
+
+
+def test_deferred_indexes_are_built_again_after_the_load(tmp_path: Path) -> None:
+    Store(f"sqlite:///{tmp_path / 'plain.db'}").close()
+    want = indexes(tmp_path / "plain.db")
+    path = tmp_path / "replay.db"
+    with Store(f"sqlite:///{path}", durable=False) as store:
+        with store.deferred_indexes():
+            during = {name for name, _sql in indexes(path)}
+            b = Batch()
+            b.messages.append({"time": 1.0, "mta": "mx1", "queue_id": "Q1",
+                               "sender": "ip:192.0.2.1"})
+            b.recipients.append(recipient("Q1"))
+            b.add_counter("ip:192.0.2.1", "messages", 0)
+            store.write_batch(b, HL)
+            # The engine's own lookups still have their index.
+            assert store.sender_for_queue_id("Q1", "mx1") == "ip:192.0.2.1"
+        assert indexes(path) == want
+        (msg,) = store.messages("ip:192.0.2.1")
+        assert [r.recipient for r in msg.recipients] == ["a@example.org"]
+    assert "ix_messages_queue" in during
+    assert not during & {"ix_recipients_queue", "ix_recipients_sender_time",
+                         "ix_messages_sender_time", "ix_counters_bucket"}
+
+
+def test_deferred_indexes_come_back_when_the_load_fails(tmp_path: Path) -> None:
+    Store(f"sqlite:///{tmp_path / 'plain.db'}").close()
+    path = tmp_path / "replay.db"
+    with Store(f"sqlite:///{path}", durable=False) as store:
+        with pytest.raises(RuntimeError), store.deferred_indexes():
+            raise RuntimeError("the log reader died")
+    assert indexes(path) == indexes(tmp_path / "plain.db")

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any, TextIO
 
 from extrusion.config import Config, check_store_url
@@ -163,15 +163,18 @@ def run(
 
         engine.add_listener(listener)
         started = time.perf_counter()
-        try:
-            if parallel:
-                stats = _run_parallel(cfg, logs, reference, engine, clock_box, tmp, result, tick)
-            else:
-                stats = _run_inline(cfg, logs, reference, engine, clock_box, result, tick)
-        finally:
-            if progress is not None:
-                progress.done(result.lines, len(flagged))
-        engine.flush()
+        # Nobody else reads the throw-away store: its indexes are built once, at the end.
+        with nullcontext() if store_url is not None else store.deferred_indexes():
+            try:
+                if parallel:
+                    stats = _run_parallel(cfg, logs, reference, engine, clock_box, tmp,
+                                          result, tick)
+                else:
+                    stats = _run_inline(cfg, logs, reference, engine, clock_box, result, tick)
+            finally:
+                if progress is not None:
+                    progress.done(result.lines, len(flagged))
+            engine.flush()
         result.seconds = time.perf_counter() - started
         final_states(result, store, cfg.scoring.half_life_seconds, clock_box[0])
         if after is not None:
