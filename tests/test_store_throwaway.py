@@ -78,7 +78,7 @@ def test_deferred_indexes_are_built_again_after_the_load(tmp_path: Path) -> None
 def test_deferred_indexes_come_back_when_the_load_fails(tmp_path: Path) -> None:
     Store(f"sqlite:///{tmp_path / 'plain.db'}").close()
     path = tmp_path / "replay.db"
-    with Store(f"sqlite:///{path}", durable=False) as store:
-        with pytest.raises(RuntimeError), store.deferred_indexes():
-            raise RuntimeError("the log reader died")
+    with (Store(f"sqlite:///{path}", durable=False) as store, pytest.raises(RuntimeError),
+          store.deferred_indexes()):
+        raise RuntimeError("the log reader died")
     assert indexes(path) == indexes(tmp_path / "plain.db")
