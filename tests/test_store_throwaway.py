@@ -82,3 +82,13 @@ def test_deferred_indexes_come_back_when_the_load_fails(tmp_path: Path) -> None:
           store.deferred_indexes()):
         raise RuntimeError("the log reader died")
     assert indexes(path) == indexes(tmp_path / "plain.db")
+
+
+def test_indexes_of_a_store_nobody_reads_again_are_not_built(tmp_path: Path) -> None:
+    path = tmp_path / "replay.db"
+    with Store(f"sqlite:///{path}", durable=False) as store:
+        with store.deferred_indexes(build=False):
+            pass
+        assert store.senders() == []
+    names = {name for name, _sql in indexes(path)}
+    assert "ix_messages_queue" in names and "ix_recipients_queue" not in names

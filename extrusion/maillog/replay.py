@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import pickle
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,6 +139,8 @@ def run(
             flush_batch=NEVER,
         )
         cfg = dataclasses.replace(config, store=store_cfg)
+        # The reader starts first: its start-up overlaps with opening the store.
+        worker = stack.enter_context(_worker(cfg, logs, reference, tmp)) if parallel else None
         # The engine's "now" is the log's: the latest stamp read when the event was made.
         clock_box = [reference]
         # The throw-away store needs no durability (--store URL gets the usual care).
@@ -163,12 +167,13 @@ def run(
 
         engine.add_listener(listener)
         started = time.perf_counter()
-        # Nobody else reads the throw-away store: its indexes are built once, at the end.
-        with nullcontext() if store_url is not None else store.deferred_indexes():
+        # Nobody else reads the throw-away store: its indexes are built once, at the end,
+        # and only if a report is going to read it.
+        with (nullcontext() if store_url is not None
+              else store.deferred_indexes(build=after is not None)):
             try:
-                if parallel:
-                    stats = _run_parallel(cfg, logs, reference, engine, clock_box, tmp,
-                                          result, tick)
+                if worker is not None:
+                    stats = _run_parallel(worker, engine, clock_box, result, tick)
                 else:
                     stats = _run_inline(cfg, logs, reference, engine, clock_box, result, tick)
             finally:
@@ -219,15 +224,13 @@ def _run_inline(cfg: Config, logs: list[str], reference: float, engine: Any,
     return feed.stats
 
 
-def _run_parallel(cfg: Config, logs: list[str], reference: float, engine: Any,
-                  clock_box: list[float], tmp: str, result: ReplayResult,
-                  tick: Callable[[int], None]) -> FeedStats:
-    """A child process parses; this one decodes its events and judges them."""
-    import pickle
-    import subprocess
-
+@contextmanager
+def _worker(cfg: Config, logs: list[str], reference: float,
+            tmp: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The child process that reads and parses the logs (`extrusion.maillog.replay_worker`);
+    killed if this side stops before reading it to its end."""
     from extrusion.maillog.feed import join_settings
-    from extrusion.maillog.replay_worker import FLUSH, WorkerSettings, decode
+    from extrusion.maillog.replay_worker import WorkerSettings
 
     settings = WorkerSettings(
         fmt=cfg.maillog.format, join=join_settings(cfg), timezone=cfg.maillog.timezone,
@@ -241,36 +244,48 @@ def _run_parallel(cfg: Config, logs: list[str], reference: float, engine: Any,
         [sys.executable, "-m", "extrusion.maillog.replay_worker", settings_path, *logs],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     ) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        stats: FeedStats | None = None
-        submission, outcome, flush = engine.submission, engine.outcome, engine.flush
         try:
-            while stats is None:
-                try:
-                    message = pickle.load(proc.stdout)
-                except EOFError:
-                    break
-                if message[0] == "end":
-                    _kind, lines, stats, error = message
-                    result.error = error
-                    tick(lines)
-                    break
-                for item in message[2]:
-                    if item is FLUSH or item == FLUSH:
-                        flush()
-                        continue
-                    clock_box[0] = item[1] or clock_box[0]
-                    event = decode(item)
-                    if item[0] == "S":
-                        submission(event)
-                    else:
-                        outcome(event)
-                tick(message[1])
+            yield proc
         finally:
-            proc.stdout.close()
-            problem = proc.stderr.read().decode("utf-8", "replace").strip()
-            proc.stderr.close()
-            status = proc.wait()
+            if proc.poll() is None:
+                proc.kill()  # nobody will read the rest of its output
+
+
+def _run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[float],
+                  result: ReplayResult, tick: Callable[[int], None]) -> FeedStats:
+    """The child process parses; this one decodes its events and judges them."""
+    from extrusion.maillog.replay_worker import FLUSH, decode
+
+    assert proc.stdout is not None and proc.stderr is not None
+    stats: FeedStats | None = None
+    submission, outcome, flush = engine.submission, engine.outcome, engine.flush
+    try:
+        while stats is None:
+            try:
+                message = pickle.load(proc.stdout)
+            except EOFError:
+                break
+            if message[0] == "end":
+                _kind, lines, stats, error = message
+                result.error = error
+                tick(lines)
+                break
+            for item in message[2]:
+                if item is FLUSH or item == FLUSH:
+                    flush()
+                    continue
+                clock_box[0] = item[1] or clock_box[0]
+                event = decode(item)
+                if item[0] == "S":
+                    submission(event)
+                else:
+                    outcome(event)
+            tick(message[1])
+    finally:
+        proc.stdout.close()
+        problem = proc.stderr.read().decode("utf-8", "replace").strip()
+        proc.stderr.close()
+        status = proc.wait()
     if stats is None or status != 0:
         detail = problem.splitlines()[-1] if problem else f"exit status {status}"
         raise ReplayError(f"the log reader failed: {detail}", EX_SOFTWARE)

@@ -149,9 +149,10 @@ class Store:
             raise StoreUnavailable(_describe(e)) from e
 
     @contextmanager
-    def deferred_indexes(self) -> Iterator[None]:
+    def deferred_indexes(self, *, build: bool = True) -> Iterator[None]:
         """Load a throw-away store in bulk (a replay): the indexes that only later readers
-        use are dropped for the load and built once at the end.
+        use are dropped for the load and built once at the end (or, with `build=False`
+        for a store nobody reads again, never).
 
         Built from sorted data, an index costs a fraction of keeping it up to date row by
         row: that was two thirds of the cost of writing the outcomes. Indexes the engine
@@ -167,9 +168,10 @@ class Store:
         try:
             yield
         finally:
-            with self._write() as conn:
-                for ix in deferred:
-                    ix.create(conn)
+            if build:
+                with self._write() as conn:
+                    for ix in deferred:
+                        ix.create(conn)
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
