@@ -88,7 +88,7 @@ def bot_failures(log: str, tag: str) -> int:
 
 def run_spam_bot(mta: Any, daemons: ExtrusionDaemons, *, source: str, tag: str,
                  held: Callable[[], list[str]] | None = None,
-                 max_messages: int = 120, pace: float = 0.2) -> BotRun:
+                 max_messages: int = 120, pace: float = 0.3) -> BotRun:
     """A bot pumping mail: forged freemail senders, a random HELO, mostly dead recipients.
 
     Each message goes to 1 dead address, 3 dead addresses behind a greylisting

@@ -99,8 +99,17 @@ def unpacked(cache: Path = CACHE) -> Path:
             raise SendmailUnavailable(f"{tool} not found (Debian package "
                                       f"{'m4' if tool == 'm4' else 'util-linux/dpkg/apt'})")
     cache.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["apt-get", "download", *PACKAGES], cwd=cache, capture_output=True,
-                          text=True, timeout=300, check=False)
+
+    def download() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["apt-get", "download", *PACKAGES], cwd=cache,
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    proc = download()
+    if proc.returncode != 0:
+        # A machine whose packages were installed long ago may have no package lists.
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300,
+                       check=False)
+        proc = download()
     debs = sorted(cache.glob("*.deb"))
     if proc.returncode != 0 or len(debs) < len(PACKAGES):
         raise SendmailUnavailable(f"apt-get download {' '.join(PACKAGES)} failed: "
