@@ -201,18 +201,15 @@ class Engine(StoreSync):
                              client_name=event.client_name, envelope_from=event.envelope_from,
                              recipients=event.recipients)
             self.judge.inbound(mem, event.client_addr, event.headers, now)
-            self._batch.messages.append({
-                "time": now, "mta": mta, "queue_id": event.queue_id, "sender": event.sender,
-                "envelope_from": event.envelope_from, "helo": event.helos[-1] if event.helos
-                else "", "client_addr": event.client_addr, "client_name": event.client_name,
-                "size": event.size, "rcpt_count": n, "message_id": event.message_id,
-                "null_sender": null, "auto_reply": auto, "list_like": info.list_like is None,
-                "list_id": info.list_id,
-            })
-            self._batch.recipients.extend(
-                {"time": now, "mta": mta, "queue_id": event.queue_id, "sender": event.sender,
-                 "recipient": r, "status": "queued", "outcome_class": "", "dsn": "",
-                 "reply": "", "relay": ""}
+            # Rows in rows.MESSAGE_COLUMNS and rows.RECIPIENT_COLUMNS order.
+            self._batch.message_rows.append((
+                now, mta, event.queue_id, event.sender, event.envelope_from,
+                event.helos[-1] if event.helos else "", event.client_addr, event.client_name,
+                event.size, n, event.message_id, null, auto, info.list_like is None,
+                info.list_id,
+            ))
+            self._batch.recipient_rows.extend(
+                (now, mta, event.queue_id, event.sender, r, "queued", "", "", "", "")
                 for r in event.recipients
             )
             bucket = _bucket(now)
@@ -242,12 +239,10 @@ class Engine(StoreSync):
         cls = classify(event.status, event.dsn, event.reply)
         now = event.time
         with self._lock:
-            self._batch.recipients.append({
-                "time": now, "mta": mta, "queue_id": event.queue_id, "sender": sender,
-                "recipient": event.recipient, "status": event.status.value,
-                "outcome_class": cls.value, "dsn": event.dsn, "reply": event.reply,
-                "relay": event.relay,
-            })
+            self._batch.recipient_rows.append((
+                now, mta, event.queue_id, sender, event.recipient, event.status.value,
+                cls.value, event.dsn, event.reply, event.relay,
+            ))
             if not sender:
                 return  # nobody to judge: kept for the record only
             self._batch.add_counter(sender, event.status.value, _bucket(now))

@@ -178,9 +178,29 @@ class OverrideRow:
     created: float = 0.0
 
 
+# Columns of the rows the engine queues as tuples, in this order.
+MESSAGE_COLUMNS = (
+    "time", "mta", "queue_id", "sender", "envelope_from", "helo", "client_addr",
+    "client_name", "size", "rcpt_count", "message_id", "null_sender", "auto_reply",
+    "list_like", "list_id",
+)
+RECIPIENT_COLUMNS = (
+    "time", "mta", "queue_id", "sender", "recipient", "status", "outcome_class", "dsn",
+    "reply", "relay",
+)
+
+
 @dataclass(slots=True)
 class Batch:
-    """One transaction's worth of writes. Rows are dicts keyed by column name."""
+    """One transaction's worth of writes.
+
+    Message and recipient rows come in two forms: dicts keyed by column name
+    (`messages`, `recipients`: any writer, missing columns take their defaults)
+    and tuples with every column in `MESSAGE_COLUMNS` / `RECIPIENT_COLUMNS`
+    order (`message_rows`, `recipient_rows`: the engine's, which queues one or
+    more per event and goes straight to the driver without a dict per row).
+    Dict rows are written before tuple rows.
+    """
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     recipients: list[dict[str, Any]] = field(default_factory=list)
@@ -188,12 +208,25 @@ class Batch:
     counters: dict[tuple[str, str, int], float] = field(default_factory=dict)
     state_changes: list[dict[str, Any]] = field(default_factory=list)
     senders: dict[str, SenderDelta] = field(default_factory=dict)
+    message_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    recipient_rows: list[tuple[Any, ...]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
             len(self.messages) + len(self.recipients) + len(self.counters)
             + len(self.state_changes) + len(self.senders)
+            + len(self.message_rows) + len(self.recipient_rows)
         )
+
+    def all_messages(self) -> list[dict[str, Any]]:
+        """Every message row as a dict, in writing order."""
+        return [*self.messages, *(dict(zip(MESSAGE_COLUMNS, r, strict=True))
+                                  for r in self.message_rows)]
+
+    def all_recipients(self) -> list[dict[str, Any]]:
+        """Every recipient row as a dict, in writing order."""
+        return [*self.recipients, *(dict(zip(RECIPIENT_COLUMNS, r, strict=True))
+                                    for r in self.recipient_rows)]
 
     def add_counter(self, sender: str, name: str, bucket: int, amount: float = 1.0) -> None:
         k = (sender, name, bucket)
@@ -208,8 +241,10 @@ class Batch:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "messages": self.messages,
-                "recipients": self.recipients,
+                # The spool keeps the dict form: files written before tuple rows existed
+                # and files written now read back the same.
+                "messages": self.all_messages(),
+                "recipients": self.all_recipients(),
                 "counters": [[s, n, b, v] for (s, n, b), v in self.counters.items()],
                 "state_changes": self.state_changes,
                 "senders": [dataclasses.asdict(d) for d in self.senders.values()],

@@ -30,8 +30,10 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from extrusion.scoring import schema
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.rows import (
+    MESSAGE_COLUMNS,
     PIN_CLEAR,
     PIN_SET,
+    RECIPIENT_COLUMNS,
     Batch,
     MessageRecord,
     OverrideRow,
@@ -197,8 +199,13 @@ class Store:
         # parameter processing would cost more than the database does.
         if batch.messages:
             self._bulk(conn, schema.messages, _MESSAGE_DEFAULTS, batch.messages)
+        if batch.message_rows:
+            conn.exec_driver_sql(self._sql("messages-rows", _MESSAGE_ROWS), batch.message_rows)
         if batch.recipients:
             self._bulk(conn, schema.recipients, _RECIPIENT_DEFAULTS, batch.recipients)
+        if batch.recipient_rows:
+            conn.exec_driver_sql(self._sql("recipients-rows", _RECIPIENT_ROWS),
+                                 batch.recipient_rows)
         if batch.counters:
             conn.exec_driver_sql(
                 self._sql("counters", _COUNTERS_UPSERT),
@@ -629,6 +636,14 @@ _RECIPIENT_DEFAULTS: dict[str, Any] = {
 }
 
 
+_MESSAGE_ROWS = (
+    f"INSERT INTO messages ({', '.join(_q(c) for c in MESSAGE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in MESSAGE_COLUMNS)})"
+)
+_RECIPIENT_ROWS = (
+    f"INSERT INTO recipients ({', '.join(_q(c) for c in RECIPIENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in RECIPIENT_COLUMNS)})"
+)
 _COUNTERS_UPSERT = (
     "INSERT INTO counters (sender, name, bucket, value) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (sender, name, bucket) DO UPDATE SET value = counters.value + excluded.value"

@@ -275,6 +275,8 @@ def _worth_remembering(row: SenderRow, now: float, half_life: float) -> bool:
 def _merge_batches(into: Batch, other: Batch, half_life: float) -> None:
     into.messages[:0] = other.messages
     into.recipients[:0] = other.recipients
+    into.message_rows[:0] = other.message_rows
+    into.recipient_rows[:0] = other.recipient_rows
     for k, v in other.counters.items():
         into.counters[k] = into.counters.get(k, 0.0) + v
     into.state_changes[:0] = other.state_changes
