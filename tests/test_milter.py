@@ -494,3 +494,13 @@ def test_reply_codes_and_texts_are_made_safe_for_the_mta() -> None:
     assert replies.for_decision(odd) == replies.Reply(
         "550", "5.7.1", "Mail from you is refused, contact your provider")
     assert replies.for_decision(Decision(Action.HOLD, State.HELD, 1.0)) is None
+
+
+def test_negotiation_asks_for_a_reply_at_data_but_none_for_headers_and_body() -> None:
+    # DATA is answered (an unanswered DATA-stage packet costs ~40 ms per SMTP
+    # session over TCP: delayed ACK meets Nagle); headers and body are not.
+    # protocol_mask() holds the protocol bits the milter does NOT ask the MTA for.
+    mask = ExtrusionMilter.protocol_mask()
+    assert mask & Milter.P_NODATA, "DATA must be sent to the milter"
+    assert mask & Milter.P_NR_DATA, "DATA must be answered"
+    assert not mask & Milter.P_NR_HDR and not mask & Milter.P_NR_BODY

@@ -282,7 +282,9 @@ def test_sigterm_mid_session_closes_it_at_once_and_keeps_what_was_recorded(
             client.wait()
     # libmilter stops serving open sessions with its socket: the MTA sees the
     # connection close and applies milter_default_action instead of waiting.
-    assert "answered" not in out and client.returncode != 0, out
+    # miltertest either reports the closed connection or dies writing to it.
+    assert "answered" not in out, out
+    assert "closed:" in out or client.returncode != 0, out
     assert "1 sessions in progress are left to the MTA" in milter.log()
     assert [m.queue_id for m in stored_messages(url, "sasl:alice@example.net")] == ["QTERM2"]
 
