@@ -15,6 +15,7 @@ order given; `-` is standard input.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import gc
 import os
 import pickle
@@ -23,8 +24,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
-from typing import Any, TextIO
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from typing import IO, Any, TextIO
 
 from extrusion.config import Config, check_store_url
 from extrusion.maillog.feed import FeedStats, LogFeed
@@ -47,6 +48,8 @@ EX_SOFTWARE = 70  # the log reading process died
 FLUSH_EVERY_LINES = 1 << 15
 PROGRESS_EVERY_LINES = 1 << 12
 NEVER = 1 << 62
+# Bytes the log reader may write ahead of the engine (Linux's default pipe: 64 KiB).
+PIPE_BYTES = 1 << 20
 # Allocations between collections of the youngest generation (Python's default: 700).
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -120,9 +123,6 @@ def run(
     With `parallel` (the default when there are two cores and no `-` among the logs) a
     child process reads and parses while this one runs the engine; the results are the
     same either way."""
-    from extrusion.scoring.engine import Engine
-    from extrusion.scoring.store import Store
-
     if parallel is None:
         parallel = STDIN not in logs and (os.cpu_count() or 1) > 1
     result = ReplayResult()
@@ -139,8 +139,12 @@ def run(
             flush_batch=NEVER,
         )
         cfg = dataclasses.replace(config, store=store_cfg)
-        # The reader starts first: its start-up overlaps with opening the store.
+        # The reader starts first: its start-up and first lines overlap with loading the
+        # engine (SQLAlchemy, Alembic: a quarter of a second) and opening the store.
         worker = stack.enter_context(_worker(cfg, logs, reference, tmp)) if parallel else None
+        from extrusion.scoring.engine import Engine
+        from extrusion.scoring.store import Store
+
         # The engine's "now" is the log's: the latest stamp read when the event was made.
         clock_box = [reference]
         # The throw-away store needs no durability (--store URL gets the usual care).
@@ -244,11 +248,22 @@ def _worker(cfg: Config, logs: list[str], reference: float,
         [sys.executable, "-m", "extrusion.maillog.replay_worker", settings_path, *logs],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     ) as proc:
+        _widen(proc.stdout)
         try:
             yield proc
         finally:
             if proc.poll() is None:
                 proc.kill()  # nobody will read the rest of its output
+
+
+def _widen(pipe: IO[bytes] | None) -> None:
+    """Let the reader run further ahead than the default 64 KiB pipe allows (a fraction of
+    one batch), so that it keeps parsing while the engine writes to the store."""
+    if pipe is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    # Above the system's limit (fs.pipe-max-size) the default stays.
+    with suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[float],
