@@ -151,7 +151,10 @@ def test_a_normal_customer_is_delivered_untouched(
         assert result.queue_id is not None
         final = postfix.wait_removed(result.queue_id)
         assert {o.status for r, o in final.items() if "unknown" not in r} == {"sent"}
-    assert len([m for m in remote_smtp.messages if tag in " ".join(m.rcpts)]) == 5
+    # Her five messages reached the remote side; Postfix's bounce for the typo
+    # (null sender, to anna) may have too, and is not hers.
+    delivered = [m for m in remote_smtp.messages if tag in " ".join(m.rcpts) and m.mail_from]
+    assert len(delivered) == 5
     _wait("the customer's outcomes in the store", lambda: daemons.sender(key))
     assert _state(daemons, key) == "ok"
     assert postfix.held() == []
