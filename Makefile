@@ -8,7 +8,7 @@ CONFIG ?= conf/extrusion.toml
 DEBS_RUN  := libmilter-dev
 DEBS_TEST := $(DEBS_RUN) postfix miltertest chromium m4
 
-.PHONY: run test lint unit integration demo bench clean debs-run debs-test
+.PHONY: run test lint demo clean debs-run debs-test
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
