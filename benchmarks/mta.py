@@ -9,6 +9,10 @@ the log feed following Postfix's log. The configurations are interleaved over
 several rounds and the median is reported, because a shared 2-core machine is
 noisy; the ratios to bare Postfix are the figures that matter.
 
+"noop" is a pymilter milter that does nothing (the callbacks extrusion's
+milter negotiates, each answering CONTINUE): pymilter's and libmilter's own
+share of the milter's price, beside extrusion's.
+
 Two rates per run: "ingress" (smtp-source's wall time: what customers see,
 where the milter and policy answers are paid) and "end to end" (until the
 queue is empty and every message was logged as sent).
@@ -27,13 +31,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +54,7 @@ from tests.postfix_harness import (  # noqa: E402
     running_instance,
 )
 
-CONFIGS = ("bare", "milter", "policyd", "both")
+CONFIGS = ("bare", "noop", "milter", "policyd", "both")
 QUEUE_SUBDIRS = ("incoming", "active", "deferred", "maildrop")
 DRAIN_TIMEOUT = 300.0
 STALE_SMTPD_TIMEOUT = 30.0
@@ -58,6 +63,30 @@ RECIPIENTS_PER_MESSAGE = 2
 # Limits far above what a run sends, so every message takes the full path
 # (engine asked, counted) and none is throttled.
 HUGE_LIMIT = 100_000_000
+
+# pymilter with nothing of extrusion: the callbacks and replies extrusion's
+# milter negotiates (see extrusion/milter/adapter.py), each answering CONTINUE
+# at once, and the same libmilter flags. What "noop" costs is pymilter's and
+# libmilter's share of the milter's price; the rest is extrusion's own.
+NOOP_MILTER = """
+import sys, Milter, milter
+class Noop(Milter.Base):
+    @Milter.noreply
+    def connect(self, hostname, family, hostaddr): return Milter.CONTINUE
+    @Milter.noreply
+    def hello(self, name): return Milter.CONTINUE
+    def envfrom(self, f, *params): return Milter.CONTINUE
+    def envrcpt(self, to, *params): return Milter.CONTINUE
+    def data(self): return Milter.CONTINUE
+    @Milter.noreply
+    def header(self, name, value): return Milter.CONTINUE
+    @Milter.noreply
+    def body(self, chunk): return Milter.CONTINUE
+    def eom(self): return Milter.CONTINUE
+Milter.factory = Noop
+milter.set_flags(milter.ADDHDRS | milter.CHGHDRS | milter.QUARANTINE | milter.SETSYMLIST)
+Milter.runmilter("noop", sys.argv[1], 30)
+"""
 
 
 # Lines Postfix logs when it cannot reach extrusion and fails open: a run with
@@ -89,7 +118,7 @@ def wiring(pf: PostfixInstance, config: str, milter: str = "") -> dict[str, str]
     """main.cf settings of a configuration: the shipped snippet's lines, or empty."""
     policy = (f"check_policy_service {{ {pf.policy_address}, timeout=10s, try_limit=1, "
               f"default_action=DUNNO }}")
-    use_milter = config in ("milter", "both")
+    use_milter = config in ("noop", "milter", "both")
     use_policy = config in ("policyd", "both")
     return {
         "smtpd_milters": (milter or pf.milter_address) if use_milter else "",
@@ -123,7 +152,7 @@ def rewire(pf: PostfixInstance, settings: dict[str, str]) -> None:
 
 
 def daemons_for(config: str) -> tuple[str, ...]:
-    return {"bare": (), "milter": ("milter",), "policyd": ("policyd",),
+    return {"bare": (), "noop": (), "milter": ("milter",), "policyd": ("policyd",),
             "both": ("milter", "policyd")}[config]
 
 
@@ -133,6 +162,38 @@ def queued(pf: PostfixInstance) -> int:
         for _root, _dirs, files in os.walk(pf.queue_dir / sub):
             n += len(files)
     return n
+
+
+@contextmanager
+def noop_milter(spec: str, address: tuple[int, object]) -> Iterator[None]:
+    """The no-op pymilter milter on `spec`, until the block ends."""
+    proc = subprocess.Popen([sys.executable, "-c", NOOP_MILTER, spec],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not accepts(address):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the no-op milter did not start")
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def accepts(address: tuple[int, object]) -> bool:
+    family, where = address
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            probe.connect(where)
+    except OSError:
+        return False
+    return True
 
 
 @contextmanager
@@ -228,14 +289,20 @@ def main(argv: list[str] | None = None) -> int:
             for rnd in range(args.rounds):
                 for config in configs:
                     rewire(pf, wiring(pf, config, milter_addr))
-                    if daemons_for(config):
-                        d.start(*daemons_for(config))
-                        if unix and "milter" in daemons_for(config):
-                            open_unix_socket(unix_path)
-                    try:
+                    with ExitStack() as stack:
+                        if config == "noop":
+                            spec = milter_addr or f"inet:{pf.milter_port}@127.0.0.1"
+                            stack.enter_context(noop_milter(
+                                spec, (socket.AF_UNIX, str(unix_path)) if unix
+                                else (socket.AF_INET, ("127.0.0.1", pf.milter_port))))
+                            if unix:
+                                open_unix_socket(unix_path)
+                        if daemons_for(config):
+                            stack.callback(d.stop)
+                            d.start(*daemons_for(config))
+                            if unix and "milter" in daemons_for(config):
+                                open_unix_socket(unix_path)
                         run = one_run(pf, config, args.messages, args.sessions)
-                    finally:
-                        d.stop()
                     runs.append(run)
                     print(f"round {rnd + 1} {config:8s} ingress {run.ingress_rate:7.1f} msg/s  "
                           f"end-to-end {run.e2e_rate:7.1f} msg/s  sent {run.sent}  "
@@ -264,6 +331,13 @@ def report(runs: list[Run], configs: list[str], args: argparse.Namespace) -> Non
     for c in configs:
         print(f"{c:10s} {med_in[c]:14.1f} {med_in[c] / med_in[base]:7.2f} "
               f"{med_e2e[c]:17.1f} {med_e2e[c] / med_e2e[base]:7.2f}")
+    if {"bare", "noop", "milter"} <= set(configs):
+        # Time per message at ingress, over what bare Postfix takes: how much of
+        # the milter's price pymilter/libmilter alone already pay.
+        def extra(c: str) -> float:
+            return 1000 / med_in[c] - 1000 / med_in["bare"]
+        print(f"added ingress time per message: no-op pymilter {extra('noop'):+.2f} ms, "
+              f"extrusion milter {extra('milter'):+.2f} ms")
 
 
 if __name__ == "__main__":
