@@ -45,7 +45,7 @@ from extrusion.maillog.records import (
     Removed,
     SaslSeen,
 )
-from extrusion.scoring.events import Outcome, Status, Submission
+from extrusion.scoring.events import Headers, Outcome, Status, Submission
 
 STATUS = {
     "sent": Status.SENT,
@@ -61,6 +61,8 @@ _RELAY_ADDR = re.compile(r"\[(?:IPv6:)?([^\]]+)\]")
 LINKS_KEPT = 10_000
 # How often (seconds of log time) pending submissions and idle ids are looked at.
 _SWEEP_EVERY = 1.0
+# A log says nothing about headers: one shared (immutable) empty set for every submission.
+NO_HEADERS = Headers()
 
 
 class EventSink(Protocol):
@@ -79,6 +81,10 @@ class JoinSettings:
     ttl_seconds: float = 3 * 3600.0
     max_queue_ids: int = 200_000
     mta: str = ""  # "" = the host name in each log line
+    # With `mta` unset, lines logged under these names (this machine's) are `local_mta`'s:
+    # the name the milter and the engine use, so both processes' rows share one key.
+    local_mta: str = ""
+    local_hosts: tuple[str, ...] = ()
     handoff_relays: tuple[str, ...] = ()
     skip_replies: tuple[str, ...] = ()
 
@@ -146,6 +152,9 @@ class Joiner:
             ipaddress.ip_network(n, strict=False) for n in self.settings.handoff_relays
         )
         self._skip = tuple(s.lower() for s in self.settings.skip_replies)
+        self._local = dict.fromkeys(self.settings.local_hosts, self.settings.local_mta)
+        if self.settings.mta or not self.settings.local_mta:
+            self._local.clear()
 
     def __len__(self) -> int:
         return len(self._msgs)
@@ -163,6 +172,8 @@ class Joiner:
     def add(self, t: float, host: str, record: Record) -> None:
         if t > self.now:
             self.advance(t)
+        if self._local:
+            host = self._local.get(host, host)
         if isinstance(record, Delivery):
             self._delivery(t, host, record)
         elif isinstance(record, ClientSeen):
@@ -194,7 +205,9 @@ class Joiner:
             m = self._get(host, record.queue_id, t)
             m.envelope_from = record.envelope_from
         elif isinstance(record, Held):
-            self._get(host, record.queue_id, t)
+            m = self._get(host, record.queue_id, t)
+            if record.client_addr or record.recipient:
+                self._held(m, record)
 
     def finish(self) -> None:
         """End of input: emit every pending submission and its outcomes."""
@@ -323,6 +336,19 @@ class Joiner:
         if m.known and (not child.known or self._is_relay_addr(child.client_addr)):
             _inherit(child, m.client_name, m.client_addr, m.sasl_user, m.null_sender)
 
+    def _held(self, m: _Message, r: Held) -> None:
+        """Held on arrival (`hold:` from a policy or check, `milter-hold:`): the message
+        waits in the hold queue and reaches qmgr only once released, if ever, so this
+        line is its submission. Recorded at once, so that a release finds it by queue id
+        even after every process restarted."""
+        if not m.known and r.client_addr:
+            m.client_name, m.client_addr = r.client_name, r.client_addr
+        if m.envelope_from is None:
+            m.envelope_from = r.envelope_from
+        if r.recipient and r.recipient not in m.recipients:
+            m.recipients[r.recipient] = None
+        self._flush(m)
+
     def _rejected(self, t: float, host: str, r: Rejected) -> None:
         if self._skip and any(s in r.reply.lower() for s in self._skip):
             self.stats.own_rejects_skipped += 1
@@ -372,7 +398,7 @@ class Joiner:
                     queue_id=m.qid, envelope_from=m.envelope_from or "",
                     recipients=tuple(m.recipients), size=m.size,
                     mta=self.settings.mta or m.host, client_addr=m.client_addr,
-                    client_name=m.client_name, message_id=m.message_id,
+                    client_name=m.client_name, message_id=m.message_id, headers=NO_HEADERS,
                 ))
                 self.stats.submissions += 1
         if m.pending:

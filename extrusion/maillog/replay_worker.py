@@ -26,9 +26,9 @@ from typing import IO, Any
 
 from extrusion.config import Customer
 from extrusion.maillog.feed import Format, LogFeed
-from extrusion.maillog.join import JoinSettings
+from extrusion.maillog.join import NO_HEADERS, JoinSettings
 from extrusion.maillog.timestamps import zone
-from extrusion.scoring.events import Headers, Outcome, Status, Submission
+from extrusion.scoring.events import Outcome, Status, Submission
 
 FLUSH = ("F",)
 BATCH_LINES = 4096
@@ -63,13 +63,12 @@ def decode(item: tuple[Any, ...]) -> Submission | Outcome:
         (_k, _now, t, sender, qid, env, rcpts, size, mta, addr, name, helos, mid) = item
         return Submission(time=t, sender=sender, queue_id=qid, envelope_from=env,
                           recipients=rcpts, size=size, mta=mta, client_addr=addr,
-                          client_name=name, helos=helos, headers=_NO_HEADERS, message_id=mid)
+                          client_name=name, helos=helos, headers=NO_HEADERS, message_id=mid)
     (_k, _now, t, qid, rcpt, status, dsn, reply, sender, env, mta, relay) = item
     return Outcome(time=t, queue_id=qid, recipient=rcpt, status=_STATUS[status], dsn=dsn,
                    reply=reply, sender=sender, envelope_from=env, mta=mta, relay=relay)
 
 
-_NO_HEADERS = Headers()
 _STATUS = {s.value: s for s in Status}
 
 
