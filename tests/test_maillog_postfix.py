@@ -108,7 +108,17 @@ def test_milter_hold() -> None:
     r = one("cleanup", "3F2A1B0C9D: milter-hold: END-OF-MESSAGE from unknown[192.0.2.66]: "
                        "milter triggers HOLD action; from=<bot@x.example> to=<a@example.org> "
                        "proto=ESMTP helo=<localhost>")
-    assert r == Held("3F2A1B0C9D", "milter-hold", "milter triggers HOLD action")
+    assert r == Held("3F2A1B0C9D", "milter-hold", "milter triggers HOLD action", "unknown",
+                     "192.0.2.66", "a@example.org", "bot@x.example", "localhost")
+
+
+def test_policy_hold_keeps_the_envelope() -> None:
+    r = one("smtpd", "3F2A1B0C9D: hold: RCPT from bot.example[192.0.2.66]: <a@example.org>: "
+                     "Recipient address triggers HOLD action; from=<bot@x.example> "
+                     "to=<a@example.org> proto=ESMTP helo=<localhost>")
+    assert isinstance(r, Held)
+    assert (r.kind, r.client_name, r.client_addr, r.recipient, r.envelope_from, r.helo) == (
+        "hold", "bot.example", "192.0.2.66", "a@example.org", "bot@x.example", "localhost")
 
 
 def test_header_check_reject_takes_code_from_the_end() -> None:

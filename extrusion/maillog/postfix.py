@@ -210,7 +210,7 @@ def _session_reject(rest: str, qid: str) -> Result:
     if kind in ("milter-hold", "hold", "milter-discard", "discard"):
         if not qid:
             return ()
-        return (Held(qid, kind, text or head),)
+        return (Held(qid, kind, text or head, name, addr, recipient, envelope_from, helo),)
     code = code or ""
     dsn = dsn or ""
     if not dsn and code:

@@ -98,6 +98,13 @@ class Held:
     queue_id: str
     kind: str
     reason: str = ""
+    # From the `hold:`/`milter-hold:` line itself (empty for postsuper's): a message held
+    # on arrival never reaches qmgr, so this is all the log says about its envelope.
+    client_name: str = ""
+    client_addr: str = ""
+    recipient: str = ""
+    envelope_from: str = ""
+    helo: str = ""
 
 
 @dataclass(frozen=True, slots=True)

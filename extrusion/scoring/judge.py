@@ -179,6 +179,11 @@ class Judge:
         """Decide whether a possible list post is one, once enough is known (or `final`)."""
         if info.list_like is not None:
             return
+        if final and not info.attempted:
+            # No outcome ever seen here (the milter's process never sees any): whether it
+            # was a list is for the process that follows the log to say, once, not here.
+            info.list_like = False
+            return
         n = max(info.rcpt_count, len(info.attempted), 1)  # aliases may add recipients
         failed = len(info.failed)
         if failed / n > self.list_share:

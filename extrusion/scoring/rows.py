@@ -129,10 +129,52 @@ def merge_sender(
         pinned=pinned,
         pinned_by=pinned_by,
         pinned_reason=pinned_reason,
-        findings=row.findings if delta.findings is None else delta.findings,
+        findings=row.findings if delta.findings is None
+        else merge_findings(row.findings, delta.findings, replace=delta.reset_score),
         version=row.version + 1,
         changed_at=changed_at,
     )
+
+
+def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
+                   replace: bool = False) -> dict[str, Any]:
+    """The stored findings after one process wrote its own, merged per finding name.
+
+    Processes sharing a store find different things about one sender (the milter
+    its HELOs, the log feed its failures): each writes what it knows, and none may
+    wipe out the others'. For a name both know, the entry noted last wins (a copy
+    adopted from the store and written back later is older than the original's
+    next update). Findings noted before an operator's release (the `released`
+    entry) are stale news from a process that had not heard of it yet. `replace`:
+    the writer released the sender itself, so its findings are all there is.
+    """
+    if replace or not stored:
+        return mine
+    merged = dict(stored)
+    released = merged.get(_RELEASED)
+    since = float(released.get("time", 0.0)) if isinstance(released, dict) else None
+    for name, entry in mine.items():
+        if not isinstance(entry, dict):
+            merged[name] = entry
+            continue
+        if since is not None and name != _RELEASED and _noted(entry)[0] < since:
+            continue
+        old = merged.get(name)
+        if not isinstance(old, dict) or _noted(entry) >= _noted(old):
+            merged[name] = entry
+    return merged
+
+
+_RELEASED = "released"  # memory.RELEASED (memory imports this module)
+
+
+def _noted(entry: dict[str, Any]) -> tuple[float, float]:
+    """When a finding was last noted (a release: when it happened), then how often."""
+    try:
+        return (float(entry.get("last", entry.get("time", 0.0)) or 0.0),
+                float(entry.get("count", 0) or 0))
+    except (TypeError, ValueError):
+        return (0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,7 +81,9 @@ messages = Table(
     Column("list_like", Boolean, nullable=False, default=False),
     Column("list_id", String(ADDR_LEN), nullable=False, default=""),
 )
-Index("ix_messages_queue", messages.c.mta, messages.c.queue_id)
+# One row per message: the milter and the log feed both report it, and the store
+# merges the two (see store.py, _MESSAGE_MERGE).
+Index("ix_messages_queue", messages.c.mta, messages.c.queue_id, unique=True)
 Index("ix_messages_sender_time", messages.c.sender, messages.c.time)
 
 # One row per recipient at submission (status "queued") and one per outcome seen.

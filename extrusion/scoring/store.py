@@ -235,6 +235,8 @@ class Store:
             f'INSERT INTO {table.name} ({", ".join(_q(c) for c in cols)}) '
             f'VALUES ({", ".join("?" for _ in cols)})'
         )
+        if table is schema.messages:
+            template += _MESSAGE_MERGE
         get = operator.itemgetter(*cols)
         try:
             params = [get(r) for r in rows]  # the engine's rows carry every column
@@ -636,9 +638,47 @@ _RECIPIENT_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Postfix reuses a short queue id once its message left the queue, which happens
+# within maximal_queue_lifetime (5 days): rows further apart are different messages.
+QUEUE_ID_REUSE_SECONDS = 6 * 86400.0
+
+
+def _message_merge() -> str:
+    """ON CONFLICT clause that makes a second report of a message (the milter's and the
+    log feed's, from two processes) one row: each column keeps the richer value — a
+    HELO, a client name, header flags only the milter sees; the most recipients; the
+    earliest time. A row older than a queue id can live is replaced instead."""
+    old, new = "messages.", "excluded."
+
+    def text(c: str) -> str:
+        return f"CASE WHEN {old}{c} = '' THEN {new}{c} ELSE {old}{c} END"
+
+    def most(c: str) -> str:
+        return f"CASE WHEN {new}{c} > {old}{c} THEN {new}{c} ELSE {old}{c} END"
+
+    merged = {
+        "time": f"CASE WHEN {new}time < {old}time THEN {new}time ELSE {old}time END",
+        # A log says `unknown` where the milter may know the name.
+        "client_name": f"CASE WHEN {old}client_name IN ('', 'unknown') "
+                       f"AND {new}client_name <> '' THEN {new}client_name "
+                       f"ELSE {old}client_name END",
+        **{c: text(c) for c in ("sender", "envelope_from", "helo", "client_addr",
+                                "message_id", "list_id")},
+        **{c: most(c) for c in ("size", "rcpt_count")},
+        **{c: f"{old}{c} OR {new}{c}" for c in ("null_sender", "auto_reply", "list_like")},
+    }
+    reused = f"{new}time - {old}time > {QUEUE_ID_REUSE_SECONDS}"
+    sets = ", ".join(
+        f"{_q(c)} = CASE WHEN {reused} THEN {new}{_q(c)} ELSE {merged[c]} END"
+        for c in MESSAGE_COLUMNS if c not in ("mta", "queue_id")
+    )
+    return f" ON CONFLICT (mta, queue_id) DO UPDATE SET {sets}"
+
+
+_MESSAGE_MERGE = _message_merge()
 _MESSAGE_ROWS = (
     f"INSERT INTO messages ({', '.join(_q(c) for c in MESSAGE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in MESSAGE_COLUMNS)})"
+    f"VALUES ({', '.join('?' for _ in MESSAGE_COLUMNS)})" + _MESSAGE_MERGE
 )
 _RECIPIENT_ROWS = (
     f"INSERT INTO recipients ({', '.join(_q(c) for c in RECIPIENT_COLUMNS)}) "
