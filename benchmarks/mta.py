@@ -66,15 +66,17 @@ HUGE_LIMIT = 100_000_000
 
 # pymilter with nothing of extrusion: the callbacks and replies extrusion's
 # milter negotiates (see extrusion/milter/adapter.py), each answering CONTINUE
-# at once, and the same libmilter flags. What "noop" costs is pymilter's and
+# at once, the same macro requests and the same libmilter flags. What "noop" costs is pymilter's and
 # libmilter's share of the milter's price; the rest is extrusion's own.
 NOOP_MILTER = """
 import sys, Milter, milter
 class Noop(Milter.Base):
     @Milter.noreply
+    @Milter.symlist("{client_addr}")
     def connect(self, hostname, family, hostaddr): return Milter.CONTINUE
     @Milter.noreply
     def hello(self, name): return Milter.CONTINUE
+    @Milter.symlist("{auth_authen}", "i", "s")
     def envfrom(self, f, *params): return Milter.CONTINUE
     def envrcpt(self, to, *params): return Milter.CONTINUE
     def data(self): return Milter.CONTINUE
@@ -82,7 +84,11 @@ class Noop(Milter.Base):
     def header(self, name, value): return Milter.CONTINUE
     @Milter.noreply
     def body(self, chunk): return Milter.CONTINUE
+    @Milter.symlist("i")
     def eom(self): return Milter.CONTINUE
+    def setsymlist(self, stage, *macros):
+        # pymilter 1.0.5's own hands its C module bytes (negotiation would fail)
+        return self._ctx.setsymlist(stage, " ".join(macros))
 Milter.factory = Noop
 milter.set_flags(milter.ADDHDRS | milter.CHGHDRS | milter.QUARANTINE | milter.SETSYMLIST)
 Milter.runmilter("noop", sys.argv[1], 30)

@@ -51,6 +51,11 @@ log = logging.getLogger("extrusion.milter")
 CONTINUE: int = Milter.CONTINUE
 TEMPFAIL: int = Milter.TEMPFAIL
 REJECT: int = Milter.REJECT
+NOREPLY: int = Milter.NOREPLY
+P_NR_HDR: int = Milter.P_NR_HDR
+P_NR_BODY: int = Milter.P_NR_BODY
+# The UTF-8 decoding pymilter applies to envelope and header values (its default).
+DECODE_ERRORS = "surrogateescape"
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,11 @@ def fallback_sender_key(client_addr: str, sasl_user: str) -> str:
 
 def normal_address(addr: str) -> str:
     """Canonical text of an IP address; an IPv4-mapped IPv6 address as plain IPv4."""
+    if ":" not in addr:
+        # Not IPv6: an IPv4 address the parser accepts (four decimal octets, no
+        # leading zeros) is already in canonical form, and anything else is kept
+        # as it is; parsing would cost more than the rest of the connect callback.
+        return addr
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
@@ -186,6 +196,19 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         msg = s.start_message(sender, envelope_from, queue_id)
         return self._refuse_or_continue(decision, msg, Stage.MAIL)
 
+    def envfrom_bytes(self, mailfrom: bytes, *params: bytes) -> int:
+        """pymilter's entry for MAIL: the address decoded as pymilter decodes it.
+
+        pymilter's own version also decodes every ESMTP parameter, which
+        `envfrom` does not read.
+        """
+        rc: int = self.envfrom(_decoded(mailfrom))
+        return rc
+
+    def envrcpt_bytes(self, rcpt: bytes, *params: bytes) -> int:
+        """pymilter's entry for RCPT, like `envfrom_bytes`."""
+        return self.envrcpt(_decoded(rcpt))
+
     def envrcpt(self, rcpt: str, *params: str) -> int:
         try:
             return self._envrcpt(rcpt)
@@ -223,12 +246,25 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
 
     @Milter.noreply  # type: ignore[untyped-decorator]
     def header(self, name: str, value: str) -> int:
+        self._header(name, value)
+        return CONTINUE
+
+    def header_bytes(self, name: str, value: bytes | str) -> int:
+        """pymilter's entry for each header: its C layer hands over the value as bytes.
+
+        Decodes as pymilter's own version does and answers as `@Milter.noreply`
+        would, without that version's per-call attribute lookups and wrapper
+        (there are several headers in every message).
+        """
+        self._header(name, _decoded(value))
+        return NOREPLY if self._protocol & P_NR_HDR else CONTINUE
+
+    def _header(self, name: str, value: str) -> None:
         try:
-            if self.session.message is not None:
-                self.session.message.add_header(name, value)
+            if (msg := self.session.message) is not None:
+                msg.add_header(name, value)
         except Exception:
             log.exception("header callback failed")
-        return CONTINUE
 
     @Milter.noreply  # type: ignore[untyped-decorator]
     def body(self, chunk: bytes) -> int:
@@ -296,6 +332,27 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
 
     # --- negotiation ------------------------------------------------------------------------
 
+    def negotiate(self, opts: list[int]) -> int:
+        """pymilter's negotiation, with the macro lists worked out once per class.
+
+        Base.negotiate looks up every callback that may carry a macro list and
+        joins the lists again for every SMTP connection; the outcome is the same.
+        """
+        try:
+            self._actions, protocol, _f1, _f2 = opts
+            requests = _macro_requests(type(self))
+            if requests and not self._actions & Milter.SETSYMLIST:
+                raise Milter.DisabledAction("SETSYMLIST")
+            for stage, names in requests:
+                self._ctx.setsymlist(stage, names)
+            opts[1] = self._protocol = protocol & ~self.protocol_mask()
+            opts[2] = 0
+            opts[3] = 0
+        except Exception:
+            # As pymilter does: if negotiation fails, change nothing.
+            return int(Milter.ALL_OPTS)
+        return CONTINUE
+
     def setsymlist(self, stage: int, *macros: str) -> Any:
         """Ask the MTA for these macros at `stage`.
 
@@ -305,10 +362,7 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         """
         if not self._actions & Milter.SETSYMLIST:
             raise Milter.DisabledAction("SETSYMLIST")
-        names = [n for m in macros for n in m.split()]
-        if len(names) > c.MAX_MACROS_PER_STAGE:
-            raise ValueError(f"at most {c.MAX_MACROS_PER_STAGE} macros per stage")
-        return self._ctx.setsymlist(stage, " ".join(names))
+        return self._ctx.setsymlist(stage, _macro_list(macros))
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -367,3 +421,34 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         log.info("decision sender=%s queue_id=%s stage=%s action=%s state=%s reason=%s",
                  msg.sender, msg.queue_id or "-", stage.value, decision.action.value,
                  decision.state.value, clean(decision.reason, 500) or "-")
+
+
+def _macro_list(macros: tuple[str, ...]) -> str:
+    """One stage's macro names as libmilter wants them: one string, space-separated."""
+    names = [n for m in macros for n in m.split()]
+    if len(names) > c.MAX_MACROS_PER_STAGE:
+        raise ValueError(f"at most {c.MAX_MACROS_PER_STAGE} macros per stage")
+    return " ".join(names)
+
+
+_REQUESTS: dict[type, tuple[tuple[int, str], ...]] = {}
+
+
+def _macro_requests(cls: type) -> tuple[tuple[int, str], ...]:
+    """(stage, macro list) for every callback of `cls` marked with @Milter.symlist."""
+    try:
+        return _REQUESTS[cls]
+    except KeyError:
+        pass
+    found = []
+    for name, stage in Milter.MACRO_CALLBACKS.items():
+        macros = getattr(getattr(cls, name), "_symlist", None)
+        if macros is not None:
+            found.append((stage, _macro_list(tuple(macros))))
+    requests = _REQUESTS[cls] = tuple(found)
+    return requests
+
+
+def _decoded(value: bytes | str) -> str:
+    """A value from pymilter's C layer as pymilter's Base decodes it (never raises)."""
+    return value.decode("utf-8", DECODE_ERRORS) if isinstance(value, bytes) else value

@@ -131,7 +131,10 @@ class EngineGuard:
             self.burst.failed(what, reason)
             raise EngineFailure(reason)
         try:
-            delivered = all([self._deliver(event) for event in events])
+            delivered = True
+            for event in events:  # every one, even after a failure
+                if not self._deliver(event):
+                    delivered = False
             result = fn()
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
@@ -140,7 +143,8 @@ class EngineGuard:
         finally:
             with self._lock:
                 del self._calls[call_id]
-                self._late.discard(call_id)
+                if self._late:
+                    self._late.discard(call_id)
         if delivered:
             self.burst.succeeded()
         return result
@@ -148,7 +152,7 @@ class EngineGuard:
     def record(self, event: Event) -> None:
         """Hand an event to the engine; keep it for later if the engine cannot take it now."""
         with contextlib.suppress(EngineFailure):  # kept, and said once for the burst
-            self.call(_what(event), lambda: None, (event,))
+            self.call(_what(event), _nothing, (event,))
 
     def _deliver(self, event: Event) -> bool:
         try:
@@ -232,6 +236,10 @@ class EngineGuard:
         self.replay_backlog()
         self.backlog.save()
         self._direct("close", self.engine.close)
+
+
+def _nothing() -> None:
+    """The decision-less call that carries `record`'s event."""
 
 
 def _what(event: Event) -> str:
