@@ -63,6 +63,7 @@ RECIPIENTS_PER_MESSAGE = 2
 # Limits far above what a run sends, so every message takes the full path
 # (engine asked, counted) and none is throttled.
 HUGE_LIMIT = 100_000_000
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # pymilter with nothing of extrusion: the callbacks and replies extrusion's
 # milter negotiates (see extrusion/milter/adapter.py), each answering CONTINUE
@@ -109,6 +110,7 @@ class Run:
     e2e_s: float
     sent: int
     warnings: int = 0
+    milter_cpu_s: float = 0.0  # CPU time of the milter process during the run
     example: str = ""
 
     @property
@@ -171,7 +173,7 @@ def queued(pf: PostfixInstance) -> int:
 
 
 @contextmanager
-def noop_milter(spec: str, address: tuple[int, object]) -> Iterator[None]:
+def noop_milter(spec: str, address: tuple[int, object]) -> Iterator[int]:
     """The no-op pymilter milter on `spec`, until the block ends."""
     proc = subprocess.Popen([sys.executable, "-c", NOOP_MILTER, spec],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -181,7 +183,7 @@ def noop_milter(spec: str, address: tuple[int, object]) -> Iterator[None]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the no-op milter did not start")
             time.sleep(0.05)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -222,8 +224,18 @@ def smtp_sink(port: int) -> Iterator[None]:
             sink.wait()
 
 
-def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int) -> Run:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 without one)."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
+            milter_pid: int = 0) -> Run:
     log_start = pf.maillog.stat().st_size
+    cpu0 = cpu_seconds(milter_pid)
     t0 = time.perf_counter()
     subprocess.run(
         ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(MESSAGE_BYTES),
@@ -236,13 +248,14 @@ def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int) -> R
     while queued(pf) and time.perf_counter() < deadline:
         time.sleep(0.02)
     t_end = time.perf_counter()
+    milter_cpu = cpu_seconds(milter_pid) - cpu0
     with pf.maillog.open("rb") as f:
         f.seek(log_start)
         segment = f.read()
     bad = [line for line in segment.splitlines()
            if b"warning:" in line and any(s in line for s in FAIL_OPEN_SIGNS)]
     return Run(config, messages, t_in - t0, t_end - t0, segment.count(b"status=sent"),
-               len(bad), bad[0].decode(errors="replace") if bad else "")
+               len(bad), bad[0].decode(errors="replace") if bad else "", milter_cpu)
 
 
 def bench_settings(milter_socket: str = "") -> dict[str, object]:
@@ -296,9 +309,10 @@ def main(argv: list[str] | None = None) -> int:
                 for config in configs:
                     rewire(pf, wiring(pf, config, milter_addr))
                     with ExitStack() as stack:
+                        milter_pid = 0
                         if config == "noop":
                             spec = milter_addr or f"inet:{pf.milter_port}@127.0.0.1"
-                            stack.enter_context(noop_milter(
+                            milter_pid = stack.enter_context(noop_milter(
                                 spec, (socket.AF_UNIX, str(unix_path)) if unix
                                 else (socket.AF_INET, ("127.0.0.1", pf.milter_port))))
                             if unix:
@@ -308,10 +322,13 @@ def main(argv: list[str] | None = None) -> int:
                             d.start(*daemons_for(config))
                             if unix and "milter" in daemons_for(config):
                                 open_unix_socket(unix_path)
-                        run = one_run(pf, config, args.messages, args.sessions)
+                            if "milter" in d.procs:
+                                milter_pid = d.procs["milter"].popen.pid
+                        run = one_run(pf, config, args.messages, args.sessions, milter_pid)
                     runs.append(run)
                     print(f"round {rnd + 1} {config:8s} ingress {run.ingress_rate:7.1f} msg/s  "
                           f"end-to-end {run.e2e_rate:7.1f} msg/s  sent {run.sent}  "
+                          f"milter CPU {1000 * run.milter_cpu_s / run.messages:.2f} ms/msg  "
                           f"milter/policy warnings {run.warnings}", flush=True)
                     if run.warnings or run.sent != args.messages * RECIPIENTS_PER_MESSAGE:
                         print(f"benchmarks/mta.py: run {config} is invalid (Postfix failed "
@@ -344,6 +361,11 @@ def report(runs: list[Run], configs: list[str], args: argparse.Namespace) -> Non
             return 1000 / med_in[c] - 1000 / med_in["bare"]
         print(f"added ingress time per message: no-op pymilter {extra('noop'):+.2f} ms, "
               f"extrusion milter {extra('milter'):+.2f} ms")
+    for c in configs:
+        cpu = [1000 * r.milter_cpu_s / r.messages for r in runs if r.config == c]
+        if any(cpu):
+            print(f"milter process CPU per message, {c}: {statistics.median(cpu):.3f} ms "
+                  f"(median; rounds {', '.join(f'{x:.3f}' for x in cpu)})")
 
 
 if __name__ == "__main__":
