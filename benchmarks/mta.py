@@ -110,8 +110,8 @@ class Run:
     e2e_s: float
     sent: int
     warnings: int = 0
-    milter_cpu_s: float = 0.0  # CPU time of the milter process during the run
     example: str = ""
+    milter_cpu_s: float = 0.0  # CPU time of the milter process during the run
 
     @property
     def ingress_rate(self) -> float:
@@ -255,7 +255,8 @@ def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
     bad = [line for line in segment.splitlines()
            if b"warning:" in line and any(s in line for s in FAIL_OPEN_SIGNS)]
     return Run(config, messages, t_in - t0, t_end - t0, segment.count(b"status=sent"),
-               len(bad), bad[0].decode(errors="replace") if bad else "", milter_cpu)
+               len(bad), bad[0].decode(errors="replace") if bad else "",
+               milter_cpu_s=milter_cpu)
 
 
 def bench_settings(milter_socket: str = "") -> dict[str, object]:
