@@ -79,3 +79,13 @@ def test_dict_rows_are_written_before_tuple_rows(tmp_path: Path) -> None:
         (msg,) = store.messages(SENDER)
     assert [r.recipient for r in msg.recipients] == ["first@x.example", "a@x.example",
                                                      "a@x.example"]
+
+
+def test_sender_columns_are_in_sender_row_field_order() -> None:
+    from dataclasses import fields
+
+    from extrusion.scoring.rows import SenderRow
+    from extrusion.scoring.store import _SENDER_COLUMNS, _SENDER_FIELDS
+
+    assert [_SENDER_FIELDS[c.name] for c in _SENDER_COLUMNS] == [
+        f.name for f in fields(SenderRow)]

@@ -37,6 +37,7 @@ from extrusion.scoring.tracker import MessageInfo
 # mail client says a dotless HELO every hour stays in `watch`, never beyond.
 HELO_MEMORY_HALF_LIVES = 4.0
 HELO_CACHE = 16384  # distinct (HELO, client, MAIL FROM domain) verdicts remembered
+TAIL_CACHE = 4096  # recipient domains whose last two labels are remembered
 
 FAILURE_KINDS = {
     OutcomeClass.SPAM_POLICY: "spam_rejections",
@@ -74,7 +75,13 @@ def judge_helos(
 
 
 def _tail(address: str) -> str:
-    domain = address.rpartition("@")[2].lower().rstrip(".>")
+    return _domain_tail(address.rpartition("@")[2])
+
+
+@functools.lru_cache(maxsize=TAIL_CACHE)
+def _domain_tail(domain: str) -> str:
+    """The last two labels of a domain; cached, as recipients' domains repeat all day."""
+    domain = domain.lower().rstrip(".>")
     return ".".join(domain.rsplit(".", 2)[-2:])
 
 
