@@ -399,3 +399,29 @@ def test_a_row_without_a_required_column_is_a_clear_error_and_writes_nothing(
     with pytest.raises(StoreError, match="messages row without 'queue_id'"):
         store.write_batch(b, HL)
     assert store.messages(ALICE) == []  # the transaction was rolled back: nothing half-written
+
+
+def test_a_new_sqlite_file_locked_by_another_process_still_ends_in_wal(tmp_path: Path) -> None:
+    # Another process holds the fresh file exclusively for a moment (as a second
+    # extrusion process creating the same store would): opening waits, then
+    # switches the file to WAL so the milter and the policy daemon can share it.
+    import sqlite3
+    import threading
+
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE squatter (x)")
+    release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        with Store(f"sqlite:///{path}", busy_timeout_ms=10_000) as s:
+            assert s.revision() == Store.head_revision()
+    finally:
+        release.join()
+        holder.close()
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        check.close()
