@@ -53,6 +53,7 @@ _PG_MIGRATION_LOCK = 0x65787472  # "extr": serialises concurrent `upgrade()`s
 _DEADLOCK_RETRIES = 5
 PG_CONNECT_TIMEOUT = 5  # seconds
 THROWAWAY_CACHE_KIB = 64 * 1024  # SQLite page cache of a non-durable store
+CREATE_RETRY_SECONDS = 0.05  # between attempts while another process creates the store
 
 
 class StoreError(Exception):
@@ -79,7 +80,7 @@ class Store:
         self._statements: dict[tuple[str, str], str] = {}
         try:
             if create:
-                self.upgrade()
+                self._create(busy_timeout_ms)
         except BaseException:
             self._engine.dispose()
             raise
@@ -94,6 +95,25 @@ class Store:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    def _create(self, busy_timeout_ms: int) -> None:
+        """Bring the schema up to date, waiting out another process creating it too.
+
+        Two processes opening a new SQLite file at once race to switch it to WAL
+        and to migrate it; SQLite can answer the loser "database is locked" at
+        once instead of calling the busy handler. Seen under load in CI.
+        """
+        deadline = time.monotonic() + busy_timeout_ms / 1000.0
+        while True:
+            try:
+                self.upgrade()
+                return
+            except StoreUnavailable as e:
+                if (self.dialect != "sqlite" or "locked" not in str(e)
+                        or time.monotonic() > deadline):
+                    raise
+                self._engine.dispose()  # a connection half set up must not be reused
+                time.sleep(CREATE_RETRY_SECONDS)
 
     def upgrade(self) -> str:
         """Apply pending migrations; returns the schema revision now in place."""
