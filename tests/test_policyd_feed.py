@@ -51,18 +51,9 @@ class FeedCase(ServerCase):
                             token=None)
         return json.loads(raw) if code == 200 else None
 
-    @defer.inlineCallbacks
-    def until(self, what: str, probe: Any, timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = yield self.in_thread(probe)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                feed = getattr(self.svc.feed, "feed", None)
-                self.fail(f"timed out waiting for {what}; feed "
-                          f"{feed.stats if feed is not None else None}")
-            yield self.in_thread(time.sleep, 0.2)
+    def diagnostics(self) -> str:
+        feed = getattr(self.svc.feed, "feed", None)
+        return f"; feed {feed.stats if feed is not None else None}"
 
 
 class PostfixOutbreak(FeedCase):

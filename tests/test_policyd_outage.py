@@ -107,15 +107,8 @@ class OutageCase(ServerCase):
         return cfg
 
     @defer.inlineCallbacks
-    def until(self, what: str, probe: Any, timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = yield self.in_thread(probe)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                self.fail(f"timed out waiting for {what}")
-            yield self.in_thread(time.sleep, 0.1)
+    def until(self, what: str, probe: Any, timeout: float = 20.0, every: float = 0.1) -> Any:
+        return (yield super().until(what, probe, timeout, every))
 
     def health(self) -> tuple[int, bytes]:
         assert self.svc.api_listener is not None

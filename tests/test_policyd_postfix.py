@@ -69,19 +69,10 @@ class QueuedMailTests(ServerCase):
         code, _, raw = http(self.svc.api_listener.tcp_port, method, path, body, token=None)
         return code, json.loads(raw)
 
-    @defer.inlineCallbacks
-    def until(self, what: str, probe: Any, timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = yield self.in_thread(probe)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                feed = getattr(self.svc.feed, "feed", None)
-                self.fail(f"timed out waiting for {what}; feed: "
-                          f"{feed.stats if feed is not None else None}; queue: "
-                          f"{self.postfix.queue()}")
-            yield self.in_thread(time.sleep, 0.2)
+    def diagnostics(self) -> str:
+        feed = getattr(self.svc.feed, "feed", None)
+        return (f"; feed: {feed.stats if feed is not None else None}; "
+                f"queue: {self.postfix.queue()}")
 
     @defer.inlineCallbacks
     def test_hold_puts_queued_mail_on_hold_and_release_releases_it(self) -> Any:

@@ -137,6 +137,22 @@ class ServerCase(unittest.TestCase):
     def in_thread(self, fn: Any, *args: Any, **kw: Any) -> defer.Deferred[Any]:
         return threads.deferToThread(fn, *args, **kw)
 
+    @defer.inlineCallbacks
+    def until(self, what: str, probe: Any, timeout: float = 30.0, every: float = 0.2) -> Any:
+        """Poll `probe` in a thread until it returns something true; fail after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = yield self.in_thread(probe)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {what}{self.diagnostics()}")
+            yield self.in_thread(time.sleep, every)
+
+    def diagnostics(self) -> str:
+        """What a timed-out wait should show besides its name."""
+        return ""
+
     def operate(self, sender: str, verb: OperatorVerb) -> None:
         self.engine.operator(OperatorAction(time.time(), sender, verb, "noc", "test"))
 
