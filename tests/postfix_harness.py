@@ -311,8 +311,29 @@ class LoggedOutcome:
     reply: str
 
 
+class LoggedMta:
+    """What every MTA under test offers: SMTP on `smtpd_port`, its log at `root/maillog`."""
+
+    root: Path
+    smtpd_port: int
+
+    @property
+    def maillog(self) -> Path:
+        return self.root / "maillog"
+
+    def send(self, mail_from: str, rcpts: Sequence[str], **kwargs: Any) -> SendResult:
+        """One message over SMTP as a customer at `source` (any 127.x address) would send it."""
+        return send_mail(self.smtpd_port, mail_from, rcpts, **kwargs)
+
+    def log_text(self) -> str:
+        try:
+            return self.maillog.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
 @dataclass
-class PostfixInstance:
+class PostfixInstance(LoggedMta):
     """A private Postfix: `start()`, use, `stop()`. All paths live under `root`."""
 
     root: Path
@@ -335,10 +356,6 @@ class PostfixInstance:
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
-
-    @property
-    def maillog(self) -> Path:
-        return self.root / "maillog"
 
     @property
     def milter_address(self) -> str:
@@ -475,19 +492,7 @@ class PostfixInstance:
     def delete(self, queue_id: str = "ALL") -> None:
         self._run(["postsuper", "-c", str(self.config_dir), "-d", queue_id])
 
-    # --- sending ---
-
-    def send(self, mail_from: str, rcpts: Sequence[str], **kwargs: Any) -> SendResult:
-        """One message over SMTP as a customer at `source` (any 127.x address) would send it."""
-        return send_mail(self.smtpd_port, mail_from, rcpts, **kwargs)
-
-    # --- reading the log ---
-
-    def log_text(self) -> str:
-        try:
-            return self.maillog.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+    # --- reading the log (sending and log_text: LoggedMta) ---
 
     def outcomes(self, queue_id: str) -> list[LoggedOutcome]:
         found = []

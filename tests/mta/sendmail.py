@@ -28,12 +28,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.postfix_harness import REPO, SBIN_PATH, SendResult, send_mail
+from tests.postfix_harness import REPO, SBIN_PATH, LoggedMta
 
 CACHE = REPO / "build" / "sendmail"
 PACKAGES = ("sendmail-bin", "sendmail-cf")
@@ -140,7 +140,7 @@ class SendmailOutcome:
 
 
 @dataclass
-class SendmailInstance:
+class SendmailInstance(LoggedMta):
     """One Sendmail daemon: `start()`, `send()`, `queue()`, `stop()`."""
 
     root: Path
@@ -153,10 +153,6 @@ class SendmailInstance:
     _log_thread: threading.Thread | None = None
     _log_file: Any = None
     _stop_logging: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def maillog(self) -> Path:
-        return self.root / "maillog"
 
     @property
     def queue_dir(self) -> Path:
@@ -281,16 +277,7 @@ class SendmailInstance:
             self._log_file.close()
             self._log_file = None
 
-    # --- use ---
-
-    def send(self, mail_from: str, rcpts: Sequence[str], **kwargs: Any) -> SendResult:
-        return send_mail(self.smtpd_port, mail_from, rcpts, **kwargs)
-
-    def log_text(self) -> str:
-        try:
-            return self.maillog.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+    # --- use (sending and log_text: LoggedMta) ---
 
     def outcomes(self, queue_id: str) -> list[SendmailOutcome]:
         out = []
