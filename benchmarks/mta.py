@@ -9,21 +9,33 @@ the log feed following Postfix's log. The configurations are interleaved over
 several rounds and the median is reported, because a shared 2-core machine is
 noisy; the ratios to bare Postfix are the figures that matter.
 
-"noop" is a pymilter milter that does nothing (the callbacks extrusion's
-milter negotiates, each answering CONTINUE): pymilter's and libmilter's own
-share of the milter's price, beside extrusion's.
+Reference configurations show what the wiring itself costs, whatever does
+the work behind it:
+
+- "noop": a pymilter milter that does nothing (the callbacks extrusion's
+  milter negotiates, each answering CONTINUE): pymilter's and libmilter's own
+  share of the milter's price, beside extrusion's;
+- "attach": a pymilter milter that accepts every connection at connect, so
+  Postfix sends it nothing more: the least any milter attached to every SMTP
+  session can cost;
+- with --reference, the same floors in C, built from benchmarks/reference/
+  with cc and libmilter: "c-noop" (the no-op milter), "c-attach", "c-policy"
+  (a policy server that answers DUNNO at once) and "c-both" (c-noop and
+  c-policy together, the floor of "both").
 
 Two rates per run: "ingress" (smtp-source's wall time: what customers see,
 where the milter and policy answers are paid) and "end to end" (until the
 queue is empty and every message was logged as sent).
 
     .venv/bin/python benchmarks/mta.py [--messages 2000] [--sessions 10] [--rounds 3]
-                                       [--milter-socket inet|unix]
+                                       [--milter-socket inet|unix] [--reference]
+                                       [--configs bare,attach,...]
 
 Every run checks Postfix's log: a run in which Postfix could not reach the
 milter or the policy service (and so failed open) is rejected, not reported.
 
-Needs root and the Debian package postfix (smtp-source, smtp-sink).
+Needs root and the Debian package postfix (smtp-source, smtp-sink); --reference
+also needs cc and libmilter-dev.
 """
 
 from __future__ import annotations
@@ -54,7 +66,33 @@ from tests.postfix_harness import (  # noqa: E402
     running_instance,
 )
 
-CONFIGS = ("bare", "noop", "milter", "policyd", "both")
+# (socket family, address) of a server to probe
+Address = tuple[int, str | tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What one configuration attaches to Postfix: which milter and which policy service."""
+
+    milter: str = ""  # "", "extrusion", or a reference milter (REFERENCE_MILTERS)
+    policy: str = ""  # "", "extrusion", or "c-dunno"
+
+
+SETUPS = {
+    "bare": Setup(),
+    "attach": Setup(milter="py-attach"),
+    "noop": Setup(milter="py-noop"),
+    "milter": Setup(milter="extrusion"),
+    "policyd": Setup(policy="extrusion"),
+    "both": Setup(milter="extrusion", policy="extrusion"),
+    "c-attach": Setup(milter="c-attach"),
+    "c-noop": Setup(milter="c-noop"),
+    "c-policy": Setup(policy="c-dunno"),
+    "c-both": Setup(milter="c-noop", policy="c-dunno"),
+}
+CONFIGS = ("bare", "attach", "noop", "milter", "policyd", "both")
+REFERENCE_CONFIGS = ("c-attach", "c-noop", "c-policy", "c-both")
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 QUEUE_SUBDIRS = ("incoming", "active", "deferred", "maildrop")
 DRAIN_TIMEOUT = 300.0
 STALE_SMTPD_TIMEOUT = 30.0
@@ -95,6 +133,17 @@ milter.set_flags(milter.ADDHDRS | milter.CHGHDRS | milter.QUARANTINE | milter.SE
 Milter.runmilter("noop", sys.argv[1], 30)
 """
 
+# pymilter accepting every SMTP connection at connect: Postfix opens the milter
+# connection, negotiates, sends the connect event, gets ACCEPT and sends nothing
+# more for that session.
+ATTACH_MILTER = """
+import sys, Milter
+class Attach(Milter.Base):
+    def connect(self, hostname, family, hostaddr): return Milter.ACCEPT
+Milter.factory = Attach
+Milter.runmilter("attach", sys.argv[1], 30)
+"""
+
 
 # Lines Postfix logs when it cannot reach extrusion and fails open: a run with
 # any of them did not measure what it claims.
@@ -126,10 +175,10 @@ def wiring(pf: PostfixInstance, config: str, milter: str = "") -> dict[str, str]
     """main.cf settings of a configuration: the shipped snippet's lines, or empty."""
     policy = (f"check_policy_service {{ {pf.policy_address}, timeout=10s, try_limit=1, "
               f"default_action=DUNNO }}")
-    use_milter = config in ("noop", "milter", "both")
-    use_policy = config in ("policyd", "both")
+    setup = SETUPS[config]
+    use_policy = bool(setup.policy)
     return {
-        "smtpd_milters": (milter or pf.milter_address) if use_milter else "",
+        "smtpd_milters": (milter or pf.milter_address) if setup.milter else "",
         "smtpd_recipient_restrictions": policy if use_policy else "",
         "smtpd_end_of_data_restrictions": policy if use_policy else "",
     }
@@ -160,8 +209,36 @@ def rewire(pf: PostfixInstance, settings: dict[str, str]) -> None:
 
 
 def daemons_for(config: str) -> tuple[str, ...]:
-    return {"bare": (), "noop": (), "milter": ("milter",), "policyd": ("policyd",),
-            "both": ("milter", "policyd")}[config]
+    """The extrusion daemons a configuration runs."""
+    setup = SETUPS[config]
+    return tuple(name for name, part in (("milter", setup.milter), ("policyd", setup.policy))
+                 if part == "extrusion")
+
+
+def build_references(work: Path) -> dict[str, Path]:
+    """Compile the C reference programs into `work`; their paths by name."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("--reference needs a C compiler (cc)")
+    built = {}
+    for name, libs in (("noop_milter", ["-lmilter", "-lpthread"]),
+                       ("dunno_policy", ["-lpthread"])):
+        out = work / name
+        done = subprocess.run([cc, "-O2", "-o", str(out), str(REFERENCE_DIR / f"{name}.c"), *libs],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"cannot build {name}.c (libmilter-dev installed?):\n{done.stderr}")
+        built[name] = out
+    return built
+
+
+def reference_milter_command(kind: str, spec: str, built: dict[str, Path]) -> list[str]:
+    """The command line of a reference milter listening on `spec`."""
+    if kind == "py-noop":
+        return [sys.executable, "-c", NOOP_MILTER, spec]
+    if kind == "py-attach":
+        return [sys.executable, "-c", ATTACH_MILTER, spec]
+    return [str(built["noop_milter"]), spec, {"c-attach": "accept", "c-noop": "noop"}[kind]]
 
 
 def queued(pf: PostfixInstance) -> int:
@@ -173,15 +250,14 @@ def queued(pf: PostfixInstance) -> int:
 
 
 @contextmanager
-def noop_milter(spec: str, address: tuple[int, object]) -> Iterator[int]:
-    """The no-op pymilter milter on `spec`, until the block ends."""
-    proc = subprocess.Popen([sys.executable, "-c", NOOP_MILTER, spec],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def reference_server(command: list[str], address: Address) -> Iterator[int]:
+    """A reference milter or policy server, once it accepts connections, until the block ends."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while not accepts(address):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the no-op milter did not start")
+                raise RuntimeError(f"{command[0]} did not start")
             time.sleep(0.05)
         yield proc.pid
     finally:
@@ -193,7 +269,7 @@ def noop_milter(spec: str, address: tuple[int, object]) -> Iterator[int]:
             proc.wait()
 
 
-def accepts(address: tuple[int, object]) -> bool:
+def accepts(address: Address) -> bool:
     family, where = address
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -284,18 +360,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--configs", default="",
+                    help=f"comma-separated, from {', '.join(SETUPS)} "
+                         f"(default: {','.join(CONFIGS)}, and the C ones with --reference)")
     ap.add_argument("--milter-socket", choices=("inet", "unix"), default="inet",
                     help="milter over TCP on 127.0.0.1 (as shipped) or a unix socket")
+    ap.add_argument("--reference", action="store_true",
+                    help="also run the C floors built from benchmarks/reference/")
     args = ap.parse_args(argv)
     if reason := postfix_missing():
         print(f"benchmarks/mta.py: {reason}", file=sys.stderr)
         return 69
-    configs = [c for c in args.configs.split(",") if c]
+    configs = [c for c in args.configs.split(",") if c] or [
+        *CONFIGS, *(REFERENCE_CONFIGS if args.reference else ())]
+    if unknown := [c for c in configs if c not in SETUPS]:
+        ap.error(f"unknown configuration {', '.join(unknown)}; known: {', '.join(SETUPS)}")
     sink_port = free_port()
     work = Path(tempfile.mkdtemp(prefix="extrusion-bench-"))
     runs: list[Run] = []
     try:
+        built = {}
+        if any(c.startswith("c-") for c in configs):
+            built = build_references(work)
         with smtp_sink(sink_port), running_instance(sink_port) as pf:
             unix_path = work / "milter.sock"
             unix = args.milter_socket == "unix"
@@ -309,15 +395,21 @@ def main(argv: list[str] | None = None) -> int:
             for rnd in range(args.rounds):
                 for config in configs:
                     rewire(pf, wiring(pf, config, milter_addr))
+                    setup = SETUPS[config]
                     with ExitStack() as stack:
                         milter_pid = 0
-                        if config == "noop":
+                        if setup.milter not in ("", "extrusion"):
                             spec = milter_addr or f"inet:{pf.milter_port}@127.0.0.1"
-                            milter_pid = stack.enter_context(noop_milter(
-                                spec, (socket.AF_UNIX, str(unix_path)) if unix
+                            milter_pid = stack.enter_context(reference_server(
+                                reference_milter_command(setup.milter, spec, built),
+                                (socket.AF_UNIX, str(unix_path)) if unix
                                 else (socket.AF_INET, ("127.0.0.1", pf.milter_port))))
                             if unix:
                                 open_unix_socket(unix_path)
+                        if setup.policy == "c-dunno":
+                            stack.enter_context(reference_server(
+                                [str(built["dunno_policy"]), str(pf.policy_port)],
+                                (socket.AF_INET, ("127.0.0.1", pf.policy_port))))
                         if daemons_for(config):
                             stack.callback(d.stop)
                             d.start(*daemons_for(config))
