@@ -279,6 +279,7 @@ class Weights:
     helo_anomaly: float = 10.0
     spam_verdict: float = 2.0
     own_network_inbound: float = 10.0
+    throttled_refusal: float = 0.25
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,80 @@ def test_throttled_sender_is_rate_limited_with_451(h: Harness) -> None:
     assert "score" not in d.text and "score" in d.reason  # internals only for the operator
 
 
+def _spend_throttled_budget(h: Harness) -> None:
+    h.fail(BOT, 21)
+    assert h.state(BOT) is State.THROTTLED
+    limit = h.cfg.limits["throttled"].recipients_per_hour
+    assert h.engine.decide(BOT, Stage.RCPT, limit).action is Action.CONTINUE
+
+
+def _push(h: Harness, recipients: list[str]) -> list[Action]:
+    """RCPT attempts, one every 2 s, as a client pushing against its throttle."""
+    actions = []
+    for r in recipients:
+        h.clock.t += 2.0
+        actions.append(h.engine.decide(BOT, Stage.RCPT, 1, recipient=r).action)
+    return actions
+
+
+def test_a_throttled_bot_pushing_new_recipients_is_held(h: Harness) -> None:
+    _spend_throttled_budget(h)
+    # Its trickle of delivered mail alone could never reach hold_score: the
+    # refusals of new recipients are what holds it (0.25 each by default).
+    actions = _push(h, [f"victim{i}@example.org" for i in range(200)])
+    first_hold = actions.index(Action.HOLD)
+    assert set(actions[:first_hold]) == {Action.TEMPFAIL}
+    assert 60 <= first_hold <= 100  # from ~20 to 40 at 0.25 each, less a little decay
+    assert set(actions[first_hold:]) == {Action.HOLD}
+    held = h.changes[-1]
+    assert (held.old, held.new) == (State.THROTTLED, State.HELD)
+    findings = held.evidence["findings"]
+    assert isinstance(findings, dict)
+    assert findings["throttled_refusals"]["count"] == first_hold
+    assert findings["throttled_refusals"]["examples"][0] == "victim0@example.org"
+    # Held, it is no longer refused, so that evidence stops by itself.
+    h.engine.flush()
+    row = h.store.sender(BOT)
+    assert row is not None and row.state == "held"
+    assert row.findings["throttled_refusals"]["count"] == first_hold
+
+
+def test_a_throttled_client_retrying_the_same_recipients_is_not_held(h: Harness) -> None:
+    _spend_throttled_budget(h)
+    actions = _push(h, [f"friend{i % 3}@example.org" for i in range(300)])
+    assert set(actions) == {Action.TEMPFAIL}
+    assert h.state(BOT) is State.THROTTLED
+    score = h.engine.decide(BOT, Stage.CONNECT, count=False).score
+    assert score < 22.0  # three distinct recipients: 0.75 at most on top of the trigger
+
+
+def test_refusals_count_only_for_a_throttled_sender(make: Callable[..., Harness]) -> None:
+    # Over an ordinary class limit: volume alone never raises the score.
+    h = make(limits={"default": {"recipients_per_hour": 5}})
+    newsletter = "ip:192.0.2.80"
+    actions = [h.engine.decide(newsletter, Stage.RCPT, 1, recipient=f"r{i}@example.org").action
+               for i in range(100)]
+    assert actions.count(Action.TEMPFAIL) == 95
+    assert h.state(newsletter) is State.OK
+    assert h.engine.decide(newsletter, Stage.CONNECT, count=False).score == 0.0
+
+
+@pytest.mark.parametrize("sections", [
+    {"weights": {"throttled_refusal": 0.0}},  # switched off
+    {"general": {"monitor_only": True}},  # nothing is refused, so nothing counts
+])
+def test_no_refusal_evidence_when_off_or_monitoring(
+    make: Callable[..., Harness], sections: dict[str, Any]
+) -> None:
+    h = make(**sections)
+    h.fail(BOT, 21)
+    assert h.state(BOT) is State.THROTTLED
+    actions = _push(h, [f"victim{i}@example.org" for i in range(300)])
+    assert Action.HOLD not in actions
+    assert h.state(BOT) is State.THROTTLED
+    assert "throttled_refusals" not in h.changes[-1].evidence["findings"]  # type: ignore[operator]
+
+
 def test_repeated_failures_to_one_recipient_count_once(h: Harness) -> None:
     for _ in range(30):
         h.clock.t += 10

@@ -236,6 +236,8 @@ def test_accepted_message_reaches_the_engine_as_connection_and_submission(
         ("sasl:alice@example.net", Stage.RCPT, 1),
         ("sasl:alice@example.net", Stage.EOM, 3),
     ]
+    assert [kw.get("recipient") for _s, st, _n, kw, _d in engine.decides if st is Stage.RCPT] == [
+        "bob@example.org", "carol@example.com", "dave@example.com"]
     # Postfix counts rate limits in the policy daemon: the milter only asks.
     assert all(kw["now"] == milters.now and kw["count"] is False
                for *_, kw, _d in engine.decides)

@@ -412,6 +412,7 @@ def test_reply_text_is_bounded() -> None:
 
 def test_stage_per_protocol_state(engine: Engine, clock: task.Clock) -> None:
     seen: list[tuple[Stage, int, bool]] = []
+    recipients: list[str] = []
 
     class Spy:
         def sender_key(self, **kw: Any) -> str:
@@ -419,6 +420,7 @@ def test_stage_per_protocol_state(engine: Engine, clock: task.Clock) -> None:
 
         def decide(self, sender: str, stage: Stage, n: int, now: float, **kw: Any) -> Decision:
             seen.append((stage, n, kw["count"]))
+            recipients.append(kw["recipient"])
             return engine.decide(sender, stage, n, now, **kw)
 
     factory = build(Holder(Spy()), clock)
@@ -430,3 +432,5 @@ def test_stage_per_protocol_state(engine: Engine, clock: task.Clock) -> None:
         (Stage.MAIL, 4, False), (Stage.RCPT, 1, True), (Stage.DATA, 4, False),
         (Stage.EOM, 4, True),
     ]
+    # The recipient goes with every request (a throttled sender's refused ones are evidence).
+    assert recipients == ["", "", "", "", "bob@remote.example", "", ""]

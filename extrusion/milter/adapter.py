@@ -221,15 +221,17 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         if msg is None:  # RCPT without MAIL never reaches a milter; be safe anyway
             return CONTINUE
         engine, now = self.rt.guard.engine, self.rt.clock()
+        address = bare_address(rcpt)
         try:
             decision = self.rt.guard.call("decide at RCPT", lambda: engine.decide(
-                msg.sender, Stage.RCPT, 1, now, count=self.rt.settings.rate_limits))
+                msg.sender, Stage.RCPT, 1, now, count=self.rt.settings.rate_limits,
+                recipient=address))
         except EngineFailure:
             rc = self._on_error()
         else:
             rc = self._refuse_or_continue(decision, msg, Stage.RCPT, keep_message=True)
         if rc == CONTINUE:
-            msg.add_recipient(rcpt)
+            msg.add_address(address)
         return rc
 
     def data(self) -> int:

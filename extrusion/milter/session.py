@@ -47,11 +47,10 @@ class Message:
     size: int = 0
     forged_marks: int = 0  # X-Extrusion headers the client sent itself
 
-    def add_recipient(self, raw: str | bytes | None) -> str:
-        rcpt = bare_address(raw)
+    def add_address(self, rcpt: str) -> None:
+        """A recipient, already cleaned by `bare_address`."""
         if len(self.recipients) < c.MAX_RECIPIENTS:
             self.recipients.append(rcpt)
-        return rcpt
 
     def add_header(self, name: str, value: str | bytes | None) -> None:
         # Counted like the MTA stores it: "Name: value\r\n".

@@ -131,6 +131,7 @@ class Responder:
                 helos=(helo,) if helo else (),
                 client_addr=req.client_address,
                 envelope_from=req.sender,
+                recipient=req.recipient,
             )
         except Exception as exc:  # any engine failure means: fail open
             self._errors.failed(exc)

@@ -53,11 +53,14 @@ class EngineAPI(Protocol):
         helos: tuple[str, ...] = (),
         client_addr: str = "",
         envelope_from: str = "",
+        recipient: str = "",
     ) -> Decision:
         """Answer from memory. With `count`, a CONTINUE at RCPT consumes
         `recipient_count` from the sender's recipient budget and one at EOM
         consumes one message; `helos`/`client_addr`/`envelope_from` let the
-        engine refuse on HELO evidence at MAIL when config says so."""
+        engine refuse on HELO evidence at MAIL when config says so. With
+        `count`, a throttled sender's `recipient` refused at RCPT is evidence
+        (`[weights] throttled_refusal`)."""
 
     def undelivered_queue_ids(self, sender: str, mta: str = "") -> list[str]:
         """Queue ids of the sender's messages not yet finally delivered or bounced."""

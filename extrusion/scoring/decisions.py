@@ -26,6 +26,7 @@ PHRASES = {
     "mailing_lists": "too many mailing lists",
     "spam_verdicts": "mail judged as spam",
     "own_network_inbound": "own customer range seen from outside",
+    "throttled_refusals": "kept sending while rate limited",
 }
 DEFAULT_PHRASE = "suspicious sending pattern"
 OPERATOR_PHRASE = "by decision of the mail administrator"

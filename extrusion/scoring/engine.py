@@ -393,6 +393,7 @@ class Engine(StoreSync):
         helos: tuple[str, ...] = (),
         client_addr: str = "",
         envelope_from: str = "",
+        recipient: str = "",
     ) -> Decision:
         if now is None:
             now = self.clock()
@@ -412,6 +413,11 @@ class Engine(StoreSync):
             if monitor and not d.is_continue:
                 d = answer.proceed(d.state, d.score,
                                    f"monitor only, would {d.action.value}: {d.reason}")
+            elif (d.action is Action.TEMPFAIL and count and stage is Stage.RCPT
+                  and mem is not None and mem.state is State.THROTTLED
+                  and self.judge.refused_while_throttled(mem, recipient, now)):
+                self._changed(mem, now)
+                changed = True
         if changed is not None:
             self._dispatch()
         return d

@@ -51,6 +51,10 @@ DISCOUNTED = "list_failures_discounted"
 HELO = "helo_anomalies"
 SPAM_VERDICTS = "spam_verdicts"
 OWN_NETWORK = "own_network_inbound"
+REFUSED = "throttled_refusals"
+# Distinct refused recipients remembered per sender at most: with any sane weight
+# the sender is held (and no longer refused) long before.
+MAX_REFUSED = 10_000
 
 
 def judge_helos(
@@ -148,6 +152,25 @@ class Judge:
 
     def list_candidate(self, rcpt_count: int) -> bool:
         return rcpt_count >= max(self.list_min, 1)
+
+    def refused_while_throttled(self, mem: SenderMemory, rcpt: str, now: float) -> bool:
+        """A recipient refused because the sender is throttled and over its trickle.
+
+        A customer's mail client or MTA retries the same few recipients; a bot
+        moves on to new ones. Each distinct recipient refused in the window
+        counts, so a bot pushing against its throttle gathers the evidence that
+        holds it, which its few delivered messages alone may never give. Once
+        held it is no longer refused, so this evidence stops there by itself.
+        True when the score changed.
+        """
+        weight = self.weights.throttled_refusal
+        if weight <= 0.0 or not rcpt or mem.refused.count(now) >= MAX_REFUSED:
+            return False
+        if not mem.refused.add(rcpt.lower(), now):
+            return False  # the same recipient tried again: a retry, not new evidence
+        mem.add(weight, now, self.half_life)
+        mem.note(REFUSED, now, weight, example=rcpt)
+        return True
 
     # --- outcomes ----------------------------------------------------------------------
 

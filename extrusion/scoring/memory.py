@@ -91,6 +91,7 @@ class SenderMemory:
         "pinned_reason",
         "rates",
         "reason",
+        "refused",
         "released_at",
         "reset",
         "state",
@@ -123,6 +124,7 @@ class SenderMemory:
         self.auto_failures = WindowSet(window)  # failed auto-replies (rejection daemon)
         self.lists = WindowSet(window)  # distinct mailing lists
         self.helos = WindowSet(window)  # distinct (anomaly kind, helo)
+        self.refused = WindowSet(window)  # distinct recipients refused while throttled
         self.findings: dict[str, dict[str, Any]] = {}
         self.rates: RateState | None = None
         # What the next flush must write.
@@ -167,7 +169,7 @@ class SenderMemory:
         """Drop the evidence because this or another process released the sender."""
         self.base = self.pending = 0.0
         self.base_time = self.pending_time = now
-        for window in (self.failed, self.auto_failures, self.lists, self.helos):
+        for window in (self.failed, self.auto_failures, self.lists, self.helos, self.refused):
             window.clear()
         self.findings = dict(findings)
         self.released_at = float(findings.get(RELEASED, {}).get("time", now))
