@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import pytest
 
+from extrusion.scoring.rows import MessageRecord
+from extrusion.scoring.store import Store
 from tests.mta.daemons import ExtrusionDaemons, extrusion_daemons
 from tests.postfix_harness import PostfixInstance, SendResult
 from tests.smtp_remote import VIRUS_MARKER, RemoteSMTP
@@ -28,6 +30,7 @@ THROTTLE_ENHANCED = "4.7.1"
 FAILURES_BEFORE_THROTTLE = 25  # the issue: throttled before its 25th failed recipient
 SETTLE_SECONDS = 30.0  # upper bound for outcomes to reach the engine through the log
 CONTAINED = ("throttled", "held", "blocked")
+FLUSH_SECONDS = 1.0  # how often the daemons write what they recorded (the default)
 
 
 def _tag(prefix: str) -> str:
@@ -158,6 +161,23 @@ def test_a_normal_customer_is_delivered_untouched(
     _wait("the customer's outcomes in the store", lambda: daemons.sender(key))
     assert _state(daemons, key) == "ok"
     assert postfix.held() == []
+    # The milter and the log feed both reported each message; each counts once.
+    with Store(f"sqlite:///{daemons.store_path}") as store:
+        def all_outcomes() -> list[MessageRecord]:
+            msgs = [m for m in store.messages(key) if tag in m.envelope_from]
+            done = len(msgs) == 5 and all(
+                {r.recipient for r in m.recipients if r.status != "queued"}
+                == {r.recipient for r in m.recipients} for m in msgs)
+            return msgs if done else []
+
+        msgs = _wait("every outcome of her five messages in the store", all_outcomes)
+        time.sleep(2 * FLUSH_SECONDS)  # the log feed's own reports of them, if any were late
+        msgs = store.messages(key)
+        assert all(m.helo == f"pc-{tag}.customer.example" for m in msgs)  # the milter's
+        queued = [r.recipient for m in msgs for r in m.recipients if r.status == "queued"]
+        assert len(queued) == len(set(queued)) == 11
+        assert sum(store.counters(key, "messages").values()) == 5
+        assert sum(store.counters(key, "recipients").values()) == 11
 
 
 def test_a_mailing_list_post_with_ten_percent_dead_is_untouched(

@@ -138,6 +138,35 @@ def test_messages_and_recipients_round_trip(store: Store) -> None:
     assert store.messages(BOB) == []
 
 
+def test_a_message_reported_twice_is_counted_once(store: Store) -> None:
+    # The milter's report and the log feed's, from two processes, in either order;
+    # the second may know a recipient more (and carries one the first had).
+    store.write_batch(submission_batch(ALICE, "TWICE", ["a@x", "b@x"], t=100.0), HL)
+    store.write_batch(submission_batch(ALICE, "TWICE", ["b@x", "c@x", "a@x"], t=101.0), HL)
+    (msg,) = store.messages(ALICE)
+    assert msg.rcpt_count == 3
+    assert sorted(r.recipient for r in msg.recipients if r.status == "queued") == [
+        "a@x", "b@x", "c@x"]
+    assert store.counters(ALICE, "messages") == {60: 1.0}
+    assert store.counters(ALICE, "recipients") == {60: 3.0}
+    # Within one batch (a spooled batch merged with a later one) the same holds.
+    both = submission_batch(BOB, "SAME", ["d@x"])
+    both.messages += submission_batch(BOB, "SAME", ["d@x"]).messages
+    store.write_batch(both, HL)
+    assert len(store.messages(BOB)) == 1
+    assert store.counters(BOB, "messages") == {60: 1.0}
+
+
+def test_a_reused_queue_id_is_another_message(store: Store) -> None:
+    week = 7 * 86400.0
+    store.write_batch(submission_batch(ALICE, "REUSED", ["a@x"], t=100.0), HL)
+    store.write_batch(submission_batch(ALICE, "REUSED", ["b@x", "c@x"], t=100.0 + week), HL)
+    (msg,) = store.messages(ALICE)  # the old row is replaced by the new message
+    assert msg.time == 100.0 + week and msg.rcpt_count == 2
+    assert store.counters(ALICE, "messages") == {60: 1.0, int(week) + 60: 1.0}
+    assert store.counters(ALICE, "recipients") == {60: 1.0, int(week) + 60: 2.0}
+
+
 def test_undelivered_queue_ids_lists_messages_with_open_recipients(store: Store) -> None:
     store.write_batch(submission_batch(BOB, "Q1", ["a@x", "b@x"]), HL)
     store.write_batch(submission_batch(BOB, "Q2", ["c@x"], t=101.0), HL)
@@ -306,9 +335,11 @@ def test_prune_removes_only_old_rows(store: Store) -> None:
     b.add_counter(ALICE, "failed", 60)
     b.add_counter(ALICE, "failed", 9960)
     store.write_batch(b, HL)
-    assert store.prune(5000.0) == 3
+    # The old message, its recipient, its "messages" and "recipients" counters, "failed" at 60.
+    assert store.prune(5000.0) == 5
     assert [m.queue_id for m in store.messages(ALICE)] == ["NEW"]
     assert store.counters(ALICE, "failed") == {9960: 1.0}
+    assert store.counters(ALICE, "messages") == {9960: 1.0}
 
 
 # --- concurrency -------------------------------------------------------------------------------
@@ -353,6 +384,34 @@ def test_two_processes_write_one_store_concurrently(store_url: str) -> None:
             assert len(msgs) == BATCHES
             assert all(len(m.recipients) == ROWS for m in msgs)
             assert s.get_checkpoint(f"w{n}") == (n, BATCHES - 1)
+
+
+def _reporter(url: str, n: int) -> str:
+    """Child process: reports the same messages as the other reporter, as fast as it can."""
+    try:
+        with Store(url, busy_timeout_ms=10_000) as s:
+            for i in range(BATCHES):
+                s.write_batch(submission_batch(ALICE, f"S{i}", [f"r{j}@x" for j in range(ROWS)],
+                                               t=float(i)), HL)
+    except Exception as exc:  # report any failure to the parent
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def test_two_processes_reporting_the_same_messages_at_once_count_each_once(
+    store_url: str,
+) -> None:
+    Store(store_url).close()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(WRITERS) as pool:
+        results = pool.starmap(_reporter, [(store_url, n) for n in range(WRITERS)])
+    assert results == ["ok"] * WRITERS
+    with Store(store_url) as s:
+        assert sum(s.counters(ALICE, "messages").values()) == BATCHES
+        assert sum(s.counters(ALICE, "recipients").values()) == BATCHES * ROWS
+        msgs = s.messages(ALICE)
+        assert len(msgs) == BATCHES
+        assert all(len(m.recipients) == ROWS for m in msgs)
 
 
 def test_two_processes_create_a_new_sqlite_store_at_once(tmp_path: Path) -> None:

@@ -99,6 +99,11 @@ def test_both_processes_report_one_message(store_url: str, tmp_path: Path,
             assert len(msgs) == 1
             assert {r.recipient for r in msgs[0].recipients} == set(RCPTS)
             report = report_for_senders(s, [BOT], Query(until=T0 + 3600, since=T0 - 60))
+            # Counted once, and one "queued" row per recipient, whichever came first.
+            assert sum(s.counters(BOT, "messages").values()) == 1.0
+            assert sum(s.counters(BOT, "recipients").values()) == 3.0
+            queued = sorted(r.recipient for r in msgs[0].recipients if r.status == "queued")
+            assert queued == sorted(RCPTS)
         (sender,) = report.senders
         assert sender.counts.messages == 1 and sender.counts.recipients == 3
         assert len(sender.messages) == 1

@@ -41,7 +41,7 @@ from extrusion.scoring.judge import Judge, judge_helos
 from extrusion.scoring.limits import RateState
 from extrusion.scoring.memory import SenderMemory, copy_findings
 from extrusion.scoring.overrides import OverrideSet, SenderMap
-from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch
+from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, QUEUED, Batch, counter_bucket
 from extrusion.scoring.spool import Spool
 from extrusion.scoring.state import Thresholds, next_state
 from extrusion.scoring.store import Store, state_change_row
@@ -50,7 +50,6 @@ from extrusion.scoring.tracker import MESSAGE_MEMORY_SECONDS, MessageInfo, Messa
 
 log = logging.getLogger("extrusion.scoring")
 
-COUNTER_BUCKET = 60  # seconds per counters row
 HOUSEKEEPING_SECONDS = 30.0
 MAX_UNRESOLVED = 100_000
 FINAL = frozenset({Status.SENT, Status.BOUNCED, Status.EXPIRED, Status.REJECTED})
@@ -208,13 +207,13 @@ class Engine(StoreSync):
                 event.size, n, event.message_id, null, auto, info.list_like is None,
                 info.list_id,
             ))
+            # The store counts the message ("messages", "recipients" counters) when it
+            # writes the row: only there can a second report of it, from the other
+            # process, be told apart.
             self._batch.recipient_rows.extend(
-                (now, mta, event.queue_id, event.sender, r, "queued", "", "", "", "")
+                (now, mta, event.queue_id, event.sender, r, QUEUED, "", "", "", "")
                 for r in event.recipients
             )
-            bucket = _bucket(now)
-            self._batch.add_counter(event.sender, "messages", bucket)
-            self._batch.add_counter(event.sender, "recipients", bucket, float(n))
             self._changed(mem, now)
         self._after_record()
 
@@ -245,7 +244,7 @@ class Engine(StoreSync):
             ))
             if not sender:
                 return  # nobody to judge: kept for the record only
-            self._batch.add_counter(sender, event.status.value, _bucket(now))
+            self._batch.add_counter(sender, event.status.value, counter_bucket(now))
             mem = self._mem(sender, now)
             if info is not None and event.status in FINAL:
                 info.final.add(event.recipient)
@@ -554,8 +553,6 @@ def open_engine(config: Config, clock: Callable[[], float] = time.time) -> Engin
     return Engine(config, store, clock, own_store=True)
 
 
-def _bucket(t: float) -> int:
-    return int(t // COUNTER_BUCKET) * COUNTER_BUCKET
 
 
 __all__ = ["Action", "Engine", "open_engine"]

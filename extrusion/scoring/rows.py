@@ -226,6 +226,15 @@ MESSAGE_COLUMNS = (
     "client_name", "size", "rcpt_count", "message_id", "null_sender", "auto_reply",
     "list_like", "list_id",
 )
+COUNTER_BUCKET = 60  # seconds per counters row
+QUEUED = "queued"  # a recipient's status as its message is submitted
+
+
+def counter_bucket(t: float) -> int:
+    """The start of the counters bucket `t` falls in."""
+    return int(t // COUNTER_BUCKET) * COUNTER_BUCKET
+
+
 RECIPIENT_COLUMNS = (
     "time", "mta", "queue_id", "sender", "recipient", "status", "outcome_class", "dsn",
     "reply", "relay",

@@ -33,12 +33,14 @@ from extrusion.scoring.rows import (
     MESSAGE_COLUMNS,
     PIN_CLEAR,
     PIN_SET,
+    QUEUED,
     RECIPIENT_COLUMNS,
     Batch,
     MessageRecord,
     OverrideRow,
     RecipientRecord,
     SenderRow,
+    counter_bucket,
     merge_sender,
 )
 
@@ -49,6 +51,9 @@ FINAL_STATUSES = ("sent", "bounced", "expired", "rejected")
 REFRESH_OVERLAP_SECONDS = 5.0
 # Upper bound of bound parameters per statement (SQLite's limit is 32766).
 _CHUNK = 500
+# Message rows per multi-row INSERT: 15 columns each, well inside SQLite's 32,766
+# parameters and PostgreSQL's 65,535.
+_MESSAGE_CHUNK = 200
 _PG_MIGRATION_LOCK = 0x65787472  # "extr": serialises concurrent `upgrade()`s
 _DEADLOCK_RETRIES = 5
 PG_CONNECT_TIMEOUT = 5  # seconds
@@ -217,20 +222,33 @@ class Store:
     def _write_batch(self, conn: Connection, batch: Batch, half_life: float) -> list[SenderRow]:
         # The bulk rows go straight to the driver's executemany: SQLAlchemy's per-row
         # parameter processing would cost more than the database does.
-        if batch.messages:
-            self._bulk(conn, schema.messages, _MESSAGE_DEFAULTS, batch.messages)
-        if batch.message_rows:
-            conn.exec_driver_sql(self._sql("messages-rows", _MESSAGE_ROWS), batch.message_rows)
+        counters = batch.counters
+        known: set[tuple[str, str, str]] = set()  # recipients a first report already wrote
+        if batch.messages or batch.message_rows:
+            rows = [*self._rows(schema.messages, _MESSAGE_DEFAULTS, batch.messages),
+                    *batch.message_rows]
+            counters, repeated = self._write_messages(conn, rows, counters)
+            if repeated:
+                known = self._stored_recipients(conn, repeated)
         if batch.recipients:
-            self._bulk(conn, schema.recipients, _RECIPIENT_DEFAULTS, batch.recipients)
+            recipients = batch.recipients
+            if known:
+                recipients = [r for r in recipients if not _known_queued(
+                    known, r.get("mta", ""), r["queue_id"], r["recipient"], r["status"])]
+            self._bulk(conn, schema.recipients, _RECIPIENT_DEFAULTS, recipients)
         if batch.recipient_rows:
-            conn.exec_driver_sql(self._sql("recipients-rows", _RECIPIENT_ROWS),
-                                 batch.recipient_rows)
-        if batch.counters:
+            recipient_rows = batch.recipient_rows
+            if known:
+                recipient_rows = [r for r in recipient_rows
+                                  if not _known_queued(known, r[1], r[2], r[4], r[5])]
+            if recipient_rows:
+                conn.exec_driver_sql(self._sql("recipients-rows", _RECIPIENT_ROWS),
+                                     recipient_rows)
+        if counters:
             # PostgreSQL writers lock the rows in one order, so that two of them cannot
             # deadlock; SQLite lets one writer in at a time (BEGIN IMMEDIATE), and sorting
             # tens of thousands of keys per flush was a tenth of a replay's store time.
-            items = batch.counters.items()
+            items = counters.items()
             conn.exec_driver_sql(
                 self._sql("counters", _COUNTERS_UPSERT),
                 [(s, n, b, v) for (s, n, b), v in
@@ -255,23 +273,122 @@ class Store:
 
     def _bulk(self, conn: Connection, table: sa.Table, defaults: dict[str, Any],
               rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
         cols = [c.name for c in table.columns if c.name != "id"]
         template = (
             f'INSERT INTO {table.name} ({", ".join(_q(c) for c in cols)}) '
             f'VALUES ({", ".join("?" for _ in cols)})'
         )
-        if table is schema.messages:
-            template += _MESSAGE_MERGE
+        conn.exec_driver_sql(self._sql(table.name, template), self._rows(table, defaults, rows))
+
+    @staticmethod
+    def _rows(table: sa.Table, defaults: dict[str, Any],
+              rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """Dict rows as tuples in the table's column order, missing columns defaulted."""
+        cols = [c.name for c in table.columns if c.name != "id"]
         get = operator.itemgetter(*cols)
         try:
-            params = [get(r) for r in rows]  # the engine's rows carry every column
+            return [get(r) for r in rows]  # the engine's rows carry every column
         except KeyError:
             try:
-                params = [tuple(r[c] if c in r else defaults[c] for c in cols) for r in rows]
+                return [tuple(r[c] if c in r else defaults[c] for c in cols) for r in rows]
             except KeyError as e:
                 required = ", ".join(c for c in cols if c not in defaults)
                 raise StoreError(f"{table.name} row without {e} (needs {required})") from None
-        conn.exec_driver_sql(self._sql(table.name, template), params)
+
+    def _write_messages(
+        self, conn: Connection, rows: list[tuple[Any, ...]],
+        counters: dict[tuple[str, str, int], float],
+    ) -> tuple[dict[tuple[str, str, int], float], set[tuple[str, str]]]:
+        """Message rows (`MESSAGE_COLUMNS` order), each message counted once.
+
+        With the milter and the log feed both attached, every message is
+        reported twice, by two processes that cannot see each other's memory.
+        The row of the first report is inserted and counted ("messages" and
+        "recipients" counters); a later one only merges its richer columns into
+        it (`_MESSAGE_MERGE`) and adds only the recipients the first lacked.
+        Deciding that here, by which INSERT created the row, holds when the two
+        reports are written at the same moment: PostgreSQL makes the second
+        INSERT wait for the first's commit, SQLite lets one writer in at a time.
+        Returns the counters to add and the (mta, queue id) of repeated reports.
+        """
+        first: dict[tuple[str, str], tuple[Any, ...]] = {}
+        again: list[tuple[Any, ...]] = []
+        for r in rows:
+            if (r[1], r[2]) in first:
+                again.append(r)  # a message reported twice within one batch: merged below
+            else:
+                first[(r[1], r[2])] = r
+        inserted = self._insert_new(conn, list(first.values()))
+        known = [r for key, r in first.items() if key not in inserted]
+        stored = self._stored_messages(conn, known)
+        if known or again:
+            conn.exec_driver_sql(self._sql("messages-rows", _MESSAGE_ROWS), [*known, *again])
+        counted = dict(counters)
+
+        def count(row: tuple[Any, ...], messages: float, recipients: float) -> None:
+            for name, n in (("messages", messages), ("recipients", recipients)):
+                if n > 0:
+                    k = (row[3], name, counter_bucket(row[0]))
+                    counted[k] = counted.get(k, 0.0) + n
+
+        repeated: set[tuple[str, str]] = set()
+        for key in inserted:
+            count(first[key], 1.0, float(first[key][9]))
+        for r in known:
+            t, rcpt_count = stored.get((r[1], r[2]), (r[0], 0))
+            if r[0] - t > QUEUE_ID_REUSE_SECONDS:
+                count(r, 1.0, float(r[9]))  # a queue id reused: this is another message
+            else:
+                repeated.add((r[1], r[2]))
+                count(r, 0.0, float(r[9] - rcpt_count))  # only recipients the first lacked
+        return counted, repeated
+
+    def _insert_new(self, conn: Connection, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+        """INSERT the rows whose (mta, queue id) is not stored yet; the keys inserted."""
+        inserted: set[tuple[str, str]] = set()
+        marks = f'({", ".join("?" for _ in MESSAGE_COLUMNS)})'
+        for i in range(0, len(rows), _MESSAGE_CHUNK):
+            chunk = rows[i : i + _MESSAGE_CHUNK]
+            sql = (f'INSERT INTO messages ({", ".join(_q(c) for c in MESSAGE_COLUMNS)}) '
+                   f'VALUES {", ".join(marks for _ in chunk)} '
+                   "ON CONFLICT (mta, queue_id) DO NOTHING RETURNING mta, queue_id")
+            if self.dialect == "postgresql":
+                sql = sql.replace("?", "%s")
+            result = conn.exec_driver_sql(sql, tuple(v for r in chunk for v in r))
+            inserted.update((mta, qid) for mta, qid in result)
+        return inserted
+
+    def _stored_messages(self, conn: Connection, rows: list[tuple[Any, ...]]
+                         ) -> dict[tuple[str, str], tuple[float, int]]:
+        """(time, rcpt_count) of the stored rows with these rows' (mta, queue id)."""
+        m = schema.messages
+        stored: dict[tuple[str, str], tuple[float, int]] = {}
+        by_mta: dict[str, list[str]] = {}
+        for r in rows:
+            by_mta.setdefault(r[1], []).append(r[2])
+        for mta, qids in by_mta.items():
+            for chunk in _chunks(qids):
+                q = sa.select(m.c.queue_id, m.c.time, m.c.rcpt_count).where(
+                    m.c.mta == mta, m.c.queue_id.in_(chunk))
+                stored.update(((mta, qid), (t, n)) for qid, t, n in conn.execute(q))
+        return stored
+
+    def _stored_recipients(self, conn: Connection, keys: set[tuple[str, str]]
+                           ) -> set[tuple[str, str, str]]:
+        """(mta, queue id, recipient) already stored for these messages."""
+        r = schema.recipients
+        found: set[tuple[str, str, str]] = set()
+        by_mta: dict[str, list[str]] = {}
+        for mta, qid in keys:
+            by_mta.setdefault(mta, []).append(qid)
+        for mta, qids in by_mta.items():
+            for chunk in _chunks(qids):
+                q = sa.select(r.c.queue_id, r.c.recipient).where(
+                    r.c.mta == mta, r.c.queue_id.in_(chunk)).distinct()
+                found.update((mta, qid, rcpt) for qid, rcpt in conn.execute(q))
+        return found
 
     def _merge_senders(self, conn: Connection, batch: Batch, half_life: float) -> list[SenderRow]:
         t = schema.senders
@@ -620,6 +737,12 @@ def _describe(e: exc.DBAPIError) -> str:
 
 def _q(name: str) -> str:
     return f'"{name}"'
+
+
+def _known_queued(known: set[tuple[str, str, str]], mta: str, queue_id: str, recipient: str,
+                  status: str) -> bool:
+    """A "queued" row for a recipient an earlier report of the message already recorded."""
+    return status == QUEUED and (mta, queue_id, recipient) in known
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
