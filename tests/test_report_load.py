@@ -21,6 +21,8 @@ from extrusion.report.load import (
 from extrusion.report.model import Category, Delivery
 from extrusion.report.sample import at
 from extrusion.report.text import render_text
+from extrusion.report.words import summary
+from extrusion.scoring import judge
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.rows import Batch, SenderDelta
 from extrusion.scoring.store import Store, state_change_row
@@ -270,3 +272,16 @@ def test_report_of_an_empty_store(tmp_path: Path) -> None:
         report = load_report(empty, query())
     assert report.senders == () and report.activity == ()
     assert "No flagged or misconfigured senders" in render_text(report)
+
+
+def test_every_finding_the_engine_writes_reads_as_a_sentence() -> None:
+    kinds = [v for k, v in vars(judge).items() if k.isupper() and isinstance(v, str)]
+    kinds += list(judge.FAILURE_KINDS.values())
+    assert judge.REFUSED in kinds
+    for kind in kinds:
+        text = summary(kind, {"count": 2, "examples": ["a@example.org"]})
+        # The fallback repeats the kind's own name; every kind has a sentence of its own.
+        assert not text.startswith(kind.replace("_", " ")), kind
+    assert summary(judge.REFUSED, {"count": 80, "examples": ["v0@example.org"]}) == (
+        "kept sending while throttled: 80 new recipients refused with 451 4.7.1 "
+        "(e.g. v0@example.org)")

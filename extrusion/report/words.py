@@ -26,6 +26,7 @@ DISCOUNTED = "list_failures_discounted"
 HELO = "helo_anomalies"
 SPAM_VERDICTS = "spam_verdicts"
 OWN_NETWORK = "own_network_inbound"
+REFUSED = "throttled_refusals"
 
 VIRUS_KINDS = frozenset({HELO, VIRUS_REJECTIONS})
 
@@ -83,6 +84,11 @@ def summary(kind: str, f: Mapping[str, Any]) -> str:
         return f"{_plural(_n(f), 'message', 'messages')} marked as spam by the spam filter"
     if kind == OWN_NETWORK:
         return f"one of our own customer ranges seen arriving from outside{eg}"
+    if kind == REFUSED:
+        return (
+            f"kept sending while throttled: {_plural(_n(f), 'new recipient', 'new recipients')}"
+            f" refused with 451 4.7.1{eg}"
+        )
     return f"{kind.replace('_', ' ')}: {_n(f)}{eg}"
 
 
