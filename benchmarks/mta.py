@@ -163,6 +163,7 @@ class Run:
     warnings: int = 0
     example: str = ""
     milter_cpu_s: float = 0.0  # CPU time of the milter process during the run
+    policy_cpu_s: float = 0.0  # and of the policy server (with extrusion's, the log feed's too)
 
     @property
     def ingress_rate(self) -> float:
@@ -323,9 +324,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
-            milter_pid: int = 0) -> Run:
+            milter_pid: int = 0, policy_pid: int = 0) -> Run:
     log_start = pf.maillog.stat().st_size
-    cpu0 = cpu_seconds(milter_pid)
+    cpu0, policy_cpu0 = cpu_seconds(milter_pid), cpu_seconds(policy_pid)
     t0 = time.perf_counter()
     subprocess.run(
         ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(MESSAGE_BYTES),
@@ -339,6 +340,7 @@ def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
         time.sleep(0.02)
     t_end = time.perf_counter()
     milter_cpu = cpu_seconds(milter_pid) - cpu0
+    policy_cpu = cpu_seconds(policy_pid) - policy_cpu0
     with pf.maillog.open("rb") as f:
         f.seek(log_start)
         segment = f.read()
@@ -346,7 +348,7 @@ def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
            if b"warning:" in line and any(s in line for s in FAIL_OPEN_SIGNS)]
     return Run(config, messages, t_in - t0, t_end - t0, segment.count(b"status=sent"),
                len(bad), bad[0].decode(errors="replace") if bad else "",
-               milter_cpu_s=milter_cpu)
+               milter_cpu_s=milter_cpu, policy_cpu_s=policy_cpu)
 
 
 def bench_settings(milter_socket: str = "") -> dict[str, object]:
@@ -413,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                     rewire(pf, wiring(pf, config, milter_addr))
                     setup = SETUPS[config]
                     with ExitStack() as stack:
-                        milter_pid = 0
+                        milter_pid = policy_pid = 0
                         if setup.milter not in ("", "extrusion"):
                             spec = milter_addr or f"inet:{pf.milter_port}@127.0.0.1"
                             milter_pid = stack.enter_context(reference_server(
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                             if unix:
                                 open_unix_socket(unix_path)
                         if setup.policy == "c-dunno":
-                            stack.enter_context(reference_server(
+                            policy_pid = stack.enter_context(reference_server(
                                 [str(built["dunno_policy"]), str(pf.policy_port)],
                                 (socket.AF_INET, ("127.0.0.1", pf.policy_port))))
                         if daemons_for(config):
@@ -435,11 +437,15 @@ def main(argv: list[str] | None = None) -> int:
                                 open_unix_socket(unix_path)
                             if "milter" in d.procs:
                                 milter_pid = d.procs["milter"].popen.pid
-                        run = one_run(pf, config, args.messages, args.sessions, milter_pid)
+                            if "policyd" in d.procs:
+                                policy_pid = d.procs["policyd"].popen.pid
+                        run = one_run(pf, config, args.messages, args.sessions, milter_pid,
+                                      policy_pid)
                     runs.append(run)
                     print(f"round {rnd + 1} {config:8s} ingress {run.ingress_rate:7.1f} msg/s  "
                           f"end-to-end {run.e2e_rate:7.1f} msg/s  sent {run.sent}  "
                           f"milter CPU {1000 * run.milter_cpu_s / run.messages:.2f} ms/msg  "
+                          f"policy CPU {1000 * run.policy_cpu_s / run.messages:.2f} ms/msg  "
                           f"milter/policy warnings {run.warnings}", flush=True)
                     if run.warnings or run.sent != args.messages * RECIPIENTS_PER_MESSAGE:
                         print(f"benchmarks/mta.py: run {config} is invalid (Postfix failed "
@@ -472,11 +478,12 @@ def report(runs: list[Run], configs: list[str], args: argparse.Namespace) -> Non
             return 1000 / med_in[c] - 1000 / med_in["bare"]
         print(f"added ingress time per message: no-op pymilter {extra('noop'):+.2f} ms, "
               f"extrusion milter {extra('milter'):+.2f} ms")
-    for c in configs:
-        cpu = [1000 * r.milter_cpu_s / r.messages for r in runs if r.config == c]
-        if any(cpu):
-            print(f"milter process CPU per message, {c}: {statistics.median(cpu):.3f} ms "
-                  f"(median; rounds {', '.join(f'{x:.3f}' for x in cpu)})")
+    for what, attr in (("milter", "milter_cpu_s"), ("policy server", "policy_cpu_s")):
+        for c in configs:
+            cpu = [1000 * getattr(r, attr) / r.messages for r in runs if r.config == c]
+            if any(cpu):
+                print(f"{what} process CPU per message, {c}: {statistics.median(cpu):.3f} ms "
+                      f"(median; rounds {', '.join(f'{x:.3f}' for x in cpu)})")
 
 
 if __name__ == "__main__":
