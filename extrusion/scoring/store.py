@@ -320,7 +320,12 @@ class Store:
                 again.append(r)  # a message reported twice within one batch: merged below
             else:
                 first[(r[1], r[2])] = r
-        inserted = self._insert_new(conn, list(first.values()))
+        new_rows = list(first.values())
+        if self.dialect == "postgresql":
+            # One order of the keys for every writer (as for counters): two writers
+            # inserting the same messages cannot then wait on each other.
+            new_rows.sort(key=lambda r: (r[1], r[2]))
+        inserted = self._insert_new(conn, new_rows)
         known = [r for key, r in first.items() if key not in inserted]
         stored = self._stored_messages(conn, known)
         if known or again:
