@@ -88,6 +88,14 @@ def test_message_becomes_one_submission_then_its_outcomes() -> None:
     assert (feed.stats.lines, feed.stats.garbled) == (8, 0)
 
 
+def test_beside_a_milter_the_feed_leaves_the_client_to_it() -> None:
+    rec = Recorder()
+    feed_lines(rec, [*accepted(0, "3F2A1B0C9E"), at(2, "postfix/smtp", sent("3F2A1B0C9E", "b@x"))],
+               client_evidence=False)
+    (sub,) = rec.submissions
+    assert sub.client_evidence is False and sub.client_addr == "192.0.2.7"
+
+
 def test_submission_waits_until_every_recipient_was_tried() -> None:
     rec = Recorder()
     feed = feed_lines(rec, [

@@ -9,6 +9,7 @@ is an Engine with its own Store (its own connections) on the same database.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -336,3 +337,47 @@ def test_feed_names_local_lines_as_the_milter_does(tmp_path: Path) -> None:
     for i, host in enumerate((short, "elsewhere")):
         feed.line(HOLD_LINES[1].replace("smarthost", host).replace("4HOLD1", f"4AAA{i}"))
     assert [s.mta for s in seen] == [socket.gethostname(), "elsewhere"]
+
+
+def test_mx_own_network_seen_by_both_processes_counts_once(store_url: str,
+                                                           tmp_path: Path) -> None:
+    clock = Clock()
+    cfg = {"general": {"hostname": MTA, "mode": "mx", "own_networks": ["192.0.2.0/24"]}}
+
+    def mx_engine(name: str) -> Engine:
+        c = from_dict({**cfg, "store": {"url": store_url,
+                                        "spool_dir": str(tmp_path / f"spool-{name}")}})
+        return Engine(c, Store(store_url), clock, own_store=True)
+
+    milter, feed = mx_engine("m"), mx_engine("f")
+    try:
+        milter.submission(milter_submission("4MX1", helo="pc.example.net"))
+        # The live log feed beside an enabled milter leaves the client to the milter.
+        settings = join_settings(feed.config, live=True)
+        assert settings.client_evidence is False
+        feed.submission(replace(feed_submission("4MX1"),
+                                client_evidence=settings.client_evidence))
+        milter.flush()
+        feed.flush()
+        with Store(store_url) as s:
+            row = s.sender(BOT)
+        assert row is not None
+        assert row.score == pytest.approx(10.0, rel=1e-3)
+        assert row.findings["own_network_inbound"]["count"] == 1
+        # Without a milter (or replaying a log), the feed's report is the evidence.
+        feed.submission(feed_submission("4MX2", t=T0 + 1.0))
+        feed.flush()
+        with Store(store_url) as s:
+            row = s.sender(BOT)
+        assert row is not None and row.score > 19.0
+    finally:
+        milter.close()
+        feed.close()
+
+
+def test_the_feed_counts_the_client_only_without_a_milter(tmp_path: Path) -> None:
+    cfg = make_config("sqlite://", tmp_path, "x")
+    assert join_settings(cfg, live=True).client_evidence is False  # milter enabled
+    assert join_settings(cfg).client_evidence is True  # a replayed log: no milter beside it
+    no_milter = from_dict({"milter": {"enabled": False}})
+    assert join_settings(no_milter, live=True).client_evidence is True

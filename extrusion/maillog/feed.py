@@ -90,11 +90,17 @@ class _GuardedSink:
                 log.exception("engine refused an event (%d so far)", n)
 
 
-def join_settings(cfg: Config, *, submissions: bool = True) -> JoinSettings:
-    """The joiner's settings from a config's `[maillog]` and `[general]` sections."""
+def join_settings(cfg: Config, *, submissions: bool = True,
+                  live: bool = False) -> JoinSettings:
+    """The joiner's settings from a config's `[maillog]` and `[general]` sections.
+
+    `live`: the log of a running MTA, whose milter (when `[milter] enabled`) reports
+    the same connections; a replayed log has no milter beside it.
+    """
     m = cfg.maillog
     return JoinSettings(
         submissions=submissions,
+        client_evidence=not (live and cfg.milter.enabled),
         wait_seconds=m.submission_wait_seconds,
         ttl_seconds=m.queue_id_ttl_seconds,
         max_queue_ids=m.max_queue_ids,
@@ -164,10 +170,12 @@ class LogFeed:
         submissions: bool = True,
         reference_time: float | None = None,
         guard: bool = True,
+        live: bool = False,
     ) -> LogFeed:
-        """Settings from the `[maillog]` and `[general]` sections of a `Config`."""
+        """Settings from the `[maillog]` and `[general]` sections of a `Config`
+        (`live`: see `join_settings`)."""
         m = cfg.maillog
-        settings = join_settings(cfg, submissions=submissions)
+        settings = join_settings(cfg, submissions=submissions, live=live)
         return cls(engine, fmt=m.format, settings=settings, reference_time=reference_time,
                    tz=zone(m.timezone), guard=guard)
 

@@ -87,6 +87,8 @@ class JoinSettings:
     local_hosts: tuple[str, ...] = ()
     handoff_relays: tuple[str, ...] = ()
     skip_replies: tuple[str, ...] = ()
+    # False when a milter reports the same connections (Submission.client_evidence).
+    client_evidence: bool = True
 
 
 @dataclass
@@ -399,6 +401,7 @@ class Joiner:
                     recipients=tuple(m.recipients), size=m.size,
                     mta=self.settings.mta or m.host, client_addr=m.client_addr,
                     client_name=m.client_name, message_id=m.message_id, headers=NO_HEADERS,
+                    client_evidence=self.settings.client_evidence,
                 ))
                 self.stats.submissions += 1
         if m.pending:

@@ -91,7 +91,7 @@ class FileFeedService(Service):
             from extrusion.maillog.feed import LogFeed
             from extrusion.maillog.follow import FileFollower
 
-            self.feed = LogFeed.from_config(engine, self.config)
+            self.feed = LogFeed.from_config(engine, self.config, live=True)
             self.follower = FileFollower(
                 self.config.maillog.path, self.feed.line,
                 checkpoints=getattr(engine, "store", None),
@@ -159,7 +159,7 @@ class SyslogFeedService(Service):
         if self.feed is None and (engine := self.engines.engine) is not None:
             from extrusion.maillog.feed import LogFeed
 
-            self.feed = LogFeed.from_config(engine, self.config)
+            self.feed = LogFeed.from_config(engine, self.config, live=True)
             while self.waiting:
                 kind, args = self.waiting.popleft()
                 getattr(self.feed, kind)(*args)

@@ -199,7 +199,8 @@ class Engine(StoreSync):
             self.judge.helos(mem, event.helos, event.client_addr, now,
                              client_name=event.client_name, envelope_from=event.envelope_from,
                              recipients=event.recipients)
-            self.judge.inbound(mem, event.client_addr, event.headers, now)
+            if event.client_evidence:
+                self.judge.inbound(mem, event.client_addr, event.headers, now)
             # Rows in rows.MESSAGE_COLUMNS and rows.RECIPIENT_COLUMNS order.
             self._batch.message_rows.append((
                 now, mta, event.queue_id, event.sender, event.envelope_from,

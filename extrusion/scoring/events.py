@@ -112,6 +112,10 @@ class Submission:
     helos: tuple[str, ...] = ()
     headers: Headers = field(default_factory=Headers)
     message_id: str = ""
+    # Whether the client address is evidence here (mx mode: an own customer range
+    # arriving from outside). The log feed's report of a message the milter reports
+    # too says False, so that the two processes do not both count it.
+    client_evidence: bool = True
 
 
 @dataclass(frozen=True, slots=True)
