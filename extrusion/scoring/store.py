@@ -51,9 +51,6 @@ FINAL_STATUSES = ("sent", "bounced", "expired", "rejected")
 REFRESH_OVERLAP_SECONDS = 5.0
 # Upper bound of bound parameters per statement (SQLite's limit is 32766).
 _CHUNK = 500
-# Message rows per multi-row INSERT: 15 columns each, well inside SQLite's 32,766
-# parameters and PostgreSQL's 65,535.
-_MESSAGE_CHUNK = 200
 _PG_MIGRATION_LOCK = 0x65787472  # "extr": serialises concurrent `upgrade()`s
 _DEADLOCK_RETRIES = 5
 PG_CONNECT_TIMEOUT = 5  # seconds
@@ -308,9 +305,10 @@ class Store:
         The row of the first report is inserted and counted ("messages" and
         "recipients" counters); a later one only merges its richer columns into
         it (`_MESSAGE_MERGE`) and adds only the recipients the first lacked.
-        Deciding that here, by which INSERT created the row, holds when the two
-        reports are written at the same moment: PostgreSQL makes the second
-        INSERT wait for the first's commit, SQLite lets one writer in at a time.
+        This holds when the two reports are written at the same moment: SQLite
+        lets one writer in at a time (BEGIN IMMEDIATE), so the rows read first
+        are all there is; on PostgreSQL the INSERT that created the row decides,
+        and a second INSERT of the same key waits for the first one's commit.
         Returns the counters to add and the (mta, queue id) of repeated reports.
         """
         first: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -320,16 +318,21 @@ class Store:
                 again.append(r)  # a message reported twice within one batch: merged below
             else:
                 first[(r[1], r[2])] = r
-        new_rows = list(first.values())
         if self.dialect == "postgresql":
             # One order of the keys for every writer (as for counters): two writers
             # inserting the same messages cannot then wait on each other.
-            new_rows.sort(key=lambda r: (r[1], r[2]))
-        inserted = self._insert_new(conn, new_rows)
-        known = [r for key, r in first.items() if key not in inserted]
-        stored = self._stored_messages(conn, known)
-        if known or again:
-            conn.exec_driver_sql(self._sql("messages-rows", _MESSAGE_ROWS), [*known, *again])
+            new_rows = sorted(first.values(), key=lambda r: (r[1], r[2]))
+            inserted = self._insert_new(conn, new_rows)
+            known = [r for key, r in first.items() if key not in inserted]
+            stored = self._stored_messages(conn, known)
+            merged = [*known, *again]
+        else:
+            stored = self._stored_messages(conn, list(first.values()))
+            inserted = {key for key in first if key not in stored}
+            known = [r for key, r in first.items() if key in stored]
+            merged = rows  # one statement inserts the new rows and merges the others
+        if merged:
+            conn.exec_driver_sql(self._sql("messages-rows", _MESSAGE_ROWS), merged)
         counted = dict(counters)
 
         def count(row: tuple[Any, ...], messages: float, recipients: float) -> None:
@@ -351,48 +354,53 @@ class Store:
         return counted, repeated
 
     def _insert_new(self, conn: Connection, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
-        """INSERT the rows whose (mta, queue id) is not stored yet; the keys inserted."""
-        inserted: set[tuple[str, str]] = set()
-        marks = f'({", ".join("?" for _ in MESSAGE_COLUMNS)})'
-        for i in range(0, len(rows), _MESSAGE_CHUNK):
-            chunk = rows[i : i + _MESSAGE_CHUNK]
-            sql = (f'INSERT INTO messages ({", ".join(_q(c) for c in MESSAGE_COLUMNS)}) '
-                   f'VALUES {", ".join(marks for _ in chunk)} '
-                   "ON CONFLICT (mta, queue_id) DO NOTHING RETURNING mta, queue_id")
-            if self.dialect == "postgresql":
-                sql = sql.replace("?", "%s")
-            result = conn.exec_driver_sql(sql, tuple(v for r in chunk for v in r))
-            inserted.update((mta, qid) for mta, qid in result)
-        return inserted
+        """PostgreSQL: INSERT the rows whose (mta, queue id) is not stored yet; the keys
+        inserted. psycopg's executemany sends the rows in one pipeline and hands back
+        each row's RETURNING, which SQLAlchemy's executemany does not."""
+        if not rows:
+            return set()
+        psycopg_connection: Any = conn.connection.dbapi_connection
+        cursor = psycopg_connection.cursor()
+        try:
+            cursor.executemany(self._sql("messages-new", _MESSAGE_NEW), rows, returning=True)
+            inserted: set[tuple[str, str]] = set()
+            while True:
+                inserted.update((mta, qid) for mta, qid in cursor.fetchall())
+                if not cursor.nextset():
+                    return inserted
+        finally:
+            cursor.close()
 
     def _stored_messages(self, conn: Connection, rows: list[tuple[Any, ...]]
                          ) -> dict[tuple[str, str], tuple[float, int]]:
         """(time, rcpt_count) of the stored rows with these rows' (mta, queue id)."""
-        m = schema.messages
         stored: dict[tuple[str, str], tuple[float, int]] = {}
         by_mta: dict[str, list[str]] = {}
         for r in rows:
             by_mta.setdefault(r[1], []).append(r[2])
         for mta, qids in by_mta.items():
             for chunk in _chunks(qids):
-                q = sa.select(m.c.queue_id, m.c.time, m.c.rcpt_count).where(
-                    m.c.mta == mta, m.c.queue_id.in_(chunk))
-                stored.update(((mta, qid), (t, n)) for qid, t, n in conn.execute(q))
+                # Plain SQL: run for every flush, where building and compiling a
+                # SQLAlchemy statement with a new IN list would cost more than the query.
+                sql = self._sql("", "SELECT queue_id, time, rcpt_count FROM messages "
+                                    f"WHERE mta = ? AND queue_id IN ({_marks(len(chunk))})")
+                result = conn.exec_driver_sql(sql, (mta, *chunk))
+                stored.update(((mta, qid), (t, n)) for qid, t, n in result)
         return stored
 
     def _stored_recipients(self, conn: Connection, keys: set[tuple[str, str]]
                            ) -> set[tuple[str, str, str]]:
         """(mta, queue id, recipient) already stored for these messages."""
-        r = schema.recipients
         found: set[tuple[str, str, str]] = set()
         by_mta: dict[str, list[str]] = {}
         for mta, qid in keys:
             by_mta.setdefault(mta, []).append(qid)
         for mta, qids in by_mta.items():
             for chunk in _chunks(qids):
-                q = sa.select(r.c.queue_id, r.c.recipient).where(
-                    r.c.mta == mta, r.c.queue_id.in_(chunk)).distinct()
-                found.update((mta, qid, rcpt) for qid, rcpt in conn.execute(q))
+                sql = self._sql("", "SELECT DISTINCT queue_id, recipient FROM recipients "
+                                    f"WHERE mta = ? AND queue_id IN ({_marks(len(chunk))})")
+                result = conn.exec_driver_sql(sql, (mta, *chunk))
+                found.update((mta, qid, rcpt) for qid, rcpt in result)
         return found
 
     def _merge_senders(self, conn: Connection, batch: Batch, half_life: float) -> list[SenderRow]:
@@ -750,6 +758,10 @@ def _known_queued(known: set[tuple[str, str, str]], mta: str, queue_id: str, rec
     return status == QUEUED and (mta, queue_id, recipient) in known
 
 
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
@@ -844,6 +856,11 @@ def _message_merge() -> str:
 
 
 _MESSAGE_MERGE = _message_merge()
+_MESSAGE_NEW = (
+    f"INSERT INTO messages ({', '.join(_q(c) for c in MESSAGE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in MESSAGE_COLUMNS)}) "
+    "ON CONFLICT (mta, queue_id) DO NOTHING RETURNING mta, queue_id"
+)
 _MESSAGE_ROWS = (
     f"INSERT INTO messages ({', '.join(_q(c) for c in MESSAGE_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in MESSAGE_COLUMNS)})" + _MESSAGE_MERGE
