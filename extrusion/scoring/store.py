@@ -236,8 +236,8 @@ class Store:
         if batch.recipient_rows:
             recipient_rows = batch.recipient_rows
             if known:
-                recipient_rows = [r for r in recipient_rows
-                                  if not _known_queued(known, r[1], r[2], r[4], r[5])]
+                recipient_rows = [r for r in recipient_rows if not _known_queued(
+                    known, r[_R_MTA], r[_R_QID], r[_R_RECIPIENT], r[_R_STATUS])]
             if recipient_rows:
                 conn.exec_driver_sql(self._sql("recipients-rows", _RECIPIENT_ROWS),
                                      recipient_rows)
@@ -314,14 +314,14 @@ class Store:
         first: dict[tuple[str, str], tuple[Any, ...]] = {}
         again: list[tuple[Any, ...]] = []
         for r in rows:
-            if (r[1], r[2]) in first:
+            if (r[_M_MTA], r[_M_QID]) in first:
                 again.append(r)  # a message reported twice within one batch: merged below
             else:
-                first[(r[1], r[2])] = r
+                first[(r[_M_MTA], r[_M_QID])] = r
         if self.dialect == "postgresql":
             # One order of the keys for every writer (as for counters): two writers
             # inserting the same messages cannot then wait on each other.
-            new_rows = sorted(first.values(), key=lambda r: (r[1], r[2]))
+            new_rows = [first[key] for key in sorted(first)]
             inserted = self._insert_new(conn, new_rows)
             known = [r for key, r in first.items() if key not in inserted]
             stored = self._stored_messages(conn, known)
@@ -338,19 +338,20 @@ class Store:
         def count(row: tuple[Any, ...], messages: float, recipients: float) -> None:
             for name, n in (("messages", messages), ("recipients", recipients)):
                 if n > 0:
-                    k = (row[3], name, counter_bucket(row[0]))
+                    k = (row[_M_SENDER], name, counter_bucket(row[_M_TIME]))
                     counted[k] = counted.get(k, 0.0) + n
 
         repeated: set[tuple[str, str]] = set()
         for key in inserted:
-            count(first[key], 1.0, float(first[key][9]))
+            count(first[key], 1.0, float(first[key][_M_RCPTS]))
         for r in known:
-            t, rcpt_count = stored.get((r[1], r[2]), (r[0], 0))
-            if r[0] - t > QUEUE_ID_REUSE_SECONDS:
-                count(r, 1.0, float(r[9]))  # a queue id reused: this is another message
+            key = (r[_M_MTA], r[_M_QID])
+            t, rcpt_count = stored.get(key, (r[_M_TIME], 0))
+            if r[_M_TIME] - t > QUEUE_ID_REUSE_SECONDS:
+                count(r, 1.0, float(r[_M_RCPTS]))  # a queue id reused: another message
             else:
-                repeated.add((r[1], r[2]))
-                count(r, 0.0, float(r[9] - rcpt_count))  # only recipients the first lacked
+                repeated.add(key)
+                count(r, 0.0, float(r[_M_RCPTS] - rcpt_count))  # recipients the first lacked
         return counted, repeated
 
     def _insert_new(self, conn: Connection, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
@@ -377,13 +378,14 @@ class Store:
         stored: dict[tuple[str, str], tuple[float, int]] = {}
         by_mta: dict[str, list[str]] = {}
         for r in rows:
-            by_mta.setdefault(r[1], []).append(r[2])
+            by_mta.setdefault(r[_M_MTA], []).append(r[_M_QID])
         for mta, qids in by_mta.items():
             for chunk in _chunks(qids):
                 # Plain SQL: run for every flush, where building and compiling a
                 # SQLAlchemy statement with a new IN list would cost more than the query.
-                sql = self._sql("", "SELECT queue_id, time, rcpt_count FROM messages "
-                                    f"WHERE mta = ? AND queue_id IN ({_marks(len(chunk))})")
+                sql = self._sql("stored-messages", (
+                    "SELECT queue_id, time, rcpt_count FROM messages "
+                    f"WHERE mta = ? AND queue_id IN ({_marks(len(chunk))})"))
                 result = conn.exec_driver_sql(sql, (mta, *chunk))
                 stored.update(((mta, qid), (t, n)) for qid, t, n in result)
         return stored
@@ -397,8 +399,9 @@ class Store:
             by_mta.setdefault(mta, []).append(qid)
         for mta, qids in by_mta.items():
             for chunk in _chunks(qids):
-                sql = self._sql("", "SELECT DISTINCT queue_id, recipient FROM recipients "
-                                    f"WHERE mta = ? AND queue_id IN ({_marks(len(chunk))})")
+                sql = self._sql("stored-recipients", (
+                    "SELECT DISTINCT queue_id, recipient FROM recipients "
+                    f"WHERE mta = ? AND queue_id IN ({_marks(len(chunk))})"))
                 result = conn.exec_driver_sql(sql, (mta, *chunk))
                 found.update((mta, qid, rcpt) for qid, rcpt in result)
         return found
@@ -856,6 +859,11 @@ def _message_merge() -> str:
 
 
 _MESSAGE_MERGE = _message_merge()
+# Positions in the tuple rows (MESSAGE_COLUMNS / RECIPIENT_COLUMNS order).
+_M_TIME, _M_MTA, _M_QID, _M_SENDER, _M_RCPTS = (
+    MESSAGE_COLUMNS.index(c) for c in ("time", "mta", "queue_id", "sender", "rcpt_count"))
+_R_MTA, _R_QID, _R_RECIPIENT, _R_STATUS = (
+    RECIPIENT_COLUMNS.index(c) for c in ("mta", "queue_id", "recipient", "status"))
 _MESSAGE_NEW = (
     f"INSERT INTO messages ({', '.join(_q(c) for c in MESSAGE_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in MESSAGE_COLUMNS)}) "
