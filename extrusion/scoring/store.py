@@ -375,36 +375,33 @@ class Store:
     def _stored_messages(self, conn: Connection, rows: list[tuple[Any, ...]]
                          ) -> dict[tuple[str, str], tuple[float, int]]:
         """(time, rcpt_count) of the stored rows with these rows' (mta, queue id)."""
-        stored: dict[tuple[str, str], tuple[float, int]] = {}
-        by_mta: dict[str, list[str]] = {}
-        for r in rows:
-            by_mta.setdefault(r[_M_MTA], []).append(r[_M_QID])
-        for mta, qids in by_mta.items():
-            for chunk in _chunks(qids):
-                # Plain SQL: run for every flush, where building and compiling a
-                # SQLAlchemy statement with a new IN list would cost more than the query.
-                sql = self._sql("stored-messages", (
-                    "SELECT queue_id, time, rcpt_count FROM messages "
-                    f"WHERE mta = ? AND queue_id IN ({_marks(len(chunk))})"))
-                result = conn.exec_driver_sql(sql, (mta, *chunk))
-                stored.update(((mta, qid), (t, n)) for qid, t, n in result)
-        return stored
+        found = self._by_queue_ids(conn, "SELECT queue_id, time, rcpt_count FROM messages",
+                                   ((r[_M_MTA], r[_M_QID]) for r in rows))
+        return {(mta, qid): (t, n) for mta, (qid, t, n) in found}
 
     def _stored_recipients(self, conn: Connection, keys: set[tuple[str, str]]
                            ) -> set[tuple[str, str, str]]:
         """(mta, queue id, recipient) already stored for these messages."""
-        found: set[tuple[str, str, str]] = set()
+        found = self._by_queue_ids(
+            conn, "SELECT DISTINCT queue_id, recipient FROM recipients", keys)
+        return {(mta, qid, rcpt) for mta, (qid, rcpt) in found}
+
+    def _by_queue_ids(self, conn: Connection, select: str,
+                      keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, Any]]:
+        """(mta, row) of `select` for these (mta, queue id): per MTA, queue ids in chunks.
+
+        Plain SQL: it runs at every flush, where building and compiling a SQLAlchemy
+        statement with a new IN list would cost more than the query itself.
+        """
         by_mta: dict[str, list[str]] = {}
         for mta, qid in keys:
             by_mta.setdefault(mta, []).append(qid)
         for mta, qids in by_mta.items():
             for chunk in _chunks(qids):
-                sql = self._sql("stored-recipients", (
-                    "SELECT DISTINCT queue_id, recipient FROM recipients "
-                    f"WHERE mta = ? AND queue_id IN ({_marks(len(chunk))})"))
-                result = conn.exec_driver_sql(sql, (mta, *chunk))
-                found.update((mta, qid, rcpt) for qid, rcpt in result)
-        return found
+                sql = self._sql(select, (
+                    f"{select} WHERE mta = ? AND queue_id IN ({_marks(len(chunk))})"))
+                for row in conn.exec_driver_sql(sql, (mta, *chunk)):
+                    yield mta, row
 
     def _merge_senders(self, conn: Connection, batch: Batch, half_life: float) -> list[SenderRow]:
         t = schema.senders
