@@ -48,7 +48,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from extrusion import sockspec  # noqa: E402
 from extrusion.scoring.store import Store  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.mta.daemons import ExtrusionDaemons  # noqa: E402
@@ -71,9 +71,6 @@ from tests.postfix_harness import (  # noqa: E402
     postfix_missing,
     running_instance,
 )
-
-# (socket family, address) of a server to probe
-Address = tuple[int, str | tuple[str, int]]
 
 
 @dataclass(frozen=True)
@@ -279,12 +276,12 @@ def queued(pf: PostfixInstance) -> int:
 
 
 @contextmanager
-def reference_server(command: list[str], address: Address) -> Iterator[int]:
+def reference_server(command: list[str], spec: str) -> Iterator[int]:
     """A reference milter or policy server, once it accepts connections, until the block ends."""
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while not accepts(address):
+        while not sockspec.accepts(spec):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{command[0]} did not start")
             time.sleep(0.05)
@@ -296,17 +293,6 @@ def reference_server(command: list[str], address: Address) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def accepts(address: Address) -> bool:
-    family, where = address
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1.0)
-            probe.connect(where)
-    except OSError:
-        return False
-    return True
 
 
 @contextmanager
@@ -433,15 +419,13 @@ def main(argv: list[str] | None = None) -> int:
                         if setup.milter not in ("", "extrusion"):
                             spec = milter_addr or f"inet:{pf.milter_port}@127.0.0.1"
                             milter_pid = stack.enter_context(reference_server(
-                                reference_milter_command(setup.milter, spec, built),
-                                (socket.AF_UNIX, str(unix_path)) if unix
-                                else (socket.AF_INET, ("127.0.0.1", pf.milter_port))))
+                                reference_milter_command(setup.milter, spec, built), spec))
                             if unix:
                                 open_unix_socket(unix_path)
                         if setup.policy == "c-dunno":
                             policy_pid = stack.enter_context(reference_server(
                                 [str(built["dunno_policy"]), str(pf.policy_port)],
-                                (socket.AF_INET, ("127.0.0.1", pf.policy_port))))
+                                f"inet:{pf.policy_port}@127.0.0.1"))
                         if daemons_for(config):
                             if "policyd" in daemons_for(config):
                                 skip_to_log_end(d, pf)

@@ -17,16 +17,15 @@ import functools
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import Milter
 import milter as libmilter  # pymilter's C module (not this package)
 
+from extrusion import sockspec
 from extrusion.config import Config
 from extrusion.milter import constants as c
 from extrusion.milter.adapter import ExtrusionMilter, Runtime, Settings
@@ -133,34 +132,12 @@ def _announce_when_ready(spec: str) -> None:
     """Log and tell systemd once libmilter's socket accepts connections."""
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
-        if _accepts(spec):
+        if sockspec.accepts(spec):
             log.info("milter listening on %s", spec)
             notify("READY=1")
             return
         time.sleep(0.05)
     log.error("milter socket %s did not open within %.0fs", spec, READY_SECONDS)
-
-
-def _accepts(spec: str) -> bool:
-    family, address = _address(spec)
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1.0)
-            probe.connect(address)
-    except OSError:
-        return False
-    return True
-
-
-def _address(spec: str) -> tuple[int, Any]:
-    """libmilter's `inet:PORT@HOST`, `inet6:PORT@HOST`, `unix:/path` as a socket address."""
-    kind, _, rest = spec.partition(":")
-    if kind in ("unix", "local"):
-        return socket.AF_UNIX, rest
-    port, _, host = rest.partition("@")
-    if kind == "inet6":
-        return socket.AF_INET6, (host or "::1", int(port))
-    return socket.AF_INET, (host or "127.0.0.1", int(port))
 
 
 def _redact(url: str) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 
 from twisted.internet import defer, threads
 
+from extrusion import sockspec
 from extrusion.config import Config
 from extrusion.policyd import daemon
 from extrusion.policyd.postfixconf import main_cf_lines
@@ -70,7 +70,7 @@ class MilterChild:
     def _probe(self) -> bool:
         deadline = time.monotonic() + MILTER_READY_SECONDS
         while time.monotonic() < deadline and self.proc is not None and self.proc.poll() is None:
-            if _accepts(self.config.milter.socket):
+            if sockspec.accepts(self.config.milter.socket):
                 return True
             time.sleep(0.05)
         return False
@@ -114,25 +114,6 @@ class MilterChild:
             self.proc.kill()
             code = self.proc.wait()
         log.info("milter exited with status %d", code)
-
-
-def _accepts(spec: str) -> bool:
-    kind, _, rest = spec.partition(":")
-    family: int
-    address: Any
-    if kind in ("unix", "local"):
-        family, address = socket.AF_UNIX, rest
-    else:
-        port, _, host = rest.partition("@")
-        family = socket.AF_INET6 if kind == "inet6" else socket.AF_INET
-        address = (host or ("::1" if kind == "inet6" else "127.0.0.1"), int(port))
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1.0)
-            probe.connect(address)
-    except OSError:
-        return False
-    return True
 
 
 def serve(config: Config) -> int:
