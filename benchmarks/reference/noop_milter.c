@@ -82,7 +82,9 @@ int main(int argc, char **argv)
     desc.xxfi_header = on_header;
     desc.xxfi_body = on_body;
     desc.xxfi_eom = on_eom;
-    if (smfi_setconn(argv[1]) == MI_FAILURE || smfi_register(desc) == MI_FAILURE) {
+    /* smfi_opensocket(1) removes a unix socket left by the previous milter on the path. */
+    if (smfi_setconn(argv[1]) == MI_FAILURE || smfi_register(desc) == MI_FAILURE
+        || smfi_opensocket(1) == MI_FAILURE) {
         fprintf(stderr, "%s: cannot use %s\n", argv[0], argv[1]);
         return 69;
     }
