@@ -221,7 +221,25 @@ def test_serve_runs_the_milter_beside_and_prints_the_postfix_lines(
     os.killpg(d.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground group
     assert d.proc.wait(30) == 0
     assert not _milter_accepts(milter_port)
-    assert "milter exited with status 0" in d.stderr()
+    assert "milter stopped" in d.stderr()
+
+
+@pytest.mark.integration
+def test_serve_with_the_milter_port_taken_says_so_and_never_reports_ready(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    with socket.socket() as other:  # another program already listens on the milter's port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        d = start(daemons, tmp_path, "serve",
+                  milter={"enabled": True, "socket": f"inet:{port}@127.0.0.1"})
+        assert d.proc.wait(30) == 69
+    d.notify.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        d.notifications(until="READY=1")
+    assert f"cannot serve milter socket inet:{port}@127.0.0.1" in d.stderr()
+    assert "Traceback" not in d.stderr()
 
 
 @pytest.mark.integration

@@ -72,21 +72,23 @@ def run(config: Config, opener: Opener = default_opener) -> int:
     guard = EngineGuard(engine, timeout=config.milter.engine_timeout, backlog=backlog,
                         refresh_seconds=config.store.refresh_seconds)
     runtime = Runtime(guard, Settings.from_config(config))
-    sessions = _SessionCount()
-    Milter.factory = functools.partial(_counted, runtime, sessions)
-    # The session's reply on a Python error pymilter could not hand to us (a
-    # HELO or header name that is not UTF-8 fails in its C layer): carry on.
-    libmilter.set_exception_policy(libmilter.CONTINUE)
-    libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS | libmilter.QUARANTINE
-                        | libmilter.SETSYMLIST)
+    try:
+        sessions = open_socket(runtime, config.milter.socket, config.milter.timeout)
+    except libmilter.error as exc:
+        log.error("cannot serve milter socket %s: %s (is another program listening there?)",
+                  config.milter.socket, exc)
+        guard.close()
+        return EX_UNAVAILABLE
+    log.info("milter running with an engine of its own; where the policy daemon or the log "
+             "feed run on this host too, run `extrusion serve` instead (one engine per host)")
     guard.start()
     threading.Thread(target=_announce_when_ready, args=(config.milter.socket,),
                      name="extrusion-ready", daemon=True).start()
     status = EX_OK
     try:
-        Milter.runmilter(c.MILTER_NAME, config.milter.socket, config.milter.timeout)
+        libmilter.main()
     except libmilter.error as exc:
-        log.error("cannot serve milter socket %s: %s", config.milter.socket, exc)
+        log.error("milter socket %s failed: %s", config.milter.socket, exc)
         status = EX_UNAVAILABLE
     notify("STOPPING=1")
     if sessions.active:
@@ -99,7 +101,9 @@ def run(config: Config, opener: Opener = default_opener) -> int:
     return status
 
 
-class _SessionCount:
+class SessionCount:
+    """Live SMTP sessions, for the log at shutdown."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.active = 0
@@ -109,14 +113,14 @@ class _SessionCount:
             self.active += n
 
 
-def _counted(runtime: Runtime, sessions: _SessionCount) -> ExtrusionMilter:
+def _counted(runtime: Runtime, sessions: SessionCount) -> ExtrusionMilter:
     return _CountedMilter(runtime, sessions)
 
 
 class _CountedMilter(ExtrusionMilter):
     """Counts live sessions, for the log at shutdown."""
 
-    def __init__(self, runtime: Runtime, sessions: _SessionCount) -> None:
+    def __init__(self, runtime: Runtime, sessions: SessionCount) -> None:
         super().__init__(runtime)
         self._sessions = sessions
         sessions.add(1)
@@ -126,6 +130,42 @@ class _CountedMilter(ExtrusionMilter):
             return super().close()
         finally:
             self._sessions.add(-1)
+
+
+def open_socket(runtime: Runtime, spec: str, timeout: int) -> SessionCount:
+    """Register the callbacks and bind libmilter's socket; `libmilter.main()` then serves it.
+
+    What `Milter.runmilter` does, split so that a socket that cannot be bound
+    (an address in use) is an error at start-up, before anyone is told the
+    milter is ready, and so that `extrusion serve` can run `main()` on a
+    thread of its own. Raises `libmilter.error`.
+    """
+    sessions = SessionCount()
+    Milter.factory = functools.partial(_counted, runtime, sessions)
+    # The session's reply on a Python error pymilter could not hand to us (a
+    # HELO or header name that is not UTF-8 fails in its C layer): carry on.
+    libmilter.set_exception_policy(libmilter.CONTINUE)
+    libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS | libmilter.QUARANTINE
+                        | libmilter.SETSYMLIST)
+    libmilter.set_connect_callback(Milter.connect_callback)
+    libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
+    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
+    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
+    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+    libmilter.set_close_callback(Milter.close_callback)
+    libmilter.setconn(spec)
+    if timeout > 0:
+        libmilter.settimeout(timeout)
+    libmilter.register(c.MILTER_NAME,
+                       data=lambda ctx: ctx.getpriv().data(),
+                       unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
+                       negotiate=Milter.negotiate_callback)
+    libmilter.opensocket(True)  # True: remove a unix socket left by an earlier run
+    return sessions
 
 
 def _announce_when_ready(spec: str) -> None:

@@ -95,6 +95,7 @@ class EngineGuard:
         backlog: Backlog | None = None,
         housekeeping_seconds: float = 1.0,
         refresh_seconds: float = 3.0,
+        owns_engine: bool = True,
     ) -> None:
         self.engine = engine
         self.timeout = timeout
@@ -106,6 +107,9 @@ class EngineGuard:
         self._next_id = 0
         self._housekeeping_seconds = housekeeping_seconds
         self._refresh_seconds = refresh_seconds
+        # False under `extrusion serve`: the policy daemon's engine service refreshes,
+        # flushes and closes the engine both share; this guard only replays its backlog.
+        self._owns_engine = owns_engine
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -200,7 +204,7 @@ class EngineGuard:
                 continue
             self.replay_backlog()
             now = time.monotonic()
-            if now >= next_refresh:
+            if self._owns_engine and now >= next_refresh:
                 next_refresh = now + self._refresh_seconds
                 self._direct("refresh", self.engine.refresh)
                 self._direct("flush", self.engine.flush)
@@ -235,7 +239,8 @@ class EngineGuard:
             thread.join()
         self.replay_backlog()
         self.backlog.save()
-        self._direct("close", self.engine.close)
+        if self._owns_engine:
+            self._direct("close", self.engine.close)
 
 
 def _nothing() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
 from extrusion.config import EX_CONFIG, Config, ConfigError
@@ -102,7 +102,14 @@ class Runner:
         self.stopping = True
         for component in self.extra:
             component.stop()
-        return self.service.stopService()
+        # The components (the milter) judge through the service's engine: wait for them
+        # to finish and hand over what they hold before the service closes the engine.
+        joins = [threads.deferToThread(component.join) for component in self.extra]
+        done: defer.Deferred[Any] = defer.gatherResults(joins, consumeErrors=True)
+        done.addErrback(lambda failure: log.error("stopping a component: %s",
+                                                  failure.getErrorMessage()))
+        done.addCallback(lambda _: self.service.stopService())
+        return done
 
 
 def run(

@@ -1,37 +1,39 @@
-"""`extrusion serve`: every enabled component in one service — policy daemon plus milter.
+"""`extrusion serve`: every enabled component in one process, around one engine.
 
-libmilter owns its process's signals (a thread of its own sigwaits on
-SIGTERM/SIGINT/SIGHUP), which cannot share a process with a reactor that
-handles the same signals. So the milter runs as a child process
-(`extrusion milter` with the same config file) supervised from here: it is
-started with the reactor, counted in readiness once its socket accepts,
-sent SIGTERM when we stop (it drains by itself), and if it dies on its own
-the whole service stops with an error so the supervisor restarts both.
+The policy server, the log feed, the operator API and the milter share the
+engine the policy daemon's engine service opens, so one engine on the host
+owns every sender's evidence, score and state: what only the milter sees
+(headers, HELO) and what only the log shows (outcomes) are judged together,
+and the live path reaches the verdicts `replay` reaches.
+
+libmilter serves its socket on threads of its own (`MilterThread`), beside
+the reactor on the main thread. Signals stay the reactor's: libmilter
+blocks SIGTERM, SIGINT and SIGHUP on its threads and waits for them on one
+of its own, but the kernel gives a signal sent to the process to the main
+thread, which does not block them. Stopping asks libmilter to stop, waits
+for its threads (at most its listener's poll interval, about five seconds),
+replays what the milter could not hand over, and only then closes the
+engine. Should libmilter ever catch a stop signal itself, its loop returns
+and the whole service stops cleanly too.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
+from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
-from extrusion import sockspec
 from extrusion.config import Config
 from extrusion.policyd import daemon
 from extrusion.policyd.postfixconf import main_cf_lines
+from extrusion.policyd.service import PolicydService
 
 log = logging.getLogger("extrusion.serve")
 
-#: How long the milter's socket may take to accept after start (seconds).
-MILTER_READY_SECONDS = 30.0
-#: How long the milter may take to drain after SIGTERM before it is killed.
+#: How long libmilter may take to stop after it is asked to (seconds).
 MILTER_STOP_SECONDS = 20.0
 EX_SOFTWARE = 70  # a component died on its own
 
@@ -44,76 +46,101 @@ def milter_available() -> bool:
     return True
 
 
-class MilterChild:
-    """`extrusion milter` as a child process, driven from the reactor."""
+class MilterThread:
+    """The milter on the service's engine, served by libmilter beside the reactor."""
 
     def __init__(self, config: Config, runner: daemon.Runner | None = None) -> None:
         self.config = config
         self.runner = runner
-        self.proc: subprocess.Popen[bytes] | None = None
         self.ready: defer.Deferred[None] = defer.Deferred()
         self.stopping = False
-
-    def argv(self) -> list[str]:
-        return [sys.executable, "-m", "extrusion.cli", "milter", "--config", self.config.path]
+        self._thread: threading.Thread | None = None
+        self._guard: Any = None
+        self._sessions: Any = None
+        self._joined = False
 
     def start(self) -> None:
-        env = dict(os.environ)
-        env.pop("NOTIFY_SOCKET", None)  # readiness is ours to report, for both
-        # Its own process group: a Ctrl-C on the terminal reaches only us, and we
-        # pass one SIGTERM on (a second signal would cut the milter's drain short).
-        self.proc = subprocess.Popen(self.argv(), env=env, process_group=0)
-        log.info("milter started as process %d", self.proc.pid)
-        threading.Thread(target=self._wait, name="extrusion-milter-wait", daemon=True).start()
-        threads.deferToThread(self._probe).addCallback(self._probed)
+        import milter as libmilter
 
-    def _probe(self) -> bool:
-        deadline = time.monotonic() + MILTER_READY_SECONDS
-        while time.monotonic() < deadline and self.proc is not None and self.proc.poll() is None:
-            if sockspec.accepts(self.config.milter.socket):
-                return True
-            time.sleep(0.05)
-        return False
+        from extrusion.milter.adapter import Runtime, Settings
+        from extrusion.milter.backlog import FILE_NAME, Backlog
+        from extrusion.milter.daemon import open_socket
+        from extrusion.milter.guard import EngineGuard
+        from extrusion.scoring.api import EngineSlot
 
-    def _probed(self, ok: bool) -> None:
-        if self.ready.called:
+        assert self.runner is not None, "bound to the runner before start"
+        engines = _service(self.runner).engines
+        backlog = Backlog(Path(self.config.store.spool_dir) / FILE_NAME)
+        if loaded := backlog.load():
+            log.warning("replaying %d milter events kept by the previous run", loaded)
+        self._guard = EngineGuard(EngineSlot(lambda: engines.engine),
+                                  timeout=self.config.milter.engine_timeout,
+                                  backlog=backlog, owns_engine=False)
+        runtime = Runtime(self._guard, Settings.from_config(self.config))
+        spec = self.config.milter.socket
+        try:
+            self._sessions = open_socket(runtime, spec, self.config.milter.timeout)
+        except libmilter.error as exc:
+            self._joined = True  # nothing runs: nothing to wait for
+            self._guard.close()
+            self.ready.errback(RuntimeError(
+                f"cannot serve milter socket {spec}: {exc} (is another program listening there?)"))
             return
-        if ok:
-            self.ready.callback(None)
-        else:
-            self.ready.errback(RuntimeError(f"milter socket {self.config.milter.socket} "
-                                            "did not accept connections"))
+        self._guard.start()
+        self._thread = threading.Thread(target=self._main, name="extrusion-milter", daemon=True)
+        self._thread.start()
+        log.info("milter listening on %s", spec)
+        self.ready.callback(None)  # bound and listening: connections wait for main()
 
-    def _wait(self) -> None:
-        assert self.proc is not None
-        code = self.proc.wait()
+    def _main(self) -> None:
+        import milter as libmilter
         from twisted.internet import reactor
 
-        reactor.callFromThread(self._exited, code)
+        error = ""
+        try:
+            libmilter.main()
+        except libmilter.error as exc:
+            error = str(exc)
+        reactor.callFromThread(self._exited, error)
 
-    def _exited(self, code: int) -> None:
+    def _exited(self, error: str) -> None:
         if self.stopping:
-            return  # join() reports it
-        log.error("milter exited on its own with status %d; stopping everything", code)
+            return
+        if error:
+            log.error("milter failed (%s); stopping everything", error)
+            if self.runner is not None:
+                self.runner.exit_code = EX_SOFTWARE
+        else:
+            log.warning("milter stopped on a signal it caught itself; stopping everything")
         if self.runner is not None:
-            self.runner.exit_code = EX_SOFTWARE
             self.runner.terminate()
 
     def stop(self) -> None:
+        import milter as libmilter
+
         self.stopping = True
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        if self._thread is not None and self._thread.is_alive():
+            libmilter.stop()
 
     def join(self) -> None:
-        if self.proc is None:
+        """Wait for libmilter, then hand the milter's backlog to the still-open engine."""
+        if self._joined:
             return
-        try:
-            code = self.proc.wait(MILTER_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            log.error("milter did not stop within %.0fs; killing it", MILTER_STOP_SECONDS)
-            self.proc.kill()
-            code = self.proc.wait()
-        log.info("milter exited with status %d", code)
+        self._joined = True
+        if self._thread is not None:
+            self._thread.join(MILTER_STOP_SECONDS)
+            if self._thread.is_alive():
+                log.error("milter did not stop within %.0fs", MILTER_STOP_SECONDS)
+        if self._sessions is not None and self._sessions.active:
+            log.warning("milter stopped: %d sessions in progress were left to the MTA's "
+                        "milter_default_action", self._sessions.active)
+        if self._guard is not None:
+            self._guard.close()
+        log.info("milter stopped")
+
+
+def _service(runner: daemon.Runner) -> PolicydService:
+    return runner.service
 
 
 def serve(config: Config) -> int:
@@ -123,13 +150,13 @@ def serve(config: Config) -> int:
     banner = main_cf_lines(config, milter=with_milter)
     if config.milter.enabled and not with_milter:
         banner.append("# (milter enabled in config but not built yet: not started)")
-    child = MilterChild(config) if with_milter else None
+    child = MilterThread(config) if with_milter else None
     if child is not None:
         extra.append(child)
     return daemon.run(config, extra=extra, banner=banner, on_runner=_bind(child))
 
 
-def _bind(child: MilterChild | None) -> Any:
+def _bind(child: MilterThread | None) -> Any:
     def bind(runner: daemon.Runner) -> None:
         if child is not None:
             child.runner = runner

@@ -76,3 +76,76 @@ class EngineAPI(Protocol):
 
     def close(self) -> None:
         """Flush and release the store."""
+
+
+class EngineUnavailable(Exception):
+    """The engine is not open (yet): its store could not be reached at start-up."""
+
+
+class EngineSlot:
+    """An `EngineAPI` that forwards every call to the engine another component owns.
+
+    `extrusion serve` opens one engine in the policy daemon's engine service,
+    which may open it late (it retries while the store is down); the milter,
+    on the same host and in the same process, judges through this slot, so
+    both see one sender's evidence, score and state. A call made before the
+    engine is open raises `EngineUnavailable`, which the milter's guard treats
+    like any engine failure (mail continues as `on_error` says; events wait in
+    its backlog).
+    """
+
+    def __init__(self, get: Callable[[], EngineAPI | None]) -> None:
+        self._get = get
+
+    def _engine(self) -> EngineAPI:
+        engine = self._get()
+        if engine is None:
+            raise EngineUnavailable("the engine is not open yet (store unreachable at start-up)")
+        return engine
+
+    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
+        return self._engine().sender_key(client_addr=client_addr, sasl_user=sasl_user)
+
+    def connection(self, event: Connection) -> None:
+        self._engine().connection(event)
+
+    def submission(self, event: Submission) -> None:
+        self._engine().submission(event)
+
+    def outcome(self, event: Outcome) -> None:
+        self._engine().outcome(event)
+
+    def operator(self, event: OperatorAction) -> StateChange | None:
+        return self._engine().operator(event)
+
+    def decide(
+        self,
+        sender: str,
+        stage: Stage,
+        recipient_count: int = 1,
+        now: float | None = None,
+        *,
+        count: bool = True,
+        helos: tuple[str, ...] = (),
+        client_addr: str = "",
+        envelope_from: str = "",
+        recipient: str = "",
+    ) -> Decision:
+        return self._engine().decide(sender, stage, recipient_count, now, count=count,
+                                     helos=helos, client_addr=client_addr,
+                                     envelope_from=envelope_from, recipient=recipient)
+
+    def undelivered_queue_ids(self, sender: str, mta: str = "") -> list[str]:
+        return self._engine().undelivered_queue_ids(sender, mta)
+
+    def add_listener(self, listener: Callable[[StateChange], None]) -> None:
+        self._engine().add_listener(listener)
+
+    def refresh(self, now: float | None = None) -> None:
+        self._engine().refresh(now)
+
+    def flush(self) -> None:
+        self._engine().flush()
+
+    def close(self) -> None:
+        """The owner closes the engine; the slot only lets go of it."""

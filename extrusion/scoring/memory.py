@@ -178,9 +178,13 @@ class SenderMemory:
 
     def note(self, kind: str, now: float, weight: float = 0.0, example: str = "",
              **extra: Any) -> None:
-        f = self.findings.get(kind)
+        f = self.findings.pop(kind, None)
         if f is None:
-            f = self.findings[kind] = {"count": 0, "weight": 0.0, "examples": [], "first": now}
+            f = {"count": 0, "weight": 0.0, "examples": [], "first": now}
+        # Kept in the order they were last noted: a tie in `top_finding` goes to the
+        # evidence that came in last, whichever clock stamped it (the milter's events
+        # carry the wall clock, the log's whole seconds that may look earlier).
+        self.findings[kind] = f
         f["count"] += 1
         f["weight"] = round(f["weight"] + weight, 3)
         f["last"] = now
@@ -191,14 +195,14 @@ class SenderMemory:
         self.dirty = True
 
     def top_finding(self, kinds: tuple[str, ...] | None = None) -> str:
-        """The finding that weighs most (ties: the most recent)."""
-        best, best_key = "", (-1.0, -1.0)
+        """The finding that weighs most (ties: the one noted last)."""
+        best, best_weight = "", -1.0
         for kind, f in self.findings.items():
             if kinds is not None and kind not in kinds:
                 continue
-            key = (float(f.get("weight", 0.0)), float(f.get("last", 0.0)))
-            if key > best_key:
-                best, best_key = kind, key
+            weight = float(f.get("weight", 0.0))
+            if weight >= best_weight:
+                best, best_weight = kind, weight
         return best
 
 

@@ -1,4 +1,5 @@
-"""`extrusion milter` and `extrusion policyd` as real processes wired to a test Postfix.
+"""`extrusion serve` (milter, policy server and log feed around one engine) as a real
+process wired to a test MTA.
 
 `ExtrusionDaemons` writes a config for one test (SQLite store in the test dir,
 the milter and policy addresses the throw-away Postfix was wired with, the
@@ -33,7 +34,7 @@ from tests.postfix_harness import SBIN_PATH
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 CLI_TIMEOUT = 60.0
-DAEMONS = ("milter", "policyd")
+DAEMONS = ("serve",)  # one process, one engine per host
 
 TomlValue = str | int | float | bool | list[Any] | dict[str, Any]
 
