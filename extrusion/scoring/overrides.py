@@ -1,7 +1,8 @@
 """Who a sender is (keys, customers) and which config override applies to it.
 
-Sender keys: `sasl:USER` when the client authenticated, else `ip:ADDR`;
-config `[[customers]]` map SASL patterns and IP ranges to `customer:NAME`.
+Sender keys: `sasl:USER` when the client authenticated, else `ip:ADDR`
+(canonical text from `extrusion.scoring.keys`); config `[[customers]]` map
+SASL patterns and IP ranges to `customer:NAME`.
 Config `[[overrides]]` match a key exactly, a CIDR (against the client
 address the sender was last seen with) or a glob such as `sasl:*@example.com`;
 the first match in file order wins.
