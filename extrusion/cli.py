@@ -214,7 +214,7 @@ def _operator_command(verb: str) -> Callable[..., None]:
         try:
             change = admin.operator_action(cfg, verb, sender, reason, who)
         except admin.AdminError as exc:
-            fail(f"extrusion {verb}: {exc}", EX_USAGE)
+            fail(f"extrusion {verb}: {exc}", exc.status or EX_USAGE)
         except StoreError as exc:
             fail(f"extrusion {verb}: {exc}", EX_UNAVAILABLE)
         click.echo(f"{change.sender}: {change.old.value} -> {change.new.value} ({change.reason})")

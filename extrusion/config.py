@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from extrusion.scoring.keys import override_problem
+
 EX_CONFIG = 78
 ENV_VAR = "EXTRUSION_CONFIG"
 SYSTEM_PATH = Path("/etc/extrusion/extrusion.toml")
@@ -385,9 +387,12 @@ def _check_references(cfg: Config, path: str) -> None:
     for i, c in enumerate(cfg.customers):
         if c.limits not in cfg.limits:
             raise ConfigError(path, f"customers[{i}].limits", f"no [limits.{c.limits}] table")
+    names = {c.name for c in cfg.customers}
     for i, o in enumerate(cfg.overrides):
         if o.action == "limits" and o.limits not in cfg.limits:
             raise ConfigError(path, f"overrides[{i}].limits", f"no [limits.{o.limits}] table")
+        if (problem := override_problem(o.match, names)) is not None:
+            raise ConfigError(path, f"overrides[{i}].match", problem)
     s = cfg.scoring
     if not 0 < s.watch_score <= s.throttle_score <= s.hold_score:
         raise ConfigError(

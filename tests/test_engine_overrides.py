@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from extrusion.config import Customer, Override
-from extrusion.scoring.overrides import OverrideSet, SenderMap, parse_addr
+from extrusion.scoring.keys import parse_address as parse_addr
+from extrusion.scoring.overrides import OverrideSet, SenderMap
 
 CUSTOMERS = (
     Customer("acme", limits="business", networks=("10.0.0.0/8",), sasl=("*@acme.example",)),

@@ -14,6 +14,7 @@ from extrusion.cli import EX_UNAVAILABLE, main
 from extrusion.config import load
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import Action, Outcome, Stage, State, Status, Submission
+from extrusion.scoring.keys import EX_DATAERR, EX_USAGE
 from extrusion.scoring.store import Store
 
 
@@ -69,6 +70,7 @@ def setup(store_url: str, write_config: Callable[[str], Path], tmp_path: Path
     path = write_config(
         f'[general]\nhostname = "mx1"\n[store]\nurl = "{store_url}"\n'
         f'spool_dir = "{tmp_path / "spool"}"\n'
+        '[[customers]]\nname = "acme"\nnetworks = ["10.0.0.0/8"]\nsasl = ["*@acme.example"]\n'
     )
     engine = open_engine(load(path))
     yield str(path), engine
@@ -129,19 +131,60 @@ def test_senders_json_and_state_filter(
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "status", "message"),
     [
-        (["block", "192.0.2.1", "-r", "x"], "is not a sender key"),
-        (["allow", "sasl:", "-r", "x"], "is not a sender key"),
-        (["hold", BOT, "-r", "  "], "a reason is required"),
+        (["block", "192.0.2.1"], EX_USAGE, "is not a sender key"),
+        (["block", "host:192.0.2.1"], EX_USAGE, "is not a sender key"),
+        (["block", ""], EX_USAGE, "is not a sender key"),
+        (["allow", "sasl:"], EX_USAGE, "names nobody"),
+        (["release", "ip:"], EX_USAGE, "names nobody"),
+        (["block", "ip:192.0.2.300"], EX_USAGE, "is not an IP address"),
+        (["block", "ip:not-an-ip"], EX_USAGE, "is not an IP address"),
+        (["block", "ip:192.0.2.01"], EX_USAGE, "is not an IP address"),
+        (["hold", "ip:192.0.2.0/24"], EX_USAGE, "[[overrides]] entry"),
+        (["allow", "ip:2001:DB8::/32"], EX_USAGE, 'match = "2001:db8::/32"'),
+        (["block", "customer:nobody"], EX_DATAERR, "no customer in the config"),
+        (["block", "customer:ACME"], EX_DATAERR, "no customer in the config"),
+        (["hold", "ip:10.1.2.3"], EX_DATAERR, "belongs to customer:acme"),
+        (["hold", "ip:::ffff:10.1.2.3"], EX_DATAERR, "belongs to customer:acme"),
+        (["hold", "sasl:joe@acme.example"], EX_DATAERR, "belongs to customer:acme"),
+        (["hold", BOT, "-r", "  "], 2, "a reason is required"),
     ],
 )
-def test_bad_operator_input_is_one_clear_line(
+def test_bad_operator_input_is_one_clear_line_and_writes_nothing(
     setup: tuple[str, Engine], capsys: pytest.CaptureFixture[str], args: list[str],
-    message: str,
+    status: int, message: str,
 ) -> None:
     path, engine = setup
-    assert main([*args, "--config", path]) == 2
+    reason = [] if "-r" in args else ["-r", "x"]
+    assert main([*args, *reason, "--config", path]) == status
     err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    assert message in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"extrusion {args[0]}: ")
     assert engine.store.state_changes() == []  # nothing written
+    assert engine.store.senders(None) == []
+    assert main(["senders", "--config", path]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == []  # so never listed
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("ip:2001:DB8::0001", "ip:2001:db8::1"),
+        ("ip:::ffff:192.0.2.5", "ip:192.0.2.5"),
+        ("IP:[IPv6:2001:db8:0:0::7]", "ip:2001:db8::7"),
+        ("sasl:Anna@Example.net", "sasl:Anna@Example.net"),  # as the MTA passes it
+        ("customer:acme", "customer:acme"),
+    ],
+)
+def test_operator_keys_are_stored_as_traffic_has_them(
+    setup: tuple[str, Engine], capsys: pytest.CaptureFixture[str], given: str, stored: str,
+) -> None:
+    path, engine = setup
+    assert main(["hold", given, "--config", path, "-r", "check"]) == 0
+    assert capsys.readouterr().out.startswith(f"{stored}: ok -> held ")
+    assert [r.key for r in engine.store.senders(None)] == [stored]
+    (change,) = engine.store.state_changes(stored)
+    assert change.new is State.HELD
+    engine.refresh()
+    assert engine.decide(stored, Stage.EOM, count=False).action is Action.HOLD

@@ -23,7 +23,6 @@ up a HELO that pymilter could not decode.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -44,6 +43,7 @@ from extrusion.milter.replies import Reply
 from extrusion.milter.session import Message, Session, bare_address
 from extrusion.milter.text import clean, reply_text
 from extrusion.scoring.events import Action, Decision, Stage
+from extrusion.scoring.keys import client_key, normal_address
 
 log = logging.getLogger("extrusion.milter")
 
@@ -97,23 +97,7 @@ class Runtime:
 
 def fallback_sender_key(client_addr: str, sasl_user: str) -> str:
     """The DESIGN's key when the engine cannot compute it (customer mapping is lost)."""
-    return f"sasl:{sasl_user}" if sasl_user else f"ip:{client_addr}"
-
-
-def normal_address(addr: str) -> str:
-    """Canonical text of an IP address; an IPv4-mapped IPv6 address as plain IPv4."""
-    if ":" not in addr:
-        # Not IPv6: an IPv4 address the parser accepts (four decimal octets, no
-        # leading zeros) is already in canonical form, and anything else is kept
-        # as it is; parsing would cost more than the rest of the connect callback.
-        return addr
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return addr
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
+    return client_key(client_addr, sasl_user)
 
 
 class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type hints

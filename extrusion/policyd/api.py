@@ -14,6 +14,7 @@ thread; the reactor only routes and serialises.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -27,6 +28,7 @@ from twisted.web import resource, server
 from extrusion.policyd.metrics import CONTENT_TYPE, Metrics
 from extrusion.policyd.responder import EngineSource
 from extrusion.scoring.events import OperatorAction, OperatorVerb, State, StateChange
+from extrusion.scoring.keys import SenderKeyError, operator_key
 
 log = logging.getLogger("extrusion.policyd.api")
 
@@ -229,6 +231,8 @@ class OperatorApi(resource.Resource):
         return self._in_thread(query)
 
     def _detail(self, key: str) -> Any:
+        with contextlib.suppress(SenderKeyError):  # no sender has a malformed key: 404 below
+            key = operator_key(key)  # GET /senders/ip:2001:DB8::0001 finds ip:2001:db8::1
         directory = self._store()
 
         def query() -> dict[str, Any]:
@@ -252,8 +256,10 @@ class OperatorApi(resource.Resource):
             )
         if not isinstance(who, str) or not who.strip():
             raise ApiError(BAD_REQUEST, '"who" must be a non-empty string')
-        if ":" not in key:
-            raise ApiError(BAD_REQUEST, "sender keys look like ip:ADDR, sasl:USER or customer:NAME")
+        try:
+            key = operator_key(key)  # malformed keys are refused even while the store is down
+        except SenderKeyError as exc:
+            raise ApiError(BAD_REQUEST, str(exc)) from None
         engine = self.source.engine
         if engine is None:
             raise ApiError(UNAVAILABLE, "store unavailable, try again")
@@ -261,11 +267,15 @@ class OperatorApi(resource.Resource):
             time=self.clock(), sender=key, verb=verb,
             who=who.strip()[:200], why=reason.strip()[:MAX_REASON_CHARS],
         )
-        log.info("api %s %s by %s: %s", verb.value, key, action.who, action.why)
 
         def apply() -> dict[str, Any]:
-            change = engine.operator(action)
-            return {"sender": key, "action": verb.value, "change": state_change_json(change)}
+            try:
+                change = engine.operator(action)
+            except SenderKeyError as exc:  # e.g. a customer the config does not define
+                raise ApiError(BAD_REQUEST, str(exc)) from None
+            sender = change.sender if change is not None else key
+            log.info("api %s %s by %s: %s", verb.value, sender, action.who, action.why)
+            return {"sender": sender, "action": verb.value, "change": state_change_json(change)}
 
         return self._in_thread(apply)
 

@@ -24,6 +24,7 @@ from extrusion.policyd.metrics import Metrics
 from extrusion.policyd.reactortypes import Clock, DelayedCall
 from extrusion.policyd.request import BadInput, PolicyRequest, RequestParser
 from extrusion.policyd.responder import Responder
+from extrusion.scoring.keys import ip_of
 
 log = logging.getLogger("extrusion.policyd")
 
@@ -176,13 +177,8 @@ class PolicyFactory(Factory):
     def is_allowed(self, addr: IAddress) -> bool:
         if not isinstance(addr, (IPv4Address, IPv6Address)):
             return True  # unix socket: the file's permissions decide
-        try:
-            ip = ipaddress.ip_address(addr.host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.allowed)
+        ip = ip_of(addr.host.split("%", 1)[0])
+        return ip is not None and any(ip in net for net in self.allowed)
 
     def buildProtocol(self, addr: IAddress) -> PolicyProtocol | None:  # type: ignore[override]
         if not self.is_allowed(addr):

@@ -13,8 +13,9 @@ import time
 
 from extrusion.config import Config
 from extrusion.scoring.events import OperatorVerb, State, StateChange
+from extrusion.scoring.keys import SenderKeyError
 from extrusion.scoring.memory import RELEASED
-from extrusion.scoring.overrides import OverrideSet
+from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch, SenderDelta, SenderRow
 from extrusion.scoring.state import Thresholds, next_state
 from extrusion.scoring.store import Store, open_store, state_change_row
@@ -22,11 +23,14 @@ from extrusion.scoring.store import Store, open_store, state_change_row
 PINNED = {OperatorVerb.ALLOW: State.OK, OperatorVerb.BLOCK: State.BLOCKED,
           OperatorVerb.HOLD: State.HELD}
 CONFIG_PINNED = {"allow": State.OK, "block": State.BLOCKED, "hold": State.HELD}
-KEY_PREFIXES = ("sasl:", "ip:", "customer:")
 
 
 class AdminError(Exception):
-    """Bad operator input, phrased for the terminal."""
+    """Bad operator input, phrased for the terminal; `status` is the exit status if set."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def db_upgrade(cfg: Config) -> str:
@@ -70,9 +74,12 @@ def operator_action(cfg: Config, verb: str, sender: str, why: str, who: str,
         v = OperatorVerb(verb)
     except ValueError:
         raise AdminError(f"unknown action {verb!r}") from None
-    if not sender.startswith(KEY_PREFIXES) or len(sender) <= len(sender.split(":")[0]) + 1:
-        raise AdminError(
-            f"{sender!r} is not a sender key (sasl:USER, ip:ADDRESS or customer:NAME)")
+    try:
+        # The key traffic has, or nothing is written: a pin on a key no traffic
+        # has would be listed as held while the daemons let the sender through.
+        sender = SenderMap(cfg.customers).operator_key(sender)
+    except SenderKeyError as exc:
+        raise AdminError(str(exc), exc.status) from None
     if not why.strip():
         raise AdminError("a reason is required (it is kept in the audit trail)")
     now = time.time() if now is None else now

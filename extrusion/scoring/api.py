@@ -40,7 +40,11 @@ class EngineAPI(Protocol):
         """Record one recipient's delivery outcome; may change the sender's state."""
 
     def operator(self, event: OperatorAction) -> StateChange | None:
-        """Apply an operator's allow/block/hold/release/monitor; audited."""
+        """Apply an operator's allow/block/hold/release/monitor; audited.
+
+        The sender is canonicalised (`SenderMap.operator_key`); a key that is
+        malformed or that traffic never has raises `SenderKeyError`, and
+        nothing is recorded."""
 
     def decide(
         self,

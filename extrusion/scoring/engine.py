@@ -264,7 +264,8 @@ class Engine(StoreSync):
         now = event.time
         verb = OperatorVerb(event.verb)
         with self._lock:
-            mem = self._mem(event.sender, now)
+            # Raises SenderKeyError before anything is remembered or written.
+            mem = self._mem(self.map.operator_key(event.sender), now)
             old = mem.state
             if verb is OperatorVerb.RELEASE:
                 mem.forget(now, event.who)

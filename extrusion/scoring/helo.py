@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from publicsuffixlist import PublicSuffixList
 
+from extrusion.scoring.keys import ip_of
 from extrusion.scoring.providers import provider_family
 
 # --- finding kinds ------------------------------------------------------------------------------
@@ -157,13 +158,7 @@ def _parse_ip(text: str) -> IPAddress | None:
         text = text[1:-1]
         if text[:5].lower() == "ipv6:":
             text = text[5:]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    return ip_of(text)
 
 
 def _is_nat_address(address: IPAddress) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from extrusion.scoring.events import Headers
 from extrusion.scoring.helo import safe_text
+from extrusion.scoring.keys import parse_address
 
 # Local parts of senders that answer mail automatically: bounce generators,
 # vacation programs, "do not reply" robots. Compared whole (after stripping
@@ -232,13 +233,5 @@ def mentions_own_network(client_addr: str, own_networks: Sequence[str]) -> bool:
     says "unknown") is not ours. Raises ValueError for a bad network.
     """
     networks = _parse_networks(tuple(own_networks))
-    text = client_addr.strip().strip("[]")
-    if text[:5].lower() == "ipv6:":
-        text = text[5:]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+    address = parse_address(client_addr)
+    return address is not None and any(address in network for network in networks)

@@ -1,7 +1,8 @@
 """Who a sender is (keys, customers) and which config override applies to it.
 
-Sender keys: `sasl:USER` when the client authenticated, else `ip:ADDR`;
-config `[[customers]]` map SASL patterns and IP ranges to `customer:NAME`.
+Sender keys: `sasl:USER` when the client authenticated, else `ip:ADDR`
+(canonical text from `extrusion.scoring.keys`); config `[[customers]]` map
+SASL patterns and IP ranges to `customer:NAME`.
 Config `[[overrides]]` match a key exactly, a CIDR (against the client
 address the sender was last seen with) or a glob such as `sasl:*@example.com`;
 the first match in file order wins.
@@ -16,30 +17,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from extrusion.config import Customer, Override
+from extrusion.scoring.keys import (
+    CUSTOMER,
+    EX_DATAERR,
+    IP,
+    SASL,
+    SenderKeyError,
+    address_of,
+    client_key,
+    operator_key,
+    parse_address,
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-SASL = "sasl:"
-IP = "ip:"
-CUSTOMER = "customer:"
 DEFAULT_CLASS = "default"
 _CACHE = 65536  # distinct clients remembered by the key lookups
-
-
-def parse_addr(addr: str) -> IPAddress | None:
-    """An IP address from an MTA's notation (`[192.0.2.1]`, `IPv6:2001:db8::1`), or None."""
-    a = addr.strip().strip("[]")
-    if a.lower().startswith("ipv6:"):
-        a = a[5:]
-    try:
-        return ipaddress.ip_address(a)
-    except ValueError:
-        return None
-
-
-def client_of(key: str) -> IPAddress | None:
-    return parse_addr(key[len(IP):]) if key.startswith(IP) else None
 
 
 class SenderMap:
@@ -61,17 +54,39 @@ class SenderMap:
             for pattern, customer in self._sasl:
                 if pattern.match(user):
                     return f"{CUSTOMER}{customer.name}"
-        ip = parse_addr(client_addr)
+        ip = parse_address(client_addr)
         if ip is not None:
             for net, customer in self._nets:
                 if ip.version == net.version and ip in net:
                     return f"{CUSTOMER}{customer.name}"
-        if sasl_user:
-            return f"{SASL}{sasl_user}"
-        return f"{IP}{ip if ip is not None else client_addr.strip()}"
+        return client_key(client_addr, sasl_user)
 
     def key(self, client_addr: str, sasl_user: str = "") -> str:
         return self._cached(client_addr, sasl_user)
+
+    def operator_key(self, text: str) -> str:
+        """The canonical key an operator means, refused if traffic can never have it.
+
+        Raises SenderKeyError: EX_USAGE for malformed text, EX_DATAERR for a
+        customer the config does not define, or an address or SASL user that
+        a [[customers]] entry claims (its traffic is keyed `customer:NAME`).
+        """
+        key = operator_key(text)
+        if key.startswith(CUSTOMER):
+            if key not in self._classes:
+                names = ", ".join(sorted(self._classes)) or "none defined"
+                raise SenderKeyError(
+                    f"{key!r} is no customer in the config's [[customers]] ({names})",
+                    EX_DATAERR)
+            return key
+        owner = (self.key(key[len(IP):]) if key.startswith(IP)
+                 else self.key("", key[len(SASL):]))
+        if owner.startswith(CUSTOMER):
+            raise SenderKeyError(
+                f"{key!r} belongs to {owner} in the config's [[customers]], so its mail "
+                f"is counted as {owner}; act on that, or add an [[overrides]] entry",
+                EX_DATAERR)
+        return key
 
     def limits_class(self, key: str) -> str:
         return self._classes.get(key, DEFAULT_CLASS)
@@ -95,7 +110,7 @@ class OverrideSet:
         return bool(self._rules)
 
     def match(self, key: str, client_addr: str = "") -> Override | None:
-        ip = client_of(key) or (parse_addr(client_addr) if client_addr else None)
+        ip = address_of(key) or (parse_address(client_addr) if client_addr else None)
         lowered = key.lower()
         for r in self._rules:
             if r.exact is not None and r.exact == lowered:
@@ -114,7 +129,7 @@ def _compile(o: Override) -> _Rule:
         return _Rule(o, glob=re.compile(fnmatch.translate(m.lower())))
     prefixed = m.lower().startswith(IP)
     text = m[len(IP):] if prefixed else m
-    if prefixed and "/" not in text and (ip := parse_addr(text)) is not None:
+    if prefixed and "/" not in text and (ip := parse_address(text)) is not None:
         return _Rule(o, exact=f"{IP}{ip}")  # that IP sender only
     if prefixed or ":" not in m or "/" in m:
         # A CIDR or a bare address: matches any sender last seen from inside it.
