@@ -10,8 +10,9 @@ import pytest
 from extrusion import config as configmod
 from extrusion.config import ConfigError
 from extrusion.policyd import sdnotify
-from extrusion.policyd.postfixconf import main_cf_lines, milter_address, policy_address
+from extrusion.policyd.postfixconf import main_cf_lines
 from extrusion.policyd.service import validate
+from extrusion.postfixaddr import milter_address, policy_address
 
 
 def cfg(**sections: dict[str, Any]) -> configmod.Config:

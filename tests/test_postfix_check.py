@@ -15,12 +15,10 @@ from extrusion.mtacheck import (
     PostconfView,
     check_postfix,
     has_errors,
-    milter_address,
     parse_list,
-    policy_address,
-    same_address,
     seconds,
 )
+from extrusion.postfixaddr import milter_address, policy_address, policy_listener
 from tests.postfix_harness import SBIN_PATH, PostfixInstance
 
 MILTER = "inet:127.0.0.1:8890"
@@ -108,9 +106,10 @@ def test_restriction_lists_keep_brace_groups_and_options() -> None:
 
 
 def test_loopback_spellings_are_the_same_address() -> None:
-    assert same_address("inet:localhost:10040", "inet:127.0.0.1:10040")
-    assert not same_address("inet:127.0.0.1:10041", "inet:127.0.0.1:10040")
-    assert not same_address("inet:192.0.2.1:10040", "inet:127.0.0.1:10040")
+    ours = policy_listener("tcp:10040:interface=127.0.0.1")
+    assert ours.reached_by("inet:localhost:10040")
+    assert not ours.reached_by("inet:127.0.0.1:10041")
+    assert not ours.reached_by("inet:192.0.2.1:10040")
 
 
 @pytest.mark.parametrize(("text", "value"), [("10s", 10.0), ("2m", 120.0), ("100", 100.0),
