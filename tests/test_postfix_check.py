@@ -189,6 +189,46 @@ def test_a_unix_milter_socket_inside_the_chroot(postfix_side: str, attached: boo
     assert (("ok", "smtpd_milters") in _levels(check_postfix(cfg, view))) == attached
 
 
+# A policy socket in Postfix's private directory, relative to the queue directory.
+UNIX_POLICY_ENTRY = POLICY_ENTRY.replace(POLICY, "unix:private/extrusion")
+
+
+@pytest.mark.parametrize(
+    ("sections", "changes"),
+    [
+        # tcp6 and inet6: IPv6 hosts in brackets (check-config once wanted inet:\:10040)
+        ({"policyd": {"listen": "tcp6:10040:interface=\\:\\:1"},
+          "milter": {"socket": "inet6:8890@::1"}},
+         {"smtpd_milters": "inet:[::1]:8890",
+          "smtpd_recipient_restrictions": POLICY_ENTRY.replace("127.0.0.1", "[::1]"),
+          "smtpd_end_of_data_restrictions": POLICY_ENTRY.replace("127.0.0.1", "[::1]")}),
+        # every interface: Postfix on the same host connects to loopback
+        ({"policyd": {"listen": "tcp:10040"}, "milter": {"socket": "inet6:8890"}},
+         {"smtpd_milters": "inet:localhost:8890"}),
+        ({"policyd": {"listen": "unix:/var/spool/postfix/private/extrusion:mode=660"}},
+         {"smtpd_recipient_restrictions": UNIX_POLICY_ENTRY,
+          "smtpd_end_of_data_restrictions": UNIX_POLICY_ENTRY,
+          "queue_directory": "/var/spool/postfix"}),
+    ],
+)
+def test_other_listen_forms_found_in_postfix(sections: dict[str, dict[str, object]],
+                                            changes: dict[str, str]) -> None:
+    findings = check_postfix(_cfg(**sections), _view(changes))
+    assert _errors(findings) == []
+
+
+@pytest.mark.parametrize(
+    ("sections", "key"),
+    [({"policyd": {"listen": "systemd:domain=INET:index=0"}}, "smtpd_recipient_restrictions"),
+     ({"milter": {"socket": "inet6:8890@127.0.0.1"}}, "smtpd_milters")],
+)
+def test_a_listen_form_postfix_cannot_be_given_is_an_error(
+    sections: dict[str, dict[str, object]], key: str
+) -> None:
+    findings = check_postfix(_cfg(**sections), _view())
+    assert "cannot tell where Postfix must connect" in _levels(findings)[("error", key)]
+
+
 def test_a_tempfail_milter_is_right_when_extrusion_asks_for_it() -> None:
     cfg = _cfg(milter={"on_error": "tempfail"})
     findings = check_postfix(cfg, _view({"milter_default_action": "tempfail"}))

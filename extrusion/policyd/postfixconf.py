@@ -1,8 +1,9 @@
 """The main.cf lines that wire Postfix to this configuration (printed by `extrusion serve`).
 
-Addresses are translated from extrusion's forms (Twisted endpoint strings,
-libmilter sockets) into Postfix's by `extrusion.postfixaddr`. Every
-line fails open: with extrusion down, mail flows unjudged.
+They are the settings of the shipped conf/postfix/main.cf.snippet (a test keeps
+the two the same), with this configuration's addresses rendered by
+`extrusion.postfixaddr`. Every line fails open: with extrusion down, mail
+flows unjudged.
 """
 
 from __future__ import annotations
@@ -13,27 +14,76 @@ from extrusion.postfixaddr import milter_address, policy_address
 # Postfix waits this long for a policy answer before using default_action.
 POLICY_TIMEOUT = "10s"
 
+RELAY_RESTRICTIONS = "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
+POLICY_SETTINGS = [
+    ("smtpd_policy_service_max_idle", "300s"),
+    ("smtpd_policy_service_max_ttl", "1000s"),
+]
+MILTER_SETTINGS = [
+    ("non_smtpd_milters", ""),
+    ("milter_protocol", "6"),
+    ("milter_default_action", "accept"),
+    ("milter_connect_timeout", "5s"),
+    ("milter_command_timeout", "10s"),
+    ("milter_content_timeout", "30s"),
+    ("milter_connect_macros", "j {daemon_name} {daemon_addr} v _ {client_addr} {client_name}"),
+    ("milter_helo_macros", "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}"),
+    ("milter_mail_macros",
+     "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}"),
+    ("milter_rcpt_macros", "i {rcpt_addr} {rcpt_host} {rcpt_mailer}"),
+    ("milter_end_of_data_macros", "i"),
+]
+# master.cf: the service that writes maillog_file (conf/postfix/master.cf.snippet).
+POSTLOG_SERVICE = "postlog   unix-dgram n  -       n       -       1       postlogd"
+
+
+def _assign(name: str, value: str) -> str:
+    return f"{name} = {value}" if value else f"{name} ="
+
+
+def policy_service(config: Config) -> str:
+    """The check_policy_service entry, fail open: DUNNO when extrusion does not answer."""
+    return (f"check_policy_service {{ {policy_address(config.policyd.listen)}, "
+            f"timeout={POLICY_TIMEOUT}, try_limit=1, default_action=DUNNO }}")
+
+
+def master_cf_lines(config: Config) -> list[str]:
+    """The master.cf services this configuration needs (postlog when Postfix logs to a file)."""
+    return [POSTLOG_SERVICE] if config.maillog.source == "file" else []
+
 
 def main_cf_lines(config: Config, *, milter: bool) -> list[str]:
-    """Lines to paste into Postfix's main.cf for the components this process runs."""
+    """Lines to paste into Postfix's main.cf for the components this process runs.
+
+    One line per setting (the snippet's continuation lines joined), comments on lines
+    of their own.
+    """
     lines = ["# extrusion: add to Postfix's main.cf, then `postfix reload`"]
     if config.policyd.enabled:
-        service = (
-            f"check_policy_service {{ {policy_address(config.policyd.listen)}, "
-            f"timeout={POLICY_TIMEOUT}, try_limit=1, default_action=DUNNO }}"
-        )
-        lines += [
-            "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, "
-            "reject_unauth_destination",
-            f"smtpd_recipient_restrictions = {service}",
-            f"smtpd_end_of_data_restrictions = {service}",
-        ]
+        lines.append(_assign("smtpd_relay_restrictions", RELAY_RESTRICTIONS))
+        try:
+            service = policy_service(config)
+        except ValueError as exc:  # e.g. a systemd: endpoint; the daemon still runs
+            lines.append(f"# {exc}: add check_policy_service with its address yourself")
+        else:
+            lines += [_assign("smtpd_recipient_restrictions", service),
+                      _assign("smtpd_end_of_data_restrictions", service)]
+        lines += [_assign(name, value) for name, value in POLICY_SETTINGS]
     if milter and config.milter.enabled:
-        lines += [
-            f"smtpd_milters = {milter_address(config.milter.socket)}",
-            "milter_protocol = 6",
-            "milter_default_action = accept",
-            "milter_mail_macros = i {auth_type} {auth_authen} {auth_author} {mail_addr}",
-            "milter_end_of_data_macros = i",
-        ]
+        try:
+            lines.append(_assign("smtpd_milters", milter_address(config.milter.socket)))
+        except ValueError as exc:
+            lines.append(f"# {exc}: add smtpd_milters with its address yourself")
+        lines += [_assign(name, value) for name, value in MILTER_SETTINGS]
+    source = config.maillog.source
+    if source == "file":
+        lines.append(_assign("maillog_file", config.maillog.path))
+        lines += ["# and in master.cf, the service that writes maillog_file:"]
+        lines += [f"#   {line}" for line in master_cf_lines(config)]
+    elif source == "syslog":
+        lines.append(f"# leave maillog_file unset and have syslog forward mail.* to "
+                     f"extrusion ([maillog] syslog_listen = {config.maillog.syslog_listen})")
+    else:
+        lines.append("# [maillog] source = \"none\": no delivery outcomes are read; see "
+                     "maillog_file in conf/postfix/main.cf.snippet")
     return lines
