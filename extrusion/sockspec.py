@@ -27,16 +27,12 @@ class MilterSocket:
 def parse(spec: str) -> MilterSocket:
     """The spec's parts; ValueError, naming the spec, when it is not one libmilter takes."""
     kind, sep, rest = spec.partition(":")
-    if not sep:
-        raise ValueError(f"milter socket {spec!r}: expected inet:PORT@HOST, "
-                         f"inet6:PORT@HOST or unix:/path")
-    if kind in ("unix", "local"):
+    if kind in ("unix", "local") and sep:
         if not rest:
             raise ValueError(f"milter socket {spec!r}: no path after {kind}:")
         return MilterSocket("unix", path=rest)
-    if kind not in ("inet", "inet6"):
-        raise ValueError(f"milter socket {spec!r}: unknown kind {kind!r} "
-                         f"(expected inet, inet6, unix or local)")
+    if kind not in ("inet", "inet6") or not sep:
+        raise ValueError(f"milter socket {spec!r}: expected inet:PORT@HOST or unix:/path")
     port, _, host = rest.partition("@")
     if not port.isdigit() or not 0 < int(port) <= MAX_PORT:
         raise ValueError(f"milter socket {spec!r}: bad port {port!r} (1-{MAX_PORT})")

@@ -150,7 +150,7 @@ def test_unix_path_seen_from_the_queue_directory(theirs: str, queue_directory: s
         ("inet:0@127.0.0.1", "bad port '0'"),
         ("inet:70000@127.0.0.1", "bad port '70000'"),
         ("inet@127.0.0.1", "expected inet:PORT@HOST"),
-        ("tcp:8890@127.0.0.1", "unknown kind 'tcp'"),
+        ("tcp:8890@127.0.0.1", "expected inet:PORT@HOST or unix:/path"),
         ("unix:", "no path after unix:"),
         ("inet:8890@::1", "::1 is not an IPv4 address"),
         ("inet6:8890@127.0.0.1", "127.0.0.1 is not an IPv6 address"),
