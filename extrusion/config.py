@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from extrusion import postfixaddr
 from extrusion.scoring.keys import override_problem
 
 EX_CONFIG = 78
@@ -60,14 +61,15 @@ def check_endpoint(value: str) -> str | None:
 
 
 def check_milter_socket(value: str) -> str | None:
-    """libmilter's socket form: `inet:PORT@HOST`, `inet6:PORT@HOST` or `unix:/path`."""
-    if m := re.fullmatch(r"inet6?:(\d{1,5})(@.+)?", value):
-        if int(m.group(1)) > 65535:
-            return f"bad port {m.group(1)!r} in milter socket"
-        return None
-    if re.fullmatch(r"(unix|local):/.+", value):
-        return None
-    return "not a milter socket (expected inet:PORT@HOST or unix:/path)"
+    """libmilter's socket form: `inet:PORT@HOST`, `inet6:PORT@HOST` or `unix:/path`, one
+    Postfix can be pointed at (`extrusion.postfixaddr`, which parses with `sockspec`)."""
+    try:
+        listener = postfixaddr.milter_listener(value)
+    except ValueError as exc:
+        return f"not a milter socket ({str(exc).removeprefix(f'milter socket {value!r}: ')})"
+    if listener.kind == "unix" and not listener.path.startswith("/"):
+        return "not a milter socket (a unix socket needs an absolute path)"
+    return None
 
 
 def check_syslog_endpoint(value: str) -> str | None:

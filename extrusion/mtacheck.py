@@ -11,6 +11,7 @@ is pure so it can be tested on text; `read_postconf` runs the commands.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from extrusion.config import Config
+from extrusion.postfixaddr import Listener, milter_listener, policy_listener
 
 Level = Literal["ok", "warning", "error"]
 
@@ -207,55 +209,7 @@ def _group_entry(name: str, group: list[str]) -> Entry:
     return Entry(name or target, target, options)
 
 
-# --- addresses -----------------------------------------------------------------------------
-
-
-def milter_address(socket: str) -> str:
-    """libmilter's `inet:PORT@HOST` as Postfix writes it (`inet:HOST:PORT`)."""
-    if m := re.fullmatch(r"inet(6?):(\d+)(?:@(.+))?", socket):
-        host = m.group(3) or ("::1" if m.group(1) else "127.0.0.1")
-        return f"inet:[{host}]:{m.group(2)}" if ":" in host else f"inet:{host}:{m.group(2)}"
-    return re.sub(r"^local:", "unix:", socket)
-
-
-def policy_address(listen: str) -> str:
-    """A Twisted endpoint (`tcp:10040:interface=127.0.0.1`) as Postfix writes it."""
-    parts = listen.split(":")
-    if parts[0] in ("tcp", "tcp6") and len(parts) >= 2:
-        host = "127.0.0.1"
-        for p in parts[2:]:
-            if p.startswith("interface="):
-                host = p.split("=", 1)[1]
-        if host in ("0.0.0.0", "", "::"):
-            host = "127.0.0.1"
-        return f"inet:{host}:{parts[1]}"
-    if parts[0] == "unix":
-        return "unix:" + listen.split(":", 1)[1]
-    return listen
-
-
-_LOOPBACK = {"127.0.0.1", "localhost", "[127.0.0.1]", "::1", "[::1]"}
-
-
-def same_address(a: str, b: str) -> bool:
-    """Equal Postfix client addresses, counting loopback spellings as one."""
-    if a == b:
-        return True
-    ma = re.fullmatch(r"inet:(.+):(\d+)", a)
-    mb = re.fullmatch(r"inet:(.+):(\d+)", b)
-    if not (ma and mb) or ma.group(2) != mb.group(2):
-        return False
-    return ma.group(1) in _LOOPBACK and mb.group(1) in _LOOPBACK
-
-
-def same_endpoint(postfix: str, want: str, queue_directory: str = "") -> bool:
-    """`same_address`, plus a unix path a chrooted smtpd sees relative to the queue directory."""
-    if same_address(postfix, want):
-        return True
-    if postfix.startswith("unix:/") and want.startswith("unix:/") and queue_directory:
-        inside = queue_directory.rstrip("/") + postfix[len("unix:"):]
-        return inside == want[len("unix:"):]
-    return False
+# --- values --------------------------------------------------------------------------------
 
 
 def seconds(value: str) -> float | None:
@@ -283,11 +237,13 @@ def check_postfix(cfg: Config, pc: PostconfView) -> list[Finding]:
 
 
 def _check_milter(cfg: Config, pc: PostconfView) -> list[Finding]:
-    want = milter_address(cfg.milter.socket)
+    try:
+        want = milter_listener(cfg.milter.socket)
+    except ValueError as exc:
+        return [Finding("error", "smtpd_milters", f"cannot tell where Postfix must connect: {exc}")]
     found: list[Finding] = []
     queue = pc.get("queue_directory")
-    ours = [e for e in parse_list(pc.get("smtpd_milters"))
-            if same_endpoint(e.address, want, queue)]
+    ours = [e for e in parse_list(pc.get("smtpd_milters")) if want.reached_by(e.address, queue)]
     if not ours:
         return [Finding("error", "smtpd_milters",
                         f"extrusion's milter {want} is not attached: customers' sessions are "
@@ -317,26 +273,30 @@ def _check_milter(cfg: Config, pc: PostconfView) -> list[Finding]:
             if macro not in have:
                 found.append(Finding("error" if needed else "warning", param,
                                      f"lacks {macro} ({why})"))
-    if any(same_endpoint(e.address, want, queue)
-           for e in parse_list(pc.get("non_smtpd_milters"))):
+    if any(want.reached_by(e.address, queue) for e in parse_list(pc.get("non_smtpd_milters"))):
         found.append(Finding("warning", "non_smtpd_milters",
                              "extrusion also judges locally submitted mail and Postfix's own "
                              "bounces, which are not customers' SMTP; leave it empty"))
     return found
 
 
-def _policy_entries(value: str, want: str) -> list[tuple[int, Entry]]:
+def _policy_entries(value: str, want: Listener, queue: str) -> list[tuple[int, Entry]]:
     return [(i, e) for i, e in enumerate(parse_list(value))
-            if e.name == "check_policy_service" and same_address(e.target, want)]
+            if e.name == "check_policy_service" and want.reached_by(e.target, queue)]
 
 
 def _check_policy(cfg: Config, pc: PostconfView) -> list[Finding]:
-    want = policy_address(cfg.policyd.listen)
+    try:
+        want = policy_listener(cfg.policyd.listen)
+    except ValueError as exc:
+        return [Finding("error", "smtpd_recipient_restrictions",
+                        f"cannot tell where Postfix must connect: {exc}")]
+    queue = pc.get("queue_directory")
     found: list[Finding] = []
     relay = parse_list(pc.get("smtpd_relay_restrictions"))
     rcpt = parse_list(pc.get("smtpd_recipient_restrictions"))
-    in_rcpt = _policy_entries(pc.get("smtpd_recipient_restrictions"), want)
-    in_relay = _policy_entries(pc.get("smtpd_relay_restrictions"), want)
+    in_rcpt = _policy_entries(pc.get("smtpd_recipient_restrictions"), want, queue)
+    in_relay = _policy_entries(pc.get("smtpd_relay_restrictions"), want, queue)
     relay_guarded = any(e.name in RELAY_GUARDS for e in relay)
     if not relay_guarded and not any(e.name in RELAY_GUARDS for e in rcpt):
         found.append(Finding("error", "smtpd_relay_restrictions",
@@ -346,7 +306,7 @@ def _check_policy(cfg: Config, pc: PostconfView) -> list[Finding]:
     if not in_rcpt and not in_relay:
         elsewhere = [p for p in ("smtpd_client_restrictions", "smtpd_helo_restrictions",
                                  "smtpd_sender_restrictions", "smtpd_data_restrictions")
-                     if _policy_entries(pc.get(p), want)]
+                     if _policy_entries(pc.get(p), want, queue)]
         where = (f" (it is in {', '.join(elsewhere)}, where there is no recipient yet)"
                  if elsewhere else "")
         found.append(Finding("error", "smtpd_recipient_restrictions",
@@ -373,7 +333,7 @@ def _check_policy(cfg: Config, pc: PostconfView) -> list[Finding]:
         found.append(Finding("ok", param, f"check_policy_service {want} is asked for every "
                                           f"recipient after reject_unauth_destination"))
     found += _policy_options(param, listing[0][1], pc)
-    eod = _policy_entries(pc.get("smtpd_end_of_data_restrictions"), want)
+    eod = _policy_entries(pc.get("smtpd_end_of_data_restrictions"), want, queue)
     if eod:
         found.append(Finding("ok", "smtpd_end_of_data_restrictions",
                              f"check_policy_service {want} counts and may hold each message"))
@@ -409,18 +369,21 @@ def _policy_options(param: str, entry: Entry, pc: PostconfView) -> list[Finding]
 def _check_overrides(cfg: Config, pc: PostconfView) -> list[Finding]:
     """master.cf `-o` settings that take a listener out of extrusion's sight."""
     found: list[Finding] = []
-    checks: list[tuple[str, str]] = []
-    if cfg.milter.enabled:
-        checks.append(("smtpd_milters", milter_address(cfg.milter.socket)))
-    if cfg.policyd.enabled:
-        want = policy_address(cfg.policyd.listen)
-        checks += [("smtpd_recipient_restrictions", want),
-                   ("smtpd_end_of_data_restrictions", want)]
+    checks: list[tuple[str, Listener]] = []
+    # An address that cannot be rendered is reported by _check_milter / _check_policy.
+    with contextlib.suppress(ValueError):
+        if cfg.milter.enabled:
+            checks.append(("smtpd_milters", milter_listener(cfg.milter.socket)))
+    with contextlib.suppress(ValueError):
+        if cfg.policyd.enabled:
+            want = policy_listener(cfg.policyd.listen)
+            checks += [("smtpd_recipient_restrictions", want),
+                       ("smtpd_end_of_data_restrictions", want)]
+    queue = pc.get("queue_directory")
     for key, value in sorted(pc.overrides.items()):
         service, _, param = key.rpartition("/")
         for name, want in checks:
-            if param == name and not any(same_endpoint(e.address, want,
-                                                       pc.get("queue_directory"))
+            if param == name and not any(want.reached_by(e.address, queue)
                                          for e in parse_list(value)):
                 found.append(Finding("warning", f"master.cf {service}",
                                      f"-o {param}={value} leaves extrusion ({want}) out on "

@@ -10,8 +10,13 @@ import pytest
 from extrusion import config as configmod
 from extrusion.config import ConfigError
 from extrusion.policyd import sdnotify
-from extrusion.policyd.postfixconf import main_cf_lines, milter_address, policy_address
+from extrusion.policyd.postfixconf import main_cf_lines, master_cf_lines
 from extrusion.policyd.service import validate
+from extrusion.postfixaddr import milter_address, policy_address
+
+CONF_POSTFIX = Path(__file__).resolve().parent.parent / "conf" / "postfix"
+# The config conf/postfix/main.cf.snippet is written for (its comments say so).
+SNIPPET_CONFIG: dict[str, Any] = {"maillog": {"source": "file", "path": "/var/log/postfix.log"}}
 
 
 def cfg(**sections: dict[str, Any]) -> configmod.Config:
@@ -88,6 +93,65 @@ def test_main_cf_lines_fail_open_for_both_components() -> None:
     assert "milter_default_action = accept" in text
     assert all(not ln.startswith(" ") for ln in lines)  # each pastes as one main.cf line
     assert "smtpd_milters" not in "\n".join(main_cf_lines(cfg(), milter=False))
+
+
+def main_cf_settings(lines: list[str]) -> list[tuple[str, str]]:
+    """(name, value) per main.cf setting, as Postfix reads them: comments and blank
+    lines skipped, a line starting with white space continues the one above."""
+    settings: list[tuple[str, str]] = []
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace():
+            name, value = settings.pop()
+            settings.append((name, f"{value} {line.strip()}".strip()))
+        else:
+            name, _, value = line.partition("=")
+            settings.append((name.strip(), value.strip()))
+    return [(name, " ".join(value.split())) for name, value in settings]
+
+
+def master_cf_entries(lines: list[str]) -> list[list[str]]:
+    return [line.split() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_serve_prints_the_shipped_main_cf_snippet() -> None:
+    snippet = (CONF_POSTFIX / "main.cf.snippet").read_text().splitlines()
+    assert main_cf_settings(main_cf_lines(cfg(**SNIPPET_CONFIG), milter=True)) == (
+        main_cf_settings(snippet))
+
+
+def test_serve_prints_the_snippet_without_maillog_file_when_extrusion_reads_no_log() -> None:
+    snippet = main_cf_settings((CONF_POSTFIX / "main.cf.snippet").read_text().splitlines())
+    assert main_cf_settings(main_cf_lines(cfg(), milter=True)) == [
+        (name, value) for name, value in snippet if name != "maillog_file"]
+
+
+def test_serve_names_the_shipped_master_cf_services() -> None:
+    snippet = (CONF_POSTFIX / "master.cf.snippet").read_text().splitlines()
+    assert master_cf_entries(master_cf_lines(cfg(**SNIPPET_CONFIG))) == (
+        master_cf_entries(snippet))
+    printed = main_cf_lines(cfg(**SNIPPET_CONFIG), milter=True)
+    assert all(f"#   {line}" in printed for line in master_cf_lines(cfg(**SNIPPET_CONFIG)))
+
+
+@pytest.mark.parametrize(
+    ("sections", "printed"),
+    [
+        ({"milter": {"socket": "inet6:8890"}}, "smtpd_milters = inet:[::1]:8890"),
+        ({"milter": {"socket": "local:/run/m.sock"}}, "smtpd_milters = unix:/run/m.sock"),
+        ({"policyd": {"listen": "tcp6:10040:interface=\\:\\:1"}},
+         "smtpd_recipient_restrictions = check_policy_service { inet:[::1]:10040,"),
+        ({"policyd": {"listen": "unix:/run/p.sock:mode=660"}},
+         "smtpd_end_of_data_restrictions = check_policy_service { unix:/run/p.sock,"),
+        # valid for the daemon, but no address Postfix could be given: said, not fatal
+        ({"policyd": {"listen": "systemd:domain=INET:index=0"}},
+         "# policy endpoint 'systemd:domain=INET:index=0': the address of a socket "
+         "passed by systemd is not in the string: add check_policy_service"),
+    ],
+)
+def test_serve_prints_addresses_in_postfix_syntax(sections: dict[str, Any], printed: str) -> None:
+    assert any(line.startswith(printed) for line in main_cf_lines(cfg(**sections), milter=True))
 
 
 def test_sd_notify_sends_one_datagram(tmp_path: Path) -> None:

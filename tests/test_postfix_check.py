@@ -15,12 +15,10 @@ from extrusion.mtacheck import (
     PostconfView,
     check_postfix,
     has_errors,
-    milter_address,
     parse_list,
-    policy_address,
-    same_address,
     seconds,
 )
+from extrusion.postfixaddr import milter_address, policy_address, policy_listener
 from tests.postfix_harness import SBIN_PATH, PostfixInstance
 
 MILTER = "inet:127.0.0.1:8890"
@@ -108,9 +106,10 @@ def test_restriction_lists_keep_brace_groups_and_options() -> None:
 
 
 def test_loopback_spellings_are_the_same_address() -> None:
-    assert same_address("inet:localhost:10040", "inet:127.0.0.1:10040")
-    assert not same_address("inet:127.0.0.1:10041", "inet:127.0.0.1:10040")
-    assert not same_address("inet:192.0.2.1:10040", "inet:127.0.0.1:10040")
+    ours = policy_listener("tcp:10040:interface=127.0.0.1")
+    assert ours.reached_by("inet:localhost:10040")
+    assert not ours.reached_by("inet:127.0.0.1:10041")
+    assert not ours.reached_by("inet:192.0.2.1:10040")
 
 
 @pytest.mark.parametrize(("text", "value"), [("10s", 10.0), ("2m", 120.0), ("100", 100.0),
@@ -188,6 +187,41 @@ def test_a_unix_milter_socket_inside_the_chroot(postfix_side: str, attached: boo
     cfg = _cfg(milter={"socket": "unix:/var/spool/postfix/extrusion/milter.sock"})
     view = _view({"smtpd_milters": postfix_side, "queue_directory": "/var/spool/postfix"})
     assert (("ok", "smtpd_milters") in _levels(check_postfix(cfg, view))) == attached
+
+
+# A policy socket in Postfix's private directory, relative to the queue directory.
+UNIX_POLICY_ENTRY = POLICY_ENTRY.replace(POLICY, "unix:private/extrusion")
+
+
+@pytest.mark.parametrize(
+    ("sections", "changes"),
+    [
+        # tcp6 and inet6: IPv6 hosts in brackets (check-config once wanted inet:\:10040)
+        ({"policyd": {"listen": "tcp6:10040:interface=\\:\\:1"},
+          "milter": {"socket": "inet6:8890@::1"}},
+         {"smtpd_milters": "inet:[::1]:8890",
+          "smtpd_recipient_restrictions": POLICY_ENTRY.replace("127.0.0.1", "[::1]"),
+          "smtpd_end_of_data_restrictions": POLICY_ENTRY.replace("127.0.0.1", "[::1]")}),
+        # every interface: Postfix on the same host connects to loopback
+        ({"policyd": {"listen": "tcp:10040"}, "milter": {"socket": "inet6:8890"}},
+         {"smtpd_milters": "inet:localhost:8890"}),
+        ({"policyd": {"listen": "unix:/var/spool/postfix/private/extrusion:mode=660"}},
+         {"smtpd_recipient_restrictions": UNIX_POLICY_ENTRY,
+          "smtpd_end_of_data_restrictions": UNIX_POLICY_ENTRY,
+          "queue_directory": "/var/spool/postfix"}),
+    ],
+)
+def test_other_listen_forms_found_in_postfix(sections: dict[str, dict[str, object]],
+                                            changes: dict[str, str]) -> None:
+    findings = check_postfix(_cfg(**sections), _view(changes))
+    assert _errors(findings) == []
+
+
+def test_a_listen_form_postfix_cannot_be_given_is_an_error() -> None:
+    # Valid for the daemon (systemd passes the socket), but no address for Postfix.
+    findings = check_postfix(_cfg(policyd={"listen": "systemd:domain=INET:index=0"}), _view())
+    assert "cannot tell where Postfix must connect" in _levels(findings)[
+        ("error", "smtpd_recipient_restrictions")]
 
 
 def test_a_tempfail_milter_is_right_when_extrusion_asks_for_it() -> None:

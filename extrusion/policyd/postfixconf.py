@@ -1,65 +1,89 @@
 """The main.cf lines that wire Postfix to this configuration (printed by `extrusion serve`).
 
-Addresses are translated from extrusion's forms (Twisted endpoint strings,
-libmilter sockets) into Postfix's (`inet:HOST:PORT`, `unix:/path`). Every
-line fails open: with extrusion down, mail flows unjudged.
+They are the settings of the shipped conf/postfix/main.cf.snippet (a test keeps
+the two the same), with this configuration's addresses rendered by
+`extrusion.postfixaddr`. Every line fails open: with extrusion down, mail
+flows unjudged.
 """
 
 from __future__ import annotations
 
-import re
-
 from extrusion.config import Config
+from extrusion.postfixaddr import milter_address, policy_address
 
 # Postfix waits this long for a policy answer before using default_action.
 POLICY_TIMEOUT = "10s"
 
+RELAY_RESTRICTIONS = "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
+POLICY_SETTINGS = [
+    ("smtpd_policy_service_max_idle", "300s"),
+    ("smtpd_policy_service_max_ttl", "1000s"),
+]
+MILTER_SETTINGS = [
+    ("non_smtpd_milters", ""),
+    ("milter_protocol", "6"),
+    ("milter_default_action", "accept"),
+    ("milter_connect_timeout", "5s"),
+    ("milter_command_timeout", "10s"),
+    ("milter_content_timeout", "30s"),
+    ("milter_connect_macros", "j {daemon_name} {daemon_addr} v _ {client_addr} {client_name}"),
+    ("milter_helo_macros", "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}"),
+    ("milter_mail_macros",
+     "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}"),
+    ("milter_rcpt_macros", "i {rcpt_addr} {rcpt_host} {rcpt_mailer}"),
+    ("milter_end_of_data_macros", "i"),
+]
+# master.cf: the service that writes maillog_file (conf/postfix/master.cf.snippet).
+POSTLOG_SERVICE = "postlog   unix-dgram n  -       n       -       1       postlogd"
 
-def policy_address(endpoint: str) -> str:
-    """`tcp:10040:interface=127.0.0.1` -> `inet:127.0.0.1:10040`; `unix:/p` -> `unix:/p`."""
-    if endpoint.startswith("unix:"):
-        path = endpoint[len("unix:"):].split(":", 1)[0]
-        return f"unix:{path}"
-    parts = endpoint.split(":")
-    port = parts[1] if len(parts) > 1 else "10040"
-    host = "127.0.0.1"
-    if m := re.search(r"interface=((?:\\:|[^:])+)", endpoint):
-        host = m.group(1).replace("\\", "")
-        if ":" in host:
-            host = f"[{host}]"
-    return f"inet:{host}:{port}"
+
+def _assign(name: str, value: str) -> str:
+    return f"{name} = {value}" if value else f"{name} ="
 
 
-def milter_address(socket: str) -> str:
-    """libmilter's `inet:8890@127.0.0.1` -> Postfix's `inet:127.0.0.1:8890`."""
-    if m := re.fullmatch(r"inet6?:(\d+)(?:@(.+))?", socket):
-        port, host = m.group(1), m.group(2) or "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"inet:{host}:{port}"
-    return "unix:" + socket.split(":", 1)[1]
+def policy_service(config: Config) -> str:
+    """The check_policy_service entry, fail open: DUNNO when extrusion does not answer."""
+    return (f"check_policy_service {{ {policy_address(config.policyd.listen)}, "
+            f"timeout={POLICY_TIMEOUT}, try_limit=1, default_action=DUNNO }}")
+
+
+def master_cf_lines(config: Config) -> list[str]:
+    """The master.cf services this configuration needs (postlog when Postfix logs to a file)."""
+    return [POSTLOG_SERVICE] if config.maillog.source == "file" else []
 
 
 def main_cf_lines(config: Config, *, milter: bool) -> list[str]:
-    """Lines to paste into Postfix's main.cf for the components this process runs."""
+    """Lines to paste into Postfix's main.cf for the components this process runs.
+
+    One line per setting (the snippet's continuation lines joined), comments on lines
+    of their own.
+    """
     lines = ["# extrusion: add to Postfix's main.cf, then `postfix reload`"]
     if config.policyd.enabled:
-        service = (
-            f"check_policy_service {{ {policy_address(config.policyd.listen)}, "
-            f"timeout={POLICY_TIMEOUT}, try_limit=1, default_action=DUNNO }}"
-        )
-        lines += [
-            "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, "
-            "reject_unauth_destination",
-            f"smtpd_recipient_restrictions = {service}",
-            f"smtpd_end_of_data_restrictions = {service}",
-        ]
+        lines.append(_assign("smtpd_relay_restrictions", RELAY_RESTRICTIONS))
+        try:
+            service = policy_service(config)
+        except ValueError as exc:  # e.g. a systemd: endpoint; the daemon still runs
+            lines.append(f"# {exc}: add check_policy_service with its address yourself")
+        else:
+            lines += [_assign("smtpd_recipient_restrictions", service),
+                      _assign("smtpd_end_of_data_restrictions", service)]
+        lines += [_assign(name, value) for name, value in POLICY_SETTINGS]
     if milter and config.milter.enabled:
-        lines += [
-            f"smtpd_milters = {milter_address(config.milter.socket)}",
-            "milter_protocol = 6",
-            "milter_default_action = accept",
-            "milter_mail_macros = i {auth_type} {auth_authen} {auth_author} {mail_addr}",
-            "milter_end_of_data_macros = i",
-        ]
+        try:
+            lines.append(_assign("smtpd_milters", milter_address(config.milter.socket)))
+        except ValueError as exc:
+            lines.append(f"# {exc}: add smtpd_milters with its address yourself")
+        lines += [_assign(name, value) for name, value in MILTER_SETTINGS]
+    source = config.maillog.source
+    if source == "file":
+        lines.append(_assign("maillog_file", config.maillog.path))
+        lines += ["# and in master.cf, the service that writes maillog_file:"]
+        lines += [f"#   {line}" for line in master_cf_lines(config)]
+    elif source == "syslog":
+        lines.append(f"# leave maillog_file unset and have syslog forward mail.* to "
+                     f"extrusion ([maillog] syslog_listen = {config.maillog.syslog_listen})")
+    else:
+        lines.append("# [maillog] source = \"none\": no delivery outcomes are read; see "
+                     "maillog_file in conf/postfix/main.cf.snippet")
     return lines
