@@ -405,8 +405,8 @@ class Engine(StoreSync):
                 changed = True
             elif mem is not None and mem.state is not State.OK:
                 changed = self._evaluate(mem, now)  # the evidence may have decayed since
-            d = self._decide(mem, sender, stage, recipient_count, now, count, helos,
-                             client_addr, envelope_from)
+            d = self._decide(mem, stage, recipient_count, now, count, helos, client_addr,
+                             envelope_from)
             monitor = self.config.general.monitor_only or (
                 mem is not None and self._pin(mem) == "monitor"
             )
@@ -422,7 +422,7 @@ class Engine(StoreSync):
             self._dispatch()
         return d
 
-    def _decide(self, mem: SenderMemory | None, sender: str, stage: Stage, rcpts: int,
+    def _decide(self, mem: SenderMemory | None, stage: Stage, rcpts: int,
                 now: float, count: bool, helos: tuple[str, ...], client_addr: str,
                 envelope_from: str) -> Decision:
         if mem is None:
