@@ -1,9 +1,12 @@
-"""Rate limits: sliding windows per sender; throttled senders get the tight class."""
+"""Rate limits: sliding windows per sender; the budget follows the sender's evidence."""
 
 from __future__ import annotations
 
-from extrusion.config import Limits
-from extrusion.scoring.limits import HOUR, RateState, SlidingCounter
+import pytest
+
+from extrusion.config import Limits, from_dict
+from extrusion.scoring.events import State
+from extrusion.scoring.limits import HOUR, RateState, SlidingCounter, budget, looser, tighter
 
 
 def test_sliding_counter_forgets_after_the_window() -> None:
@@ -52,3 +55,36 @@ def test_zero_means_no_limit() -> None:
     r = RateState()
     r.consume(10**6, 10**5, 0.0)
     assert r.check(Limits(), 10**6, 1, 1.0) is None
+
+
+def test_tighter_and_looser_treat_zero_as_no_limit() -> None:
+    a = Limits(messages_per_hour=100, recipients_per_hour=0, messages_per_day=5)
+    b = Limits(messages_per_hour=10, recipients_per_hour=300)
+    assert tighter(a, b) == Limits(messages_per_hour=10, recipients_per_hour=300,
+                                   messages_per_day=5)
+    assert looser(a, b) == Limits(messages_per_hour=100)
+
+
+CLASSES = from_dict({
+    "limits": {"gold": {"recipients_per_hour": 50}, "wide": {"recipients_per_hour": 10**6}},
+}).limits
+
+
+@pytest.mark.parametrize(("cls", "state", "list_sender", "name", "recipients_per_hour"), [
+    # ok: the class's safety net; a recognised list the more generous of it and [limits.list]
+    ("default", State.OK, False, "default", 20000),
+    ("nonesuch", State.OK, False, "default", 20000),
+    ("consumer", State.OK, False, "consumer", 300),
+    ("consumer", State.OK, True, "consumer+list", 100000),
+    ("wide", State.OK, True, "wide+list", 10**6),
+    # watch: evidence, so the stricter of the class and [limits.watch], list or not
+    ("default", State.WATCH, True, "default+watch", 2000),
+    ("gold", State.WATCH, False, "gold+watch", 50),
+    # throttled: the trickle, whatever the class
+    ("business", State.THROTTLED, True, "throttled", 20),
+])
+def test_the_budget_follows_the_evidence(
+    cls: str, state: State, list_sender: bool, name: str, recipients_per_hour: int
+) -> None:
+    got_name, limits = budget(CLASSES, cls, state, list_sender=list_sender)
+    assert (got_name, limits.recipients_per_hour) == (name, recipients_per_hour)

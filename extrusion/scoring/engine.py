@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from extrusion.config import Config, Limits
+from extrusion.config import Config
 from extrusion.scoring import decisions as answer
 from extrusion.scoring.api import EngineAPI
 from extrusion.scoring.classify import classify, is_failure
@@ -38,7 +38,7 @@ from extrusion.scoring.events import (
 )
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
 from extrusion.scoring.judge import Judge, judge_helos
-from extrusion.scoring.limits import RateState
+from extrusion.scoring.limits import RateState, budget
 from extrusion.scoring.memory import SenderMemory, copy_findings
 from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, QUEUED, Batch, counter_bucket
@@ -406,8 +406,8 @@ class Engine(StoreSync):
                 changed = True
             elif mem is not None and mem.state is not State.OK:
                 changed = self._evaluate(mem, now)  # the evidence may have decayed since
-            d = self._decide(mem, sender, stage, recipient_count, now, count, helos,
-                             client_addr, envelope_from)
+            d = self._decide(mem, stage, recipient_count, now, count, helos, client_addr,
+                             envelope_from)
             monitor = self.config.general.monitor_only or (
                 mem is not None and self._pin(mem) == "monitor"
             )
@@ -423,15 +423,13 @@ class Engine(StoreSync):
             self._dispatch()
         return d
 
-    def _decide(self, mem: SenderMemory | None, sender: str, stage: Stage, rcpts: int,
+    def _decide(self, mem: SenderMemory | None, stage: Stage, rcpts: int,
                 now: float, count: bool, helos: tuple[str, ...], client_addr: str,
                 envelope_from: str) -> Decision:
         if mem is None:
             state, score, pin = State.OK, 0.0, None
-            limits = self.config.limits.get(self.map.limits_class(sender))
         else:
             state, score, pin = mem.state, mem.score(now, self.half_life), self._pin(mem)
-            limits = self.config.limits.get(mem.cls)
         if pin == "allow":
             return answer.proceed(state, score, "allowed by override")
         why = answer.OPERATOR_PHRASE if pin in PINNED_STATES else answer.phrase(
@@ -447,16 +445,16 @@ class Engine(StoreSync):
         if state is State.HELD:
             return answer.hold(state, score, why, f"held (score {score:.1f}): "
                                f"{mem.reason if mem is not None else ''}")
-        if state is State.THROTTLED:
-            limits = self.config.limits["throttled"]
-        if limits is None:
-            limits = self.config.limits["default"]
-        return self._rate(mem, state, score, limits, stage, rcpts, now, count, why)
+        return self._rate(mem, state, score, stage, rcpts, now, count, why)
 
-    def _rate(self, mem: SenderMemory | None, state: State, score: float, limits: Limits,
-              stage: Stage, rcpts: int, now: float, count: bool, why: str) -> Decision:
+    def _rate(self, mem: SenderMemory | None, state: State, score: float, stage: Stage,
+              rcpts: int, now: float, count: bool, why: str) -> Decision:
         if mem is None:
             return answer.proceed(state, score)
+        # An operator's [[overrides]] action = "limits" pins the budget: no list allowance.
+        pinned = mem.config_pin is not None and mem.config_pin.action == "limits"
+        cls, limits = budget(self.config.limits, mem.cls, state,
+                             list_sender=not pinned and mem.list_until > now)
         rates = mem.rates
         if rates is None:
             rates = mem.rates = RateState()
@@ -470,7 +468,6 @@ class Engine(StoreSync):
             over = rates.peek_messages(limits, now)
             consume = (0, 0)
         if over is not None:
-            cls = "throttled" if state is State.THROTTLED else mem.cls
             reason = f"rate limit [{cls}] {over.what}: {over.current}/{over.limit}"
             if state is State.THROTTLED:
                 reason = f"throttled (score {score:.1f}): {mem.reason}; {reason}"

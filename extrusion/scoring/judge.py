@@ -103,6 +103,7 @@ class Judge:
     def __init__(self, cfg: Config) -> None:
         s, w = cfg.scoring, cfg.weights
         self.half_life = s.half_life_seconds
+        self.window = s.window_seconds
         self.trigger = s.failure_trigger
         self.throttle_score = s.throttle_score
         self.list_min = s.list_min_recipients
@@ -223,6 +224,10 @@ class Judge:
         else:
             return
         info.list_like = verdict
+        # The rate budget's list allowance (limits.budget()): a sender whose latest
+        # list-sized post came out as a list (at most list_max_failure_share failing)
+        # keeps it for a window; a list-sized post that did not ends it at once.
+        mem.list_until = now + self.window if verdict else 0.0
         held, info.held = info.held, []
         if not verdict:
             for rcpt, cls, t in held:

@@ -4,20 +4,82 @@ A window is kept as a short deque of fixed buckets with a running total, so
 checking and consuming are O(1) however busy the sender is. The window is
 slightly conservative: a bucket leaves only when all of it is older than the
 window. Volume never raises a score; limits only protect.
+
+Which budget applies is the sender's evidence, `budget()`: its class's
+generous safety net while nothing speaks against it (more generous still for
+a recognised mailing list), the tighter `watch` budget on first evidence, the
+`throttled` trickle once the evidence throttles it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 
 from extrusion.config import Limits
+from extrusion.scoring.events import State
 
 HOUR = 3600.0
 DAY = 86400.0
 # Bucket widths: 60 per hour window, 288 per day window.
 HOUR_BUCKET = 60.0
 DAY_BUCKET = 300.0
+
+# The limits classes the engine chooses by state and evidence (config requires them).
+DEFAULT = "default"
+WATCH = "watch"
+THROTTLED = "throttled"
+LIST = "list"
+
+
+def _tighter(x: int, y: int) -> int:
+    return min(x, y) if x and y else x or y  # 0 is no limit: the other one is stricter
+
+
+def _looser(x: int, y: int) -> int:
+    return max(x, y) if x and y else 0  # 0 is no limit: nothing is looser
+
+
+# Combined budgets are asked for at every RCPT of a watched or list sender: cached
+# (a handful of classes, so a handful of combinations).
+@functools.lru_cache(maxsize=64)
+def tighter(a: Limits, b: Limits) -> Limits:
+    """The stricter of two budgets, limit by limit."""
+    return replace(a, **{f.name: _tighter(getattr(a, f.name), getattr(b, f.name))
+                         for f in fields(Limits)})
+
+
+@functools.lru_cache(maxsize=64)
+def looser(a: Limits, b: Limits) -> Limits:
+    """The more generous of two budgets, limit by limit."""
+    return replace(a, **{f.name: _looser(getattr(a, f.name), getattr(b, f.name))
+                         for f in fields(Limits)})
+
+
+def budget(classes: Mapping[str, Limits], cls: str, state: State, *,
+           list_sender: bool = False) -> tuple[str, Limits]:
+    """The budget a sender in `state` is held to, and its name for the operator's log.
+
+    - `ok`: its class (`default` unless a customer or override names one), a
+      safety net against a runaway sender whose outcomes have not come back
+      yet, not a volume cap. A `list_sender` (its recent list posts' outcomes
+      looked like a list: most delivered, few failing) gets the more generous
+      of its class and `[limits.list]`, so a list's next posts go through.
+    - `watch`: evidence: the stricter of its class and `[limits.watch]`.
+    - `throttled`: the `[limits.throttled]` trickle, whatever the class.
+    """
+    if state is State.THROTTLED:
+        return THROTTLED, classes[THROTTLED]
+    own = classes.get(cls)
+    if own is None:
+        cls, own = DEFAULT, classes[DEFAULT]
+    if state is State.WATCH:
+        return f"{cls}+{WATCH}", tighter(own, classes[WATCH])
+    if list_sender:
+        return f"{cls}+{LIST}", looser(own, classes[LIST])
+    return cls, own
 
 
 class SlidingCounter:

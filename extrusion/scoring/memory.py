@@ -82,6 +82,7 @@ class SenderMemory:
         "helos",
         "key",
         "last_seen",
+        "list_until",
         "lists",
         "pending",
         "pending_time",
@@ -125,6 +126,8 @@ class SenderMemory:
         self.lists = WindowSet(window)  # distinct mailing lists
         self.helos = WindowSet(window)  # distinct (anomaly kind, helo)
         self.refused = WindowSet(window)  # distinct recipients refused while throttled
+        # Until when it counts as a mailing list for its rate budget (limits.budget()).
+        self.list_until = 0.0
         self.findings: dict[str, dict[str, Any]] = {}
         self.rates: RateState | None = None
         # What the next flush must write.
