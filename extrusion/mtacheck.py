@@ -15,11 +15,13 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from extrusion import identity
 from extrusion.config import Config
 from extrusion.postfixaddr import Listener, milter_listener, policy_listener
 
@@ -420,6 +422,7 @@ def _check_log_feed(cfg: Config, pc: PostconfView) -> list[Finding]:
                              f"{cfg.maillog.path}: no delivery outcome reaches extrusion"))
     else:
         found.append(Finding("ok", "maillog_file", f"extrusion reads Postfix's log {maillog_file}"))
+    found += _check_log_hosts(cfg, pc)
     if pc.version and pc.version < MAILLOG_FILE_SINCE:
         found.append(Finding("error", "maillog_file",
                              f"Postfix {pc.get('mail_version')} has no maillog_file (3.4+)"))
@@ -427,6 +430,22 @@ def _check_log_feed(cfg: Config, pc: PostconfView) -> list[Finding]:
         found.append(Finding("error", "master.cf postlog",
                              "no postlog unix-dgram service: Postfix cannot write maillog_file"))
     return found
+
+
+def _check_log_hosts(cfg: Config, pc: PostconfView) -> list[Finding]:
+    """Lines whose host field is none of this host's names: with the milter beside the log
+    feed, each of their messages would be stored twice (once under each name)."""
+    if cfg.general.hostname or not cfg.milter.enabled:
+        return []
+    names = identity.names_of(socket.gethostname(), pc.get("myhostname"))
+    others = identity.foreign_hosts(cfg.maillog.path, names)
+    if not others:
+        return []
+    return [Finding("error", "[general] hostname",
+                    f"Postfix's log lines name the host {others[0]!r}, which is neither this "
+                    f"machine's name nor myhostname ({', '.join(names)}): the milter and the "
+                    f"log feed would count each message twice; set [general] hostname = "
+                    f"\"{others[0]}\" if this log is this host's")]
 
 
 def _has_service(services: Iterable[str], name: str, kind: str) -> bool:

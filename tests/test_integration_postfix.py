@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+import sqlalchemy as sa
 
 from extrusion.scoring.rows import MessageRecord
 from extrusion.scoring.store import Store
@@ -314,3 +315,50 @@ def test_extrusion_stopped_mid_test_fails_open_and_catches_up(
     daemons.start()
     _wait("outcomes logged during the outage read on restart",
           lambda: _state(daemons, key) in CONTAINED)
+
+
+SHIPPED_IDENTITY = {"general": {"hostname": ""}}  # conf/extrusion.toml leaves it unset
+
+
+@pytest.mark.parametrize("daemons", [SHIPPED_IDENTITY], indirect=True)
+def test_with_the_hostname_unset_each_message_is_counted_once(
+    postfix: PostfixInstance, daemons: ExtrusionDaemons
+) -> None:
+    """The milter and the log feed both report every message; they must name its MTA alike
+    (Postfix's log writes myhostname's first label, not necessarily the machine's name)."""
+    tag = _tag("i")
+    key = "ip:127.0.0.15"
+    sent = [postfix.send(f"office@firm-{tag}.example",
+                         [f"a-{tag}-{i}@remote.example", f"b-{tag}-{i}@remote.example"],
+                         source="127.0.0.15", helo=f"mail.firm-{tag}.example")
+            for i in range(4)]
+    queue_ids = {r.queue_id for r in sent}
+    assert None not in queue_ids and len(queue_ids) == 4
+    for qid in queue_ids:
+        postfix.wait_removed(str(qid))
+    db = sa.create_engine(f"sqlite:///{daemons.store_path}")
+    try:
+        def delivered() -> bool:
+            with db.connect() as c:
+                return c.execute(sa.text(
+                    "SELECT count(*) FROM recipients WHERE sender = :k AND status = 'sent'"),
+                    {"k": key}).scalar_one() == 8
+
+        _wait("the deliveries in the store", delivered)
+        time.sleep(2 * FLUSH_SECONDS)  # a second report of a message would land by now
+        with db.connect() as c:
+            rows = c.execute(sa.text("SELECT mta, queue_id FROM messages WHERE sender = :k"),
+                             {"k": key}).all()
+            counted = c.execute(sa.text(
+                "SELECT name, sum(value) FROM counters WHERE sender = :k "
+                "AND name IN ('messages', 'recipients') GROUP BY name"), {"k": key}).all()
+            queued = c.execute(sa.text(
+                "SELECT count(*) FROM recipients WHERE sender = :k AND status = 'queued'"),
+                {"k": key}).scalar_one()
+    finally:
+        db.dispose()
+    assert sorted(q for _, q in rows) == sorted(str(q) for q in queue_ids)
+    assert len({mta for mta, _ in rows}) == 1
+    assert dict(counted) == {"messages": 4.0, "recipients": 8.0}
+    assert queued == 8
+    assert "are not this host's" not in daemons.output("serve")

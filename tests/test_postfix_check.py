@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -323,3 +324,38 @@ def test_cli_refuses_an_unknown_mta(tmp_path: Path) -> None:
     config = tmp_path / "extrusion.toml"
     config.write_text("")
     assert main(["check-config", "--config", str(config), "--mta", "exim"]) == 2
+
+
+def _log_of(path: Path, *hosts: str) -> str:
+    lines = ["Dec  5 10:00:00 cut-line postfix/smtpd[1]: partial first line"]
+    lines += [f"Dec  5 10:00:0{i} {host} postfix/smtpd[1{i}]: connect from x[192.0.2.{i}]"
+              for i, host in enumerate(hosts)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_log_lines_of_a_host_by_another_name_are_an_error_with_the_setting_to_use(
+    tmp_path: Path,
+) -> None:
+    log = _log_of(tmp_path / "postfix.log", "relay7", "relay7")
+    findings = check_postfix(_cfg(maillog={"source": "file", "path": log}),
+                             _view({"maillog_file": log, "myhostname": "smtp.isp.example"}))
+    message = _levels(findings)[("error", "[general] hostname")]
+    assert "'relay7'" in message and 'hostname = "relay7"' in message
+
+
+@pytest.mark.parametrize("host", ["smtp", "smtp.isp.example", "SMTP",
+                                  socket.gethostname().partition(".")[0]])
+def test_log_lines_under_this_hosts_names_need_no_setting(tmp_path: Path, host: str) -> None:
+    log = _log_of(tmp_path / "postfix.log", host)
+    findings = check_postfix(_cfg(maillog={"source": "file", "path": log}),
+                             _view({"maillog_file": log, "myhostname": "smtp.isp.example"}))
+    assert ("error", "[general] hostname") not in _levels(findings)
+
+
+def test_a_set_hostname_or_no_milter_makes_log_host_names_irrelevant(tmp_path: Path) -> None:
+    log = _log_of(tmp_path / "postfix.log", "relay7")
+    view = _view({"maillog_file": log, "myhostname": "smtp.isp.example"})
+    for cfg in (_cfg(maillog={"source": "file", "path": log}, general={"hostname": "relay7"}),
+                _cfg(maillog={"source": "file", "path": log}, milter={"enabled": False})):
+        assert ("error", "[general] hostname") not in _levels(check_postfix(cfg, view))

@@ -17,7 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from extrusion.config import Config, from_dict
-from extrusion.maillog.feed import LogFeed, join_settings, local_hosts
+from extrusion.identity import local_names
+from extrusion.maillog.feed import LogFeed, join_settings
 from extrusion.report.load import Query, report_for_senders
 from extrusion.scoring import schema
 from extrusion.scoring.engine import Engine
@@ -318,7 +319,7 @@ def test_feed_names_local_lines_as_the_milter_does(tmp_path: Path) -> None:
     cfg = make_config("sqlite:///unused.db", tmp_path, "x", hostname="")
     settings = join_settings(cfg)
     assert settings.local_mta == socket.gethostname()  # what the milter and engine use
-    assert socket.gethostname().partition(".")[0] in local_hosts()
+    assert socket.gethostname().partition(".")[0].lower() in local_names(cfg)
 
     seen: list[Submission] = []
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
+from extrusion import identity
 from extrusion.config import Config
 from extrusion.maillog import exim, postfix, sendmail
 from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
@@ -101,22 +101,16 @@ def join_settings(cfg: Config, *, submissions: bool = True,
     return JoinSettings(
         submissions=submissions,
         client_evidence=not (live and cfg.milter.enabled),
+        live=live,
         wait_seconds=m.submission_wait_seconds,
         ttl_seconds=m.queue_id_ttl_seconds,
         max_queue_ids=m.max_queue_ids,
         mta=cfg.general.hostname,
-        local_mta=socket.gethostname(),
-        local_hosts=local_hosts(),
+        local_mta=identity.mta_name(cfg),
+        local_hosts=identity.local_names(cfg),
         handoff_relays=m.handoff_relays,
         skip_replies=m.skip_replies,
     )
-
-
-def local_hosts() -> tuple[str, ...]:
-    """The names this machine's own log lines carry (syslog often keeps only the first
-    label of the host name): they mean the MTA the milter calls `socket.gethostname()`."""
-    name = socket.gethostname()
-    return tuple(dict.fromkeys((name, name.partition(".")[0]))) if name else ()
 
 
 def _postfix_parser(service: str) -> Parser:

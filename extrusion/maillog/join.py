@@ -26,6 +26,7 @@ Memory stays bounded: state goes at `removed`, idle queue ids age out after
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ STATUS = {
     "bounced": Status.BOUNCED,
     "expired": Status.EXPIRED,
 }
+log = logging.getLogger(__name__)
 # A message refused at these stages never reaches the queue: its state can go.
 _FINAL_STAGES = frozenset({"END-OF-MESSAGE", "DATA"})
 _QUEUED_AS = re.compile(r"queued as ([0-9A-Za-z]{5,20})")
@@ -61,6 +63,8 @@ _RELAY_ADDR = re.compile(r"\[(?:IPv6:)?([^\]]+)\]")
 LINKS_KEPT = 10_000
 # How often (seconds of log time) pending submissions and idle ids are looked at.
 _SWEEP_EVERY = 1.0
+_MAX_HOST_NAMES = 64  # host fields remembered as this host's or another's
+_FOREIGN_SAID = 5  # other hosts' names warned about, at most
 # A log says nothing about headers: one shared (immutable) empty set for every submission.
 NO_HEADERS = Headers()
 
@@ -89,6 +93,8 @@ class JoinSettings:
     skip_replies: tuple[str, ...] = ()
     # False when a milter reports the same connections (Submission.client_evidence).
     client_evidence: bool = True
+    # The log of the MTA running beside us (not a replay): other hosts' lines are news.
+    live: bool = False
 
 
 @dataclass
@@ -155,11 +161,27 @@ class Joiner:
         )
         self._skip = tuple(s.lower() for s in self.settings.skip_replies)
         self._local = dict.fromkeys(self.settings.local_hosts, self.settings.local_mta)
+        self._foreign_said = 0
         if self.settings.mta or not self.settings.local_mta:
             self._local.clear()
 
     def __len__(self) -> int:
         return len(self._msgs)
+
+    def _local_name(self, host: str) -> str:
+        """A host field not seen before: this host's under another spelling, or another's.
+
+        Remembered either way (bounded), so each new name is looked at once."""
+        local = self._local.get(host.lower())
+        if len(self._local) < _MAX_HOST_NAMES:
+            self._local[host] = local or host
+        if local is None and self.settings.live and self._foreign_said < _FOREIGN_SAID:
+            self._foreign_said += 1
+            log.warning("log lines of host %r are not this host's (%s): their messages are "
+                        "stored under %r; if this log holds only this host's MTA, set "
+                        "[general] hostname, or the milter's and the log's reports of one "
+                        "message are counted apart", host[:80], self.settings.local_mta, host[:80])
+        return local or host
 
     # --- entry point ---------------------------------------------------------------------
 
@@ -175,7 +197,7 @@ class Joiner:
         if t > self.now:
             self.advance(t)
         if self._local:
-            host = self._local.get(host, host)
+            host = self._local.get(host) or self._local_name(host)
         if isinstance(record, Delivery):
             self._delivery(t, host, record)
         elif isinstance(record, ClientSeen):

@@ -34,6 +34,7 @@ from typing import Any
 
 import Milter
 
+from extrusion import identity
 from extrusion.config import Config
 from extrusion.milter import constants as c
 from extrusion.milter import replies
@@ -73,7 +74,7 @@ class Settings:
         m = config.milter
         return cls(on_error=m.on_error, add_header=m.add_header,
                    reject_bad_helo=m.reject_bad_helo, rate_limits=m.rate_limits,
-                   mta=config.general.hostname or socket.gethostname())
+                   mta=identity.mta_name(config))
 
 
 @dataclass

@@ -11,13 +11,13 @@ change after the lock is released, so they may call back into the engine.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from extrusion import identity
 from extrusion.config import Config
 from extrusion.scoring import decisions as answer
 from extrusion.scoring.api import EngineAPI
@@ -93,7 +93,7 @@ class Engine(StoreSync):
 
     def _apply_config(self, config: Config) -> None:
         self.config = config
-        self.mta = config.general.hostname or socket.gethostname()
+        self.mta = identity.mta_name(config)
         self.half_life = config.scoring.half_life_seconds
         self.window = config.scoring.window_seconds
         self.thresholds = Thresholds.from_config(config.scoring)
