@@ -8,6 +8,9 @@ negotiates, each answering CONTINUE) and once with extrusion's milter on the
 real engine (SQLite store in a temporary directory, limits far above the
 load). Counts process CPU time, so it is repeatable on a busy machine; the
 engine's batched flush to the store runs between rounds and is counted apart.
+A third run goes through `EngineSlot`, as the milter reaches the engine
+under `extrusion serve`, to show what sharing the policy daemon's engine
+costs per message.
 What it leaves out — libmilter's threads, the protocol, the GIL handed
 between session threads — is what `benchmarks/milter.py` and
 `benchmarks/mta.py` measure.
@@ -38,6 +41,7 @@ import Milter  # noqa: E402
 from extrusion import config as configmod  # noqa: E402
 from extrusion.milter.adapter import ExtrusionMilter, Runtime, Settings  # noqa: E402
 from extrusion.milter.guard import EngineGuard  # noqa: E402
+from extrusion.scoring.api import EngineSlot  # noqa: E402
 from extrusion.scoring.engine import open_engine  # noqa: E402
 
 HUGE_LIMIT = 100_000_000
@@ -143,14 +147,21 @@ def main() -> int:
         engine = open_engine(config)
         guard = EngineGuard(engine, timeout=config.milter.engine_timeout)
         runtime = Runtime(guard, Settings.from_config(config))
-        factories = {"no-op milter": Noop, "extrusion milter": lambda: ExtrusionMilter(runtime)}
+        # As `extrusion serve` wires it: the engine the policy daemon owns, reached
+        # through the slot (one more call per engine call, nothing else).
+        shared = EngineGuard(EngineSlot(lambda: engine), timeout=config.milter.engine_timeout,
+                             owns_engine=False)
+        served = Runtime(shared, Settings.from_config(config))
+        factories = {"no-op milter": Noop, "extrusion milter": lambda: ExtrusionMilter(runtime),
+                     "extrusion in serve": lambda: ExtrusionMilter(served)}
         per_message: dict[str, list[float]] = {name: [] for name in factories}
         flush: list[float] = []
         try:
             for rnd in range(args.rounds + 1):  # round 0 warms up caches and the store
-                for name, factory in factories.items():
+                for i, (name, factory) in enumerate(factories.items()):
                     Milter.factory = factory
-                    first = rnd * args.messages
+                    # Messages (queue ids, clients) of their own for each milter and round.
+                    first = (rnd * len(factories) + i) * args.messages
                     t0 = time.process_time()
                     for n in range(first, first + args.messages):
                         session(n)
@@ -158,10 +169,11 @@ def main() -> int:
                     engine.flush()
                     if rnd:
                         per_message[name].append(used / args.messages * 1e6)
-                        if name == "extrusion milter":
+                        if name != "no-op milter":
                             flush.append((time.process_time() - t0 - used)
                                          / args.messages * 1e6)
         finally:
+            shared.close()
             guard.close()
     print(f"{args.messages} messages per milter and round, {args.rounds} rounds, "
           f"Python {sys.version.split()[0]}; CPU time in the callbacks per message:")
@@ -170,6 +182,9 @@ def main() -> int:
               f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
     noop = statistics.median(per_message["no-op milter"])
     ext = statistics.median(per_message["extrusion milter"])
+    in_serve = statistics.median(per_message["extrusion in serve"])
+    print(f"  serve's shared engine (EngineSlot) against an engine of the milter's own: "
+          f"{in_serve - ext:+.1f} us per message (ratio {in_serve / ext:.3f})")
     print(f"  extrusion's own share: {ext - noop:.1f} us per message in the callbacks, and "
           f"{statistics.median(flush):.1f} us per message in the engine's flush to the store "
           f"(rounds: {', '.join(f'{v:.1f}' for v in flush)})")
