@@ -362,3 +362,38 @@ def test_with_the_hostname_unset_each_message_is_counted_once(
     assert dict(counted) == {"messages": 4.0, "recipients": 8.0}
     assert queued == 8
     assert "are not this host's" not in daemons.output("serve")
+
+
+def test_a_two_thousand_member_list_posting_three_times_an_hour_is_never_refused(
+    postfix: PostfixInstance, daemons: ExtrusionDaemons
+) -> None:
+    """The shipped limits protect, the evidence decides: a list with nothing against it
+    posts three times within minutes, each post to 2,000 members (in two messages, as
+    Postfix takes at most smtpd_recipient_limit = 1000 recipients per message), and every
+    RCPT, MAIL and DATA is accepted. (With the limits shipped before, Postfix dropped the
+    second post's session after its 20th refusal.)"""
+    tag = _tag("m")
+    key = "ip:127.0.0.16"
+    members = [(f"unknown-{tag}-{i}" if i % 12 == 0 else f"member-{tag}-{i}")
+               + "@remote.example" for i in range(2000)]
+    refused: list[tuple[int, str]] = []
+    queued: list[str] = []
+    for post in range(3):
+        for chunk in (members[:1000], members[1000:]):
+            result = postfix.send(f"news-{post}@list-{tag}.example", chunk, source="127.0.0.16",
+                                  helo="lists.customer.example",
+                                  headers={"List-Id": f"<news.{tag}.customer.example>",
+                                           "Precedence": "list"})
+            refused += [reply for reply in (result.mail_reply, *result.rcpt_replies.values(),
+                                            result.data_reply or (250, ""))
+                        if reply[0] >= 400]
+            if result.queue_id is not None:
+                queued.append(result.queue_id)
+        if post == 0:  # the first post's outcomes are back before the next ones
+            for qid in queued:
+                postfix.wait_removed(qid, timeout=120)
+    assert refused == []
+    assert len(queued) == 6
+    for qid in queued:
+        postfix.wait_removed(qid, timeout=120)
+    assert _state(daemons, key) == "ok"
