@@ -267,3 +267,41 @@ def test_customer_map_names_the_sender_in_both_modes(
     assert replay(configmod.load(cfg), [str(generated[0])], as_json=True, out=out, err=err,
                   parallel=parallel) == 0
     assert flagged(changes(out.getvalue())) == {"customer:dsl-pool-7"}
+
+
+def _postfix_message(t: float, qid: str, client: str, sender: str, rcpt: str,
+                     bounced: bool) -> list[str]:
+    stamp = time.strftime("%b %d %H:%M:%S", time.gmtime(t))
+    outcome = ("dsn=5.1.1, status=bounced (host mx.example.com[198.51.100.1] said: 550 5.1.1 "
+               f"<{rcpt}>: Recipient address rejected: User unknown (in reply to RCPT TO "
+               "command))") if bounced else "dsn=2.0.0, status=sent (250 2.0.0 Ok: queued)"
+    return [
+        f"{stamp} mx postfix/smtpd[100]: {qid}: client=gw.corp.example[{client}]",
+        f"{stamp} mx postfix/qmgr[102]: {qid}: from=<{sender}>, size=900, nrcpt=1 "
+        "(queue active)",
+        f"{stamp} mx postfix/smtp[103]: {qid}: to=<{rcpt}>, "
+        f"relay=mx.example.com[198.51.100.1]:25, delay=1, delays=0/0/0/1, {outcome}",
+        f"{stamp} mx postfix/qmgr[102]: {qid}: removed",
+    ]
+
+
+def test_a_rejection_daemon_is_one_misconfigured_object_and_never_throttled(
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
+) -> None:
+    """Its auto-replies (a robot sender, not <>) fail 25 times: plain failure counting
+    would throttle it; replay names it misconfigured instead, once, after the changes."""
+    start = time.time() - 7200
+    lines: list[str] = []
+    for i in range(30):
+        lines += _postfix_message(start + 60 * i, f"4A{i:08X}", "192.0.2.80",
+                                  "postmaster@corp.example", f"forged{i}@example.com",
+                                  bounced=i % 6 != 0)
+    path = tmp_path / "daemon.log"
+    path.write_text("\n".join(lines) + "\n")
+    status, out, err = run(capsys, "--config", str(config), "--json", str(path))
+    assert status == 0, err
+    rows = changes(out)
+    assert [(r["sender"], r["state"]) for r in rows] == [("ip:192.0.2.80", "misconfigured")]
+    assert "25 automatic replies" in str(rows[0]["reason"])
+    found = dt.datetime.fromisoformat(str(rows[0]["time"])).timestamp()
+    assert start < found <= start + 60 * 30

@@ -6,7 +6,9 @@ writes to a throw-away SQLite file (and spool) in a temporary directory, so
 the live store is never touched; `--store URL` writes where the operator says.
 
 Output: with `--json`, exactly one JSON object per state change on stdout
-(`{"time", "sender", "state", "score", "reason"}`) and nothing else there;
+(`{"time", "sender", "state", "score", "reason"}`), then one object with
+`"state": "misconfigured"` per rejection daemon found (auto-replies sent
+without <> that failed: reported, never throttled), and nothing else there;
 otherwise a summary table. A progress line goes to stderr when it is a
 terminal. Inputs are plain or gzip files (recognised by content), read in the
 order given; `-` is standard input.
@@ -35,6 +37,7 @@ from extrusion.maillog.replay_output import (
     ReplayResult,
     final_states,
     json_line,
+    misconfigured_line,
     summary,
 )
 from extrusion.scoring.events import Outcome, State, StateChange, Submission
@@ -100,6 +103,9 @@ def replay(
     except ReplayError as exc:
         err.write(f"extrusion replay: {exc}\n")
         return exc.status
+    if as_json:
+        for m in result.misconfigured:
+            out.write(misconfigured_line(m) + "\n")
     summary(result, stats, err if as_json else out)
     if result.error:
         err.write(f"extrusion replay: {result.error}\n")
