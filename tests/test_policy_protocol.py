@@ -434,3 +434,20 @@ def test_stage_per_protocol_state(engine: Engine, clock: task.Clock) -> None:
     ]
     # The recipient goes with every request (a throttled sender's refused ones are evidence).
     assert recipients == ["", "", "", "", "bob@remote.example", "", ""]
+
+
+# --- the HELO into the MTA's log -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("helo", "state", "expected"), [
+    ("JOHNS-PC", "END-OF-MESSAGE", "INFO extrusion: suspicious HELO: helo_no_dot"),
+    ("pc17.customer.example", "END-OF-MESSAGE", "DUNNO"),  # a clean HELO adds no line
+    ("JOHNS-PC", "RCPT", "DUNNO"),  # once per message, where Postfix knows the queue id
+])
+def test_a_suspect_helo_is_written_into_the_log_at_end_of_message(
+    factory: PolicyFactory, helo: str, state: str, expected: str
+) -> None:
+    proto, tr = connect(factory)
+    proto.dataReceived(request(state, helo_name=helo, queue_id="4F2A1B3C9D",
+                               recipient_count=1))
+    assert tr.value() == reply(expected)

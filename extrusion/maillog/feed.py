@@ -29,7 +29,7 @@ from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
 from extrusion.maillog.lines import CLASSIC_LINE, LineSplitter
 from extrusion.maillog.records import Record
 from extrusion.maillog.timestamps import zone
-from extrusion.scoring.events import Outcome, Submission
+from extrusion.scoring.events import Outcome, Refused, Submission
 
 log = logging.getLogger(__name__)
 _classic_line = CLASSIC_LINE.match
@@ -50,6 +50,8 @@ class FeedEngine(Protocol):
     def submission(self, event: Submission) -> None: ...
 
     def outcome(self, event: Outcome) -> None: ...
+
+    def refused(self, event: Refused) -> None: ...
 
 
 @dataclass
@@ -76,6 +78,9 @@ class _GuardedSink:
 
     def outcome(self, event: Outcome) -> None:
         self._call(self.engine.outcome, event)
+
+    def refused(self, event: Refused) -> None:
+        self._call(self.engine.refused, event)
 
     def _call(self, method: Callable[[_E], None], event: _E) -> None:
         if not self.guard:

@@ -38,6 +38,7 @@ from extrusion.maillog.records import (
     Delivery,
     Expired,
     Held,
+    HeloNoted,
     LocalSubmission,
     MessageIdSeen,
     Queued,
@@ -46,7 +47,8 @@ from extrusion.maillog.records import (
     Removed,
     SaslSeen,
 )
-from extrusion.scoring.events import Headers, Outcome, Status, Submission
+from extrusion.scoring.decisions import RATE_LIMITED
+from extrusion.scoring.events import Headers, Outcome, Refused, Status, Submission
 
 STATUS = {
     "sent": Status.SENT,
@@ -63,6 +65,7 @@ _RELAY_ADDR = re.compile(r"\[(?:IPv6:)?([^\]]+)\]")
 LINKS_KEPT = 10_000
 # How often (seconds of log time) pending submissions and idle ids are looked at.
 _SWEEP_EVERY = 1.0
+MAX_HELO = 255  # a HELO longer than a host name can be is cut here
 _MAX_HOST_NAMES = 64  # host fields remembered as this host's or another's
 _FOREIGN_SAID = 5  # other hosts' names warned about, at most
 # A log says nothing about headers: one shared (immutable) empty set for every submission.
@@ -73,6 +76,8 @@ class EventSink(Protocol):
     def submission(self, event: Submission) -> None: ...
 
     def outcome(self, event: Outcome) -> None: ...
+
+    def refused(self, event: Refused) -> None: ...
 
 
 KeyFunction = Callable[[str, str], str]  # (client_addr, sasl_user) -> sender key
@@ -112,9 +117,9 @@ class JoinStats:
 
 class _Message:
     __slots__ = (
-        "client_addr", "client_name", "deferred", "envelope_from", "first", "host", "inherited",
-        "last", "message_id", "nrcpt", "null_sender", "pending", "qid", "recipients", "sasl_user",
-        "size", "submitted",
+        "client_addr", "client_name", "deferred", "envelope_from", "first", "helo", "host",
+        "inherited", "last", "message_id", "nrcpt", "null_sender", "pending", "qid", "recipients",
+        "sasl_user", "size", "submitted",
     )
 
     def __init__(self, host: str, qid: str, t: float) -> None:
@@ -127,6 +132,7 @@ class _Message:
         self.sasl_user = ""
         self.inherited = False
         self.message_id = ""
+        self.helo = ""  # only when suspect: extrusion's INFO line (HeloNoted)
         self.envelope_from: str | None = None
         self.size = 0
         self.nrcpt = 0
@@ -215,6 +221,8 @@ class Joiner:
                 self._drop(gone)
         elif isinstance(record, MessageIdSeen):
             self._get(host, record.queue_id, t).message_id = record.message_id
+        elif isinstance(record, HeloNoted):
+            self._get(host, record.queue_id, t).helo = record.helo[:MAX_HELO]
         elif isinstance(record, Rejected):
             self._rejected(t, host, record)
         elif isinstance(record, Expired):
@@ -374,14 +382,22 @@ class Joiner:
         self._flush(m)
 
     def _rejected(self, t: float, host: str, r: Rejected) -> None:
-        if self._skip and any(s in r.reply.lower() for s in self._skip):
-            self.stats.own_rejects_skipped += 1
-            return
         m = self._msgs.get(host + " " + r.queue_id) if r.queue_id else None
         if m is not None and m.known:
             addr, user = m.client_addr, m.sasl_user
         else:
             addr, user = r.client_addr, ""
+        if RATE_LIMITED in r.reply:
+            # Our own refusal of a rate-limited sender, never a delivery failure. Live, the
+            # engine counted it as it answered; a replay reads it here, so that a throttled
+            # sender pushing on gathers the same evidence.
+            self.stats.own_rejects_skipped += 1
+            if not self.settings.live and r.stage == "RCPT" and r.recipient and (addr or user):
+                self.sink.refused(Refused(t, self._sender(addr, user), r.recipient))
+            return
+        if self._skip and any(s in r.reply.lower() for s in self._skip):
+            self.stats.own_rejects_skipped += 1
+            return
         envelope_from = r.envelope_from
         outcome = Outcome(
             time=t, queue_id=r.queue_id, recipient=r.recipient, status=Status.REJECTED,
@@ -424,6 +440,7 @@ class Joiner:
                     mta=self.settings.mta or m.host, client_addr=m.client_addr,
                     client_name=m.client_name, message_id=m.message_id, headers=NO_HEADERS,
                     client_evidence=self.settings.client_evidence,
+                    helos=(m.helo,) if m.helo else (),
                 ))
                 self.stats.submissions += 1
         if m.pending:

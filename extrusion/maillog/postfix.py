@@ -21,6 +21,7 @@ from extrusion.maillog.records import (
     Delivery,
     Expired,
     Held,
+    HeloNoted,
     LocalSubmission,
     MessageIdSeen,
     Queued,
@@ -28,6 +29,7 @@ from extrusion.maillog.records import (
     Rejected,
     Removed,
 )
+from extrusion.scoring.decisions import HELO_NOTE
 
 # Every Postfix daemon and command that logs; the last component of the tag.
 SERVICES = frozenset(
@@ -172,6 +174,18 @@ def _delivery(qid: str, rest: str) -> Result:
 
 
 _ENVELOPE_STAGES = frozenset({"MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "BDAT"})
+def _info(body: str, qid: str) -> Result:
+    """`info:` lines: extrusion's note of a message's suspect HELO (see decisions.HELO_NOTE);
+    other INFO actions (an operator's access tables) are of no interest."""
+    if not qid or HELO_NOTE not in body:
+        return ()
+    cut = body.rfind("; from=<")
+    t = _TAIL.match(body, cut + 2) if cut >= 0 else None
+    if t is None or not t.group(3):
+        return None
+    return (HeloNoted(qid, t.group(3)),)
+
+
 _REJECT_KINDS = ("reject", "milter-reject", "milter-hold", "hold", "milter-discard", "discard")
 
 
@@ -179,6 +193,8 @@ def _session_reject(rest: str, qid: str) -> Result:
     """`reject:`, `milter-reject:`, `milter-hold:` and `hold:` lines (smtpd and cleanup)."""
     colon = rest.find(": ")
     kind = rest[:colon]
+    if kind == "info":
+        return _info(rest[colon + 2:], qid)
     if colon < 0 or kind not in _REJECT_KINDS:
         return ()
     body = rest[colon + 2 :]

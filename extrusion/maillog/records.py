@@ -92,6 +92,14 @@ class Rejected:
 
 
 @dataclass(frozen=True, slots=True)
+class HeloNoted:
+    """extrusion's policy server had Postfix log a message's suspect HELO (an INFO line)."""
+
+    queue_id: str
+    helo: str
+
+
+@dataclass(frozen=True, slots=True)
 class Held:
     """Put on hold (`milter-hold:`, header/body check `hold:`, postsuper `placed on hold`)."""
 
@@ -144,6 +152,7 @@ Record = (
     | Expired
     | Rejected
     | Held
+    | HeloNoted
     | BounceNotice
     | LocalSubmission
     | Removed

@@ -40,7 +40,7 @@ from extrusion.maillog.replay_output import (
     misconfigured_line,
     summary,
 )
-from extrusion.scoring.events import Outcome, State, StateChange, Submission
+from extrusion.scoring.events import Outcome, Refused, State, StateChange, Submission
 
 EX_OK = 0
 EX_USAGE = 2
@@ -217,6 +217,10 @@ def _run_inline(cfg: Config, logs: list[str], reference: float, engine: Any,
             clock_box[0] = joiner[0].now or clock_box[0]
             engine.outcome(event)
 
+        def refused(self, event: Refused) -> None:
+            clock_box[0] = joiner[0].now or clock_box[0]
+            engine.refused(event)
+
     feed = LogFeed.from_config(Clocked(), cfg, reference_time=reference, guard=False)
     joiner.append(feed.joiner)
     errors: list[str] = []
@@ -297,10 +301,12 @@ def _run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[fl
                     continue
                 clock_box[0] = item[1] or clock_box[0]
                 event = decode(item)
-                if item[0] == "S":
+                if isinstance(event, Submission):
                     submission(event)
-                else:
+                elif isinstance(event, Outcome):
                     outcome(event)
+                else:
+                    engine.refused(event)
             tick(message[1])
     finally:
         proc.stdout.close()

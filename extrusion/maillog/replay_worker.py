@@ -6,7 +6,8 @@ and joining the log use one core while the engine and its store use the
 other. It writes a stream of pickled messages:
 
 - `("batch", lines_read, items)` where each item is an encoded event
-  `("S"|"O", now, fields...)`, or `FLUSH` where the engine must write its
+  `("S"|"O"|"R", now, fields...)` (submission, outcome, refusal of a rate-limited
+  recipient), or `FLUSH` where the engine must write its
   queue (after the same lines as a one-process replay flushes, so both give
   identical results);
 - `("end", lines_read, FeedStats, error)` once, last.
@@ -28,7 +29,7 @@ from extrusion.config import Customer
 from extrusion.maillog.feed import Format, LogFeed
 from extrusion.maillog.join import NO_HEADERS, JoinSettings
 from extrusion.maillog.timestamps import zone
-from extrusion.scoring.events import Outcome, Status, Submission
+from extrusion.scoring.events import Outcome, Refused, Status, Submission
 
 FLUSH = ("F",)
 BATCH_LINES = 4096
@@ -56,9 +57,15 @@ def encode_outcome(now: float, o: Outcome) -> tuple[Any, ...]:
             o.sender, o.envelope_from, o.mta, o.relay)
 
 
-def decode(item: tuple[Any, ...]) -> Submission | Outcome:
+def encode_refused(now: float, r: Refused) -> tuple[Any, ...]:
+    return ("R", now, r.time, r.sender, r.recipient)
+
+
+def decode(item: tuple[Any, ...]) -> Submission | Outcome | Refused:
     # Run for every event of a replay: one shared (immutable) empty Headers instead of
     # a new one per submission, and the status by dictionary instead of Status().
+    if item[0] == "R":
+        return Refused(item[2], item[3], item[4])
     if item[0] == "S":
         (_k, _now, t, sender, qid, env, rcpts, size, mta, addr, name, helos, mid) = item
         return Submission(time=t, sender=sender, queue_id=qid, envelope_from=env,
@@ -90,6 +97,9 @@ class _Encoder:
 
     def outcome(self, event: Outcome) -> None:
         self.items.append(encode_outcome(self.now(), event))
+
+    def refused(self, event: Refused) -> None:
+        self.items.append(encode_refused(self.now(), event))
 
 
 def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],

@@ -21,6 +21,7 @@ DUNNO: Final = "DUNNO"
 DEFER_IF_PERMIT: Final = "DEFER_IF_PERMIT"
 HOLD: Final = "HOLD"
 REJECT: Final = "REJECT"
+INFO: Final = "INFO"  # logged by Postfix with the queue id and helo=<…>, then like DUNNO
 
 # Enhanced status codes (RFC 3463) used when the engine's decision carries
 # none of the right class: 4.7.1 / 5.7.1 "delivery not authorized".

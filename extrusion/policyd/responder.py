@@ -19,6 +19,7 @@ from extrusion.policyd.burstlog import BurstLog
 from extrusion.policyd.metrics import Metrics
 from extrusion.policyd.request import PolicyRequest
 from extrusion.scoring.api import EngineAPI
+from extrusion.scoring.decisions import HELO_NOTE
 from extrusion.scoring.events import Action, Decision, Stage
 
 log = logging.getLogger("extrusion.policyd")
@@ -151,4 +152,20 @@ class Responder:
                 state, sender, req.queue_id or "-", decision.state.value, verb,
                 decision.reason or "-",
             )
+        elif stage is Stage.EOM and req.helo_name:
+            return self._helo_info(engine, req) or action
         return action
+
+    def _helo_info(self, engine: EngineAPI, req: PolicyRequest) -> str:
+        """`INFO` naming the HELO's anomalies, for a message the engine lets through.
+
+        Postfix logs it with the queue id and `helo=<…>`: the log then holds the
+        HELO evidence the milter gave the engine, and a replay of it judges the
+        sender as the live engine did. A clean HELO adds no line."""
+        try:
+            note = engine.helo_note((req.helo_name,), req.client_address, req.client_name,
+                                    req.sender)
+        except Exception as exc:  # the answer stands without the note
+            self._errors.failed(exc)
+            return ""
+        return f"{c.INFO} {HELO_NOTE}{note}" if note else ""

@@ -20,6 +20,7 @@ from extrusion.scoring.events import (
     Decision,
     OperatorAction,
     Outcome,
+    Refused,
     Stage,
     StateChange,
     Submission,
@@ -39,12 +40,21 @@ class EngineAPI(Protocol):
     def outcome(self, event: Outcome) -> None:
         """Record one recipient's delivery outcome; may change the sender's state."""
 
+    def refused(self, event: Refused) -> None:
+        """A recipient refused as rate limited, read from the log: evidence against a
+        throttled sender (replay; live, `decide()` counts it as it answers)."""
+
     def operator(self, event: OperatorAction) -> StateChange | None:
         """Apply an operator's allow/block/hold/release/monitor; audited.
 
         The sender is canonicalised (`SenderMap.operator_key`); a key that is
         malformed or that traffic never has raises `SenderKeyError`, and
         nothing is recorded."""
+
+    def helo_note(self, helos: tuple[str, ...], client_addr: str, client_name: str = "",
+                  envelope_from: str = "") -> str:
+        """The kinds of HELO anomaly in a session, comma-separated ("" for none): the policy
+        server writes them into the MTA's log, so a replay of the log has the HELO too."""
 
     def decide(
         self,
@@ -119,8 +129,15 @@ class EngineSlot:
     def outcome(self, event: Outcome) -> None:
         self._engine().outcome(event)
 
+    def refused(self, event: Refused) -> None:
+        self._engine().refused(event)
+
     def operator(self, event: OperatorAction) -> StateChange | None:
         return self._engine().operator(event)
+
+    def helo_note(self, helos: tuple[str, ...], client_addr: str, client_name: str = "",
+                  envelope_from: str = "") -> str:
+        return self._engine().helo_note(helos, client_addr, client_name, envelope_from)
 
     def decide(
         self,

@@ -29,6 +29,11 @@ PHRASES = {
     "throttled_refusals": "kept sending while rate limited",
 }
 DEFAULT_PHRASE = "suspicious sending pattern"
+# The text the policy server has Postfix log (an INFO action) for a message whose HELO is
+# suspect, and the log parser looks for: the log then carries the milter's HELO evidence.
+HELO_NOTE = "extrusion: suspicious HELO: "
+# The start of the reply to a rate-limited recipient, as the log shows it.
+RATE_LIMITED = "extrusion: rate limited ("
 OPERATOR_PHRASE = "by decision of the mail administrator"
 
 
@@ -43,7 +48,7 @@ def proceed(state: State, score: float, reason: str = "") -> Decision:
 def rate_limited(state: State, score: float, why: str, reason: str) -> Decision:
     return Decision(
         Action.TEMPFAIL, state, score, SMTP_TEMPFAIL, ENHANCED_TEMPFAIL,
-        f"extrusion: rate limited ({why}), try again later", reason,
+        f"{RATE_LIMITED}{why}), try again later", reason,
     )
 
 

@@ -30,6 +30,7 @@ from extrusion.scoring.events import (
     OperatorAction,
     OperatorVerb,
     Outcome,
+    Refused,
     Stage,
     State,
     StateChange,
@@ -476,6 +477,25 @@ class Engine(StoreSync):
         if count:
             rates.consume(*consume, now)
         return answer.proceed(state, score)
+
+    def helo_note(self, helos: tuple[str, ...], client_addr: str, client_name: str = "",
+                  envelope_from: str = "") -> str:
+        """The kinds of HELO anomaly in a session ("" for none), for the MTA's log."""
+        found = judge_helos(helos, client_addr, client_name, envelope_from, (),
+                            self.judge.own_domains)
+        return ", ".join(sorted({f.kind for f in found}))
+
+    def refused(self, event: Refused) -> None:
+        """A recipient the MTA refused because this sender was rate limited, read from the
+        log (replay): evidence as when `decide()` refuses it live, if the sender is
+        throttled here too."""
+        with self._lock:
+            mem = self._senders.get(event.sender)
+            if (mem is None or mem.state is not State.THROTTLED
+                    or not self.judge.refused_while_throttled(mem, event.recipient, event.time)):
+                return
+            self._changed(mem, event.time)
+        self._dispatch()
 
     def _bad_helo(self, helos: tuple[str, ...], client_addr: str, envelope_from: str) -> str:
         found = judge_helos(helos, client_addr, "", envelope_from, (), self.judge.own_domains)

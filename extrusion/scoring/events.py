@@ -139,6 +139,16 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """A recipient the MTA refused because extrusion rate-limited its sender, as the log
+    shows it (`replay`: live, `decide()` counts the refusal as it answers)."""
+
+    time: float
+    sender: str
+    recipient: str
+
+
+@dataclass(frozen=True, slots=True)
 class OperatorAction:
     time: float
     sender: str
