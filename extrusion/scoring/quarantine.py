@@ -93,7 +93,7 @@ def write_in_parts(write: Callable[[Batch], list[SenderRow]], batch: Batch,
     except StoreRefused as exc:
         log.warning("%s; writing the batch of %d in parts", exc, len(batch))
     rows: list[SenderRow] = []
-    todo: list[list[Batch]] = [units(batch)]  # front first: the batch's own order
+    todo = _halves(units(batch))  # front first: the batch's own order
     written = False
     while todo:
         part = todo.pop(0)
@@ -101,19 +101,25 @@ def write_in_parts(write: Callable[[Batch], list[SenderRow]], batch: Batch,
             rows.extend(write(join(part)))
             written = True
         except StoreRefused as exc:
-            if len(part) == 1 and len(single := rows_of(part[0])) == 1:
-                quarantine.add(single[0], str(exc))
-                continue
-            if len(part) == 1:
-                part = single  # a message refused with its recipients: row by row
-            mid = len(part) // 2
-            todo[:0] = [part[:mid], part[mid:]]
+            if len(part) == 1 and len(rows_of(part[0])) == 1:
+                quarantine.add(part[0], str(exc))
+            else:
+                todo[:0] = _halves(part)
         except StoreUnavailable as exc:
             if not written:
                 raise
             remainder = join([u for p in [part, *todo] for u in p])
             raise PartlyWritten(str(exc), remainder) from exc
     return rows
+
+
+def _halves(part: list[Batch]) -> list[list[Batch]]:
+    """A refused part in two; a lone unit (a message refused with its recipients)
+    row by row."""
+    if len(part) == 1:
+        part = rows_of(part[0])
+    mid = len(part) // 2
+    return [p for p in (part[:mid], part[mid:]) if p]
 
 
 def units(batch: Batch) -> list[Batch]:
