@@ -168,18 +168,18 @@ def test_store_writers_outside_the_engine_are_bounded_too(store_url: str) -> Non
         assert cut_to(row.findings["helo"]["examples"][0], schema.JSON_TEXT_LEN)
 
 
-def refused_batch(n: int) -> Batch:
+def refused_batch(n: int, t0: float = 0.0) -> Batch:
     """`n` good outcome rows and, in the middle, one with no recipient: a NOT NULL
     column both databases refuse (IntegrityError), whatever the bounds."""
     b = Batch()
     for i in range(n):
-        b.recipients.append({"time": float(i), "mta": "mx1", "queue_id": f"Q{i}",
+        b.recipients.append({"time": t0 + i, "mta": "mx1", "queue_id": f"Q{i}",
                              "sender": SENDER, "recipient": f"r{i}@example.org",
                              "status": "bounced"})
-    b.recipients.insert(n // 2, {"time": 0.0, "mta": "mx1", "queue_id": "BAD",
+    b.recipients.insert(n // 2, {"time": t0, "mta": "mx1", "queue_id": "BAD",
                                  "sender": SENDER, "recipient": None, "status": "bounced"})
-    b.add_counter(SENDER, "failures", 0)
-    b.add_sender(SenderDelta(SENDER, time=1.0, score_delta=2.0), 3600.0)
+    b.add_counter(SENDER, "failures", int(t0 // 60) * 60)
+    b.add_sender(SenderDelta(SENDER, time=t0 + 1.0, score_delta=2.0), 3600.0)
     return b
 
 
