@@ -63,6 +63,7 @@ class EngineService(Service):
         self._opening: defer.Deferred[Any] | None = None
         self._syncing: defer.Deferred[Any] | None = None
         self._next_refresh = 0.0
+        self._quarantined = 0  # the engine's count of rows set aside, as last reported
         self._next_prune = 0.0
         self._next_gauge = 0.0
         self.ready: defer.Deferred[None] = defer.Deferred()
@@ -162,6 +163,7 @@ class EngineService(Service):
     def _sync(self, engine: EngineAPI, now: float) -> dict[str, int] | None:
         """Worker thread: push queued events, pull others' states, recount the gauge."""
         engine.flush()
+        self._count_quarantined(engine)
         refreshed = False
         if now >= self._next_refresh:
             engine.refresh(now)
@@ -180,6 +182,13 @@ class EngineService(Service):
             self._next_gauge = now + GAUGE_SECONDS
             return self.sender_counts(engine)
         return None
+
+    def _count_quarantined(self, engine: EngineAPI) -> None:
+        """Worker thread: the engine's count of refused rows set aside, into the metric."""
+        rows = getattr(getattr(engine, "quarantine", None), "rows", 0)
+        if rows > self._quarantined:
+            self.metrics.quarantined.inc(rows - self._quarantined)
+        self._quarantined = rows
 
     def _prune(self, engine: EngineAPI, now: float) -> None:
         """Worker thread: drop evidence past `[store] retention_days`, at most hourly."""

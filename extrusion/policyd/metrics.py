@@ -54,6 +54,12 @@ class Metrics:
             "or retried later).",
             ["operation"], registry=r,
         )
+        self.quarantined = Counter(
+            "extrusion_store_quarantined_rows",
+            "Rows the store refused for what they hold (retrying could not help), set "
+            "aside in quarantine.jsonl in the spool directory so the rest was written.",
+            registry=r,
+        )
         self.log_lines = Counter(
             "extrusion_maillog_lines",
             "MTA log lines: read, parsed (gave events), ignored (of no interest), "

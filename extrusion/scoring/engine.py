@@ -42,6 +42,7 @@ from extrusion.scoring.judge import Judge, judge_helos
 from extrusion.scoring.limits import RateState, budget
 from extrusion.scoring.memory import SenderMemory, copy_findings
 from extrusion.scoring.overrides import OverrideSet, SenderMap
+from extrusion.scoring.quarantine import Quarantine
 from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, QUEUED, Batch, counter_bucket
 from extrusion.scoring.spool import Spool
 from extrusion.scoring.state import Thresholds, next_state
@@ -87,6 +88,7 @@ class Engine(StoreSync):
         self.store_ok = True
         self.last_store_error = ""
         self.spool = Spool(config.store.spool_dir)
+        self.quarantine = Quarantine(config.store.spool_dir)
         self._apply_config(config)
         self._load()
 
@@ -549,6 +551,7 @@ class Engine(StoreSync):
                 "store_ok": self.store_ok, "last_store_error": self.last_store_error,
                 "senders": len(self._senders), "queued": len(self._batch),
                 "spooled_batches": len(self.spool), "unresolved_outcomes": len(self._unresolved),
+                "quarantined_rows": self.quarantine.rows,
             }
 
     def close(self) -> None:

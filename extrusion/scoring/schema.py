@@ -33,6 +33,11 @@ ADDR_LEN = 320
 QUEUE_ID_LEN = 64
 HOST_LEN = 255
 STATE_LEN = 16
+# Unbounded types get a bound of their own before a write (see bounds.py): a
+# TEXT column (a reason, a remote server's reply) keeps this many characters,
+# and every string inside a JSON column (findings, evidence) this many.
+TEXT_LEN = 4096
+JSON_TEXT_LEN = 1024
 
 metadata = MetaData()
 

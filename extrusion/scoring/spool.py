@@ -76,7 +76,9 @@ class Spool:
         """Hand every spooled batch to `write`, oldest first; returns how many went.
 
         Stops at the first batch `write` raises on (the store is still down):
-        that file and the ones after it stay for the next attempt.
+        that file and the ones after it stay for the next attempt. An exception
+        with a `remainder` batch says part of the file was written: the file is
+        replaced by the remainder, so that nothing is written twice.
         """
         done = 0
         for path in self.files():
@@ -97,12 +99,30 @@ class Spool:
                 batch = self._read(path, fd)
                 if batch is None:
                     continue
-                write(batch)  # raises when the store is still down: the file stays
+                try:
+                    write(batch)  # raises when the store is still down: the file stays
+                except Exception as exc:
+                    remainder = getattr(exc, "remainder", None)
+                    if isinstance(remainder, Batch):
+                        self._replace(path, remainder)
+                    raise
                 os.unlink(path)
                 done += 1
             finally:
                 os.close(fd)
         return done
+
+    def _replace(self, path: Path, batch: Batch) -> None:
+        """Rewrite a locked spool file in place (a new file renamed over it): other
+        replayers check the inode after locking, so none takes the old contents."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, batch.to_json().encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
 
     def _read(self, path: Path, fd: int) -> Batch | None:
         chunks = []

@@ -9,7 +9,11 @@ starts with BEGIN IMMEDIATE: a deferred transaction that later wants to write
 cannot wait for the lock (SQLite answers "database is locked" at once), so a
 milter process and a policy process sharing one file would trip over each
 other. Any failure to reach the database surfaces as `StoreUnavailable`, which
-the engine answers by spooling.
+the engine answers by spooling; a row the database refuses for what it holds
+(retrying cannot help) surfaces as `StoreRefused`, which the engine answers
+by writing the batch in parts and setting the refused rows aside. Every value
+is bounded to its column first (bounds.py), so that client-chosen lengths and
+characters are never a reason for a refusal.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from extrusion.scoring import schema
+from extrusion.scoring.bounds import bound_batch, bound_override, bound_row, bound_text
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.rows import (
     MESSAGE_COLUMNS,
@@ -66,6 +71,11 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached or written right now (retry later)."""
 
 
+class StoreRefused(StoreError):
+    """The database refused what was written (a constraint, a value it cannot hold):
+    the same write would fail again, so retrying it is pointless."""
+
+
 class Store:
     """All persistent state of extrusion. Thread-safe (one SQLAlchemy engine, a pool)."""
 
@@ -80,6 +90,15 @@ class Store:
             raise StoreError(f"unsupported store url {parsed.render_as_string()!r}")
         self._engine = _make_engine(url, busy_timeout_ms, durable)
         self._statements: dict[tuple[str, str], str] = {}
+        dbapi = self._engine.dialect.loaded_dbapi
+        # Refusals the driver raises itself, outside SQLAlchemy's wrapping (psycopg's
+        # own cursor in _insert_new; sqlite3 on an integer it cannot convert).
+        self._refusals: tuple[type[BaseException], ...] = (
+            exc.DataError, exc.IntegrityError, dbapi.DataError, dbapi.IntegrityError,
+            UnicodeError, OverflowError)
+        self._outages: tuple[type[BaseException], ...] = (
+            exc.OperationalError, exc.InterfaceError, dbapi.OperationalError,
+            dbapi.InterfaceError)
         try:
             if create:
                 self._create(busy_timeout_ms)
@@ -161,8 +180,10 @@ class Store:
             conn_cm = self._engine.connect().execution_options(extrusion_write=True)
             with conn_cm as conn, conn.begin():
                 yield conn
-        except (exc.OperationalError, exc.InterfaceError) as e:
+        except self._outages as e:
             raise StoreUnavailable(_describe(e)) from e
+        except self._refusals as e:
+            raise StoreRefused(_describe_refusal(e)) from e
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -205,7 +226,10 @@ class Store:
     # --- the engine's batched writes ---------------------------------------------------
 
     def write_batch(self, batch: Batch, half_life: float) -> list[SenderRow]:
-        """Write everything in one transaction; returns the merged sender rows."""
+        """Write everything in one transaction; returns the merged sender rows.
+
+        Raises StoreUnavailable (retry later) or StoreRefused (never retry as is)."""
+        batch = bound_batch(batch)
         for attempt in range(_DEADLOCK_RETRIES):
             try:
                 with self._write() as conn:
@@ -445,6 +469,7 @@ class Store:
 
     def _upsert_override(self, conn: Connection, row: OverrideRow) -> None:
         t = schema.overrides
+        row = bound_override(row)
         values = {"match": row.match, "action": row.action, "limits": row.limits,
                   "reason": row.reason, "who": row.who, "created": row.created}
         ins = self._insert(t)
@@ -506,7 +531,7 @@ class Store:
             now = self._db_now(conn)
             old = conn.execute(sa.select(t.c.version).where(t.c.key == row.key)).scalar()
             new = SenderRow(**{**_as_dict(row), "version": (old or 0) + 1, "changed_at": now})
-            values = _sender_values(new)
+            values = bound_row(t, _sender_values(new))
             ins = self._insert(t)
             conn.execute(
                 ins.on_conflict_do_update(
@@ -540,7 +565,8 @@ class Store:
 
     def add_state_change(self, change: StateChange) -> None:
         with self._write() as conn:
-            conn.execute(schema.state_changes.insert(), [state_change_row(change)])
+            conn.execute(schema.state_changes.insert(),
+                         [bound_row(schema.state_changes, state_change_row(change))])
 
     def state_changes(
         self,
@@ -682,7 +708,8 @@ class Store:
             raise ValueError(f"checkpoint {name!r}: inode and offset must not be negative")
         t = schema.checkpoints
         ins = self._insert(t)
-        values = {"name": name, "inode": inode, "offset": offset, "updated": time.time()}
+        values = bound_row(t, {"name": name, "inode": inode, "offset": offset,
+                               "updated": time.time()})
         with self._write() as conn:
             conn.execute(
                 ins.on_conflict_do_update(
@@ -743,9 +770,16 @@ def _make_engine(url: str, busy_timeout_ms: int, durable: bool = True) -> Engine
     return engine
 
 
-def _describe(e: exc.DBAPIError) -> str:
-    first = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+def _describe(e: BaseException) -> str:
+    orig = getattr(e, "orig", None)
+    first = str(orig).strip().splitlines()[0] if orig is not None else str(e)
     return f"store unavailable: {first}"
+
+
+def _describe_refusal(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).strip().splitlines()
+    return f"store refused the write: {bound_text(text[0] if text else type(orig).__name__, 200)}"
 
 
 def _q(name: str) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from extrusion.scoring.events import Outcome, State, StateChange
 from extrusion.scoring.judge import Judge
 from extrusion.scoring.memory import RELEASED, SenderMemory, copy_findings
+from extrusion.scoring.quarantine import PartlyWritten, Quarantine, write_in_parts
 from extrusion.scoring.rows import Batch, SenderDelta, SenderRow, decay
 from extrusion.scoring.spool import Spool, SpoolError
 from extrusion.scoring.store import Store
@@ -39,6 +40,7 @@ class StoreSync:
 
     store: Store
     spool: Spool
+    quarantine: Quarantine
     clock: Callable[[], float]
     half_life: float
     window: float
@@ -107,7 +109,11 @@ class StoreSync:
         if not len(batch):
             return
         try:
-            rows = self.store.write_batch(batch, self.half_life)
+            rows = self._write(batch)
+        except PartlyWritten as exc:
+            self._store_failed("writing events", exc)
+            self._spool(exc.remainder)
+            return
         except Exception as exc:
             self._store_failed("writing events", exc)
             self._spool(batch)
@@ -218,8 +224,13 @@ class StoreSync:
         self._store_back()
         return True
 
+    def _write(self, batch: Batch) -> list[SenderRow]:
+        """One batch into the store; rows it refuses are set aside, never retried."""
+        return write_in_parts(lambda b: self.store.write_batch(b, self.half_life), batch,
+                              self.quarantine)
+
     def _write_replayed(self, batch: Batch) -> None:
-        rows = self.store.write_batch(batch, self.half_life)
+        rows = self._write(batch)  # PartlyWritten: the spool keeps only the remainder
         now = self.clock()
         with self._lock:
             for row in rows:
