@@ -22,7 +22,7 @@ from extrusion.maillog import exim, postfix, sendmail
 from extrusion.maillog.feed import EXAMPLE_CHARS, FeedStats, LogFeed
 from extrusion.maillog.lines import MAX_LINE, LineSplitter
 from extrusion.maillog.logfiles import read_lines
-from extrusion.maillog.syslog import SyslogParser
+from extrusion.maillog.syslog import FAILURES_LOGGED, SyslogParser, SyslogProtocol
 from extrusion.policyd.feed import FileFeedService
 from extrusion.policyd.metrics import Metrics
 from extrusion.scoring.engine import Engine
@@ -287,3 +287,35 @@ def test_replay_skips_an_over_long_line_without_reading_it_whole(tmp_path: Path)
     errors: list[str] = []
     longest = max(len(line) for line in read_lines([str(log)], errors))
     assert MAX_LINE < longest <= MAX_LINE + 2 and not errors
+
+
+def test_syslog_wedge_datagrams_are_counted_not_tracebacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    feed = LogFeed(Recorder(), fmt="sendmail", reference_time=REFERENCE, tz=None)
+    proto = SyslogProtocol(feed, lambda: REFERENCE)
+    datagram = ("<22>Nov 30 04:00:30 mta1 sendmail[9]: " + WEDGE).encode().replace(
+        "\x93".encode(), b"\x93")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            proto.datagramReceived(datagram, ("192.0.2.1", 514))
+    assert (feed.stats.lines, feed.stats.garbled, proto.failed) == (3, 3, 0)
+    assert not caplog.records
+
+    class Broken:
+        """A fault the real feed cannot be made to raise: the receiver's own guard."""
+
+        def entry(self, *args: object) -> None:
+            raise RuntimeError("feed bug \x1b[31m")
+
+        def line(self, text: str) -> None:
+            raise RuntimeError("feed bug")
+
+    proto = SyslogProtocol(Broken(), lambda: REFERENCE)
+    with caplog.at_level(logging.WARNING, "extrusion.maillog.syslog"):
+        for _ in range(FAILURES_LOGGED + 20):
+            proto.datagramReceived(datagram, ("192.0.2.1", 514))
+    assert proto.failed == FAILURES_LOGGED + 20
+    assert len(caplog.records) == FAILURES_LOGGED  # one line each, rate-limited
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in caplog.records)
+    assert "\x1b" not in caplog.records[0].getMessage()
