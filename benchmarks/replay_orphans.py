@@ -86,7 +86,7 @@ def replay_seconds(config: Path, log: Path) -> float:
 
 def engine_seconds(tmp: Path, messages: int, memory_is_whole: bool) -> float:
     """Orphan outcomes into an engine set up as replay sets it up."""
-    db = tmp / f"engine-{memory_is_whole}.db"
+    db = Path(tempfile.mkdtemp(dir=tmp)) / "engine.db"  # a fresh store each run
     cfg = configmod.from_dict({"store": {"url": f"sqlite:///{db}",
                                          "spool_dir": str(tmp / "spool"),
                                          "flush_batch": 1 << 62}}, tmp / "x.toml")
