@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from extrusion.maillog.checkpoint import MemoryCheckpoints
-from extrusion.maillog.follow import MAX_LINE_BYTES, ROTATION_GRACE_POLLS, FileFollower
+from extrusion.maillog.follow import (
+    MAX_LINE_BYTES,
+    ROTATION_GRACE_POLLS,
+    TOO_LONG_HEAD_BYTES,
+    FileFollower,
+)
 
 
 def lines(prefix: str, n: int) -> list[str]:
@@ -216,13 +221,62 @@ def test_hostile_bytes_and_endless_lines_never_stall(log: Path) -> None:
         f.write(b"ok line\n\xff\xfe\x00 broken utf-8\n")
         f.write(b"x" * (MAX_LINE_BYTES * 2 + 10))
         f.write(b"\nafter\n")
+    heads: list[str] = []
     fw = Follow(log)
+    fw.f.too_long = heads.append
     got = fw.poll()
     assert got[0] == "ok line"
     assert got[1].endswith(" broken utf-8") and "\ufffd" in got[1]
-    assert got[-1] == "after"
-    assert sum(len(x) for x in got[2:-1]) == MAX_LINE_BYTES * 2 + 10
+    # The over-long line is reported once by its start, never handed over in pieces.
+    assert got[2:] == ["after"]
+    assert heads == ["x" * TOO_LONG_HEAD_BYTES]
+    assert fw.f.too_long_lines == 1 and fw.f.lines == 4
     fw.f.close()
+
+
+def test_an_over_long_line_written_slowly_is_skipped_without_being_held(log: Path) -> None:
+    """A 6 MiB line arriving over several polls: memory stays bounded, the line after it
+    is read, and the checkpoint moves past it once its newline is there."""
+    store = MemoryCheckpoints()
+    heads: list[str] = []
+    fw = Follow(log, checkpoints=store)
+    fw.f.too_long = heads.append
+    append(log, lines("a", 2))
+    assert fw.poll() == lines("a", 2)
+    before = os.path.getsize(log)
+    piece = "y" * (3 << 20)
+    for _ in range(2):
+        append(log, piece)
+        assert fw.poll(3) == []
+        cur = fw.f._cur
+        assert cur is not None and len(cur.buf) <= MAX_LINE_BYTES  # never the whole line
+        assert store.get_checkpoint(fw.f.name) == (os.stat(log).st_ino, before)
+    append(log, "\n")
+    append(log, lines("b", 2))
+    assert fw.poll(3) == lines("b", 2)
+    assert len(heads) == 1 and heads[0] == "y" * TOO_LONG_HEAD_BYTES
+    assert store.get_checkpoint(fw.f.name) == (os.stat(log).st_ino, os.path.getsize(log))
+    fw.f.close()
+
+
+def test_a_callback_that_raises_costs_its_line_only(log: Path) -> None:
+    """The position stays exact: nothing is read twice, the next lines arrive."""
+    got: list[str] = []
+
+    def deliver(line: str) -> None:
+        if "boom" in line:
+            raise RuntimeError("a bug in the reader")
+        got.append(line)
+
+    store = MemoryCheckpoints()
+    fw = FileFollower(log, deliver, checkpoints=store, start_at="beginning")
+    append(log, [*lines("a", 2), "boom", *lines("b", 2)])
+    fw.poll()
+    fw.poll()
+    assert got == lines("a", 2) + lines("b", 2)
+    assert fw.deliver_errors == 1
+    assert store.get_checkpoint(fw.name) == (os.stat(log).st_ino, os.path.getsize(log))
+    fw.close()
 
 
 def test_crlf_line_endings(log: Path) -> None:

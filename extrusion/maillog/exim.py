@@ -19,6 +19,7 @@ from extrusion.maillog.records import (
     Record,
     Rejected,
     Removed,
+    number,
 )
 
 _MSGID = re.compile(r"[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}")
@@ -59,11 +60,13 @@ def _arrival(mid: str, rest: str) -> Result:
     sender, _, fields = rest.partition(" ")
     if not sender:
         return None
-    size = _SIZE.search(fields)
+    s = _SIZE.search(fields)
+    # The size is always logged: a line without it (or with no number) was cut short.
+    size = number(s.group(1)) if s is not None else None
     if size is None:
-        return None  # the size is always logged: a line without it was cut short
+        return None
     envelope_from = "" if sender == "<>" else sender
-    out: list[Record] = [Queued(mid, envelope_from, int(size.group(1)))]
+    out: list[Record] = [Queued(mid, envelope_from, size)]
     host = _HOST.search(fields)
     if host is not None:
         auth = _AUTH.search(fields)

@@ -9,8 +9,11 @@ Each line is split (timestamp, host, program), handed to the parser for its
 MTA (chosen by the program name: the last component of the tag for Postfix),
 and the records are joined per queue id into `Submission`/`Outcome` events.
 Nothing a line contains can raise out of `line()`: unreadable lines are
-counted in `stats.garbled` (a few kept in `stats.examples`), lines of other
-programs or of no interest in `stats.ignored`.
+counted in `stats.garbled` (a few kept in `stats.examples`, escaped), lines of
+other programs or of no interest in `stats.ignored`. A parser that fails on a
+line anyway (a bug) costs that line only: it is counted as garbled and in
+`stats.parser_errors`, and the feed goes on. A line longer than
+`lines.MAX_LINE` is garbled too (`stats.too_long`), whatever it holds.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from extrusion import identity
 from extrusion.config import Config
 from extrusion.maillog import exim, postfix, sendmail
 from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
-from extrusion.maillog.lines import CLASSIC_LINE, LineSplitter
+from extrusion.maillog.lines import CLASSIC_LINE, MAX_LINE, LineSplitter
 from extrusion.maillog.records import Record
 from extrusion.maillog.timestamps import zone
 from extrusion.scoring.events import Outcome, Refused, Submission
+from extrusion.scoring.helo import safe_text
 
 log = logging.getLogger(__name__)
 _classic_line = CLASSIC_LINE.match
@@ -40,6 +44,9 @@ Parser = Callable[[str], "tuple[Record, ...] | None"]
 # Garbled lines kept for the operator to look at, each cut to this length.
 EXAMPLES_KEPT = 5
 EXAMPLE_CHARS = 300
+# Parser failures logged with their exception: the first few, then every this many.
+FAILURES_LOGGED = 5
+FAILURES_LOG_EVERY = 10_000
 
 
 class FeedEngine(Protocol):
@@ -60,8 +67,10 @@ class FeedStats:
     parsed: int = 0  # lines that gave at least one record
     ignored: int = 0  # readable lines of no interest (other programs, connect/TLS/…)
     garbled: int = 0  # lines that could not be read: counted and skipped
+    too_long: int = 0  # of the garbled: longer than lines.MAX_LINE
+    parser_errors: int = 0  # of the garbled: a parser raised on them (a bug)
     engine_errors: int = 0
-    examples: list[str] = field(default_factory=list)  # the first few garbled lines
+    examples: list[str] = field(default_factory=list)  # the first few garbled, escaped
     join: JoinStats = field(default_factory=JoinStats)
 
 
@@ -149,6 +158,7 @@ class LogFeed:
         `settings.submissions=False` when the milter already records submissions."""
         self.engine = engine
         self.fmt: Format = fmt
+        self._guard = guard
         self.stats = FeedStats()
         self._splitter = LineSplitter(reference_time, tz)
         self._split = self._splitter.parts
@@ -189,24 +199,36 @@ class LogFeed:
     def line(self, text: str) -> None:
         """One raw log line (with or without its newline)."""
         self.stats.lines += 1
+        if len(text) > MAX_LINE and len(text.rstrip("\r\n")) > MAX_LINE:
+            self._too_long(text)
+            return
         # Classic syslog is nearly every line: read it here, the rest in the splitter.
         m = _classic_line(text)
         if m is not None:
             mon, day, hh, mm, ss, host, program, _pid, message = m.groups()
             try:
                 t = self._classic(mon, day, hh, mm, ss)
-            except ValueError:
+            except (ValueError, OverflowError):
                 self._garbled(text)
                 return
             if message[-1:] == "\r":
                 message = message[:-1]
         else:
-            parts = self._split(text)
+            try:
+                parts = self._split(text)
+            except Exception as exc:  # the splitter's bug must not stop the feed
+                self._parser_failed(text, exc)
+                return
             if parts is None:
                 self._garbled(text)
                 return
             t, host, program, _pid, message = parts
         self._message(text, t, host, program, message)
+
+    def too_long(self, head: str) -> None:
+        """A line longer than `MAX_LINE` that its reader skipped; `head` is its start."""
+        self.stats.lines += 1
+        self._too_long(head)
 
     def entry(self, t: float, host: str, program: str, pid: str, message: str) -> None:
         """One message already split by a syslog receiver."""
@@ -223,7 +245,11 @@ class LogFeed:
             self.stats.ignored += 1
             self.joiner.advance(t)
             return
-        records = parser(message)
+        try:
+            records = parser(message)
+        except Exception as exc:  # a parser's bug costs this line, never the feed
+            self._parser_failed(text, exc)
+            return
         if records is None:
             self._garbled(text)
             return
@@ -231,15 +257,36 @@ class LogFeed:
             self.stats.ignored += 1
             self.joiner.advance(t)
             return
-        self.stats.parsed += 1
         add = self.joiner.add
-        for record in records:
-            add(t, host, record)
+        try:
+            for record in records:
+                add(t, host, record)
+        except Exception as exc:
+            if not self._guard:
+                raise  # a replay stops at the engine's error (the engine is called in here)
+            self._parser_failed(text, exc)
+            return
+        self.stats.parsed += 1
 
     def _garbled(self, text: str) -> None:
         self.stats.garbled += 1
         if len(self.stats.examples) < EXAMPLES_KEPT:
-            self.stats.examples.append(text.rstrip("\r\n")[:EXAMPLE_CHARS])
+            # Escaped: an example goes to a terminal or a log, and a forged line may
+            # carry escape sequences or newlines.
+            self.stats.examples.append(safe_text(text.rstrip("\r\n"), EXAMPLE_CHARS))
+
+    def _too_long(self, text: str) -> None:
+        self.stats.too_long += 1
+        self._garbled(text[: EXAMPLE_CHARS + 1])  # one more: the example shows the cut
+
+    def _parser_failed(self, text: str, exc: Exception) -> None:
+        self.stats.parser_errors += 1
+        self._garbled(text)
+        n = self.stats.parser_errors
+        if n <= FAILURES_LOGGED or not n % FAILURES_LOG_EVERY:  # logged, not flooded
+            log.warning("a log line could not be read (%s: %s; %d so far); skipped: %s",
+                        type(exc).__name__, safe_text(str(exc), EXAMPLE_CHARS), n,
+                        safe_text(text.rstrip("\r\n"), EXAMPLE_CHARS))
 
     def tick(self, now: float) -> None:
         """Let pending submissions and idle queue ids expire when no line comes

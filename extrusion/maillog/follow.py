@@ -8,6 +8,12 @@ complete line to the callback; a partial last line waits for its newline.
 After each batch the position (inode, offset of the last complete line) is
 saved through the `Checkpoints` protocol, so a restart resumes exactly there.
 
+A line longer than `MAX_LINE_BYTES` is never held whole: its start goes to
+the `too_long` callback (the feed counts it as garbled), the rest is read in
+chunks and dropped up to its newline, and the line after it is read as usual.
+A callback that raises costs its line only (logged): the position stays
+exact and the next line is read.
+
 Rotation:
 - rename + create (logrotate's default, Postfix's `postfix logrotate`): when
   the path names a new file, the old one is read to its end first, and kept
@@ -28,14 +34,20 @@ from pathlib import Path
 from typing import Literal
 
 from extrusion.maillog.checkpoint import Checkpoints
+from extrusion.maillog.lines import MAX_LINE
 
 log = logging.getLogger(__name__)
 
 # Bytes read per poll at most, so one poll never blocks the reactor for long.
 MAX_READ_PER_POLL = 4 << 20
 READ_CHUNK = 256 << 10
-# A "line" longer than this without a newline is handed over in pieces.
-MAX_LINE_BYTES = 64 << 10
+# A line longer than this is skipped (its head reported), never read whole.
+MAX_LINE_BYTES = MAX_LINE
+# Bytes of a skipped line's start handed to `too_long`: enough to recognise it.
+TOO_LONG_HEAD_BYTES = 1024
+# Problems logged in full: the first few, then one in this many.
+PROBLEMS_LOGGED = 5
+PROBLEMS_LOG_EVERY = 1000
 # Bytes before our position remembered to notice a copytruncate rewrite.
 FINGERPRINT_BYTES = 128
 # Polls an old file stays open after rename rotation for its writer's last lines.
@@ -46,19 +58,20 @@ _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z")
 class _Open:
     """One open file: its inode, what was consumed, the unfinished line."""
 
-    __slots__ = ("buf", "fd", "grace", "ino", "offset", "tail")
+    __slots__ = ("buf", "fd", "grace", "ino", "offset", "skip", "tail")
 
     def __init__(self, fd: int, ino: int, offset: int) -> None:
         self.fd = fd
         self.ino = ino
         self.offset = offset  # end of the last complete line handed over
-        self.buf = b""  # bytes after offset, waiting for their newline
+        self.skip = 0  # bytes after offset of an over-long line, read and dropped
+        self.buf = b""  # bytes after offset (and skip), waiting for their newline
         self.tail = b""  # the FINGERPRINT_BYTES before offset
         self.grace = ROTATION_GRACE_POLLS
 
     @property
     def pos(self) -> int:
-        return self.offset + len(self.buf)
+        return self.offset + self.skip + len(self.buf)
 
 
 class FileFollower:
@@ -71,18 +84,23 @@ class FileFollower:
         name: str | None = None,
         start_at: Literal["end", "beginning"] = "end",
         commit: Callable[[], None] | None = None,
+        too_long: Callable[[str], None] | None = None,
     ) -> None:
         """`deliver` gets each line (str, newline stripped). `name` keys the checkpoint
         (default: the absolute path). With no checkpoint, `start_at` says where to begin.
         `commit` runs before a checkpoint is saved (e.g. the engine's flush), so the
-        saved position never runs ahead of what was recorded."""
+        saved position never runs ahead of what was recorded. `too_long` gets the start
+        of each line over `MAX_LINE_BYTES` instead of `deliver` (default: logged)."""
         self.path = Path(path)
         self.name = name or str(self.path.absolute())
         self.deliver = deliver
+        self.too_long = too_long
         self.checkpoints = checkpoints
         self.start_at = start_at
         self.commit = commit
         self.lines = 0
+        self.too_long_lines = 0
+        self.deliver_errors = 0
         self._cur: _Open | None = None
         self._old: list[_Open] = []
         self._started = False
@@ -218,30 +236,81 @@ class FileFollower:
             if not data:
                 return True
             budget -= len(data)
+            if f.skip:
+                nl = data.find(b"\n")
+                if nl < 0:
+                    f.skip += len(data)  # still inside the over-long line
+                    continue
+                # It ends here: the next line starts after its newline.
+                f.offset += f.skip + nl + 1
+                f.skip = 0
+                f.tail = _pread_back(f.fd, f.offset)
+                data = data[nl + 1 :]
+                if not data:
+                    continue
             buf = f.buf + data if f.buf else data
             end = buf.rfind(b"\n")
             if end < 0:
                 if len(buf) > MAX_LINE_BYTES:
-                    self._emit(buf)
-                    f.offset += len(buf)
-                    f.buf = b""
-                    f.tail = buf[-FINGERPRINT_BYTES:]
+                    self._start_skipping(f, buf)
                 else:
                     f.buf = buf
                 continue
             complete, f.buf = buf[: end + 1], buf[end + 1 :]
             for raw in complete.split(b"\n")[:-1]:
-                self._emit(raw)
+                if len(raw) > MAX_LINE_BYTES:  # began and ended within this read
+                    self._too_long(raw)
+                else:
+                    self._emit(raw)
             f.offset += len(complete)
             f.tail = (f.tail + complete)[-FINGERPRINT_BYTES:]
+            if len(f.buf) > MAX_LINE_BYTES:
+                self._start_skipping(f, f.buf)
         return False
+
+    def _start_skipping(self, f: _Open, buf: bytes) -> None:
+        """`buf` (no newline in it) is already too long: report it, keep none of it."""
+        self._too_long(buf)
+        f.skip = len(buf)
+        f.buf = b""
 
     def _emit(self, raw: bytes) -> None:
         self.lines += 1
-        self.deliver(raw.decode("utf-8", "replace").rstrip("\r"))
+        try:
+            self.deliver(raw.decode("utf-8", "replace").rstrip("\r"))
+        except Exception:
+            # The position must stay exact whatever the callback does: raising out
+            # of here would leave half a batch handed over and read again next poll.
+            self.deliver_errors += 1
+            if self._worth_logging(self.deliver_errors):
+                log.exception("%s: a line could not be handled (%d so far); skipped",
+                              self.path, self.deliver_errors)
+
+    def _too_long(self, raw: bytes) -> None:
+        self.lines += 1
+        self.too_long_lines += 1
+        head = raw[:TOO_LONG_HEAD_BYTES].decode("utf-8", "replace")
+        if self.too_long is None:
+            if self._worth_logging(self.too_long_lines):
+                log.warning("%s: a line over %d bytes skipped (%d so far)", self.path,
+                            MAX_LINE_BYTES, self.too_long_lines)
+            return
+        try:
+            self.too_long(head)
+        except Exception:
+            self.deliver_errors += 1
+            if self._worth_logging(self.deliver_errors):
+                log.exception("%s: an over-long line could not be reported", self.path)
+
+    @staticmethod
+    def _worth_logging(n: int) -> bool:
+        return n <= PROBLEMS_LOGGED or not n % PROBLEMS_LOG_EVERY
 
     def _flush_partial(self, f: _Open) -> None:
         """A file that will not grow any more: its unfinished last line is all there is."""
+        if f.skip:  # an over-long last line, already reported
+            f.offset += f.skip
+            f.skip = 0
         if f.buf:
             self._emit(f.buf)
             f.offset += len(f.buf)
@@ -257,7 +326,7 @@ class FileFollower:
             return
         log.info("%s was truncated (copytruncate); reading from its start", self.path)
         self._resume_copy(cur.offset, exclude=cur.ino, tail=cur.tail)
-        cur.offset, cur.buf, cur.tail = 0, b"", b""
+        cur.offset, cur.skip, cur.buf, cur.tail = 0, 0, b"", b""
 
     def _check_rotated(self, cur: _Open) -> None:
         try:

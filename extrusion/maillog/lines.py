@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from extrusion.maillog.timestamps import SyslogClock, parse_exim, parse_rfc3339
 
 EXIM_PROGRAM = "exim"
+# The longest line read (characters, or bytes before decoding): no MTA writes one
+# near this long (Postfix cuts its own at 2 KiB, syslog daemons at 8 KiB), and a
+# longer one is counted as garbled and skipped, never held in memory whole.
+MAX_LINE = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,7 @@ class LineSplitter:
                 date, clock, offset, pid, msg = m.groups()
                 t = parse_exim(date, clock, offset or "", self.tz)
                 return t, "", EXIM_PROGRAM, pid or "", msg
-        except ValueError:
+        except (ValueError, OverflowError):
             # Digits in the right places but not a date (Feb 31, hour 25): garbled.
             return None
         return None

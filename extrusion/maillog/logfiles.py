@@ -1,11 +1,15 @@
 """Open MTA logs for reading: plain or gzip (by content), `-` for standard input.
 
 Bytes that are not UTF-8 are replaced, never fatal; a file that cannot be
-read to its end (a cut gzip stream) ends the input with the reason.
+read to its end (a cut gzip stream) ends the input with the reason. A line
+longer than `lines.MAX_LINE` is never read whole: its start is handed on
+(the feed counts it as garbled by its length) and the rest dropped in
+bounded pieces up to its newline.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
@@ -15,7 +19,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import IO, TextIO, cast
 
+from extrusion.maillog.lines import MAX_LINE
+
 GZIP_MAGIC = b"\x1f\x8b"
+# Characters read for a line at most: a longer one is cut here (with its newline,
+# a line of MAX_LINE characters still fits).
+_READ_LIMIT = MAX_LINE + 2
 STDIN = "-"
 
 
@@ -42,12 +51,20 @@ def read_lines(logs: list[str], errors: list[str]) -> Iterator[str]:
         with ExitStack() as one:
             try:
                 stream = open_log(path, one)
-                for line in stream:
+                for line in iter(functools.partial(stream.readline, _READ_LIMIT), ""):
+                    if len(line) == _READ_LIMIT and line[-1] != "\n":
+                        _skip_rest_of_line(stream)
                     n += 1
                     yield line
             except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
                 errors.append(f"{path}: unreadable after line {n:,}: {exc}")
                 return
+
+
+def _skip_rest_of_line(stream: TextIO) -> None:
+    """Read past the end of an over-long line, a bounded piece at a time."""
+    while (piece := stream.readline(_READ_LIMIT)) and piece[-1] != "\n":
+        pass
 
 
 def reference_time(paths: list[str]) -> float:

@@ -28,6 +28,7 @@ from extrusion.maillog.records import (
     Record,
     Rejected,
     Removed,
+    number,
 )
 from extrusion.scoring.decisions import HELO_NOTE
 
@@ -99,7 +100,10 @@ def parse(service: str, message: str) -> Result:
         if rest.startswith("from=<"):
             m = _QMGR_FROM.match(rest)
             if m:
-                return (Queued(qid, m.group(1), int(m.group(2)), int(m.group(3))),)
+                size, nrcpt = number(m.group(2)), number(m.group(3))
+                if size is None or nrcpt is None:
+                    return None  # thousands of digits: not a size Postfix wrote
+                return (Queued(qid, m.group(1), size, nrcpt),)
             m = _EXPIRED.match(rest)
             if m:
                 return (Expired(qid, m.group(1)),)

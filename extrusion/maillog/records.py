@@ -9,6 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Digits a count or size may have: more than any real message, and far below the
+# 4,300 at which int() refuses to convert (a forged line must not reach that).
+MAX_DIGITS = 18
+
+
+def number(text: str) -> int | None:
+    """A count or size as logged (ASCII digits only), or None when it is not one.
+
+    `str.isdigit()` alone would accept "²", which int() then refuses.
+    """
+    if 0 < len(text) <= MAX_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class ClientSeen:

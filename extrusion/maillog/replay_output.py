@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from extrusion.maillog.feed import FeedStats
+from extrusion.maillog.lines import MAX_LINE
 from extrusion.maillog.timestamps import iso
 from extrusion.scoring.decisions import phrase
 from extrusion.scoring.events import State, StateChange
@@ -109,7 +110,8 @@ def summary(result: ReplayResult, stats: FeedStats, stream: TextIO) -> None:
     w = stream.write
     w(f"replay: {result.lines:,} lines in {result.seconds:.1f} s ({rate:,.0f} lines/s)\n")
     w(f"  lines: {s.parsed:,} parsed, {s.ignored:,} of no interest, "
-      f"{s.garbled:,} skipped as unreadable\n")
+      f"{s.garbled:,} skipped as unreadable"
+      + (f" ({s.too_long:,} over {MAX_LINE:,} characters)" if s.too_long else "") + "\n")
     w(f"  events: {j.submissions:,} messages, {j.outcomes:,} recipient outcomes "
       f"({j.unattributed:,} without a known sender), {len(result.changes)} state changes\n")
     final = {state: 0 for state in State}

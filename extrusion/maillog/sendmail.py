@@ -20,6 +20,7 @@ from extrusion.maillog.records import (
     Record,
     Rejected,
     SaslSeen,
+    number,
 )
 
 PROGRAMS = frozenset({"sendmail", "sm-mta", "sm-msp-queue"})
@@ -82,12 +83,13 @@ def _strip(addr: str) -> str:
 
 def _from(qid: str, rest: str) -> Result:
     f = _fields(rest)
-    # relay= always ends the line: without it the line was cut short.
-    if "relay" not in f or not f.get("size", "").isdigit():
+    # relay= always ends the line: without it the line was cut short. A size or a
+    # recipient count that is not a number means a corrupted (or forged) line.
+    size = number(f.get("size", ""))
+    nrcpts = number(f.get("nrcpts") or "0")
+    if "relay" not in f or size is None or nrcpts is None:
         return None
-    out: list[Record] = [
-        Queued(qid, _strip(f["from"]), int(f["size"]), int(f.get("nrcpts", "0") or 0))
-    ]
+    out: list[Record] = [Queued(qid, _strip(f.get("from", "")), size, nrcpts)]
     if mid := f.get("msgid"):
         out.append(MessageIdSeen(qid, _strip(mid)))
     relay = f.get("relay", "")

@@ -8,12 +8,16 @@ Each datagram is one message; its timestamp, host and tag are taken from the
 header (RFC 3164's classic stamp gets its year like a log file's; no stamp
 means "now"; no host means the sender's address). A datagram that is not
 syslog at all is offered to the feed as a plain log line, where it is
-counted as garbled unless it happens to be one.
+counted as garbled unless it happens to be one. Both sockets are datagram
+sockets, so no message is longer than `MAX_DATAGRAM`. A datagram that fails
+anyway (a bug) is counted in `failed` and logged as one warning line, the
+first few and then one in `FAILURES_LOG_EVERY`: never a traceback per datagram.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import stat
@@ -25,10 +29,16 @@ from typing import Any, Protocol
 from twisted.internet.protocol import DatagramProtocol
 
 from extrusion.maillog.timestamps import SyslogClock, parse_rfc3339
+from extrusion.scoring.helo import safe_text
+
+log = logging.getLogger(__name__)
 
 # Larger than any syslog datagram (RFC 5426 allows up to the UDP maximum).
 MAX_DATAGRAM = 65535
 MAX_PRI = 191  # facility 23, severity 7
+FAILURES_LOGGED = 5
+FAILURES_LOG_EVERY = 1000
+FAILURE_TEXT_CHARS = 200
 NIL = "-"
 _BOM = "\ufeff"
 
@@ -77,7 +87,7 @@ class SyslogParser:
             ):
                 return self._rfc5424(pri, v, rest[v.end() :], peer)
             return self._rfc3164(pri, rest, peer)
-        except ValueError:  # a stamp with impossible fields
+        except (ValueError, OverflowError):  # a stamp with impossible fields
             return None
 
     def _rfc5424(self, pri: int, v: re.Match[str], rest: str, peer: str) -> SyslogMessage:
@@ -143,9 +153,21 @@ class SyslogProtocol(DatagramProtocol):
         self.parser = SyslogParser(clock, tz)
         self.datagrams = 0
         self.not_syslog = 0
+        self.failed = 0
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # Twisted's name
         self.datagrams += 1
+        try:
+            self._receive(datagram, addr)
+        except Exception as exc:
+            # Twisted would log a CRITICAL traceback per datagram: one line, rate-limited.
+            self.failed += 1
+            if self.failed <= FAILURES_LOGGED or not self.failed % FAILURES_LOG_EVERY:
+                log.warning("syslog datagram skipped (%s: %s; %d so far): %s",
+                            type(exc).__name__, safe_text(str(exc), FAILURE_TEXT_CHARS),
+                            self.failed, safe_text(datagram, FAILURE_TEXT_CHARS))
+
+    def _receive(self, datagram: bytes, addr: Any) -> None:
         text = datagram.decode("utf-8", "replace")
         peer = addr[0] if isinstance(addr, tuple) and addr else ""
         msg = self.parser.parse(text, peer)

@@ -96,7 +96,7 @@ class FileFeedService(Service):
                 self.config.maillog.path, self.feed.line,
                 checkpoints=getattr(engine, "store", None),
                 start_at=self.config.maillog.start_at,
-                commit=engine.flush,
+                commit=engine.flush, too_long=self.feed.too_long,
             )
             log.info("following %s", self.config.maillog.path)
         n: int = self.follower.poll()

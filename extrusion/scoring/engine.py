@@ -87,6 +87,9 @@ class Engine(StoreSync):
         self._schema_ok = False
         self.store_ok = True
         self.last_store_error = ""
+        # True when no other process records messages (replay): a queue id not in
+        # memory is in the store neither, so an outcome never waits for or asks it.
+        self.memory_is_whole = False
         self.spool = Spool(config.store.spool_dir)
         self.quarantine = Quarantine(config.store.spool_dir)
         self._apply_config(config)
@@ -225,10 +228,10 @@ class Engine(StoreSync):
         mta = event.mta or self.mta
         with self._lock:
             info = self._messages.get(mta, event.queue_id)
-        if info is None and self.store_ok:
+        if info is None and self.store_ok and not self.memory_is_whole:
             # Recorded by another process (the milter), or sender unknown: ask the store.
             info = self._lookup_message(mta, event.queue_id)
-        if info is None and not event.sender:
+        if info is None and not event.sender and not self.memory_is_whole:
             with self._lock:
                 if len(self._unresolved) < MAX_UNRESOLVED:
                     # Its submission may still sit in another process's write queue.
