@@ -39,11 +39,11 @@ from extrusion.maillog.replay_output import (
 )
 from extrusion.scoring.events import Outcome, State, StateChange, Submission
 
-EX_OK = 0
-EX_USAGE = 2
-EX_DATAERR = 65  # an input file could not be read to its end
-EX_NOINPUT = 66  # an input file does not exist or cannot be opened
-EX_SOFTWARE = 70  # the log reading process died
+EX_OK = os.EX_OK
+EX_USAGE = 2  # a bad option value, as click says it (extrusion.exits.EX_CLI_USAGE)
+EX_DATAERR = os.EX_DATAERR  # an input file could not be read to its end
+EX_NOINPUT = os.EX_NOINPUT  # an input file does not exist or cannot be opened
+EX_SOFTWARE = os.EX_SOFTWARE  # the log reading process died
 # The engine's queue is written every this many lines (in the replay's own thread).
 FLUSH_EVERY_LINES = 1 << 15
 PROGRESS_EVERY_LINES = 1 << 12
