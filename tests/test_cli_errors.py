@@ -103,3 +103,21 @@ def test_a_relative_store_path_is_named_absolute_and_new(
     assert one_line(again) == f"extrusion: store sqlite:///{elsewhere}/var/extrusion.db"
     quiet = run("-q", "senders", "--config", str(path), cwd=elsewhere)
     assert quiet.returncode == EX_OK and quiet.stderr == ""
+
+
+def test_every_exit_status_is_in_the_readme_table_and_named_from_os() -> None:
+    import re
+
+    from extrusion import exits
+
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text()
+    section = readme.split("### Exit statuses", 1)[1]
+    table = section[section.index("| status"):].split("\n\n", 1)[0]
+    rows = {int(m.group(1)) for m in re.finditer(r"^\| (\d+) \|", table, re.M)}
+    assert rows == {getattr(exits, name) for name in exits.__all__}
+    # No module spells a sysexits status as a bare number.
+    bare = re.compile(r"^EX_[A-Z]+ = (6[4-9]|7[0-8])\b", re.M)
+    offenders = [str(p.relative_to(repo)) for p in (repo / "extrusion").rglob("*.py")
+                 if bare.search(p.read_text())]
+    assert offenders == []
