@@ -11,31 +11,47 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import click
 
 from extrusion import config as configmod
-
-EX_USAGE = 2
-EX_UNAVAILABLE = 69
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    default=None,
-    help="Config file (default: $EXTRUSION_CONFIG, conf/extrusion.toml in a checkout, "
-    "/etc/extrusion/extrusion.toml).",
+from extrusion.exits import (
+    EX_CANTCREAT,
+    EX_CLI_USAGE,
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_NOINPUT,
+    EX_OK,
+    EX_UNAVAILABLE,
 )
+
+# Our own complaints about the command line get click's status for its own.
+EX_USAGE = EX_CLI_USAGE
+
+CONFIG_HELP = ("Config file (default: $EXTRUSION_CONFIG, conf/extrusion.toml in a checkout, "
+               "/etc/extrusion/extrusion.toml). Accepted before or after the command.")
+
+config_option = click.option("--config", "config_path", default=None, help=CONFIG_HELP)
+
+
+def _root_params() -> dict[str, Any]:
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_root().params if ctx is not None else {}
 
 
 def load_config(path: str | None) -> configmod.Config:
-    """Load the config or leave with one line and EX_CONFIG."""
+    """Load the config (the command's --config, else the one given before the command)
+    or leave with one line and EX_CONFIG."""
+    if path is None:
+        path = _root_params().get("config_path")
     try:
         return configmod.load(path)
     except configmod.ConfigError as exc:
-        fail(f"extrusion: config error: {exc}", configmod.EX_CONFIG)
+        fail(f"extrusion: config error: {exc}", EX_CONFIG)
 
 
 def fail(message: str, status: int) -> NoReturn:
@@ -47,8 +63,43 @@ def not_implemented(what: str) -> NoReturn:
     fail(f"extrusion {what}: not implemented yet", EX_USAGE)
 
 
+@contextmanager
+def store_command(name: str, url: str, *, creates: bool = True) -> Iterator[None]:
+    """Refuse a store that cannot be created (EX_CANTCREAT), turn the store's and the
+    operator's failures into one line and an exit status, and once the work is done
+    name the store on stderr (unless -q): a relative path that made a new, empty store
+    is seen at once. `creates`: the command makes the store if it is not there."""
+    from extrusion import storeplace
+    from extrusion.report.command import CommandError
+    from extrusion.scoring.admin import AdminError
+    from extrusion.scoring.store import StoreError
+
+    said = storeplace.announcement(url, creates=creates)  # before it exists
+    try:
+        if creates:
+            storeplace.check_creatable(url)
+        yield
+    except storeplace.StoreCannotCreate as exc:
+        fail(f"extrusion {name}: {exc}", EX_CANTCREAT)
+    except (AdminError, CommandError) as exc:
+        fail(f"extrusion {name}: {exc}", exc.status or EX_USAGE)
+    except StoreError as exc:
+        fail(f"extrusion {name}: {exc}", EX_UNAVAILABLE)
+    except OSError as exc:  # the store's file or directory, refused by the system
+        where = f" {exc.filename}" if exc.filename else ""
+        fail(f"extrusion {name}: cannot open the store{where}: {exc.strerror or exc}",
+             EX_CANTCREAT)
+    if not _root_params().get("quiet"):
+        click.echo(said, err=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.version_option(package_name="extrusion", prog_name="extrusion",
+                      message="%(prog)s %(version)s")
+@click.option("--config", "config_path", default=None, help=CONFIG_HELP)
+@click.option("-q", "--quiet", is_flag=True,
+              help="Do not name the store on stderr.")
+def cli(config_path: str | None, quiet: bool) -> None:
     """extrusion: spot infected senders on an ISP's smarthost and contain them."""
 
 
@@ -74,7 +125,7 @@ def check_config(
         for finding in findings:
             click.echo(json.dumps(dataclasses.asdict(finding)) if as_json else str(finding))
         if mtacheck.has_errors(findings):
-            raise SystemExit(1)
+            raise SystemExit(EX_FAILURE)
         return
     data = configmod.as_dict(cfg)
     if as_json:
@@ -172,13 +223,11 @@ def report(
     out: str | None,
 ) -> None:
     """Report flagged senders with their evidence (text, JSON or a self-contained HTML page)."""
-    from extrusion.report.command import CommandError, run
+    from extrusion.report.command import run
 
     cfg = load_config(config_path)
-    try:
+    with store_command("report", cfg.store.url, creates=False):
         run(cfg, since=since, sender=sender, state=state, fmt=fmt, out=out)
-    except CommandError as exc:
-        fail(f"extrusion report: {exc}", exc.status)
 
 
 @cli.command()
@@ -188,16 +237,51 @@ def report(
 def senders(config_path: str | None, state: str | None, as_json: bool) -> None:
     """List senders with their state and score."""
     from extrusion.scoring import admin
-    from extrusion.scoring.store import StoreError
+
+    cfg = load_config(config_path)
+    with store_command("senders", cfg.store.url):
+        lines = admin.list_senders(cfg, state, as_json=as_json)
+    for line in lines:
+        click.echo(line)
+
+
+@cli.command()
+@config_option
+@click.argument("sender")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object with stable keys (see README).")
+@click.option("--messages", "-n", "n_messages", default=20, show_default=True,
+              type=click.IntRange(0, 1000), help="How many of its latest messages to list.")
+def show(config_path: str | None, sender: str, as_json: bool, n_messages: int) -> None:
+    """One sender whole: state, score and decay, pins, evidence, limits, messages, audit."""
+    from extrusion.report.command import open_store
+    from extrusion.report.show import sender_view
+    from extrusion.report.show_text import render_show
+    from extrusion.report.times import BadTime, zone
+    from extrusion.scoring.keys import SenderKeyError
+    from extrusion.scoring.overrides import SenderMap
 
     cfg = load_config(config_path)
     try:
-        for line in admin.list_senders(cfg, state, as_json=as_json):
-            click.echo(line)
-    except admin.AdminError as exc:
-        fail(f"extrusion senders: {exc}", EX_USAGE)
-    except StoreError as exc:
-        fail(f"extrusion senders: {exc}", EX_UNAVAILABLE)
+        key = SenderMap(cfg.customers).operator_key(sender)
+    except SenderKeyError as exc:
+        fail(f"extrusion show: {exc}", exc.status)
+    with store_command("show", cfg.store.url, creates=False):
+        store = open_store(cfg)  # read as it is: never created by a look
+        try:
+            view = sender_view(store, cfg, key, time.time(), n_messages)
+        finally:
+            store.close()
+        if view is None:
+            fail(f"extrusion show: no such sender in the store: {key}", EX_NOINPUT)
+    if as_json:
+        click.echo(json.dumps(view, sort_keys=True, ensure_ascii=False))
+        return
+    try:
+        tz = zone(cfg.report.timezone)
+    except BadTime as exc:
+        fail(f"extrusion show: {exc}", EX_CONFIG)
+    click.echo(render_show(view, tz), nl=False)
 
 
 def _operator_command(verb: str) -> Callable[..., None]:
@@ -207,16 +291,11 @@ def _operator_command(verb: str) -> Callable[..., None]:
     @click.option("--who", default=None, help="Operator name (default: $USER).")
     def command(config_path: str | None, sender: str, reason: str, who: str | None) -> None:
         from extrusion.scoring import admin
-        from extrusion.scoring.store import StoreError
 
         cfg = load_config(config_path)
         who = who or os.environ.get("USER") or "operator"
-        try:
+        with store_command(verb, cfg.store.url):
             change = admin.operator_action(cfg, verb, sender, reason, who)
-        except admin.AdminError as exc:
-            fail(f"extrusion {verb}: {exc}", exc.status or EX_USAGE)
-        except StoreError as exc:
-            fail(f"extrusion {verb}: {exc}", EX_UNAVAILABLE)
         click.echo(f"{change.sender}: {change.old.value} -> {change.new.value} ({change.reason})")
 
     command.__doc__ = f"{verb.capitalize()} a sender (recorded in the audit trail)."
@@ -237,13 +316,11 @@ def db() -> None:
 def db_upgrade(config_path: str | None) -> None:
     """Create or migrate the store's schema to the latest version."""
     from extrusion.scoring import admin
-    from extrusion.scoring.store import StoreError
 
     cfg = load_config(config_path)
-    try:
-        click.echo(admin.db_upgrade(cfg))
-    except StoreError as exc:
-        fail(f"extrusion db upgrade: {exc}", EX_UNAVAILABLE)
+    with store_command("db upgrade", cfg.store.url):
+        said = admin.db_upgrade(cfg)
+    click.echo(said)
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -255,14 +332,15 @@ def main(args: Sequence[str] | None = None) -> int:
             standalone_mode=False,
         )
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return exc.code if isinstance(exc.code, int) else (
+            EX_OK if exc.code is None else EX_FAILURE)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        return 1
+        return EX_FAILURE
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    return 0
+    return EX_OK
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from extrusion import postfixaddr
 from extrusion.scoring.keys import override_problem
 
-EX_CONFIG = 78
+EX_CONFIG = os.EX_CONFIG
 ENV_VAR = "EXTRUSION_CONFIG"
 SYSTEM_PATH = Path("/etc/extrusion/extrusion.toml")
 CHECKOUT_PATH = Path(__file__).resolve().parent.parent / "conf" / "extrusion.toml"

@@ -224,8 +224,11 @@ def test_progress_line_on_a_terminal(generated: tuple[Path, Truth], config: Path
     status = replay(configmod.load(config), [str(generated[0])], out=out, err=err,
                     progress=True)
     assert status == 0
-    assert "lines/s" in err.getvalue() and "flagged" in err.getvalue()
-    assert "lines/s" not in out.getvalue().split("\n", 1)[1]
+    shown = err.getvalue()
+    assert "MB/s" in shown and "flagged" in shown
+    assert shown.rstrip().rsplit("\r", 1)[-1].startswith(f"replay: {generated[1].lines:,} lines")
+    assert " 100%  ETA 0:00 " in shown
+    assert "MB/s" not in out.getvalue()
 
 
 def test_installed_command(generated: tuple[Path, Truth], config: Path) -> None:

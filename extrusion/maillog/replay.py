@@ -10,8 +10,10 @@ Output: with `--json`, exactly one JSON object per state change on stdout
 `"state": "misconfigured"` per rejection daemon found (auto-replies sent
 without <> that failed: reported, never throttled), and nothing else there;
 otherwise a summary table. A progress line goes to stderr when it is a
-terminal. Inputs are plain or gzip files (recognised by content), read in the
-order given; `-` is standard input.
+terminal (lines, MB/s, ETA). Inputs are plain, gzip, bzip2 or xz files
+(recognised by content, `replay_input`), read in the order given; `-` is
+standard input. Input that is no log (a directory, binary data, text without
+a single log line) is refused with one line before anything runs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from typing import IO, Any, TextIO
 
 from extrusion.config import Config, check_store_url
 from extrusion.maillog.feed import FeedStats, LogFeed
-from extrusion.maillog.logfiles import STDIN, read_lines, reference_time
+from extrusion.maillog.logfiles import reference_time
+from extrusion.maillog.replay_input import STDIN, NotALog, Position, read_lines, refuse
 from extrusion.maillog.replay_output import (
     Progress,
     ReplayResult,
@@ -42,11 +45,11 @@ from extrusion.maillog.replay_output import (
 )
 from extrusion.scoring.events import Outcome, Refused, State, StateChange, Submission
 
-EX_OK = 0
-EX_USAGE = 2
-EX_DATAERR = 65  # an input file could not be read to its end
-EX_NOINPUT = 66  # an input file does not exist or cannot be opened
-EX_SOFTWARE = 70  # the log reading process died
+EX_OK = os.EX_OK
+EX_USAGE = 2  # a bad option value, as click says it (extrusion.exits.EX_CLI_USAGE)
+EX_DATAERR = os.EX_DATAERR  # an input is no log, or could not be read to its end
+EX_NOINPUT = os.EX_NOINPUT  # an input file does not exist, is a directory, cannot be opened
+EX_SOFTWARE = os.EX_SOFTWARE  # the log reading process died
 # The engine's queue is written every this many lines (in the replay's own thread).
 FLUSH_EVERY_LINES = 1 << 15
 PROGRESS_EVERY_LINES = 1 << 12
@@ -84,13 +87,17 @@ def replay(
     if store_url is not None and (problem := check_store_url(store_url)):
         err.write(f"extrusion replay: --store: {problem}\n")
         return EX_USAGE
-    missing = [p for p in logs if p != STDIN and not os.path.isfile(p)]
-    if missing:
-        err.write(f"extrusion replay: {missing[0]}: no such file\n")
-        return EX_NOINPUT
     if logs.count(STDIN) > 1:
         err.write("extrusion replay: standard input (-) can be read only once\n")
         return EX_USAGE
+    readable = _reads_as_log(config)
+    try:
+        for path in logs:
+            if path != STDIN:
+                refuse(path, readable)
+    except NotALog as exc:
+        err.write(f"extrusion replay: {_printable(str(exc))}\n")
+        return exc.status
 
     def emit(change: StateChange) -> None:
         out.write(json_line(change) + "\n")
@@ -108,9 +115,48 @@ def replay(
             out.write(misconfigured_line(m) + "\n")
     summary(result, stats, err if as_json else out)
     if result.error:
-        err.write(f"extrusion replay: {result.error}\n")
+        err.write(f"extrusion replay: {_printable(result.error)}\n")
+        return EX_DATAERR
+    if stats.lines and not stats.parsed + stats.ignored:
+        # Standard input is not looked at beforehand: this is where it is refused.
+        err.write(f"extrusion replay: not a log: none of its {stats.lines:,} lines reads as "
+                  "a syslog line\n")
         return EX_DATAERR
     return EX_OK
+
+
+def _printable(text: str) -> str:
+    from extrusion.report.clean import clean
+
+    return clean(text)
+
+
+class _Nobody:
+    """An engine that hears nothing: `_reads_as_log` wants only the feed's line counts."""
+
+    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
+        return client_addr
+
+    def submission(self, event: Submission) -> None:
+        pass
+
+    def outcome(self, event: Outcome) -> None:
+        pass
+
+    def refused(self, event: Refused) -> None:
+        pass
+
+
+def _reads_as_log(config: Config) -> Callable[[list[str]], bool]:
+    """Whether any of some lines reads as a log line, by the feed's own line reader."""
+
+    def readable(lines: list[str]) -> bool:
+        feed = LogFeed.from_config(_Nobody(), config, reference_time=time.time(), guard=False)
+        for line in lines:
+            feed.line(line)
+        return feed.stats.parsed + feed.stats.ignored > 0
+
+    return readable
 
 
 def run(
@@ -133,6 +179,9 @@ def run(
         parallel = STDIN not in logs and (os.cpu_count() or 1) > 1
     result = ReplayResult()
     reference = reference_time(logs)
+    position = Position(logs)
+    if progress is not None:
+        progress.total_bytes = position.total
     with ExitStack() as stack:
         stack.enter_context(_fewer_collections())
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="extrusion-replay-"))
@@ -174,10 +223,10 @@ def run(
             if on_change is not None:
                 on_change(change)
 
-        def tick(lines: int) -> None:
+        def tick(lines: int, done_bytes: int) -> None:
             result.lines = lines
             if progress is not None:
-                progress.update(lines, len(flagged))
+                progress.update(lines, len(flagged), done_bytes)
 
         engine.add_listener(listener)
         started = time.perf_counter()
@@ -189,7 +238,8 @@ def run(
                 if worker is not None:
                     stats = _run_parallel(worker, engine, clock_box, result, tick)
                 else:
-                    stats = _run_inline(cfg, logs, reference, engine, clock_box, result, tick)
+                    stats = _run_inline(cfg, logs, reference, engine, clock_box, result, tick,
+                                        position)
             finally:
                 if progress is not None:
                     progress.done(result.lines, len(flagged))
@@ -203,7 +253,7 @@ def run(
 
 def _run_inline(cfg: Config, logs: list[str], reference: float, engine: Any,
                 clock_box: list[float], result: ReplayResult,
-                tick: Callable[[int], None]) -> FeedStats:
+                tick: Callable[[int, int], None], position: Position) -> FeedStats:
     """Parse and judge in this process (stdin, one core)."""
     joiner: list[Any] = []
 
@@ -229,15 +279,15 @@ def _run_inline(cfg: Config, logs: list[str], reference: float, engine: Any,
     joiner.append(feed.joiner)
     errors: list[str] = []
     n = 0
-    for line in read_lines(logs, errors):
+    for line in read_lines(logs, errors, position):
         feed.line(line)
         n += 1
         if not n % PROGRESS_EVERY_LINES:
             if not n % FLUSH_EVERY_LINES:
                 engine.flush()
-            tick(n)
+            tick(n, position.bytes())
     feed.finish()
-    tick(n)
+    tick(n, position.bytes())
     result.error = errors[0] if errors else ""
     return feed.stats
 
@@ -281,12 +331,13 @@ def _widen(pipe: IO[bytes] | None) -> None:
 
 
 def _run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[float],
-                  result: ReplayResult, tick: Callable[[int], None]) -> FeedStats:
+                  result: ReplayResult, tick: Callable[[int, int], None]) -> FeedStats:
     """The child process parses; this one decodes its events and judges them."""
     from extrusion.maillog.replay_worker import FLUSH, decode
 
     assert proc.stdout is not None and proc.stderr is not None
     stats: FeedStats | None = None
+    done_bytes = 0
     submission, outcome, flush = engine.submission, engine.outcome, engine.flush
     try:
         while stats is None:
@@ -297,9 +348,10 @@ def _run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[fl
             if message[0] == "end":
                 _kind, lines, stats, error = message
                 result.error = error
-                tick(lines)
+                tick(lines, done_bytes)
                 break
-            for item in message[2]:
+            done_bytes = message[2]
+            for item in message[3]:
                 if item is FLUSH or item == FLUSH:
                     flush()
                     continue
@@ -311,7 +363,7 @@ def _run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[fl
                     outcome(event)
                 else:
                     engine.refused(event)
-            tick(message[1])
+            tick(message[1], done_bytes)
     finally:
         proc.stdout.close()
         problem = proc.stderr.read().decode("utf-8", "replace").strip()

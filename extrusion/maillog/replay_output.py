@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from extrusion.maillog.feed import FeedStats
 from extrusion.maillog.lines import MAX_LINE
 from extrusion.maillog.timestamps import iso
+from extrusion.report.clean import clean
 from extrusion.scoring.decisions import phrase
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.judge import MISCONFIGURED
@@ -133,28 +134,50 @@ def summary(result: ReplayResult, stats: FeedStats, stream: TextIO) -> None:
             w(f"  {r.score:>7.1f}  {r.state.value:<10} {r.peak.value:<10} {key:<{width}}  "
               f"{r.reason}\n")
     if s.garbled:
-        w(f"\nunreadable lines ({s.garbled:,}; the first few kept):\n")
+        w(f"\nunreadable lines ({s.garbled:,}; the first few kept, escaped):\n")
         for line in s.examples:
-            w(f"  {line}\n")
+            # Shown as escapes: a raw ESC or CR from a log must not drive the terminal.
+            w(f"  {clean(line)}\n")
 
 
 class Progress:
-    """A single stderr line, rewritten in place; only on a terminal."""
+    """A single stderr line, rewritten in place; only on a terminal.
 
-    def __init__(self, stream: TextIO, enabled: bool) -> None:
+    Lines read, MB/s and, when the input's size is known (files, not stdin),
+    the share done and the time left, from the bytes read on disk (for a
+    compressed file: its compressed bytes, so the ETA holds for any format).
+    """
+
+    def __init__(self, stream: TextIO, enabled: bool, total_bytes: int = 0) -> None:
         self.stream = stream
         self.enabled = enabled
+        self.total_bytes = total_bytes
         self.start = time.monotonic()
         self.next = self.start + PROGRESS_EVERY_SECONDS
+        self.done_bytes = 0
 
-    def update(self, lines: int, flagged: int, *, force: bool = False) -> None:
+    def line(self, lines: int, flagged: int, now: float) -> str:
+        """The progress line's text (without the carriage return)."""
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.done_bytes / elapsed
+        text = f"replay: {lines:,} lines  {rate / 1e6:,.1f} MB/s"
+        if self.total_bytes:
+            share = min(self.done_bytes / self.total_bytes, 1.0)
+            text += f"  {share:4.0%}"
+            if rate > 0:
+                left = max(self.total_bytes - self.done_bytes, 0) / rate
+                text += f"  ETA {int(left // 60)}:{int(left % 60):02d}"
+        return text + f"  {flagged} sender{'s' if flagged != 1 else ''} flagged "
+
+    def update(self, lines: int, flagged: int, done_bytes: int | None = None, *,
+               force: bool = False) -> None:
+        if done_bytes is not None:
+            self.done_bytes = done_bytes
         now = time.monotonic()
         if not self.enabled or (now < self.next and not force):
             return
         self.next = now + PROGRESS_EVERY_SECONDS
-        rate = lines / max(now - self.start, 1e-9)
-        self.stream.write(f"\rreplay: {lines:,} lines  {rate:,.0f} lines/s  "
-                          f"{flagged} sender{'s' if flagged != 1 else ''} flagged ")
+        self.stream.write("\r" + self.line(lines, flagged, now))
         self.stream.flush()
 
     def done(self, lines: int, flagged: int) -> None:

@@ -5,7 +5,7 @@ extrusion.maillog.replay_worker SETTINGS LOG...`) so that reading, parsing
 and joining the log use one core while the engine and its store use the
 other. It writes a stream of pickled messages:
 
-- `("batch", lines_read, items)` where each item is an encoded event
+- `("batch", lines_read, bytes_read, items)` where each item is an encoded event
   `("S"|"O"|"R", now, fields...)` (submission, outcome, refusal of a rate-limited
   recipient), or `FLUSH` where the engine must write its
   queue (after the same lines as a one-process replay flushes, so both give
@@ -103,8 +103,9 @@ class _Encoder:
 
 
 def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
-         errors: Callable[[], str]) -> None:
-    """Parse `lines` and write the message stream to `out`."""
+         errors: Callable[[], str], position: Callable[[], int] = lambda: 0) -> None:
+    """Parse `lines` and write the message stream to `out`; `position()` is the bytes of
+    the input files read so far (for the progress line)."""
     enc = _Encoder(settings.customers)
     feed = LogFeed(enc, fmt=settings.fmt, settings=settings.join,
                    reference_time=settings.reference_time, tz=zone(settings.timezone),
@@ -118,25 +119,27 @@ def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
         if not n % BATCH_LINES:
             if not n % every:
                 enc.items.append(FLUSH)
-            pickle.dump(("batch", n, enc.items), out, PICKLE_PROTOCOL)
+            pickle.dump(("batch", n, position(), enc.items), out, PICKLE_PROTOCOL)
             enc.items = []
     feed.finish()
-    pickle.dump(("batch", n, enc.items), out, PICKLE_PROTOCOL)
+    pickle.dump(("batch", n, position(), enc.items), out, PICKLE_PROTOCOL)
     pickle.dump(("end", n, feed.stats, errors()), out, PICKLE_PROTOCOL)
     out.flush()
 
 
 def main(argv: list[str]) -> int:
-    from extrusion.maillog.logfiles import read_lines
+    from extrusion.maillog.replay_input import Position, read_lines
 
     settings = pickle.loads(Path(argv[0]).read_bytes())
     assert isinstance(settings, WorkerSettings)
     error: list[str] = []
+    position = Position(argv[1:])
 
     def lines() -> Iterator[str]:
-        yield from read_lines(argv[1:], error)
+        yield from read_lines(argv[1:], error, position)
 
-    work(settings, lines(), sys.stdout.buffer, lambda: error[0] if error else "")
+    work(settings, lines(), sys.stdout.buffer, lambda: error[0] if error else "",
+         position.bytes)
     return 0
 
 

@@ -36,8 +36,8 @@ from extrusion.scoring.api import EngineAPI
 
 log = logging.getLogger("extrusion.milter")
 
-EX_OK = 0
-EX_UNAVAILABLE = 69
+EX_OK = os.EX_OK
+EX_UNAVAILABLE = os.EX_UNAVAILABLE
 # How long start-up may take before the socket accepts connections.
 READY_SECONDS = 30.0
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}

@@ -26,8 +26,8 @@ from extrusion.policyd.service import PolicydService, makeService
 
 log = logging.getLogger("extrusion.policyd")
 
-EX_OK = 0
-EX_UNAVAILABLE = 69  # could not listen (address in use, permission)
+EX_OK = os.EX_OK
+EX_UNAVAILABLE = os.EX_UNAVAILABLE  # could not listen (address in use, permission)
 EX_FORCED = 1  # second signal: left without draining
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

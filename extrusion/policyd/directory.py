@@ -10,8 +10,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from extrusion.scoring.events import State, StateChange
-from extrusion.scoring.rows import SenderRow
+from extrusion.scoring.events import State
+from extrusion.scoring.senderjson import change_json, sender_json
 from extrusion.scoring.store import Store
 
 #: Entries of the audit trail shown per sender (the newest ones).
@@ -21,33 +21,6 @@ AUDIT_ENTRIES = 100
 def engine_store(engine: Any) -> Store | None:
     store = getattr(engine, "store", None)
     return store if isinstance(store, Store) else None
-
-
-def sender_json(row: SenderRow, half_life: float, now: float) -> dict[str, Any]:
-    return {
-        "sender": row.key,
-        "state": row.state,
-        "score": round(row.score_at(now, half_life), 3),
-        "class": row.cls,
-        "first_seen": row.first_seen,
-        "last_seen": row.last_seen,
-        "state_since": row.state_since,
-        "pinned": row.pinned,
-        "pinned_by": row.pinned_by,
-        "pinned_reason": row.pinned_reason,
-    }
-
-
-def change_json(change: StateChange) -> dict[str, Any]:
-    return {
-        "time": change.time,
-        "old": change.old.value,
-        "new": change.new.value,
-        "score": change.score,
-        "reason": change.reason,
-        "who": change.who,
-        "evidence": change.evidence,
-    }
 
 
 class StoreDirectory:
@@ -60,15 +33,14 @@ class StoreDirectory:
     def list_senders(self, state: State | None, limit: int) -> list[dict[str, Any]]:
         now = time.time()
         rows = self.store.senders(state.value if state is not None else None)
-        return [sender_json(r, self.half_life, now) for r in rows[:limit]]
+        return [sender_json(r, self.half_life, now, findings=False) for r in rows[:limit]]
 
     def sender_detail(self, key: str) -> dict[str, Any] | None:
         row = self.store.sender(key)
         if row is None:
             return None
-        out = sender_json(row, self.half_life, time.time())
         # The findings are the engine's reasons with their evidence (counts, examples).
-        out["findings"] = row.findings
+        out = sender_json(row, self.half_life, time.time())
         trail = self.store.state_changes(key)
         out["audit"] = [change_json(c) for c in trail[-AUDIT_ENTRIES:]]
         return out

@@ -20,6 +20,7 @@ and the whole service stops cleanly too.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ log = logging.getLogger("extrusion.serve")
 
 #: How long libmilter may take to stop after it is asked to (seconds).
 MILTER_STOP_SECONDS = 20.0
-EX_SOFTWARE = 70  # a component died on its own
+EX_SOFTWARE = os.EX_SOFTWARE  # a component died on its own
 
 
 def milter_available() -> bool:

@@ -23,10 +23,10 @@ from extrusion.report.times import BadTime, parse_since, zone
 from extrusion.scoring.events import State
 from extrusion.scoring.store import Store, StoreError, StoreUnavailable
 
-EX_FAILURE = 1
-EX_USAGE = 2
-EX_UNAVAILABLE = 69
-EX_CANTCREAT = 73
+EX_FAILURE = 1  # a report that cannot be made as asked (extrusion.exits)
+EX_USAGE = 2  # a bad option value, as click says it (extrusion.exits.EX_CLI_USAGE)
+EX_UNAVAILABLE = os.EX_UNAVAILABLE
+EX_CANTCREAT = os.EX_CANTCREAT
 FORMATS = ("text", "json", "html")
 
 

@@ -17,6 +17,7 @@ from extrusion.scoring.keys import SenderKeyError
 from extrusion.scoring.memory import RELEASED
 from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch, SenderDelta, SenderRow
+from extrusion.scoring.senderjson import sender_json
 from extrusion.scoring.state import Thresholds, next_state
 from extrusion.scoring.store import Store, open_store, state_change_row
 
@@ -57,7 +58,7 @@ def list_senders(cfg: Config, state: str | None = None, *, as_json: bool = False
         rows = store.senders(state)
     rows.sort(key=lambda r: (-r.score_at(now, hl), r.key))
     if as_json:
-        return [json.dumps(_sender_json(r, now, hl), sort_keys=True) for r in rows]
+        return [json.dumps(sender_json(r, hl, now), sort_keys=True) for r in rows]
     lines = [f"{'SENDER':40} {'STATE':9} {'SCORE':>8} {'PINNED':8} REASON"]
     for r in rows:
         lines.append(
@@ -116,15 +117,6 @@ def operator_action(cfg: Config, verb: str, sender: str, why: str, who: str,
         batch.add_sender(delta, hl)
         store.write_batch(batch, hl)
     return change
-
-
-def _sender_json(r: SenderRow, now: float, hl: float) -> dict[str, object]:
-    return {
-        "sender": r.key, "state": r.state, "score": round(r.score_at(now, hl), 3),
-        "class": r.cls, "pinned": r.pinned, "pinned_by": r.pinned_by,
-        "first_seen": r.first_seen, "last_seen": r.last_seen, "state_since": r.state_since,
-        "findings": r.findings,
-    }
 
 
 def _top_reason(r: SenderRow) -> str:

@@ -14,6 +14,7 @@ well-formed key that traffic can never produce (see `SenderMap.operator_key`).
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Collection
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -25,8 +26,8 @@ PREFIXES = (SASL, IP, CUSTOMER)
 FORMS = "sasl:USER, ip:ADDRESS or customer:NAME"
 
 # sysexits(3): the operator commands' exit statuses for refused keys.
-EX_USAGE = 64  # malformed: unknown prefix, empty, not an address, a range
-EX_DATAERR = 65  # well-formed, but traffic never has this key
+EX_USAGE = os.EX_USAGE  # malformed: unknown prefix, empty, not an address, a range
+EX_DATAERR = os.EX_DATAERR  # well-formed, but traffic never has this key
 
 _IPV6_TAG = "ipv6:"  # Sendmail/Postfix address-literal tag, as in [IPv6:2001:db8::1]
 
