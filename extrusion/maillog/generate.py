@@ -54,6 +54,10 @@ REPLY_GREY = (
     "host {mx}[{ip}] said: 451 4.7.1 <{rcpt}>: Greylisted, try again in 5 minutes "
     "(in reply to RCPT TO command)"
 )
+REPLY_VIRUS = (
+    "host {mx}[{ip}] said: 554 5.7.1 Message rejected: virus found in attachment "
+    "(W32/Mydoom.A@mm) (in reply to end of DATA command)"
+)
 REPLY_NODOMAIN = (
     "Host or domain name not found. Name service error for name={dom} type=MX: Host not found"
 )
@@ -72,7 +76,9 @@ class Truth:
 
 
 @dataclass
-class _Sender:
+class Client:
+    """One customer connection as the log shows it (the writer's view of a sender)."""
+
     key: str
     addr: str
     name: str
@@ -82,9 +88,17 @@ class _Sender:
     helo: str
 
 
-class _Gen:
-    def __init__(self, seed: int, host: str, rfc3339: bool) -> None:
+class LogWriter:
+    """Writes Postfix 3 lines for messages and their outcomes; `lines` is unsorted.
+
+    With `log_helo`, each message also gets the line a `header_checks` rule
+    `/^Received:/ INFO` makes Postfix write, the usual way to see the HELO of
+    accepted mail in the log (parsers read no verdict from it).
+    """
+
+    def __init__(self, seed: int, host: str, rfc3339: bool, *, log_helo: bool = False) -> None:
         self.rnd = random.Random(seed)
+        self.log_helo = log_helo
         self.host = host
         self.rfc3339 = rfc3339
         self.lines: list[tuple[float, int, str]] = []
@@ -144,9 +158,12 @@ class _Gen:
 
     # --- one message ---
 
-    def message(self, t: float, s: _Sender, rcpts: list[str], fates: list[str],
-                envelope_from: str | None = None) -> None:
-        """Log one message: fates per recipient are sent/unknown/spam/full/grey/nodomain."""
+    def message(self, t: float, s: Client, rcpts: list[str], fates: list[str],
+                envelope_from: str | None = None) -> list[tuple[float, bool]]:
+        """Log one message: fates per recipient are sent/unknown/spam/virus/full/grey/nodomain.
+
+        Returns each recipient's final outcome as (time, delivered): a greylisted
+        recipient is delivered on the retry, every other fate but "sent" failed."""
         r = self.rnd
         q = self.qid()
         spid, cpid, qpid = self.pid(), self.pid(), 1234
@@ -157,6 +174,11 @@ class _Gen:
         sasl = f", sasl_method=PLAIN, sasl_username={s.sasl}" if s.sasl else ""
         self.emit(t, prog, spid, f"{q}: client={s.name}[{s.addr}]{sasl}")
         t += r.uniform(0.01, 0.2)
+        if self.log_helo:
+            self.emit(t, "postfix/cleanup", cpid,
+                      f"{q}: info: header Received: from {s.helo} ({s.name} [{s.addr}]) by "
+                      f"{self.host} (Postfix) with ESMTP id {q} from {s.name}[{s.addr}]; "
+                      f"from=<{mail_from}> to=<{rcpts[0]}> proto=ESMTP helo=<{s.helo}>")
         self.emit(t, "postfix/cleanup", cpid,
                   f"{q}: message-id=<{r.getrandbits(48):x}.{q}@{s.helo}>")
         size = r.randint(900, 60000)
@@ -168,6 +190,7 @@ class _Gen:
                   f"quit=1 commands={len(rcpts) + 4}")
         last = t
         bounced: list[str] = []
+        finals: list[tuple[float, bool]] = []
         for rcpt, fate in zip(rcpts, fates, strict=True):
             dt_ = r.uniform(0.3, 4.0)
             tt = t + dt_
@@ -196,15 +219,17 @@ class _Gen:
                           f"delays={tt - t - 1:.0f}/0.01/0.4/0.5, dsn=2.0.0, status=sent "
                           f"({REPLY_SENT.format(t=int(tt), qid=q)})")
             else:
-                reply = {"unknown": REPLY_UNKNOWN, "spam": REPLY_SPAM, "full": REPLY_FULL,
-                         "nodomain": REPLY_NODOMAIN}[fate].format(mx=mx, ip=ip, rcpt=rcpt, dom=dom)
-                dsn = {"unknown": "5.1.1", "spam": "5.7.1", "full": "5.2.2",
+                reply = {"unknown": REPLY_UNKNOWN, "spam": REPLY_SPAM, "virus": REPLY_VIRUS,
+                         "full": REPLY_FULL, "nodomain": REPLY_NODOMAIN,
+                         }[fate].format(mx=mx, ip=ip, rcpt=rcpt, dom=dom)
+                dsn = {"unknown": "5.1.1", "spam": "5.7.1", "virus": "5.7.1", "full": "5.2.2",
                        "nodomain": "5.4.4"}[fate]
                 rel = "none" if fate == "nodomain" else relay
                 self.emit(tt, "postfix/smtp", pid,
                           f"{q}: to=<{rcpt}>, relay={rel}, {delays}, dsn={dsn}, status=bounced "
                           f"({reply})")
                 bounced.append(rcpt)
+            finals.append((tt, fate in ("sent", "grey")))
             last = max(last, tt)
         if bounced and mail_from:
             nq = self.qid()
@@ -220,6 +245,7 @@ class _Gen:
                       f"delays=0.02/0/0.3/0.5, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued)")
             self.emit(tb + 0.81, "postfix/qmgr", qpid, f"{nq}: removed")
         self.emit(last + 0.01, "postfix/qmgr", qpid, f"{q}: removed")
+        return finals
 
 
 def _ipv4(r: random.Random, net: str) -> str:
@@ -240,30 +266,30 @@ def generate(
     rfc3339: bool = False,
 ) -> Truth:
     """Write the log (sorted by time) to `out` (a text file or a line callback)."""
-    g = _Gen(seed, host, rfc3339)
+    g = LogWriter(seed, host, rfc3339)
     r = g.rnd
     t0 = float(int(start if start is not None else time.time() - duration - 3600))
     truth = Truth(start=t0, end=t0 + duration)
 
-    customers: list[_Sender] = []
+    customers: list[Client] = []
     for i in range(senders):
         if i % 3 == 0:
             user = f"{r.choice(FIRST)}{i}@customer{i}.example"
             addr = _ipv4(r, f"100.64.{i % 200}")
-            s = _Sender(f"sasl:{user}", addr, "unknown", user, user, "submission/smtpd",
+            s = Client(f"sasl:{user}", addr, "unknown", user, user, "submission/smtpd",
                         f"pc{i}.home")
         elif i % 7 == 0:
             addr = f"2001:db8:{i:x}::{r.randint(1, 0xFFFF):x}"
-            s = _Sender(f"ip:{addr}", addr, f"host{i}.v6.example", "",
+            s = Client(f"ip:{addr}", addr, f"host{i}.v6.example", "",
                         f"office@firm{i}.example", "smtpd", f"mail.firm{i}.example")
         else:
             addr = _ipv4(r, f"192.0.{i % 250}")
-            s = _Sender(f"ip:{addr}", addr, f"dsl-{i}.isp.example", "",
+            s = Client(f"ip:{addr}", addr, f"dsl-{i}.isp.example", "",
                         f"{r.choice(FIRST)}@home{i}.example", "smtpd", f"dsl-{i}.isp.example")
         customers.append(s)
-    newsletter = _Sender("ip:203.0.113.10", "203.0.113.10", "news.shop.example", "",
+    newsletter = Client("ip:203.0.113.10", "203.0.113.10", "news.shop.example", "",
                          "newsletter@shop.example", "smtpd", "news.shop.example")
-    relay = _Sender("ip:203.0.113.20", "203.0.113.20", "mx.firm.example", "",
+    relay = Client("ip:203.0.113.20", "203.0.113.20", "mx.firm.example", "",
                     "", "smtpd", "mx.firm.example")
     truth.innocent = [s.key for s in customers] + [newsletter.key, relay.key]
 
@@ -304,7 +330,7 @@ def generate(
     # The bots: a harvested list, most addresses dead or refusing spam.
     for b in range(bots):
         ip = _ipv4(r, f"192.0.{250 + b % 5}") if b % 2 == 0 else f"2001:db8:bad::{b + 1:x}"
-        bot = _Sender(f"ip:{ip}", ip, "unknown", "", f"{r.choice(SPAM_LOCALS)}@{ip}.example",
+        bot = Client(f"ip:{ip}", ip, "unknown", "", f"{r.choice(SPAM_LOCALS)}@{ip}.example",
                       "smtpd", "localhost")
         truth.bots.append(bot.key)
         t_start = t0 + duration * (0.3 + 0.4 * r.random())
