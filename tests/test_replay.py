@@ -268,3 +268,31 @@ def test_customer_map_names_the_sender_in_both_modes(
     assert replay(configmod.load(cfg), [str(generated[0])], as_json=True, out=out, err=err,
                   parallel=parallel) == 0
     assert flagged(changes(out.getvalue())) == {"customer:dsl-pool-7"}
+
+
+def test_a_rejection_daemon_from_the_log_alone_is_a_misconfigured_object(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:
+    # No headers in a log: postmaster@ of the customer's own domain, one recipient per
+    # message, forged recipients that mostly fail. Reported, never throttled.
+    lines = []
+    for i in range(12):
+        qid, s = f"4A{i:03X}B", f"{i % 60:02d}"
+        lines += [
+            f"May 19 10:{i:02d}:{s} mx1 postfix/smtpd[11]: {qid}: client=corp[192.0.2.80]",
+            f"May 19 10:{i:02d}:{s} mx1 postfix/qmgr[12]: {qid}: "
+            "from=<postmaster@corp.example>, size=900, nrcpt=1 (queue active)",
+            f"May 19 10:{i:02d}:{s} mx1 postfix/smtp[13]: {qid}: to=<forged{i}@example.org>, "
+            "relay=mx.example.org[203.0.113.5]:25, delay=1, delays=0/0/0/1, dsn=5.1.1, "
+            "status=bounced (host mx.example.org[203.0.113.5] said: 550 5.1.1 "
+            "<forged@example.org>: Recipient address rejected: User unknown)",
+            f"May 19 10:{i:02d}:{s} mx1 postfix/qmgr[12]: {qid}: removed",
+        ]
+    log = tmp_path / "daemon.log"
+    log.write_text("\n".join(lines) + "\n")
+    status, out, err = run(capsys, "--json", str(log))
+    assert status == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["sender"], r["state"]) for r in rows] == [("ip:192.0.2.80", "misconfigured")]
+    assert list(rows[0]) == ["time", "sender", "state", "score", "reason"]
+    assert rows[0]["reason"].startswith("rejection daemon: ")

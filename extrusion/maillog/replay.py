@@ -35,9 +35,10 @@ from extrusion.maillog.replay_output import (
     ReplayResult,
     final_states,
     json_line,
+    notice_line,
     summary,
 )
-from extrusion.scoring.events import Outcome, State, StateChange, Submission
+from extrusion.scoring.events import Notice, Outcome, State, StateChange, Submission
 
 EX_OK = 0
 EX_USAGE = 2
@@ -92,9 +93,13 @@ def replay(
     def emit(change: StateChange) -> None:
         out.write(json_line(change) + "\n")
 
+    def emit_notice(notice: Notice) -> None:
+        out.write(notice_line(notice) + "\n")
+
     try:
         result, stats = run(config, logs, store_url=store_url,
                             on_change=emit if as_json else None,
+                            on_notice=emit_notice if as_json else None,
                             progress=Progress(err, err.isatty() if progress is None else progress),
                             after=after, parallel=parallel)
     except ReplayError as exc:
@@ -113,6 +118,7 @@ def run(
     *,
     store_url: str | None = None,
     on_change: Callable[[StateChange], None] | None = None,
+    on_notice: Callable[[Notice], None] | None = None,
     progress: Progress | None = None,
     after: Callable[..., None] | None = None,
     parallel: bool | None = None,
@@ -170,6 +176,8 @@ def run(
                 progress.update(lines, len(flagged))
 
         engine.add_listener(listener)
+        if on_notice is not None:
+            engine.add_notice_listener(on_notice)
         started = time.perf_counter()
         # Nobody else reads the throw-away store: its indexes are built once, at the end,
         # and only if a report is going to read it.

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 from extrusion.maillog.feed import FeedStats
 from extrusion.maillog.timestamps import iso
 from extrusion.scoring.decisions import phrase
-from extrusion.scoring.events import State, StateChange
+from extrusion.scoring.events import Notice, State, StateChange
 
 PROGRESS_EVERY_SECONDS = 0.5
 TOP_SENDERS = 10
@@ -45,6 +45,15 @@ def json_line(change: StateChange) -> str:
     return json.dumps({
         "time": iso(change.time), "sender": change.sender, "state": change.new.value,
         "score": change.score, "reason": change.reason,
+    }, ensure_ascii=False)
+
+
+def notice_line(notice: Notice) -> str:
+    """A sender found misconfigured (a rejection daemon), in the state change's shape:
+    `"state": "misconfigured"`."""
+    return json.dumps({
+        "time": iso(notice.time), "sender": notice.sender, "state": notice.kind,
+        "score": notice.score, "reason": notice.reason,
     }, ensure_ascii=False)
 
 
