@@ -272,6 +272,19 @@ class Scoring:
     block_score: float = 0.0
     release_ratio: float = 0.5
     misconfigured_failures: int = 5
+    failure_share: float = 0.4
+    share_min_failures: int = 8
+    submission_window_seconds: float = 600.0
+    envelope_domains: int = 4
+    spread_domains: int = 30
+    spread_factor: float = 5.0
+    sasl_memory_seconds: float = 86400.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.failure_share <= 1.0:
+            raise ValueError("failure_share must be more than 0 and at most 1")
+        if self.share_min_failures < 1:
+            raise ValueError("share_min_failures must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -284,6 +297,32 @@ class Weights:
     spam_verdict: float = 2.0
     own_network_inbound: float = 10.0
     throttled_refusal: float = 0.25
+    freemail_unauthenticated: float = 5.0
+    unauthenticated_from_sasl_address: float = 5.0
+    envelope_domains: float = 10.0
+    recipient_spread: float = 5.0
+
+
+@dataclass(frozen=True)
+class Probation:
+    """A sender that departs from its own history gets a small budget until its first
+    outcomes come back (extrusion/scoring/probation.py)."""
+
+    enabled: bool = True
+    recipients: int = 30
+    window_seconds: float = 600.0
+    release_deliveries: int = 10
+    min_failures: int = 3
+    max_seconds: float = 7200.0
+    baseline_messages: int = 20
+    volume_factor: float = 5.0
+    volume_min_recipients: int = 50
+
+    def __post_init__(self) -> None:
+        if self.recipients < 1 or self.release_deliveries < 1 or self.min_failures < 1:
+            raise ValueError("recipients, release_deliveries and min_failures must be at least 1")
+        if self.window_seconds <= 0 or self.max_seconds <= 0:
+            raise ValueError("window_seconds and max_seconds must be more than 0")
 
 
 @dataclass(frozen=True)
@@ -344,6 +383,7 @@ class Config:
     notify: Notify = field(default_factory=Notify)
     scoring: Scoring = field(default_factory=Scoring)
     weights: Weights = field(default_factory=Weights)
+    probation: Probation = field(default_factory=Probation)
     limits: Mapping[str, Limits] = field(default_factory=_default_limits)
     customers: tuple[Customer, ...] = ()
     overrides: tuple[Override, ...] = ()

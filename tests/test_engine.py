@@ -47,6 +47,9 @@ class Clock:
 def config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     data: dict[str, Any] = {
         "general": {"hostname": "mx1"},
+        # These stories are told with the talk's count alone ("more than 20 failures");
+        # failures in proportion have their own (test_engine_share.py, and below).
+        "scoring": {"share_min_failures": 1000},
         "store": {"url": f"sqlite:///{tmp_path / 'x.db'}", "spool_dir": str(tmp_path / "spool")},
     }
     for name, values in sections.items():
@@ -123,22 +126,46 @@ def h(make: Callable[..., Harness]) -> Harness:
 # --- outbreak ------------------------------------------------------------------------------
 
 
-def test_outbreak_watch_then_throttled_by_the_21st_failed_recipient(h: Harness) -> None:
-    h.fail(BOT, 10)
-    assert h.state(BOT) is State.OK  # 10 failures, slightly decayed: below watch (10)
-    h.fail(BOT, 1, start=10)
-    assert h.state(BOT) is State.WATCH
-    h.fail(BOT, 9, start=11)
-    assert h.state(BOT) is State.WATCH  # 20 failures: not "more than 20" yet
-    h.fail(BOT, 1, start=20)
+def test_a_bot_whose_recipients_all_fail_is_throttled_by_its_8th_failure(
+        make: Callable[..., Harness]) -> None:
+    h = make(scoring={"share_min_failures": 8})
+    # Failures in proportion (issue 13): 8 distinct failures that are at least 40% of
+    # the recipients attempted throttle, long before the talk's "more than 20".
+    h.fail(BOT, 7)
+    assert h.state(BOT) is State.OK  # 7 failures, slightly decayed: below watch (10)
+    h.fail(BOT, 1, start=7)
     assert h.state(BOT) is State.THROTTLED
-    assert [(c.old, c.new) for c in h.changes] == [
-        (State.OK, State.WATCH), (State.WATCH, State.THROTTLED)]
+    assert [(c.old, c.new) for c in h.changes] == [(State.OK, State.THROTTLED)]
     change = h.changes[-1]
     assert change.reason == "too many delivery failures" and change.who == "engine"
-    assert change.evidence["failed_recipients"] == 21
+    assert change.evidence["failed_recipients"] == 8
     findings = change.evidence["findings"]
-    assert isinstance(findings, dict) and findings["too_many_failures"]["trigger"] == 20
+    assert isinstance(findings, dict)
+    trigger = findings["too_many_failures"]
+    assert trigger["rule"] == "share" and trigger["share"] == 1.0
+    assert trigger["attempted_recipients"] == 8
+
+
+def test_more_than_20_failures_stay_the_floor_above_a_lists_share(
+        make: Callable[..., Harness]) -> None:
+    h = make(scoring={"share_min_failures": 8})
+    # 30% failing: below failure_share (40%), above what a list post may fail (20%).
+    for i in range(70):
+        h.clock.t += 10
+        r = f"customer{i}@example.org"
+        q = h.send(BOT, [r])
+        if i % 10 < 3:
+            h.result(q, r, Status.BOUNCED, UNKNOWN.format(r=r))
+        else:
+            h.result(q, r, Status.SENT)
+        if i == 61:
+            assert h.state(BOT) is State.WATCH  # 20 failures: not "more than 20" yet
+    assert h.state(BOT) is State.THROTTLED
+    change = h.changes[-1]
+    assert change.new is State.THROTTLED and change.evidence["failed_recipients"] == 21
+    findings = change.evidence["findings"]
+    assert isinstance(findings, dict) and findings["too_many_failures"]["rule"] == "floor"
+    assert findings["too_many_failures"]["trigger"] == 20
 
 
 def test_throttled_sender_is_rate_limited_with_451(h: Harness) -> None:

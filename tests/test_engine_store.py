@@ -51,6 +51,9 @@ def make_config(url: str, tmp_path: Path, mta: str, **store: Any) -> Config:
     return from_dict({
         "general": {"hostname": mta},
         "store": {"url": url, "spool_dir": str(tmp_path / f"spool-{mta}"), **store},
+        # Summing evidence across MTAs is told with the count of failures alone: each
+        # MTA's share of failures would throttle by itself (issue 13).
+        "scoring": {"share_min_failures": 1000},
     })
 
 

@@ -6,9 +6,10 @@ writes to a throw-away SQLite file (and spool) in a temporary directory, so
 the live store is never touched; `--store URL` writes where the operator says.
 
 Output: with `--json`, exactly one JSON object per state change on stdout
-(`{"time", "sender", "state", "score", "reason"}`), then one object with
-`"state": "misconfigured"` per rejection daemon found (auto-replies sent
-without <> that failed: reported, never throttled), and nothing else there;
+(`{"time", "sender", "state", "score", "reason"}`), and in the same stream,
+when the engine finds one, an object with `"state": "misconfigured"` for a
+rejection daemon (auto-replies sent without <> that failed: reported, never
+throttled); nothing else there;
 otherwise a summary table. A progress line goes to stderr when it is a
 terminal (lines, MB/s, ETA). Inputs are plain, gzip, bzip2 or xz files
 (recognised by content, `replay_input`), read in the order given; `-` is
@@ -40,10 +41,10 @@ from extrusion.maillog.replay_output import (
     ReplayResult,
     final_states,
     json_line,
-    misconfigured_line,
+    notice_line,
     summary,
 )
-from extrusion.scoring.events import Outcome, Refused, State, StateChange, Submission
+from extrusion.scoring.events import Notice, Outcome, Refused, State, StateChange, Submission
 
 EX_OK = os.EX_OK
 EX_USAGE = 2  # a bad option value, as click says it (extrusion.exits.EX_CLI_USAGE)
@@ -102,17 +103,18 @@ def replay(
     def emit(change: StateChange) -> None:
         out.write(json_line(change) + "\n")
 
+    def emit_notice(notice: Notice) -> None:
+        out.write(notice_line(notice) + "\n")
+
     try:
         result, stats = run(config, logs, store_url=store_url,
                             on_change=emit if as_json else None,
+                            on_notice=emit_notice if as_json else None,
                             progress=Progress(err, err.isatty() if progress is None else progress),
                             after=after, parallel=parallel)
     except ReplayError as exc:
         err.write(f"extrusion replay: {exc}\n")
         return exc.status
-    if as_json:
-        for m in result.misconfigured:
-            out.write(misconfigured_line(m) + "\n")
     summary(result, stats, err if as_json else out)
     if result.error:
         err.write(f"extrusion replay: {_printable(result.error)}\n")
@@ -165,6 +167,7 @@ def run(
     *,
     store_url: str | None = None,
     on_change: Callable[[StateChange], None] | None = None,
+    on_notice: Callable[[Notice], None] | None = None,
     progress: Progress | None = None,
     after: Callable[..., None] | None = None,
     parallel: bool | None = None,
@@ -229,6 +232,8 @@ def run(
                 progress.update(lines, len(flagged), done_bytes)
 
         engine.add_listener(listener)
+        if on_notice is not None:
+            engine.add_notice_listener(on_notice)
         started = time.perf_counter()
         # Nobody else reads the throw-away store: its indexes are built once, at the end,
         # and only if a report is going to read it.

@@ -12,8 +12,7 @@ from extrusion.maillog.lines import MAX_LINE
 from extrusion.maillog.timestamps import iso
 from extrusion.report.clean import clean
 from extrusion.scoring.decisions import phrase
-from extrusion.scoring.events import State, StateChange
-from extrusion.scoring.judge import MISCONFIGURED
+from extrusion.scoring.events import Notice, State, StateChange
 
 PROGRESS_EVERY_SECONDS = 0.5
 TOP_SENDERS = 10
@@ -27,16 +26,6 @@ class SenderResult:
     reason: str  # why it reached its peak (or its strongest finding)
 
 
-@dataclass(frozen=True)
-class Misconfigured:
-    """A rejection daemon: its auto-replies (without <>) failed, which is not spam."""
-
-    sender: str
-    time: float  # the last failed auto-reply seen
-    score: float  # at the end of the log
-    failed: int  # distinct failed auto-replies in the window, as last counted
-
-
 @dataclass
 class ReplayResult:
     """Everything a replay found; `senders` holds every sender the engine judged."""
@@ -45,7 +34,6 @@ class ReplayResult:
     seconds: float = 0.0
     changes: list[StateChange] = field(default_factory=list)
     senders: dict[str, SenderResult] = field(default_factory=dict)
-    misconfigured: list[Misconfigured] = field(default_factory=list)  # by sender key
     error: str = ""
 
     def flagged(self) -> list[str]:
@@ -62,18 +50,17 @@ def json_line(change: StateChange) -> str:
     }, ensure_ascii=False)
 
 
-def misconfigured_line(m: Misconfigured) -> str:
-    """A rejection daemon as the `--json` output promises: the keys of a state change,
-    with the state "misconfigured" (not a state the engine enforces)."""
+def notice_line(notice: Notice) -> str:
+    """A sender found misconfigured (a rejection daemon), in the state change's shape:
+    `"state": "misconfigured"`."""
     return json.dumps({
-        "time": iso(m.time), "sender": m.sender, "state": MISCONFIGURED, "score": m.score,
-        "reason": f"rejection daemon: {m.failed} automatic replies sent without <> failed",
+        "time": iso(notice.time), "sender": notice.sender, "state": notice.kind,
+        "score": notice.score, "reason": notice.reason,
     }, ensure_ascii=False)
 
 
 def final_states(result: ReplayResult, store: Any, half_life: float, end: float) -> None:
-    """Each stored sender's end state and score, the worst state it reached, and whether
-    it was found to be a rejection daemon."""
+    """Each stored sender's end state and score, and the worst state it reached."""
     peaks: dict[str, StateChange] = {}
     for c in result.changes:
         best = peaks.get(c.sender)
@@ -88,12 +75,6 @@ def final_states(result: ReplayResult, store: Any, half_life: float, end: float)
             peak=peak.new if peak is not None and peak.new.rank > state.rank else state,
             reason=peak.reason if peak is not None else _top_finding(row.findings),
         )
-        found = (row.findings or {}).get(MISCONFIGURED)
-        if isinstance(found, dict) and found.get("rejection_daemon"):
-            result.misconfigured.append(Misconfigured(
-                sender=row.key, time=float(found.get("last", end)), score=score,
-                failed=int(found.get("failed_auto_replies", 0))))
-    result.misconfigured.sort(key=lambda m: m.sender)
 
 
 def _top_finding(findings: dict[str, object]) -> str:

@@ -27,6 +27,11 @@ PHRASES = {
     "spam_verdicts": "mail judged as spam",
     "own_network_inbound": "own customer range seen from outside",
     "throttled_refusals": "kept sending while rate limited",
+    "freemail_unauthenticated": "freemail sender without authentication",
+    "unauthenticated_from_sasl_address": "unauthenticated mail from an authenticating customer",
+    "envelope_domains": "many sender domains",
+    "recipient_spread": "recipients spread over many domains",
+    "probation": "new sending pattern on probation",
 }
 DEFAULT_PHRASE = "suspicious sending pattern"
 # The text the policy server has Postfix log (an INFO action) for a message whose HELO is

@@ -21,12 +21,13 @@ from extrusion import identity
 from extrusion.config import Config
 from extrusion.scoring import decisions as answer
 from extrusion.scoring.api import EngineAPI
-from extrusion.scoring.classify import classify, is_failure
+from extrusion.scoring.classify import OutcomeClass, classify, is_failure
 from extrusion.scoring.events import (
     Action,
     Connection,
     Decision,
     Headers,
+    Notice,
     OperatorAction,
     OperatorVerb,
     Outcome,
@@ -38,12 +39,14 @@ from extrusion.scoring.events import (
     Submission,
 )
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
-from extrusion.scoring.judge import Judge, judge_helos
+from extrusion.scoring.judge import MISCONFIGURED, Judge, judge_helos
 from extrusion.scoring.limits import RateState, budget
 from extrusion.scoring.memory import SenderMemory, copy_findings
 from extrusion.scoring.overrides import OverrideSet, SenderMap
+from extrusion.scoring.probation import PROBATION
 from extrusion.scoring.quarantine import Quarantine
 from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, QUEUED, Batch, counter_bucket
+from extrusion.scoring.shown import SaslAddresses, authenticated, envelope_domain
 from extrusion.scoring.spool import Spool
 from extrusion.scoring.state import Thresholds, next_state
 from extrusion.scoring.store import Store, state_change_row
@@ -52,6 +55,7 @@ from extrusion.scoring.tracker import MESSAGE_MEMORY_SECONDS, MessageInfo, Messa
 
 log = logging.getLogger("extrusion.scoring")
 
+NO_HEADERS = Headers()  # what a message from the log carries: no headers to judge by
 HOUSEKEEPING_SECONDS = 30.0
 MAX_UNRESOLVED = 100_000
 FINAL = frozenset({Status.SENT, Status.BOUNCED, Status.EXPIRED, Status.REJECTED})
@@ -92,6 +96,9 @@ class Engine(StoreSync):
         self.memory_is_whole = False
         self.spool = Spool(config.store.spool_dir)
         self.quarantine = Quarantine(config.store.spool_dir)
+        self._sasl = SaslAddresses(config.scoring.sasl_memory_seconds)
+        self._notices: deque[Notice] = deque()
+        self._notice_listeners: list[Callable[[Notice], None]] = []
         self._apply_config(config)
         self._load()
 
@@ -104,6 +111,7 @@ class Engine(StoreSync):
         self.window = config.scoring.window_seconds
         self.thresholds = Thresholds.from_config(config.scoring)
         self.judge = Judge(config)
+        self._sasl.memory = config.scoring.sasl_memory_seconds
         self.map = SenderMap(config.customers)
         self.overrides = OverrideSet(config.overrides)
 
@@ -137,6 +145,8 @@ class Engine(StoreSync):
         if mem is None:
             mem = SenderMemory(key, now, self.window)
             mem.helos.window = self.judge.helo_window
+            for window in (mem.env_domains, mem.shown):
+                window.window = self.judge.submission_window
             mem.client_addr = client_addr
             self._senders[key] = mem
             self._classify_sender(mem)
@@ -191,7 +201,11 @@ class Engine(StoreSync):
             mem = self._mem(event.sender, now, event.client_addr)
             n = len(event.recipients)
             null = is_null_sender(event.envelope_from)
-            auto = not null and is_auto_reply(event.envelope_from, event.headers, n)
+            domain = envelope_domain(event.envelope_from)
+            # An auto-reply from the sender's own domain (one it sent from before): a
+            # return path a bot forges at a new domain every time is no excuse.
+            auto = (not null and is_auto_reply(event.envelope_from, event.headers, n)
+                    and (event.headers != NO_HEADERS or domain in mem.baseline.domains))
             candidate = self.judge.list_candidate(n) and not null
             info = MessageInfo(
                 mta=mta, queue_id=event.queue_id, sender=event.sender, time=now,
@@ -207,6 +221,10 @@ class Engine(StoreSync):
                              recipients=event.recipients)
             if event.client_evidence:
                 self.judge.inbound(mem, event.client_addr, event.headers, now)
+            self._shown(mem, event.envelope_from, event.recipients, event.client_addr, now)
+            if not null:
+                mem.baseline.learn(now, event.helos[-1] if event.helos else "", domain,
+                                   authenticated(mem.key), n)
             # Rows in rows.MESSAGE_COLUMNS and rows.RECIPIENT_COLUMNS order.
             self._batch.message_rows.append((
                 now, mta, event.queue_id, event.sender, event.envelope_from,
@@ -259,12 +277,36 @@ class Engine(StoreSync):
             if not is_failure(cls) or own_refusal:
                 # Delivered, deferred (counts only if it later bounces or expires), or
                 # refused by this MTA itself (often extrusion's own enforcement).
+                if not own_refusal:
+                    self.judge.not_failed(mem, info, event.recipient,
+                                          cls is OutcomeClass.DELIVERED, now)
                 if info is not None:
                     self.judge.attempted(mem, info, event.recipient, now)
             else:
                 null = info.null_sender if info is not None else event.envelope_from == ""
+                was = self._misconfigured(mem)
                 self.judge.failure(mem, info, event.recipient, cls, now, null)
+                if not was and self._misconfigured(mem):
+                    f = mem.findings[MISCONFIGURED]
+                    self._notices.append(Notice(
+                        time=now, sender=mem.key, kind=MISCONFIGURED,
+                        score=round(mem.score(now, self.half_life), 3),
+                        reason=f"rejection daemon: {f.get('failed_auto_replies', 0)} auto-replies "
+                               "without <> failed", evidence=copy_findings(mem.findings)))
             self._changed(mem, now)
+
+    def _shown(self, mem: SenderMemory, envelope_from: str, recipients: tuple[str, ...],
+               client_addr: str, now: float) -> None:
+        """Submission-time evidence, from the milter, a policy request or the log alike."""
+        auth = authenticated(mem.key)
+        if auth and client_addr:
+            self._sasl.saw(client_addr, now)
+        self.judge.submitted(mem, envelope_from=envelope_from, recipients=recipients,
+                             client_addr=client_addr, authenticated=auth, sasl=self._sasl,
+                             now=now)
+
+    def _misconfigured(self, mem: SenderMemory) -> bool:
+        return bool(mem.findings.get(MISCONFIGURED, {}).get("rejection_daemon"))
 
     def operator(self, event: OperatorAction) -> StateChange | None:
         now = event.time
@@ -300,12 +342,21 @@ class Engine(StoreSync):
         pin = self._pin(mem)
         if pin in PINNED_STATES:
             return PINNED_STATES[pin]
-        if mem.state is State.OK and mem.score_bound() < self.thresholds.watch:
+        if (mem.state is State.OK and mem.probation is None
+                and mem.score_bound() < self.thresholds.watch):
             return State.OK  # the common case (runs for every event): no decay computed
+        if mem.probation is not None:
+            self.judge.probation.expire(mem, now)
+        # A `watch` that only the probation put it in falls back without hysteresis.
+        current = State.OK if mem.by_probation and mem.state is State.WATCH else mem.state
         score = mem.score(now, self.half_life)
-        if mem.state is State.OK and score < self.thresholds.watch:
-            return State.OK  # without walking the thresholds
-        return next_state(mem.state, score, self.thresholds)
+        if current is State.OK and score < self.thresholds.watch:
+            target = State.OK  # without walking the thresholds
+        else:
+            target = next_state(current, score, self.thresholds)
+        if mem.probation is not None and target is State.OK:
+            return State.WATCH
+        return target
 
     def _changed(self, mem: SenderMemory, now: float) -> None:
         if mem.dirty:
@@ -321,8 +372,12 @@ class Engine(StoreSync):
             who = (mem.pinned_by or "operator") if mem.pin else "config"
             why = (mem.pinned_reason if mem.pin else getattr(mem.config_pin, "reason", "")) or ""
             reason = f"{pin} by {who}: {why}".rstrip(": ")
+        elif new is State.WATCH and mem.probation is not None and not mem.state.rank:
+            who, reason = ENGINE, f"{PROBATION}: {mem.probation.reason}"
         elif new.rank > mem.state.rank:
             who, reason = ENGINE, answer.phrase(mem.top_finding())
+        elif mem.by_probation and mem.probation_end:
+            who, reason = ENGINE, mem.probation_end
         else:
             who, reason = ENGINE, "evidence decayed"
         return self._transition(mem, mem.state, new, now, reason, who)
@@ -338,6 +393,8 @@ class Engine(StoreSync):
         )
         if new is not old:
             mem.state_since = now
+        mem.by_probation = new is State.WATCH and mem.probation is not None
+        mem.probation_end = ""
         mem.state = new
         mem.reason = reason
         mem.state_dirty = True
@@ -351,8 +408,23 @@ class Engine(StoreSync):
         with self._lock:
             self._listeners.append(listener)
 
+    def add_notice_listener(self, listener: Callable[[Notice], None]) -> None:
+        """Hear about findings that change no state (a rejection daemon found)."""
+        with self._lock:
+            self._notice_listeners.append(listener)
+
     def _dispatch(self) -> None:
         """Tell listeners about state changes; called with the lock released."""
+        while self._notices:
+            try:
+                notice = self._notices.popleft()
+            except IndexError:
+                break
+            for notice_listener in list(self._notice_listeners):
+                try:
+                    notice_listener(notice)
+                except Exception:
+                    log.exception("notice listener failed for %s", notice.sender)
         if not self._changes:
             # Nearly always (called after every event). A change queued by another
             # thread right after this check is dispatched by that thread's own call.
@@ -412,6 +484,15 @@ class Engine(StoreSync):
                 changed = True
             elif mem is not None and mem.state is not State.OK:
                 changed = self._evaluate(mem, now)  # the evidence may have decayed since
+            if count and stage is Stage.RCPT and mem is not None and recipient:
+                # What a policy request shows counts as the log's report of it would.
+                self._shown(mem, envelope_from, (recipient,), client_addr, now)
+                if helos:
+                    self.judge.helos(mem, helos, client_addr, now, envelope_from=envelope_from,
+                                     recipients=(recipient,))
+                if mem.dirty:
+                    self._changed(mem, now)
+                    changed = True
             d = self._decide(mem, stage, recipient_count, now, count, helos, client_addr,
                              envelope_from)
             monitor = self.config.general.monitor_only or (
@@ -464,6 +545,16 @@ class Engine(StoreSync):
         rates = mem.rates
         if rates is None:
             rates = mem.rates = RateState()
+        probation = self.judge.probation
+        if stage is Stage.RCPT and mem.probation is not None and state.rank <= 1:
+            spent = probation.over_budget(mem, max(rcpts, 0), now)
+            if spent is not None:
+                return answer.rate_limited(
+                    state, score, answer.phrase(PROBATION),
+                    f"{PROBATION}: {mem.probation.reason}; budget {spent}/"
+                    f"{probation.recipients} recipients per {probation.window:.0f} s")
+            if count:
+                probation.consume(mem, max(rcpts, 0), now)
         if stage is Stage.RCPT:
             over = rates.check(limits, max(rcpts, 0), 0, now)
             consume = (max(rcpts, 0), 0)
@@ -535,6 +626,7 @@ class Engine(StoreSync):
         idle = [
             k for k, m in self._senders.items()
             if k not in self._dirty and m.state is State.OK and not self._pin(m)
+            and m.probation is None
             and m.score(now, self.half_life) < NEGLIGIBLE_SCORE
             and now - m.last_seen > max(self.window, self.judge.helo_window)
             and (m.rates is None or m.rates.idle(now))

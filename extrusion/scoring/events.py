@@ -190,3 +190,16 @@ class StateChange:
     reason: str
     who: str = "engine"
     evidence: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A finding about a sender that changes no state: a rejection daemon is
+    `misconfigured` (reported, never throttled)."""
+
+    time: float
+    sender: str
+    kind: str
+    score: float
+    reason: str
+    evidence: dict[str, object] = field(default_factory=dict)

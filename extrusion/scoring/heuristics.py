@@ -24,6 +24,7 @@ from extrusion.scoring.keys import parse_address
 # tags), so a list's "team-bounces@" is not one of them.
 AUTO_REPLY_LOCALPARTS = frozenset({
     "postmaster",
+    "administrator",
     "mailer-daemon",
     "mailer_daemon",
     "mailerdaemon",
@@ -126,6 +127,12 @@ def is_auto_reply(envelope_from: str, headers: Headers, recipient_count: int) ->
     if _has_list_headers(headers):
         return False
     return precedence in PRECEDENCE_BULK or _localpart(envelope_from) in AUTO_REPLY_LOCALPARTS
+
+
+def is_robot_localpart(envelope_from: str) -> bool:
+    """A return path of a robot (postmaster@, mailer-daemon@, noreply@ ...): no person
+    writes from it, so what it sends is judged by its outcomes, not at submission."""
+    return _localpart(envelope_from) in AUTO_REPLY_LOCALPARTS
 
 
 def is_list_like(

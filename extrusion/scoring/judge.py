@@ -1,7 +1,8 @@
 """Turns events into weighted findings on a sender (the heuristics, composed).
 
-- Failures to distinct recipients in the window; more than `failure_trigger`
-  is the core trigger (the score is raised to the throttle threshold).
+- Failures to distinct recipients in the window, in proportion to the distinct
+  recipients attempted (`share.py`): a high share throttles early, more than
+  `failure_trigger` throttles unless no more fail than a list post's share.
 - Bounces (null sender) never count.
 - Auto-replies sent without <> (rejection daemons) never count as spam; they
   make the sender `misconfigured` in the report instead.
@@ -21,16 +22,29 @@ import functools
 from collections.abc import Sequence
 
 from extrusion.config import Config
+from extrusion.scoring import shown
 from extrusion.scoring.classify import OutcomeClass
+from extrusion.scoring.decisions import PHRASES
 from extrusion.scoring.events import Headers
 from extrusion.scoring.helo import HeloFinding, helo_anomalies
 from extrusion.scoring.heuristics import (
     is_forwarded,
     is_list_like,
+    is_null_sender,
+    is_robot_localpart,
     mentions_own_network,
     spam_verdict,
 )
 from extrusion.scoring.memory import SenderMemory
+from extrusion.scoring.probation import Probation
+from extrusion.scoring.share import ShareRule, Verdict, failure_verdict
+from extrusion.scoring.shown import (
+    SaslAddresses,
+    envelope_domain,
+    freemail_unauthenticated,
+    recipient_spread,
+    too_many_envelope_domains,
+)
 from extrusion.scoring.tracker import MessageInfo
 
 # A HELO anomaly counts once per kind per this many half-lives: a customer whose
@@ -52,6 +66,9 @@ HELO = "helo_anomalies"
 SPAM_VERDICTS = "spam_verdicts"
 OWN_NETWORK = "own_network_inbound"
 REFUSED = "throttled_refusals"
+# Distinct attempted recipients remembered per sender at most: beyond this the share
+# of a few dozen failures is negligible anyway (a list of thousands posting hourly).
+MAX_ATTEMPTED = 20_000
 # Distinct refused recipients remembered per sender at most: with any sane weight
 # the sender is held (and no longer refused) long before.
 MAX_REFUSED = 10_000
@@ -109,6 +126,16 @@ class Judge:
         self.list_min = s.list_min_recipients
         self.list_share = s.list_max_failure_share
         self.misconfigured_after = s.misconfigured_failures
+        self.share_rule = ShareRule(min_failures=s.share_min_failures, share=s.failure_share,
+                                    floor=s.failure_trigger, list_share=s.list_max_failure_share)
+        self.probation = Probation(cfg)
+        self.submission_window = s.submission_window_seconds
+        self.envelope_domains = s.envelope_domains
+        self.spread_domains = s.spread_domains
+        self.spread_factor = s.spread_factor
+        self.baseline_messages = cfg.probation.baseline_messages
+        self.volume_factor = cfg.probation.volume_factor
+        self.volume_min = cfg.probation.volume_min_recipients
         self.weights = w
         self.mx = cfg.general.mode == "mx"
         self.own_domains = tuple(d.lower() for d in cfg.general.own_domains)
@@ -138,6 +165,56 @@ class Judge:
             weight = self.weights.helo_anomaly if mem.helos.add(f.kind, now) else 0.0
             mem.add(weight, now, self.half_life)
             mem.note(HELO, now, weight, example=f"{f.helo} ({f.kind})")
+            if weight > 0.0:
+                self.probation.enter(mem, f"suspicious HELO {f.helo} ({f.kind})", now)
+
+    def submitted(self, mem: SenderMemory, *, envelope_from: str, recipients: Sequence[str],
+                  client_addr: str, authenticated: bool | None, sasl: SaslAddresses,
+                  now: float) -> None:
+        """What the sender shows at submission (`shown.py`), from a policy request, the
+        milter or the log alike; each kind counts once per submission window."""
+        if is_null_sender(envelope_from) or is_robot_localpart(envelope_from):
+            return  # bounces and auto-replies: a rejection daemon's, judged by outcomes
+        w = self.weights
+        domain = envelope_domain(envelope_from)
+        found: list[tuple[str, float, str]] = []
+        if family := freemail_unauthenticated(domain, authenticated):
+            found.append((shown.FREEMAIL, w.freemail_unauthenticated, f"{domain} ({family})"))
+        if authenticated is False and sasl.recent(client_addr, now):
+            found.append((shown.SASL_ADDRESS, w.unauthenticated_from_sasl_address, client_addr))
+        if domain and mem.env_domains.count(now) <= self.envelope_domains:
+            mem.env_domains.add(domain, now)
+        n = mem.env_domains.count(now)
+        if too_many_envelope_domains(n, self.envelope_domains):
+            found.append((shown.ENVELOPE_DOMAINS, w.envelope_domains, f"{n} domains"))
+        spread = mem.rcpt_domains
+        grew = False
+        for rcpt in recipients[:shown.MAX_DOMAINS]:
+            if spread.count(now) >= shown.MAX_DOMAINS:
+                break
+            grew = spread.add(_domain_tail(rcpt.rpartition("@")[2]), now) or grew
+        domains = spread.count(now)
+        # Only a message that widens the spread is judged by it: the next ordinary
+        # mail after a mailshot says nothing new.
+        if grew and recipient_spread(domains, mem.baseline.typical_hour, self.spread_domains,
+                                     self.spread_factor):
+            found.append((shown.SPREAD, w.recipient_spread, f"{domains} recipient domains"))
+        for kind, weight, example in found:
+            if not mem.shown.add(kind, now):
+                continue
+            mem.add(weight, now, self.half_life)
+            mem.note(kind, now, weight, example=example)
+            if weight > 0.0:
+                self.probation.enter(mem, f"{PHRASES.get(kind, kind)}: {example}", now)
+        b = mem.baseline
+        if mem.probation is None and b.established(self.baseline_messages):
+            departed = b.departures(
+                domain=domain, authenticated=authenticated,
+                recipients_now=b.this_hour(now) + len(recipients),
+                volume_factor=self.volume_factor, volume_min=self.volume_min)
+            if departed:
+                self.probation.enter(mem, "departs from its own history: "
+                                     + "; ".join(departed), now)
 
     def inbound(self, mem: SenderMemory, client_addr: str, headers: Headers, now: float) -> None:
         """mx mode: spam verdicts (unless forwarded) and own customers arriving from outside."""
@@ -200,6 +277,18 @@ class Judge:
                 return
         self.count_failure(mem, rcpt, cls, now)
 
+    def not_failed(self, mem: SenderMemory, info: MessageInfo | None, rcpt: str,
+                   delivered: bool, now: float) -> bool:
+        """A recipient delivered or deferred: it counts as attempted, and a delivery
+        may end a probation (True when it did)."""
+        if info is not None and (info.null_sender or info.auto_reply):
+            return False
+        self.seen(mem, rcpt, now)
+        if not delivered:
+            return False
+        return self.probation.delivered(mem, rcpt, mem.failed.count(now),
+                                        mem.attempted.count(now), now)
+
     def attempted(self, mem: SenderMemory, info: MessageInfo, rcpt: str, now: float) -> None:
         info.attempted.add(rcpt)
         if info.list_like is None:
@@ -231,7 +320,9 @@ class Judge:
         held, info.held = info.held, []
         if not verdict:
             for rcpt, cls, t in held:
-                self.count_failure(mem, rcpt, OutcomeClass(cls), t)
+                # The post failed more than a list's share: each failure weighs, whatever
+                # the running share says while they are counted one by one here.
+                self.count_failure(mem, rcpt, OutcomeClass(cls), t, weigh=True)
             return
         if held:
             self._discount(mem, len(held), now)
@@ -246,22 +337,38 @@ class Judge:
         f = mem.findings.get(DISCOUNTED)
         mem.note(DISCOUNTED, now, discounted=(f or {}).get("discounted", 0) + n)
 
-    def count_failure(self, mem: SenderMemory, rcpt: str, cls: OutcomeClass, now: float) -> None:
-        """A failure that counts: weighted once per distinct recipient in the window."""
-        if not mem.failed.add(rcpt, now):
+    def seen(self, mem: SenderMemory, rcpt: str, now: float) -> None:
+        """A recipient attempted (any outcome): the denominator of the failure share."""
+        if mem.attempted.count(now) < MAX_ATTEMPTED or rcpt in mem.attempted:
+            mem.attempted.add(rcpt.lower(), now)
+
+    def count_failure(self, mem: SenderMemory, rcpt: str, cls: OutcomeClass, now: float,
+                      *, weigh: bool = False) -> None:
+        """A failure that counts: weighted once per distinct recipient in the window, in
+        proportion to the distinct recipients attempted (`share.failure_verdict`)."""
+        self.seen(mem, rcpt, now)
+        if not mem.failed.add(rcpt.lower(), now):
             return
+        distinct = mem.failed.count(now)
+        attempted = max(mem.attempted.count(now), distinct)
+        verdict = failure_verdict(distinct, attempted, self.share_rule)
         kind = FAILURE_KINDS.get(cls, FAILED)
-        if cls is OutcomeClass.SPAM_POLICY:
+        if cls is OutcomeClass.VIRUS:
+            weight = self.weights.virus_rejection  # a virus refusal weighs whatever the share
+        elif not (verdict.above_lists or weigh):
+            weight = 0.0  # as few failing as a list post: a mailshot's dead addresses
+        elif cls is OutcomeClass.SPAM_POLICY:
             weight = self.weights.spam_rejection
-        elif cls is OutcomeClass.VIRUS:
-            weight = self.weights.virus_rejection
         else:
             weight = self.weights.failed_recipient
         mem.add(weight, now, self.half_life)
         mem.note(kind, now, weight, example=rcpt)
-        distinct = mem.failed.count(now)
-        if distinct > self.trigger:
+        if self.probation.failure(mem, distinct, attempted, now):
+            verdict = Verdict(True, True, "probation")
+        if verdict.trigger:
             before = mem.score(now, self.half_life)
             mem.raise_to(self.throttle_score, now, self.half_life)
             raised = max(0.0, mem.score(now, self.half_life) - before)
-            mem.note(TRIGGER, now, raised, failed_recipients=distinct, trigger=self.trigger)
+            mem.note(TRIGGER, now, raised, failed_recipients=distinct, trigger=self.trigger,
+                     attempted_recipients=attempted, share=round(distinct / attempted, 3),
+                     rule=verdict.rule)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from extrusion.scoring.baseline import Baseline
 from extrusion.scoring.events import State
 from extrusion.scoring.limits import RateState
 from extrusion.scoring.rows import decay
@@ -68,13 +69,17 @@ class SenderMemory:
     """One sender as this process knows it."""
 
     __slots__ = (
+        "attempted",
         "auto_failures",
         "base",
         "base_time",
+        "baseline",
+        "by_probation",
         "client_addr",
         "cls",
         "config_pin",
         "dirty",
+        "env_domains",
         "failed",
         "findings",
         "findings_dirty",
@@ -90,15 +95,20 @@ class SenderMemory:
         "pin_dirty",
         "pinned_by",
         "pinned_reason",
+        "probation",
+        "probation_end",
         "rates",
+        "rcpt_domains",
         "reason",
         "refused",
         "released_at",
         "reset",
+        "shown",
         "state",
         "state_dirty",
         "state_since",
         "version",
+        "vouched_until",
     )
 
     def __init__(self, key: str, now: float, window: float, cls: str = "default") -> None:
@@ -126,6 +136,17 @@ class SenderMemory:
         self.lists = WindowSet(window)  # distinct mailing lists
         self.helos = WindowSet(window)  # distinct (anomaly kind, helo)
         self.refused = WindowSet(window)  # distinct recipients refused while throttled
+        self.attempted = WindowSet(window)  # distinct recipients with any outcome
+        # Submission-time evidence (extrusion.scoring.shown); the engine sets the windows.
+        self.env_domains = WindowSet(window)  # distinct envelope-sender domains
+        self.rcpt_domains = WindowSet(window)  # distinct recipient domains
+        self.shown = WindowSet(window)  # submission finding kinds already counted
+        self.baseline = Baseline()
+        # Probation (extrusion.scoring.probation): None when not on it.
+        self.probation: Any = None  # ProbationState | None
+        self.probation_end = ""  # why it last left probation, for the state change
+        self.by_probation = False  # its `watch` state is the probation's, not the score's
+        self.vouched_until = 0.0  # good outcomes ended its probation: not again before
         # Until when it counts as a mailing list for its rate budget (limits.budget()).
         self.list_until = 0.0
         self.findings: dict[str, dict[str, Any]] = {}
@@ -172,8 +193,10 @@ class SenderMemory:
         """Drop the evidence because this or another process released the sender."""
         self.base = self.pending = 0.0
         self.base_time = self.pending_time = now
-        for window in (self.failed, self.auto_failures, self.lists, self.helos, self.refused):
+        for window in (self.failed, self.auto_failures, self.lists, self.helos, self.refused,
+                       self.attempted, self.env_domains, self.rcpt_domains, self.shown):
             window.clear()
+        self.probation = None
         self.findings = dict(findings)
         self.released_at = float(findings.get(RELEASED, {}).get("time", now))
 

@@ -1,0 +1,143 @@
+"""A compact per-sender baseline: what its own mail usually looks like.
+
+Usual HELOs, usual envelope-sender domains, whether it authenticates, and
+how many recipients it sends in a typical active hour. A few dozen numbers
+and names per sender, bounded, kept in memory and persisted in the store
+(`sender_baselines`), so "departs from its own history" survives a restart.
+Pure bookkeeping: no clock, no store (times come with the calls).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_NAMES = 8  # usual HELOs / envelope domains kept per sender
+HOUR = 3600.0
+# Weight of the latest finished hour in the typical hour (an exponential moving
+# average): about the last ten active hours count.
+HOUR_WEIGHT = 0.1
+# A name used in at most this share of the messages is not "usual".
+USUAL_SHARE = 0.05
+MAX_TEXT = 255  # characters of a stored name
+
+
+def _bump(names: dict[str, int], name: str) -> None:
+    """Count `name`, keeping at most MAX_NAMES: a new name replaces the rarest."""
+    if not name:
+        return
+    name = name[:MAX_TEXT]
+    if name in names:
+        names[name] += 1
+        return
+    if len(names) >= MAX_NAMES:
+        rarest = min(names, key=names.__getitem__)
+        if names[rarest] > 1:
+            # Halve everyone instead of dropping an established name for a one-off.
+            for k in names:
+                names[k] //= 2
+            names.pop(min(names, key=names.__getitem__))
+        else:
+            del names[rarest]
+    names[name] = 1
+
+
+@dataclass(slots=True)
+class Baseline:
+    messages: int = 0
+    authenticated: int = 0
+    unauthenticated: int = 0
+    helos: dict[str, int] = field(default_factory=dict)
+    domains: dict[str, int] = field(default_factory=dict)
+    typical_hour: float = 0.0  # recipients in a typical active hour
+    hour_start: float = 0.0  # the hour being counted now
+    hour_recipients: int = 0
+    dirty: bool = False
+
+    def established(self, min_messages: int) -> bool:
+        return self.messages >= min_messages
+
+    def _roll(self, now: float) -> None:
+        start = now - now % HOUR
+        if start <= self.hour_start:
+            return
+        if self.hour_recipients:
+            if self.typical_hour <= 0.0:
+                self.typical_hour = float(self.hour_recipients)
+            else:
+                self.typical_hour += HOUR_WEIGHT * (self.hour_recipients - self.typical_hour)
+        self.hour_start, self.hour_recipients = start, 0
+
+    def this_hour(self, now: float) -> int:
+        self._roll(now)
+        return self.hour_recipients
+
+    def learn(self, now: float, helo: str, domain: str, authenticated: bool | None,
+              recipients: int) -> None:
+        """One message sent: learn from it (after it was judged against the baseline)."""
+        self._roll(now)
+        self.messages += 1
+        self.hour_recipients += max(recipients, 0)
+        if authenticated is True:
+            self.authenticated += 1
+        elif authenticated is False:
+            self.unauthenticated += 1
+        _bump(self.helos, helo.lower())
+        _bump(self.domains, domain.lower())
+        self.dirty = True
+
+    def usual(self, names: dict[str, int], name: str) -> bool:
+        return names.get(name.lower(), 0) > USUAL_SHARE * self.messages
+
+    def departures(self, *, domain: str, authenticated: bool | None,
+                   recipients_now: int, volume_factor: float, volume_min: int) -> list[str]:
+        """How a message departs from this (established) baseline, phrased for the log.
+
+        HELOs are kept for the report but not judged here: the log shows them only
+        on refusals, and `replay` must reach the verdicts the live path reaches."""
+        out = []
+        if domain and self.domains and not self.usual(self.domains, domain):
+            out.append(f"new envelope domain {domain[:60]}")
+        if authenticated is False and self.authenticated > 0 and (
+                self.unauthenticated <= USUAL_SHARE * self.messages):
+            out.append("unauthenticated, usually authenticates")
+        typical = self.typical_hour
+        # Only against a finished hour of its own: a first hour has nothing to depart from.
+        if typical > 0.0 and recipients_now > volume_min and recipients_now > (
+                volume_factor * typical):
+            out.append(f"{recipients_now} recipients this hour, typically {typical:.0f}")
+        # A new envelope domain alone is a new alias; with another departure it is a
+        # different machine or a different habit.
+        names = sum(1 for d in out if d.startswith("new "))
+        return out if len(out) > names else []
+
+    # --- the store's form --------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {"messages": self.messages, "authenticated": self.authenticated,
+                "unauthenticated": self.unauthenticated, "helos": dict(self.helos),
+                "domains": dict(self.domains), "typical_hour": round(self.typical_hour, 3),
+                "hour_start": self.hour_start, "hour_recipients": self.hour_recipients}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Baseline:
+        """A stored baseline; whatever is malformed in it is dropped, never raised."""
+        b = cls()
+        if not isinstance(data, dict):
+            return b
+        for name in ("messages", "authenticated", "unauthenticated", "hour_recipients"):
+            v = data.get(name)
+            if isinstance(v, int) and v >= 0:
+                setattr(b, name, v)
+        for name in ("typical_hour", "hour_start"):
+            v = data.get(name)
+            if isinstance(v, int | float) and v >= 0:
+                setattr(b, name, float(v))
+        for name in ("helos", "domains"):
+            v = data.get(name)
+            if isinstance(v, dict):
+                kept = {str(k)[:MAX_TEXT]: n for k, n in v.items()
+                        if isinstance(n, int) and n > 0}
+                best = sorted(kept.items(), key=lambda kv: -kv[1])[:MAX_NAMES]
+                setattr(b, name, dict(best))
+        return b
