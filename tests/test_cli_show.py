@@ -40,7 +40,7 @@ def config(store_url: str, write_config: Callable[[str], Path], tmp_path: Path
         '[[customers]]\nname = "acme"\nnetworks = ["10.0.0.0/8"]\n'
     )
     engine = open_engine(load(path))
-    _failures(engine, 30, time.time() - 120)
+    _failures(engine, 21, time.time() - 120)  # throttled, short of held
     engine.flush()
     engine.close()
     yield str(path)
@@ -72,19 +72,20 @@ def test_show_json_holds_the_sender_whole(
     kinds = [e["kind"] for e in data["evidence"]]  # type: ignore[union-attr]
     assert kinds[0] == "failed_recipients"
     failed = data["evidence"][0]  # type: ignore[index]
-    assert failed["evidence"]["count"] == 30 and failed["score"] == 30.0
+    assert failed["evidence"]["count"] == 21 and failed["score"] == 21.0
     limits = data["limits"]
     assert isinstance(limits, dict)
     assert limits["class"] == "throttled" and limits["recipients_per_hour"] == 20
-    assert limits["used"]["messages_last_hour"] == 30
-    assert limits["used"]["recipients_last_hour"] == 60
+    assert limits["used"]["messages_last_hour"] == 21
+    assert limits["used"]["recipients_last_hour"] == 42
     messages = data["messages"]
     assert isinstance(messages, list) and len(messages) == 3
-    assert messages[-1]["queue_id"] == "Q00029"
+    assert messages[-1]["queue_id"] == "Q00020"
     outcomes = {r["address"]: r["outcome"] for r in messages[-1]["recipients"]}
-    assert outcomes == {"r29@example.org": "failed", "friend@example.com": "delivered"}
+    assert outcomes == {"r20@example.org": "failed", "friend@example.com": "delivered"}
+    # 21 of 22 distinct recipients failed: throttled at once, in proportion.
     assert [(a["old"], a["new"]) for a in data["audit"]] == [  # type: ignore[union-attr]
-        ("ok", "watch"), ("watch", "throttled")]
+        ("ok", "throttled")]
     # The same sender shape as `senders --json` (and the API), plus the rest.
     assert main(["senders", "--config", config, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out.splitlines()[0])
@@ -117,12 +118,12 @@ def test_show_text_reads_as_sections_without_raw_escapes(
     assert "\x1b" not in out
     assert out.startswith(f"sender   {BOT}\nstate    throttled since ")
     assert "in 1 h (half-life 1800 s); below watch (10) in " in out
-    assert "+30.0  failed_recipients: 30 deliveries to distinct recipients failed" in out
+    assert "+21.0  failed_recipients: 21 deliveries to distinct recipients failed" in out
     assert "limits   [throttled]" in out
-    assert "recipients 60 / 20 this hour" in out
+    assert "recipients 42 / 20 this hour" in out
     assert "messages (latest 1)\n  " in out
-    assert "!!! r29@example.org  bounced 5.1.1 550 5.1.1 user \\x1b[31munknown" in out
-    assert "audit trail (2)" in out and "watch -> throttled" in out
+    assert "!!! r20@example.org  bounced 5.1.1 550 5.1.1 user \\x1b[31munknown" in out
+    assert "audit trail (1)" in out and "ok -> throttled" in out
     assert captured.err.startswith("extrusion: store ")
 
 
