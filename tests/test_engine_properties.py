@@ -17,6 +17,7 @@ from extrusion.scoring.events import (
     OperatorVerb,
     Outcome,
     Stage,
+    State,
     StateChange,
     Status,
     Submission,
@@ -82,6 +83,9 @@ def _check_rules(t: Thresholds, changes: list[StateChange]) -> None:
         assert c.score >= 0.0
         if c.who != "engine":
             continue  # operators and config pins may set any state
+        if c.reason.startswith("probation") and State.OK in (c.old, c.new) and (
+                State.WATCH in (c.old, c.new)):
+            continue  # probation is a watch of its own, entered and left on its own rules
         if c.new.rank > c.old.rank:
             rise = t.rise_at(c.new)
             assert rise is not None and c.score >= rise - TOLERANCE, c

@@ -219,7 +219,7 @@ def test_hostile_input_is_recorded_escaped_and_the_milter_keeps_serving(
     assert msg.helo == "\\xff\\xfebot"  # the last HELO, from Sendmail's copy in macro s
     rcpts = [r.recipient for r in msg.recipients]
     assert rcpts[:2] == ["\\xff\\xfe@example.org", "plain@example.org"]
-    assert rcpts[2].endswith("...") and len(rcpts[2]) == 323
+    assert rcpts[2].endswith("...") and len(rcpts[2]) == 320  # with its marker, fits the column
     wait_stored(milter.url, "ip:192.0.2.10", {"QHOSTILEB"})
     with Store(milter.url, create=False) as store:
         row = store.sender("sasl:j\\xf6rg")

@@ -121,10 +121,11 @@ def test_senders_json_and_state_filter(
     engine.flush()
     assert main(["hold", "ip:192.0.2.1", "--config", path, "-r", "check"]) == 0
     capsys.readouterr()
-    assert main(["senders", "--config", path, "--json", "--state", "watch"]) == 0
+    # 12 of 12 distinct recipients failed: throttled (failures in proportion).
+    assert main(["senders", "--config", path, "--json", "--state", "throttled"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     data = json.loads(line)
-    assert data["sender"] == BOT and data["state"] == "watch" and data["score"] > 10
+    assert data["sender"] == BOT and data["state"] == "throttled" and data["score"] > 20
     assert "failed_recipients" in data["findings"]
     assert main(["senders", "--config", path, "--state", "sleepy"]) == 2
     assert "unknown state 'sleepy'" in capsys.readouterr().err

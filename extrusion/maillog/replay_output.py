@@ -10,7 +10,6 @@ from typing import Any, TextIO
 from extrusion.maillog.feed import FeedStats
 from extrusion.maillog.lines import MAX_LINE
 from extrusion.maillog.timestamps import iso
-from extrusion.report.clean import clean
 from extrusion.scoring.decisions import phrase
 from extrusion.scoring.events import Notice, State, StateChange
 
@@ -117,8 +116,9 @@ def summary(result: ReplayResult, stats: FeedStats, stream: TextIO) -> None:
     if s.garbled:
         w(f"\nunreadable lines ({s.garbled:,}; the first few kept, escaped):\n")
         for line in s.examples:
-            # Shown as escapes: a raw ESC or CR from a log must not drive the terminal.
-            w(f"  {clean(line)}\n")
+            # Kept escaped by the feed (a raw ESC or CR from a log must not drive the
+            # terminal): shown as they are, not escaped twice.
+            w(f"  {line}\n")
 
 
 class Progress:

@@ -51,8 +51,10 @@ HEADER_EXTRUSION = "X-Extrusion"
 # --- bounds on what one SMTP session may make us hold -----------------------------------------
 
 MAX_HELOS = 10  # HELO/EHLO arguments kept per session (the first ones, in order)
-MAX_HELO_CHARS = 255  # a host name is at most 255 octets
-MAX_ADDRESS_CHARS = 320  # 64 local part + @ + 255 domain
+MAX_HELO_CHARS = 252  # a host name is at most 255 octets; 252 + "..." fits the column
+# A value cut at one of these limits gets "..." after it; with the marker it still fits
+# the store's column (schema ADDR_LEN / HOST_LEN), so the store never cuts it again.
+MAX_ADDRESS_CHARS = 317  # 64 local part + @ + 255 domain, less the marker
 MAX_RECIPIENTS = 1000  # Postfix's smtpd_recipient_limit default
 MAX_HEADER_CHARS = 256  # per kept header value
-MAX_NAME_CHARS = 255  # client host name, SASL user, queue id
+MAX_NAME_CHARS = 252  # client host name, SASL user, queue id, HELO (255 less the marker)
