@@ -184,7 +184,10 @@ class Policyd:
     default_action: str = "DUNNO"
     max_line_bytes: int = 2048
     max_attributes: int = 100
-    idle_timeout: float = 300.0
+    idle_timeout: float = 330.0
+    request_timeout: float = 10.0
+    max_connection_seconds: float = 1800.0
+    max_connections_per_client: int = 1000
     flush_seconds: float = 1.0
     engine_retry_seconds: float = 5.0
     drain_seconds: float = 10.0
