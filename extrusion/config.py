@@ -47,6 +47,10 @@ _TWISTED_SERVER_PREFIXES = ("tcp:", "tcp6:", "unix:", "ssl:", "systemd:")
 _UDP_RE = re.compile(r"^udp:(\d{1,5})(:interface=[^:]+)?$")
 
 
+# Endpoint strings separate fields with ':'; a '\:' is a colon inside a field (IPv6).
+_ENDPOINT_SPLIT = re.compile(r"(?<!\\):")
+
+
 def check_endpoint(value: str) -> str | None:
     """A Twisted server endpoint string (`tcp:10040:interface=127.0.0.1`, `unix:/path`)."""
     if not value.startswith(_TWISTED_SERVER_PREFIXES):
@@ -57,6 +61,16 @@ def check_endpoint(value: str) -> str | None:
             return f"bad port {port!r} in endpoint"
     if value.startswith("unix:") and len(value) <= len("unix:"):
         return "unix endpoint without a path"
+    # Twisted keeps the last of a repeated option, and a check reading the first would
+    # pass `interface=127.0.0.1:interface=0.0.0.0`, which listens on every address.
+    seen: set[str] = set()
+    for part in _ENDPOINT_SPLIT.split(value)[1:]:
+        name, eq, _ = part.partition("=")
+        if not eq:
+            continue  # a positional field (the port, a path)
+        if name in seen:
+            return f"option {name!r} given twice in endpoint"
+        seen.add(name)
     return None
 
 
@@ -170,7 +184,10 @@ class Policyd:
     default_action: str = "DUNNO"
     max_line_bytes: int = 2048
     max_attributes: int = 100
-    idle_timeout: float = 300.0
+    idle_timeout: float = 330.0
+    request_timeout: float = 10.0
+    max_connection_seconds: float = 1800.0
+    max_connections_per_client: int = 1000
     flush_seconds: float = 1.0
     engine_retry_seconds: float = 5.0
     drain_seconds: float = 10.0

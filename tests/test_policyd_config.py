@@ -59,6 +59,28 @@ def test_accepted(sections: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp:8026:interface=127.0.0.1:interface=0.0.0.0",
+        "tcp6:8026:interface=\\:\\:1:backlog=5:interface=\\:\\:",
+        "unix:/run/extrusion/api.sock:mode=600:mode=666",
+    ],
+)
+def test_a_repeated_endpoint_option_is_one_line_naming_it(endpoint: str) -> None:
+    # Twisted keeps the last one, so the first (what a reader sees) would not be what binds.
+    for section in ("api", "policyd"):
+        with pytest.raises(ConfigError) as info:
+            cfg(**{section: {"listen": endpoint}})
+        assert info.value.key == f"{section}.listen"
+        assert "given twice" in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+def test_escaped_colons_are_not_options() -> None:
+    validate(cfg(api={"listen": "tcp6:8026:interface=\\:\\:1:backlog=5"}))
+
+
+@pytest.mark.parametrize(
     ("endpoint", "postfix"),
     [
         ("tcp:10040:interface=127.0.0.1", "inet:127.0.0.1:10040"),

@@ -8,7 +8,8 @@
                                         body {"reason": "...", "who": "..."}
 
 Everything but /healthz needs `Authorization: Bearer TOKEN` when [api] token
-is set. Store reads and operator actions block, so they run in a worker
+is set; a request with a body is checked when its headers arrive, before the
+body is read (`apirequest`). Store reads and operator actions block, so they run in a worker
 thread; the reactor only routes and serialises.
 """
 
@@ -25,9 +26,11 @@ from twisted.internet import threads
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from extrusion.policyd.apirequest import MAX_BODY_BYTES, GuardedRequest, too_deep
 from extrusion.policyd.metrics import CONTENT_TYPE, Metrics
 from extrusion.policyd.responder import EngineSource
 from extrusion.scoring.events import OperatorAction, OperatorVerb, State, StateChange
+from extrusion.scoring.helo import safe_text
 from extrusion.scoring.keys import SenderKeyError, operator_key
 
 log = logging.getLogger("extrusion.policyd.api")
@@ -46,9 +49,9 @@ UNSUPPORTED_MEDIA = 415
 INTERNAL_ERROR = 500
 UNAVAILABLE = 503
 
-#: An operator action's JSON body is a reason and a name; anything bigger is a mistake.
-MAX_BODY_BYTES = 16 * 1024
 MAX_REASON_CHARS = 1000
+#: An API client idle this long (seconds) is disconnected (twisted.web's default is 12 hours).
+SITE_TIMEOUT_SECONDS = 60
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 10000
 
@@ -141,8 +144,8 @@ class OperatorApi(resource.Resource):
             assert isinstance(exc, ApiError)
             self._finish(request, exc.code, {"error": str(exc)})
             return
-        log.error("api %s failed: %s", request.uri.decode(errors="replace"),
-                  failure.getErrorMessage())
+        log.error("api %s failed: %s", safe_text(request.uri),
+                  safe_text(failure.getErrorMessage()))
         self.metrics.store_errors.labels("api").inc()
         self._finish(request, UNAVAILABLE, {"error": "store unavailable, try again"})
 
@@ -154,7 +157,8 @@ class OperatorApi(resource.Resource):
             request.setHeader(b"www-authenticate", b'Bearer realm="extrusion"')
         return json.dumps(body, sort_keys=True, default=str).encode() + b"\n"
 
-    def _authorised(self, request: Request) -> bool:
+    def authorised(self, request: Request) -> bool:
+        """Whether the request carries the token (also asked before a body is read)."""
         if not self.token:
             return True
         header = request.getHeader(b"authorization") or b""
@@ -173,7 +177,7 @@ class OperatorApi(resource.Resource):
             health = self.health_source.health()
             code = OK if health.get("status") == "ok" else UNAVAILABLE
             return self._json(request, code, health)
-        if not self._authorised(request):
+        if not self.authorised(request):
             raise ApiError(UNAUTHORIZED, "missing or wrong bearer token")
         if path == ["metrics"]:
             self._allow(method, b"GET")
@@ -274,7 +278,8 @@ class OperatorApi(resource.Resource):
             except SenderKeyError as exc:  # e.g. a customer the config does not define
                 raise ApiError(BAD_REQUEST, str(exc)) from None
             sender = change.sender if change is not None else key
-            log.info("api %s %s by %s: %s", verb.value, sender, action.who, action.why)
+            log.info("api %s %s by %s: %s", verb.value, safe_text(sender),
+                     safe_text(action.who), safe_text(action.why, MAX_REASON_CHARS))
             return {"sender": sender, "action": verb.value, "change": state_change_json(change)}
 
         return self._in_thread(apply)
@@ -288,9 +293,11 @@ class OperatorApi(resource.Resource):
         raw = content.read(MAX_BODY_BYTES + 1) if content is not None else b""
         if len(raw) > MAX_BODY_BYTES:
             raise ApiError(PAYLOAD_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+        if too_deep(raw):
+            raise ApiError(BAD_REQUEST, "body nests too deeply")
         try:
             body = json.loads(raw or b"{}")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(BAD_REQUEST, "body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(BAD_REQUEST, "body must be a JSON object")
@@ -298,6 +305,9 @@ class OperatorApi(resource.Resource):
 
 
 def make_site(api: OperatorApi) -> server.Site:
-    site = server.Site(api)  # type: ignore[no-untyped-call]
+    # A connection that sends nothing for SITE_TIMEOUT_SECONDS is closed.
+    site = server.Site(  # type: ignore[no-untyped-call]
+        api, requestFactory=GuardedRequest, timeout=SITE_TIMEOUT_SECONDS
+    )
     site.displayTracebacks = False  # never show internals to a client
     return site

@@ -4,15 +4,16 @@
 `FileFollower`; its `poll()` reads the file, records events on the engine and
 saves the checkpoint in the store after the engine's flush, so it runs in a
 worker thread, one poll at a time. source = "syslog" receives datagrams on
-the reactor thread, where parsing a line and queueing its events in the
-engine's memory is quick. Lines that arrive while the store cannot be opened
-wait in a bounded buffer (syslog) or in the file itself (file).
+the reactor thread and queues them for one worker thread that parses them
+and calls the engine, in order: the engine may ask the store about a
+message, and the reactor never waits on the store. Lines that arrive while
+the store cannot be opened wait in a bounded queue (syslog) or in the file
+itself (file).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import Any
 
 from twisted.application.service import Service
@@ -20,13 +21,10 @@ from twisted.internet import defer, task, threads
 
 from extrusion.config import Config
 from extrusion.policyd.engineservice import EngineService
+from extrusion.policyd.feedworker import FeedWorker
 from extrusion.policyd.metrics import Metrics
 
 log = logging.getLogger("extrusion.policyd.feed")
-
-#: Syslog lines kept while the engine is not open yet; older ones are dropped (and counted).
-MAX_WAITING_LINES = 100_000
-
 
 class _FeedCounters:
     """Moves the LogFeed's running totals into the Prometheus counters."""
@@ -125,7 +123,13 @@ class FileFeedService(Service):
 
 
 class SyslogFeedService(Service):
-    """Receives syslog datagrams; lines go to the engine on the reactor thread."""
+    """Receives syslog datagrams on the reactor; one worker thread feeds them to the engine.
+
+    An outcome whose message this process did not record sends the engine to
+    the store for it, and a hung store would hang that call: the reactor only
+    queues each datagram (bounded, in order) and the worker, alone, parses
+    lines and calls the engine, so policy answers never wait on the database.
+    """
 
     def __init__(self, config: Config, engines: EngineService, reactor: Any, metrics: Metrics):
         self.config = config
@@ -136,34 +140,33 @@ class SyslogFeedService(Service):
         self.feed: Any = None
         self.port: Any = None
         self.ready: defer.Deferred[None] = defer.succeed(None)  # listening once started
-        self.waiting: deque[tuple[str, tuple[Any, ...]]] = deque(maxlen=MAX_WAITING_LINES)
+        self.worker = FeedWorker(self._engine, self._new_feed, self._dropped)
         self._loop: task.LoopingCall | None = None
 
-    # The syslog protocol calls these two, as it would call a LogFeed.
+    # The syslog protocol calls these two, as it would call a LogFeed (reactor thread).
     def line(self, text: str) -> None:
-        self._give("line", (text,))
+        self.worker.put(("line", (text,)))
 
     def entry(self, t: float, host: str, program: str, pid: str, message: str) -> None:
-        self._give("entry", (t, host, program, pid, message))
+        self.worker.put(("entry", (t, host, program, pid, message)))
 
-    def _give(self, kind: str, args: tuple[Any, ...]) -> None:
-        feed = self._ready_feed()
-        if feed is None:
-            if len(self.waiting) == self.waiting.maxlen:
-                self.metrics.log_lines.labels("dropped").inc()
-            self.waiting.append((kind, args))
-            return
-        getattr(feed, kind)(*args)
+    @property
+    def waiting(self) -> int:
+        """Lines received and not yet given to the engine."""
+        return self.worker.waiting
 
-    def _ready_feed(self) -> Any:
-        if self.feed is None and (engine := self.engines.engine) is not None:
-            from extrusion.maillog.feed import LogFeed
+    def _engine(self) -> Any:
+        return self.engines.engine
 
-            self.feed = LogFeed.from_config(engine, self.config, live=True)
-            while self.waiting:
-                kind, args = self.waiting.popleft()
-                getattr(self.feed, kind)(*args)
+    def _new_feed(self, engine: Any) -> Any:
+        """Worker thread: the LogFeed, made once the engine is open."""
+        from extrusion.maillog.feed import LogFeed
+
+        self.feed = LogFeed.from_config(engine, self.config, live=True)
         return self.feed
+
+    def _dropped(self) -> None:
+        self.metrics.log_lines.labels("dropped").inc()
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -173,24 +176,30 @@ class SyslogFeedService(Service):
         proto = SyslogProtocol(self, self.reactor.seconds, zone(self.config.maillog.timezone))
         self.port = listen_syslog(self.reactor, self.config.maillog.syslog_listen, proto)
         log.info("receiving syslog on %s", self.config.maillog.syslog_listen)
-        # Counters, and the lines kept while the engine was closed, every second.
+        self.worker.start()
+        # The line counters, every second.
         self._loop = task.LoopingCall(self._housekeeping)
         self._loop.clock = self.reactor
         self._loop.start(1.0, now=False)
 
     def _housekeeping(self) -> None:
-        if (feed := self._ready_feed()) is not None:
-            self.counters.update(feed)
+        if (feed := self.feed) is not None:
+            self.counters.update(feed)  # plain ints, read across threads
 
+    @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()  # type: ignore[no-untyped-call]
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        if self.feed is not None:
-            self.feed.finish()
-            self.counters.update(self.feed)
         port, self.port = self.port, None
-        return defer.maybeDeferred(port.stopListening) if port is not None else None
+        if port is not None:
+            yield defer.maybeDeferred(port.stopListening)
+        # What was received is given to the engine (and pending joins finished)
+        # before the engine closes; the worker's own thread does it, in order.
+        yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                        self.worker.stop)
+        if self.feed is not None:
+            self.counters.update(self.feed)
 
 
 def make_feed_service(

@@ -21,6 +21,7 @@ from extrusion.policyd.request import PolicyRequest
 from extrusion.scoring.api import EngineAPI
 from extrusion.scoring.decisions import HELO_NOTE
 from extrusion.scoring.events import Action, Decision, Stage
+from extrusion.scoring.helo import safe_text
 
 log = logging.getLogger("extrusion.policyd")
 
@@ -149,8 +150,8 @@ class Responder:
         if verb != c.DUNNO:
             log.info(
                 "policy %s sender=%s queue_id=%s state=%s action=%s reason=%s",
-                state, sender, req.queue_id or "-", decision.state.value, verb,
-                decision.reason or "-",
+                state, safe_text(sender), safe_text(req.queue_id or "-"),
+                decision.state.value, verb, safe_text(decision.reason or "-"),
             )
         elif stage is Stage.EOM and req.helo_name:
             return self._helo_info(engine, req) or action

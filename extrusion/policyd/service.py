@@ -122,6 +122,8 @@ class PolicydService(MultiService):
                 self.responder, self.metrics, reactor,
                 allowed_clients=p.allowed_clients, max_line=p.max_line_bytes,
                 max_attributes=p.max_attributes, idle_timeout=p.idle_timeout,
+                request_timeout=p.request_timeout, max_connection_seconds=p.max_connection_seconds,
+                max_connections_per_client=p.max_connections_per_client,
             )
             self.policy = ListenService(reactor, p.listen, self.policy_factory, "policy server")
             self._attach(self.policy)
@@ -213,6 +215,8 @@ class PolicydService(MultiService):
             self.policy_factory.configure(
                 allowed_clients=p.allowed_clients, max_line=p.max_line_bytes,
                 max_attributes=p.max_attributes, idle_timeout=p.idle_timeout,
+                request_timeout=p.request_timeout, max_connection_seconds=p.max_connection_seconds,
+                max_connections_per_client=p.max_connections_per_client,
             )
         if self.api is not None:
             self.api.token = new.api.token.encode()
