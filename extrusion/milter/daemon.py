@@ -30,6 +30,7 @@ from extrusion.config import Config
 from extrusion.milter import constants as c
 from extrusion.milter.adapter import ExtrusionMilter, Runtime, Settings
 from extrusion.milter.backlog import FILE_NAME, Backlog
+from extrusion.milter.dispatch import Dispatcher
 from extrusion.milter.guard import EngineGuard
 from extrusion.policyd.sdnotify import notify
 from extrusion.scoring.api import EngineAPI
@@ -141,29 +142,34 @@ def open_socket(runtime: Runtime, spec: str, timeout: int) -> SessionCount:
     thread of its own. Raises `libmilter.error`.
     """
     sessions = SessionCount()
-    Milter.factory = functools.partial(_counted, runtime, sessions)
+    factory = functools.partial(_counted, runtime, sessions)
+    Milter.factory = factory
+    calls = Dispatcher(factory)
+    # pymilter reports what its C layer cannot decode through sys.excepthook.
+    calls.install_hook()
     # The session's reply on a Python error pymilter could not hand to us (a
     # HELO or header name that is not UTF-8 fails in its C layer): carry on.
     libmilter.set_exception_policy(libmilter.CONTINUE)
     libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS | libmilter.QUARANTINE
                         | libmilter.SETSYMLIST)
-    libmilter.set_connect_callback(Milter.connect_callback)
-    libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
-    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
-    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
-    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
-    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
-    libmilter.set_close_callback(Milter.close_callback)
+    on = calls.session
+    libmilter.set_connect_callback(calls.connect)
+    libmilter.set_helo_callback(lambda ctx, host: on(ctx, "helo").hello(host))
+    libmilter.set_envfrom_callback(lambda ctx, *b: on(ctx, "envfrom").envfrom_bytes(*b))
+    libmilter.set_envrcpt_callback(lambda ctx, *b: on(ctx, "envrcpt").envrcpt_bytes(*b))
+    libmilter.set_header_callback(lambda ctx, f, v: on(ctx, "header").header_bytes(f, v))
+    libmilter.set_eoh_callback(lambda ctx: on(ctx, "eoh").eoh())
+    libmilter.set_body_callback(lambda ctx, chunk: on(ctx, "body").body(chunk))
+    libmilter.set_eom_callback(lambda ctx: on(ctx, "eom").eom())
+    libmilter.set_abort_callback(lambda ctx: on(ctx, "abort").abort())
+    libmilter.set_close_callback(calls.close)
     libmilter.setconn(spec)
     if timeout > 0:
         libmilter.settimeout(timeout)
     libmilter.register(c.MILTER_NAME,
-                       data=lambda ctx: ctx.getpriv().data(),
-                       unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
-                       negotiate=Milter.negotiate_callback)
+                       data=lambda ctx: on(ctx, "data").data(),
+                       unknown=lambda ctx, cmd: on(ctx, "unknown").unknown(cmd),
+                       negotiate=calls.negotiate)
     libmilter.opensocket(True)  # True: remove a unix socket left by an earlier run
     return sessions
 
