@@ -14,6 +14,7 @@ spool if the store is down). systemd is told READY=1 once the socket accepts.
 from __future__ import annotations
 
 import functools
+import grp
 import logging
 import os
 import signal
@@ -74,7 +75,8 @@ def run(config: Config, opener: Opener = default_opener) -> int:
                         refresh_seconds=config.store.refresh_seconds)
     runtime = Runtime(guard, Settings.from_config(config))
     try:
-        sessions = open_socket(runtime, config.milter.socket, config.milter.timeout)
+        sessions = open_socket(runtime, config.milter.socket, config.milter.timeout,
+                               config.milter.socket_mode, config.milter.socket_group)
     except libmilter.error as exc:
         log.error("cannot serve milter socket %s: %s (is another program listening there?)",
                   config.milter.socket, exc)
@@ -133,7 +135,8 @@ class _CountedMilter(ExtrusionMilter):
             self._sessions.add(-1)
 
 
-def open_socket(runtime: Runtime, spec: str, timeout: int) -> SessionCount:
+def open_socket(runtime: Runtime, spec: str, timeout: int, mode: int = 0o660,
+                group: str = "") -> SessionCount:
     """Register the callbacks and bind libmilter's socket; `libmilter.main()` then serves it.
 
     What `Milter.runmilter` does, split so that a socket that cannot be bound
@@ -171,7 +174,27 @@ def open_socket(runtime: Runtime, spec: str, timeout: int) -> SessionCount:
                        unknown=lambda ctx, cmd: on(ctx, "unknown").unknown(cmd),
                        negotiate=calls.negotiate)
     libmilter.opensocket(True)  # True: remove a unix socket left by an earlier run
+    secure_socket(spec, mode, group)
     return sessions
+
+
+def secure_socket(spec: str, mode: int, group: str) -> None:
+    """Give a unix socket its mode and group, before anyone is told the milter is ready.
+
+    Any process that can reach a libmilter socket can crash the milter (README,
+    "libmilter's macro defect"), so only the MTA should. Raises `libmilter.error`.
+    """
+    sock = sockspec.parse(spec)
+    if sock.kind != "unix":
+        return
+    try:
+        gid = grp.getgrnam(group).gr_gid if group else -1
+        os.chown(sock.path, -1, gid)
+        os.chmod(sock.path, mode)
+    except (KeyError, OSError) as exc:
+        reason = f"no group {group!r}" if isinstance(exc, KeyError) else str(exc)
+        raise libmilter.error(f"cannot set mode {mode:o} group {group or '-'} on "
+                              f"{sock.path}: {reason}") from exc
 
 
 def _announce_when_ready(spec: str) -> None:
