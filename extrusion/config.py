@@ -162,6 +162,9 @@ class Store:
 class Milter:
     enabled: bool = True
     socket: str = field(default="inet:8890@127.0.0.1", metadata=_check("milter_socket"))
+    # A unix socket's permissions, set as soon as libmilter has made it; "" keeps the group.
+    socket_mode: int = 0o660
+    socket_group: str = ""
     timeout: int = 30
     on_error: Literal["accept", "tempfail"] = "accept"
     add_header: bool = False
@@ -170,6 +173,8 @@ class Milter:
     engine_timeout: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.socket_mode <= 0o777:
+            raise ValueError("socket_mode must be a file mode such as 0o660")
         if not 0 < self.engine_timeout < self.timeout:
             raise ValueError("engine_timeout must be more than 0 and less than timeout")
 

@@ -112,7 +112,7 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
 
     @Milter.noreply  # type: ignore[untyped-decorator]
     @Milter.symlist(c.MACRO_CLIENT_ADDR)  # type: ignore[untyped-decorator]
-    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+    def connect(self, hostname: str | bytes, family: int, hostaddr: Any) -> int:
         try:
             if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
                 addr = hostaddr[0] if isinstance(hostaddr, tuple) else str(hostaddr)
@@ -125,7 +125,7 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         return CONTINUE
 
     @Milter.noreply  # type: ignore[untyped-decorator]
-    def hello(self, heloname: str) -> int:
+    def hello(self, heloname: str | bytes) -> int:
         try:
             self.session.add_helo(heloname)
         except Exception:

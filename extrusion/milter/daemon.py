@@ -14,6 +14,7 @@ spool if the store is down). systemd is told READY=1 once the socket accepts.
 from __future__ import annotations
 
 import functools
+import grp
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from extrusion.config import Config
 from extrusion.milter import constants as c
 from extrusion.milter.adapter import ExtrusionMilter, Runtime, Settings
 from extrusion.milter.backlog import FILE_NAME, Backlog
+from extrusion.milter.dispatch import Dispatcher
 from extrusion.milter.guard import EngineGuard
 from extrusion.policyd.sdnotify import notify
 from extrusion.scoring.api import EngineAPI
@@ -73,7 +75,8 @@ def run(config: Config, opener: Opener = default_opener) -> int:
                         refresh_seconds=config.store.refresh_seconds)
     runtime = Runtime(guard, Settings.from_config(config))
     try:
-        sessions = open_socket(runtime, config.milter.socket, config.milter.timeout)
+        sessions = open_socket(runtime, config.milter.socket, config.milter.timeout,
+                               config.milter.socket_mode, config.milter.socket_group)
     except libmilter.error as exc:
         log.error("cannot serve milter socket %s: %s (is another program listening there?)",
                   config.milter.socket, exc)
@@ -132,7 +135,8 @@ class _CountedMilter(ExtrusionMilter):
             self._sessions.add(-1)
 
 
-def open_socket(runtime: Runtime, spec: str, timeout: int) -> SessionCount:
+def open_socket(runtime: Runtime, spec: str, timeout: int, mode: int = 0o660,
+                group: str = "") -> SessionCount:
     """Register the callbacks and bind libmilter's socket; `libmilter.main()` then serves it.
 
     What `Milter.runmilter` does, split so that a socket that cannot be bound
@@ -141,31 +145,56 @@ def open_socket(runtime: Runtime, spec: str, timeout: int) -> SessionCount:
     thread of its own. Raises `libmilter.error`.
     """
     sessions = SessionCount()
-    Milter.factory = functools.partial(_counted, runtime, sessions)
+    factory = functools.partial(_counted, runtime, sessions)
+    Milter.factory = factory
+    calls = Dispatcher(factory)
+    # pymilter reports what its C layer cannot decode through sys.excepthook.
+    calls.install_hook()
     # The session's reply on a Python error pymilter could not hand to us (a
     # HELO or header name that is not UTF-8 fails in its C layer): carry on.
     libmilter.set_exception_policy(libmilter.CONTINUE)
     libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS | libmilter.QUARANTINE
                         | libmilter.SETSYMLIST)
-    libmilter.set_connect_callback(Milter.connect_callback)
-    libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
-    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
-    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
-    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
-    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
-    libmilter.set_close_callback(Milter.close_callback)
+    on = calls.session
+    libmilter.set_connect_callback(calls.connect)
+    libmilter.set_helo_callback(lambda ctx, host: on(ctx, "helo").hello(host))
+    libmilter.set_envfrom_callback(lambda ctx, *b: on(ctx, "envfrom").envfrom_bytes(*b))
+    libmilter.set_envrcpt_callback(lambda ctx, *b: on(ctx, "envrcpt").envrcpt_bytes(*b))
+    libmilter.set_header_callback(lambda ctx, f, v: on(ctx, "header").header_bytes(f, v))
+    libmilter.set_eoh_callback(lambda ctx: on(ctx, "eoh").eoh())
+    libmilter.set_body_callback(lambda ctx, chunk: on(ctx, "body").body(chunk))
+    libmilter.set_eom_callback(lambda ctx: on(ctx, "eom").eom())
+    libmilter.set_abort_callback(lambda ctx: on(ctx, "abort").abort())
+    libmilter.set_close_callback(calls.close)
     libmilter.setconn(spec)
     if timeout > 0:
         libmilter.settimeout(timeout)
     libmilter.register(c.MILTER_NAME,
-                       data=lambda ctx: ctx.getpriv().data(),
-                       unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
-                       negotiate=Milter.negotiate_callback)
+                       data=lambda ctx: on(ctx, "data").data(),
+                       unknown=lambda ctx, cmd: on(ctx, "unknown").unknown(cmd),
+                       negotiate=calls.negotiate)
     libmilter.opensocket(True)  # True: remove a unix socket left by an earlier run
+    secure_socket(spec, mode, group)
     return sessions
+
+
+def secure_socket(spec: str, mode: int, group: str) -> None:
+    """Give a unix socket its mode and group, before anyone is told the milter is ready.
+
+    Any process that can reach a libmilter socket can crash the milter (README,
+    "libmilter's macro defect"), so only the MTA should. Raises `libmilter.error`.
+    """
+    sock = sockspec.parse(spec)
+    if sock.kind != "unix":
+        return
+    try:
+        gid = grp.getgrnam(group).gr_gid if group else -1
+        os.chown(sock.path, -1, gid)
+        os.chmod(sock.path, mode)
+    except (KeyError, OSError) as exc:
+        reason = f"no group {group!r}" if isinstance(exc, KeyError) else str(exc)
+        raise libmilter.error(f"cannot set mode {mode:o} group {group or '-'} on "
+                              f"{sock.path}: {reason}") from exc
 
 
 def _announce_when_ready(spec: str) -> None:

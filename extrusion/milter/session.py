@@ -82,9 +82,11 @@ class Session:
     helos: list[str] = field(default_factory=list)
     sasl_user: str = ""
     connection_recorded: bool = False
+    seen_connect: bool = False  # CONNECT reached us (pymilter drops an undecodable one)
     message: Message | None = None
 
     def connected(self, name: str | bytes | None, addr: str | bytes | None) -> None:
+        self.seen_connect = True
         self.client_name = clean(name, c.MAX_NAME_CHARS)
         self.client_addr = clean(addr, c.MAX_NAME_CHARS)
 

@@ -80,7 +80,9 @@ class MilterThread:
         runtime = Runtime(self._guard, Settings.from_config(self.config))
         spec = self.config.milter.socket
         try:
-            self._sessions = open_socket(runtime, spec, self.config.milter.timeout)
+            self._sessions = open_socket(runtime, spec, self.config.milter.timeout,
+                                         self.config.milter.socket_mode,
+                                         self.config.milter.socket_group)
         except libmilter.error as exc:
             self._joined = True  # nothing runs: nothing to wait for
             self._guard.close()
