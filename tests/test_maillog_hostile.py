@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from extrusion.maillog import exim, postfix, sendmail
 from extrusion.maillog.feed import EXAMPLE_CHARS, FeedStats, LogFeed
 from extrusion.maillog.lines import MAX_LINE, LineSplitter
-from extrusion.maillog.logfiles import read_lines
+from extrusion.maillog.replay_input import read_lines
 from extrusion.maillog.syslog import FAILURES_LOGGED, SyslogParser, SyslogProtocol
 from extrusion.policyd.feed import FileFeedService
 from extrusion.policyd.metrics import Metrics

@@ -12,6 +12,7 @@ bytes on disk, for the progress line.
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import io
 import lzma
@@ -22,8 +23,12 @@ from contextlib import ExitStack
 from typing import IO, TextIO, cast
 
 from extrusion.exits import EX_DATAERR, EX_NOINPUT
+from extrusion.maillog.lines import MAX_LINE
 
 STDIN = "-"
+# Characters read for a line at most: a longer one is cut here (with its newline, a line
+# of MAX_LINE characters still fits).
+_READ_LIMIT = MAX_LINE + 2
 GZIP_MAGIC = b"\x1f\x8b"
 BZIP2_MAGIC = b"BZh"
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -107,7 +112,11 @@ def read_lines(logs: list[str], errors: list[str],
                 stream, raw = open_log(path, one)
                 if position is not None:
                     position.enter(raw)
-                for line in stream:
+                # Bounded reads: a line longer than MAX_LINE is never held whole; its
+                # start goes on (the feed counts it unreadable by its length).
+                for line in iter(functools.partial(stream.readline, _READ_LIMIT), ""):
+                    if len(line) == _READ_LIMIT and line[-1] != "\n":
+                        _skip_rest_of_line(stream)
                     n += 1
                     yield line
             except (OSError, EOFError, lzma.LZMAError) as exc:  # BadGzipFile is an OSError
@@ -115,6 +124,12 @@ def read_lines(logs: list[str], errors: list[str],
                 return
             if position is not None:
                 position.leave(os.stat(path).st_size if path != STDIN else 0)
+
+
+def _skip_rest_of_line(stream: TextIO) -> None:
+    """Read past the end of an over-long line, a bounded piece at a time."""
+    while (piece := stream.readline(_READ_LIMIT)) and piece[-1] != "\n":
+        pass
 
 
 def _binary(sample: bytes) -> bool:
