@@ -87,7 +87,7 @@ class MilterThread:
             self._joined = True  # nothing runs: nothing to wait for
             self._guard.close()
             self.ready.errback(RuntimeError(
-                f"cannot serve milter socket {spec}: {exc} (is another program listening there?)"))
+                f"cannot serve milter socket {spec}: {exc}"))
             return
         self._guard.start()
         self._thread = threading.Thread(target=self._main, name="extrusion-milter", daemon=True)
