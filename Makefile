@@ -29,20 +29,14 @@ debs-run:
 debs-test:
 	@scripts/ensure-debs $(DEBS_TEST)
 
-run: $(VENV)/.run
+run: $(VENV)/.run $(CHECKOUT_CONFIG)
 	mkdir -p var
-	$(BIN)/extrusion serve --config $(CONFIG)
+	$(BIN)/extrusion serve --config $(CHECKOUT_CONFIG)
 
-test: $(VENV)/.test lint
-	$(BIN)/pytest tests
-
-lint: $(VENV)/.test
-	$(BIN)/ruff check extrusion tests benchmarks
-	$(BIN)/mypy
-
-# A throw-away Postfix, the remote side, extrusion with SQLite and a bot outbreak (needs root).
-demo: $(VENV)/.test
-	$(BIN)/python scripts/demo.py
-
-clean:
-	rm -rf $(VENV) var build *.egg-info
+# The milter socket for `make run`: the shipped one lives in Postfix's queue directory
+# (group postfix), which a checkout run by any user cannot count on; this copy of
+# $(CONFIG) serves it under var/ instead. A config with a socket of its own keeps it.
+CHECKOUT_CONFIG ?= var/checkout.toml
+$(CHECKOUT_CONFIG): $(CONFIG) scripts/checkout-config
+	mkdir -p $(dir $@)
+	$(PYTHON) scripts/checkout-config $(CONFIG) $@ $(CURDIR)

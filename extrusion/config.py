@@ -161,10 +161,14 @@ class Store:
 @dataclass(frozen=True)
 class Milter:
     enabled: bool = True
-    socket: str = field(default="inet:8890@127.0.0.1", metadata=_check("milter_socket"))
+    # Postfix's queue directory, where a chrooted smtpd reaches it as
+    # unix:extrusion/milter.sock; a unix socket, because any local process that can reach
+    # libmilter can crash it, and only the postfix group may reach this one.
+    socket: str = field(default="unix:/var/spool/postfix/extrusion/milter.sock",
+                        metadata=_check("milter_socket"))
     # A unix socket's permissions, set as soon as libmilter has made it; "" keeps the group.
     socket_mode: int = 0o660
-    socket_group: str = ""
+    socket_group: str = "postfix"
     timeout: int = 30
     on_error: Literal["accept", "tempfail"] = "accept"
     add_header: bool = False

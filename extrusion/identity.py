@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import socket
-import subprocess
 
+from extrusion import postconf
 from extrusion.config import Config
 from extrusion.maillog.lines import LineSplitter
-
-SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-POSTCONF_SECONDS = 10.0
 
 
 def mta_name(config: Config) -> str:
@@ -58,16 +54,7 @@ def names_of(*hostnames: str) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=8)
 def postfix_myhostname(config_dir: str = "") -> str:
     """Postfix's `myhostname` ("" where Postfix is not installed or postconf fails)."""
-    exe = shutil.which("postconf", path=f"{SBIN_PATH}:{os.environ.get('PATH', '')}")
-    if exe is None:
-        return ""
-    argv = [exe, *(["-c", config_dir] if config_dir else []), "-h", "myhostname"]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=POSTCONF_SECONDS,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return proc.stdout.strip() if proc.returncode == 0 else ""
+    return postconf.value("myhostname", config_dir)
 
 
 #: How much of the end of the log `foreign_hosts` reads.

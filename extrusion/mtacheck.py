@@ -12,10 +12,13 @@ is pure so it can be tested on text; `read_postconf` runs the commands.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import pwd
 import re
 import shutil
 import socket
+import stat
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +39,8 @@ MAX_MILTER_TIMEOUT_S = 30
 MAX_POLICY_TIMEOUT_S = 30
 FAIL_OPEN_POLICY_ACTION = "DUNNO"
 FAIL_OPEN_MILTER_ACTION = "accept"
+# Postfix's default mail_owner, whose group may reach the milter's unix socket.
+DEFAULT_MAIL_OWNER = "postfix"
 
 # Restrictions that end the list with "accept" for customers: a policy check
 # after one of them is never asked about customers' mail.
@@ -251,6 +256,7 @@ def _check_milter(cfg: Config, pc: PostconfView) -> list[Finding]:
                         f"extrusion's milter {want} is not attached: customers' sessions are "
                         f"not judged (add `smtpd_milters = {want}`)")]
     found.append(Finding("ok", "smtpd_milters", f"extrusion's milter {want} is attached"))
+    found.append(_milter_reach(cfg, want, pc))
     action = ours[0].options.get("default_action") or pc.get("milter_default_action")
     if action == FAIL_OPEN_MILTER_ACTION:
         found.append(Finding("ok", "milter_default_action",
@@ -280,6 +286,58 @@ def _check_milter(cfg: Config, pc: PostconfView) -> list[Finding]:
                              "extrusion also judges locally submitted mail and Postfix's own "
                              "bounces, which are not customers' SMTP; leave it empty"))
     return found
+
+
+def _milter_reach(cfg: Config, want: Listener, pc: PostconfView) -> Finding:
+    """Who besides Postfix may connect to the milter: any local process that can reach
+    a libmilter socket can crash it (README, "Who may reach the milter socket")."""
+    key = "[milter] socket"
+    if want.kind == "inet":
+        return Finding("warning", key,
+                       f"{cfg.milter.socket} is open to every local user, and any local "
+                       f"process that can connect can crash the milter (libmilter's macro "
+                       f"defect); use a unix socket, e.g. the default "
+                       f"unix:/var/spool/postfix/extrusion/milter.sock with socket_group = "
+                       f"\"postfix\"")
+    mode, group, source = _socket_access(cfg, want.path)
+    theirs = _postfix_group(pc.get("mail_owner") or DEFAULT_MAIL_OWNER)
+    if mode & stat.S_IWOTH:
+        return Finding("warning", key,
+                       f"{source} mode {mode:04o} lets every local user connect and crash "
+                       f"the milter; use socket_mode = 0o660")
+    if mode & stat.S_IWGRP and group != theirs:
+        return Finding("warning", key,
+                       f"{source} group {group or '?'} may connect, which is not Postfix's "
+                       f"group {theirs}: its other members can crash the milter; use "
+                       f"socket_group = \"{theirs}\"")
+    return Finding("ok", key, f"{source} mode {mode:04o} group {group}: only Postfix "
+                              f"(group {theirs}) may connect")
+
+
+def _socket_access(cfg: Config, path: str) -> tuple[int, str, str]:
+    """(mode, group name, what was judged): the socket as it is when it exists (this
+    check may run beside the daemon), else as the config will make it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        group = cfg.milter.socket_group or _group_name(os.getegid())
+        return cfg.milter.socket_mode, group, "the socket will have"
+    return stat.S_IMODE(st.st_mode), _group_name(st.st_gid), f"{path} has"
+
+
+def _postfix_group(mail_owner: str) -> str:
+    """The primary group of Postfix's mail_owner: the one its smtpd processes run as."""
+    try:
+        return _group_name(pwd.getpwnam(mail_owner).pw_gid)
+    except KeyError:
+        return mail_owner
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _policy_entries(value: str, want: Listener, queue: str) -> list[tuple[int, Entry]]:

@@ -129,9 +129,20 @@ def policy_listener(endpoint: str) -> Listener:
     return _inet(where, family, kwargs.get("interface", ""), int(port))
 
 
-def milter_address(spec: str) -> str:
-    """libmilter's socket spec as Postfix writes it: `inet:8890@::1` -> `inet:[::1]:8890`."""
-    return str(milter_listener(spec))
+def milter_address(spec: str, queue_directory: str = "") -> str:
+    """libmilter's socket spec as Postfix writes it: `inet:8890@::1` -> `inet:[::1]:8890`.
+
+    A unix socket inside `queue_directory` is given relative to it
+    (`unix:extrusion/milter.sock`): Postfix's daemons run there, chrooted or not, so
+    the one spelling reaches the socket either way.
+    """
+    listener = milter_listener(spec)
+    if listener.kind == "unix" and queue_directory:
+        inside = os.path.relpath(os.path.normpath(listener.path),
+                                 os.path.normpath(queue_directory))
+        if not inside.startswith(os.pardir):
+            return f"unix:{inside}"
+    return str(listener)
 
 
 def policy_address(endpoint: str) -> str:

@@ -45,8 +45,10 @@ REPO = Path(__file__).resolve().parent.parent
 CONF_POSTFIX = REPO / "conf" / "postfix"
 SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
-# The addresses the shipped snippets use; the harness swaps in its own.
-SNIPPET_MILTER = "inet:127.0.0.1:8890"
+# The addresses the shipped snippets use; the harness swaps in its own (the milter on
+# loopback TCP, so that benchmarks and tests can point any milter at one port; the
+# shipped relative unix path is wired for real in tests/test_milter_socket_postfix.py).
+SNIPPET_MILTER = "unix:extrusion/milter.sock"
 SNIPPET_POLICY = "inet:127.0.0.1:10040"
 SNIPPET_MAILLOG = "/var/log/postfix.log"
 

@@ -189,7 +189,8 @@ def test_check_config_prints_the_effective_config(
     out = capsys.readouterr().out
     assert f"# {path}: OK" in out
     assert "scoring.failure_trigger = 30" in out
-    assert 'milter.socket = "inet:8890@127.0.0.1"' in out
+    assert 'milter.socket = "unix:/var/spool/postfix/extrusion/milter.sock"' in out
+    assert 'milter.socket_group = "postfix"' in out
 
 
 def test_default_path_prefers_the_environment(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -24,6 +25,7 @@ import pytest
 
 from extrusion.milter.dispatch import HOSTILE_LINES_PER_WINDOW
 
+from .conftest import free_port
 from .milterwire import BODY, EOH, EOM, NR_BODY, NR_EOH, Closed, Session
 from .test_milter_integration import EXTRUSION, MilterProcess, running, sqlite_url, wait_stored
 
@@ -199,3 +201,29 @@ def test_socket_group_that_does_not_exist_is_one_line_before_ready(tmp_path: Pat
     assert done.returncode == 69
     assert "no group 'no-such-group-xyz'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("serve", [False, True], ids=["milter", "serve"])
+def test_a_missing_socket_directory_is_one_line_with_the_command_that_creates_it(
+    tmp_path: Path, serve: bool
+) -> None:
+    """The directory decides who may reach the socket before its mode is set, so it is
+    the administrator's to create: refused at start, never made with a guessed owner."""
+    milter = MilterProcess(tmp_path, sqlite_url(tmp_path))
+    missing = tmp_path / "postfix-queue" / "extrusion"
+    milter.config.write_text(milter.config.read_text().replace(
+        f'socket = "inet:{milter.port}@127.0.0.1"',
+        f'socket = "unix:{missing}/milter.sock"\nsocket_group = "postfix"') + (
+        f'[policyd]\nlisten = "tcp:{free_port()}:interface=127.0.0.1"\n'
+        f'[api]\nlisten = "tcp:{free_port()}:interface=127.0.0.1"\n'
+        f'[maillog]\nsource = "none"\n'))
+    command = ["serve"] if serve else ["milter"]
+    done = subprocess.run([str(EXTRUSION), *command, "--config", str(milter.config)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    assert done.returncode == 69, done.stderr  # EX_UNAVAILABLE, as for a port taken
+    assert (f"the socket's directory {missing} does not exist; create it (as root: "
+            f"install -d -m 0750 -o {user} -g postfix {missing})") in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "another program" not in done.stderr
+    assert not missing.exists()

@@ -10,9 +10,15 @@ import pytest
 from extrusion import config as configmod
 from extrusion.config import ConfigError
 from extrusion.policyd import sdnotify
-from extrusion.policyd.postfixconf import main_cf_lines, master_cf_lines
+from extrusion.policyd.postfixconf import (
+    DEFAULT_QUEUE_DIRECTORY,
+    main_cf_lines,
+    master_cf_lines,
+    queue_directory,
+)
 from extrusion.policyd.service import validate
 from extrusion.postfixaddr import milter_address, policy_address
+from tests.postfix_harness import PostfixInstance
 
 CONF_POSTFIX = Path(__file__).resolve().parent.parent / "conf" / "postfix"
 # The config conf/postfix/main.cf.snippet is written for (its comments say so).
@@ -111,7 +117,7 @@ def test_main_cf_lines_fail_open_for_both_components() -> None:
     text = "\n".join(lines)
     assert "check_policy_service { inet:127.0.0.1:10040," in text
     assert "default_action=DUNNO" in text
-    assert "smtpd_milters = inet:127.0.0.1:8890" in text
+    assert "smtpd_milters = unix:extrusion/milter.sock" in text
     assert "milter_default_action = accept" in text
     assert all(not ln.startswith(" ") for ln in lines)  # each pastes as one main.cf line
     assert "smtpd_milters" not in "\n".join(main_cf_lines(cfg(), milter=False))
@@ -162,6 +168,11 @@ def test_serve_names_the_shipped_master_cf_services() -> None:
     [
         ({"milter": {"socket": "inet6:8890"}}, "smtpd_milters = inet:[::1]:8890"),
         ({"milter": {"socket": "local:/run/m.sock"}}, "smtpd_milters = unix:/run/m.sock"),
+        # inside the queue directory: relative, what a chrooted smtpd reaches too
+        ({"milter": {"socket": "unix:/var/spool/postfix/x/m.sock"}},
+         "smtpd_milters = unix:x/m.sock"),
+        ({"milter": {"socket": "unix:/var/spool/postfix-b/m.sock"}},
+         "smtpd_milters = unix:/var/spool/postfix-b/m.sock"),
         ({"policyd": {"listen": "tcp6:10040:interface=\\:\\:1"}},
          "smtpd_recipient_restrictions = check_policy_service { inet:[::1]:10040,"),
         ({"policyd": {"listen": "unix:/run/p.sock:mode=660"}},
@@ -174,6 +185,21 @@ def test_serve_names_the_shipped_master_cf_services() -> None:
 )
 def test_serve_prints_addresses_in_postfix_syntax(sections: dict[str, Any], printed: str) -> None:
     assert any(line.startswith(printed) for line in main_cf_lines(cfg(**sections), milter=True))
+
+
+def test_the_milter_path_is_relative_to_the_queue_directory_postconf_names(
+    postfix: PostfixInstance,
+) -> None:
+    """`serve` asks postconf for queue_directory; the throw-away Postfix has its own."""
+    queue = queue_directory(str(postfix.config_dir))
+    assert queue == str(postfix.queue_dir)
+    config = cfg(milter={"socket": f"unix:{postfix.queue_dir}/extrusion/milter.sock"})
+    assert "smtpd_milters = unix:extrusion/milter.sock" in main_cf_lines(
+        config, milter=True, queue=queue)
+
+
+def test_without_postfix_the_queue_directory_is_postfixs_default(tmp_path: Path) -> None:
+    assert queue_directory(str(tmp_path)) == DEFAULT_QUEUE_DIRECTORY == "/var/spool/postfix"
 
 
 def test_sd_notify_sends_one_datagram(tmp_path: Path) -> None:

@@ -22,13 +22,16 @@ from extrusion.mtacheck import (
 from extrusion.postfixaddr import milter_address, policy_address, policy_listener
 from tests.postfix_harness import SBIN_PATH, PostfixInstance
 
-MILTER = "inet:127.0.0.1:8890"
+# The shipped wiring: relative to queue_directory (conf/postfix/main.cf.snippet).
+MILTER = "unix:extrusion/milter.sock"
 POLICY = "inet:127.0.0.1:10040"
 POLICY_ENTRY = (f"check_policy_service {{ {POLICY}, timeout=10s, try_limit=1, "
                 "default_action=DUNNO }")
 
 GOOD: dict[str, str] = {
     "mail_version": "3.7.11",
+    "queue_directory": "/var/spool/postfix",
+    "mail_owner": "postfix",
     "smtpd_milters": MILTER,
     "non_smtpd_milters": "",
     "milter_default_action": "accept",
@@ -215,7 +218,30 @@ UNIX_POLICY_ENTRY = POLICY_ENTRY.replace(POLICY, "unix:private/extrusion")
 def test_other_listen_forms_found_in_postfix(sections: dict[str, dict[str, object]],
                                             changes: dict[str, str]) -> None:
     findings = check_postfix(_cfg(**sections), _view(changes))
-    assert _errors(findings) == []
+    assert [e for e in _errors(findings) if not e.startswith("[milter] socket: inet")] == []
+
+
+@pytest.mark.parametrize(
+    ("milter", "changes", "level", "says"),
+    [
+        ({}, {}, "ok", "the socket will have mode 0660 group postfix: only Postfix (group "
+                       "postfix) may connect"),
+        ({"socket": "inet:8890@127.0.0.1"}, {"smtpd_milters": "inet:127.0.0.1:8890"},
+         "warning", "inet:8890@127.0.0.1 is open to every local user"),
+        ({"socket_mode": 0o666}, {}, "warning", "mode 0666 lets every local user connect"),
+        ({"socket_group": "nogroup"}, {}, "warning",
+         "group nogroup may connect, which is not Postfix's group postfix"),
+        # a group without write permission reaches nothing: connecting needs write
+        ({"socket_group": "nogroup", "socket_mode": 0o600}, {}, "ok", "mode 0600"),
+        # Postfix's group is its mail_owner's
+        ({"socket_group": "nogroup"}, {"mail_owner": "nobody"}, "ok", "(group nogroup)"),
+    ],
+)
+def test_who_else_may_reach_the_milter_is_reported(
+    milter: dict[str, object], changes: dict[str, str], level: str, says: str
+) -> None:
+    findings = _levels(check_postfix(_cfg(milter=milter), _view(changes)))
+    assert says in findings[(level, "[milter] socket")]
 
 
 def test_a_listen_form_postfix_cannot_be_given_is_an_error() -> None:
@@ -286,7 +312,14 @@ def test_cli_on_the_instance_wired_right(
                    "--postfix-config", str(postfix.config_dir)])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "error" not in out and "warning" not in out
+    # The harness wires inet on loopback (tests/test_milter_socket_postfix.py wires the
+    # shipped unix socket): that, and only that, is worth a warning.
+    assert "error" not in out
+    assert [ln for ln in out.splitlines() if ln.startswith("warning")] == [
+        f"warning [milter] socket: inet:{postfix.milter_port}@127.0.0.1 is open to every "
+        f"local user, and any local process that can connect can crash the milter "
+        f"(libmilter's macro defect); use a unix socket, e.g. the default "
+        f"unix:/var/spool/postfix/extrusion/milter.sock with socket_group = \"postfix\""]
     assert f"ok      smtpd_milters: extrusion's milter {postfix.milter_address}" in out
 
 

@@ -17,6 +17,7 @@ import functools
 import grp
 import logging
 import os
+import pwd
 import signal
 import threading
 import time
@@ -78,8 +79,7 @@ def run(config: Config, opener: Opener = default_opener) -> int:
         sessions = open_socket(runtime, config.milter.socket, config.milter.timeout,
                                config.milter.socket_mode, config.milter.socket_group)
     except libmilter.error as exc:
-        log.error("cannot serve milter socket %s: %s (is another program listening there?)",
-                  config.milter.socket, exc)
+        log.error("cannot serve milter socket %s: %s", config.milter.socket, exc)
         guard.close()
         return EX_UNAVAILABLE
     log.info("milter running with an engine of its own; where the policy daemon or the log "
@@ -166,6 +166,8 @@ def open_socket(runtime: Runtime, spec: str, timeout: int, mode: int = 0o660,
     libmilter.set_eom_callback(lambda ctx: on(ctx, "eom").eom())
     libmilter.set_abort_callback(lambda ctx: on(ctx, "abort").abort())
     libmilter.set_close_callback(calls.close)
+    if (problem := socket_dir_problem(spec, group)) is not None:
+        raise libmilter.error(problem)
     libmilter.setconn(spec)
     if timeout > 0:
         libmilter.settimeout(timeout)
@@ -173,9 +175,42 @@ def open_socket(runtime: Runtime, spec: str, timeout: int, mode: int = 0o660,
                        data=lambda ctx: on(ctx, "data").data(),
                        unknown=lambda ctx, cmd: on(ctx, "unknown").unknown(cmd),
                        negotiate=calls.negotiate)
-    libmilter.opensocket(True)  # True: remove a unix socket left by an earlier run
+    try:
+        libmilter.opensocket(True)  # True: remove a unix socket left by an earlier run
+    except libmilter.error as exc:
+        raise libmilter.error(f"{exc} (is another program listening there?)") from exc
     secure_socket(spec, mode, group)
     return sessions
+
+
+def socket_dir_problem(spec: str, group: str) -> str | None:
+    """Why a unix socket cannot be made where `spec` says, or None.
+
+    The directory is not created here: it decides who may reach the socket in the
+    instant before its mode is set, so its owner, group and mode are the
+    administrator's (conf/systemd/extrusion.tmpfiles.conf). The line says how.
+    """
+    sock = sockspec.parse(spec)
+    if sock.kind != "unix":
+        return None
+    directory = os.path.dirname(os.path.abspath(sock.path))
+    user = _user_name()
+    create = f"install -d -m 0750 -o {user} -g {group or user} {directory}"
+    if not os.path.isdir(directory):
+        return (f"the socket's directory {directory} does not exist; create it "
+                f"(as root: {create})")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (f"user {user} may not create the socket in {directory}; give it the "
+                f"directory (as root: {create})")
+    return None
+
+
+def _user_name() -> str:
+    """This process's user, by name where it has one."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def secure_socket(spec: str, mode: int, group: str) -> None:

@@ -8,11 +8,14 @@ flows unjudged.
 
 from __future__ import annotations
 
+from extrusion import postconf
 from extrusion.config import Config
 from extrusion.postfixaddr import milter_address, policy_address
 
 # Postfix waits this long for a policy answer before using default_action.
 POLICY_TIMEOUT = "10s"
+# Postfix's compiled-in queue directory, used when postconf cannot say.
+DEFAULT_QUEUE_DIRECTORY = "/var/spool/postfix"
 
 RELAY_RESTRICTIONS = "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination"
 POLICY_SETTINGS = [
@@ -52,11 +55,19 @@ def master_cf_lines(config: Config) -> list[str]:
     return [POSTLOG_SERVICE] if config.maillog.source == "file" else []
 
 
-def main_cf_lines(config: Config, *, milter: bool) -> list[str]:
+def queue_directory(config_dir: str = "") -> str:
+    """Postfix's queue_directory as postconf says, else Postfix's default."""
+    answer = postconf.value("queue_directory", config_dir)
+    return answer if answer.startswith("/") else DEFAULT_QUEUE_DIRECTORY
+
+
+def main_cf_lines(config: Config, *, milter: bool,
+                  queue: str = DEFAULT_QUEUE_DIRECTORY) -> list[str]:
     """Lines to paste into Postfix's main.cf for the components this process runs.
 
     One line per setting (the snippet's continuation lines joined), comments on lines
-    of their own.
+    of their own. A milter socket inside `queue` (Postfix's queue_directory) is
+    given relative to it, which a chrooted smtpd reaches too.
     """
     lines = ["# extrusion: add to Postfix's main.cf, then `postfix reload`"]
     if config.policyd.enabled:
@@ -71,7 +82,7 @@ def main_cf_lines(config: Config, *, milter: bool) -> list[str]:
         lines += [_assign(name, value) for name, value in POLICY_SETTINGS]
     if milter and config.milter.enabled:
         try:
-            lines.append(_assign("smtpd_milters", milter_address(config.milter.socket)))
+            lines.append(_assign("smtpd_milters", milter_address(config.milter.socket, queue)))
         except ValueError as exc:
             lines.append(f"# {exc}: add smtpd_milters with its address yourself")
         lines += [_assign(name, value) for name, value in MILTER_SETTINGS]

@@ -29,7 +29,7 @@ from twisted.internet import defer
 
 from extrusion.config import Config
 from extrusion.policyd import daemon
-from extrusion.policyd.postfixconf import main_cf_lines
+from extrusion.policyd.postfixconf import main_cf_lines, queue_directory
 from extrusion.policyd.service import PolicydService
 
 log = logging.getLogger("extrusion.serve")
@@ -87,7 +87,7 @@ class MilterThread:
             self._joined = True  # nothing runs: nothing to wait for
             self._guard.close()
             self.ready.errback(RuntimeError(
-                f"cannot serve milter socket {spec}: {exc} (is another program listening there?)"))
+                f"cannot serve milter socket {spec}: {exc}"))
             return
         self._guard.start()
         self._thread = threading.Thread(target=self._main, name="extrusion-milter", daemon=True)
@@ -150,7 +150,9 @@ def serve(config: Config) -> int:
     """Run the policy daemon and, when enabled and built, the milter beside it."""
     extra: list[Any] = []
     with_milter = config.milter.enabled and milter_available()
-    banner = main_cf_lines(config, milter=with_milter)
+    banner = main_cf_lines(config, milter=with_milter,
+                           queue=queue_directory(config.policyd.postfix_config_dir)
+                           if with_milter else "")
     if config.milter.enabled and not with_milter:
         banner.append("# (milter enabled in config but not built yet: not started)")
     child = MilterThread(config) if with_milter else None

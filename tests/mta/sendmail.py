@@ -45,7 +45,8 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 DEVICES = ("null", "zero", "random", "urandom", "tty")
 
-SNIPPET_MILTER = "inet:8890@127.0.0.1"
+# The shipped socket; the tests wire inet on loopback instead (no /run/extrusion here).
+SNIPPET_MILTER = "unix:/run/extrusion/milter.sock"
 SNIPPET_DAEMON = "Port=smtp, Addr=0.0.0.0"
 _SYSLOG = re.compile(rb"^<(\d+)>(\w{3} [ \d]\d \d\d:\d\d:\d\d) (.*)$", re.S)
 _OUTCOME = re.compile(r"sendmail\[\d+\]: (?P<qid>\w+): to=<?(?P<rcpt>[^>,]*)>?,.*"
