@@ -65,12 +65,26 @@ def check_endpoint(value: str) -> str | None:
     # pass `interface=127.0.0.1:interface=0.0.0.0`, which listens on every address.
     seen: set[str] = set()
     for part in _ENDPOINT_SPLIT.split(value)[1:]:
-        name, eq, _ = part.partition("=")
+        name, eq, option = part.partition("=")
         if not eq:
             continue  # a positional field (the port, a path)
         if name in seen:
             return f"option {name!r} given twice in endpoint"
         seen.add(name)
+        if (name == "interface" and value.startswith(("tcp:", "tcp6:", "ssl:"))
+                and (problem := _interface_problem(option.replace("\\:", ":")))):
+            return problem
+    return None
+
+
+def _interface_problem(interface: str) -> str | None:
+    """Twisted binds `interface=` as given: a name (eth0, a host name) fails only when the
+    daemon starts, with a traceback; refuse it here with the reason."""
+    try:
+        ipaddress.ip_address(interface)
+    except ValueError:
+        return (f"interface {interface!r} is not an IP address (name the address to listen "
+                f"on, e.g. interface=127.0.0.1)")
     return None
 
 
@@ -88,7 +102,11 @@ def check_milter_socket(value: str) -> str | None:
 
 def check_syslog_endpoint(value: str) -> str | None:
     """`udp:PORT[:interface=ADDR]` or `unix:/path` (a datagram socket)."""
-    if _UDP_RE.fullmatch(value) or re.fullmatch(r"unix:/.+", value):
+    if m := _UDP_RE.fullmatch(value):
+        if int(m.group(1)) > 65535:
+            return f"bad port {m.group(1)!r} in endpoint"
+        return _interface_problem(m.group(2).removeprefix(":interface=")) if m.group(2) else None
+    if re.fullmatch(r"unix:/.+", value):
         return None
     return "not a syslog endpoint (expected udp:PORT:interface=ADDR or unix:/path)"
 

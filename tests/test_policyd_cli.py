@@ -249,3 +249,21 @@ def test_serve_without_the_milter_says_so(daemons: list[Daemon], tmp_path: Path)
     assert "smtpd_milters" not in d.stdout()
     assert "check_policy_service" in d.stdout()
     assert d.stop() == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("section", ["policyd", "api"])
+def test_serve_with_its_policy_or_api_port_taken_never_reports_ready(
+    daemons: list[Daemon], tmp_path: Path, section: str
+) -> None:
+    with socket.socket() as other:  # another program already listens there
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        d = start(daemons, tmp_path, "serve",
+                  **{section: {"listen": f"tcp:{port}:interface=127.0.0.1"}})
+        assert d.proc.wait(30) == 69
+    d.notify.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        d.notifications(until="READY=1")
+    assert "cannot listen" in d.stderr() and "Traceback" not in d.stderr()
