@@ -235,8 +235,9 @@ class Api:
 
 @dataclass(frozen=True)
 class Maillog:
-    source: Literal["none", "file", "syslog"] = "none"
-    path: str = "/var/log/mail.log"
+    source: Literal["none", "file", "syslog"] = "file"
+    # "auto": Postfix's maillog_file (postconf), else /var/log/mail.log; at feed start.
+    path: str = "auto"
     syslog_listen: str = field(
         default="udp:5514:interface=127.0.0.1", metadata=_check("syslog_endpoint")
     )
@@ -249,6 +250,8 @@ class Maillog:
     max_queue_ids: int = 200000
     handoff_relays: tuple[str, ...] = field(default=(), metadata=_check("networks"))
     skip_replies: tuple[str, ...] = ("extrusion:",)
+    # No delivery outcome for this long: a warning and a /healthz detail. 0 = never.
+    quiet_warning_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ is pure so it can be tested on text; `read_postconf` runs the commands.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from typing import Literal
 
 from extrusion import identity
 from extrusion.config import Config
+from extrusion.maillog import logpath
 from extrusion.postfixaddr import Listener, milter_listener, policy_listener
 
 Level = Literal["ok", "warning", "error"]
@@ -431,6 +433,9 @@ def _check_overrides(cfg: Config, pc: PostconfView) -> list[Finding]:
 def _check_log_feed(cfg: Config, pc: PostconfView) -> list[Finding]:
     maillog_file = pc.get("maillog_file")
     source = cfg.maillog.source
+    if cfg.maillog.path == logpath.AUTO:  # what the feed will follow, as it decides it
+        cfg = dataclasses.replace(cfg, maillog=dataclasses.replace(
+            cfg.maillog, path=maillog_file or logpath.SYSLOG_MAIL_LOG))
     if source == "none":
         return [Finding("warning", "maillog", "[maillog] source = \"none\": extrusion reads no "
                                               "delivery outcomes, so it cannot count failures")]

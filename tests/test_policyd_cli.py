@@ -60,6 +60,8 @@ class Daemon:
                         "hold_queued_mail": False, "drain_seconds": 30.0},
             "api": {"listen": f"tcp:{self.api_port}:interface=127.0.0.1"},
             "milter": {"enabled": False},
+            # Not the machine's own mail log (the default): tests that want a feed say so.
+            "maillog": {"source": "none"},
         }
         for name, values in {**self.sections, **extra}.items():
             data[name] = {**data.get(name, {}), **values} if isinstance(values, dict) else values
@@ -267,3 +269,36 @@ def test_serve_with_its_policy_or_api_port_taken_never_reports_ready(
     with pytest.raises(TimeoutError):
         d.notifications(until="READY=1")
     assert "cannot listen" in d.stderr() and "Traceback" not in d.stderr()
+
+
+@pytest.mark.integration
+def test_a_feed_without_outcomes_warns_and_healthz_says_so_but_stays_200(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    import json
+    import urllib.request
+
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    d = start(daemons, tmp_path, "serve",
+              maillog={"source": "file", "path": str(log), "quiet_warning_seconds": 1.0,
+                       "poll_seconds": 0.2})
+    d.notifications(until="READY=1")
+    d.wait_log(f"no delivery outcome from {log} for ")
+    with urllib.request.urlopen(f"http://127.0.0.1:{d.api_port}/healthz", timeout=10) as r:
+        assert r.status == 200
+        health = json.loads(r.read())
+    assert health["status"] == "ok"
+    assert health["maillog"]["quiet"] is True and health["maillog"]["outcomes"] == 0
+    assert health["maillog"]["path"] == str(log)
+    assert "since start" in health["maillog"]["detail"]
+    assert d.stderr().count("no delivery outcome from") == 1  # once per quiet spell
+    assert d.stop() == 0
+
+
+@pytest.mark.integration
+def test_source_none_is_said_at_start_up(daemons: list[Daemon], tmp_path: Path) -> None:
+    d = start(daemons, tmp_path, "serve")
+    d.notifications(until="READY=1")
+    assert "no delivery outcomes are read" in d.stderr()
+    assert d.stop() == 0

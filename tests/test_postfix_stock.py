@@ -106,3 +106,22 @@ def test_no_main_cf_is_one_line_of_our_own(
                                 f"directory (is Postfix configured? --postfix-config names "
                                 f"another directory)"]
     assert "fatal" not in err
+
+
+@pytest.mark.parametrize(("setting", "followed"),
+                         [("", "/var/log/mail.log"),
+                          ("maillog_file = /var/log/postfix.log\n", "/var/log/postfix.log")])
+def test_the_log_feed_follows_what_postfix_writes_by_default(
+    tmp_path: Path, setting: str, followed: str
+) -> None:
+    from extrusion import config as configmod
+    from extrusion.maillog import logpath
+
+    directory = _postfix_dir(tmp_path, "3.7")
+    with (directory / "main.cf").open("a") as main_cf:
+        main_cf.write(setting)
+    cfg = configmod.from_dict({})
+    assert (cfg.maillog.source, cfg.maillog.path) == ("file", "auto")  # on by default
+    path, why = logpath.resolve(cfg.maillog.path, str(directory))
+    assert path == followed
+    assert why.startswith("auto: ")
