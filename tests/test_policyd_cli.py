@@ -302,3 +302,33 @@ def test_source_none_is_said_at_start_up(daemons: list[Daemon], tmp_path: Path) 
     d.notifications(until="READY=1")
     assert "no delivery outcomes are read" in d.stderr()
     assert d.stop() == 0
+
+
+@pytest.mark.integration
+def test_the_readmes_curl_lines_work(daemons: list[Daemon], tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    d = start(daemons, tmp_path, "serve")
+    d.notifications(until="READY=1")
+    base = f"http://127.0.0.1:{d.api_port}/senders"
+
+    def curl(*args: str) -> Any:
+        out = subprocess.run(["curl", "-sS", *args], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        return json.loads(out)
+
+    # `curl -d` labels its body a form; JSON in it, or reason= and who= fields, both work.
+    held = curl("-d", '{"reason": "ticket 4411", "who": "alice"}', f"{base}/ip:192.0.2.7/hold")
+    assert held["action"] == "hold" and held["change"]["new"] == "held"
+    freed = curl("-d", "reason=cleaned the PC", "-d", "who=bob",
+                 f"{base}/ip:192.0.2.7/release")
+    assert freed["action"] == "release"
+    deadline = time.monotonic() + 20  # the audit trail is written at the next flush
+    while "audit" not in (detail := curl(f"{base}/ip:192.0.2.7")) and (
+            time.monotonic() < deadline):
+        time.sleep(0.2)
+    assert [a["who"] for a in detail["audit"]][-2:] == ["alice", "bob"]
+    assert d.stop() == 0

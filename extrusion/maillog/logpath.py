@@ -2,9 +2,8 @@
 
 Postfix writes its log to `maillog_file` when that is set (Postfix 3.4+, the
 postlog service), else through syslog, which on Debian writes mail.* to
-/var/log/mail.log. "auto" asks `postconf` once, when the feed starts (and on
-each reload), so a changed main.cf is followed after a restart or SIGHUP
-without editing extrusion's config.
+/var/log/mail.log. "auto" asks `postconf` once, when the feed starts, so a
+changed main.cf is followed after a restart without editing extrusion's config.
 """
 
 from __future__ import annotations
