@@ -127,6 +127,14 @@ def check_config(
         if mtacheck.has_errors(findings):
             raise SystemExit(EX_FAILURE)
         return
+    from extrusion import listencheck
+
+    # What the daemons would refuse at start-up (a port taken, an address not this
+    # machine's), found by binding now rather than by a traceback later.
+    if refused := listencheck.problems(cfg):
+        for line in refused:
+            click.echo(f"extrusion check-config: {line}", err=True)
+        raise SystemExit(EX_UNAVAILABLE)
     data = configmod.as_dict(cfg)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))

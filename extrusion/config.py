@@ -28,6 +28,10 @@ EX_CONFIG = os.EX_CONFIG
 ENV_VAR = "EXTRUSION_CONFIG"
 SYSTEM_PATH = Path("/etc/extrusion/extrusion.toml")
 CHECKOUT_PATH = Path(__file__).resolve().parent.parent / "conf" / "extrusion.toml"
+# Where an installed extrusion keeps its SQLite store and spool by default.
+DATA_DIR = Path("/var/lib/extrusion")
+# sqlite:///relative/path (three slashes, no fourth: not absolute; not :memory: or file:).
+_SQLITE_RELATIVE = re.compile(r"(sqlite(?:\+\w+)?:///)((?![/:]|file:)[^?]+)")
 
 
 class ConfigError(Exception):
@@ -65,12 +69,26 @@ def check_endpoint(value: str) -> str | None:
     # pass `interface=127.0.0.1:interface=0.0.0.0`, which listens on every address.
     seen: set[str] = set()
     for part in _ENDPOINT_SPLIT.split(value)[1:]:
-        name, eq, _ = part.partition("=")
+        name, eq, option = part.partition("=")
         if not eq:
             continue  # a positional field (the port, a path)
         if name in seen:
             return f"option {name!r} given twice in endpoint"
         seen.add(name)
+        if (name == "interface" and value.startswith(("tcp:", "tcp6:", "ssl:"))
+                and (problem := _interface_problem(option.replace("\\:", ":")))):
+            return problem
+    return None
+
+
+def _interface_problem(interface: str) -> str | None:
+    """Twisted binds `interface=` as given: a name (eth0, a host name) fails only when the
+    daemon starts, with a traceback; refuse it here with the reason."""
+    try:
+        ipaddress.ip_address(interface)
+    except ValueError:
+        return (f"interface {interface!r} is not an IP address (name the address to listen "
+                f"on, e.g. interface=127.0.0.1)")
     return None
 
 
@@ -88,7 +106,11 @@ def check_milter_socket(value: str) -> str | None:
 
 def check_syslog_endpoint(value: str) -> str | None:
     """`udp:PORT[:interface=ADDR]` or `unix:/path` (a datagram socket)."""
-    if _UDP_RE.fullmatch(value) or re.fullmatch(r"unix:/.+", value):
+    if m := _UDP_RE.fullmatch(value):
+        if int(m.group(1)) > 65535:
+            return f"bad port {m.group(1)!r} in endpoint"
+        return _interface_problem(m.group(2).removeprefix(":interface=")) if m.group(2) else None
+    if re.fullmatch(r"unix:/.+", value):
         return None
     return "not a syslog endpoint (expected udp:PORT:interface=ADDR or unix:/path)"
 
@@ -103,6 +125,8 @@ def check_networks(value: tuple[str, ...]) -> str | None:
 
 
 def check_store_url(value: str) -> str | None:
+    if value == "":
+        return None  # the default place (see `place_store`)
     if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
         return "store url must start with sqlite:// or postgresql+psycopg://"
     return None
@@ -150,9 +174,10 @@ class General:
 
 @dataclass(frozen=True)
 class Store:
-    url: str = field(default="sqlite:///var/extrusion.db", metadata=_check("store_url"))
+    # "" = the default place: DATA_DIR, or the checkout's var/ (see `place_store`).
+    url: str = field(default="", metadata=_check("store_url"))
     refresh_seconds: float = 3.0
-    spool_dir: str = "var/spool"
+    spool_dir: str = ""
     busy_timeout_ms: int = 5000
     retention_days: float = 30.0
     flush_batch: int = 5000
@@ -214,8 +239,9 @@ class Api:
 
 @dataclass(frozen=True)
 class Maillog:
-    source: Literal["none", "file", "syslog"] = "none"
-    path: str = "/var/log/mail.log"
+    source: Literal["none", "file", "syslog"] = "file"
+    # "auto": Postfix's maillog_file (postconf), else /var/log/mail.log; at feed start.
+    path: str = "auto"
     syslog_listen: str = field(
         default="udp:5514:interface=127.0.0.1", metadata=_check("syslog_endpoint")
     )
@@ -228,6 +254,8 @@ class Maillog:
     max_queue_ids: int = 200000
     handoff_relays: tuple[str, ...] = field(default=(), metadata=_check("networks"))
     skip_replies: tuple[str, ...] = ("extrusion:",)
+    # No delivery outcome for this long: a warning and a /healthz detail. 0 = never.
+    quiet_warning_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -449,7 +477,36 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
 def from_dict(data: Mapping[str, Any], path: str | os.PathLike[str] = "<config>") -> Config:
     cfg: Config = _build(Config, data, str(path), "")
     _check_references(cfg, str(path))
-    return dataclasses.replace(cfg, path=str(path))
+    return dataclasses.replace(cfg, path=str(path), store=place_store(cfg.store, str(path)))
+
+
+def in_checkout(path: str) -> bool:
+    """Whether `path` is the config file of the checkout extrusion runs from."""
+    return Path(path).is_file() and Path(path).resolve().parent == CHECKOUT_PATH.parent
+
+
+def place_store(store: Store, path: str) -> Store:
+    """The store's SQLite file and spool directory as absolute paths, so every command
+    opens the same store from any current directory.
+
+    "" is the default place: `<checkout>/var` for the checkout's own config (what
+    `make run` uses, no root needed), else DATA_DIR. A relative path is relative to the
+    checkout for the checkout's config, else to the config file's directory; a config
+    that is no file (tests, `from_dict`) leaves relative paths as they are."""
+    checkout = in_checkout(path)
+    data_dir = CHECKOUT_PATH.parent.parent / "var" if checkout else DATA_DIR
+    base: Path | None = (CHECKOUT_PATH.parent.parent if checkout
+                         else Path(path).resolve().parent if Path(path).is_file() else None)
+    url, spool = store.url, store.spool_dir
+    if not url:
+        url = f"sqlite:///{data_dir / 'extrusion.db'}"
+    elif base is not None and (m := _SQLITE_RELATIVE.fullmatch(url)):
+        url = f"{m.group(1)}{base / m.group(2)}"
+    if not spool:
+        spool = str(data_dir / "spool")
+    elif base is not None and not os.path.isabs(spool):
+        spool = str(base / spool)
+    return dataclasses.replace(store, url=url, spool_dir=spool)
 
 
 def _check_references(cfg: Config, path: str) -> None:

@@ -1,6 +1,6 @@
 """`extrusion check-config --mta postfix`: is Postfix wired to extrusion the way it must be?
 
-Reads Postfix's effective settings with `postconf` (plus `postconf -P` for
+Reads Postfix's effective settings with `postconf -x` (plus `postconf -xP` for
 master.cf overrides and `postconf -M` for services) and compares them with
 extrusion's own config: the milter attached at the right address with the
 macros extrusion reads, the policy service asked after reject_unauth_destination
@@ -12,6 +12,7 @@ is pure so it can be tested on text; `read_postconf` runs the commands.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import grp
 import os
 import pwd
@@ -26,12 +27,14 @@ from typing import Literal
 
 from extrusion import identity
 from extrusion.config import Config
+from extrusion.maillog import logpath
 from extrusion.postfixaddr import Listener, milter_listener, policy_listener
 
 Level = Literal["ok", "warning", "error"]
 
 POSTCONF_TIMEOUT = 30.0
 SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_CONFIG_DIR = "/etc/postfix"
 MAILLOG_FILE_SINCE = (3, 4)
 # A hung extrusion stalls a session or a recipient this long at most before
 # Postfix applies the fail-open default; longer is reported.
@@ -119,9 +122,14 @@ def read_postconf(config_dir: str | None = None) -> PostconfView:
     exe = shutil.which("postconf", path=f"{SBIN_PATH}:{os.environ.get('PATH', '')}")
     if exe is None:
         raise PostconfError("postconf not found: is Postfix installed?")
-    if config_dir is not None and not os.path.isfile(os.path.join(config_dir, "main.cf")):
-        raise PostconfError(f"{config_dir}: no main.cf in this directory")
     base = [exe] + (["-c", config_dir] if config_dir else [])
+    # Postfix's own directory is where `postconf -d` says ($MAIL_CONFIG honoured); checked
+    # here so a machine without Postfix configured gets our line, not postconf's fatal one.
+    where = config_dir if config_dir is not None else _default_config_dir(exe)
+    for name in ("main.cf", "master.cf"):
+        if not os.path.isfile(os.path.join(where, name)):
+            raise PostconfError(f"{where}: no {name} in this directory (is Postfix "
+                                f"configured? --postfix-config names another directory)")
 
     def run(*args: str) -> str:
         try:
@@ -134,10 +142,13 @@ def read_postconf(config_dir: str | None = None) -> PostconfView:
             raise PostconfError(detail[-1] if detail else f"postconf exited {proc.returncode}")
         return proc.stdout
 
+    # -x: values as Postfix uses them, $name and the $compatibility_level defaults
+    # expanded (plain postconf prints `${{$compatibility_level} <level {1} ? ...}` for
+    # smtpd_relay_restrictions, which reads as no relay guard at all).
     return PostconfView(
-        values=parse_assignments(run()),
+        values=parse_assignments(run("-x")),
         explicit=frozenset(parse_assignments(run("-n"))),
-        overrides=parse_assignments(run("-P")),
+        overrides=parse_assignments(run("-xP")),
         services=tuple(line for line in run("-M").splitlines() if line.strip()),
         config_dir=config_dir or "",
     )
@@ -214,6 +225,18 @@ def _group_entry(name: str, group: list[str]) -> Entry:
         k, _, v = part.partition("=")
         options[k.strip()] = v.strip()
     return Entry(name or target, target, options)
+
+
+def _default_config_dir(exe: str) -> str:
+    env = os.environ.get("MAIL_CONFIG")
+    if env:
+        return env
+    try:
+        proc = subprocess.run([exe, "-d", "-h", "config_directory"], capture_output=True,
+                              text=True, timeout=POSTCONF_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PostconfError(f"postconf -d config_directory: {exc}") from None
+    return proc.stdout.strip() or DEFAULT_CONFIG_DIR
 
 
 # --- values --------------------------------------------------------------------------------
@@ -383,15 +406,25 @@ def _check_policy(cfg: Config, pc: PostconfView) -> list[Finding]:
                              f"check_policy_service {want} comes after {permits[0]}: "
                              f"customers are accepted before extrusion is asked; move it "
                              f"before {permits[0]}"))
-    elif param == "smtpd_relay_restrictions" or (
-            not relay_guarded and not any(e.name in RELAY_GUARDS for e in before)):
+    elif param == "smtpd_relay_restrictions" and not any(
+            e.name in RELAY_GUARDS for e in before):
         found.append(Finding("warning", param,
                              f"check_policy_service {want} is asked before "
                              f"reject_unauth_destination: extrusion also hears about refused "
-                             f"relay attempts; put it in smtpd_recipient_restrictions"))
+                             f"relay attempts; move it to smtpd_recipient_restrictions"))
+    elif param == "smtpd_recipient_restrictions" and not relay_guarded and not any(
+            e.name in RELAY_GUARDS for e in before):
+        # Already in the right list: the guard is what is missing before it.
+        found.append(Finding("warning", param,
+                             f"check_policy_service {want} is asked before "
+                             f"reject_unauth_destination: extrusion also hears about refused "
+                             f"relay attempts; end smtpd_relay_restrictions with "
+                             f"reject_unauth_destination"))
     else:
+        guard = next((e.name for e in (relay if relay_guarded else before)
+                      if e.name in RELAY_GUARDS), "reject_unauth_destination")
         found.append(Finding("ok", param, f"check_policy_service {want} is asked for every "
-                                          f"recipient after reject_unauth_destination"))
+                                          f"recipient after {guard}"))
     found += _policy_options(param, listing[0][1], pc)
     eod = _policy_entries(pc.get("smtpd_end_of_data_restrictions"), want, queue)
     if eod:
@@ -458,6 +491,9 @@ def _check_overrides(cfg: Config, pc: PostconfView) -> list[Finding]:
 def _check_log_feed(cfg: Config, pc: PostconfView) -> list[Finding]:
     maillog_file = pc.get("maillog_file")
     source = cfg.maillog.source
+    if cfg.maillog.path == logpath.AUTO:  # what the feed will follow, as it decides it
+        cfg = dataclasses.replace(cfg, maillog=dataclasses.replace(
+            cfg.maillog, path=maillog_file or logpath.SYSLOG_MAIL_LOG))
     if source == "none":
         return [Finding("warning", "maillog", "[maillog] source = \"none\": extrusion reads no "
                                               "delivery outcomes, so it cannot count failures")]

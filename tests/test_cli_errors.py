@@ -89,20 +89,41 @@ def test_config_before_or_after_the_command_and_from_the_environment(
     assert one_line(proc).startswith(f"extrusion: config error: {bad}")
 
 
-def test_a_relative_store_path_is_named_absolute_and_new(
+def test_a_relative_store_path_is_the_config_files_and_named_absolute(
     write_config: Callable[[str], Path], tmp_path: Path
 ) -> None:
     path = write_config('[store]\nurl = "sqlite:///var/extrusion.db"\n')
+    store = tmp_path / "var" / "extrusion.db"  # beside the config, wherever we run from
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     proc = run("senders", "--config", str(path), cwd=elsewhere)
     assert proc.returncode == EX_OK
-    assert one_line(proc) == (f"extrusion: store sqlite:///{elsewhere}/var/extrusion.db "
+    assert one_line(proc) == (f"extrusion: store sqlite:///{store} "
                               "(not there yet: a new, empty store)")
-    again = run("senders", "--config", str(path), cwd=elsewhere)
-    assert one_line(again) == f"extrusion: store sqlite:///{elsewhere}/var/extrusion.db"
+    held = run("hold", "ip:192.0.2.9", "-r", "test", "--config", str(path), cwd=elsewhere)
+    assert held.returncode == EX_OK, held.stderr
+    # From another directory the same store, with the sender just held in it.
+    again = run("senders", "--config", str(path), cwd=tmp_path)
+    assert one_line(again) == f"extrusion: store sqlite:///{store}"
+    assert "ip:192.0.2.9" in again.stdout
+    assert not (elsewhere / "var").exists()
     quiet = run("-q", "senders", "--config", str(path), cwd=elsewhere)
     assert quiet.returncode == EX_OK and quiet.stderr == ""
+
+
+def test_the_default_store_is_absolute(tmp_path: Path) -> None:
+    from extrusion import config as configmod
+
+    installed = tmp_path / "extrusion.toml"  # as /etc/extrusion/extrusion.toml
+    installed.write_text("")
+    cfg = configmod.load(installed)
+    assert cfg.store.url == "sqlite:////var/lib/extrusion/extrusion.db"
+    assert cfg.store.spool_dir == "/var/lib/extrusion/spool"
+    # The checkout's own file (what `make run` uses): the checkout's var/, no root needed.
+    checkout = configmod.load(configmod.CHECKOUT_PATH)
+    var = configmod.CHECKOUT_PATH.parent.parent / "var"
+    assert checkout.store.url == f"sqlite:///{var / 'extrusion.db'}"
+    assert checkout.store.spool_dir == str(var / "spool")
 
 
 def test_every_exit_status_is_in_the_readme_table_and_named_from_os() -> None:

@@ -184,7 +184,11 @@ def test_customers_and_overrides_are_typed(write_config: Any) -> None:
 def test_check_config_prints_the_effective_config(
     write_config: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_config("[scoring]\nfailure_trigger = 30\n")
+    # Listeners that bind nothing: check-config tries each port, and the default ones may
+    # be taken by a daemon another test runs.
+    path = write_config("[scoring]\nfailure_trigger = 30\n[milter]\nenabled = false\n"
+                        "[policyd]\nlisten = \"tcp:0:interface=127.0.0.1\"\n"
+                        "[api]\nlisten = \"tcp:0:interface=127.0.0.1\"\n")
     assert main(["check-config", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert f"# {path}: OK" in out

@@ -60,6 +60,8 @@ class Daemon:
                         "hold_queued_mail": False, "drain_seconds": 30.0},
             "api": {"listen": f"tcp:{self.api_port}:interface=127.0.0.1"},
             "milter": {"enabled": False},
+            # Not the machine's own mail log (the default): tests that want a feed say so.
+            "maillog": {"source": "none"},
         }
         for name, values in {**self.sections, **extra}.items():
             data[name] = {**data.get(name, {}), **values} if isinstance(values, dict) else values
@@ -248,4 +250,85 @@ def test_serve_without_the_milter_says_so(daemons: list[Daemon], tmp_path: Path)
     d.notifications(until="READY=1")
     assert "smtpd_milters" not in d.stdout()
     assert "check_policy_service" in d.stdout()
+    assert d.stop() == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("section", ["policyd", "api"])
+def test_serve_with_its_policy_or_api_port_taken_never_reports_ready(
+    daemons: list[Daemon], tmp_path: Path, section: str
+) -> None:
+    with socket.socket() as other:  # another program already listens there
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        d = start(daemons, tmp_path, "serve",
+                  **{section: {"listen": f"tcp:{port}:interface=127.0.0.1"}})
+        assert d.proc.wait(30) == 69
+    d.notify.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        d.notifications(until="READY=1")
+    assert "cannot listen" in d.stderr() and "Traceback" not in d.stderr()
+
+
+@pytest.mark.integration
+def test_a_feed_without_outcomes_warns_and_healthz_says_so_but_stays_200(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    import json
+    import urllib.request
+
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    d = start(daemons, tmp_path, "serve",
+              maillog={"source": "file", "path": str(log), "quiet_warning_seconds": 1.0,
+                       "poll_seconds": 0.2})
+    d.notifications(until="READY=1")
+    d.wait_log(f"no delivery outcome from {log} for ")
+    with urllib.request.urlopen(f"http://127.0.0.1:{d.api_port}/healthz", timeout=10) as r:
+        assert r.status == 200
+        health = json.loads(r.read())
+    assert health["status"] == "ok"
+    assert health["maillog"]["quiet"] is True and health["maillog"]["outcomes"] == 0
+    assert health["maillog"]["path"] == str(log)
+    assert "since start" in health["maillog"]["detail"]
+    assert d.stderr().count("no delivery outcome from") == 1  # once per quiet spell
+    assert d.stop() == 0
+
+
+@pytest.mark.integration
+def test_source_none_is_said_at_start_up(daemons: list[Daemon], tmp_path: Path) -> None:
+    d = start(daemons, tmp_path, "serve")
+    d.notifications(until="READY=1")
+    assert "no delivery outcomes are read" in d.stderr()
+    assert d.stop() == 0
+
+
+@pytest.mark.integration
+def test_the_readmes_curl_lines_work(daemons: list[Daemon], tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    d = start(daemons, tmp_path, "serve")
+    d.notifications(until="READY=1")
+    base = f"http://127.0.0.1:{d.api_port}/senders"
+
+    def curl(*args: str) -> Any:
+        out = subprocess.run(["curl", "-sS", *args], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        return json.loads(out)
+
+    # `curl -d` labels its body a form; JSON in it, or reason= and who= fields, both work.
+    held = curl("-d", '{"reason": "ticket 4411", "who": "alice"}', f"{base}/ip:192.0.2.7/hold")
+    assert held["action"] == "hold" and held["change"]["new"] == "held"
+    freed = curl("-d", "reason=cleaned the PC", "-d", "who=bob",
+                 f"{base}/ip:192.0.2.7/release")
+    assert freed["action"] == "release"
+    deadline = time.monotonic() + 20  # the audit trail is written at the next flush
+    while "audit" not in (detail := curl(f"{base}/ip:192.0.2.7")) and (
+            time.monotonic() < deadline):
+        time.sleep(0.2)
+    assert [a["who"] for a in detail["audit"]][-2:] == ["alice", "bob"]
     assert d.stop() == 0

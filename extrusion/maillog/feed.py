@@ -70,6 +70,7 @@ class FeedStats:
     too_long: int = 0  # of the garbled: longer than lines.MAX_LINE
     parser_errors: int = 0  # of the garbled: a parser raised on them (a bug)
     engine_errors: int = 0
+    outcomes: int = 0  # delivery outcomes handed to the engine (a live feed's sign of life)
     examples: list[str] = field(default_factory=list)  # the first few garbled, escaped
     join: JoinStats = field(default_factory=JoinStats)
 
@@ -86,6 +87,7 @@ class _GuardedSink:
         self._call(self.engine.submission, event)
 
     def outcome(self, event: Outcome) -> None:
+        self.stats.outcomes += 1
         self._call(self.engine.outcome, event)
 
     def refused(self, event: Refused) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import hmac
 import json
 import logging
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,6 +35,9 @@ from extrusion.scoring.helo import safe_text
 from extrusion.scoring.keys import SenderKeyError, operator_key
 
 log = logging.getLogger("extrusion.policyd.api")
+
+FORM = b"application/x-www-form-urlencoded"  # what `curl -d` sends
+FORM_MAX_FIELDS = 20
 
 # twisted.web's Request is largely unannotated; calls on it are plain Any to mypy.
 Request = Any
@@ -287,12 +291,19 @@ class OperatorApi(resource.Resource):
     @staticmethod
     def _body(request: Request) -> dict[str, Any]:
         ctype = (request.getHeader(b"content-type") or b"application/json").split(b";")[0]
-        if ctype.strip().lower() != b"application/json":
+        ctype = ctype.strip().lower()
+        if ctype not in (b"application/json", FORM):
             raise ApiError(UNSUPPORTED_MEDIA, "send application/json")
         content = request.content
+        if content is not None:
+            content.seek(0)  # twisted.web has read a form body once already, for args
         raw = content.read(MAX_BODY_BYTES + 1) if content is not None else b""
         if len(raw) > MAX_BODY_BYTES:
             raise ApiError(PAYLOAD_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
+        # `curl -d '{"reason": ...}'` labels its JSON as a form: read it as JSON; a real
+        # form (`curl -d reason=... -d who=...`) gives its reason and who.
+        if ctype == FORM and not raw.lstrip().startswith(b"{"):
+            return _form_fields(raw)
         if too_deep(raw):
             raise ApiError(BAD_REQUEST, "body nests too deeply")
         try:
@@ -302,6 +313,17 @@ class OperatorApi(resource.Resource):
         if not isinstance(body, dict):
             raise ApiError(BAD_REQUEST, "body must be a JSON object")
         return body
+
+
+def _form_fields(raw: bytes) -> dict[str, Any]:
+    """reason= and who= of a url-encoded form (the first of each; others ignored)."""
+    try:
+        fields = urllib.parse.parse_qs(raw.decode("utf-8"), strict_parsing=bool(raw),
+                                       max_num_fields=FORM_MAX_FIELDS)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(BAD_REQUEST, "body is neither JSON nor a form (reason=...&who=...)"
+                       ) from None
+    return {name: fields[name][0] for name in ("reason", "who") if name in fields}
 
 
 def make_site(api: OperatorApi) -> server.Site:

@@ -77,7 +77,8 @@ class Runner:
         sdnotify.notify("READY=1")
 
     def _not_ready(self, failure: Any) -> None:
-        if failure.check(defer.FirstError):
+        # gatherResults nests: the service's own listeners are gathered inside ours.
+        while failure.check(defer.FirstError):
             failure = failure.value.subFailure
         log.error("cannot start: %s", failure.getErrorMessage())
         self.exit_code = EX_UNAVAILABLE

@@ -14,27 +14,32 @@ itself (file).
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
 
 from extrusion.config import Config
+from extrusion.maillog import logpath
 from extrusion.policyd.engineservice import EngineService
 from extrusion.policyd.feedworker import FeedWorker
 from extrusion.policyd.metrics import Metrics
+from extrusion.policyd.quiet import QuietWatch
 
 log = logging.getLogger("extrusion.policyd.feed")
 
 class _FeedCounters:
     """Moves the LogFeed's running totals into the Prometheus counters."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, watch: QuietWatch) -> None:
         self.metrics = metrics
+        self.watch = watch
         self.seen = {"read": 0, "parsed": 0, "ignored": 0, "garbled": 0}
 
     def update(self, feed: Any) -> None:
         stats = feed.stats
+        self.watch.seen(stats.outcomes)
         now = {"read": stats.lines, "parsed": stats.parsed, "ignored": stats.ignored,
                "garbled": stats.garbled}
         for name, value in now.items():
@@ -50,10 +55,15 @@ class FileFeedService(Service):
         self.config = config
         self.engines = engines
         self.reactor = reactor
-        self.counters = _FeedCounters(metrics)
+        self.path, why = logpath.resolve(config.maillog.path, config.policyd.postfix_config_dir)
+        self.why = why
+        self.watch = QuietWatch(reactor.seconds, config.maillog.quiet_warning_seconds,
+                                "file", self.path)
+        self.counters = _FeedCounters(metrics, self.watch)
         self.metrics = metrics
         self.feed: Any = None
         self.follower: Any = None
+        self._last_failure = ""
         self._loop: task.LoopingCall | None = None
         self._loop_done: defer.Deferred[Any] | None = None
         #: Fires after the first poll with an engine: from then on the follower is
@@ -62,6 +72,13 @@ class FileFeedService(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        log.info("log feed: following %s (%s)", self.path, self.why)
+        if not os.path.exists(self.path):
+            log.warning("log feed: %s is not there (yet): no delivery outcome is read until "
+                        "it appears ([maillog] path)", self.path)
+        elif not os.access(self.path, os.R_OK):
+            log.warning("log feed: cannot read %s (permission denied): no delivery outcome "
+                        "is read; let extrusion's user read it (Debian: group adm)", self.path)
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = self.reactor
         self._loop_done = self._loop.start(self.config.maillog.poll_seconds, now=True)
@@ -70,6 +87,7 @@ class FileFeedService(Service):
         )
 
     def _tick(self) -> defer.Deferred[Any] | None:
+        self.watch.check()
         engine = self.engines.engine
         if engine is None:
             return None  # the lines wait in the file; the checkpoint says where we were
@@ -91,19 +109,24 @@ class FileFeedService(Service):
 
             self.feed = LogFeed.from_config(engine, self.config, live=True)
             self.follower = FileFollower(
-                self.config.maillog.path, self.feed.line,
+                self.path, self.feed.line,
                 checkpoints=getattr(engine, "store", None),
                 start_at=self.config.maillog.start_at,
                 commit=engine.flush, too_long=self.feed.too_long,
             )
-            log.info("following %s", self.config.maillog.path)
+            log.info("following %s", self.path)
         n: int = self.follower.poll()
         self.counters.update(self.feed)
+        self._last_failure = ""
         return n
 
     def _failed(self, failure: Any) -> None:
-        # A missing file or a store hiccup: log it, keep polling (the follower resumes).
-        log.warning("log follower: %s", failure.getErrorMessage())
+        # An unreadable file or a store hiccup: log it, keep polling (the follower resumes).
+        # The same failure every poll (a file we may not read) is logged once, not per poll.
+        message = failure.getErrorMessage()
+        if message != self._last_failure:
+            self._last_failure = message
+            log.warning("log follower: %s", message)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
@@ -135,7 +158,9 @@ class SyslogFeedService(Service):
         self.config = config
         self.engines = engines
         self.reactor = reactor
-        self.counters = _FeedCounters(metrics)
+        self.watch = QuietWatch(reactor.seconds, config.maillog.quiet_warning_seconds,
+                                "syslog", config.maillog.syslog_listen)
+        self.counters = _FeedCounters(metrics, self.watch)
         self.metrics = metrics
         self.feed: Any = None
         self.port: Any = None
@@ -185,6 +210,7 @@ class SyslogFeedService(Service):
     def _housekeeping(self) -> None:
         if (feed := self.feed) is not None:
             self.counters.update(feed)  # plain ints, read across threads
+        self.watch.check()
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
@@ -208,6 +234,8 @@ def make_feed_service(
     """The feed service for `config`, or None when there is nothing to follow."""
     source = config.maillog.source
     if source == "none":
+        log.warning("[maillog] source = \"none\": no delivery outcomes are read, so "
+                    "delivery failures are never counted")
         return None
     try:
         import extrusion.maillog.feed  # noqa: F401 - only asking whether it is built

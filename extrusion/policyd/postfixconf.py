@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from extrusion import postconf
 from extrusion.config import Config
+from extrusion.maillog import logpath
 from extrusion.postfixaddr import milter_address, policy_address
 
 # Postfix waits this long for a policy answer before using default_action.
@@ -87,8 +88,15 @@ def main_cf_lines(config: Config, *, milter: bool,
             lines.append(f"# {exc}: add smtpd_milters with its address yourself")
         lines += [_assign(name, value) for name, value in MILTER_SETTINGS]
     source = config.maillog.source
+    path = config.maillog.path
+    if source == "file" and path == logpath.AUTO:
+        path = logpath.postfix_maillog_file(config.policyd.postfix_config_dir)
+        if not path:
+            lines.append(f"# maillog_file is not set: the log feed follows "
+                         f"{logpath.SYSLOG_MAIL_LOG}, where syslog writes Postfix's lines")
+            return lines
     if source == "file":
-        lines.append(_assign("maillog_file", config.maillog.path))
+        lines.append(_assign("maillog_file", path))
         lines += ["# and in master.cf, the service that writes maillog_file:"]
         lines += [f"#   {line}" for line in master_cf_lines(config)]
     elif source == "syslog":

@@ -185,6 +185,11 @@ class PolicydService(MultiService):
         }
         if status != "ok" and self.engines.last_error:
             out["error"] = self.engines.last_error[:200]
+        # The feed's health is a detail, never the status: a quiet log is no fault here.
+        watch = getattr(self.feed, "watch", None)
+        out["maillog"] = (watch.health() if watch is not None else
+                          {"source": self.config.maillog.source,
+                           "detail": "no delivery outcomes are read"})
         return out
 
     # --- reload -------------------------------------------------------------------------
