@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= conf/extrusion.toml
+# The milter socket for `make run`: the shipped one lives in Postfix's queue directory
+# (group postfix), which a checkout run by any user cannot count on; this copy of
+# $(CONFIG) serves it under var/ instead. A config with a socket of its own keeps it.
+# (Defined before the rules: make expands a rule's prerequisites as it reads them.)
+CHECKOUT_CONFIG ?= var/checkout.toml
 
 # Debian packages: libmilter-dev builds pymilter; the rest are real peers for the tests.
 DEBS_RUN  := libmilter-dev
@@ -33,10 +38,6 @@ run: $(VENV)/.run $(CHECKOUT_CONFIG)
 	mkdir -p var
 	$(BIN)/extrusion serve --config $(CHECKOUT_CONFIG)
 
-# The milter socket for `make run`: the shipped one lives in Postfix's queue directory
-# (group postfix), which a checkout run by any user cannot count on; this copy of
-# $(CONFIG) serves it under var/ instead. A config with a socket of its own keeps it.
-CHECKOUT_CONFIG ?= var/checkout.toml
 $(CHECKOUT_CONFIG): $(CONFIG) scripts/checkout-config
 	mkdir -p $(dir $@)
 	$(PYTHON) scripts/checkout-config $(CONFIG) $@ $(CURDIR)

@@ -30,6 +30,8 @@ def test_make_run_serves_the_milter_under_var_with_the_process_group(tmp_path: P
     assert cfg.milter.socket == f"unix:{REPO}/var/milter.sock"
     assert cfg.milter.socket_group == ""
     assert cfg.milter.socket_mode == 0o660
+    # the checkout's own store, the one `extrusion senders` in the checkout reads
+    assert cfg.store.url == f"sqlite:///{REPO}/var/extrusion.db"
     # everything else as shipped
     assert configmod.as_dict(cfg) | {"milter": {}} == configmod.as_dict(shipped) | {"milter": {}}
 
