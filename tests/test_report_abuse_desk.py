@@ -160,7 +160,7 @@ def test_a_pin_is_an_operator_action_not_spam(store: Store) -> None:
     assert js["pin"] == {"state": "held", "by": "alice", "reason": "customer asked: ticket 4711"}
     assert "pinned to held" not in " ".join(js["reasons"])
     page = render_html(r)
-    assert '<p class="operator">Operator action: pinned to held by alice' in page
+    assert '<p class="pin">Operator action: pinned to held by alice' in page
     assert "looks like operator&#x27;s decision" in page or "looks like operator's decision" in page
 
 

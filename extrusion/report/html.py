@@ -47,7 +47,8 @@ pre.classic { background: #f7f7f7; padding: 0.6em; white-space: pre-wrap;
                overflow-wrap: anywhere; }
 pre .fail { color: #b00000; } pre .helo { color: #8a4b00; }
 .meta { color: #555; }
-.operator { color: #1f4e9c; font-weight: bold; }
+.pin { color: #1f4e9c; font-weight: bold; }
+td.why { min-width: 16em; }
 """
 
 _FAIL = MARK[Delivery.FAILED]
@@ -89,7 +90,7 @@ def _why(s: SenderReport) -> str:
     """The reasons cell: an operator's pin first, as their action, then the evidence's words."""
     items = [escape(r) for r in s.reasons]
     if s.pin is not None:
-        items.insert(0, f'<span class="operator">operator: {escape(s.pin.words)}</span>')
+        items.insert(0, f'<span class="pin">operator: {escape(s.pin.words)}</span>')
     return "<br>".join(items)
 
 
@@ -105,7 +106,7 @@ def _summary_table(senders: tuple[SenderReport, ...], tz: tzinfo, prefix: str) -
             f'<td class="n">{classic(s.first_seen, tz)}</td>'
             f'<td class="n">{classic(s.last_seen, tz)}</td>'
             f'<td class="num">{c.messages}</td><td class="num">{c.failed}</td>'
-            f'<td class="num">{c.delivered}</td><td>{_why(s)}</td></tr>'
+            f'<td class="num">{c.delivered}</td><td class="why">{_why(s)}</td></tr>'
         )
     head = (
         "<tr><th>sender</th><th>customer</th><th>state</th><th>score</th><th>looks like</th>"
@@ -134,11 +135,12 @@ def _sender_section(
         f"{s.state}{worst}, score {s.score:.1f}</h2>",
         f'<p class="meta">customer {escape(s.customer) or "–"} · looks like {_looks_like(s)} · '
         f"first seen {classic(s.first_seen, tz)} · last seen {classic(s.last_seen, tz)} · "
-        f"{c.messages} messages, {c.recipients} recipients: {c.failed} failed, "
+        f"{plural(c.messages, 'message', 'messages')}, "
+        f"{plural(c.recipients, 'recipient', 'recipients')}: {c.failed} failed, "
         f"{c.delivered} delivered, {c.pending} pending</p>",
     ]
     if s.pin is not None:
-        parts.append(f'<p class="operator">Operator action: {escape(s.pin.words)}</p>')
+        parts.append(f'<p class="pin">Operator action: {escape(s.pin.words)}</p>')
     if s.reasons:
         items = "".join(f"<li>{escape(r)}</li>" for r in s.reasons)
         parts.append(f"<ul class=\"reasons\">{items}</ul>")

@@ -210,6 +210,7 @@ def spamminess_svg(activity: Sequence[SenderActivity]) -> str:
     ]
     _legend(ax, legend)
     ax.set_xlabel("hours active")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # whole hours, also for one sender
     ax.set_ylabel("share of recipients failed")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlim(left=0)
