@@ -13,7 +13,24 @@ CHECKOUT_CONFIG ?= var/checkout.toml
 DEBS_RUN  := libmilter-dev
 DEBS_TEST := $(DEBS_RUN) postfix miltertest chromium m4
 
-.PHONY: run test lint demo clean debs-run debs-test
+.PHONY: run test lint demo clean debs-run debs-test install install-venv install-files
+
+# `make install` (as root): the command in its own venv under /opt/extrusion with a link
+# in $(PREFIX)/bin, the config in /etc/extrusion (an existing one is never overwritten),
+# the systemd units (ExecStart pointing at that link), the tmpfiles snippet and the docs.
+# DESTDIR stages it all under another root (a package build, the tests).
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+DOCDIR      ?= $(PREFIX)/share/doc/extrusion
+VENVDIR     ?= /opt/extrusion
+SYSCONFDIR  ?= /etc/extrusion
+UNITDIR     ?= /etc/systemd/system
+TMPFILESDIR ?= /usr/lib/tmpfiles.d
+EXTRAS      ?= postgres,report
+# The units as shipped name these paths; install rewrites them to where things went.
+UNIT_PATHS  := -e 's|/usr/local/bin/extrusion|$(BINDIR)/extrusion|g' \
+               -e 's|/usr/local/share/doc/extrusion|$(DOCDIR)|g' \
+               -e 's|/etc/extrusion/|$(SYSCONFDIR)/|g'
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +58,54 @@ run: $(VENV)/.run $(CHECKOUT_CONFIG)
 $(CHECKOUT_CONFIG): $(CONFIG) scripts/checkout-config
 	mkdir -p $(dir $@)
 	$(PYTHON) scripts/checkout-config $(CONFIG) $@ $(CURDIR)
+
+test: $(VENV)/.test lint
+	$(BIN)/pytest tests
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check extrusion tests benchmarks
+	$(BIN)/mypy
+
+# A throw-away Postfix, the remote side, extrusion with SQLite and a bot outbreak (needs root).
+demo: $(VENV)/.test
+	$(BIN)/python scripts/demo.py
+
+clean:
+	rm -rf $(VENV) var build *.egg-info
+
+install: install-venv install-files
+
+# The venv is built where it will run from; under a DESTDIR its scripts would name the
+# staging path in their #! line and VIRTUAL_ENV, and its bytecode in tracebacks, so those
+# are rewritten to $(VENVDIR).
+install-venv: debs-run
+	$(PYTHON) -m venv $(DESTDIR)$(VENVDIR)
+	$(DESTDIR)$(VENVDIR)/bin/pip install -q --upgrade pip
+	$(DESTDIR)$(VENVDIR)/bin/pip install -q '.[$(EXTRAS)]'
+	@if [ -n "$(DESTDIR)" ]; then \
+	  grep -rlI -- '$(DESTDIR)$(VENVDIR)' $(DESTDIR)$(VENVDIR)/bin $(DESTDIR)$(VENVDIR)/pyvenv.cfg \
+	    | xargs -r sed -i 's|$(DESTDIR)$(VENVDIR)|$(VENVDIR)|g'; \
+	  $(DESTDIR)$(VENVDIR)/bin/python -m compileall -q -f -s $(DESTDIR) -p / \
+	    $(DESTDIR)$(VENVDIR)/lib >/dev/null; \
+	fi
+	install -d $(DESTDIR)$(BINDIR)
+	ln -sfn $(VENVDIR)/bin/extrusion $(DESTDIR)$(BINDIR)/extrusion
+
+install-files:
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(TMPFILESDIR) \
+	  $(DESTDIR)$(DOCDIR)/examples
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/extrusion.toml ]; then \
+	  install -m 0644 $(CONFIG) $(DESTDIR)$(SYSCONFDIR)/extrusion.toml.dist; \
+	  echo "kept $(SYSCONFDIR)/extrusion.toml; the shipped one is $(SYSCONFDIR)/extrusion.toml.dist"; \
+	else \
+	  install -m 0644 $(CONFIG) $(DESTDIR)$(SYSCONFDIR)/extrusion.toml; \
+	fi
+	for unit in conf/systemd/*.service; do \
+	  sed $(UNIT_PATHS) $$unit > $(DESTDIR)$(UNITDIR)/$$(basename $$unit) && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$unit) || exit 1; \
+	done
+	install -m 0644 conf/systemd/extrusion.tmpfiles.conf $(DESTDIR)$(TMPFILESDIR)/extrusion.conf
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -m 0644 conf/logrotate/README $(DESTDIR)$(DOCDIR)/logrotate.README
+	install -m 0644 conf/postfix/main.cf.snippet conf/postfix/master.cf.snippet \
+	  conf/sendmail/extrusion.mc $(DESTDIR)$(DOCDIR)/examples/

@@ -104,6 +104,10 @@ class QueuedMailTests(ServerCase):
         self.assertEqual([a["evidence"]["queue_action"] for a in actions], ["hold", "release"])
         self.assertTrue(set(queued) <= set(actions[0]["evidence"]["queue_ids"]))
         self.assertTrue(all(a["evidence"]["ok"] for a in actions))
+        # postsuper's own summary ends each note, whole (not its line per message).
+        self.assertRegex(actions[0]["reason"], r"postsuper: Placed on hold: \d+ messages?$")
+        self.assertRegex(actions[1]["reason"], r"postsuper: Released from hold: \d+ messages?$")
+        self.assertNotIn(": placed on hold", actions[0]["reason"])
         reg = self.svc.metrics.registry
         self.assertEqual(reg.get_sample_value("extrusion_queue_actions_total",
                                               {"verb": "hold", "result": "ok"}), 1)

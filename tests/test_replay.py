@@ -82,6 +82,11 @@ def test_summary_table(
     assert "senders by state" in out and "top senders" in out
     top = out.split("top senders", 1)[1].splitlines()[2]
     assert truth.bots[0] in top and "too many delivery failures" in top
+    # Customers that stayed ok are listed by score but with no reason line of their own.
+    table = out.split("top senders", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    quiet = [line for line in table if line.split()[1:3] == ["ok", "ok"]]
+    assert all(line.split()[-1] == key for line in quiet
+               for key in [line.split()[3]]), quiet
     assert "0 skipped as unreadable" in out
     assert "\r" not in err  # no progress line when stderr is not a terminal
 

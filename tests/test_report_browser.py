@@ -156,3 +156,83 @@ def test_a_big_scatter_is_embedded_as_a_bitmap_the_policy_allows(
     assert console == []  # in particular, no Content-Security-Policy refusal
     assert re.search(r'<figure class="plot spamminess"><svg\b.*?<image\b[^>]*data:image/png',
                      dom, re.S)
+
+
+# --- what confused an abuse desk, as the browser lays it out -----------------------------
+
+# Counts the lines each sender key's text is laid out on (a range's boxes, by their top:
+# a table cell alone is one box however its text wraps); a copy of the
+# page without its policy runs it, the page itself stays scriptless.
+MEASURE = """<script>
+const lines = [...document.querySelectorAll('.key')].map(e => {
+  const range = document.createRange();
+  range.selectNodeContents(e);
+  return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+});
+document.body.setAttribute('data-key-lines', lines.join(','));
+</script>"""
+NARROW = 520  # px: narrower than an IPv6 key in the summary table's first column
+
+
+def abuse_desk_pages(tmp: Path) -> tuple[Path, Path]:
+    """The full report and the bot's own page, read from a real SQLite store."""
+    from extrusion.scoring.store import Store
+
+    from .test_report_abuse_desk import BOT, report, write
+
+    store = Store(f"sqlite:///{tmp / 'extrusion.db'}")
+    try:
+        write(store)
+        full, one = report(store), report(store, sender=BOT)
+    finally:
+        store.close()
+    pages = tmp / "full.html", tmp / "bot.html"
+    pages[0].write_text(render_html(full), encoding="utf-8")
+    pages[1].write_text(render_html(one), encoding="utf-8")
+    return pages
+
+
+def test_abuse_desk_fixes_are_on_the_rendered_page(chromium: str, tmp_path: Path) -> None:
+    from .test_report_abuse_desk import BOT, HOLD_NOTE
+
+    full, one = abuse_desk_pages(tmp_path)
+    dom, console = dump_dom(chromium, full, tmp_path)
+    assert console == []
+    assert "2 flagged senders (0 look like viruses)" in dom
+    assert "halve every hour without new evidence" in dom
+    assert "(worst held)" in dom
+    assert "Operator action: pinned to held by alice: customer asked: ticket 4711" in dom
+    assert "looks like operator's decision" in dom
+    assert HOLD_NOTE in dom  # the audit note whole, to its last words
+    assert "+0.0" not in dom and "spam_verdicts" not in dom
+
+    dom, console = dump_dom(chromium, one, tmp_path)
+    assert console == []
+    assert "1 flagged sender (0 look like viruses)" in dom and "flagged senders" not in dom
+    spamminess = re.search(r'<figure class="plot spamminess">(.*?)</figure>', dom, re.S)
+    assert spamminess is not None
+    assert "no activity in this period" not in spamminess.group(1)
+    assert "hours active" in spamminess.group(1)  # axes drawn: there were points to plot
+    assert BOT in dom
+
+    # Screenshots to look at; the page itself, as an operator opens it.
+    for page in (full, one):
+        shot, console = screenshot(chromium, page, tmp_path)
+        assert console == []
+        assert count_inked(pixels(shot)) > 10_000
+
+
+def test_ipv6_keys_are_not_wrapped_mid_address(chromium: str, tmp_path: Path) -> None:
+    full, _ = abuse_desk_pages(tmp_path)
+    measured = tmp_path / "measured.html"
+    html = full.read_text(encoding="utf-8")
+    html = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html)
+    measured.write_text(html.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
+    dom, console = run_chromium(chromium, measured, tmp_path / "profile-measure",
+                                "--dump-dom", f"--window-size={NARROW},1200")
+    assert console == []
+    found = re.search(r'data-key-lines="([\d,]*)"', dom)
+    assert found is not None, "the measuring script did not run"
+    lines = [int(n) for n in found.group(1).split(",")]
+    # Every key: in the summary table and in its section heading; each on one line.
+    assert len(lines) == 4 and lines == [1] * len(lines), lines

@@ -236,7 +236,9 @@ def test_filters_by_state_and_sender(store: Store) -> None:
     held = load_report(store, query(state=State.HELD), generated_at=UNTIL)
     assert [s.key for s in held.senders] == [BOT] and held.misconfigured == ()
     one = load_report(store, query(sender=QUIET), generated_at=UNTIL)
-    assert [s.key for s in one.senders] == [QUIET] and one.activity == ()
+    # A one-sender page plots that sender's activity alone.
+    assert [s.key for s in one.senders] == [QUIET]
+    assert [(a.key, a.messages) for a in one.activity] == [(QUIET, 9)]
     with pytest.raises(ReportError, match=re.escape("no sender 'ip:203.0.113.250' in the store")):
         load_report(store, query(sender="ip:203.0.113.250"))
 

@@ -137,7 +137,7 @@ def test_senders_with_more_messages_than_listed_say_how_many_are_not_shown() -> 
 SENDER_KEYS = [
     "sender", "customer", "state", "score", "category", "first_seen", "last_seen", "detected_at",
     "counts", "reasons", "findings", "state_changes", "failures_per_hour", "messages",
-    "messages_omitted",
+    "messages_omitted", "worst_state", "worst_state_at", "pin",
 ]
 MESSAGE_KEYS = [
     "time", "queue_id", "mta", "client_addr", "envelope_from", "size", "helo", "helo_suspect",
@@ -149,7 +149,7 @@ def test_json_has_stable_keys_in_a_stable_order() -> None:
     doc = json.loads(render_json(sample.classic_scenario()))
     assert list(doc) == [
         "version", "generated_at", "since", "until", "source", "senders", "misconfigured",
-        "activity",
+        "activity", "half_life_seconds",
     ]
     assert doc["version"] == SCHEMA_VERSION
     bot = doc["senders"][0]
@@ -158,7 +158,7 @@ def test_json_has_stable_keys_in_a_stable_order() -> None:
     assert list(bot["messages"][0]["recipients"][0]) == [
         "address", "outcome", "status", "dsn", "reply", "time",
     ]
-    assert list(bot["findings"][0]) == ["kind", "score", "summary", "evidence"]
+    assert list(bot["findings"][0]) == ["kind", "score", "summary", "evidence", "weighs"]
     assert list(bot["counts"]) == ["messages", "recipients", "delivered", "failed", "pending"]
     assert list(doc["activity"][0]) == [
         "sender", "state", "messages", "recipients", "failed", "spamminess", "hours_active",

@@ -72,7 +72,10 @@ def final_states(result: ReplayResult, store: Any, half_life: float, end: float)
         result.senders[row.key] = SenderResult(
             state=state, score=score,
             peak=peak.new if peak is not None and peak.new.rank > state.rank else state,
-            reason=peak.reason if peak is not None else _top_finding(row.findings),
+            # A sender that never left ok has no reason: one bounce is not "too many
+            # delivery failures".
+            reason=peak.reason if peak is not None
+            else "" if state is State.OK else _top_finding(row.findings),
         )
 
 

@@ -38,6 +38,11 @@ _QUEUE_ID_RE = re.compile(r"[0-9A-Za-z]{5,32}")
 
 #: Seconds postsuper may take before we give up on it (it normally takes milliseconds).
 POSTSUPER_TIMEOUT = 60.0
+# Characters of postsuper's words kept in the audit note (the store keeps 4096).
+DETAIL_CHARS = 1000
+# postsuper's line per message; the queue ids are in the entry's evidence already, and
+# a few dozen of these once pushed the summary ("Placed on hold: 7 messages") out of the note.
+_PER_MESSAGE = re.compile(r"^postsuper: [0-9A-Za-z]{5,32}: (?:placed on hold|released from hold)$")
 
 #: Queue ids of messages held by our own HOLD answers, remembered for their release.
 MAX_REMEMBERED_HELD = 100_000
@@ -180,9 +185,7 @@ class QueueActions:
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, f"{argv[0]}: {exc}"
-        # postsuper reports "Placed on hold: N messages" / "Released from hold: N messages".
-        detail = " ".join(proc.stderr.split())[:300] or f"exit status {proc.returncode}"
-        return proc.returncode == 0, detail
+        return proc.returncode == 0, postsuper_detail(proc.stderr, proc.returncode)
 
     def _record(self, action: QueueAction, engine: Any) -> None:
         """Metrics, the audit log line, and an entry in the store's audit trail."""
@@ -203,6 +206,21 @@ class QueueActions:
                 log.error("could not write the queue action to the audit trail: %s", exc)
         if self.audit is not None:
             self.audit(action)
+
+
+def postsuper_detail(stderr: str, returncode: int) -> str:
+    """postsuper's words for the audit note: its summary ("Placed on hold: N messages" /
+    "Released from hold: N messages") and any warning, whole; its line per message left out."""
+    lines = [" ".join(line.split()) for line in stderr.splitlines()]
+    kept = [line for line in lines if line and not _PER_MESSAGE.match(line)]
+    if not kept:
+        return f"exit status {returncode}"
+    detail = "; ".join(kept)
+    if len(detail) > DETAIL_CHARS:
+        # The last line is the summary: keep it whole, cut what comes before.
+        last = kept[-1][-DETAIL_CHARS // 2:]
+        detail = detail[: DETAIL_CHARS - len(last) - 3] + " … " + last
+    return detail
 
 
 def audit_entry(action: QueueAction) -> StateChange:

@@ -56,6 +56,8 @@ def finding_dict(f: Finding) -> dict[str, Any]:
         "score": _round(f.score),
         "summary": f.summary,
         "evidence": dict(f.evidence),
+        # False: a fact that added nothing to the score (its "score" is 0).
+        "weighs": f.weighs,
     }
 
 
@@ -96,6 +98,13 @@ def sender_dict(s: SenderReport) -> dict[str, Any]:
         ],
         "messages": [message_dict(m) for m in s.messages],
         "messages_omitted": s.messages_omitted,
+        "worst_state": str(s.worst),
+        "worst_state_at": iso(s.worst_at),
+        # An operator's decision, apart from the evidence ("category" is "operator"
+        # when nothing else weighs).
+        "pin": None if s.pin is None else {
+            "state": s.pin.state, "by": s.pin.by, "reason": s.pin.reason,
+        },
     }
 
 
@@ -122,6 +131,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "senders": [sender_dict(s) for s in report.senders],
         "misconfigured": [sender_dict(s) for s in report.misconfigured],
         "activity": [activity_dict(a) for a in report.activity],
+        # Scores are decayed to "until" with this half-life; finding scores are not.
+        "half_life_seconds": report.half_life,
     }
 
 

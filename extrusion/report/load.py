@@ -25,6 +25,7 @@ from extrusion.report.model import (
     Delivery,
     HourBucket,
     MessageRecord,
+    Pin,
     RecipientLine,
     Report,
     SenderActivity,
@@ -42,6 +43,7 @@ from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.helo import helo_anomalies
 from extrusion.scoring.rows import SenderRow
 from extrusion.scoring.store import Store, StoreError
+from extrusion.scoring.sync import ENGINE
 
 QUEUED = "queued"  # the row the engine writes for each recipient at submission
 CUSTOMER_PREFIX = "customer:"
@@ -161,12 +163,15 @@ def sender_report(store: Store, row: SenderRow, changes: Sequence[StateChange], 
         first_seen=row.first_seen,
         last_seen=row.last_seen,
         counts=_counts(totals),
-        category=words.category(row.findings or {}, flagged=state in FLAGGED_STATES),
+        category=words.category(row.findings or {}, flagged=state in FLAGGED_STATES,
+                                pinned=bool(row.pinned)),
         customer=_customer(row.key),
         reasons=words.reasons(
-            found, row.pinned, row.pinned_by, row.pinned_reason,
-            [ch.reason for ch in changes if ch.new in FLAGGED_STATES],
+            # The engine's own reasons only: an operator's change is their action (`pin`).
+            found, state,
+            [ch.reason for ch in changes if ch.new in FLAGGED_STATES and ch.who == ENGINE],
         ),
+        pin=Pin(row.pinned, row.pinned_by or "", row.pinned_reason or "") if row.pinned else None,
         findings=found,
         messages=messages,
         changes=tuple(_change_record(ch) for ch in changes),
@@ -219,7 +224,8 @@ def _activity(rows: dict[str, SenderRow], all_totals: dict[str, SenderTotals],
         row = rows.get(key)
         out.append(SenderActivity(
             key, State(row.state) if row is not None else State.OK, t.messages,
-            max(t.recipients, t.failed), t.failed, t.hours, t.blocks, categories.get(key),
+            max(t.recipients, t.failed + t.delivered), t.failed, t.hours, t.blocks,
+            categories.get(key),
         ))
     return tuple(out)
 
@@ -234,6 +240,10 @@ def load_report(store: Store, q: Query, *, source: str = "",
     everyone = with_activity and q.sender is None
     all_totals = queries.totals(store, q.since, q.until, None if everyone else keys,
                                 per_hour_for=keys)
+    if q.sender is not None:
+        # One sender's page plots that sender alone: without it the scatter read
+        # "no activity" beside a sender with 120 messages.
+        all_rows = {row.key: row for row in chosen}
     flagged: list[SenderReport] = []
     misconfigured: list[SenderReport] = []
     for row in chosen:
@@ -249,8 +259,9 @@ def load_report(store: Store, q: Query, *, source: str = "",
         since=q.since,
         senders=tuple(flagged),
         misconfigured=tuple(misconfigured),
-        activity=_activity(all_rows, all_totals, cats) if everyone else (),
+        activity=_activity(all_rows, all_totals, cats) if with_activity else (),
         source=source,
+        half_life=q.half_life,
     )
 
 
@@ -265,7 +276,8 @@ def report_for_senders(store: Store, keys: Sequence[str], q: Query) -> Report:
                       all_totals.get(row.key, SenderTotals()))
         for row in rows
     )
-    return Report(generated_at=time.time(), until=q.until, since=q.since, senders=senders)
+    return Report(generated_at=time.time(), until=q.until, since=q.since, senders=senders,
+                  half_life=q.half_life)
 
 
 def notification_builder(store: Store, *, half_life: float = 3600.0,

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from extrusion.report.clean import clean, clean_evidence
 from extrusion.scoring.events import State
+from extrusion.scoring.schema import TEXT_LEN
 
 
 class Delivery(StrEnum):
@@ -31,6 +32,8 @@ class Category(StrEnum):
     SPAM = "spam"
     VIRUS = "virus"
     MISCONFIGURED = "misconfigured"  # a rejection daemon: auto-replies without <>
+    # An operator pinned the sender and no evidence weighs: the state is their decision.
+    OPERATOR = "operator"
 
 
 # States at or above this rank are "flagged": they get a full section in the report.
@@ -97,6 +100,11 @@ class Finding:
         assert isinstance(cleaned, dict)
         _set(self, "evidence", types.MappingProxyType(cleaned))
 
+    @property
+    def weighs(self) -> bool:
+        """Whether it added to the score; one that did not is a fact, shown without a weight."""
+        return self.score > 0.0
+
 
 @dataclass(frozen=True, slots=True)
 class Counts:
@@ -119,8 +127,30 @@ class StateChangeRecord:
     who: str = "engine"
 
     def __post_init__(self) -> None:
-        _set(self, "reason", clean(self.reason))
+        # Audit notes are ours (the engine's, an operator's, postsuper's summary) and the
+        # store already bounds them: shown whole, only escaped.
+        _set(self, "reason", clean(self.reason, TEXT_LEN))
         _set(self, "who", clean(self.who))
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """An operator's pin (`extrusion hold|block|allow`): a decision, not evidence."""
+
+    state: str  # what the pin holds the sender to: ok, held, blocked
+    by: str = ""
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _set(self, "state", clean(self.state))
+        _set(self, "by", clean(self.by))
+        _set(self, "reason", clean(self.reason, TEXT_LEN))
+
+    @property
+    def words(self) -> str:
+        who = f" by {self.by}" if self.by else ""
+        why = f": {self.reason}" if self.reason else ""
+        return f"pinned to {self.state}{who}{why}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +183,32 @@ class SenderReport:
     messages: tuple[MessageRecord, ...] = ()
     changes: tuple[StateChangeRecord, ...] = ()
     hourly: tuple[HourBucket, ...] = ()
+    pin: Pin | None = None
 
     def __post_init__(self) -> None:
         _set(self, "key", clean(self.key))
         _set(self, "customer", clean(self.customer))
         _set(self, "reasons", tuple(clean(r) for r in self.reasons))
+
+    @property
+    def worst(self) -> State:
+        """The highest state the sender was in: now, or by the audit trail shown.
+
+        A bot released (or decayed back to ok) is still listed for what it did;
+        its current `ok, 0.0` alone would hide that."""
+        worst = self.state
+        for change in self.changes:
+            if change.new.rank > worst.rank:
+                worst = change.new
+        return worst
+
+    @property
+    def worst_at(self) -> float | None:
+        """When the sender first reached its worst state, if the trail shows it."""
+        for change in self.changes:
+            if change.new is self.worst and change.new.rank > change.old.rank:
+                return change.time
+        return None
 
     @property
     def detected_at(self) -> float | None:
@@ -205,6 +256,8 @@ class Report:
     misconfigured: tuple[SenderReport, ...] = ()
     activity: tuple[SenderActivity, ...] = ()
     source: str = ""  # where the data came from (a store URL without password, "replay")
+    # [scoring] half_life_seconds the scores were decayed with (None: not known, not said).
+    half_life: float | None = None
 
     def __post_init__(self) -> None:
         _set(self, "source", clean(self.source))

@@ -31,6 +31,7 @@ SPAM_COLOUR = "black"
 VIRUS_COLOUR = "#d62728"  # red
 MISCONFIGURED_COLOUR = "#1f77b4"  # blue
 QUIET_COLOUR = "#b0b0b0"
+OPERATOR_COLOUR = "#9467bd"  # purple: pinned by an operator, no weighty evidence
 DELIVERED_COLOUR = "#c7c7c7"
 
 HOUR = 3600
@@ -54,6 +55,7 @@ _CATEGORY_COLOUR = {
     Category.SPAM: SPAM_COLOUR,
     Category.VIRUS: VIRUS_COLOUR,
     Category.MISCONFIGURED: MISCONFIGURED_COLOUR,
+    Category.OPERATOR: OPERATOR_COLOUR,
 }
 
 
@@ -112,7 +114,9 @@ def detections_svg(report: Report, tz: tzinfo = UTC) -> str:
     detected = [
         (t, s.category)
         for s in (*report.senders, *report.misconfigured)
-        if (t := s.detected_at) is not None and s.category is not Category.MISCONFIGURED
+        # A pin is an operator's decision, not a detection.
+        if (t := s.detected_at) is not None
+        and s.category not in (Category.MISCONFIGURED, Category.OPERATOR)
     ]
     ax.set_title("Detection of spam (black) and viruses (red)")
     if not detected:
@@ -200,10 +204,13 @@ def spamminess_svg(activity: Sequence[SenderActivity]) -> str:
             ("virus", VIRUS_COLOUR),
             ("misconfigured", MISCONFIGURED_COLOUR),
             ("not flagged", QUIET_COLOUR),
+            *((("operator's decision", OPERATOR_COLOUR),)
+              if any(a.category is Category.OPERATOR for a in points) else ()),
         )
     ]
     _legend(ax, legend)
     ax.set_xlabel("hours active")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # whole hours, also for one sender
     ax.set_ylabel("share of recipients failed")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlim(left=0)

@@ -213,6 +213,7 @@ def classic_scenario() -> Report:
         misconfigured=(daemon,),
         activity=activity,
         source="sample",
+        half_life=3600.0,
     )
 
 

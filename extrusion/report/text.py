@@ -84,10 +84,48 @@ def _evidence(finding: Finding) -> str:
     return "; ".join(parts)
 
 
+def plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def decay_words(half_life: float | None) -> str:
+    """How to read a score beside its evidence: the score decays, the weights do not."""
+    if half_life is None:
+        return ""
+    if half_life <= 0:
+        return "Scores do not decay ([scoring] half_life_seconds = 0)."
+    return (
+        f"Scores are as of the end of the period and halve every {duration(half_life)} "
+        "without new evidence ([scoring] half_life_seconds); evidence weights are as "
+        "added at the time."
+    )
+
+
+def duration(seconds: float) -> str:
+    """A half-life in the unit an operator would say it in."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return unit if n == 1 else f"{n} {unit}s"
+    return f"{seconds:,.0f} seconds"
+
+
+def state_words(s: SenderReport) -> str:
+    """`state=ok worst=throttled`: a released bot still shows what it reached."""
+    worst = s.worst
+    return f"state={s.state}" + (f" worst={worst}" if worst is not s.state else "")
+
+
+def finding_line(f: Finding) -> str:
+    """A finding as data: its weight when it added one, else a fact without a number."""
+    weight = f" +{f.score:.1f}" if f.weighs else ""
+    return f"  - {f.kind}{weight}: {_evidence(f)}".rstrip(": ")
+
+
 def header_line(s: SenderReport, tz: tzinfo = UTC) -> str:
     c = s.counts
     return (
-        f"=== {s.key} customer={s.customer or '-'} state={s.state} score={s.score:.1f} "
+        f"=== {s.key} customer={s.customer or '-'} {state_words(s)} score={s.score:.1f} "
         f"first={classic(s.first_seen, tz)} last={classic(s.last_seen, tz)} "
         f"messages={c.messages} recipients={c.recipients} failed={c.failed} "
         f"delivered={c.delivered} pending={c.pending}"
@@ -99,16 +137,17 @@ def sender_lines(
 ) -> list[str]:
     """A sender's whole section: header, reasons, findings, audit trail, messages."""
     lines = [header_line(s, tz)]
-    if s.category is not Category.SPAM:
+    if s.category not in (Category.SPAM, Category.OPERATOR):
         lines.append(f"Looks like: {s.category}")
+    if s.pin is not None:
+        lines.append(f"Operator action: {s.pin.words}")
     if s.reasons:
         lines.append("Reasons:")
         lines.extend(f"  - {reason}" for reason in s.reasons)
     if s.findings:
         # The sentences are the reasons above; this is the data behind them.
-        lines.append("Evidence:")
-        lines.extend(f"  - {f.kind} +{f.score:.1f}: {_evidence(f)}".rstrip(": ")
-                     for f in s.findings)
+        lines.append("Evidence (weights as added at the time, before decay):")
+        lines.extend(finding_line(f) for f in s.findings)
     if s.changes:
         lines.append("State changes:")
         lines.extend(
@@ -141,14 +180,15 @@ def render_text(
     """The whole report as text (ends with a newline)."""
     since = classic(report.since, tz) if report.since is not None else "the beginning"
     lines = [
-        f"extrusion report: {len(report.senders)} flagged "
-        f"sender{'' if len(report.senders) == 1 else 's'}, "
+        f"extrusion report: {plural(len(report.senders), 'flagged sender', 'flagged senders')}, "
         f"{len(report.misconfigured)} misconfigured",
         f"from {since} to {classic(report.until, tz)} ({zone_label(tz, report.until)}), "
         f"generated {classic(report.generated_at, tz)}",
     ]
     if report.source:
         lines.append(f"source: {report.source}")
+    if decay := decay_words(report.half_life):
+        lines.append(decay)
     if not report.senders and not report.misconfigured:
         lines += ["", "No flagged or misconfigured senders in this period."]
     if report.senders:

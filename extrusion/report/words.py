@@ -14,6 +14,7 @@ from typing import Any
 
 from extrusion.report.model import Category, Finding
 from extrusion.report.times import iso
+from extrusion.scoring.events import State
 
 # Finding kinds as the engine names them (extrusion.scoring.judge).
 FAILED = "failed_recipients"
@@ -29,6 +30,9 @@ OWN_NETWORK = "own_network_inbound"
 REFUSED = "throttled_refusals"
 
 VIRUS_KINDS = frozenset({HELO, VIRUS_REJECTIONS})
+# Kinds that say something even when they added nothing to the score (the trigger fired
+# on a score already above it; a rejection daemon; list failures set aside).
+FACT_KINDS = frozenset({TRIGGER, MISCONFIGURED, DISCOUNTED, LISTS})
 
 # Bookkeeping fields of a stored finding that the evidence column need not repeat.
 _BOOKKEEPING = ("weight",)
@@ -92,14 +96,22 @@ def summary(kind: str, f: Mapping[str, Any]) -> str:
     return f"{kind.replace('_', ' ')}: {_n(f)}{eg}"
 
 
+def _noise(kind: str, f: Mapping[str, Any], score: float) -> bool:
+    """A finding that added nothing, names nothing and is no fact in itself (a row like
+    `failed_recipients +0.0 count=214 examples=` only makes a desk wonder)."""
+    return score <= 0.0 and not f.get("examples") and kind not in FACT_KINDS
+
+
 def findings(stored: Mapping[str, Any]) -> tuple[Finding, ...]:
-    """The stored findings as report findings, heaviest first."""
+    """The stored findings as report findings, heaviest first; noise left out."""
     out = []
     for kind, f in stored.items():
         if not isinstance(f, Mapping):
             f = {"value": f}
         weight = f.get("weight", 0.0)
         score = float(weight) if isinstance(weight, int | float) else 0.0
+        if _noise(str(kind), f, score):
+            continue
         evidence = {
             k: iso(v) if k in _TIMES and isinstance(v, int | float) else v
             for k, v in f.items()
@@ -115,28 +127,31 @@ def is_rejection_daemon(stored: Mapping[str, Any]) -> bool:
     return isinstance(f, Mapping) and bool(f.get("rejection_daemon"))
 
 
-def category(stored: Mapping[str, Any], flagged: bool) -> Category:
+def category(stored: Mapping[str, Any], flagged: bool, pinned: bool = False) -> Category:
     """Virus evidence wins (a worm fails a lot too); a rejection daemon that nothing
-    else flagged is misconfigured; everything else flagged is spam."""
+    else flagged is misconfigured; a pinned sender without weighty evidence is the
+    operator's decision, not spam; everything else flagged is spam."""
     weighty = {k for k, f in stored.items() if isinstance(f, Mapping) and f.get("weight", 0)}
     if weighty & VIRUS_KINDS:
         return Category.VIRUS
     if not flagged and is_rejection_daemon(stored):
         return Category.MISCONFIGURED
+    if pinned and not weighty:
+        return Category.OPERATOR
     return Category.SPAM
 
 
-def reasons(found: tuple[Finding, ...], pinned: str | None = None, pinned_by: str | None = None,
-            pinned_reason: str | None = None, changes: Sequence[str] = ()) -> tuple[str, ...]:
-    """The reasons a person reads first: an operator's pin, then what weighed, else
-    the reason of the latest flagging state change (`changes`, oldest first)."""
-    out = []
-    if pinned:
-        who = f" by {pinned_by}" if pinned_by else ""
-        why = f": {pinned_reason}" if pinned_reason else ""
-        out.append(f"pinned to {pinned}{who}{why}")
-    out += [f.summary for f in found if f.score > 0 or f.kind in (TRIGGER, MISCONFIGURED)]
+def reasons(found: tuple[Finding, ...], state: State,
+            changes: Sequence[str] = ()) -> tuple[str, ...]:
+    """Why the sender is in its state: what weighed, else the reason of the latest
+    flagging state change (`changes`, oldest first). A sender in `ok` has none but the
+    rejection daemon it is listed for: one bounce is not "too many delivery failures",
+    and its worst state and audit trail say what it did before. An operator's pin is an
+    action, shown apart (`Pin`)."""
+    if state is State.OK:
+        return tuple(f.summary for f in found if f.kind == MISCONFIGURED)
+    out = [f.summary for f in found if f.weighs or f.kind in (TRIGGER, MISCONFIGURED)]
     if not out and changes:
-        # Nothing weighs now (released, or the evidence decayed): say why it was flagged.
+        # Nothing weighs now (the evidence decayed): say why it was flagged.
         out.append(changes[-1])
     return tuple(out)
