@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet import task
 
 from extrusion.maillog import exim, postfix, sendmail
 from extrusion.maillog.feed import EXAMPLE_CHARS, FeedStats, LogFeed
@@ -236,7 +237,7 @@ def test_the_file_feed_reads_past_the_wedge_line_and_checkpoints(
         "source": "file", "path": str(log), "start_at": "beginning", "format": "sendmail",
         "timezone": "UTC"})
     engine = Engine(cfg, Store(store_url), time.time, own_store=True)
-    svc = FileFeedService(cfg, engines=None, reactor=None, metrics=Metrics())  # type: ignore[arg-type]
+    svc = FileFeedService(cfg, engines=None, reactor=task.Clock(), metrics=Metrics())  # type: ignore[arg-type]
     try:
         assert svc._poll(engine) == 23
         assert svc._poll(engine) == 0  # nothing read twice: the bug re-counted every second
