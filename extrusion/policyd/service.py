@@ -1,10 +1,11 @@
 """`makeService(config)`: the policy daemon as one Twisted MultiService.
 
-Children: the engine owner, the policy delegation server, the operator API
-and the live log feed, each only when enabled. Stopping is ordered (stop
-listening, drain policy connections, stop the feed, finish queue actions,
-close the engine) so that a SIGTERM loses no answer and no event. `reload()`
-applies a new config without dropping a connection.
+Children: the engine owner, the policy delegation server, the operator API,
+the live log feed and the flow-record follower ([flows]), each only when
+enabled. Stopping is ordered (stop listening, drain policy connections, stop
+the feeds, finish queue actions, close the engine) so that a SIGTERM loses no
+answer and no event. `reload()` applies a new config without dropping a
+connection.
 """
 
 from __future__ import annotations
@@ -147,6 +148,12 @@ class PolicydService(MultiService):
         self.feed = make_feed_service(config, self.engines, reactor, self.metrics)
         if self.feed is not None:
             self._attach(self.feed)
+        self.flows: Any = None
+        if config.flows.enabled:
+            from extrusion.flows.service import FlowFeedService
+
+            self.flows = FlowFeedService(config, self.engines, reactor)
+            self._attach(self.flows)
 
     def _attach(self, child: Any) -> None:
         child.setServiceParent(self)
@@ -265,6 +272,8 @@ class PolicydService(MultiService):
                     timeout.cancel()
         if self.feed is not None:
             yield defer.maybeDeferred(self.feed.stopService)
+        if self.flows is not None:
+            yield defer.maybeDeferred(self.flows.stopService)
         if self.queue is not None and self.queue.pending:
             yield defer.DeferredList(list(self.queue.pending))
         yield self.engines.stopService()
