@@ -4,6 +4,7 @@ test's directory and a one-second purge), fed sFlow v5 datagrams the tests build
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -76,15 +77,11 @@ class Sfacctd:
         if self.proc is None:
             return
         self.proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            # Whatever is left of the session started above (the plugin, a slow core).
+        # Whatever is left of the session started above (the plugin, a slow core).
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(5)
 
     def send(self, samples: Sequence[Sample], rate: int) -> None:
