@@ -27,6 +27,9 @@ class FlowFeedService(Service):
         self.follower: Any = None
         self._loop: task.LoopingCall | None = None
         self._loop_done: defer.Deferred[Any] | None = None
+        #: Fires after the first poll with an engine: from then on the follower is
+        #: positioned and no record written later can be missed.
+        self.ready: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -40,9 +43,15 @@ class FlowFeedService(Service):
         engine = self.engines.engine
         if engine is None:
             return None
-        return threads.deferToThreadPool(
+        d = threads.deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(), self._poll, engine
         ).addErrback(self._failed)
+        return d.addBoth(self._first_poll_done)
+
+    def _first_poll_done(self, result: Any) -> Any:
+        if not self.ready.called:
+            self.ready.callback(None)
+        return result
 
     def _poll(self, engine: Any) -> int:
         """Worker thread."""

@@ -174,10 +174,11 @@ class PolicydService(MultiService):
     def _feed_ready(self, _: Any) -> Any:
         # The log follower positions itself once the engine is open; without an
         # engine there is nothing to wait for (it follows as soon as there is one).
-        ready = getattr(self.feed, "ready", None)
-        if ready is None or self.engines.engine is None:
+        if self.engines.engine is None:
             return None
-        return ready
+        waits = [r for r in (getattr(self.feed, "ready", None),
+                             getattr(self.flows, "ready", None)) if r is not None]
+        return defer.gatherResults(waits, consumeErrors=True) if waits else None
 
     def health(self) -> dict[str, Any]:
         engine_ok = self.engines.engine is not None
