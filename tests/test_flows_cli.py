@@ -18,7 +18,7 @@ BOT = "10.1.2.3"
 def write_day(path: Path) -> None:
     senders = [Sender(BOT, per_hour=1000), Sender("10.9.9.9", per_hour=4, mx_pool=1)]
     lines = list(pmacct_records(sampled(senders, 2000, T0, 24, seed=3), 2000))
-    path.write_text("\n".join(lines[:5] + ["{broken"] + lines[5:]) + "\n")
+    path.write_text("\n".join([*lines[:5], "{broken", *lines[5:]]) + "\n")
 
 
 @pytest.fixture
