@@ -55,6 +55,11 @@ def test_a_pmacct_record_is_read_with_its_time_and_sampling_rate() -> None:
     assert r.time == 1796509426.0  # stamp_updated, given as text by pmacct
 
 
+def test_addresses_are_canonical_as_sender_keys_are() -> None:
+    assert parse(line(ip_src="::ffff:10.1.2.3")).src == BOT
+    assert parse(line(ip_dst="2001:DB8::0:1")).dst == "2001:db8::1"
+
+
 def test_pmacct_text_times_are_utc() -> None:
     r = parse(line(stamp_updated=None, stamp_inserted="2026-12-05 22:00:00"))
     assert r.time == 1796508000.0
@@ -65,6 +70,7 @@ def test_pmacct_text_times_are_utc() -> None:
     ("[1, 2]", "not a JSON object"),
     (line(ip_src=None), "no ip_src"),
     (line(ip_dst="mx.example"), "is not an IP address"),
+    (line(ip_src="010.1.2.3"), "is not an IP address"),
     (line(port_dst=70000), "port_dst 70000 is out of range"),
     (line(packets="many"), "packets is missing or not an integer"),
     (line(packets=-1), "out of range"),

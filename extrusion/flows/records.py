@@ -13,11 +13,13 @@ line saying why.
 from __future__ import annotations
 
 import calendar
-import ipaddress
 import json
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from extrusion.scoring.keys import ip_of
 
 SMTP_PORT = 25
 IPPROTO_TCP = 6
@@ -69,10 +71,18 @@ def _address(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str):
         raise BadRecord(f"no {name} (aggregate on src_host and dst_host)")
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise BadRecord(f"{name} {value[:60]!r} is not an IP address") from None
+    if ":" not in value:
+        # inet_pton takes only the canonical dotted quad (no leading zeros, four parts),
+        # at a tenth of the cost of ipaddress: two addresses in every record.
+        try:
+            socket.inet_pton(socket.AF_INET, value)
+            return value
+        except OSError:
+            pass
+    ip = ip_of(value)  # canonical IPv6, IPv4-mapped folded, as every sender key is
+    if ip is None:
+        raise BadRecord(f"{name} {value[:60]!r} is not an IP address")
+    return str(ip)
 
 
 def _int(data: dict[str, Any], name: str, low: int, high: int) -> int:
