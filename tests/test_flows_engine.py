@@ -9,6 +9,8 @@ the operator's allow-list respected.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,23 @@ def test_a_released_sender_leaves_the_export(engine: Engine, store_url: str,
                                    "cleaned"))
     engine.flush()
     assert export.addresses(engine.store, make_config(store_url, tmp_path)) == []
+
+
+def test_nft_accepts_the_export_and_the_readme_rule(tmp_path: Path) -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("nft not installed (Debian package nftables)")
+    cfg = from_dict({})
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rule = readme.split("\n```\ntable inet extrusion {\n", 1)[1].split("```", 1)[0]
+    for name, text in (("export.nft", export.render(["10.1.2.3", "2001:db8::5"], cfg, "nft")),
+                       ("empty.nft", export.render([], cfg, "nft")),
+                       ("rule.nft", "table inet extrusion {\n" + rule)):
+        path = tmp_path / name
+        path.write_text(text)
+        # -c: check only; nothing is loaded into this machine's firewall.
+        done = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 0, (name, done.stderr)
 
 
 def test_export_file_is_replaced_only_when_it_changes(tmp_path: Path) -> None:
