@@ -72,6 +72,22 @@ def test_a_bot_sending_directly_is_throttled_then_held(engine: Engine) -> None:
     assert "active 3 hours of the 4 in its 1 four-hour block" in text
 
 
+def test_the_html_report_plots_the_hours_and_blocks(engine: Engine, store_url: str,
+                                                    tmp_path: Path) -> None:
+    from extrusion.report.command import run
+
+    for hour in range(3):
+        engine.direct_sending(evidence("10.1.2.3", hour))
+    engine.flush()
+    out = tmp_path / "report.html"
+    run(make_config(store_url, tmp_path), since="all", fmt="html", out=str(out),
+        clock=lambda: T0 + 4 * 3600)
+    page = out.read_text()
+    assert "Direct port-25 packets per hour: ip:10.1.2.3" in page
+    assert "four-hour block active" in page
+    assert "bypassing the smarthost" in page
+
+
 def test_a_customers_address_lands_on_the_customer(engine: Engine) -> None:
     engine.direct_sending(evidence("192.0.2.5", 0))
     engine.flush()
