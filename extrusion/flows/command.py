@@ -63,7 +63,7 @@ def follow(config_path: str | None, once: bool) -> None:
               help="Store URL (default: a throw-away SQLite file).")
 def replay(config_path: str | None, files: tuple[str, ...], as_json: bool,
            store_url: str | None) -> None:
-    """Run recorded flow records (pmacct JSON lines, .gz, - for stdin) through the engine."""
+    """Run recorded pmacct records (plain, gzip, bzip2, xz; - for stdin) through the engine."""
     from extrusion.flows.replay import replay as run
     from extrusion.maillog.replay_output import json_line
 
