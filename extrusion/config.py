@@ -449,8 +449,10 @@ class Flows:
     def __post_init__(self) -> None:
         if self.sampling_rate < 1:
             raise ValueError("sampling_rate must be at least 1")
-        if self.window_seconds < 3600:
-            raise ValueError("window_seconds must be at least 3600 (an hour)")
+        # At most a week: each source keeps a count per active hour of the window, and
+        # the finding carries them.
+        if not 3600 <= self.window_seconds <= 7 * 86400:
+            raise ValueError("window_seconds must be from 3600 (an hour) to 604800 (a week)")
         if self.min_destinations < 1 or self.min_networks < 1 or self.max_sources < 1:
             raise ValueError("min_destinations, min_networks and max_sources must be at least 1")
         if not re.fullmatch(r"(ip|ip6|inet|arp|bridge|netdev) [A-Za-z_][A-Za-z0-9_]*",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from extrusion.config import Config, from_dict
+from extrusion.config import Config, ConfigError, from_dict
 from extrusion.flows import analysis
 from extrusion.flows.analysis import FlowAnalysis
 from extrusion.flows.feed import FlowFeed
@@ -171,6 +171,19 @@ def test_destinations_older_than_the_window_no_longer_count() -> None:
     # Two hours later the nine are gone: one more destination is not ten.
     assert a.record(rec(dst=mx_address(99), t=T0 + 7200)) is None
     assert len(a.sources[BOT].dests) == 1
+
+
+@pytest.mark.parametrize(("flows", "why"), [
+    ({"window_seconds": 60}, "window_seconds must be from 3600"),
+    ({"window_seconds": 30 * 86400}, "window_seconds must be from 3600"),
+    ({"sampling_rate": 0}, "sampling_rate must be at least 1"),
+    ({"nft_set": "a b"}, "nft_set must be a plain name"),
+    ({"nft_table": "extrusion"}, "nft_table must be FAMILY NAME"),
+    ({"allow_customers": ["nobody"]}, "'nobody' is no customer"),
+])
+def test_flows_config_is_checked_at_start(flows: dict[str, Any], why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        config(**flows)
 
 
 def test_memory_is_bounded_by_max_sources() -> None:
