@@ -331,6 +331,15 @@ def db_upgrade(config_path: str | None) -> None:
     click.echo(said)
 
 
+def _add_flows() -> None:
+    from extrusion.flows.command import flows
+
+    cli.add_command(flows)
+
+
+_add_flows()
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status instead of exiting."""
     try:

@@ -355,6 +355,7 @@ class Weights:
     unauthenticated_from_sasl_address: float = 5.0
     envelope_domains: float = 10.0
     recipient_spread: float = 5.0
+    direct_to_mx: float = 25.0
 
 
 @dataclass(frozen=True)
@@ -424,6 +425,44 @@ class Override:
 
 
 @dataclass(frozen=True)
+class Flows:
+    """Port-25 flow records from the ISP's sFlow collector (pmacct's print plugin, JSON lines):
+    customers sending straight to the Internet (extrusion/flows/)."""
+
+    enabled: bool = False
+    path: str = "/var/lib/pmacct/port25.json"
+    start_at: Literal["end", "beginning"] = "end"
+    poll_seconds: float = 5.0
+    sampling_rate: int = 1
+    smarthosts: tuple[str, ...] = field(default=(), metadata=_check("networks"))
+    allow_networks: tuple[str, ...] = field(default=(), metadata=_check("networks"))
+    allow_customers: tuple[str, ...] = ()
+    window_seconds: float = 86400.0
+    min_destinations: int = 10
+    min_networks: int = 5
+    max_sources: int = 100000
+    export_path: str = ""
+    export_format: Literal["nft", "list"] = "nft"
+    nft_table: str = "inet extrusion"
+    nft_set: str = "direct_smtp"
+
+    def __post_init__(self) -> None:
+        if self.sampling_rate < 1:
+            raise ValueError("sampling_rate must be at least 1")
+        # At most a week: each source keeps a count per active hour of the window, and
+        # the finding carries them.
+        if not 3600 <= self.window_seconds <= 7 * 86400:
+            raise ValueError("window_seconds must be from 3600 (an hour) to 604800 (a week)")
+        if self.min_destinations < 1 or self.min_networks < 1 or self.max_sources < 1:
+            raise ValueError("min_destinations, min_networks and max_sources must be at least 1")
+        if not re.fullmatch(r"(ip|ip6|inet|arp|bridge|netdev) [A-Za-z_][A-Za-z0-9_]*",
+                            self.nft_table):
+            raise ValueError("nft_table must be FAMILY NAME, such as \"inet extrusion\"")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.nft_set):
+            raise ValueError("nft_set must be a plain name (letters, digits, _)")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole, validated configuration. `path` is where it was read from."""
 
@@ -438,6 +477,7 @@ class Config:
     scoring: Scoring = field(default_factory=Scoring)
     weights: Weights = field(default_factory=Weights)
     probation: Probation = field(default_factory=Probation)
+    flows: Flows = field(default_factory=Flows)
     limits: Mapping[str, Limits] = field(default_factory=_default_limits)
     customers: tuple[Customer, ...] = ()
     overrides: tuple[Override, ...] = ()
@@ -523,6 +563,10 @@ def _check_references(cfg: Config, path: str) -> None:
             raise ConfigError(path, f"overrides[{i}].limits", f"no [limits.{o.limits}] table")
         if (problem := override_problem(o.match, names)) is not None:
             raise ConfigError(path, f"overrides[{i}].match", problem)
+    for i, name in enumerate(cfg.flows.allow_customers):
+        if name not in names:
+            raise ConfigError(path, f"flows.allow_customers[{i}]",
+                              f"{name!r} is no customer in [[customers]]")
     s = cfg.scoring
     if not 0 < s.watch_score <= s.throttle_score <= s.hold_score:
         raise ConfigError(

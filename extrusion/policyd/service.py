@@ -1,10 +1,11 @@
 """`makeService(config)`: the policy daemon as one Twisted MultiService.
 
-Children: the engine owner, the policy delegation server, the operator API
-and the live log feed, each only when enabled. Stopping is ordered (stop
-listening, drain policy connections, stop the feed, finish queue actions,
-close the engine) so that a SIGTERM loses no answer and no event. `reload()`
-applies a new config without dropping a connection.
+Children: the engine owner, the policy delegation server, the operator API,
+the live log feed and the flow-record follower ([flows]), each only when
+enabled. Stopping is ordered (stop listening, drain policy connections, stop
+the feeds, finish queue actions, close the engine) so that a SIGTERM loses no
+answer and no event. `reload()` applies a new config without dropping a
+connection.
 """
 
 from __future__ import annotations
@@ -147,6 +148,12 @@ class PolicydService(MultiService):
         self.feed = make_feed_service(config, self.engines, reactor, self.metrics)
         if self.feed is not None:
             self._attach(self.feed)
+        self.flows: Any = None
+        if config.flows.enabled:
+            from extrusion.flows.service import FlowFeedService
+
+            self.flows = FlowFeedService(config, self.engines, reactor)
+            self._attach(self.flows)
 
     def _attach(self, child: Any) -> None:
         child.setServiceParent(self)
@@ -167,10 +174,11 @@ class PolicydService(MultiService):
     def _feed_ready(self, _: Any) -> Any:
         # The log follower positions itself once the engine is open; without an
         # engine there is nothing to wait for (it follows as soon as there is one).
-        ready = getattr(self.feed, "ready", None)
-        if ready is None or self.engines.engine is None:
+        if self.engines.engine is None:
             return None
-        return ready
+        waits = [r for r in (getattr(self.feed, "ready", None),
+                             getattr(self.flows, "ready", None)) if r is not None]
+        return defer.gatherResults(waits, consumeErrors=True) if waits else None
 
     def health(self) -> dict[str, Any]:
         engine_ok = self.engines.engine is not None
@@ -265,6 +273,8 @@ class PolicydService(MultiService):
                     timeout.cancel()
         if self.feed is not None:
             yield defer.maybeDeferred(self.feed.stopService)
+        if self.flows is not None:
+            yield defer.maybeDeferred(self.flows.stopService)
         if self.queue is not None and self.queue.pending:
             yield defer.DeferredList(list(self.queue.pending))
         yield self.engines.stopService()

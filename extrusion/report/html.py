@@ -209,7 +209,8 @@ def render_html(
         body.append("<h2>Flagged senders</h2>")
         body.append(_summary_table(report.senders, tz, "sender"))
         for i, s in enumerate(report.senders):
-            plot = plots.outbreak_svg(s, i, tz) if i in plotted else ""
+            plot = plots.outbreak_svg(s, i, tz) + plots.direct_svg(s, i, tz) if (
+                i in plotted) else ""
             body.append(_sender_section(s, f"sender-{i}", plot, tz, max_destinations))
     if report.misconfigured:
         body.append(f"<h2>{escape(MISCONFIGURED_TITLE)}</h2>")

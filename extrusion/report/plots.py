@@ -2,7 +2,9 @@
 
 - detections over time: spam (black) and viruses (red);
 - failures per hour for one sender around its outbreak;
-- spamminess against hours of activity, every sender in the window.
+- spamminess against hours of activity, every sender in the window;
+- direct port-25 packets per hour over the four-hour blocks active, for a
+  sender the flow records found sending straight to the Internet.
 
 Figures are built with the object API (no pyplot, no global figure state) and
 the SVG keeps text as text (`svg.fonttype = none`), never parses `$...$` as
@@ -45,6 +47,9 @@ OUTBREAK_MARGIN_HOURS = 12
 RASTER_POINTS = 2000
 TITLE_CHARS = 60
 FIGSIZE = (8.0, 3.2)
+# The finding flow records give, and the talk's blocks of the day (extrusion.flows).
+DIRECT_FINDING = "direct_to_mx"
+BLOCK_HOURS = 4
 
 _ID_REF = re.compile(r'(\bid="|href="#|url\(#)([^"\)]+)')
 _RC: dict[str, Any] = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 9}
@@ -215,3 +220,32 @@ def spamminess_svg(activity: Sequence[SenderActivity]) -> str:
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlim(left=0)
     return _to_svg(fig, "spamminess")
+
+
+def direct_svg(sender: SenderReport, index: int, tz: tzinfo = UTC) -> str:
+    """Direct port-25 packets per hour (sampled, scaled by the rate) over the four-hour
+    blocks it was active in, for a sender the flow records found ("" if they did not)."""
+    finding = next((f for f in sender.findings if f.kind == DIRECT_FINDING), None)
+    hourly = finding.evidence.get("hourly") if finding is not None else None
+    if not isinstance(hourly, list):
+        return ""
+    hours = [(int(h), int(p)) for h, p in (x for x in hourly if isinstance(x, list)
+                                           and len(x) == 2)]
+    if not hours:
+        return ""
+    fig, ax = _new_figure()
+    ax.set_title(f"Direct port-25 packets per hour: {_short(sender.key)}")
+    # The talk's measure: hours active against the four-hour blocks active.
+    for block in sorted({h // BLOCK_HOURS for h, _ in hours}):
+        lo, hi = _dates([block * BLOCK_HOURS * HOUR, (block + 1) * BLOCK_HOURS * HOUR])
+        ax.axvspan(lo, hi, color=QUIET_COLOUR, alpha=0.35, linewidth=0)
+    ax.bar(_dates([h * HOUR + HOUR / 2 for h, _ in hours]), [p for _, p in hours],
+           width=HOUR / DAY * 0.9, color=_CATEGORY_COLOUR[sender.category],
+           label="packets (estimated)")
+    ax.set_ylabel("packets per hour")
+    _legend(ax, [Line2D([], [], color=_CATEGORY_COLOUR[sender.category], linewidth=6,
+                        label="packets (estimated)"),
+                 Line2D([], [], color=QUIET_COLOUR, linewidth=6, alpha=0.5,
+                        label="four-hour block active")])
+    _date_axis(ax, tz)
+    return _to_svg(fig, f"direct-{index}")

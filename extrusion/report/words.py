@@ -28,6 +28,7 @@ HELO = "helo_anomalies"
 SPAM_VERDICTS = "spam_verdicts"
 OWN_NETWORK = "own_network_inbound"
 REFUSED = "throttled_refusals"
+DIRECT = "direct_to_mx"  # from sampled flow records (extrusion.flows)
 
 VIRUS_KINDS = frozenset({HELO, VIRUS_REJECTIONS})
 # Kinds that say something even when they added nothing to the score (the trigger fired
@@ -93,6 +94,8 @@ def summary(kind: str, f: Mapping[str, Any]) -> str:
             f"kept sending while throttled: {_plural(_n(f), 'new recipient', 'new recipients')}"
             f" refused with 451 4.7.1{eg}"
         )
+    if kind == DIRECT:
+        return direct_summary(f)
     return f"{kind.replace('_', ' ')}: {_n(f)}{eg}"
 
 
@@ -100,6 +103,24 @@ def _noise(kind: str, f: Mapping[str, Any], score: float) -> bool:
     """A finding that added nothing, names nothing and is no fact in itself (a row like
     `failed_recipients +0.0 count=214 examples=` only makes a desk wonder)."""
     return score <= 0.0 and not f.get("examples") and kind not in FACT_KINDS
+
+
+def direct_summary(f: Mapping[str, Any]) -> str:
+    """Flow records: port 25 straight to the Internet, with the talk's measure of how
+    steadily (hours active against the four-hour blocks it was active in)."""
+    hours, blocks = _n(f, "hours_active"), _n(f, "blocks_active")
+    hourly = f.get("hourly", [])
+    peak = max((int(p) for _h, p in hourly), default=0) if isinstance(hourly, list) else 0
+    srcs = ", ".join(str(s) for s in f.get("sources", [])[:3])
+    return (
+        f"sent mail directly to the Internet, bypassing the smarthost"
+        f"{f' from {srcs}' if srcs else ''}: "
+        f"{_plural(_n(f, 'destinations'), 'destination host', 'destination hosts')} in "
+        f"{_plural(_n(f, 'networks'), 'network', 'networks')} (sampled), active "
+        f"{_plural(hours, 'hour', 'hours')} of the {4 * blocks} in its "
+        f"{_plural(blocks, 'four-hour block', 'four-hour blocks')}, "
+        f"up to ~{peak:,} packets an hour"
+    )
 
 
 def findings(stored: Mapping[str, Any]) -> tuple[Finding, ...]:

@@ -18,6 +18,7 @@ from typing import Protocol
 from extrusion.scoring.events import (
     Connection,
     Decision,
+    FlowEvidence,
     OperatorAction,
     Outcome,
     Refused,
@@ -43,6 +44,10 @@ class EngineAPI(Protocol):
     def refused(self, event: Refused) -> None:
         """A recipient refused as rate limited, read from the log: evidence against a
         throttled sender (replay; live, `decide()` counts it as it answers)."""
+
+    def direct_sending(self, event: FlowEvidence) -> None:
+        """Flow records show a customer address sending port 25 straight to the Internet
+        (`[weights] direct_to_mx`, finding `direct_to_mx` on its sender key)."""
 
     def operator(self, event: OperatorAction) -> StateChange | None:
         """Apply an operator's allow/block/hold/release/monitor; audited.
@@ -131,6 +136,9 @@ class EngineSlot:
 
     def refused(self, event: Refused) -> None:
         self._engine().refused(event)
+
+    def direct_sending(self, event: FlowEvidence) -> None:
+        self._engine().direct_sending(event)
 
     def operator(self, event: OperatorAction) -> StateChange | None:
         return self._engine().operator(event)

@@ -32,6 +32,7 @@ PHRASES = {
     "envelope_domains": "many sender domains",
     "recipient_spread": "recipients spread over many domains",
     "probation": "new sending pattern on probation",
+    "direct_to_mx": "mail sent directly to the Internet, bypassing the smarthost",
 }
 DEFAULT_PHRASE = "suspicious sending pattern"
 # The text the policy server has Postfix log (an INFO action) for a message whose HELO is

@@ -26,6 +26,7 @@ from extrusion.scoring.events import (
     Action,
     Connection,
     Decision,
+    FlowEvidence,
     Headers,
     Notice,
     OperatorAction,
@@ -59,6 +60,8 @@ NO_HEADERS = Headers()  # what a message from the log carries: no headers to jud
 HOUSEKEEPING_SECONDS = 30.0
 MAX_UNRESOLVED = 100_000
 FINAL = frozenset({Status.SENT, Status.BOUNCED, Status.EXPIRED, Status.REJECTED})
+DIRECT_TO_MX = "direct_to_mx"  # the finding flow records give (extrusion.flows)
+MAX_FLOW_SOURCES = 16  # a customer's addresses kept in that finding (the border export)
 PINNED_STATES = {"allow": State.OK, "block": State.BLOCKED, "hold": State.HELD}
 
 
@@ -592,6 +595,25 @@ class Engine(StoreSync):
                 return
             self._changed(mem, event.time)
         self._dispatch()
+
+    def direct_sending(self, event: FlowEvidence) -> None:
+        """Flow records show the address sending straight to the Internet's MX hosts: the
+        finding lands on the sender its smarthost mail has, weighing `direct_to_mx`."""
+        key = self.sender_key(client_addr=event.client_addr)
+        weight = self.config.weights.direct_to_mx
+        with self._lock:
+            mem = self._mem(key, event.time, event.client_addr)
+            mem.add(weight, event.time, self.half_life)
+            old = mem.findings.get(DIRECT_TO_MX, {})
+            sources = [a for a in old.get("sources", []) if a != event.client_addr]
+            mem.note(DIRECT_TO_MX, event.time, weight,
+                     example=", ".join(event.examples[:3]),
+                     sources=[*sources, event.client_addr][-MAX_FLOW_SOURCES:],
+                     destinations=event.destinations, networks=event.networks,
+                     hours_active=event.hours_active, blocks_active=event.blocks_active,
+                     packets=event.packets, hourly=[list(h) for h in event.hourly])
+            self._changed(mem, event.time)
+        self._after_record()
 
     def _bad_helo(self, helos: tuple[str, ...], client_addr: str, envelope_from: str) -> str:
         found = judge_helos(helos, client_addr, "", envelope_from, (), self.judge.own_domains)

@@ -149,6 +149,25 @@ class Refused:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowEvidence:
+    """A customer address seen (in sampled flow records) sending port-25 traffic straight
+    to many hosts on the Internet, bypassing the smarthost (extrusion.flows).
+
+    Counts are over the analysis window; `packets` is scaled by the sampling rate;
+    `hourly` is (hour start, estimated packets) per active hour, oldest first."""
+
+    time: float
+    client_addr: str
+    destinations: int
+    networks: int
+    hours_active: int
+    blocks_active: int
+    packets: int
+    examples: tuple[str, ...] = ()
+    hourly: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class OperatorAction:
     time: float
     sender: str
