@@ -39,7 +39,7 @@ from extrusion.scoring.events import (
     Submission,
 )
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
-from extrusion.scoring.judge import MISCONFIGURED, Judge, judge_helos
+from extrusion.scoring.judge import MISCONFIGURED, Judge, helo_note, judge_helos
 from extrusion.scoring.limits import RateState, budget
 from extrusion.scoring.memory import SenderMemory, copy_findings
 from extrusion.scoring.overrides import OverrideSet, SenderMap
@@ -577,9 +577,8 @@ class Engine(StoreSync):
     def helo_note(self, helos: tuple[str, ...], client_addr: str, client_name: str = "",
                   envelope_from: str = "") -> str:
         """The kinds of HELO anomaly in a session ("" for none), for the MTA's log."""
-        found = judge_helos(helos, client_addr, client_name, envelope_from, (),
-                            self.judge.own_domains)
-        return ", ".join(sorted({f.kind for f in found}))
+        return helo_note(helos, client_addr, client_name, envelope_from,
+                         self.judge.own_domains)
 
     def refused(self, event: Refused) -> None:
         """A recipient the MTA refused because this sender was rate limited, read from the

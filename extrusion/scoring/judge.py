@@ -95,6 +95,14 @@ def judge_helos(
                          rcpts, own_domains)
 
 
+def helo_note(helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
+              own_domains: tuple[str, ...]) -> str:
+    """The kinds of a session's HELO anomalies ("" for none), as the policy server has
+    the MTA log them: known at END-OF-MESSAGE without the recipients."""
+    found = judge_helos(helos, client_addr, client_name, envelope_from, (), own_domains)
+    return ", ".join(sorted({f.kind for f in found}))
+
+
 def _tail(address: str) -> str:
     return _domain_tail(address.rpartition("@")[2])
 
