@@ -144,9 +144,7 @@ class Engine(StoreSync):
         mem = self._senders.get(key)
         if mem is None:
             mem = SenderMemory(key, now, self.window)
-            mem.helos.window = self.judge.helo_window
-            for window in (mem.env_domains, mem.shown):
-                window.window = self.judge.submission_window
+            self.judge.set_windows(mem)
             mem.client_addr = client_addr
             self._senders[key] = mem
             self._classify_sender(mem)

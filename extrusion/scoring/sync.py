@@ -157,7 +157,7 @@ class StoreSync:
             if not create or not _worth_remembering(row, now, self.half_life):
                 return
             mem = SenderMemory(row.key, row.first_seen, self.window, row.cls)
-            mem.helos.window = self.judge.helo_window
+            self.judge.set_windows(mem)
             mem.state = State(row.state)
             mem.state_since = row.state_since
             self._senders[row.key] = mem
