@@ -21,6 +21,7 @@ from extrusion import identity
 from extrusion.config import Config
 from extrusion.scoring import decisions as answer
 from extrusion.scoring.api import EngineAPI
+from extrusion.scoring.baseline import Baselines
 from extrusion.scoring.classify import OutcomeClass, classify, is_failure
 from extrusion.scoring.events import (
     Action,
@@ -97,6 +98,7 @@ class Engine(StoreSync):
         self.spool = Spool(config.store.spool_dir)
         self.quarantine = Quarantine(config.store.spool_dir)
         self._sasl = SaslAddresses(config.scoring.sasl_memory_seconds)
+        self._baselines = Baselines()
         self._notices: deque[Notice] = deque()
         self._notice_listeners: list[Callable[[Notice], None]] = []
         self._apply_config(config)
@@ -145,6 +147,7 @@ class Engine(StoreSync):
         if mem is None:
             mem = SenderMemory(key, now, self.window)
             self.judge.set_windows(mem)
+            mem.baseline = self._baselines.take(key)
             mem.client_addr = client_addr
             self._senders[key] = mem
             self._classify_sender(mem)
@@ -168,11 +171,13 @@ class Engine(StoreSync):
         try:
             self._ensure_schema()
             rows, mark = self.store.changed_senders(None)
+            stored_baselines = self.store.baselines(self._baselines.limit)
         except Exception as exc:  # store down at start: answer from memory, retry later
             self._store_failed("loading senders", exc)
             return
         now = self.clock()
         with self._lock:
+            self._baselines.load(stored_baselines)
             for row in rows:
                 self._adopt(row, now, create=True)
             self._mark = mark
@@ -629,7 +634,7 @@ class Engine(StoreSync):
             and (m.rates is None or m.rates.idle(now))
         ]
         for k in idle:
-            del self._senders[k]
+            self._baselines.keep(k, self._senders.pop(k).baseline)
 
     def _settle_forgotten(self, info: MessageInfo, now: float) -> None:
         if info.list_like is None and (mem := self._senders.get(info.sender)) is not None:
