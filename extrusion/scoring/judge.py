@@ -187,7 +187,7 @@ class Judge:
                   client_addr: str, authenticated: bool | None, sasl: SaslAddresses,
                   now: float) -> None:
         """What the sender shows at submission (`shown.py`), from a policy request, the
-        milter or the log alike; each kind counts once per submission window."""
+        milter or the log alike; each kind counts once per HELO memory (`set_windows`)."""
         if is_null_sender(envelope_from) or is_robot_localpart(envelope_from):
             return  # bounces and auto-replies: a rejection daemon's, judged by outcomes
         w = self.weights
