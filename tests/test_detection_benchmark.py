@@ -36,6 +36,8 @@ from extrusion.maillog.population import (
     Population,
     populate,
 )
+from extrusion.scoring.decisions import HELO_NOTE
+from extrusion.scoring.judge import helo_note
 from tests.maillog_helpers import Recorder, feed_lines
 
 CUSTOMERS = 150
@@ -92,6 +94,32 @@ def test_the_log_reads_cleanly_through_extrusions_parser(small: tuple[str, Popul
     keyed = {k: sum(1 for _t, ok in v if not ok) for k, v in pop.outcomes.items()}
     assert sum(1 for o in final if o.status.value == "bounced" and o.sender in keyed) \
         == sum(keyed.values())
+
+
+def test_a_suspect_helo_is_logged_as_extrusions_policy_server_has_postfix_log_it(
+        small: tuple[str, Population]) -> None:
+    """One END-OF-MESSAGE INFO line per message whose HELO the engine's own judgement finds
+    suspect, none for a clean HELO: the log a smarthost wired to extrusion writes."""
+    log, pop = small
+    notes = [line for line in log.splitlines() if HELO_NOTE in line]
+    assert notes and all("smtpd[" in n and ": info: END-OF-MESSAGE from " in n
+                         for n in notes)
+    assert not any("info: header Received" in line for line in log.splitlines())
+    rec = Recorder()
+    feed_lines(rec, log.splitlines())
+    ours = [s for s in rec.submissions if s.client_addr]
+    noted = [s for s in ours if s.helos]
+    assert len(noted) == len(notes)
+    for s in noted:  # what the line names is what the engine finds again
+        assert helo_note(s.helos, s.client_addr, s.client_name, s.envelope_from, ())
+    kinds = {a.name: a.kind for a in pop.actors}
+    owner = {k: a.name for a in pop.actors for k in a.keys}
+    # A worm's broken HELO is always noted (its owner's own mail may share the key);
+    # a list's own host name never.
+    worm_keys = {k for a in pop.actors if a.kind == WORM for k in a.bad_keys}
+    worm_bad = sum(len(a.bad) for a in pop.actors if a.kind == WORM)
+    assert worm_bad and sum(1 for s in noted if s.sender in worm_keys) >= worm_bad
+    assert not any(s.helos for s in ours if kinds[owner[s.sender]] == LIST)
 
 
 def test_same_seed_same_log_other_seed_other_log(small: tuple[str, Population]) -> None:

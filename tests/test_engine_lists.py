@@ -199,3 +199,41 @@ def test_a_runaway_sender_is_stopped_by_the_safety_net(make: Callable[..., Harne
     assert first.reason == f"rate limit [default] recipients per hour: {limit}/{limit}"
     assert "too many recipients per hour" in first.text
     assert h.state(runaway) is State.OK and score(h, runaway) == 0.0  # volume is no evidence
+
+
+def test_a_list_sent_in_chunks_of_ten_stays_ok_though_some_chunks_fail_a_third(
+        make: Callable[..., Harness]) -> None:
+    """A list manager sends a 1,000-member post ten recipients a message; 9 % of the members
+    are dead, so some chunks have three dead (30 %, no list post by itself). The post as a
+    whole is a list's: those failures weigh nothing."""
+    h = make()
+    everyone = members(1000)
+    # Every tenth chunk has three dead members, two chunks in three one more: 9 %.
+    dead = {m for i, m in enumerate(everyone)
+            if (i // 10 % 10 == 5 and i % 10 < 3) or (i // 10 % 3 and i % 10 == 5)}
+    thirds = 0
+    for c in range(0, len(everyone), 10):
+        h.clock.t += 3
+        chunk = everyone[c:c + 10]
+        q = h.send(LIST_HOST, chunk, env_from=LIST_FROM)
+        thirds += sum(r in dead for r in chunk) >= 3
+        for r in chunk:
+            h.clock.t += 0.1
+            if r in dead:
+                h.result(q, r, Status.BOUNCED, UNKNOWN.format(r=r))
+            else:
+                h.result(q, r, Status.SENT, "250 ok")
+    assert thirds > 0 and len(dead) < 0.12 * len(everyone)
+    assert h.state(LIST_HOST) is State.OK
+    assert h.engine.decide(LIST_HOST, Stage.RCPT, count=False).score < 1.0
+
+
+def test_a_list_sized_message_failing_like_spam_still_weighs(
+        make: Callable[..., Harness]) -> None:
+    h = make()
+    rcpts = [f"old{i}@example.com" for i in range(20)]
+    q = h.send(BOT, rcpts)
+    for i, r in enumerate(rcpts):
+        h.result(q, r, Status.BOUNCED if i % 2 else Status.SENT,
+                 UNKNOWN.format(r=r) if i % 2 else "250 ok")
+    assert h.engine.decide(BOT, Stage.RCPT, count=False).score >= 10.0

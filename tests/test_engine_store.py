@@ -21,6 +21,7 @@ from extrusion.config import Config, from_dict
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import (
     Action,
+    Connection,
     OperatorAction,
     OperatorVerb,
     Outcome,
@@ -120,6 +121,94 @@ def test_a_restarted_engine_remembers_states(store_url: str, tmp_path: Path) -> 
         assert again.decide(BOT, Stage.RCPT, count=False).state is State.THROTTLED
     finally:
         again.close()
+
+
+OFFICE = "ip:192.0.2.20"
+
+
+def office_hours(engine: Engine, clock: Clock, hours: int) -> None:
+    """An office server's ordinary mail: ten messages of two recipients an hour."""
+    for h in range(hours):
+        for i in range(10):
+            clock.t += 360.0
+            q = f"O{h:02d}{i:02d}"
+            engine.submission(Submission(clock.t, OFFICE, q, "anna@firm.example",
+                                         (f"c{i}@example.org", f"d{i}@example.org"),
+                                         client_addr="192.0.2.20"))
+
+
+def burst(engine: Engine, clock: Clock) -> None:
+    """120 recipients at once, all at one domain (no spread): only its own history can
+    say this is unusual for the sender."""
+    clock.t += 60.0
+    engine.submission(Submission(clock.t, OFFICE, "BURST", "anna@firm.example",
+                                 tuple(f"m{i}@example.org" for i in range(120)),
+                                 client_addr="192.0.2.20"))
+
+
+def test_a_restarted_engine_keeps_each_senders_baseline(store_url: str, tmp_path: Path) -> None:
+    clock = Clock()
+    cfg = make_config(store_url, tmp_path, "mx1")
+    e = open_engine(cfg, clock)
+    office_hours(e, clock, 3)
+    learned = e._senders[OFFICE].baseline.to_json()
+    assert learned["messages"] == 30 and learned["typical_hour"] > 0.0
+    e.close()
+
+    again = open_engine(cfg, clock)
+    try:
+        again.connection(Connection(time=clock.t, client_addr="192.0.2.20"))
+        assert again._senders[OFFICE].baseline.to_json() == learned
+        burst(again, clock)
+        d = again.decide(OFFICE, Stage.RCPT, count=False)
+        assert d.state is State.WATCH
+        assert again._senders[OFFICE].probation is not None
+        typical = f"typically {learned['typical_hour']:.0f}"
+        assert typical in again._senders[OFFICE].probation.reason
+    finally:
+        again.close()
+
+    # Without the stored baseline the same burst is a first hour: nothing to depart from.
+    fresh = open_engine(make_config(f"sqlite:///{tmp_path}/fresh.db", tmp_path, "mx2"), clock)
+    try:
+        burst(fresh, clock)
+        assert fresh.decide(OFFICE, Stage.RCPT, count=False).state is State.OK
+    finally:
+        fresh.close()
+
+
+def test_a_sender_forgotten_while_idle_comes_back_with_its_baseline(
+        store_url: str, tmp_path: Path) -> None:
+    clock = Clock()
+    e = open_engine(make_config(store_url, tmp_path, "mx1"), clock)
+    try:
+        office_hours(e, clock, 3)
+        e.flush()
+        clock.t += 6 * 3600.0  # idle far beyond every window: housekeeping forgets it
+        e.flush()
+        assert OFFICE not in e._senders
+        burst(e, clock)
+        assert e.decide(OFFICE, Stage.RCPT, count=False).state is State.WATCH
+    finally:
+        e.close()
+
+
+def test_stored_baselines_are_bounded(store_url: str, tmp_path: Path) -> None:
+    store = Store(store_url)
+    try:
+        store.save_baselines({f"ip:192.0.2.{i}": {"messages": i, "helos": {"x" * 5000: 3}}
+                              for i in range(1, 6)}, T0)
+        store.save_baselines({"ip:192.0.2.5": {"messages": 50}}, T0 + 10)  # the latest wins
+        newest = store.baselines(2)
+        assert next(iter(newest)) == "ip:192.0.2.5" and len(newest) == 2
+        assert newest["ip:192.0.2.5"] == {"messages": 50}
+        kept = store.baselines(10)["ip:192.0.2.1"]
+        name = next(iter(kept["helos"]))
+        assert len(name) <= 1024 + 16  # a string in a JSON column keeps its bound
+        assert store.prune(T0 + 5) == 4  # idle senders' baselines go with their mail
+        assert list(store.baselines(10)) == ["ip:192.0.2.5"]
+    finally:
+        store.close()
 
 
 # --- outages ----------------------------------------------------------------------------------

@@ -69,6 +69,27 @@ def test_mailshot_through_the_engine_stays_ok(make: Callable[..., Harness]) -> N
 # --- submission-time evidence ------------------------------------------------------------
 
 
+def test_a_mail_clients_habits_shown_all_day_never_throttle_it(
+        make: Callable[..., Harness]) -> None:
+    """A home PC says HELO DESKTOP-… and sends from its owner's freemail address on port
+    25, every quarter of an hour all day, every recipient delivered: one piece of evidence
+    each, not one per submission window (that added up to a throttle)."""
+    h = make()
+    home = "ip:100.80.125.213"
+    worst = State.OK
+    for i in range(32):
+        h.clock.t += 900
+        r = f"friend{i % 7}@example.org"
+        q = h.send(home, [r], env_from="anna.bob7@web.de", helos=("DESKTOP-AZAWIBK",),
+                   client_addr="100.80.125.213")
+        h.clock.t += 5
+        h.result(q, r, Status.SENT, "250 ok")
+        worst = max(worst, h.state(home), key=lambda s: s.rank)
+    assert worst is State.WATCH  # probation at first, as for a bot's first message
+    findings = h.engine._senders[home].findings
+    assert findings["freemail_unauthenticated"]["count"] == 1
+
+
 def test_unauthenticated_freemail_sender_is_put_on_probation(make: Callable[..., Harness]) -> None:
     h = make()
     assert rcpt(h, BOT, "a@example.org", "kwntefsqhi@usa.net", "198.51.100.7") is Action.CONTINUE

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from extrusion.scoring.decisions import HELO_NOTE
+
 MONTH_ABBR = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 DOMAINS = (
     "example.org", "example.net", "mail.example.com", "gmail.com", "yahoo.com", "outlook.com",
@@ -88,17 +90,23 @@ class Client:
     helo: str
 
 
+# (connection, envelope sender) -> the kinds of the HELO's anomalies, "" for none.
+HeloJudge = Callable[[Client, str], str]
+
+
 class LogWriter:
     """Writes Postfix 3 lines for messages and their outcomes; `lines` is unsorted.
 
-    With `log_helo`, each message also gets the line a `header_checks` rule
-    `/^Received:/ INFO` makes Postfix write, the usual way to see the HELO of
-    accepted mail in the log (parsers read no verdict from it).
+    With `helo_note`, a message whose HELO that judge finds suspect (it returns
+    the anomalies' kinds, "" for a clean HELO) also gets the line Postfix
+    writes for extrusion's policy server's INFO answer at END-OF-MESSAGE,
+    as on a smarthost wired to extrusion (see decisions.HELO_NOTE).
     """
 
-    def __init__(self, seed: int, host: str, rfc3339: bool, *, log_helo: bool = False) -> None:
+    def __init__(self, seed: int, host: str, rfc3339: bool, *,
+                 helo_note: HeloJudge | None = None) -> None:
         self.rnd = random.Random(seed)
-        self.log_helo = log_helo
+        self.helo_note = helo_note
         self.host = host
         self.rfc3339 = rfc3339
         self.lines: list[tuple[float, int, str]] = []
@@ -174,13 +182,16 @@ class LogWriter:
         sasl = f", sasl_method=PLAIN, sasl_username={s.sasl}" if s.sasl else ""
         self.emit(t, prog, spid, f"{q}: client={s.name}[{s.addr}]{sasl}")
         t += r.uniform(0.01, 0.2)
-        if self.log_helo:
-            self.emit(t, "postfix/cleanup", cpid,
-                      f"{q}: info: header Received: from {s.helo} ({s.name} [{s.addr}]) by "
-                      f"{self.host} (Postfix) with ESMTP id {q} from {s.name}[{s.addr}]; "
-                      f"from=<{mail_from}> to=<{rcpts[0]}> proto=ESMTP helo=<{s.helo}>")
         self.emit(t, "postfix/cleanup", cpid,
                   f"{q}: message-id=<{r.getrandbits(48):x}.{q}@{s.helo}>")
+        note = self.helo_note(s, mail_from) if self.helo_note is not None else ""
+        if note:
+            # smtpd logs the policy server's INFO after the message is queued; Postfix
+            # names the recipient only when there is exactly one.
+            to = f" to=<{rcpts[0]}>" if len(rcpts) == 1 else ""
+            self.emit(t + 0.005, prog, spid,
+                      f"{q}: info: END-OF-MESSAGE from {s.name}[{s.addr}]: {HELO_NOTE}{note}; "
+                      f"from=<{mail_from}>{to} proto=ESMTP helo=<{s.helo}>")
         size = r.randint(900, 60000)
         t += r.uniform(0.01, 0.1)
         self.emit(t, "postfix/qmgr", qpid,

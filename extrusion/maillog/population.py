@@ -30,8 +30,12 @@ throttles. Every actor draws its own parameters from a seeded RNG:
   while the machine is on.
 
 Lines are written by `extrusion.maillog.generate.LogWriter` (Postfix 3 shapes,
-RFC 3339 stamps so that no year has to be guessed, and the HELO logged by a
-`header_checks` INFO rule). Deterministic for a seed.
+RFC 3339 stamps so that no year has to be guessed). A message whose HELO
+extrusion finds suspect gets the line Postfix writes for the policy server's
+INFO answer at END-OF-MESSAGE, judged by the engine's own HELO judgement
+(`extrusion.scoring.judge.helo_note`), so the generator and a live policy
+server agree by construction; a clean HELO gets no line, as live.
+Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from extrusion.maillog.generate import Client, LogWriter
+from extrusion.scoring import judge
 from extrusion.scoring.keys import client_key
 
 DAY = 86400.0
@@ -128,7 +133,7 @@ class _Builder:
 
     def __init__(self, seed: int, start: float, days: float, host: str) -> None:
         self.master = random.Random(seed)
-        self.w = LogWriter(self.master.getrandbits(64), host, True, log_helo=True)
+        self.w = LogWriter(self.master.getrandbits(64), host, True, helo_note=helo_note)
         self.start, self.end = start, start + days * DAY
         self.days = max(1, math.ceil(days))
         self.pop = Population(start=self.start, end=self.end)
@@ -158,6 +163,12 @@ class _Builder:
         if bad:
             actor.bad_keys.add(key)
             actor.bad.append(BadMessage(t, key, sum(ok for _t, ok in finals)))
+
+
+def helo_note(c: Client, envelope_from: str) -> str:
+    """What the policy server's INFO line names for this message's HELO ("" for a clean
+    one): the engine's `helo_note()` with the shipped config (no own domains)."""
+    return judge.helo_note((c.helo,), c.addr, c.name, envelope_from, ())
 
 
 def _refused_at_rcpt(b: _Builder, t: float, c: Client, envelope_from: str, rcpt: str) -> None:

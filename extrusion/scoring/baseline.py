@@ -9,6 +9,7 @@ Pure bookkeeping: no clock, no store (times come with the calls).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,9 @@ HOUR_WEIGHT = 0.1
 # A name used in at most this share of the messages is not "usual".
 USUAL_SHARE = 0.05
 MAX_TEXT = 255  # characters of a stored name
+# Baselines kept for senders not in memory (idle, or not seen since start) and loaded
+# from the store at start, the most recent first: about 1 KB each at most.
+MAX_KEPT = 50_000
 
 
 def _bump(names: dict[str, int], name: str) -> None:
@@ -141,3 +145,56 @@ class Baseline:
                 best = sorted(kept.items(), key=lambda kv: -kv[1])[:MAX_NAMES]
                 setattr(b, name, dict(best))
         return b
+
+
+class Baselines:
+    """The baselines of senders the engine does not hold in memory, and those waiting to
+    be written to the store.
+
+    A sender idle long enough is forgotten from memory, but not its habits: its
+    baseline waits here (bounded, least recently used dropped first) until it
+    sends again. At start the store's most recent baselines are loaded here.
+    """
+
+    def __init__(self, limit: int = MAX_KEPT) -> None:
+        self.limit = limit
+        self._idle: OrderedDict[str, Baseline] = OrderedDict()
+        self._pending: dict[str, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def load(self, stored: dict[str, Any]) -> None:
+        """Baselines read from the store (sender key -> stored form), the newest first."""
+        for key, data in stored.items():
+            if key not in self._idle and len(self._idle) < self.limit:
+                self._idle[key] = Baseline.from_json(data)
+
+    def take(self, key: str) -> Baseline:
+        """The kept baseline of a sender coming back into memory, or a new one."""
+        return self._idle.pop(key, None) or Baseline()
+
+    def keep(self, key: str, baseline: Baseline) -> None:
+        """A sender forgotten from memory: keep its baseline (and write it if changed)."""
+        self.collect(key, baseline)
+        self._idle[key] = baseline
+        self._idle.move_to_end(key)
+        while len(self._idle) > self.limit:
+            self._idle.popitem(last=False)
+
+    def collect(self, key: str, baseline: Baseline) -> None:
+        """Queue a changed baseline for the store."""
+        if baseline.dirty:
+            baseline.dirty = False
+            self._pending[key] = baseline.to_json()
+            while len(self._pending) > self.limit:
+                del self._pending[next(iter(self._pending))]
+
+    def drain(self) -> dict[str, dict[str, Any]]:
+        pending, self._pending = self._pending, {}
+        return pending
+
+    def restore(self, pending: dict[str, dict[str, Any]]) -> None:
+        """Writing failed: keep what was drained, unless a newer form is waiting."""
+        for key, data in pending.items():
+            self._pending.setdefault(key, data)

@@ -21,6 +21,7 @@ from extrusion import identity
 from extrusion.config import Config
 from extrusion.scoring import decisions as answer
 from extrusion.scoring.api import EngineAPI
+from extrusion.scoring.baseline import Baselines
 from extrusion.scoring.classify import OutcomeClass, classify, is_failure
 from extrusion.scoring.events import (
     Action,
@@ -40,7 +41,7 @@ from extrusion.scoring.events import (
     Submission,
 )
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
-from extrusion.scoring.judge import MISCONFIGURED, Judge, judge_helos
+from extrusion.scoring.judge import MISCONFIGURED, Judge, helo_note, judge_helos
 from extrusion.scoring.limits import RateState, budget
 from extrusion.scoring.memory import SenderMemory, copy_findings
 from extrusion.scoring.overrides import OverrideSet, SenderMap
@@ -100,6 +101,7 @@ class Engine(StoreSync):
         self.spool = Spool(config.store.spool_dir)
         self.quarantine = Quarantine(config.store.spool_dir)
         self._sasl = SaslAddresses(config.scoring.sasl_memory_seconds)
+        self._baselines = Baselines()
         self._notices: deque[Notice] = deque()
         self._notice_listeners: list[Callable[[Notice], None]] = []
         self._apply_config(config)
@@ -147,9 +149,8 @@ class Engine(StoreSync):
         mem = self._senders.get(key)
         if mem is None:
             mem = SenderMemory(key, now, self.window)
-            mem.helos.window = self.judge.helo_window
-            for window in (mem.env_domains, mem.shown):
-                window.window = self.judge.submission_window
+            self.judge.set_windows(mem)
+            mem.baseline = self._baselines.take(key)
             mem.client_addr = client_addr
             self._senders[key] = mem
             self._classify_sender(mem)
@@ -173,11 +174,13 @@ class Engine(StoreSync):
         try:
             self._ensure_schema()
             rows, mark = self.store.changed_senders(None)
+            stored_baselines = self.store.baselines(self._baselines.limit)
         except Exception as exc:  # store down at start: answer from memory, retry later
             self._store_failed("loading senders", exc)
             return
         now = self.clock()
         with self._lock:
+            self._baselines.load(stored_baselines)
             for row in rows:
                 self._adopt(row, now, create=True)
             self._mark = mark
@@ -580,9 +583,8 @@ class Engine(StoreSync):
     def helo_note(self, helos: tuple[str, ...], client_addr: str, client_name: str = "",
                   envelope_from: str = "") -> str:
         """The kinds of HELO anomaly in a session ("" for none), for the MTA's log."""
-        found = judge_helos(helos, client_addr, client_name, envelope_from, (),
-                            self.judge.own_domains)
-        return ", ".join(sorted({f.kind for f in found}))
+        return helo_note(helos, client_addr, client_name, envelope_from,
+                         self.judge.own_domains)
 
     def refused(self, event: Refused) -> None:
         """A recipient the MTA refused because this sender was rate limited, read from the
@@ -654,7 +656,7 @@ class Engine(StoreSync):
             and (m.rates is None or m.rates.idle(now))
         ]
         for k in idle:
-            del self._senders[k]
+            self._baselines.keep(k, self._senders.pop(k).baseline)
 
     def _settle_forgotten(self, info: MessageInfo, now: float) -> None:
         if info.list_like is None and (mem := self._senders.get(info.sender)) is not None:

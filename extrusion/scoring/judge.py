@@ -95,6 +95,14 @@ def judge_helos(
                          rcpts, own_domains)
 
 
+def helo_note(helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
+              own_domains: tuple[str, ...]) -> str:
+    """The kinds of a session's HELO anomalies ("" for none), as the policy server has
+    the MTA log them: known at END-OF-MESSAGE without the recipients."""
+    found = judge_helos(helos, client_addr, client_name, envelope_from, (), own_domains)
+    return ", ".join(sorted({f.kind for f in found}))
+
+
 def _tail(address: str) -> str:
     return _domain_tail(address.rpartition("@")[2])
 
@@ -145,6 +153,13 @@ class Judge:
     def helo_window(self) -> float:
         return self.half_life * HELO_MEMORY_HALF_LIVES
 
+    def set_windows(self, mem: SenderMemory) -> None:
+        """The evidence windows of a new sender's memory."""
+        # What a sender shows at submission is a habit (its HELO, a freemail sender):
+        # shown again it is no new evidence until the first showing has decayed.
+        mem.helos.window = mem.shown.window = self.helo_window
+        mem.env_domains.window = self.submission_window
+
     # --- connection and submission ---------------------------------------------------
 
     def helos(
@@ -172,7 +187,7 @@ class Judge:
                   client_addr: str, authenticated: bool | None, sasl: SaslAddresses,
                   now: float) -> None:
         """What the sender shows at submission (`shown.py`), from a policy request, the
-        milter or the log alike; each kind counts once per submission window."""
+        milter or the log alike; each kind counts once per HELO memory (`set_windows`)."""
         if is_null_sender(envelope_from) or is_robot_localpart(envelope_from):
             return  # bounces and auto-replies: a rejection daemon's, judged by outcomes
         w = self.weights
@@ -319,10 +334,17 @@ class Judge:
         mem.list_until = now + self.window if verdict else 0.0
         held, info.held = info.held, []
         if not verdict:
+            # Not a list post: its failures weigh when the sender's failures over the
+            # window, these included, are above a list's share — not on this message's
+            # share alone. A list posting in chunks of ten with 9% dead members has
+            # chunks with three dead (30%); the post as a whole is a list's.
+            fresh = {r.lower() for r, _c, _t in held}
+            failed_now = mem.failed.count(now) + sum(1 for r in fresh if r not in mem.failed)
+            attempted_now = mem.attempted.count(now) + sum(
+                1 for r in fresh if r not in mem.attempted)
+            weigh = failed_now > self.list_share * max(attempted_now, failed_now, 1)
             for rcpt, cls, t in held:
-                # The post failed more than a list's share: each failure weighs, whatever
-                # the running share says while they are counted one by one here.
-                self.count_failure(mem, rcpt, OutcomeClass(cls), t, weigh=True)
+                self.count_failure(mem, rcpt, OutcomeClass(cls), t, weigh=weigh)
             return
         if held:
             self._discount(mem, len(held), now)

@@ -159,3 +159,16 @@ checkpoints = Table(
     Column("offset", BigInteger, nullable=False),
     Column("updated", Float, nullable=False),
 )
+
+# Each sender's own baseline (scoring/baseline.py: usual HELOs and envelope domains,
+# authenticated or not, its typical hour), so that "departs from its own history"
+# survives a restart. One small JSON object per sender, bounded by Baseline itself;
+# `updated` lets a start load the most recent ones and a prune drop the idle ones.
+sender_baselines = Table(
+    "sender_baselines",
+    metadata,
+    Column("key", String(KEY_LEN), primary_key=True),
+    Column("baseline", JSON, nullable=False),
+    Column("updated", Float, nullable=False),
+)
+Index("ix_sender_baselines_updated", sender_baselines.c.updated)

@@ -3,8 +3,10 @@
 Every one uses only what the milter, a Postfix policy request and the log
 all have for a message (envelope sender, recipients, client address,
 whether it authenticated), so the live path and `replay` judge alike. Each
-counts once per kind per `[scoring] submission_window_seconds`: a policy
-request at RCPT and the log's report of the same message add nothing twice.
+kind counts once, then again only after a pause of four half-lives in
+showing it (the HELO memory): a
+policy request at RCPT and the log's report of the same message add nothing
+twice, and a habit shown all day is one piece of evidence.
 """
 
 from __future__ import annotations

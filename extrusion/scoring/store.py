@@ -684,7 +684,8 @@ class Store:
             return {int(b): float(v) for b, v in conn.execute(q.order_by(t.c.bucket))}
 
     def prune(self, before: float) -> int:
-        """Delete counters, messages and outcomes older than `before`; returns rows removed."""
+        """Delete counters, messages, outcomes and baselines older than `before`; returns
+        rows removed (a baseline not updated since is a sender gone quiet)."""
         removed = 0
         with self._write() as conn:
             removed += conn.execute(
@@ -692,7 +693,33 @@ class Store:
             ).rowcount
             for t in (schema.recipients, schema.messages):
                 removed += conn.execute(t.delete().where(t.c.time < before)).rowcount
+            b = schema.sender_baselines
+            removed += conn.execute(b.delete().where(b.c.updated < before)).rowcount
         return removed
+
+    # --- per-sender baselines ----------------------------------------------------------
+
+    def save_baselines(self, baselines: dict[str, dict[str, Any]], now: float) -> None:
+        """Write each sender's baseline whole (the latest one wins: it is a summary)."""
+        if not baselines:
+            return
+        t = schema.sender_baselines
+        ins = self._insert(t)
+        rows = [bound_row(t, {"key": k, "baseline": v, "updated": now})
+                for k, v in sorted(baselines.items())]  # one lock order for PostgreSQL
+        with self._write() as conn:
+            conn.execute(ins.on_conflict_do_update(
+                index_elements=[t.c.key],
+                set_={"baseline": ins.excluded.baseline, "updated": ins.excluded.updated},
+            ), rows)
+
+    def baselines(self, limit: int) -> dict[str, dict[str, Any]]:
+        """The `limit` most recently updated baselines, sender key -> stored form."""
+        t = schema.sender_baselines
+        with self._read() as conn:
+            rows = conn.execute(sa.select(t.c.key, t.c.baseline)
+                                .order_by(t.c.updated.desc()).limit(limit)).all()
+        return {str(k): v for k, v in rows if isinstance(v, dict)}
 
     # --- log follower checkpoints ------------------------------------------------------
 

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from extrusion.scoring.baseline import Baselines
 from extrusion.scoring.events import Outcome, State, StateChange
 from extrusion.scoring.judge import Judge
 from extrusion.scoring.memory import RELEASED, SenderMemory, copy_findings
@@ -59,6 +60,7 @@ class StoreSync:
     _mark: float | None
     _schema_ok: bool
     _next_housekeeping: float
+    _baselines: Baselines
 
     if TYPE_CHECKING:  # provided by Engine
         def _housekeeping(self, now: float) -> None: ...
@@ -122,6 +124,21 @@ class StoreSync:
         with self._lock:
             for row in rows:
                 self._adopt(row, now, create=False)
+        self._save_baselines(now)
+
+    def _save_baselines(self, now: float) -> None:
+        """The changed baselines, once the store has taken the batch; kept for the next
+        flush when it fails (a baseline is a summary: the latest form is all it needs)."""
+        with self._lock:
+            pending = self._baselines.drain()
+        if not pending:
+            return
+        try:
+            self.store.save_baselines(pending, now)
+        except Exception as exc:
+            with self._lock:
+                self._baselines.restore(pending)
+            self._store_failed("writing baselines", exc)
 
     def _collect_deltas(self) -> None:
         """Move every dirty sender's news into the batch (its pending score becomes base)."""
@@ -143,6 +160,7 @@ class StoreSync:
                 d.pin, d.pinned = mem.pin_dirty, mem.pin
                 d.pinned_by, d.pinned_reason = mem.pinned_by, mem.pinned_reason
             self._batch.add_sender(d, self.half_life)
+            self._baselines.collect(key, mem.baseline)
             mem.base = mem.score(t, self.half_life)
             mem.base_time = t
             mem.pending, mem.pending_time = 0.0, t
@@ -157,7 +175,8 @@ class StoreSync:
             if not create or not _worth_remembering(row, now, self.half_life):
                 return
             mem = SenderMemory(row.key, row.first_seen, self.window, row.cls)
-            mem.helos.window = self.judge.helo_window
+            self.judge.set_windows(mem)
+            mem.baseline = self._baselines.take(row.key)
             mem.state = State(row.state)
             mem.state_since = row.state_since
             self._senders[row.key] = mem
