@@ -21,6 +21,10 @@ the null sender; their failures are never anyone's evidence and are dropped.
 
 Memory stays bounded: state goes at `removed`, idle queue ids age out after
 `ttl_seconds` of log time, and at most `max_queue_ids` are kept.
+
+A follower that must not checkpoint past a message still open here sets
+`mark` (where the line being added was read) before each line; `held_from()`
+answers the mark of the oldest open message, so the checkpoint can stay there.
 """
 
 from __future__ import annotations
@@ -118,13 +122,14 @@ class JoinStats:
 class _Message:
     __slots__ = (
         "client_addr", "client_name", "deferred", "envelope_from", "first", "helo", "host",
-        "inherited", "last", "message_id", "nrcpt", "null_sender", "pending", "qid", "recipients",
-        "sasl_user", "size", "submitted",
+        "inherited", "last", "mark", "message_id", "nrcpt", "null_sender", "pending", "qid",
+        "recipients", "sasl_user", "size", "submitted",
     )
 
-    def __init__(self, host: str, qid: str, t: float) -> None:
+    def __init__(self, host: str, qid: str, t: float, mark: tuple[int, int]) -> None:
         self.host = host
         self.qid = qid
+        self.mark = mark  # (file, offset) of its first line, for a follower's checkpoint
         self.first = t
         self.last = t
         self.client_addr = ""
@@ -157,6 +162,9 @@ class Joiner:
         self.stats = JoinStats()
         self.now = 0.0
         self._msgs: dict[str, _Message] = {}  # least recently touched first
+        self._opened: dict[str, _Message] = {}  # the same, in the order they were first seen
+        #: Where the line being added was read (file, offset); set by a follower.
+        self.mark: tuple[int, int] = (0, 0)
         self._waiting: dict[str, float] = {}  # key -> deadline, oldest first
         self._next_sweep = 0.0
         self._keys: dict[tuple[str, str], str] = {}
@@ -241,6 +249,22 @@ class Joiner:
             if record.client_addr or record.recipient:
                 self._held(m, record)
 
+    def held_from(self, file: int) -> int | None:
+        """The offset in `file` of the first line of the oldest message still open, or None.
+
+        A message first seen more than `ttl_seconds` (log time) ago, or in another file
+        (before a rotation), holds nothing back any more: re-reading after a crash stays
+        bounded, and a message deferred for days does not pin the checkpoint."""
+        opened = self._opened
+        horizon = self.now - self.settings.ttl_seconds
+        while opened:
+            key = next(iter(opened))
+            m = opened[key]
+            if m.first >= horizon and m.mark[0] == file and self._msgs.get(key) is m:
+                return m.mark[1]
+            del opened[key]
+        return None
+
     def finish(self) -> None:
         """End of input: emit every pending submission and its outcomes."""
         for m in list(self._msgs.values()):
@@ -254,7 +278,8 @@ class Joiner:
         msgs = self._msgs
         found = msgs.pop(key, None)
         if found is None:
-            m = _Message(host, qid, t)
+            m = _Message(host, qid, t, self.mark)
+            self._opened[key] = m
             if self._links and (parent := self._links.pop(key, None)) is not None:
                 _inherit(m, *parent)
             if len(msgs) >= self.settings.max_queue_ids:
@@ -271,6 +296,8 @@ class Joiner:
     def _drop(self, m: _Message) -> None:
         key = m.host + " " + m.qid
         self._msgs.pop(key, None)
+        if self._opened.get(key) is m:
+            del self._opened[key]
         self._waiting.pop(key, None)
 
     def _client(self, t: float, host: str, r: ClientSeen) -> None:
