@@ -6,8 +6,10 @@ outcome whose sender is not known yet (the engine waits up to 300 s for its
 submission). The design chosen is the simplest that survives any crash:
 
 - **The log is the journal.** The checkpoint never passes the first line of
-  a message still open in the joiner, nor the line of an outcome the engine
-  still holds unresolved: it stays at the oldest such line (`offset`), and
+  a message still open in the joiner, nor that of the message of an outcome
+  the engine still holds unresolved (its sender not known yet, so this
+  pending outcome is persisted in the log itself, with the lines that may
+  still name its sender): it stays at the oldest such line (`offset`), and
   also says how far lines were read (`reached`). Nothing but the checkpoint
   is written, and the log file already holds what memory held. The re-read is
   bounded: a message first seen more than `[maillog] queue_id_ttl_seconds`
@@ -19,7 +21,10 @@ submission). The design chosen is the simplest that survives any crash:
   before (`boundary`) is looked up first: a submission whose (mta, queue id)
   is stored, an outcome whose (mta, queue id, recipient, status, log time) is
   stored, is skipped — neither its row nor its counters nor its score again.
-  Events after the boundary are new and go straight through.
+  Events after the boundary are new and go straight through. A message met
+  in the re-read lines without its beginning was finished before the crash
+  (else it would have held the checkpoint): its sender-less outcomes were
+  recorded or dropped then, and the joiner does not emit them again.
 
 Persisting the joiner's state instead would mean a second serialised form of
 every open message, written at every checkpoint; re-reading needs none.
@@ -75,7 +80,10 @@ class Recovery:
     """Stands between the log feed and the engine (`FeedEngine`): skips what a re-read
     recorded already, and remembers where each sender-less outcome was read."""
 
-    def __init__(self, engine: FeedEngine, store: RecoveryStore, mta: str) -> None:
+    def __init__(self, engine: FeedEngine, store: RecoveryStore, mta: str,
+                 mark: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+        """`mark()`: (file, offset) of the first line of the message of the outcome
+        being recorded."""
         self.engine = engine
         self.store = store
         self.mta = mta
@@ -83,8 +91,7 @@ class Recovery:
         #: Log time of the last line read before the restart: events up to it may be
         #: stored already. Infinite until the first line not read before arrives.
         self.boundary = math.inf
-        #: (file, offset) of the line being fed; set by `CrashSafeFeed`.
-        self.mark: tuple[int, int] = (0, 0)
+        self.mark = mark
         self._outcomes: OrderedDict[tuple[str, str], set[tuple[str, str, float]]] = OrderedDict()
         self._senderless: deque[tuple[tuple[int, int], Outcome]] = deque(maxlen=SENDERLESS_KEPT)
 
@@ -102,7 +109,7 @@ class Recovery:
             self.stats.outcomes_skipped += 1
             return
         if not event.sender:
-            self._senderless.append((self.mark, event))
+            self._senderless.append((self.mark(), event))
         self.engine.outcome(event)
 
     def refused(self, event: Refused) -> None:
@@ -162,7 +169,8 @@ class CrashSafeFeed:
         self.engine = engine
         self.config = config
         self.ttl = config.maillog.queue_id_ttl_seconds
-        self.recovery = Recovery(engine, store, identity.mta_name(config))
+        self.recovery = Recovery(engine, store, identity.mta_name(config),
+                                 mark=lambda: self.feed.joiner.outcome_mark)
         self.feed = LogFeed.from_config(self.recovery, config, live=True)
         self.name = name = checkpoint_name(config)
         _adopt_legacy_checkpoint(store, name, config.maillog.path)
@@ -182,9 +190,13 @@ class CrashSafeFeed:
 
     def _line(self, text: str) -> None:
         f = self.follower
-        self.feed.joiner.mark = self.recovery.mark = f.line_at
-        if self.recovery.boundary == math.inf and not f.rereading:
-            self.recovery.boundary = self.feed.now  # the last line read before the restart
+        joiner = self.feed.joiner
+        joiner.mark = f.line_at
+        if self.recovery.boundary == math.inf:
+            if f.rereading:
+                joiner.reread_until = math.inf
+            else:  # the first line not read before the restart
+                joiner.reread_until = self.recovery.boundary = self.feed.now
         self.feed.line(text)
 
     def _held_from(self, file: int) -> int | None:
