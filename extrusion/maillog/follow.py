@@ -12,7 +12,9 @@ where a restart resumes (`offset`). With a `hold` callback the two differ:
 in memory (a half-joined message), and the checkpoint stays there, so a crash
 loses nothing; on restart the lines before `reached` are read again and
 `rereading` says so while each is delivered (the receiver de-duplicates).
-`line_at` is (inode, start offset) of the line being delivered.
+`line_at` is (inode, start offset) of the line being delivered. Before a
+poll reads, `reached` is first saved as far as it may read, since what those
+lines record may reach the store before the checkpoint after them is saved.
 
 A line longer than `MAX_LINE_BYTES` is never held whole: its start goes to
 the `too_long` callback (the feed counts it as garbled), the rest is read in
@@ -137,7 +139,8 @@ it whose evidence is only in memory (None: nothing held)."""
         cur = self._cur
         if cur is not None:
             self._check_truncated(cur)
-            at_eof = self._read(cur, MAX_READ_PER_POLL)
+            budget = self._announce(cur)
+            at_eof = self._read(cur, budget) if budget else True
             if at_eof:
                 self._check_rotated(cur)
         self._checkpoint(delivered=self.lines > before)
@@ -379,6 +382,30 @@ it whose evidence is only in memory (None: nothing held)."""
         self._flush_partial(old)
         os.close(old.fd)
         self._old.remove(old)
+
+    def _announce(self, cur: _Open) -> int:
+        """Before reading, save how far this poll may read (`reached`): the engine may
+        write what these lines hold before the checkpoint after them is saved (a
+        background flush, or a crash between the commit and the save), and a restart
+        must look up, not record again, whatever they may have recorded. Only with
+        `hold`: a plain follower's receiver does not de-duplicate anyway.
+
+        Returns the bytes this poll may read: up to the file's size now, so that what
+        a restart looks up is no more than what was read."""
+        if self.hold is None or self.checkpoints is None:
+            return MAX_READ_PER_POLL
+        bound = min(os.fstat(cur.fd).st_size, cur.pos + MAX_READ_PER_POLL)
+        if bound <= cur.pos:
+            return 0  # nothing new to read
+        saved = self._saved
+        same = saved is not None and saved.inode == cur.ino
+        if saved is not None and same and saved.reached >= bound:
+            return bound - cur.pos
+        offset = min(saved.offset, cur.offset) if saved is not None and same else cur.offset
+        pos = Position(cur.ino, offset, bound, cur.dev)
+        self.checkpoints.set_checkpoint(self.name, pos)
+        self._saved = pos
+        return bound - cur.pos
 
     def _checkpoint(self, delivered: bool) -> None:
         if self.checkpoints is None or self._cur is None:
