@@ -286,3 +286,34 @@ def test_crlf_line_endings(log: Path) -> None:
     fw = Follow(log)
     assert fw.poll() == ["one", "two"]
     fw.f.close()
+
+
+def test_a_held_line_keeps_the_checkpoint_and_is_read_again_after_a_restart(log: Path) -> None:
+    """`hold` names a line whose evidence is only in memory: the checkpoint resumes there,
+    says how far lines were read, and a restart marks the lines up to there as re-read."""
+    cps = MemoryCheckpoints()
+    held: dict[str, int] = {}
+    starts: dict[str, int] = {}
+
+    def deliver(line: str) -> None:
+        starts[line] = fw.line_at[1]
+
+    fw = FileFollower(log, deliver, checkpoints=cps, start_at="beginning",
+                      hold=lambda ino: held.get("at"))
+    append(log, lines("a", 5))
+    fw.poll()
+    a, b = lines("a", 5), lines("b", 2)
+    held["at"] = starts[a[2]]  # say a[2] began a message still open
+    append(log, lines("b", 2))
+    fw.poll()
+    size = os.path.getsize(log)
+    assert cps.get_checkpoint(fw.name) == (os.stat(log).st_ino, starts[a[2]], size,
+                                            os.stat(log).st_dev)
+    fw.close()
+
+    again: list[tuple[str, bool]] = []
+    fw2 = FileFollower(log, lambda x: again.append((x, fw2.rereading)), checkpoints=cps)
+    append(log, ["c"])
+    fw2.poll()
+    assert again == [(x, True) for x in [*a[2:], *b]] + [("c", False)]
+    fw2.close()
