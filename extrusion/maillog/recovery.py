@@ -70,10 +70,10 @@ class RecoveryStats:
     lookups_failed: int = 0
 
 
-def checkpoint_name(config: Config) -> str:
-    """The checkpoint's key: this host's identity and the file's path, so that hosts
-    sharing a store and a `[maillog] path` never share a checkpoint."""
-    return f"{identity.mta_name(config)}:{os.path.abspath(config.maillog.path)}"
+def checkpoint_name(config: Config, path: str | None = None) -> str:
+    """The checkpoint's key: this host's identity and the file's path (default
+    `[maillog] path`), so that hosts sharing a store and a path never share one."""
+    return f"{identity.mta_name(config)}:{os.path.abspath(path or config.maillog.path)}"
 
 
 class Recovery:
@@ -165,17 +165,20 @@ class CrashSafeFeed:
 
     `poll()` from one thread at a time (the policy daemon's worker)."""
 
-    def __init__(self, engine: Any, config: Config, store: Any) -> None:
+    def __init__(self, engine: Any, config: Config, store: Any, path: str | None = None
+                 ) -> None:
+        """`path`: the log to follow (default `[maillog] path`)."""
+        path = path or config.maillog.path
         self.engine = engine
         self.config = config
         self.ttl = config.maillog.queue_id_ttl_seconds
         self.recovery = Recovery(engine, store, identity.mta_name(config),
                                  mark=lambda: self.feed.joiner.outcome_mark)
         self.feed = LogFeed.from_config(self.recovery, config, live=True)
-        self.name = name = checkpoint_name(config)
-        _adopt_legacy_checkpoint(store, name, config.maillog.path)
+        self.name = name = checkpoint_name(config, path)
+        _adopt_legacy_checkpoint(store, name, path)
         self.follower = FileFollower(
-            config.maillog.path, self._line, checkpoints=store, name=name,
+            path, self._line, checkpoints=store, name=name,
             start_at=config.maillog.start_at, commit=engine.flush,
             too_long=self.feed.too_long, hold=self._held_from,
         )
