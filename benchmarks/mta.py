@@ -62,6 +62,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from extrusion import sockspec  # noqa: E402
+from extrusion.config import load as load_config  # noqa: E402
+from extrusion.maillog.checkpoint import Position  # noqa: E402
+from extrusion.maillog.recovery import checkpoint_name  # noqa: E402
 from extrusion.scoring.store import Store  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.mta.daemons import ExtrusionDaemons  # noqa: E402
@@ -237,8 +240,10 @@ def skip_to_log_end(d: ExtrusionDaemons, pf: PostfixInstance) -> None:
     charged to that run instead of the run's own traffic.
     """
     st = pf.maillog.stat()
+    cfg = load_config(d.config_path)
     with Store(f"sqlite:///{d.store_path}") as store:
-        store.set_checkpoint(str(pf.maillog.absolute()), st.st_ino, st.st_size)
+        store.set_checkpoint(checkpoint_name(cfg),
+                             Position(st.st_ino, st.st_size, st.st_size, st.st_dev))
 
 
 def build_references(work: Path) -> dict[str, Path]:

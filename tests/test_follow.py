@@ -152,7 +152,7 @@ def test_restart_from_checkpoint_after_a_burst_written_while_stopped(log: Path) 
     assert again.poll() == lines("burst", 500)
     append(log, "shed\n")
     assert again.poll() == ["unfinished"]
-    assert cps.saved[again.f.name] == (os.stat(log).st_ino, os.path.getsize(log))
+    assert cps.saved[again.f.name][:2] == (os.stat(log).st_ino, os.path.getsize(log))
     assert again.commits >= 1
     again.f.close()
 
@@ -212,7 +212,8 @@ def test_checkpoints_in_the_real_store(log: Path, store_url: str) -> None:
         fw2 = FileFollower(log, got.append, checkpoints=store, start_at="end")
         fw2.poll()
         fw2.close()
-        assert store.get_checkpoint(fw.name) == (os.stat(log).st_ino, os.path.getsize(log))
+        assert store.get_checkpoint(fw.name) == (os.stat(log).st_ino, os.path.getsize(log),
+                                                 os.path.getsize(log), os.stat(log).st_dev)
     assert got == lines("a", 30) + lines("b", 7)
 
 
@@ -250,12 +251,12 @@ def test_an_over_long_line_written_slowly_is_skipped_without_being_held(log: Pat
         assert fw.poll(3) == []
         cur = fw.f._cur
         assert cur is not None and len(cur.buf) <= MAX_LINE_BYTES  # never the whole line
-        assert store.get_checkpoint(fw.f.name) == (os.stat(log).st_ino, before)
+        assert store.get_checkpoint(fw.f.name)[:2] == (os.stat(log).st_ino, before)
     append(log, "\n")
     append(log, lines("b", 2))
     assert fw.poll(3) == lines("b", 2)
     assert len(heads) == 1 and heads[0] == "y" * TOO_LONG_HEAD_BYTES
-    assert store.get_checkpoint(fw.f.name) == (os.stat(log).st_ino, os.path.getsize(log))
+    assert store.get_checkpoint(fw.f.name)[:2] == (os.stat(log).st_ino, os.path.getsize(log))
     fw.f.close()
 
 
@@ -275,7 +276,7 @@ def test_a_callback_that_raises_costs_its_line_only(log: Path) -> None:
     fw.poll()
     assert got == lines("a", 2) + lines("b", 2)
     assert fw.deliver_errors == 1
-    assert store.get_checkpoint(fw.name) == (os.stat(log).st_ino, os.path.getsize(log))
+    assert store.get_checkpoint(fw.name)[:2] == (os.stat(log).st_ino, os.path.getsize(log))
     fw.close()
 
 
@@ -285,3 +286,34 @@ def test_crlf_line_endings(log: Path) -> None:
     fw = Follow(log)
     assert fw.poll() == ["one", "two"]
     fw.f.close()
+
+
+def test_a_held_line_keeps_the_checkpoint_and_is_read_again_after_a_restart(log: Path) -> None:
+    """`hold` names a line whose evidence is only in memory: the checkpoint resumes there,
+    says how far lines were read, and a restart marks the lines up to there as re-read."""
+    cps = MemoryCheckpoints()
+    held: dict[str, int] = {}
+    starts: dict[str, int] = {}
+
+    def deliver(line: str) -> None:
+        starts[line] = fw.line_at[1]
+
+    fw = FileFollower(log, deliver, checkpoints=cps, start_at="beginning",
+                      hold=lambda ino: held.get("at"))
+    append(log, lines("a", 5))
+    fw.poll()
+    a, b = lines("a", 5), lines("b", 2)
+    held["at"] = starts[a[2]]  # say a[2] began a message still open
+    append(log, lines("b", 2))
+    fw.poll()
+    size = os.path.getsize(log)
+    assert cps.get_checkpoint(fw.name) == (os.stat(log).st_ino, starts[a[2]], size,
+                                            os.stat(log).st_dev)
+    fw.close()
+
+    again: list[tuple[str, bool]] = []
+    fw2 = FileFollower(log, lambda x: again.append((x, fw2.rereading)), checkpoints=cps)
+    append(log, ["c"])
+    fw2.poll()
+    assert again == [(x, True) for x in [*a[2:], *b]] + [("c", False)]
+    fw2.close()

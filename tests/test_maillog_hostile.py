@@ -247,8 +247,11 @@ def test_the_file_feed_reads_past_the_wedge_line_and_checkpoints(
             "Nov 30 04:00:30 mta1 sendmail[9]: " + WEDGE.replace("\x93", "\ufffd")]
         assert svc.counters.seen["garbled"] == 1
         engine.flush()
-        assert engine.store.get_checkpoint(svc.follower.name) == (
-            os.stat(log).st_ino, os.path.getsize(log))
+        # Read to the end (`reached`); where a restart resumes may stay at a message
+        # still open, whose lines are read again then (maillog/recovery.py).
+        saved = engine.store.get_checkpoint(svc.follower.name)
+        assert saved is not None
+        assert (saved.inode, saved.reached) == (os.stat(log).st_ino, os.path.getsize(log))
         # The message after the wedge line was read and its bounce recorded.
         msg = engine.store.message(after_qid, "mta1.test")
         assert msg is not None and msg.sender == "ip:192.0.2.7"

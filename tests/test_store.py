@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from extrusion.maillog.checkpoint import Position
 from extrusion.scoring import schema
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.rows import (
@@ -320,12 +321,14 @@ def test_state_changes_keep_evidence_and_who(store: Store) -> None:
 
 def test_checkpoints(store: Store) -> None:
     assert store.get_checkpoint("maillog:/var/log/mail.log") is None
-    store.set_checkpoint("maillog:/var/log/mail.log", 1234567, 2**40)
-    assert store.get_checkpoint("maillog:/var/log/mail.log") == (1234567, 2**40)
-    store.set_checkpoint("maillog:/var/log/mail.log", 99, 0)
-    assert store.get_checkpoint("maillog:/var/log/mail.log") == (99, 0)
+    store.set_checkpoint("maillog:/var/log/mail.log", Position(1234567, 2**40, 2**40 + 9, 2049))
+    assert store.get_checkpoint("maillog:/var/log/mail.log") == (1234567, 2**40, 2**40 + 9, 2049)
+    store.set_checkpoint("maillog:/var/log/mail.log", Position(99, 0, 0))
+    assert store.get_checkpoint("maillog:/var/log/mail.log") == (99, 0, 0, 0)
     with pytest.raises(ValueError, match="must not be negative"):
-        store.set_checkpoint("x", -1, 0)
+        store.set_checkpoint("x", Position(-1, 0, 0))
+    with pytest.raises(ValueError, match="before offset"):
+        store.set_checkpoint("x", Position(1, 10, 5))
 
 
 def test_prune_removes_only_old_rows(store: Store) -> None:
@@ -361,7 +364,7 @@ def _writer(url: str, n: int) -> str:
                 b.add_sender(SenderDelta("ip:10.0.0.99", time=0.0, score_delta=1.0), HL)
                 b.add_sender(SenderDelta(f"ip:10.0.0.{n}", time=float(i), score_delta=0.0), HL)
                 s.write_batch(b, HL)
-                s.set_checkpoint(f"w{n}", n, i)
+                s.set_checkpoint(f"w{n}", Position(n, i, i))
         finally:
             s.close()
     except Exception as exc:  # report any failure to the parent
@@ -383,7 +386,7 @@ def test_two_processes_write_one_store_concurrently(store_url: str) -> None:
             msgs = s.messages(f"ip:10.0.0.{n}")
             assert len(msgs) == BATCHES
             assert all(len(m.recipients) == ROWS for m in msgs)
-            assert s.get_checkpoint(f"w{n}") == (n, BATCHES - 1)
+            assert s.get_checkpoint(f"w{n}") == (n, BATCHES - 1, BATCHES - 1, 0)
 
 
 def _reporter(url: str, n: int) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from extrusion.maillog.checkpoint import Position
 from extrusion.scoring import schema
 from extrusion.scoring.bounds import (
     REPLACEMENT,
@@ -153,7 +154,7 @@ def test_over_long_client_values_are_stored_cut_and_the_next_messages_arrive(
 
 def test_store_writers_outside_the_engine_are_bounded_too(store_url: str) -> None:
     with Store(store_url) as store:
-        store.set_checkpoint("c" * 300, 1, 2)
+        store.set_checkpoint("c" * 300, Position(1, 2, 2))
         raw = sa.create_engine(store_url)  # the row as stored, not as the store reads it
         try:
             with raw.connect() as conn:

@@ -5,8 +5,16 @@
 
 Each `poll()` reads what was appended since the last one and hands every
 complete line to the callback; a partial last line waits for its newline.
-After each batch the position (inode, offset of the last complete line) is
-saved through the `Checkpoints` protocol, so a restart resumes exactly there.
+After each batch the position is saved through the `Checkpoints` protocol:
+the file (device, inode), the end of the last complete line (`reached`) and
+where a restart resumes (`offset`). With a `hold` callback the two differ:
+`hold(inode)` names the start of the oldest line whose evidence is still only
+in memory (a half-joined message), and the checkpoint stays there, so a crash
+loses nothing; on restart the lines before `reached` are read again and
+`rereading` says so while each is delivered (the receiver de-duplicates).
+`line_at` is (inode, start offset) of the line being delivered. Before a
+poll reads, `reached` is first saved as far as it may read, since what those
+lines record may reach the store before the checkpoint after them is saved.
 
 A line longer than `MAX_LINE_BYTES` is never held whole: its start goes to
 the `too_long` callback (the feed counts it as garbled), the rest is read in
@@ -33,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from extrusion.maillog.checkpoint import Checkpoints
+from extrusion.maillog.checkpoint import Checkpoints, Position
 from extrusion.maillog.lines import MAX_LINE
 
 log = logging.getLogger(__name__)
@@ -58,11 +66,12 @@ _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z")
 class _Open:
     """One open file: its inode, what was consumed, the unfinished line."""
 
-    __slots__ = ("buf", "fd", "grace", "ino", "offset", "skip", "tail")
+    __slots__ = ("buf", "dev", "fd", "grace", "ino", "offset", "skip", "tail")
 
     def __init__(self, fd: int, ino: int, offset: int) -> None:
         self.fd = fd
         self.ino = ino
+        self.dev = os.fstat(fd).st_dev
         self.offset = offset  # end of the last complete line handed over
         self.skip = 0  # bytes after offset of an over-long line, read and dropped
         self.buf = b""  # bytes after offset (and skip), waiting for their newline
@@ -85,12 +94,15 @@ class FileFollower:
         start_at: Literal["end", "beginning"] = "end",
         commit: Callable[[], None] | None = None,
         too_long: Callable[[str], None] | None = None,
+        hold: Callable[[int], int | None] | None = None,
     ) -> None:
         """`deliver` gets each line (str, newline stripped). `name` keys the checkpoint
         (default: the absolute path). With no checkpoint, `start_at` says where to begin.
         `commit` runs before a checkpoint is saved (e.g. the engine's flush), so the
         saved position never runs ahead of what was recorded. `too_long` gets the start
-        of each line over `MAX_LINE_BYTES` instead of `deliver` (default: logged)."""
+        of each line over `MAX_LINE_BYTES` instead of `deliver` (default: logged). `hold`
+gets the inode being followed and answers the start offset of the oldest line in
+it whose evidence is only in memory (None: nothing held)."""
         self.path = Path(path)
         self.name = name or str(self.path.absolute())
         self.deliver = deliver
@@ -98,13 +110,17 @@ class FileFollower:
         self.checkpoints = checkpoints
         self.start_at = start_at
         self.commit = commit
+        self.hold = hold
         self.lines = 0
         self.too_long_lines = 0
         self.deliver_errors = 0
         self._cur: _Open | None = None
         self._old: list[_Open] = []
         self._started = False
-        self._saved: tuple[int, int] | None = None
+        self._saved: Position | None = None
+        self.line_at: tuple[int, int] = (0, 0)
+        # (inode, reached) of the checkpoint started from: lines before it are read again.
+        self._reread: tuple[int, int] = (0, 0)
 
     # --- public --------------------------------------------------------------------------
 
@@ -123,11 +139,18 @@ class FileFollower:
         cur = self._cur
         if cur is not None:
             self._check_truncated(cur)
-            at_eof = self._read(cur, MAX_READ_PER_POLL)
+            budget = self._announce(cur)
+            at_eof = self._read(cur, budget) if budget else True
             if at_eof:
                 self._check_rotated(cur)
         self._checkpoint(delivered=self.lines > before)
         return self.lines - before
+
+    @property
+    def rereading(self) -> bool:
+        """Whether the line being delivered was read before a restart."""
+        ino, start = self.line_at
+        return ino == self._reread[0] and start < self._reread[1]
 
     @property
     def position(self) -> tuple[int, int] | None:
@@ -148,19 +171,21 @@ class FileFollower:
         self._started = True
         saved = self.checkpoints.get_checkpoint(self.name) if self.checkpoints else None
         self._saved = saved
+        if saved is not None:
+            self._reread = (saved.inode, saved.reached)
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             # Not there (yet): a file that appears later is new and read from its start.
             if saved is not None:
-                self._resume_rotated(*saved)
+                self._resume_rotated(saved.inode, saved.offset)
             return
         st = os.fstat(fd)
         if saved is None:
             offset = 0 if self.start_at == "beginning" else _line_start_before(fd, st.st_size)
         else:
-            ino, offset = saved
-            if ino != st.st_ino:
+            ino, offset = saved.inode, saved.offset
+            if ino != st.st_ino or saved.device not in (0, st.st_dev):
                 self._resume_rotated(ino, offset)
                 offset = 0
             elif st.st_size < offset:
@@ -257,7 +282,10 @@ class FileFollower:
                     f.buf = buf
                 continue
             complete, f.buf = buf[: end + 1], buf[end + 1 :]
+            start = f.offset
             for raw in complete.split(b"\n")[:-1]:
+                self.line_at = (f.ino, start)
+                start += len(raw) + 1
                 if len(raw) > MAX_LINE_BYTES:  # began and ended within this read
                     self._too_long(raw)
                 else:
@@ -312,6 +340,7 @@ class FileFollower:
             f.offset += f.skip
             f.skip = 0
         if f.buf:
+            self.line_at = (f.ino, f.offset)
             self._emit(f.buf)
             f.offset += len(f.buf)
             f.buf = b""
@@ -354,15 +383,43 @@ class FileFollower:
         os.close(old.fd)
         self._old.remove(old)
 
+    def _announce(self, cur: _Open) -> int:
+        """Before reading, save how far this poll may read (`reached`): the engine may
+        write what these lines hold before the checkpoint after them is saved (a
+        background flush, or a crash between the commit and the save), and a restart
+        must look up, not record again, whatever they may have recorded. Only with
+        `hold`: a plain follower's receiver does not de-duplicate anyway.
+
+        Returns the bytes this poll may read: up to the file's size now, so that what
+        a restart looks up is no more than what was read."""
+        if self.hold is None or self.checkpoints is None:
+            return MAX_READ_PER_POLL
+        bound = min(os.fstat(cur.fd).st_size, cur.pos + MAX_READ_PER_POLL)
+        if bound <= cur.pos:
+            return 0  # nothing new to read
+        saved = self._saved
+        same = saved is not None and saved.inode == cur.ino
+        if saved is not None and same and saved.reached >= bound:
+            return bound - cur.pos
+        offset = min(saved.offset, cur.offset) if saved is not None and same else cur.offset
+        pos = Position(cur.ino, offset, bound, cur.dev)
+        self.checkpoints.set_checkpoint(self.name, pos)
+        self._saved = pos
+        return bound - cur.pos
+
     def _checkpoint(self, delivered: bool) -> None:
         if self.checkpoints is None or self._cur is None:
             return
-        pos = (self._cur.ino, self._cur.offset)
+        cur = self._cur
+        offset = cur.offset
+        if self.hold is not None and (held := self.hold(cur.ino)) is not None:
+            offset = min(offset, max(held, 0))
+        pos = Position(cur.ino, offset, cur.offset, cur.dev)
         if pos == self._saved:
             return
         if delivered and self.commit is not None:
             self.commit()
-        self.checkpoints.set_checkpoint(self.name, *pos)
+        self.checkpoints.set_checkpoint(self.name, pos)
         self._saved = pos
 
 

@@ -21,6 +21,14 @@ the null sender; their failures are never anyone's evidence and are dropped.
 
 Memory stays bounded: state goes at `removed`, idle queue ids age out after
 `ttl_seconds` of log time, and at most `max_queue_ids` are kept.
+
+A follower that must not checkpoint past a message still open here sets
+`mark` (where the line being added was read) before each line; `held_from()`
+answers the mark of the oldest open message, so the checkpoint can stay there.
+After a restart, lines are read again from that mark up to `reread_until`
+(log time): a message met there without its beginning (client, pickup or
+bounce line) was finished before the crash, and an outcome of it that has no
+sender is not emitted again (it was recorded then, or dropped as a bounce's).
 """
 
 from __future__ import annotations
@@ -113,18 +121,21 @@ class JoinStats:
     own_rejects_skipped: int = 0
     aged_out: int = 0
     evicted: int = 0
+    reread_skipped: int = 0  # sender-less outcomes of messages finished before a restart
 
 
 class _Message:
     __slots__ = (
         "client_addr", "client_name", "deferred", "envelope_from", "first", "helo", "host",
-        "inherited", "last", "message_id", "nrcpt", "null_sender", "pending", "qid", "recipients",
-        "sasl_user", "size", "submitted",
+        "inherited", "last", "mark", "message_id", "nrcpt", "null_sender", "pending", "qid",
+        "recipients", "sasl_user", "size", "submitted", "whole",
     )
 
-    def __init__(self, host: str, qid: str, t: float) -> None:
+    def __init__(self, host: str, qid: str, t: float, mark: tuple[int, int]) -> None:
         self.host = host
         self.qid = qid
+        self.mark = mark  # (file, offset) of its first line, for a follower's checkpoint
+        self.whole = False  # its beginning was read (client, pickup, bounce or hand-off)
         self.first = t
         self.last = t
         self.client_addr = ""
@@ -157,6 +168,13 @@ class Joiner:
         self.stats = JoinStats()
         self.now = 0.0
         self._msgs: dict[str, _Message] = {}  # least recently touched first
+        self._opened: dict[str, _Message] = {}  # the same, in the order they were first seen
+        #: Where the line being added was read (file, offset); set by a follower.
+        self.mark: tuple[int, int] = (0, 0)
+        #: The mark of the message whose outcome is being emitted.
+        self.outcome_mark: tuple[int, int] = (0, 0)
+        #: Log time up to which lines are read a second time (after a restart).
+        self.reread_until = float("-inf")
         self._waiting: dict[str, float] = {}  # key -> deadline, oldest first
         self._next_sweep = 0.0
         self._keys: dict[tuple[str, str], str] = {}
@@ -229,6 +247,7 @@ class Joiner:
             self._expired(t, host, record)
         elif isinstance(record, BounceNotice):
             child = self._get(host, record.new_queue_id, t)
+            child.whole = True
             child.null_sender = True
             child.envelope_from = ""
         elif isinstance(record, SaslSeen):
@@ -236,10 +255,28 @@ class Joiner:
         elif isinstance(record, LocalSubmission):
             m = self._get(host, record.queue_id, t)
             m.envelope_from = record.envelope_from
+            m.whole = True
         elif isinstance(record, Held):
             m = self._get(host, record.queue_id, t)
+            m.whole = True
             if record.client_addr or record.recipient:
                 self._held(m, record)
+
+    def held_from(self, file: int) -> int | None:
+        """The offset in `file` of the first line of the oldest message still open, or None.
+
+        A message first seen more than `ttl_seconds` (log time) ago, or in another file
+        (before a rotation), holds nothing back any more: re-reading after a crash stays
+        bounded, and a message deferred for days does not pin the checkpoint."""
+        opened = self._opened
+        horizon = self.now - self.settings.ttl_seconds
+        while opened:
+            key = next(iter(opened))
+            m = opened[key]
+            if m.first >= horizon and m.mark[0] == file and self._msgs.get(key) is m:
+                return m.mark[1]
+            del opened[key]
+        return None
 
     def finish(self) -> None:
         """End of input: emit every pending submission and its outcomes."""
@@ -254,7 +291,8 @@ class Joiner:
         msgs = self._msgs
         found = msgs.pop(key, None)
         if found is None:
-            m = _Message(host, qid, t)
+            m = _Message(host, qid, t, self.mark)
+            self._opened[key] = m
             if self._links and (parent := self._links.pop(key, None)) is not None:
                 _inherit(m, *parent)
             if len(msgs) >= self.settings.max_queue_ids:
@@ -271,10 +309,13 @@ class Joiner:
     def _drop(self, m: _Message) -> None:
         key = m.host + " " + m.qid
         self._msgs.pop(key, None)
+        if self._opened.get(key) is m:
+            del self._opened[key]
         self._waiting.pop(key, None)
 
     def _client(self, t: float, host: str, r: ClientSeen) -> None:
         m = self._get(host, r.queue_id, t)
+        m.whole = True
         if r.orig_client_addr:
             # Re-injected by a content filter with XFORWARD: the original client counts.
             m.client_name, m.client_addr = r.orig_client_name, r.orig_client_addr
@@ -451,7 +492,11 @@ class Joiner:
     def _emit(self, m: _Message, outcome: Outcome) -> None:
         if not outcome.sender and m.known:
             outcome = _with_sender(outcome, self._sender(m.client_addr, m.sasl_user))
+        if not outcome.sender and not m.whole and outcome.time <= self.reread_until:
+            self.stats.reread_skipped += 1
+            return
         self._count(outcome)
+        self.outcome_mark = m.mark
         self.sink.outcome(outcome)
 
     def _count(self, outcome: Outcome) -> None:
@@ -498,6 +543,7 @@ def _inherit(child: _Message, name: str, addr: str, sasl_user: str, null_sender:
     """The next queue's copy belongs to whoever sent the first."""
     child.client_name, child.client_addr, child.sasl_user = name, addr, sasl_user
     child.inherited = True
+    child.whole = True
     child.null_sender = child.null_sender or null_sender
 
 

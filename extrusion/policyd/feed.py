@@ -1,9 +1,10 @@
 """The live outcome feed: MTA log lines into the engine as they are written.
 
 [maillog] source = "file" follows the log file with the maillog package's
-`FileFollower`; its `poll()` reads the file, records events on the engine and
-saves the checkpoint in the store after the engine's flush, so it runs in a
-worker thread, one poll at a time. source = "syslog" receives datagrams on
+`CrashSafeFeed`; its `poll()` reads the file, records events on the engine and
+saves the checkpoint in the store after the engine's flush (never past a line
+whose evidence is only in memory), so it runs in a worker thread, one poll at
+a time. source = "syslog" receives datagrams on
 the reactor thread and queues them for one worker thread that parses them
 and calls the engine, in order: the engine may ask the store about a
 message, and the reactor never waits on the store. Lines that arrive while
@@ -104,16 +105,16 @@ class FileFeedService(Service):
     def _poll(self, engine: Any) -> int:
         """Worker thread: read what was appended, feed it, checkpoint after a flush."""
         if self.follower is None:
-            from extrusion.maillog.feed import LogFeed
-            from extrusion.maillog.follow import FileFollower
+            from extrusion.maillog.recovery import CrashSafeFeed
 
-            self.feed = LogFeed.from_config(engine, self.config, live=True)
-            self.follower = FileFollower(
-                self.path, self.feed.line,
-                checkpoints=getattr(engine, "store", None),
-                start_at=self.config.maillog.start_at,
-                commit=engine.flush, too_long=self.feed.too_long,
-            )
+            # Spooled batches first: lines read again after a crash are looked up in the
+            # store, which must hold everything recorded before. Until it answers, the
+            # lines wait in the file.
+            engine.flush()
+            store = engine.store
+            store.ping()
+            safe = CrashSafeFeed(engine, self.config, store, path=self.path)
+            self.feed, self.follower = safe.feed, safe
             log.info("following %s", self.path)
         n: int = self.follower.poll()
         self.counters.update(self.feed)
@@ -135,12 +136,11 @@ class FileFeedService(Service):
             self._loop.stop()
             yield self._loop_done  # an in-flight poll finishes first
         if self.follower is not None:
-            follower, feed = self.follower, self.feed
+            follower = self.follower
             self.follower = None
 
             def close() -> None:
-                feed.finish()
-                follower.close()
+                follower.close()  # finishes the feed's open joins first
 
             yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), close)
 

@@ -150,7 +150,9 @@ overrides = Table(
     Column("created", Float, nullable=False),
 )
 
-# Where each log follower stopped: file identity (inode) and byte offset.
+# Where each log follower stopped, by host and path (never shared between hosts):
+# file identity (device, inode), where to resume (`offset`, the oldest line whose
+# evidence was only in memory) and how far lines were read (`reached`).
 checkpoints = Table(
     "checkpoints",
     metadata,
@@ -158,6 +160,8 @@ checkpoints = Table(
     Column("inode", BigInteger, nullable=False),
     Column("offset", BigInteger, nullable=False),
     Column("updated", Float, nullable=False),
+    Column("device", BigInteger, nullable=False, server_default="0"),
+    Column("reached", BigInteger, nullable=False, server_default="0"),
 )
 
 # Each sender's own baseline (scoring/baseline.py: usual HELOs and envelope domains,

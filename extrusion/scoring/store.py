@@ -31,6 +31,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from extrusion.maillog.checkpoint import Position
 from extrusion.scoring import schema
 from extrusion.scoring.bounds import bound_batch, bound_override, bound_row, bound_text
 from extrusion.scoring.events import State, StateChange
@@ -723,29 +724,37 @@ class Store:
 
     # --- log follower checkpoints ------------------------------------------------------
 
-    def get_checkpoint(self, name: str) -> tuple[int, int] | None:
-        """(inode, offset) where follower `name` stopped, or None."""
+    def get_checkpoint(self, name: str) -> Position | None:
+        """Where follower `name` stopped, or None."""
         t = schema.checkpoints
         with self._read() as conn:
-            r = conn.execute(sa.select(t.c.inode, t.c.offset).where(t.c.name == name)).first()
-        return None if r is None else (int(r[0]), int(r[1]))
+            r = conn.execute(sa.select(t.c.inode, t.c.offset, t.c.reached, t.c.device)
+                             .where(t.c.name == name)).first()
+        return None if r is None else Position(int(r[0]), int(r[1]), int(r[2]), int(r[3]))
 
-    def set_checkpoint(self, name: str, inode: int, offset: int) -> None:
-        if inode < 0 or offset < 0:
-            raise ValueError(f"checkpoint {name!r}: inode and offset must not be negative")
+    def set_checkpoint(self, name: str, position: Position) -> None:
+        position.check(name)
         t = schema.checkpoints
         ins = self._insert(t)
-        values = bound_row(t, {"name": name, "inode": inode, "offset": offset,
-                               "updated": time.time()})
+        values = bound_row(t, {"name": name, **position._asdict(), "updated": time.time()})
         with self._write() as conn:
             conn.execute(
                 ins.on_conflict_do_update(
                     index_elements=[t.c.name],
-                    set_={"inode": ins.excluded.inode, "offset": ins.excluded.offset,
-                          "updated": ins.excluded.updated},
+                    set_={c: ins.excluded[c]
+                          for c in ("inode", "offset", "reached", "device", "updated")},
                 ),
                 values,
             )
+
+    def outcomes_recorded(self, mta: str, queue_id: str) -> set[tuple[str, str, float]]:
+        """(recipient, status, log time) of the outcome rows stored for one message:
+        what a log read again after a crash must not record twice."""
+        r = schema.recipients
+        q = sa.select(r.c.recipient, r.c.status, r.c.time).where(
+            r.c.mta == mta, r.c.queue_id == queue_id, r.c.status != QUEUED)
+        with self._read() as conn:
+            return {(rcpt, status, float(t)) for rcpt, status, t in conn.execute(q)}
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -278,6 +278,12 @@ class StoreSync:
             log.warning("store available again")
         self.store_ok = True
 
+    def unresolved_outcomes(self) -> list[Outcome]:
+        """The outcomes still waiting for their message's submission: only in memory, so a
+        log follower keeps its checkpoint before their lines (maillog/recovery.py)."""
+        with self._lock:
+            return [event for _since, event in self._unresolved]
+
     def _retry_unresolved(self, now: float) -> None:
         """Outcomes whose submission was not known yet: look again, or record them as such."""
         with self._lock:
