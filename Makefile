@@ -8,7 +8,7 @@ CONFIG ?= conf/extrusion.toml
 DEBS_RUN  := libmilter-dev
 DEBS_TEST := $(DEBS_RUN) postfix miltertest chromium m4
 
-.PHONY: run test lint demo clean debs-run debs-test
+.PHONY: run test lint demo soak clean debs-run debs-test
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ lint: $(VENV)/.test
 # A throw-away Postfix, the remote side, extrusion with SQLite and a bot outbreak (needs root).
 demo: $(VENV)/.test
 	$(BIN)/python scripts/demo.py
+
+# Hostile traffic at real daemons, then: alive, no tracebacks (minutes; not in `make test`
+# or CI). The issue's full size: make soak SOAK_ARGS="--requests 1000000 --log-lines
+# 1000000 --milter-sessions 100000".
+SOAK_ARGS ?=
+soak: $(VENV)/.test
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
