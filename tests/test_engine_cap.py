@@ -137,7 +137,7 @@ def test_kept_senders_above_the_cap_are_logged_once_and_counted(
         e.close()
 
 
-def test_a_forgotten_sender_comes_back_with_its_score(
+def test_a_forgotten_sender_comes_back_with_its_score_and_findings(
         store_url: str, tmp_path: Path, clock: Clock) -> None:
     e = engine_with(store_url, tmp_path, clock, max_senders=5)
     try:
@@ -160,7 +160,9 @@ def test_a_forgotten_sender_comes_back_with_its_score(
         e.flush()
         row = e.store.sender("ip:192.0.2.66")
         assert row is not None and row.state == "watch" and row.score > 10.0
-        assert "failed_recipients" in row.findings
+        # Its findings go on from where they were: 6 failures before, 5 after.
+        assert row.findings["failed_recipients"]["count"] == 11
+        assert row.findings["failed_recipients"]["examples"][0] == "old0@example.org"
     finally:
         e.close()
 

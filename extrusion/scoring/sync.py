@@ -141,6 +141,7 @@ class StoreSync:
                 d.state, d.state_since = mem.state.value, mem.state_since
             if mem.findings_dirty:
                 d.findings = copy_findings(mem.findings)
+                d.add_findings = mem.version == 0  # it never read the stored ones
             if mem.pin_dirty is not None:
                 d.pin, d.pinned = mem.pin_dirty, mem.pin
                 d.pinned_by, d.pinned_reason = mem.pinned_by, mem.pinned_reason
@@ -168,6 +169,8 @@ class StoreSync:
             mem.dirty = False
         elif row.version <= mem.version:
             return
+        # Its first word from the store: the stored findings now include its own.
+        first = mem.version == 0
         mem.version = row.version
         mem.base, mem.base_time = row.score, row.score_time
         if mem.pin_dirty is None:
@@ -178,8 +181,8 @@ class StoreSync:
             # Released elsewhere (CLI, another MTA): this process's windows go too.
             mem.forget_locally(now, row.findings)
             mem.base, mem.base_time = row.score, row.score_time
-        elif not mem.findings_dirty and row.findings and not mem.findings:
-            mem.findings = dict(row.findings)
+        elif not mem.findings_dirty and row.findings and (first or not mem.findings):
+            mem.findings = copy_findings(row.findings)
         stored = State(row.state)
         if not mem.state_dirty and stored is not mem.state:
             # Another process moved this sender (and audited it): follow, tell listeners.
