@@ -187,6 +187,25 @@ def test_a_forgotten_sender_another_mta_throttled_comes_back_throttled(
         b.close()
 
 
+def test_an_engine_starting_on_a_big_store_keeps_the_most_recent(
+        sqlite_url: str, tmp_path: Path, clock: Clock) -> None:
+    big = engine_with(sqlite_url, tmp_path, clock, max_senders=0)
+    try:
+        for i in range(30):
+            fail(big, clock, ip(i), 2, f"s{i}-")  # 2 points each: worth remembering
+            big.flush()
+    finally:
+        big.close()
+    e = engine_with(sqlite_url, tmp_path, clock, max_senders=10)
+    try:
+        kept = in_memory(e)
+        assert len(kept) <= 10
+        assert ip(29) in kept and ip(0) not in kept  # the most recently active stay
+        assert e.decide(ip(0), Stage.RCPT, count=False).score == 0.0  # not in memory
+    finally:
+        e.close()
+
+
 def test_the_cap_holds_under_50k_distinct_senders(
         sqlite_url: str, tmp_path: Path, clock: Clock) -> None:
     cap, flush_every = 1_000, 500

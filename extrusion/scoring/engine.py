@@ -189,6 +189,8 @@ class Engine(StoreSync):
             for row in rows:
                 self._adopt(row, now, create=True)
             self._mark = mark
+            if self.cap.due(len(self._senders)):
+                self._forget_least_recent()  # a big store: keep the most recently active
         self._dispatch()
 
     # --- events in -------------------------------------------------------------------------

@@ -163,6 +163,7 @@ class StoreSync:
             mem.helos.window = self.judge.helo_window
             mem.state = State(row.state)
             mem.state_since = row.state_since
+            mem.last_seen = max(row.last_seen, row.first_seen)  # its place for the cap
             self._senders[row.key] = mem
             self._classify_sender(mem)
             self._dirty.discard(row.key)
@@ -207,6 +208,7 @@ class StoreSync:
                 for row in rows:
                     self._adopt(row, now, create=True)
                 self._mark = mark
+            self._after_flush()  # what others wrote counts against the cap too
         self._dispatch()
 
     def _ensure_schema(self) -> None:
