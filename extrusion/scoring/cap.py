@@ -64,13 +64,15 @@ class SenderCap:
             self.over += 1
             self._next_try = size + self.slack
             if not self._warned:
+                # Once per process: a burst of new senders between two flushes does it
+                # every flush; the metric counts every time.
                 self._warned = True
                 log.warning("%d senders in memory, above [scoring] max_senders = %d: only "
                             "%d could be forgotten, the rest are watched, throttled, held, "
-                            "blocked, pinned, on probation or not yet written to the store",
+                            "blocked, pinned, on probation or not yet written to the store "
+                            "(logged once; extrusion_engine_senders_over_cap counts)",
                             size, self.limit, len(chosen))
         else:
-            self._warned = False
             self._next_try = 0
         return chosen
 
