@@ -23,6 +23,13 @@ $(VENV)/.test: pyproject.toml $(VENV)/.created | debs-test
 	$(BIN)/pip install -q -e '.[postgres,test,report]'
 	touch $@ $(VENV)/.run
 
+# Hostile traffic at real daemons, then: alive, no tracebacks (minutes; not in `make test`
+# or CI). The full size: make soak SOAK_ARGS="--requests 1000000 --log-lines
+# 1000000 --milter-sessions 100000".
+SOAK_ARGS ?=
+soak: $(VENV)/.test
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
+
 debs-run:
 	@scripts/ensure-debs $(DEBS_RUN)
 
@@ -43,13 +50,6 @@ lint: $(VENV)/.test
 # A throw-away Postfix, the remote side, extrusion with SQLite and a bot outbreak (needs root).
 demo: $(VENV)/.test
 	$(BIN)/python scripts/demo.py
-
-# Hostile traffic at real daemons, then: alive, no tracebacks (minutes; not in `make test`
-# or CI). The issue's full size: make soak SOAK_ARGS="--requests 1000000 --log-lines
-# 1000000 --milter-sessions 100000".
-SOAK_ARGS ?=
-soak: $(VENV)/.test
-	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
