@@ -8,7 +8,7 @@ CONFIG ?= conf/extrusion.toml
 DEBS_RUN  := libmilter-dev
 DEBS_TEST := $(DEBS_RUN) postfix miltertest chromium m4
 
-.PHONY: run test lint demo soak clean debs-run debs-test
+.PHONY: run test lint demo clean debs-run debs-test
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ $(VENV)/.test: pyproject.toml $(VENV)/.created | debs-test
 # Hostile traffic at real daemons, then: alive, no tracebacks (minutes; not in `make test`
 # or CI). The full size: make soak SOAK_ARGS="--requests 1000000 --log-lines
 # 1000000 --milter-sessions 100000".
+.PHONY: soak
 SOAK_ARGS ?=
 soak: $(VENV)/.test
 	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
