@@ -333,8 +333,11 @@ class Scoring:
     spread_domains: int = 30
     spread_factor: float = 5.0
     sasl_memory_seconds: float = 86400.0
+    max_senders: int = 200_000
 
     def __post_init__(self) -> None:
+        if self.max_senders < 0:
+            raise ValueError("max_senders must be 0 (no cap) or more")
         if not 0.0 < self.failure_share <= 1.0:
             raise ValueError("failure_share must be more than 0 and at most 1")
         if self.share_min_failures < 1:

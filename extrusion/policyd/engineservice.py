@@ -64,6 +64,7 @@ class EngineService(Service):
         self._syncing: defer.Deferred[Any] | None = None
         self._next_refresh = 0.0
         self._quarantined = 0  # the engine's count of rows set aside, as last reported
+        self._memory_counts: dict[str, int] = {}  # the cap's counts, as last reported
         self._next_prune = 0.0
         self._next_gauge = 0.0
         self.ready: defer.Deferred[None] = defer.Deferred()
@@ -164,6 +165,7 @@ class EngineService(Service):
         """Worker thread: push queued events, pull others' states, recount the gauge."""
         engine.flush()
         self._count_quarantined(engine)
+        self._count_memory(engine)
         refreshed = False
         if now >= self._next_refresh:
             engine.refresh(now)
@@ -189,6 +191,21 @@ class EngineService(Service):
         if rows > self._quarantined:
             self.metrics.quarantined.inc(rows - self._quarantined)
         self._quarantined = rows
+
+    def _count_memory(self, engine: EngineAPI) -> None:
+        """Worker thread: senders in memory and what the cap forgot, into the metrics."""
+        status = getattr(engine, "status", None)
+        if status is None:
+            return
+        s = status()
+        self.metrics.senders_in_memory.set(s.get("senders", 0))
+        for counter, name in ((self.metrics.senders_evicted, "senders_evicted"),
+                              (self.metrics.senders_over_cap, "senders_over_cap")):
+            total = s.get(name, 0)
+            seen = self._memory_counts.get(name, 0)
+            if total > seen:
+                counter.inc(total - seen)
+            self._memory_counts[name] = total
 
     def _prune(self, engine: EngineAPI, now: float) -> None:
         """Worker thread: drop evidence past `[store] retention_days`, at most hourly."""

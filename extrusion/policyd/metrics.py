@@ -70,6 +70,23 @@ class Metrics:
         self.senders = Gauge(
             "extrusion_senders", "Senders known to the store, by state.", ["state"], registry=r
         )
+        self.senders_in_memory = Gauge(
+            "extrusion_engine_senders_in_memory",
+            "Senders the engine holds in memory (capped by [scoring] max_senders).",
+            registry=r,
+        )
+        self.senders_evicted = Counter(
+            "extrusion_engine_senders_evicted",
+            "Senders forgotten from memory to stay under [scoring] max_senders (the store "
+            "keeps them; they come back on their next sight).",
+            registry=r,
+        )
+        self.senders_over_cap = Counter(
+            "extrusion_engine_senders_over_cap",
+            "Times the engine stayed above [scoring] max_senders because every sender left "
+            "had to be kept (not ok, pinned, on probation or not yet written).",
+            registry=r,
+        )
         self.queue_actions = Counter(
             "extrusion_queue_actions", "postsuper runs on queued mail, by verb and result.",
             ["verb", "result"], registry=r,

@@ -22,6 +22,7 @@ from extrusion.config import Config
 from extrusion.scoring import decisions as answer
 from extrusion.scoring.api import EngineAPI
 from extrusion.scoring.baseline import Baselines
+from extrusion.scoring.cap import SenderCap
 from extrusion.scoring.classify import OutcomeClass, classify, is_failure
 from extrusion.scoring.events import (
     Action,
@@ -104,6 +105,7 @@ class Engine(StoreSync):
         self._baselines = Baselines()
         self._notices: deque[Notice] = deque()
         self._notice_listeners: list[Callable[[Notice], None]] = []
+        self.cap = SenderCap(config.scoring.max_senders)
         self._apply_config(config)
         self._load()
 
@@ -117,6 +119,7 @@ class Engine(StoreSync):
         self.thresholds = Thresholds.from_config(config.scoring)
         self.judge = Judge(config)
         self._sasl.memory = config.scoring.sasl_memory_seconds
+        self.cap.limit = config.scoring.max_senders
         self.map = SenderMap(config.customers)
         self.overrides = OverrideSet(config.overrides)
 
@@ -157,6 +160,8 @@ class Engine(StoreSync):
             self._touch(mem)
             if mem.config_pin is not None:
                 self._evaluate(mem, now)  # a config override pins it from the first sight
+            if self.cap.due(len(self._senders)):
+                self._forget_least_recent()
         elif client_addr and client_addr != mem.client_addr:
             mem.client_addr = client_addr
             self._classify_sender(mem)
@@ -164,6 +169,12 @@ class Engine(StoreSync):
         if now > mem.last_seen:
             mem.last_seen = now
         return mem
+
+    def _forget_least_recent(self) -> None:
+        """Keep under `[scoring] max_senders`: the store holds the forgotten ones in full."""
+        for key in self.cap.victims(self._senders, self._dirty,
+                                    lambda m: self._pin(m) is not None):
+            del self._senders[key]
 
     def _touch(self, mem: SenderMemory) -> None:
         mem.dirty = True
@@ -184,6 +195,8 @@ class Engine(StoreSync):
             for row in rows:
                 self._adopt(row, now, create=True)
             self._mark = mark
+            if self.cap.due(len(self._senders)):
+                self._forget_least_recent()  # a big store: keep the most recently active
         self._dispatch()
 
     # --- events in -------------------------------------------------------------------------
@@ -638,8 +651,7 @@ class Engine(StoreSync):
     def _housekeeping(self, now: float) -> None:
         self._next_housekeeping = now + HOUSEKEEPING_SECONDS
         for info in self._messages.undecided_before(now - self.window):
-            mem = self._senders.get(info.sender)
-            if mem is not None:
+            if (mem := self._message_sender(info)) is not None:
                 self.judge.settle_list(mem, info, now, final=True)
                 self._changed(mem, now)
         for info in self._messages.expire(now - MESSAGE_MEMORY_SECONDS):
@@ -658,10 +670,25 @@ class Engine(StoreSync):
         for k in idle:
             self._baselines.keep(k, self._senders.pop(k).baseline)
 
+    def _after_flush(self) -> None:
+        """The senders a flush wrote may be forgotten now, if memory is over the cap."""
+        with self._lock:
+            self.cap.retry_soon()
+            if self.cap.due(len(self._senders)):
+                self._forget_least_recent()
+
     def _settle_forgotten(self, info: MessageInfo, now: float) -> None:
-        if info.list_like is None and (mem := self._senders.get(info.sender)) is not None:
+        if info.list_like is None and (mem := self._message_sender(info)) is not None:
             self.judge.settle_list(mem, info, now, final=True)
             self._changed(mem, now)
+
+    def _message_sender(self, info: MessageInfo) -> SenderMemory | None:
+        """The sender of a message whose list verdict is due; one the cap forgot is
+        brought back (as on its next sight) so the held failures still count."""
+        if not info.sender:
+            return None
+        mem = self._senders.get(info.sender)
+        return mem if mem is not None else self._mem(info.sender, info.time)
 
     def status(self) -> dict[str, Any]:
         """For health checks and metrics."""
@@ -671,6 +698,7 @@ class Engine(StoreSync):
                 "senders": len(self._senders), "queued": len(self._batch),
                 "spooled_batches": len(self.spool), "unresolved_outcomes": len(self._unresolved),
                 "quarantined_rows": self.quarantine.rows,
+                "senders_evicted": self.cap.evicted, "senders_over_cap": self.cap.over,
             }
 
     def close(self) -> None:

@@ -72,6 +72,9 @@ class SenderDelta:
     state_since: float | None = None
     reset_score: bool = False
     findings: dict[str, Any] | None = None
+    # The writer had not read the stored findings yet (a sender new to its memory, or
+    # one the sender cap forgot): its findings add to the stored ones, not replace them.
+    add_findings: bool = False
     pin: str | None = None  # PIN_SET, PIN_CLEAR or None
     pinned: str | None = None
     pinned_by: str | None = None
@@ -89,6 +92,8 @@ class SenderDelta:
         for name in ("cls", "state", "state_since", "findings"):
             if (value := getattr(later, name)) is not None:
                 setattr(self, name, value)
+        if later.findings is not None:
+            self.add_findings = later.add_findings  # its findings hold the earlier ones
         if self.first_seen is None:
             self.first_seen = later.first_seen
         if later.pin is not None:
@@ -130,14 +135,15 @@ def merge_sender(
         pinned_by=pinned_by,
         pinned_reason=pinned_reason,
         findings=row.findings if delta.findings is None
-        else merge_findings(row.findings, delta.findings, replace=delta.reset_score),
+        else merge_findings(row.findings, delta.findings, replace=delta.reset_score,
+                            add=delta.add_findings),
         version=row.version + 1,
         changed_at=changed_at,
     )
 
 
 def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
-                   replace: bool = False) -> dict[str, Any]:
+                   replace: bool = False, add: bool = False) -> dict[str, Any]:
     """The stored findings after one process wrote its own, merged per finding name.
 
     Processes sharing a store find different things about one sender (the milter
@@ -147,6 +153,8 @@ def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
     next update). Findings noted before an operator's release (the `released`
     entry) are stale news from a process that had not heard of it yet. `replace`:
     the writer released the sender itself, so its findings are all there is.
+    `add`: the writer never read the stored entries (the sender is new to its
+    memory), so its entries are news on top of them: counts and weights add up.
     """
     if replace or not stored:
         return mine
@@ -160,12 +168,32 @@ def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
         if since is not None and name != _RELEASED and _noted(entry)[0] < since:
             continue
         old = merged.get(name)
-        if not isinstance(old, dict) or _noted(entry) >= _noted(old):
+        if add and isinstance(old, dict) and name != _RELEASED:
+            merged[name] = _added(old, entry)
+        elif not isinstance(old, dict) or _noted(entry) >= _noted(old):
             merged[name] = entry
     return merged
 
 
+def _added(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """One finding noted before and after its sender left a process's memory."""
+    out = {**old, **new}
+    for name in ("count", "weight"):
+        a, b = old.get(name, 0), new.get(name, 0)
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            out[name] = round(a + b, 3) if name == "weight" else a + b
+    examples = [*old.get("examples", []), *new.get("examples", [])]
+    if isinstance(examples, list):
+        out["examples"] = list(dict.fromkeys(x for x in examples if isinstance(x, str)))[
+            :MAX_FINDING_EXAMPLES]
+    firsts = [t for t in (old.get("first"), new.get("first")) if isinstance(t, int | float)]
+    if firsts:
+        out["first"] = min(firsts)
+    return out
+
+
 _RELEASED = "released"  # memory.RELEASED (memory imports this module)
+MAX_FINDING_EXAMPLES = 5  # memory.MAX_EXAMPLES
 
 
 def _noted(entry: dict[str, Any]) -> tuple[float, float]:

@@ -64,6 +64,7 @@ class StoreSync:
 
     if TYPE_CHECKING:  # provided by Engine
         def _housekeeping(self, now: float) -> None: ...
+        def _after_flush(self) -> None: ...
         def _dispatch(self) -> None: ...
         def _evaluate(self, mem: SenderMemory, now: float) -> StateChange | None: ...
         def _classify_sender(self, mem: SenderMemory) -> None: ...
@@ -125,6 +126,7 @@ class StoreSync:
             for row in rows:
                 self._adopt(row, now, create=False)
         self._save_baselines(now)
+        self._after_flush()
 
     def _save_baselines(self, now: float) -> None:
         """The changed baselines, once the store has taken the batch; kept for the next
@@ -156,6 +158,7 @@ class StoreSync:
                 d.state, d.state_since = mem.state.value, mem.state_since
             if mem.findings_dirty:
                 d.findings = copy_findings(mem.findings)
+                d.add_findings = mem.version == 0  # it never read the stored ones
             if mem.pin_dirty is not None:
                 d.pin, d.pinned = mem.pin_dirty, mem.pin
                 d.pinned_by, d.pinned_reason = mem.pinned_by, mem.pinned_reason
@@ -179,12 +182,15 @@ class StoreSync:
             mem.baseline = self._baselines.take(row.key)
             mem.state = State(row.state)
             mem.state_since = row.state_since
+            mem.last_seen = max(row.last_seen, row.first_seen)  # its place for the cap
             self._senders[row.key] = mem
             self._classify_sender(mem)
             self._dirty.discard(row.key)
             mem.dirty = False
         elif row.version <= mem.version:
             return
+        # Its first word from the store: the stored findings now include its own.
+        first = mem.version == 0
         mem.version = row.version
         mem.base, mem.base_time = row.score, row.score_time
         if mem.pin_dirty is None:
@@ -195,8 +201,8 @@ class StoreSync:
             # Released elsewhere (CLI, another MTA): this process's windows go too.
             mem.forget_locally(now, row.findings)
             mem.base, mem.base_time = row.score, row.score_time
-        elif not mem.findings_dirty and row.findings and not mem.findings:
-            mem.findings = dict(row.findings)
+        elif not mem.findings_dirty and row.findings and (first or not mem.findings):
+            mem.findings = copy_findings(row.findings)
         stored = State(row.state)
         if not mem.state_dirty and stored is not mem.state:
             # Another process moved this sender (and audited it): follow, tell listeners.
@@ -221,6 +227,7 @@ class StoreSync:
                 for row in rows:
                     self._adopt(row, now, create=True)
                 self._mark = mark
+            self._after_flush()  # what others wrote counts against the cap too
         self._dispatch()
 
     def _ensure_schema(self) -> None:
