@@ -120,7 +120,8 @@ def test_thresholds_from_the_config_change_the_verdict(
     path, _truth = generated
     lenient = write_config("[scoring]\nfailure_trigger = 100000\nwatch_score = 500.0\n"
                            "throttle_score = 600.0\nhold_score = 700.0\n"
-                           "share_min_failures = 100000\n", "lenient.toml")
+                           "share_min_failures = 100000\n"
+                           "[probation]\nenabled = false\n", "lenient.toml")
     status, out, err = run(capsys, "--config", str(lenient), "--json", str(path))
     assert status == 0, err
     assert out == ""
