@@ -156,6 +156,7 @@ class Store:
     busy_timeout_ms: int = 5000
     retention_days: float = 30.0
     flush_batch: int = 5000
+    shared_limits: bool = True
 
 
 @dataclass(frozen=True)

@@ -261,13 +261,22 @@ class Batch:
     senders: dict[str, SenderDelta] = field(default_factory=dict)
     message_rows: list[tuple[Any, ...]] = field(default_factory=list)
     recipient_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    # (sender, mta, bucket start) -> [recipients, messages] a host let a restricted
+    # sender send (scoring/shared.py)
+    rate_use: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return (
             len(self.messages) + len(self.recipients) + len(self.counters)
             + len(self.state_changes) + len(self.senders)
-            + len(self.message_rows) + len(self.recipient_rows)
+            + len(self.message_rows) + len(self.recipient_rows) + len(self.rate_use)
         )
+
+    def add_use(self, sender: str, mta: str, bucket: int, recipients: int,
+                messages: int) -> None:
+        use = self.rate_use.setdefault((sender, mta, bucket), [0, 0])
+        use[0] += recipients
+        use[1] += messages
 
     def all_messages(self) -> list[dict[str, Any]]:
         """Every message row as a dict, in writing order."""
@@ -299,6 +308,7 @@ class Batch:
                 "counters": [[s, n, b, v] for (s, n, b), v in self.counters.items()],
                 "state_changes": self.state_changes,
                 "senders": [dataclasses.asdict(d) for d in self.senders.values()],
+                "rate_use": [[s, m, b, r, n] for (s, m, b), (r, n) in self.rate_use.items()],
             },
             separators=(",", ":"),
         )
@@ -312,4 +322,7 @@ class Batch:
             counters={(s, n, int(b)): float(v) for s, n, b, v in data["counters"]},
             state_changes=list(data["state_changes"]),
             senders={d["key"]: SenderDelta(**d) for d in data["senders"]},
+            # Absent from files spooled before shared budgets existed.
+            rate_use={(s, m, int(b)): [int(r), int(n)]
+                      for s, m, b, r, n in data.get("rate_use", [])},
         )

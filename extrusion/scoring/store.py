@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from extrusion.scoring import schema
 from extrusion.scoring.bounds import bound_batch, bound_override, bound_row, bound_text
 from extrusion.scoring.events import State, StateChange
+from extrusion.scoring.limits import DAY, HOUR, OthersUse
 from extrusion.scoring.rows import (
     MESSAGE_COLUMNS,
     PIN_CLEAR,
@@ -274,6 +275,13 @@ class Store:
                 self._sql("counters", _COUNTERS_UPSERT),
                 [(s, n, b, v) for (s, n, b), v in
                  (sorted(items) if self.dialect == "postgresql" else items)],
+            )
+        if batch.rate_use:
+            conn.exec_driver_sql(
+                self._sql("rate-use", _RATE_USE_UPSERT),
+                [(s, m, b, r, n) for (s, m, b), (r, n) in
+                 (sorted(batch.rate_use.items()) if self.dialect == "postgresql"
+                  else batch.rate_use.items())],
             )
         if batch.state_changes:
             conn.execute(schema.state_changes.insert(), batch.state_changes)
@@ -683,6 +691,23 @@ class Store:
         with self._read() as conn:
             return {int(b): float(v) for b, v in conn.execute(q.order_by(t.c.bucket))}
 
+    def others_use(self, mta: str, now: float, recent_seconds: float
+                   ) -> dict[str, OthersUse]:
+        """What hosts other than `mta` let each restricted sender send in the last hour,
+        day and `recent_seconds` (scoring/shared.py): one grouped query per refresh."""
+        t = schema.rate_use
+        hour, recent = now - HOUR, now - recent_seconds
+
+        def within(since: float, col: sa.Column[int]) -> Any:
+            return sa.func.sum(sa.case((t.c.bucket >= int(since), col), else_=0))
+
+        q = (sa.select(t.c.sender, within(hour, t.c.recipients), sa.func.sum(t.c.recipients),
+                       within(hour, t.c.messages), sa.func.sum(t.c.messages),
+                       within(recent, t.c.recipients))
+             .where(t.c.mta != mta, t.c.bucket >= int(now - DAY)).group_by(t.c.sender))
+        with self._read() as conn:
+            return {r[0]: OthersUse(*(int(v or 0) for v in r[1:])) for r in conn.execute(q)}
+
     def prune(self, before: float) -> int:
         """Delete counters, messages and outcomes older than `before`; returns rows removed."""
         removed = 0
@@ -692,6 +717,8 @@ class Store:
             ).rowcount
             for t in (schema.recipients, schema.messages):
                 removed += conn.execute(t.delete().where(t.c.time < before)).rowcount
+            removed += conn.execute(schema.rate_use.delete().where(
+                schema.rate_use.c.bucket < int(before))).rowcount
         return removed
 
     # --- log follower checkpoints ------------------------------------------------------
@@ -911,6 +938,12 @@ _RECIPIENT_ROWS = (
 _COUNTERS_UPSERT = (
     "INSERT INTO counters (sender, name, bucket, value) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (sender, name, bucket) DO UPDATE SET value = counters.value + excluded.value"
+)
+_RATE_USE_UPSERT = (
+    "INSERT INTO rate_use (sender, mta, bucket, recipients, messages) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (sender, mta, bucket) DO UPDATE SET "
+    "recipients = rate_use.recipients + excluded.recipients, "
+    "messages = rate_use.messages + excluded.messages"
 )
 _SENDER_PLACEHOLDER = (
     'INSERT INTO senders (key, "class", state, score, score_time, first_seen, last_seen, '

@@ -17,8 +17,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from extrusion.config import Config
+from extrusion.scoring.decisions import phrase
 from extrusion.scoring.events import Outcome, State, StateChange
 from extrusion.scoring.judge import Judge
+from extrusion.scoring.limits import NO_OTHERS, RateState
 from extrusion.scoring.memory import RELEASED, SenderMemory, copy_findings
 from extrusion.scoring.quarantine import PartlyWritten, Quarantine, write_in_parts
 from extrusion.scoring.rows import Batch, SenderDelta, SenderRow, decay
@@ -58,6 +61,8 @@ class StoreSync:
     _changes: deque[StateChange]
     _mark: float | None
     _schema_ok: bool
+    _shared: set[str]  # senders whose budgets count other hosts' use
+    config: Config
     _next_housekeeping: float
 
     if TYPE_CHECKING:  # provided by Engine
@@ -185,6 +190,9 @@ class StoreSync:
                                  score=round(row.score_at(now, self.half_life), 3),
                                  reason="changed by another process", who=ENGINE)
             mem.state, mem.state_since = stored, row.state_since
+            # Not this engine's reason for the old state: the evidence's own phrase (a pin
+            # is phrased in the operator's words when a decision quotes it).
+            mem.reason = phrase(mem.top_finding())
             self._changes.append(change)
         self._evaluate(mem, now)
 
@@ -202,7 +210,29 @@ class StoreSync:
                 for row in rows:
                     self._adopt(row, now, create=True)
                 self._mark = mark
+            if self.config.store.shared_limits:
+                self._refresh_others_use(now)
         self._dispatch()
+
+    def _refresh_others_use(self, now: float) -> None:
+        """The other hosts' share of restricted senders' budgets (shared.py)."""
+        try:
+            uses = self.store.others_use(self.mta, now, self.judge.probation.window)
+        except Exception as exc:
+            self._store_failed("reading the other hosts' budgets", exc)
+            return
+        with self._lock:
+            for key in self._shared - uses.keys():
+                mem = self._senders.get(key)
+                if mem is not None and mem.rates is not None:
+                    mem.rates.others = NO_OTHERS
+            for key, use in uses.items():
+                mem = self._senders.get(key)
+                if mem is not None:
+                    if mem.rates is None:
+                        mem.rates = RateState()
+                    mem.rates.others = use
+            self._shared = {k for k in uses if k in self._senders}
 
     def _ensure_schema(self) -> None:
         if not self._schema_ok:
@@ -290,6 +320,8 @@ def _merge_batches(into: Batch, other: Batch, half_life: float) -> None:
     into.recipient_rows[:0] = other.recipient_rows
     for k, v in other.counters.items():
         into.counters[k] = into.counters.get(k, 0.0) + v
+    for (s, m, b), (r, n) in other.rate_use.items():
+        into.add_use(s, m, b, r, n)
     into.state_changes[:0] = other.state_changes
     for delta in other.senders.values():
         if (mine := into.senders.get(delta.key)) is None:

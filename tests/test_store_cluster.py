@@ -1,0 +1,163 @@
+"""Several smarthosts on one store: a bot spread round-robin over three hosts.
+
+Each host is an Engine with its own Store (its own connections) and its own
+`[general] hostname`, on one database; `sync()` is what each daemon does every
+`[store] refresh_seconds`: flush, then refresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extrusion.config import from_dict
+from extrusion.scoring.admin import operator_action
+from extrusion.scoring.engine import Engine
+from extrusion.scoring.events import Action, Stage
+from extrusion.scoring.rows import SenderRow
+from extrusion.scoring.store import Store
+
+T0 = 1_700_000_000.0
+BOT = "ip:192.0.2.66"
+HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
+THROTTLED_RECIPIENTS = 20  # [limits.throttled] recipients_per_hour
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def cluster(url: str, tmp_path: Path, clock: Clock, **settings: Any) -> list[Engine]:
+    engines = []
+    for host in HOSTS:
+        cfg = from_dict({
+            "general": {"hostname": host},
+            "store": {"url": url, "spool_dir": str(tmp_path / f"spool-{host}"),
+                      **settings.get("store", {})},
+            **{k: v for k, v in settings.items() if k != "store"},
+        })
+        engines.append(Engine(cfg, Store(url), clock, own_store=True))
+    return engines
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def sync(engines: list[Engine], clock: Clock) -> None:
+    for e in engines:
+        e.flush()
+    for e in engines:
+        e.refresh(clock.t)
+
+
+def put_throttled(url: str) -> None:
+    """The bot as every host finds it: throttled by the evidence (score 30: between
+    throttle_score 20 and hold_score 40 for the whole test)."""
+    with Store(url) as s:
+        s.put_sender(SenderRow(key=BOT, state="throttled", score=30.0, score_time=T0,
+                               first_seen=T0, last_seen=T0, state_since=T0))
+
+
+def round_robin(engines: list[Engine], clock: Clock, requests: int,
+                every: int) -> int:
+    """Recipients accepted when `requests` RCPTs go round-robin over the hosts, the
+    hosts syncing after every `every` requests (one refresh interval's worth)."""
+    accepted = 0
+    for i in range(requests):
+        clock.t += 1.0
+        d = engines[i % len(engines)].decide(BOT, Stage.RCPT, 1, now=clock.t)
+        accepted += d.action is Action.CONTINUE
+        if (i + 1) % every == 0:
+            sync(engines, clock)
+    return accepted
+
+
+@pytest.fixture
+def engines_closed() -> Iterator[list[Engine]]:
+    opened: list[Engine] = []
+    yield opened
+    for e in opened:
+        e.close()
+
+
+INTERVAL = 6  # requests between two syncs: two per host
+
+
+def test_a_throttled_budget_holds_across_three_hosts(store_url: str, tmp_path: Path,
+                                                      clock: Clock,
+                                                      engines_closed: list[Engine]) -> None:
+    put_throttled(store_url)
+    engines = cluster(store_url, tmp_path, clock)
+    engines_closed.extend(engines)
+    assert all(e._senders[BOT].state.value == "throttled" for e in engines)
+    accepted = round_robin(engines, clock, 90, INTERVAL)
+    # The budget, plus at most what the other hosts accepted within one sync interval
+    # before this host heard of it; never the budget once per host (60).
+    assert THROTTLED_RECIPIENTS <= accepted <= THROTTLED_RECIPIENTS + INTERVAL
+
+
+def test_without_shared_limits_each_host_has_its_own_budget(
+        store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
+    put_throttled(store_url)
+    engines = cluster(store_url, tmp_path, clock, store={"shared_limits": False})
+    engines_closed.extend(engines)
+    assert round_robin(engines, clock, 90, INTERVAL) == THROTTLED_RECIPIENTS * len(HOSTS)
+
+
+def test_a_host_that_sees_the_bot_alone_keeps_the_whole_budget(
+        store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
+    put_throttled(store_url)
+    engines = cluster(store_url, tmp_path, clock)
+    engines_closed.extend(engines)
+    accepted = 0
+    for _ in range(30):
+        clock.t += 1.0
+        accepted += engines[0].decide(BOT, Stage.RCPT, 1, now=clock.t).action is Action.CONTINUE
+        sync(engines, clock)
+    assert accepted == THROTTLED_RECIPIENTS
+    # The other hosts count what the first one spent: nothing left for the bot there.
+    clock.t += 1.0
+    assert engines[1].decide(BOT, Stage.RCPT, 1, now=clock.t).action is Action.TEMPFAIL
+
+
+def test_the_other_hosts_share_ages_out_of_the_window(
+        store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
+    put_throttled(store_url)
+    engines = cluster(store_url, tmp_path, clock, scoring={"half_life_seconds": 86400.0 * 30})
+    engines_closed.extend(engines)
+    for _ in range(THROTTLED_RECIPIENTS):
+        clock.t += 1.0
+        engines[0].decide(BOT, Stage.RCPT, 1, now=clock.t)
+    sync(engines, clock)
+    assert engines[1].decide(BOT, Stage.RCPT, 1, now=clock.t).action is Action.TEMPFAIL
+    clock.t += 3600.0 + 120.0
+    sync(engines, clock)
+    assert engines[1].decide(BOT, Stage.RCPT, 1, now=clock.t).action is Action.CONTINUE
+
+
+def test_a_block_from_elsewhere_is_logged_in_the_operators_words(
+        store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
+    with Store(store_url) as s:
+        s.put_sender(SenderRow(key=BOT, state="throttled", score=30.0, score_time=T0,
+                               first_seen=T0, last_seen=T0, state_since=T0,
+                               findings={"failed_recipients": {"count": 25, "weight": 30.0,
+                                                               "last": T0}}))
+    engines = cluster(store_url, tmp_path, clock)
+    engines_closed.extend(engines)
+    assert engines[0].decide(BOT, Stage.RCPT, 1, now=clock.t + 1).action is Action.CONTINUE
+    operator_action(engines[1].config, "block", BOT, "account stolen, ticket 4411", "noc",
+                    now=clock.t + 2)
+    clock.t += 3
+    engines[0].refresh(clock.t)
+    d = engines[0].decide(BOT, Stage.RCPT, 1, now=clock.t)
+    assert d.action is Action.REJECT
+    assert d.reason == "blocked (score 30.0): block by noc: account stolen, ticket 4411"
