@@ -267,6 +267,7 @@ class Notify:
     max_attempts: int = 5
     retry_seconds: float = 30.0
     max_pending: int = 10000
+    claim_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.email_enabled and not self.mail_to:

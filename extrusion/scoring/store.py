@@ -550,6 +550,32 @@ class Store:
             )
             return new
 
+    # --- notifications -----------------------------------------------------------------
+
+    def claim_notifications(self, events: Sequence[tuple[str, str, float]], mta: str,
+                            seconds: float) -> set[tuple[str, str]]:
+        """The (sender, state) events of `events` (sender, state, time) that host `mta`
+        is the one to notify: no other host claimed them within `seconds`
+        (notify/claims.py). One upsert each; the row it leaves is the claim."""
+        t = schema.notify_claims
+        ins = self._insert(t)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[t.c.sender, t.c.state],
+            set_={"mta": ins.excluded.mta, "claimed_at": ins.excluded.claimed_at},
+            where=sa.or_(t.c.claimed_at <= ins.excluded.claimed_at - seconds,
+                         sa.and_(t.c.mta == ins.excluded.mta,
+                                 t.c.claimed_at < ins.excluded.claimed_at)),
+        ).returning(t.c.sender, t.c.state)
+        won: set[tuple[str, str]] = set()
+        with self._write() as conn:
+            # One lock order for every host: two claiming the same senders cannot deadlock.
+            for sender, state, at in sorted(events):
+                values = bound_row(t, {"sender": sender, "state": state, "mta": mta,
+                                       "claimed_at": at})
+                if conn.execute(stmt, values).first() is not None:
+                    won.add((sender, state))
+        return won
+
     # --- overrides ---------------------------------------------------------------------
 
     def overrides(self) -> list[OverrideRow]:
