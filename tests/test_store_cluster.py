@@ -8,6 +8,7 @@ Each host is an Engine with its own Store (its own connections) and its own
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ import pytest
 
 from extrusion.config import from_dict
 from extrusion.scoring.admin import operator_action
+from extrusion.scoring.audit import DUPLICATE_SECONDS, duplicate
 from extrusion.scoring.engine import Engine
-from extrusion.scoring.events import Action, Stage
-from extrusion.scoring.rows import SenderRow
+from extrusion.scoring.events import Action, Outcome, Stage, Status, Submission
+from extrusion.scoring.judge import FAILED
+from extrusion.scoring.rows import SenderRow, merge_findings
 from extrusion.scoring.store import Store
 
 T0 = 1_700_000_000.0
@@ -161,3 +164,76 @@ def test_a_block_from_elsewhere_is_logged_in_the_operators_words(
     d = engines[0].decide(BOT, Stage.RCPT, 1, now=clock.t)
     assert d.action is Action.REJECT
     assert d.reason == "blocked (score 30.0): block by noc: account stolen, ticket 4411"
+
+
+# --- evidence from three hosts adds up; one audit row per transition ---------------------------
+
+
+def spread_failures(engines: list[Engine], clock: Clock, n: int, every: int = 3) -> None:
+    """`n` one-recipient messages from the bot, round-robin, each bounced (5.1.1)."""
+    for i in range(n):
+        e = engines[i % len(engines)]
+        clock.t += 1.0
+        rcpt = f"user{i}@example.org"
+        e.submission(Submission(time=clock.t, sender=BOT, queue_id=f"4Q{i:04d}",
+                                envelope_from="bot@x.example", recipients=(rcpt,),
+                                client_addr="192.0.2.66"))
+        e.outcome(Outcome(time=clock.t, queue_id=f"4Q{i:04d}", recipient=rcpt,
+                          status=Status.BOUNCED, dsn="5.1.1",
+                          reply=f"550 5.1.1 <{rcpt}>: user unknown"))
+        if (i + 1) % every == 0:
+            sync(engines, clock)
+    sync(engines, clock)
+
+
+def test_failures_seen_by_three_hosts_add_up_in_the_store(
+        store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
+    engines = cluster(store_url, tmp_path, clock)
+    engines_closed.extend(engines)
+    spread_failures(engines, clock, 45)
+    with Store(store_url) as s:
+        row = s.sender(BOT)
+    assert row is not None
+    assert row.findings[FAILED]["count"] == 45  # not one host's 15
+    # A host that starts later adds its own news only, not the others' again.
+    late = cluster(store_url, tmp_path / "late", clock)
+    engines_closed.extend(late)
+    spread_failures(late[:1], clock, 2)
+    with Store(store_url) as s:
+        row = s.sender(BOT)
+    assert row is not None and row.findings[FAILED]["count"] == 47
+
+
+def test_one_audit_row_per_transition_from_three_hosts(
+        store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
+    engines = cluster(store_url, tmp_path, clock)
+    engines_closed.extend(engines)
+    spread_failures(engines, clock, 45)
+    with Store(store_url) as s:
+        trail = [(c.old.value, c.new.value) for c in s.state_changes(BOT)]
+        row = s.sender(BOT)
+    assert row is not None and row.state != "ok"
+    # Every step of the climb once, in order, ending where the store says the bot is.
+    assert len(trail) == len(set(trail)), trail
+    assert trail[0][0] == "ok" and trail[-1][1] == row.state
+    assert all(a[1] == b[0] for a, b in pairwise(trail)), trail
+
+
+def test_merge_findings_adds_what_each_host_noted() -> None:
+    stored = {FAILED: {"count": 15, "weight": 15.0, "examples": ["a@x"], "first": 1.0,
+                       "last": 9.0}}
+    mine = {FAILED: {"count": 16, "weight": 16.0, "examples": ["b@x"], "first": 2.0,
+                     "last": 10.0}}
+    merged = merge_findings(stored, mine, added={FAILED: [4, 4.0]})[FAILED]
+    assert (merged["count"], merged["weight"], merged["first"], merged["last"]) == (
+        19, 19.0, 1.0, 10.0)
+    assert merged["examples"] == ["a@x", "b@x"]
+    # Without what was added (a file spooled before, the CLI): the newer entry, as before.
+    assert merge_findings(stored, mine)[FAILED] == mine[FAILED]
+
+
+def test_a_sender_that_flaps_on_one_host_keeps_every_transition() -> None:
+    trail = [(100.0, "ok", "watch"), (110.0, "watch", "ok")]
+    assert not duplicate(120.0, "ok", "watch", trail)  # back to ok in between: real
+    assert duplicate(101.0, "ok", "watch", trail[:1])  # another host, the same move
+    assert not duplicate(100.0 + DUPLICATE_SECONDS + 1, "ok", "watch", trail[:1])

@@ -76,6 +76,9 @@ class SenderDelta:
     pinned: str | None = None
     pinned_by: str | None = None
     pinned_reason: str | None = None
+    # {finding: [count, weight]} this process noted since it last wrote `findings`: the
+    # store adds them to what every process noted (None: files spooled before, the CLI).
+    added: dict[str, list[float]] | None = None
 
     def absorb(self, later: SenderDelta, half_life: float) -> None:
         """Fold a later delta for the same sender into this one."""
@@ -86,6 +89,10 @@ class SenderDelta:
             decay(self.score_delta, later.time - self.time, half_life) + later.score_delta
         )
         self.time = max(self.time, later.time)
+        if later.added is not None:
+            mine = self.added if self.added is not None else {}
+            self.added = {k: [mine.get(k, [0, 0])[i] + later.added.get(k, [0, 0])[i]
+                              for i in (0, 1)] for k in {*mine, *later.added}}
         for name in ("cls", "state", "state_since", "findings"):
             if (value := getattr(later, name)) is not None:
                 setattr(self, name, value)
@@ -130,14 +137,16 @@ def merge_sender(
         pinned_by=pinned_by,
         pinned_reason=pinned_reason,
         findings=row.findings if delta.findings is None
-        else merge_findings(row.findings, delta.findings, replace=delta.reset_score),
+        else merge_findings(row.findings, delta.findings, replace=delta.reset_score,
+                            added=delta.added),
         version=row.version + 1,
         changed_at=changed_at,
     )
 
 
 def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
-                   replace: bool = False) -> dict[str, Any]:
+                   replace: bool = False,
+                   added: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """The stored findings after one process wrote its own, merged per finding name.
 
     Processes sharing a store find different things about one sender (the milter
@@ -147,6 +156,10 @@ def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
     next update). Findings noted before an operator's release (the `released`
     entry) are stale news from a process that had not heard of it yet. `replace`:
     the writer released the sender itself, so its findings are all there is.
+
+    With `added` (what the writer noted since its last write, per name), counts and
+    weights add up instead: hosts sharing a store each see part of a bot's failures,
+    and the stored count is all of them, not the last writer's share.
     """
     if replace or not stored:
         return mine
@@ -160,12 +173,31 @@ def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
         if since is not None and name != _RELEASED and _noted(entry)[0] < since:
             continue
         old = merged.get(name)
-        if not isinstance(old, dict) or _noted(entry) >= _noted(old):
+        if isinstance(old, dict) and added is not None and name in added:
+            merged[name] = _summed(old, entry, added[name])
+        elif not isinstance(old, dict) or _noted(entry) >= _noted(old):
             merged[name] = entry
     return merged
 
 
+def _summed(old: dict[str, Any], entry: dict[str, Any], add: list[float]) -> dict[str, Any]:
+    """One finding two processes noted: the latest entry's fields, the counts added up."""
+    out = dict(entry if _noted(entry) >= _noted(old) else old)
+    try:
+        out["count"] = int(old.get("count", 0) or 0) + int(add[0])
+        out["weight"] = round(float(old.get("weight", 0.0) or 0.0) + float(add[1]), 3)
+        if "first" in old and "first" in entry:
+            out["first"] = min(float(old["first"]), float(entry["first"]))
+    except (TypeError, ValueError, IndexError):
+        return out  # a malformed stored entry: the newer one as it is
+    examples = [*(old.get("examples") or ()), *(entry.get("examples") or ())]
+    if examples and all(isinstance(e, str) for e in examples):
+        out["examples"] = list(dict.fromkeys(examples))[:_MAX_EXAMPLES]
+    return out
+
+
 _RELEASED = "released"  # memory.RELEASED (memory imports this module)
+_MAX_EXAMPLES = 5  # memory.MAX_EXAMPLES
 
 
 def _noted(entry: dict[str, Any]) -> tuple[float, float]:

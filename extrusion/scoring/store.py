@@ -31,7 +31,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from extrusion.scoring import schema
+from extrusion.scoring import audit, schema
 from extrusion.scoring.bounds import bound_batch, bound_override, bound_row, bound_text
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.limits import DAY, HOUR, OthersUse
@@ -283,11 +283,34 @@ class Store:
                  (sorted(batch.rate_use.items()) if self.dialect == "postgresql"
                   else batch.rate_use.items())],
             )
-        if batch.state_changes:
-            conn.execute(schema.state_changes.insert(), batch.state_changes)
-        if not batch.senders:
-            return []
-        return self._merge_senders(conn, batch, half_life)
+        merged = self._merge_senders(conn, batch, half_life) if batch.senders else []
+        # After the senders' rows are locked: a second host's copy of a transition
+        # waits for the first one's commit and sees its row (audit.py).
+        changes = self._new_transitions(conn, batch.state_changes)
+        if changes:
+            conn.execute(schema.state_changes.insert(), changes)
+        return merged
+
+    def _new_transitions(self, conn: Connection, rows: list[dict[str, Any]]
+                         ) -> list[dict[str, Any]]:
+        """The batch's audit rows but the engine's transitions another host (or this
+        batch) wrote already."""
+        t = schema.state_changes
+        kept: list[dict[str, Any]] = []
+        for r in rows:
+            if r.get("who") != audit.ENGINE:
+                kept.append(r)
+                continue
+            at = float(r["time"])
+            q = sa.select(t.c.time, t.c.old_state, t.c.new_state).where(
+                t.c.sender == r["sender"], t.c.who == audit.ENGINE,
+                t.c.time.between(at - audit.DUPLICATE_SECONDS, at + audit.DUPLICATE_SECONDS))
+            recent = [(float(x[0]), x[1], x[2]) for x in conn.execute(q)]
+            recent += [(float(k["time"]), k["old_state"], k["new_state"]) for k in kept
+                       if k["sender"] == r["sender"] and k.get("who") == audit.ENGINE]
+            if not audit.duplicate(at, r["old_state"], r["new_state"], recent):
+                kept.append(r)
+        return kept
 
     def _sql(self, name: str, template: str) -> str:
         """A statement in the driver's own parameter style (qmark or format), cached."""

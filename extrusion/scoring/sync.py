@@ -22,7 +22,7 @@ from extrusion.scoring.decisions import phrase
 from extrusion.scoring.events import Outcome, State, StateChange
 from extrusion.scoring.judge import Judge
 from extrusion.scoring.limits import NO_OTHERS, RateState
-from extrusion.scoring.memory import RELEASED, SenderMemory, copy_findings
+from extrusion.scoring.memory import RELEASED, SenderMemory, copy_findings, news, tallies
 from extrusion.scoring.quarantine import PartlyWritten, Quarantine, write_in_parts
 from extrusion.scoring.rows import Batch, SenderDelta, SenderRow, decay
 from extrusion.scoring.spool import Spool, SpoolError
@@ -144,6 +144,9 @@ class StoreSync:
                 d.state, d.state_since = mem.state.value, mem.state_since
             if mem.findings_dirty:
                 d.findings = copy_findings(mem.findings)
+                if not mem.reset:  # a release replaces the stored findings: nothing to add
+                    d.added = news(mem.findings, mem.written)
+                mem.written = tallies(mem.findings)
             if mem.pin_dirty is not None:
                 d.pin, d.pinned = mem.pin_dirty, mem.pin
                 d.pinned_by, d.pinned_reason = mem.pinned_by, mem.pinned_reason
@@ -183,6 +186,7 @@ class StoreSync:
             mem.base, mem.base_time = row.score, row.score_time
         elif not mem.findings_dirty and row.findings and not mem.findings:
             mem.findings = dict(row.findings)
+            mem.written = tallies(mem.findings)  # the store's counts: nothing of ours yet
         stored = State(row.state)
         if not mem.state_dirty and stored is not mem.state:
             # Another process moved this sender (and audited it): follow, tell listeners.
