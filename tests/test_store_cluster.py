@@ -237,3 +237,25 @@ def test_a_sender_that_flaps_on_one_host_keeps_every_transition() -> None:
     assert not duplicate(120.0, "ok", "watch", trail)  # back to ok in between: real
     assert duplicate(101.0, "ok", "watch", trail[:1])  # another host, the same move
     assert not duplicate(100.0 + DUPLICATE_SECONDS + 1, "ok", "watch", trail[:1])
+
+
+# --- size: an outcome takes its recipient's "queued" row's place -------------------------------
+
+
+def test_an_outcome_replaces_the_queued_row_in_a_later_flush(
+        store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
+    (e, *others) = cluster(store_url, tmp_path, clock)
+    engines_closed.extend([e, *others])
+    rcpts = ("a@example.org", "b@example.org")
+    e.submission(Submission(time=clock.t, sender=BOT, queue_id="4SIZE1",
+                            envelope_from="bot@x.example", recipients=rcpts,
+                            client_addr="192.0.2.66"))
+    e.flush()
+    clock.t += 5.0
+    e.outcome(Outcome(time=clock.t, queue_id="4SIZE1", recipient="a@example.org",
+                      status=Status.SENT, dsn="2.0.0", reply="250 2.0.0 Ok"))
+    e.flush()
+    (msg,) = e.store.messages(BOT)
+    assert sorted((r.recipient, r.status) for r in msg.recipients) == [
+        ("a@example.org", "sent"), ("b@example.org", "queued")]  # b still waits
+    assert e.store.undelivered_queue_ids(BOT) == ["4SIZE1"]

@@ -55,6 +55,9 @@ FINAL_STATUSES = ("sent", "bounced", "expired", "rejected")
 # Rows changed this long before a refresh began are read again: a writer stamps
 # changed_at when its transaction starts but commits a little later.
 REFRESH_OVERLAP_SECONDS = 5.0
+# Leave out a recipient's "queued" row when its outcome is written in the same batch
+# (a switch for benchmarks/storesize.py, which measures both).
+ELIDE_QUEUED = True
 # Upper bound of bound parameters per statement (SQLite's limit is 32766).
 _CHUNK = 500
 _PG_MIGRATION_LOCK = 0x65787472  # "extr": serialises concurrent `upgrade()`s
@@ -252,20 +255,21 @@ class Store:
             counters, repeated = self._write_messages(conn, rows, counters)
             if repeated:
                 known = self._stored_recipients(conn, repeated)
-        if batch.recipients:
-            recipients = batch.recipients
-            if known:
-                recipients = [r for r in recipients if not _known_queued(
-                    known, r.get("mta", ""), r["queue_id"], r["recipient"], r["status"])]
-            self._bulk(conn, schema.recipients, _RECIPIENT_DEFAULTS, recipients)
-        if batch.recipient_rows:
-            recipient_rows = batch.recipient_rows
-            if known:
-                recipient_rows = [r for r in recipient_rows if not _known_queued(
-                    known, r[_R_MTA], r[_R_QID], r[_R_RECIPIENT], r[_R_STATUS])]
-            if recipient_rows:
-                conn.exec_driver_sql(self._sql("recipients-rows", _RECIPIENT_ROWS),
-                                     recipient_rows)
+        recipient_rows = batch.recipient_rows
+        if batch.recipients:  # dict rows first, as tuples in the same column order
+            recipient_rows = [*self._rows(schema.recipients, _RECIPIENT_DEFAULTS,
+                                          batch.recipients), *recipient_rows]
+        if ELIDE_QUEUED and recipient_rows:
+            recipient_rows, answered = _without_answered(recipient_rows)
+            if answered:
+                # Written by an earlier flush: the outcome takes its place.
+                conn.exec_driver_sql(self._sql("queued-answered", _QUEUED_ANSWERED),
+                                     sorted(answered))
+        if known:
+            recipient_rows = [r for r in recipient_rows if not _known_queued(
+                known, r[_R_MTA], r[_R_QID], r[_R_RECIPIENT], r[_R_STATUS])]
+        if recipient_rows:
+            conn.exec_driver_sql(self._sql("recipients-rows", _RECIPIENT_ROWS), recipient_rows)
         if counters:
             # PostgreSQL writers lock the rows in one order, so that two of them cannot
             # deadlock; SQLite lets one writer in at a time (BEGIN IMMEDIATE), and sorting
@@ -322,17 +326,6 @@ class Store:
                 sql = sql.replace("%s /*json*/", "CAST(%s AS JSON)")
             self._statements[key] = sql
         return sql
-
-    def _bulk(self, conn: Connection, table: sa.Table, defaults: dict[str, Any],
-              rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        cols = [c.name for c in table.columns if c.name != "id"]
-        template = (
-            f'INSERT INTO {table.name} ({", ".join(_q(c) for c in cols)}) '
-            f'VALUES ({", ".join("?" for _ in cols)})'
-        )
-        conn.exec_driver_sql(self._sql(table.name, template), self._rows(table, defaults, rows))
 
     @staticmethod
     def _rows(table: sa.Table, defaults: dict[str, Any],
@@ -862,6 +855,23 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
+def _without_answered(rows: list[tuple[Any, ...]]
+                      ) -> tuple[list[tuple[Any, ...]], set[tuple[str, str, str]]]:
+    """A recipient's "queued" row says nothing its outcome does not (it was a third of a
+    quiet sender's store, benchmarks/storesize.py): the rows without each "queued" one
+    whose outcome is among them, and the (mta, queue id, recipient) of the outcomes whose
+    "queued" row an earlier batch wrote, to delete."""
+    answered = {(r[_R_MTA], r[_R_QID], r[_R_RECIPIENT]) for r in rows if r[_R_STATUS] != QUEUED}
+    if not answered:
+        return rows, answered
+    queued = {(r[_R_MTA], r[_R_QID], r[_R_RECIPIENT]) for r in rows if r[_R_STATUS] == QUEUED}
+    if not queued:
+        return rows, answered
+    kept = [r for r in rows if r[_R_STATUS] != QUEUED
+            or (r[_R_MTA], r[_R_QID], r[_R_RECIPIENT]) not in answered]
+    return kept, answered - queued
+
+
 def _known_queued(known: set[tuple[str, str, str]], mta: str, queue_id: str, recipient: str,
                   status: str) -> bool:
     """A "queued" row for a recipient an earlier report of the message already recorded."""
@@ -987,6 +997,10 @@ _RECIPIENT_ROWS = (
 _COUNTERS_UPSERT = (
     "INSERT INTO counters (sender, name, bucket, value) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (sender, name, bucket) DO UPDATE SET value = counters.value + excluded.value"
+)
+_QUEUED_ANSWERED = (
+    "DELETE FROM recipients WHERE mta = ? AND queue_id = ? AND recipient = ? "
+    "AND status = 'queued'"
 )
 _RATE_USE_UPSERT = (
     "INSERT INTO rate_use (sender, mta, bucket, recipients, messages) VALUES (?, ?, ?, ?, ?) "
