@@ -108,6 +108,22 @@ def test_a_throttled_budget_holds_across_three_hosts(store_url: str, tmp_path: P
     assert THROTTLED_RECIPIENTS <= accepted <= THROTTLED_RECIPIENTS + INTERVAL
 
 
+def test_the_other_hosts_share_arrives_with_each_flush_between_refreshes(
+        store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
+    put_throttled(store_url)
+    engines = cluster(store_url, tmp_path, clock)
+    engines_closed.extend(engines)
+    accepted = 0
+    for i in range(90):  # flushes only (about every second), no refresh at all
+        clock.t += 1.0
+        d = engines[i % len(engines)].decide(BOT, Stage.RCPT, 1, now=clock.t)
+        accepted += d.action is Action.CONTINUE
+        if (i + 1) % INTERVAL == 0:
+            for e in engines:
+                e.flush()
+    assert THROTTLED_RECIPIENTS <= accepted <= THROTTLED_RECIPIENTS + INTERVAL
+
+
 def test_without_shared_limits_each_host_has_its_own_budget(
         store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
     put_throttled(store_url)

@@ -127,6 +127,10 @@ class StoreSync:
         with self._lock:
             for row in rows:
                 self._adopt(row, now, create=False)
+        if self.config.store.shared_limits and (batch.rate_use or self._shared):
+            # A restricted sender busy here or elsewhere: the others' share every flush
+            # (about a second), not only every refresh, keeps the overshoot small.
+            self._refresh_others_use(now)
 
     def _collect_deltas(self) -> None:
         """Move every dirty sender's news into the batch (its pending score becomes base)."""
