@@ -124,6 +124,19 @@ def test_the_other_hosts_share_arrives_with_each_flush_between_refreshes(
     assert THROTTLED_RECIPIENTS <= accepted <= THROTTLED_RECIPIENTS + INTERVAL
 
 
+def test_a_watched_senders_budget_holds_across_three_hosts(
+        store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
+    with Store(store_url) as s:  # score 15: between watch_score 10 and throttle_score 20
+        s.put_sender(SenderRow(key=BOT, state="watch", score=15.0, score_time=T0,
+                               first_seen=T0, last_seen=T0, state_since=T0))
+    engines = cluster(store_url, tmp_path, clock,
+                      limits={"watch": {"recipients_per_hour": 12}},
+                      scoring={"half_life_seconds": 86400.0 * 30})
+    engines_closed.extend(engines)
+    accepted = round_robin(engines, clock, 90, INTERVAL)
+    assert 12 <= accepted <= 12 + INTERVAL
+
+
 def test_without_shared_limits_each_host_has_its_own_budget(
         store_url: str, tmp_path: Path, clock: Clock, engines_closed: list[Engine]) -> None:
     put_throttled(store_url)
