@@ -181,6 +181,7 @@ class Store:
     busy_timeout_ms: int = 5000
     retention_days: float = 30.0
     flush_batch: int = 5000
+    shared_limits: bool = True
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,7 @@ class Notify:
     max_attempts: int = 5
     retry_seconds: float = 30.0
     max_pending: int = 10000
+    claim_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.email_enabled and not self.mail_to:

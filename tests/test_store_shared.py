@@ -271,15 +271,16 @@ def test_merge_findings_rules() -> None:
     assert merge_findings(released, {HELO: helo_v2}) == {**released, HELO: helo_v2}
     # The releasing process's own findings replace everything.
     assert merge_findings({HELO: helo_v2}, released, replace=True) == released
-    # A writer that never read the stored entries (the sender was new to its memory, or
-    # forgotten by the sender cap): its entries add to the stored ones.
+    # What a writer noted since its last write (all of it for a sender new to its memory,
+    # or forgotten by the sender cap) adds to the stored entries.
     more = {"count": 2, "weight": 2.0, "examples": ["x@example.org"], "first": 6.0,
             "last": 7.0}
     added = merge_findings({FAILED: {**failed, "examples": ["a@example.org"]}},
-                           {FAILED: more}, add=True)[FAILED]
+                           {FAILED: more}, added={FAILED: [2, 2.0]})[FAILED]
     assert (added["count"], added["weight"], added["first"], added["last"]) == (5, 5.0, 2.0, 7.0)
     assert added["examples"] == ["a@example.org", "x@example.org"]
-    assert merge_findings(released, {HELO: helo_v1}, add=True) == released  # still stale
+    assert merge_findings(released, {HELO: helo_v1},
+                          added={HELO: [1, 1.0]}) == released  # still stale
 
 
 # --- 3. held on arrival: recorded from the hold line --------------------------------------------

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from extrusion import identity
 from extrusion.config import Config
 from extrusion.notify.channels import Channel, EmailChannel, WebhookChannel
+from extrusion.notify.claims import Claim, store_claim
 from extrusion.notify.notifier import Notifier, ReportBuilder
 from extrusion.report.model import Report
 from extrusion.report.times import zone
@@ -40,7 +42,8 @@ def channels_from_config(cfg: Config) -> list[Channel]:
 
 
 def _started(
-    cfg: Config, channels: Sequence[Channel] | None, build: ReportBuilder | None
+    cfg: Config, channels: Sequence[Channel] | None, build: ReportBuilder | None,
+    claim: Claim | None = None,
 ) -> Notifier | None:
     chosen = list(channels) if channels is not None else channels_from_config(cfg)
     if not chosen:
@@ -52,6 +55,7 @@ def _started(
         hostname=cfg.general.hostname,
         tz=zone(cfg.report.timezone),
         max_destinations=cfg.report.max_destinations,
+        claim=claim,
     ).start()
 
 
@@ -74,8 +78,12 @@ def from_config(
     store: Callable[[], Store | None] | None = None,
     channels: Sequence[Channel] | None = None,
 ) -> Notifier | None:
-    """A started Notifier for `cfg`, or None when no channel is enabled."""
-    return _started(cfg, channels, _store_builder(cfg, store) if store is not None else None)
+    """A started Notifier for `cfg`, or None when no channel is enabled. With a `store`,
+    hosts sharing it send one notification per event between them (claims.py)."""
+    if store is None:
+        return _started(cfg, channels, None)
+    claim = store_claim(store, identity.mta_name(cfg), cfg.notify.claim_seconds)
+    return _started(cfg, channels, _store_builder(cfg, store), claim)
 
 
 def attach(

@@ -21,6 +21,7 @@ from datetime import UTC, tzinfo
 
 from extrusion.config import Notify
 from extrusion.notify.channels import Channel, PermanentError, TransientError
+from extrusion.notify.claims import Claim
 from extrusion.notify.digest import Digest, build_digest, report_from_changes
 from extrusion.report.clean import clean
 from extrusion.report.model import FLAGGED_STATES, Report
@@ -70,6 +71,7 @@ class Notifier:
         max_destinations: int = DEFAULT_MAX_DESTINATIONS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        claim: Claim | None = None,
     ) -> None:
         self.settings = settings
         self.channels = tuple(channels)
@@ -79,6 +81,7 @@ class Notifier:
         self._max_destinations = max_destinations
         self._clock = clock
         self._wall = wall_clock
+        self._claim = claim
         self._cond = threading.Condition()
         self._pending: dict[str, StateChange] = {}
         self._first_at: float | None = None
@@ -172,7 +175,12 @@ class Notifier:
                     self._first_at = None
                     self._last_digest_at = now
                 stopping = self._stopping
-            if batch:
+            if batch and self._claim is not None:
+                # Hosts sharing a store: only the changes this host claimed (claims.py).
+                mine = self._claim(batch)
+                self.stats["claimed_elsewhere"] += len(batch) - len(mine)
+                batch = mine
+            if batch or dropped:
                 self._enqueue(self._digest(batch, dropped), now)
             self._send_ready(stopping)
 

@@ -85,13 +85,18 @@ def _suspect(helo: str, client_addr: str, client_name: str, envelope_from: str,
 
 
 def _final(rows: Iterable[RecipientRow]) -> dict[str, RecipientRow | None]:
-    """Each recipient (in order of first appearance) with its latest outcome row, if any."""
+    """Each recipient with its latest outcome row: those with an outcome in order of
+    their first one, then those still waiting (the store keeps a recipient's "queued"
+    row only until its outcome comes, so submission order is no longer known)."""
     out: dict[str, RecipientRow | None] = {}
+    waiting: list[str] = []
     for r in rows:  # oldest first
         if r.status == QUEUED:
-            out.setdefault(r.recipient, None)
+            waiting.append(r.recipient)
         else:
             out[r.recipient] = r
+    for recipient in waiting:
+        out.setdefault(recipient, None)
     return out
 
 

@@ -158,6 +158,7 @@ class TupleBounder:
 _MESSAGE_TUPLES = TupleBounder(schema.messages, MESSAGE_COLUMNS)
 _RECIPIENT_TUPLES = TupleBounder(schema.recipients, RECIPIENT_COLUMNS)
 _COUNTER = _BY_TABLE[schema.counters.name]
+_USE = _BY_TABLE[schema.rate_use.name]
 # SenderDelta attributes and the senders columns they are written to.
 _DELTA_COLUMNS = {"key": "key", "cls": "class", "state": "state", "pinned": "pinned",
                   "pinned_by": "pinned_by", "pinned_reason": "pinned_reason",
@@ -205,7 +206,17 @@ def bound_batch(batch: Batch) -> Batch:
             merged = dataclasses.replace(mine)  # never change the caller's delta
             merged.absorb(new, 0.0)
             senders[new.key] = merged
-    if not (counters_changed or senders_changed or _any_new(messages, batch.messages)
+    rate_use: dict[tuple[str, str, int], list[int]] = {}
+    use_changed = False
+    for (sender, mta, bucket), (rcpts, msgs) in batch.rate_use.items():
+        key = (_USE["sender"](sender), _USE["mta"](mta), _USE["bucket"](bucket))
+        use_changed = use_changed or key[0] is not sender or key[1] is not mta \
+            or key[2] is not bucket
+        use = rate_use.setdefault(key, [0, 0])
+        use[0] += _USE["recipients"](rcpts)
+        use[1] += _USE["messages"](msgs)
+    if not (counters_changed or senders_changed or use_changed
+            or _any_new(messages, batch.messages)
             or _any_new(recipients, batch.recipients)
             or _any_new(message_rows, batch.message_rows)
             or _any_new(recipient_rows, batch.recipient_rows)
@@ -217,6 +228,7 @@ def bound_batch(batch: Batch) -> Batch:
         state_changes=state_changes,
         senders=senders if senders_changed else batch.senders,
         message_rows=message_rows, recipient_rows=recipient_rows,
+        rate_use=rate_use if use_changed else batch.rate_use,
     )
 
 

@@ -49,6 +49,7 @@ from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.probation import PROBATION
 from extrusion.scoring.quarantine import Quarantine
 from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, QUEUED, Batch, counter_bucket
+from extrusion.scoring.shared import restricted, use_bucket
 from extrusion.scoring.shown import SaslAddresses, authenticated, envelope_domain
 from extrusion.scoring.spool import Spool
 from extrusion.scoring.state import Thresholds, next_state
@@ -94,6 +95,7 @@ class Engine(StoreSync):
         self._mark: float | None = None
         self._next_housekeeping = 0.0
         self._schema_ok = False
+        self._shared: set[str] = set()
         self.store_ok = True
         self.last_store_error = ""
         # True when no other process records messages (replay): a queue id not in
@@ -357,6 +359,12 @@ class Engine(StoreSync):
         o = mem.config_pin
         return o.action if o is not None and o.action != "limits" else None
 
+    def _pin_reason(self, mem: SenderMemory, pin: str) -> str:
+        """The operator's (or the config's) own words for a pin: "block by NOC: stolen"."""
+        who = (mem.pinned_by or "operator") if mem.pin else "config"
+        why = (mem.pinned_reason if mem.pin else getattr(mem.config_pin, "reason", "")) or ""
+        return f"{pin} by {who}: {why}".rstrip(": ")
+
     def _target(self, mem: SenderMemory, now: float) -> State:
         pin = self._pin(mem)
         if pin in PINNED_STATES:
@@ -389,8 +397,7 @@ class Engine(StoreSync):
         pin = self._pin(mem)
         if pin in PINNED_STATES:
             who = (mem.pinned_by or "operator") if mem.pin else "config"
-            why = (mem.pinned_reason if mem.pin else getattr(mem.config_pin, "reason", "")) or ""
-            reason = f"{pin} by {who}: {why}".rstrip(": ")
+            reason = self._pin_reason(mem, pin)
         elif new is State.WATCH and mem.probation is not None and not mem.state.rank:
             who, reason = ENGINE, f"{PROBATION}: {mem.probation.reason}"
         elif new.rank > mem.state.rank:
@@ -540,17 +547,19 @@ class Engine(StoreSync):
             return answer.proceed(state, score, "allowed by override")
         why = answer.OPERATOR_PHRASE if pin in PINNED_STATES else answer.phrase(
             mem.top_finding() if mem is not None else "")
+        # A pin speaks in the operator's words, even when the state came from the store
+        # (another host or the CLI pinned it) and not from this engine's own transition.
+        said = "" if mem is None else (
+            self._pin_reason(mem, pin) if pin in PINNED_STATES else mem.reason)
         if state is State.BLOCKED:
-            return answer.refuse(state, score, why, f"blocked (score {score:.1f}): "
-                                 f"{mem.reason if mem is not None else ''}")
+            return answer.refuse(state, score, why, f"blocked (score {score:.1f}): {said}")
         if stage in (Stage.CONNECT, Stage.HELO):
             return answer.proceed(state, score)
         if (stage is Stage.MAIL and helos and self.config.milter.reject_bad_helo
                 and (bad := self._bad_helo(helos, client_addr, envelope_from))):
             return answer.bad_helo(state, score, f"HELO refused: {bad}")
         if state is State.HELD:
-            return answer.hold(state, score, why, f"held (score {score:.1f}): "
-                               f"{mem.reason if mem is not None else ''}")
+            return answer.hold(state, score, why, f"held (score {score:.1f}): {said}")
         return self._rate(mem, state, score, stage, rcpts, now, count, why)
 
     def _rate(self, mem: SenderMemory | None, state: State, score: float, stage: Stage,
@@ -591,6 +600,8 @@ class Engine(StoreSync):
             return answer.rate_limited(state, score, shown, reason)
         if count:
             rates.consume(*consume, now)
+            if self.config.store.shared_limits and any(consume) and restricted(mem):
+                self._batch.add_use(mem.key, self.mta, use_bucket(now), *consume)
         return answer.proceed(state, score)
 
     def helo_note(self, helos: tuple[str, ...], client_addr: str, client_name: str = "",

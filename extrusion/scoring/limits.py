@@ -144,29 +144,51 @@ class Exceeded:
     current: int
 
 
+@dataclass(frozen=True, slots=True)
+class OthersUse:
+    """What the other hosts of a shared store let one sender send (scoring/shared.py),
+    as of the last refresh."""
+
+    recipients_hour: int = 0
+    recipients_day: int = 0
+    messages_hour: int = 0
+    messages_day: int = 0
+    recipients_recent: int = 0  # within the probation window
+
+
+NO_OTHERS = OthersUse()
+
+
 class RateState:
     """One sender's message and recipient counters for the hour and the day."""
 
-    __slots__ = ("msg_day", "msg_hour", "rcpt_day", "rcpt_hour")
+    __slots__ = ("msg_day", "msg_hour", "others", "rcpt_day", "rcpt_hour")
 
     def __init__(self) -> None:
         self.msg_hour = SlidingCounter(HOUR, HOUR_BUCKET)
         self.rcpt_hour = SlidingCounter(HOUR, HOUR_BUCKET)
         self.msg_day = SlidingCounter(DAY, DAY_BUCKET)
         self.rcpt_day = SlidingCounter(DAY, DAY_BUCKET)
+        self.others = NO_OTHERS
 
     def check(self, limits: Limits, recipients: int, messages: int, now: float) -> Exceeded | None:
-        """The first limit that `recipients` more recipients / `messages` more messages break."""
+        """The first limit that `recipients` more recipients / `messages` more messages break,
+        counting what the other hosts spent as spent here."""
+        o = self.others
         checks = (
-            (recipients, limits.recipients_per_hour, self.rcpt_hour, "recipients per hour"),
-            (recipients, limits.recipients_per_day, self.rcpt_day, "recipients per day"),
-            (messages, limits.messages_per_hour, self.msg_hour, "messages per hour"),
-            (messages, limits.messages_per_day, self.msg_day, "messages per day"),
+            (recipients, limits.recipients_per_hour, self.rcpt_hour, o.recipients_hour,
+             "recipients per hour"),
+            (recipients, limits.recipients_per_day, self.rcpt_day, o.recipients_day,
+             "recipients per day"),
+            (messages, limits.messages_per_hour, self.msg_hour, o.messages_hour,
+             "messages per hour"),
+            (messages, limits.messages_per_day, self.msg_day, o.messages_day,
+             "messages per day"),
         )
-        for amount, limit, counter, what in checks:
+        for amount, limit, counter, elsewhere, what in checks:
             if amount <= 0 or not limit:
                 continue
-            current = counter.value(now)
+            current = counter.value(now) + elsewhere
             if current + amount > limit:
                 return Exceeded(what, limit, current)
         return None
@@ -185,5 +207,6 @@ class RateState:
 
     def idle(self, now: float) -> bool:
         """True when every window has emptied (the state can be dropped)."""
-        return all(c.value(now) == 0 for c in
-                   (self.msg_hour, self.rcpt_hour, self.msg_day, self.rcpt_day))
+        return self.others is NO_OTHERS and all(
+            c.value(now) == 0 for c in (self.msg_hour, self.rcpt_hour, self.msg_day,
+                                        self.rcpt_day))

@@ -130,6 +130,7 @@ class SenderMemory:
         "state_since",
         "version",
         "vouched_until",
+        "written",
     )
 
     def __init__(self, key: str, now: float, window: float, cls: str = "default") -> None:
@@ -171,6 +172,8 @@ class SenderMemory:
         # Until when it counts as a mailing list for its rate budget (limits.budget()).
         self.list_until = 0.0
         self.findings: dict[str, dict[str, Any]] = {}
+        # Each finding's (count, weight) as last written: the store adds only the news.
+        self.written: dict[str, tuple[int, float]] = {}
         self.rates: RateState | None = None
         # What the next flush must write.
         self.dirty = False
@@ -219,6 +222,7 @@ class SenderMemory:
             window.clear()
         self.probation = None
         self.findings = dict(findings)
+        self.written = tallies(self.findings)
         self.released_at = float(findings.get(RELEASED, {}).get("time", now))
 
     # --- findings (the report's "why") ---------------------------------------------------
@@ -251,6 +255,26 @@ class SenderMemory:
             if weight >= best_weight:
                 best, best_weight = kind, weight
         return best
+
+
+def tallies(findings: dict[str, Any]) -> dict[str, tuple[int, float]]:
+    """Each finding's (count, weight)."""
+    out: dict[str, tuple[int, float]] = {}
+    for kind, f in findings.items():
+        if isinstance(f, dict):
+            try:
+                out[kind] = (int(f.get("count", 0) or 0), float(f.get("weight", 0.0) or 0.0))
+            except (TypeError, ValueError):
+                continue
+    return out
+
+
+def news(findings: dict[str, Any], written: dict[str, tuple[int, float]]
+         ) -> dict[str, list[float]]:
+    """What was noted of each finding since `written`: [count, weight] to add."""
+    return {kind: [n - written.get(kind, (0, 0.0))[0],
+                   round(w - written.get(kind, (0, 0.0))[1], 3)]
+            for kind, (n, w) in tallies(findings).items()}
 
 
 def copy_findings(findings: dict[str, dict[str, Any]]) -> dict[str, Any]:

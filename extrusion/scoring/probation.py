@@ -67,7 +67,9 @@ class Probation:
         p = mem.probation
         if p is None:
             return None
-        current = p.budget.value(now)
+        # What the other hosts of a shared store let it send counts too (shared.py).
+        elsewhere = mem.rates.others.recipients_recent if mem.rates is not None else 0
+        current = p.budget.value(now) + elsewhere
         return current if current + recipients > self.recipients else None
 
     def consume(self, mem: SenderMemory, recipients: int, now: float) -> None:

@@ -142,6 +142,7 @@ def units(batch: Batch) -> list[Batch]:
     out += [Batch(counters={k: v}) for k, v in batch.counters.items()]
     out += [Batch(state_changes=[c]) for c in batch.state_changes]
     out += [Batch(senders={k: d}) for k, d in batch.senders.items()]
+    out += [Batch(rate_use={k: list(v)}) for k, v in batch.rate_use.items()]
     return out
 
 
@@ -164,6 +165,7 @@ def join(parts: list[Batch]) -> Batch:
         out.message_rows += p.message_rows
         out.recipient_rows += p.recipient_rows
         out.counters.update(p.counters)
+        out.rate_use.update({k: list(v) for k, v in p.rate_use.items()})
         out.state_changes += p.state_changes
         out.senders.update({k: dataclasses.replace(d) for k, d in p.senders.items()})
     return out

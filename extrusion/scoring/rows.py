@@ -79,6 +79,9 @@ class SenderDelta:
     pinned: str | None = None
     pinned_by: str | None = None
     pinned_reason: str | None = None
+    # {finding: [count, weight]} this process noted since it last wrote `findings`: the
+    # store adds them to what every process noted (None: files spooled before, the CLI).
+    added: dict[str, list[float]] | None = None
 
     def absorb(self, later: SenderDelta, half_life: float) -> None:
         """Fold a later delta for the same sender into this one."""
@@ -89,6 +92,10 @@ class SenderDelta:
             decay(self.score_delta, later.time - self.time, half_life) + later.score_delta
         )
         self.time = max(self.time, later.time)
+        if later.added is not None:
+            mine = self.added if self.added is not None else {}
+            self.added = {k: [mine.get(k, [0, 0])[i] + later.added.get(k, [0, 0])[i]
+                              for i in (0, 1)] for k in {*mine, *later.added}}
         for name in ("cls", "state", "state_since", "findings"):
             if (value := getattr(later, name)) is not None:
                 setattr(self, name, value)
@@ -136,14 +143,15 @@ def merge_sender(
         pinned_reason=pinned_reason,
         findings=row.findings if delta.findings is None
         else merge_findings(row.findings, delta.findings, replace=delta.reset_score,
-                            add=delta.add_findings),
+                            added=delta.added),
         version=row.version + 1,
         changed_at=changed_at,
     )
 
 
 def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
-                   replace: bool = False, add: bool = False) -> dict[str, Any]:
+                   replace: bool = False,
+                   added: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """The stored findings after one process wrote its own, merged per finding name.
 
     Processes sharing a store find different things about one sender (the milter
@@ -153,8 +161,10 @@ def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
     next update). Findings noted before an operator's release (the `released`
     entry) are stale news from a process that had not heard of it yet. `replace`:
     the writer released the sender itself, so its findings are all there is.
-    `add`: the writer never read the stored entries (the sender is new to its
-    memory), so its entries are news on top of them: counts and weights add up.
+
+    With `added` (what the writer noted since its last write, per name), counts and
+    weights add up instead: hosts sharing a store each see part of a bot's failures,
+    and the stored count is all of them, not the last writer's share.
     """
     if replace or not stored:
         return mine
@@ -168,27 +178,26 @@ def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
         if since is not None and name != _RELEASED and _noted(entry)[0] < since:
             continue
         old = merged.get(name)
-        if add and isinstance(old, dict) and name != _RELEASED:
-            merged[name] = _added(old, entry)
+        if isinstance(old, dict) and added is not None and name in added:
+            merged[name] = _summed(old, entry, added[name])
         elif not isinstance(old, dict) or _noted(entry) >= _noted(old):
             merged[name] = entry
     return merged
 
 
-def _added(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """One finding noted before and after its sender left a process's memory."""
-    out = {**old, **new}
-    for name in ("count", "weight"):
-        a, b = old.get(name, 0), new.get(name, 0)
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            out[name] = round(a + b, 3) if name == "weight" else a + b
-    examples = [*old.get("examples", []), *new.get("examples", [])]
-    if isinstance(examples, list):
-        out["examples"] = list(dict.fromkeys(x for x in examples if isinstance(x, str)))[
-            :MAX_FINDING_EXAMPLES]
-    firsts = [t for t in (old.get("first"), new.get("first")) if isinstance(t, int | float)]
-    if firsts:
-        out["first"] = min(firsts)
+def _summed(old: dict[str, Any], entry: dict[str, Any], add: list[float]) -> dict[str, Any]:
+    """One finding two processes noted: the latest entry's fields, the counts added up."""
+    out = dict(entry if _noted(entry) >= _noted(old) else old)
+    try:
+        out["count"] = int(old.get("count", 0) or 0) + int(add[0])
+        out["weight"] = round(float(old.get("weight", 0.0) or 0.0) + float(add[1]), 3)
+        if "first" in old and "first" in entry:
+            out["first"] = min(float(old["first"]), float(entry["first"]))
+    except (TypeError, ValueError, IndexError):
+        return out  # a malformed stored entry: the newer one as it is
+    examples = [*(old.get("examples") or ()), *(entry.get("examples") or ())]
+    if examples and all(isinstance(e, str) for e in examples):
+        out["examples"] = list(dict.fromkeys(examples))[:MAX_FINDING_EXAMPLES]
     return out
 
 
@@ -289,13 +298,22 @@ class Batch:
     senders: dict[str, SenderDelta] = field(default_factory=dict)
     message_rows: list[tuple[Any, ...]] = field(default_factory=list)
     recipient_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    # (sender, mta, bucket start) -> [recipients, messages] a host let a restricted
+    # sender send (scoring/shared.py)
+    rate_use: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return (
             len(self.messages) + len(self.recipients) + len(self.counters)
             + len(self.state_changes) + len(self.senders)
-            + len(self.message_rows) + len(self.recipient_rows)
+            + len(self.message_rows) + len(self.recipient_rows) + len(self.rate_use)
         )
+
+    def add_use(self, sender: str, mta: str, bucket: int, recipients: int,
+                messages: int) -> None:
+        use = self.rate_use.setdefault((sender, mta, bucket), [0, 0])
+        use[0] += recipients
+        use[1] += messages
 
     def all_messages(self) -> list[dict[str, Any]]:
         """Every message row as a dict, in writing order."""
@@ -327,6 +345,7 @@ class Batch:
                 "counters": [[s, n, b, v] for (s, n, b), v in self.counters.items()],
                 "state_changes": self.state_changes,
                 "senders": [dataclasses.asdict(d) for d in self.senders.values()],
+                "rate_use": [[s, m, b, r, n] for (s, m, b), (r, n) in self.rate_use.items()],
             },
             separators=(",", ":"),
         )
@@ -340,4 +359,7 @@ class Batch:
             counters={(s, n, int(b)): float(v) for s, n, b, v in data["counters"]},
             state_changes=list(data["state_changes"]),
             senders={d["key"]: SenderDelta(**d) for d in data["senders"]},
+            # Absent from files spooled before shared budgets existed.
+            rate_use={(s, m, int(b)): [int(r), int(n)]
+                      for s, m, b, r, n in data.get("rate_use", [])},
         )

@@ -176,3 +176,28 @@ sender_baselines = Table(
     Column("updated", Float, nullable=False),
 )
 Index("ix_sender_baselines_updated", sender_baselines.c.updated)
+
+# What each host let a restricted sender send, per minute (scoring/shared.py): every
+# host counts the other hosts' rows against the sender's budget.
+rate_use = Table(
+    "rate_use",
+    metadata,
+    Column("sender", String(KEY_LEN), nullable=False),
+    Column("mta", String(HOST_LEN), nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    Column("recipients", Integer, nullable=False),
+    Column("messages", Integer, nullable=False),
+    PrimaryKeyConstraint("sender", "mta", "bucket", name="pk_rate_use"),
+)
+Index("ix_rate_use_bucket", rate_use.c.bucket)
+
+# The host that sends the notification for a sender entering a state (notify/claims.py).
+notify_claims = Table(
+    "notify_claims",
+    metadata,
+    Column("sender", String(KEY_LEN), nullable=False),
+    Column("state", String(STATE_LEN), nullable=False),
+    Column("mta", String(HOST_LEN), nullable=False),
+    Column("claimed_at", Float, nullable=False),
+    PrimaryKeyConstraint("sender", "state", name="pk_notify_claims"),
+)

@@ -32,9 +32,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from extrusion.maillog.checkpoint import Position
-from extrusion.scoring import schema
+from extrusion.scoring import audit, schema
 from extrusion.scoring.bounds import bound_batch, bound_override, bound_row, bound_text
 from extrusion.scoring.events import State, StateChange
+from extrusion.scoring.limits import DAY, HOUR, OthersUse
 from extrusion.scoring.rows import (
     MESSAGE_COLUMNS,
     PIN_CLEAR,
@@ -55,6 +56,9 @@ FINAL_STATUSES = ("sent", "bounced", "expired", "rejected")
 # Rows changed this long before a refresh began are read again: a writer stamps
 # changed_at when its transaction starts but commits a little later.
 REFRESH_OVERLAP_SECONDS = 5.0
+# Leave out a recipient's "queued" row when its outcome is written in the same batch
+# (a switch for benchmarks/storesize.py, which measures both).
+ELIDE_QUEUED = True
 # Upper bound of bound parameters per statement (SQLite's limit is 32766).
 _CHUNK = 500
 _PG_MIGRATION_LOCK = 0x65787472  # "extr": serialises concurrent `upgrade()`s
@@ -252,20 +256,21 @@ class Store:
             counters, repeated = self._write_messages(conn, rows, counters)
             if repeated:
                 known = self._stored_recipients(conn, repeated)
-        if batch.recipients:
-            recipients = batch.recipients
-            if known:
-                recipients = [r for r in recipients if not _known_queued(
-                    known, r.get("mta", ""), r["queue_id"], r["recipient"], r["status"])]
-            self._bulk(conn, schema.recipients, _RECIPIENT_DEFAULTS, recipients)
-        if batch.recipient_rows:
-            recipient_rows = batch.recipient_rows
-            if known:
-                recipient_rows = [r for r in recipient_rows if not _known_queued(
-                    known, r[_R_MTA], r[_R_QID], r[_R_RECIPIENT], r[_R_STATUS])]
-            if recipient_rows:
-                conn.exec_driver_sql(self._sql("recipients-rows", _RECIPIENT_ROWS),
-                                     recipient_rows)
+        recipient_rows = batch.recipient_rows
+        if batch.recipients:  # dict rows first, as tuples in the same column order
+            recipient_rows = [*self._rows(schema.recipients, _RECIPIENT_DEFAULTS,
+                                          batch.recipients), *recipient_rows]
+        if ELIDE_QUEUED and recipient_rows:
+            recipient_rows, answered = _without_answered(recipient_rows)
+            if answered:
+                # Written by an earlier flush: the outcome takes its place.
+                conn.exec_driver_sql(self._sql("queued-answered", _QUEUED_ANSWERED),
+                                     sorted(answered))
+        if known:
+            recipient_rows = [r for r in recipient_rows if not _known_queued(
+                known, r[_R_MTA], r[_R_QID], r[_R_RECIPIENT], r[_R_STATUS])]
+        if recipient_rows:
+            conn.exec_driver_sql(self._sql("recipients-rows", _RECIPIENT_ROWS), recipient_rows)
         if counters:
             # PostgreSQL writers lock the rows in one order, so that two of them cannot
             # deadlock; SQLite lets one writer in at a time (BEGIN IMMEDIATE), and sorting
@@ -276,11 +281,41 @@ class Store:
                 [(s, n, b, v) for (s, n, b), v in
                  (sorted(items) if self.dialect == "postgresql" else items)],
             )
-        if batch.state_changes:
-            conn.execute(schema.state_changes.insert(), batch.state_changes)
-        if not batch.senders:
-            return []
-        return self._merge_senders(conn, batch, half_life)
+        if batch.rate_use:
+            conn.exec_driver_sql(
+                self._sql("rate-use", _RATE_USE_UPSERT),
+                [(s, m, b, r, n) for (s, m, b), (r, n) in
+                 (sorted(batch.rate_use.items()) if self.dialect == "postgresql"
+                  else batch.rate_use.items())],
+            )
+        merged = self._merge_senders(conn, batch, half_life) if batch.senders else []
+        # After the senders' rows are locked: a second host's copy of a transition
+        # waits for the first one's commit and sees its row (audit.py).
+        changes = self._new_transitions(conn, batch.state_changes)
+        if changes:
+            conn.execute(schema.state_changes.insert(), changes)
+        return merged
+
+    def _new_transitions(self, conn: Connection, rows: list[dict[str, Any]]
+                         ) -> list[dict[str, Any]]:
+        """The batch's audit rows but the engine's transitions another host (or this
+        batch) wrote already."""
+        t = schema.state_changes
+        kept: list[dict[str, Any]] = []
+        for r in rows:
+            if r.get("who") != audit.ENGINE:
+                kept.append(r)
+                continue
+            at = float(r["time"])
+            q = sa.select(t.c.time, t.c.old_state, t.c.new_state).where(
+                t.c.sender == r["sender"], t.c.who == audit.ENGINE,
+                t.c.time.between(at - audit.DUPLICATE_SECONDS, at + audit.DUPLICATE_SECONDS))
+            recent = [(float(x[0]), x[1], x[2]) for x in conn.execute(q)]
+            recent += [(float(k["time"]), k["old_state"], k["new_state"]) for k in kept
+                       if k["sender"] == r["sender"] and k.get("who") == audit.ENGINE]
+            if not audit.duplicate(at, r["old_state"], r["new_state"], recent):
+                kept.append(r)
+        return kept
 
     def _sql(self, name: str, template: str) -> str:
         """A statement in the driver's own parameter style (qmark or format), cached."""
@@ -292,17 +327,6 @@ class Store:
                 sql = sql.replace("%s /*json*/", "CAST(%s AS JSON)")
             self._statements[key] = sql
         return sql
-
-    def _bulk(self, conn: Connection, table: sa.Table, defaults: dict[str, Any],
-              rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        cols = [c.name for c in table.columns if c.name != "id"]
-        template = (
-            f'INSERT INTO {table.name} ({", ".join(_q(c) for c in cols)}) '
-            f'VALUES ({", ".join("?" for _ in cols)})'
-        )
-        conn.exec_driver_sql(self._sql(table.name, template), self._rows(table, defaults, rows))
 
     @staticmethod
     def _rows(table: sa.Table, defaults: dict[str, Any],
@@ -543,6 +567,32 @@ class Store:
             )
             return new
 
+    # --- notifications -----------------------------------------------------------------
+
+    def claim_notifications(self, events: Sequence[tuple[str, str, float]], mta: str,
+                            seconds: float) -> set[tuple[str, str]]:
+        """The (sender, state) events of `events` (sender, state, time) that host `mta`
+        is the one to notify: no other host claimed them within `seconds`
+        (notify/claims.py). One upsert each; the row it leaves is the claim."""
+        t = schema.notify_claims
+        ins = self._insert(t)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[t.c.sender, t.c.state],
+            set_={"mta": ins.excluded.mta, "claimed_at": ins.excluded.claimed_at},
+            where=sa.or_(t.c.claimed_at <= ins.excluded.claimed_at - seconds,
+                         sa.and_(t.c.mta == ins.excluded.mta,
+                                 t.c.claimed_at < ins.excluded.claimed_at)),
+        ).returning(t.c.sender, t.c.state)
+        won: set[tuple[str, str]] = set()
+        with self._write() as conn:
+            # One lock order for every host: two claiming the same senders cannot deadlock.
+            for sender, state, at in sorted(events):
+                values = bound_row(t, {"sender": sender, "state": state, "mta": mta,
+                                       "claimed_at": at})
+                if conn.execute(stmt, values).first() is not None:
+                    won.add((sender, state))
+        return won
+
     # --- overrides ---------------------------------------------------------------------
 
     def overrides(self) -> list[OverrideRow]:
@@ -684,6 +734,23 @@ class Store:
         with self._read() as conn:
             return {int(b): float(v) for b, v in conn.execute(q.order_by(t.c.bucket))}
 
+    def others_use(self, mta: str, now: float, recent_seconds: float
+                   ) -> dict[str, OthersUse]:
+        """What hosts other than `mta` let each restricted sender send in the last hour,
+        day and `recent_seconds` (scoring/shared.py): one grouped query per refresh."""
+        t = schema.rate_use
+        hour, recent = now - HOUR, now - recent_seconds
+
+        def within(since: float, col: sa.Column[int]) -> Any:
+            return sa.func.sum(sa.case((t.c.bucket >= int(since), col), else_=0))
+
+        q = (sa.select(t.c.sender, within(hour, t.c.recipients), sa.func.sum(t.c.recipients),
+                       within(hour, t.c.messages), sa.func.sum(t.c.messages),
+                       within(recent, t.c.recipients))
+             .where(t.c.mta != mta, t.c.bucket >= int(now - DAY)).group_by(t.c.sender))
+        with self._read() as conn:
+            return {r[0]: OthersUse(*(int(v or 0) for v in r[1:])) for r in conn.execute(q)}
+
     def prune(self, before: float) -> int:
         """Delete counters, messages, outcomes and baselines older than `before`; returns
         rows removed (a baseline not updated since is a sender gone quiet)."""
@@ -696,6 +763,8 @@ class Store:
                 removed += conn.execute(t.delete().where(t.c.time < before)).rowcount
             b = schema.sender_baselines
             removed += conn.execute(b.delete().where(b.c.updated < before)).rowcount
+            removed += conn.execute(schema.rate_use.delete().where(
+                schema.rate_use.c.bucket < int(before))).rowcount
         return removed
 
     # --- per-sender baselines ----------------------------------------------------------
@@ -820,6 +889,23 @@ def _describe_refusal(e: BaseException) -> str:
 
 def _q(name: str) -> str:
     return f'"{name}"'
+
+
+def _without_answered(rows: list[tuple[Any, ...]]
+                      ) -> tuple[list[tuple[Any, ...]], set[tuple[str, str, str]]]:
+    """A recipient's "queued" row says nothing its outcome does not (it was a third of a
+    quiet sender's store, benchmarks/storesize.py): the rows without each "queued" one
+    whose outcome is among them, and the (mta, queue id, recipient) of the outcomes whose
+    "queued" row an earlier batch wrote, to delete."""
+    answered = {(r[_R_MTA], r[_R_QID], r[_R_RECIPIENT]) for r in rows if r[_R_STATUS] != QUEUED}
+    if not answered:
+        return rows, answered
+    queued = {(r[_R_MTA], r[_R_QID], r[_R_RECIPIENT]) for r in rows if r[_R_STATUS] == QUEUED}
+    if not queued:
+        return rows, answered
+    kept = [r for r in rows if r[_R_STATUS] != QUEUED
+            or (r[_R_MTA], r[_R_QID], r[_R_RECIPIENT]) not in answered]
+    return kept, answered - queued
 
 
 def _known_queued(known: set[tuple[str, str, str]], mta: str, queue_id: str, recipient: str,
@@ -947,6 +1033,16 @@ _RECIPIENT_ROWS = (
 _COUNTERS_UPSERT = (
     "INSERT INTO counters (sender, name, bucket, value) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (sender, name, bucket) DO UPDATE SET value = counters.value + excluded.value"
+)
+_QUEUED_ANSWERED = (
+    "DELETE FROM recipients WHERE mta = ? AND queue_id = ? AND recipient = ? "
+    "AND status = 'queued'"
+)
+_RATE_USE_UPSERT = (
+    "INSERT INTO rate_use (sender, mta, bucket, recipients, messages) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (sender, mta, bucket) DO UPDATE SET "
+    "recipients = rate_use.recipients + excluded.recipients, "
+    "messages = rate_use.messages + excluded.messages"
 )
 _SENDER_PLACEHOLDER = (
     'INSERT INTO senders (key, "class", state, score, score_time, first_seen, last_seen, '

@@ -17,10 +17,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from extrusion.config import Config
 from extrusion.scoring.baseline import Baselines
+from extrusion.scoring.decisions import phrase
 from extrusion.scoring.events import Outcome, State, StateChange
 from extrusion.scoring.judge import Judge
-from extrusion.scoring.memory import RELEASED, SenderMemory, copy_findings
+from extrusion.scoring.limits import NO_OTHERS, RateState
+from extrusion.scoring.memory import RELEASED, SenderMemory, copy_findings, news, tallies
 from extrusion.scoring.quarantine import PartlyWritten, Quarantine, write_in_parts
 from extrusion.scoring.rows import Batch, SenderDelta, SenderRow, decay
 from extrusion.scoring.spool import Spool, SpoolError
@@ -59,6 +62,8 @@ class StoreSync:
     _changes: deque[StateChange]
     _mark: float | None
     _schema_ok: bool
+    _shared: set[str]  # senders whose budgets count other hosts' use
+    config: Config
     _next_housekeeping: float
     _baselines: Baselines
 
@@ -127,6 +132,7 @@ class StoreSync:
                 self._adopt(row, now, create=False)
         self._save_baselines(now)
         self._after_flush()
+        self._refresh_others_if_busy(batch, now)
 
     def _save_baselines(self, now: float) -> None:
         """The changed baselines, once the store has taken the batch; kept for the next
@@ -141,6 +147,13 @@ class StoreSync:
             with self._lock:
                 self._baselines.restore(pending)
             self._store_failed("writing baselines", exc)
+
+    def _refresh_others_if_busy(self, batch: Batch, now: float) -> None:
+        """Shared budgets (shared.py): the other hosts' use of restricted senders."""
+        if self.config.store.shared_limits and (batch.rate_use or self._shared):
+            # A restricted sender busy here or elsewhere: the others' share every flush
+            # (about a second), not only every refresh, keeps the overshoot small.
+            self._refresh_others_use(now)
 
     def _collect_deltas(self) -> None:
         """Move every dirty sender's news into the batch (its pending score becomes base)."""
@@ -158,7 +171,9 @@ class StoreSync:
                 d.state, d.state_since = mem.state.value, mem.state_since
             if mem.findings_dirty:
                 d.findings = copy_findings(mem.findings)
-                d.add_findings = mem.version == 0  # it never read the stored ones
+                if not mem.reset:  # a release replaces the stored findings: nothing to add
+                    d.added = news(mem.findings, mem.written)
+                mem.written = tallies(mem.findings)
             if mem.pin_dirty is not None:
                 d.pin, d.pinned = mem.pin_dirty, mem.pin
                 d.pinned_by, d.pinned_reason = mem.pinned_by, mem.pinned_reason
@@ -202,7 +217,9 @@ class StoreSync:
             mem.forget_locally(now, row.findings)
             mem.base, mem.base_time = row.score, row.score_time
         elif not mem.findings_dirty and row.findings and (first or not mem.findings):
+            # Nothing of ours unwritten: the store's merged view, all hosts' notes in it.
             mem.findings = copy_findings(row.findings)
+            mem.written = tallies(mem.findings)
         stored = State(row.state)
         if not mem.state_dirty and stored is not mem.state:
             # Another process moved this sender (and audited it): follow, tell listeners.
@@ -210,6 +227,9 @@ class StoreSync:
                                  score=round(row.score_at(now, self.half_life), 3),
                                  reason="changed by another process", who=ENGINE)
             mem.state, mem.state_since = stored, row.state_since
+            # Not this engine's reason for the old state: the evidence's own phrase (a pin
+            # is phrased in the operator's words when a decision quotes it).
+            mem.reason = phrase(mem.top_finding())
             self._changes.append(change)
         self._evaluate(mem, now)
 
@@ -228,7 +248,29 @@ class StoreSync:
                     self._adopt(row, now, create=True)
                 self._mark = mark
             self._after_flush()  # what others wrote counts against the cap too
+            if self.config.store.shared_limits:
+                self._refresh_others_use(now)
         self._dispatch()
+
+    def _refresh_others_use(self, now: float) -> None:
+        """The other hosts' share of restricted senders' budgets (shared.py)."""
+        try:
+            uses = self.store.others_use(self.mta, now, self.judge.probation.window)
+        except Exception as exc:
+            self._store_failed("reading the other hosts' budgets", exc)
+            return
+        with self._lock:
+            for key in self._shared - uses.keys():
+                mem = self._senders.get(key)
+                if mem is not None and mem.rates is not None:
+                    mem.rates.others = NO_OTHERS
+            for key, use in uses.items():
+                mem = self._senders.get(key)
+                if mem is not None:
+                    if mem.rates is None:
+                        mem.rates = RateState()
+                    mem.rates.others = use
+            self._shared = {k for k in uses if k in self._senders}
 
     def _ensure_schema(self) -> None:
         if not self._schema_ok:
@@ -322,6 +364,8 @@ def _merge_batches(into: Batch, other: Batch, half_life: float) -> None:
     into.recipient_rows[:0] = other.recipient_rows
     for k, v in other.counters.items():
         into.counters[k] = into.counters.get(k, 0.0) + v
+    for (s, m, b), (r, n) in other.rate_use.items():
+        into.add_use(s, m, b, r, n)
     into.state_changes[:0] = other.state_changes
     for delta in other.senders.values():
         if (mine := into.senders.get(delta.key)) is None:

@@ -1,0 +1,119 @@
+"""How far over its budget a throttled bot gets by spreading over three hosts.
+
+    .venv/bin/python benchmarks/cluster_budget.py [--rates 1,5,20] [--refresh 3] [--flush 1]
+        [--no-pg]
+
+Three engines (three `[general] hostname`s) on one store, a throttled bot
+(`[limits.throttled]`: 20 recipients an hour) asking round-robin at each rate
+(recipients per second over all hosts) for ten minutes; every host flushes
+every `--flush` seconds (`[policyd] flush_seconds`) and refreshes every
+`--refresh` seconds (`[store] refresh_seconds`), as the daemons do. Prints
+the recipients accepted with `[store] shared_limits` on and off, and the
+bound the design gives: the budget plus what the other hosts can accept in
+one flush interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+from extrusion.config import from_dict
+from extrusion.scoring.engine import Engine
+from extrusion.scoring.events import Action, Stage
+from extrusion.scoring.rows import SenderRow
+from extrusion.scoring.store import Store
+
+PG_ADMIN = os.environ.get("EXTRUSION_TEST_PG",
+                          "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+T0 = 1_700_000_000.0
+BOT = "ip:192.0.2.66"
+HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
+BUDGET = 20
+SECONDS = 600
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    name = f"extrusion_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def accepted(url: str, tmp: str, rate: float, refresh: float, flush: float,
+             shared: bool) -> int:
+    with Store(url) as s:
+        s.put_sender(SenderRow(key=BOT, state="throttled", score=30.0, score_time=T0,
+                               first_seen=T0, last_seen=T0, state_since=T0))
+    clock = [T0]
+    engines = [Engine(from_dict({
+        "general": {"hostname": h},
+        "store": {"url": url, "spool_dir": f"{tmp}/spool-{h}", "shared_limits": shared},
+        "scoring": {"half_life_seconds": 86400.0 * 30},
+    }), Store(url), lambda: clock[0], own_store=True) for h in HOSTS]
+    try:
+        n, got, next_flush, next_refresh = 0, 0, T0 + flush, T0 + refresh
+        while clock[0] < T0 + SECONDS:
+            clock[0] = T0 + n / rate
+            while clock[0] >= min(next_flush, next_refresh):
+                if next_flush <= next_refresh:
+                    for e in engines:
+                        e.flush()
+                    next_flush += flush
+                else:
+                    for e in engines:
+                        e.refresh(next_refresh)
+                    next_refresh += refresh
+            d = engines[n % len(engines)].decide(BOT, Stage.RCPT, 1, now=clock[0])
+            got += d.action is Action.CONTINUE
+            n += 1
+        return got
+    finally:
+        for e in engines:
+            e.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rates", default="1,5,20")
+    ap.add_argument("--refresh", type=float, default=3.0)
+    ap.add_argument("--flush", type=float, default=1.0)
+    ap.add_argument("--no-pg", action="store_true")
+    args = ap.parse_args()
+    print(f"budget {BUDGET} recipients/hour, {len(HOSTS)} hosts, flush {args.flush:g} s, "
+          f"refresh {args.refresh:g} s")
+    print(f"{'backend':11} {'rcpt/s':>6} {'shared':>7} {'per host':>9} {'bound':>6} "
+          f"{'overrun':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in ("sqlite", *(() if args.no_pg else ("postgresql",))):
+            for rate in (float(r) for r in args.rates.split(",")):
+                results = []
+                for shared in (True, False):
+                    timing = (rate, args.refresh, args.flush, shared)
+                    if backend == "sqlite":
+                        url = f"sqlite:///{tmp}/{uuid.uuid4().hex}.db"
+                        results.append(accepted(url, tmp, *timing))
+                    else:
+                        with pg_database() as url:
+                            results.append(accepted(url, tmp, *timing))
+                others = rate * args.flush * (len(HOSTS) - 1) / len(HOSTS)
+                bound = BUDGET + int(others + 1)
+                print(f"{backend:11} {rate:6g} {results[0]:7} {results[1]:9} {bound:6} "
+                      f"{results[0] / BUDGET:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
