@@ -16,13 +16,10 @@ one flush interval.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import sqlalchemy as sa
+from pgtemp import pg_database
 
 from extrusion.config import from_dict
 from extrusion.scoring.engine import Engine
@@ -30,27 +27,11 @@ from extrusion.scoring.events import Action, Stage
 from extrusion.scoring.rows import SenderRow
 from extrusion.scoring.store import Store
 
-PG_ADMIN = os.environ.get("EXTRUSION_TEST_PG",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 T0 = 1_700_000_000.0
 BOT = "ip:192.0.2.66"
 HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
 BUDGET = 20
 SECONDS = 600
-
-
-@contextmanager
-def pg_database() -> Iterator[str]:
-    name = f"extrusion_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def accepted(url: str, tmp: str, rate: float, refresh: float, flush: float,

@@ -12,18 +12,15 @@ throw-away SQLite store `extrusion replay` writes.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
-import sqlalchemy as sa
+from pgtemp import pg_database
 
 from extrusion.config import Config, from_dict
 from extrusion.scoring.engine import Engine
@@ -35,8 +32,6 @@ from extrusion.scoring.events import (
 )
 from extrusion.scoring.store import Store
 
-PG_ADMIN = os.environ.get("EXTRUSION_TEST_PG",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 T0 = 1_700_000_000.0
 SENDERS = 10_000
 RUNS = 3
@@ -45,20 +40,6 @@ RUNS = 3
 def config(url: str, spool: str) -> Config:
     return from_dict({"general": {"hostname": "bench"},
                       "store": {"url": url, "spool_dir": spool, "flush_batch": 10**9}})
-
-
-@contextmanager
-def pg_database() -> Iterator[str]:
-    name = f"extrusion_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def events(n: int, seed: int = 1) -> list[Submission | Outcome]:

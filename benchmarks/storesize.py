@@ -20,12 +20,10 @@ import heapq
 import os
 import random
 import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from pgtemp import pg_database
 
 from extrusion.config import from_dict
 from extrusion.scoring import store as storemod
@@ -33,25 +31,9 @@ from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Outcome, Status, Submission
 from extrusion.scoring.store import Store
 
-PG_ADMIN = os.environ.get("EXTRUSION_TEST_PG",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 T0 = 1_700_000_000.0
 DAY = 86400.0
 TABLES = ("recipients", "counters", "messages", "senders", "state_changes", "rate_use")
-
-
-@contextmanager
-def pg_database() -> Iterator[str]:
-    name = f"extrusion_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def events(senders: int, messages: int, seed: int = 7) -> list[tuple[float, int, Any]]:
