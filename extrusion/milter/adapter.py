@@ -132,11 +132,14 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
     def hello(self, heloname: str | bytes) -> int:
         try:
             s = self.session
+            known = len(s.distinct_helos())
             s.add_helo(heloname)
-            # A HELO after the session's first MAIL (the SASL login, the sender key, is
-            # known by then): judged now, not only if a message is accepted. One before
-            # it waits for that MAIL, or the session's end, to land on the right sender.
-            if s.connection_recorded and s.first_judgement():
+            # A new HELO after the session's first MAIL (the SASL login, the sender key,
+            # is known by then): judged now, not only if a message is accepted. One
+            # before it waits for that MAIL, or the session's end, to land on the right
+            # sender.
+            if (s.connection_recorded and len(s.distinct_helos()) > known
+                    and s.first_judgement()):
                 self.rt.guard.record(s.connection(self.rt.clock(), self.rt.settings.mta))
         except Exception:
             log.exception("hello callback failed")

@@ -122,6 +122,10 @@ class Session:
         if helo and (not self.helos or self.helos[-1] != helo) and len(self.helos) < c.MAX_HELOS:
             self.helos.append(helo)
 
+    def distinct_helos(self) -> tuple[str, ...]:
+        """The different HELOs so far, in order, as the judgement compares them."""
+        return tuple(dict.fromkeys(h.lower().rstrip(".") for h in self.helos))
+
     def add_confirmed(self, names: tuple[str, ...]) -> None:
         for name in names:
             if name not in self.confirmed and len(self.confirmed) < c.MAX_HELOS:
@@ -131,7 +135,7 @@ class Session:
         """True the first time the HELOs are to be judged with this envelope: a new HELO,
         a new MAIL FROM domain or new recipient domains make it new again."""
         domains = tuple(sorted({r.rpartition("@")[2].lower() for r in recipients}))
-        key = (tuple(self.helos), envelope_from.rpartition("@")[2].lower(),
+        key = (self.distinct_helos(), envelope_from.rpartition("@")[2].lower(),
                domains[:c.MAX_JUDGED_DOMAINS])
         if key in self.judged or len(self.judged) >= c.MAX_JUDGEMENTS or not self.helos:
             return False

@@ -23,7 +23,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
-from extrusion.scoring.helo import address_domain, registered_domain
+from extrusion.scoring.helo import address_domain, is_lan_address, registered_domain
 from extrusion.scoring.keys import ip_of
 from extrusion.scoring.providers import provider_family
 
@@ -94,8 +94,10 @@ def srs_origin(envelope_from: str, client_name: str) -> str:
 
 
 def _public(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address that identifies a host elsewhere: not a LAN, loopback or link address
+    (a hop from one of those is a submission inside the client's own network)."""
     address = ip_of(text)
-    if address is None or not address.is_global:
+    if address is None or is_lan_address(address) or address.is_unspecified:
         return None
     return address
 

@@ -161,8 +161,12 @@ def _parse_ip(text: str) -> IPAddress | None:
     return ip_of(text)
 
 
-def _is_nat_address(address: IPAddress) -> bool:
+def is_lan_address(address: IPAddress) -> bool:
+    """A LAN, CGNAT, loopback or link-local address: one that identifies nobody."""
     return any(address in network for network in _NAT_NETWORKS)
+
+
+_is_nat_address = is_lan_address
 
 
 def _normalise_name(name: str) -> str:
