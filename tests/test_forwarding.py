@@ -23,6 +23,7 @@ from extrusion.maillog.feed import LogFeed
 from extrusion.maillog.join import JoinSettings
 from extrusion.milter.adapter import ExtrusionMilter, Runtime, Settings
 from extrusion.milter.guard import EngineGuard
+from extrusion.report.words import summary
 from extrusion.scoring.engine import open_engine
 from extrusion.scoring.events import Outcome, Stage, Status, Submission
 from extrusion.scoring.forwarding import (
@@ -173,8 +174,11 @@ def test_a_forwarders_srs_mail_refused_by_our_filter_is_discounted(mx: Harness) 
     mx.engine.flush()
     stored = mx.store.sender(f"ip:{FWD_ADDR}")
     assert stored is not None
-    assert stored.findings["forwarded_discounted"]["discounted"] == 30
-    assert "SRS from orig.example" in stored.findings["forwarded_discounted"]["examples"]
+    discounted = stored.findings["forwarded_discounted"]
+    assert discounted["discounted"] == 30
+    assert "SRS from orig.example" in discounted["examples"]
+    assert summary("forwarded_discounted", discounted).startswith(
+        "30 spam verdicts or refusals of forwarded mail discounted")
 
 
 def test_a_bot_writing_the_same_srs_address_is_not_discounted(mx: Harness) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from extrusion.report.words import summary
 from extrusion.scoring.events import Headers, State, Status
 from extrusion.scoring.standing import LIST_PROVEN_SECONDS, MAX_UNPROVEN_LISTS
 
@@ -76,6 +77,8 @@ def test_a_mailman_host_posting_four_lists_all_day_is_never_throttled(
     assert finding["lists"] == 4
     assert finding["weight"] == 0.0
     assert h.changes == []
+    # What the abuse desk reads about it.
+    assert summary("mailing_lists", finding).startswith("a list server: 4 mailing lists")
 
 
 def test_a_spammer_rotating_list_identities_is_caught(make: Callable[..., Harness]) -> None:
