@@ -24,6 +24,7 @@ from extrusion.maillog.join import JoinSettings
 from extrusion.milter.adapter import ExtrusionMilter, Runtime, Settings
 from extrusion.milter.guard import EngineGuard
 from extrusion.report.words import summary
+from extrusion.scoring.baseline import Baseline
 from extrusion.scoring.engine import open_engine
 from extrusion.scoring.events import Outcome, Stage, Status, Submission
 from extrusion.scoring.forwarding import (
@@ -33,7 +34,7 @@ from extrusion.scoring.forwarding import (
     srs_domains,
     srs_origin,
 )
-from extrusion.scoring.standing import FORWARDER_MIN_MESSAGES, FORWARDER_MIN_SECONDS
+from extrusion.scoring.standing import FORWARDER_MIN_MESSAGES, FORWARDER_MIN_SECONDS, is_forwarder
 
 from .maillog_helpers import REFERENCE
 from .test_engine import Harness, config
@@ -326,3 +327,15 @@ def findings_of(engine: Observed, sender: str) -> dict[str, Any]:
     row = engine.engine.store.sender(sender)
     assert row is not None
     return dict(row.findings)
+
+
+def test_a_forwarder_identity_needs_history_over_hours_not_one_burst() -> None:
+    b = Baseline()
+    for i in range(FORWARDER_MIN_MESSAGES):
+        b.learn(1000.0 + i, "mail.fwd.example", f"sender{i % 5}.example", None, 1)
+        b.learn_foreign()
+    b.outcome(True, 50)
+    assert not is_forwarder(b, 1000.0 + FORWARDER_MIN_MESSAGES)  # twenty in twenty seconds
+    assert is_forwarder(b, 1000.0 + FORWARDER_MIN_SECONDS)
+    b.outcome(False, 100)  # its deliveries stop working: no longer trusted
+    assert not is_forwarder(b, 1000.0 + FORWARDER_MIN_SECONDS)

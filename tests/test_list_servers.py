@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from extrusion.report.words import summary
+from extrusion.scoring.baseline import MAX_LISTS, Baseline
 from extrusion.scoring.events import Headers, State, Status
-from extrusion.scoring.standing import LIST_PROVEN_SECONDS, MAX_UNPROVEN_LISTS
+from extrusion.scoring.standing import LIST_PROVEN_SECONDS, MAX_UNPROVEN_LISTS, is_list_server
 
 from .test_engine import UNKNOWN, Harness
 from .test_engine_lists import members, shipped
@@ -145,3 +146,34 @@ def test_without_the_history_the_same_day_would_weigh(make: Callable[..., Harnes
         h.clock.t += 60
         post(h, MAILMAN, name, members(20))
     assert lists_finding(h, MAILMAN)["weight"] > 0.0
+
+
+# --- what the baseline keeps for it -------------------------------------------------------------
+
+
+def test_the_baseline_keeps_list_identities_bounded_and_survives_malformed_storage() -> None:
+    b = Baseline()
+    for i in range(MAX_LISTS + 5):
+        b.saw_list(f"list{i}.example.org", 1000.0 + i)
+    b.saw_list("list20.example.org", 9000.0)  # posted again: first post kept, latest moved
+    assert len(b.lists) == MAX_LISTS
+    assert "list0.example.org" not in b.lists  # the least recently posted went first
+    assert b.lists["list20.example.org"] == [1020.0, 9000.0]
+    b.outcome(True, 9)
+    b.outcome(False)
+    again = Baseline.from_json(b.to_json())
+    assert (again.lists, again.delivered, again.failed) == (b.lists, 9, 1)
+    broken = Baseline.from_json({"lists": {"a": [1.0], "b": "x", "c": [-1, 2], "d": [1, 2]},
+                                 "delivered": -4, "failed": "many", "since": "yesterday"})
+    assert broken.lists == {"d": [1.0, 2.0]}
+    assert (broken.delivered, broken.failed, broken.since) == (0, 0, 0.0)
+
+
+def test_outcome_counts_follow_recent_deliveries() -> None:
+    b = Baseline()
+    b.outcome(False, 1000)  # a bad start ...
+    assert not is_list_server(b, [])
+    for _ in range(20):
+        b.outcome(True, 500)  # ... long since outweighed: the counts are halved as they grow
+    assert b.delivered + b.failed <= 2 * 2000
+    assert is_list_server(b, [])
