@@ -20,6 +20,7 @@ from extrusion.report.words import summary
 from extrusion.scoring.baseline import MAX_LISTS, Baseline
 from extrusion.scoring.events import Headers, State, Status
 from extrusion.scoring.standing import LIST_PROVEN_SECONDS, MAX_UNPROVEN_LISTS, is_list_server
+from extrusion.scoring.store import Store
 
 from .test_engine import UNKNOWN, Harness
 from .test_engine_lists import members, shipped
@@ -177,3 +178,18 @@ def test_outcome_counts_follow_recent_deliveries() -> None:
         b.outcome(True, 500)  # ... long since outweighed: the counts are halved as they grow
     assert b.delivered + b.failed <= 2 * 2000
     assert is_list_server(b, [])
+
+
+def test_a_list_servers_standing_is_stored_alike_in_sqlite_and_postgresql(store_url: str) -> None:
+    b = Baseline()
+    b.learn(1000.0, "lists.example.org", "lists.example.org", None, 40)
+    for name in ("announce", "users"):
+        b.saw_list(f"{name}.lists.example.org", 1000.0)
+        b.saw_list(f"{name}.lists.example.org", 1000.0 + LIST_PROVEN_SECONDS)
+    b.outcome(True, 76)
+    b.outcome(False, 4)
+    with Store(store_url) as store:
+        store.save_baselines({MAILMAN: b.to_json()}, 2000.0)
+        back = Baseline.from_json(store.baselines(10)[MAILMAN])
+    assert back.to_json() == b.to_json()
+    assert is_list_server(back, ["announce.lists.example.org", "users.lists.example.org"])
