@@ -1,4 +1,4 @@
-"""The per-message heuristics: bounces, rejection daemons, lists, spam verdicts, forwarding."""
+"""The per-message heuristics: bounces, rejection daemons, lists, spam verdicts."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ from hypothesis import strategies as st
 
 from extrusion.scoring.events import Headers
 from extrusion.scoring.heuristics import (
-    FORWARDED_RECEIVED_THRESHOLD,
     LIST_IDENTITY_LIMIT,
     is_auto_reply,
-    is_forwarded,
     is_list_like,
     is_null_sender,
     list_identity,
     mentions_own_network,
-    spam_verdict,
 )
+from extrusion.scoring.verdicts import spam_verdict
 
 NONE = Headers()
 
@@ -206,7 +204,7 @@ def test_list_identity_is_safe_to_store() -> None:
     assert len(identity) <= LIST_IDENTITY_LIMIT + 3
 
 
-# --- spam verdicts and forwarding ---------------------------------------------------------------
+# --- spam verdicts (SpamAssassin and rspamd) ----------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -218,31 +216,26 @@ def test_list_identity_is_safe_to_store() -> None:
         (Headers(x_spam_flag="NO"), False),
         (Headers(x_spam_status="No, score=-0.1 required=5.0 tests=ALL_TRUSTED"), False),
         (Headers(x_spam_status="Yesterday's news"), False),
+        # rspamd's milter_headers: X-Spam, X-Spamd-Result, X-Rspamd-Action.
+        (Headers(x_spam="Yes"), True),
+        (Headers(x_spam="no"), False),
+        (Headers(x_spamd_result="default: True [15.20 / 15.00]; BAYES_SPAM(5.10)[99.99%]"), True),
+        (Headers(x_spamd_result="default: False [2.10 / 15.00]; ARC_NA(0.00)[]"), False),
+        # A result without the verdict word's meaning: the score reaching the required one.
+        (Headers(x_spamd_result="default: False [16.00 / 15.00]"), True),
+        (Headers(x_spamd_result="default: [garbage"), False),
+        (Headers(x_rspamd_action="reject"), True),
+        (Headers(x_rspamd_action="add header"), True),
+        (Headers(x_rspamd_action="Rewrite  Subject"), True),
+        (Headers(x_rspamd_action="no action"), False),
+        (Headers(x_rspamd_action="greylist"), False),
+        (Headers(x_rspamd_action="soft reject"), False),
+        (Headers(x_spam_status="Yes, score=15.20"), True),  # rspamd's x-spam-status routine
         (NONE, False),
     ],
 )
 def test_spam_verdict(headers: Headers, expected: bool) -> None:
     assert spam_verdict(headers) is expected
-
-
-@pytest.mark.parametrize(
-    ("received", "expected"),
-    [
-        (0, False),
-        (2, False),  # bot straight to our MX, plus our own Received
-        (FORWARDED_RECEIVED_THRESHOLD, False),
-        (FORWARDED_RECEIVED_THRESHOLD + 1, True),
-        (12, True),
-    ],
-)
-def test_is_forwarded(received: int, expected: bool) -> None:
-    assert is_forwarded(Headers(received_count=received)) is expected
-
-
-def test_is_forwarded_with_a_custom_threshold() -> None:
-    assert is_forwarded(Headers(received_count=3), threshold=2) is True
-    with pytest.raises(ValueError, match="threshold"):
-        is_forwarded(NONE, threshold=-1)
 
 
 # --- own networks (MX mode) -----------------------------------------------------------------
@@ -291,6 +284,9 @@ wire_headers = st.builds(
     list_unsubscribe=wire_text,
     x_spam_flag=wire_text,
     x_spam_status=wire_text,
+    x_spam=wire_text,
+    x_spamd_result=wire_text,
+    x_rspamd_action=wire_text,
     received_count=st.integers(min_value=0, max_value=500),
 )
 
@@ -304,5 +300,4 @@ def test_wire_text_never_makes_them_raise(envelope_from: str, headers: Headers, 
     identity = list_identity(envelope_from, headers)
     assert all(c.isprintable() for c in identity)
     assert isinstance(spam_verdict(headers), bool)
-    assert isinstance(is_forwarded(headers), bool)
     assert mentions_own_network(envelope_from, OWN) in (True, False)

@@ -218,9 +218,11 @@ def test_accepted_message_reaches_the_engine_as_connection_and_submission(
     assert set(rcs) == {Milter.CONTINUE}
     assert ctx._reply is None and ctx.quarantined == []
     (conn,) = engine.connections
+    # Judged at MAIL with its envelope sender (HELO = MAIL FROM needs no accepted RCPT).
     assert conn == Connection(time=milters.now, client_addr="192.0.2.10",
                               client_name="client.example.net", helos=("pc1.example.net",),
-                              sasl_user="alice@example.net", mta=MTA)
+                              sasl_user="alice@example.net", mta=MTA,
+                              envelope_from="alice@example.net")
     (sub,) = engine.submissions
     assert (sub.sender, sub.queue_id, sub.envelope_from, sub.mta) == (
         "sasl:alice@example.net", "4ABC123", "alice@example.net", MTA)

@@ -445,6 +445,7 @@ class Joiner:
             dsn=r.dsn, reply=f"{r.code} {r.dsn} {r.reply}".strip(),
             sender=self._sender(addr, user) if addr or user else "",
             envelope_from=envelope_from, mta=self.settings.mta or host,
+            client_name=m.client_name if m is not None and m.known else r.client_name,
         )
         self._count(outcome)
         self.sink.outcome(outcome)

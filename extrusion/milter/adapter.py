@@ -40,6 +40,7 @@ from extrusion.milter import constants as c
 from extrusion.milter import replies
 from extrusion.milter.backlog import Event
 from extrusion.milter.guard import EngineFailure, EngineGuard
+from extrusion.milter.heloconfirm import HeloResolver
 from extrusion.milter.replies import Reply
 from extrusion.milter.session import Message, Session, bare_address
 from extrusion.milter.text import clean, reply_text
@@ -84,6 +85,9 @@ class Runtime:
     guard: EngineGuard
     settings: Settings = field(default_factory=Settings)
     clock: Callable[[], float] = time.time
+    # Looks up whether a bare-domain HELO resolves to the client (the daemon makes one;
+    # None: no lookups, as in tests that play sessions without a DNS).
+    helo_resolver: HeloResolver | None = None
     _said: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -127,7 +131,16 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
     @Milter.noreply  # type: ignore[untyped-decorator]
     def hello(self, heloname: str | bytes) -> int:
         try:
-            self.session.add_helo(heloname)
+            s = self.session
+            known = len(s.distinct_helos())
+            s.add_helo(heloname)
+            # A new HELO after the session's first MAIL (the SASL login, the sender key,
+            # is known by then): judged now, not only if a message is accepted. One
+            # before it waits for that MAIL, or the session's end, to land on the right
+            # sender.
+            if (s.connection_recorded and len(s.distinct_helos()) > known
+                    and s.first_judgement()):
+                self.rt.guard.record(s.connection(self.rt.clock(), self.rt.settings.mta))
         except Exception:
             log.exception("hello callback failed")
         return CONTINUE
@@ -156,16 +169,21 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         now = self.rt.clock()
         guard = self.rt.guard
         engine = guard.engine
+        if self.rt.helo_resolver is not None:
+            s.add_confirmed(self.rt.helo_resolver.confirmed(s.helos, s.client_addr,
+                                                            envelope_from))
         # The session's first MAIL carries its Connection event (HELOs and SASL
-        # login are known by now) on the same trip to the engine as the decision.
+        # login are known by now) on the same trip to the engine as the decision; so
+        # does a later MAIL that brings a new HELO or MAIL FROM domain to judge them by
+        # (HELO = MAIL FROM counts even if every RCPT is refused).
         events: tuple[Event, ...] = ()
-        if not s.connection_recorded:
-            s.connection_recorded = True
-            events = (s.connection(now, self.rt.settings.mta),)
+        if s.first_judgement(envelope_from) or not s.connection_recorded:
+            events = (s.connection(now, self.rt.settings.mta, envelope_from),)
+        s.connection_recorded = True
         helo_kw: dict[str, Any] = {}
         if self.rt.settings.reject_bad_helo:
             helo_kw = {"helos": tuple(s.helos), "client_addr": s.client_addr,
-                       "envelope_from": envelope_from}
+                       "envelope_from": envelope_from, "client_name": s.client_name}
 
         def ask() -> tuple[str, Decision]:
             key = engine.sender_key(client_addr=s.client_addr, sasl_user=s.sasl_user)
@@ -207,6 +225,7 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
             return CONTINUE
         engine, now = self.rt.guard.engine, self.rt.clock()
         address = bare_address(rcpt)
+        msg.add_tried(address)
         try:
             decision = self.rt.guard.call("decide at RCPT", lambda: engine.decide(
                 msg.sender, Stage.RCPT, 1, now, count=self.rt.settings.rate_limits,
@@ -298,17 +317,40 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         elif not decision.is_continue:
             return self._refuse_or_continue(decision, msg, Stage.EOM)
         self._mark(decision, msg)
+        s.first_judgement(msg.envelope_from, tuple(msg.recipients))  # judged with it
         self.rt.guard.record(s.submission(msg, now, self.rt.settings.mta))
         return CONTINUE
 
     def abort(self) -> int:
-        # The transaction ended without a message (RSET, a lost client): forget it.
+        # The transaction ended without a message (RSET, a lost client, every RCPT
+        # refused): forget the message, not what the HELOs say against its envelope.
+        try:
+            self._judge_unsent()
+        except Exception:
+            log.exception("abort callback failed")
         self.session.end_message()
         return CONTINUE
+
+    def _judge_unsent(self) -> None:
+        """The HELOs judged against a transaction that never became a message."""
+        s, msg = self.session, self.session.message
+        if msg is None or not s.connection_recorded:
+            return
+        # MAIL judged the HELOs against MAIL FROM already; what is new here are the
+        # recipients, and only those whose domain a HELO could name (as judge_helos).
+        helos = [h.lower().rstrip(".") for h in s.helos]
+        named = tuple(r for r in msg.tried
+                      if (tail := ".".join(r.rpartition("@")[2].lower().rsplit(".", 2)[-2:]))
+                      and any(h.endswith(tail) for h in helos))
+        if named and s.first_judgement(msg.envelope_from, named):
+            self.rt.guard.record(s.connection(self.rt.clock(), self.rt.settings.mta,
+                                              msg.envelope_from, named))
 
     def close(self) -> int:
         try:
             s = self.session
+            self._judge_unsent()
+            s.end_message()
             if not s.connection_recorded and s.client_addr:
                 # A session that never got as far as MAIL still shows its HELOs.
                 s.connection_recorded = True

@@ -105,7 +105,7 @@ def _to_json(event: Event) -> dict[str, Any]:
 
 def _from_json(data: dict[str, Any]) -> Event:
     kind = data.pop("type")
-    for key in ("helos", "recipients"):
+    for key in ("helos", "recipients", "helo_confirmed"):
         if key in data:
             data[key] = tuple(data[key])
     if kind == "Connection":

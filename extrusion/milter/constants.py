@@ -43,6 +43,9 @@ HEADER_FIELDS = {
     "list-unsubscribe": "list_unsubscribe",
     "x-spam-flag": "x_spam_flag",
     "x-spam-status": "x_spam_status",
+    "x-spam": "x_spam",
+    "x-spamd-result": "x_spamd_result",
+    "x-rspamd-action": "x_rspamd_action",
 }
 HEADER_RECEIVED = "received"
 HEADER_MESSAGE_ID = "message-id"
@@ -51,6 +54,8 @@ HEADER_EXTRUSION = "X-Extrusion"
 # --- bounds on what one SMTP session may make us hold -----------------------------------------
 
 MAX_HELOS = 10  # HELO/EHLO arguments kept per session (the first ones, in order)
+MAX_JUDGEMENTS = 64  # times one session's HELOs are sent to the engine to judge, at most
+MAX_JUDGED_DOMAINS = 100  # recipient domains a HELO is compared with (as scoring/helo.py)
 MAX_HELO_CHARS = 252  # a host name is at most 255 octets; 252 + "..." fits the column
 # A value cut at one of these limits gets "..." after it; with the marker it still fits
 # the store's column (schema ADDR_LEN / HOST_LEN), so the store never cuts it again.

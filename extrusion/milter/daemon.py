@@ -34,6 +34,7 @@ from extrusion.milter.adapter import ExtrusionMilter, Runtime, Settings
 from extrusion.milter.backlog import FILE_NAME, Backlog
 from extrusion.milter.dispatch import Dispatcher
 from extrusion.milter.guard import EngineGuard
+from extrusion.milter.heloconfirm import HeloResolver
 from extrusion.policyd.sdnotify import notify
 from extrusion.scoring.api import EngineAPI
 
@@ -74,7 +75,7 @@ def run(config: Config, opener: Opener = default_opener) -> int:
         log.warning("replaying %d events kept by the previous run", loaded)
     guard = EngineGuard(engine, timeout=config.milter.engine_timeout, backlog=backlog,
                         refresh_seconds=config.store.refresh_seconds)
-    runtime = Runtime(guard, Settings.from_config(config))
+    runtime = Runtime(guard, Settings.from_config(config), helo_resolver=HeloResolver())
     try:
         sessions = open_socket(runtime, config.milter.socket, config.milter.timeout,
                                config.milter.socket_mode, config.milter.socket_group)
@@ -100,6 +101,8 @@ def run(config: Config, opener: Opener = default_opener) -> int:
     else:
         log.info("milter stopping")
     guard.close()
+    if runtime.helo_resolver is not None:
+        runtime.helo_resolver.close()
     log.info("milter stopped")
     return status
 

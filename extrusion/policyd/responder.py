@@ -134,6 +134,7 @@ class Responder:
                 client_addr=req.client_address,
                 envelope_from=req.sender,
                 recipient=req.recipient,
+                client_name=req.client_name,
             )
         except Exception as exc:  # any engine failure means: fail open
             self._errors.failed(exc)

@@ -77,7 +77,10 @@ class MilterThread:
         self._guard = EngineGuard(EngineSlot(lambda: engines.engine),
                                   timeout=self.config.milter.engine_timeout,
                                   backlog=backlog, owns_engine=False)
-        runtime = Runtime(self._guard, Settings.from_config(self.config))
+        from extrusion.milter.heloconfirm import HeloResolver
+
+        runtime = Runtime(self._guard, Settings.from_config(self.config),
+                          helo_resolver=HeloResolver())
         spec = self.config.milter.socket
         try:
             self._sessions = open_socket(runtime, spec, self.config.milter.timeout,

@@ -24,6 +24,7 @@ VIRUS_REJECTIONS = "virus_rejections"
 MISCONFIGURED = "misconfigured"
 LISTS = "mailing_lists"
 DISCOUNTED = "list_failures_discounted"
+FORWARDED = "forwarded_discounted"
 HELO = "helo_anomalies"
 SPAM_VERDICTS = "spam_verdicts"
 OWN_NETWORK = "own_network_inbound"
@@ -33,7 +34,7 @@ DIRECT = "direct_to_mx"  # from sampled flow records (extrusion.flows)
 VIRUS_KINDS = frozenset({HELO, VIRUS_REJECTIONS})
 # Kinds that say something even when they added nothing to the score (the trigger fired
 # on a score already above it; a rejection daemon; list failures set aside).
-FACT_KINDS = frozenset({TRIGGER, MISCONFIGURED, DISCOUNTED, LISTS})
+FACT_KINDS = frozenset({TRIGGER, MISCONFIGURED, DISCOUNTED, LISTS, FORWARDED})
 
 # Bookkeeping fields of a stored finding that the evidence column need not repeat.
 _BOOKKEEPING = ("weight",)
@@ -74,11 +75,18 @@ def summary(kind: str, f: Mapping[str, Any]) -> str:
         return f"suspect HELO, as mass-mailing viruses say it: {ex}" if ex else "suspect HELO"
     if kind == LISTS:
         lists = _n(f, "lists")
+        if lists > 1 and not f.get("weight") and _n(f, "waived"):
+            return (f"a list server: {lists} mailing lists, its deliveries working and no more "
+                    f"new list identities than a list server shows{eg}")
         if lists > 1:
             return f"{lists} different mailing lists from one sender{eg}"
         return f"a mailing list: most destinations work, its failures are discounted{eg}"
     if kind == DISCOUNTED:
         return f"{_plural(_n(f, 'discounted'), 'failure', 'failures')} of list posts discounted"
+    if kind == FORWARDED:
+        n = _n(f, "discounted")
+        return (f"{_plural(n, 'spam verdict or refusal', 'spam verdicts or refusals')} of "
+                f"forwarded mail discounted: the original sender's, not this host's{eg}")
     if kind == MISCONFIGURED:
         n = _n(f, "failed_auto_replies")
         return (

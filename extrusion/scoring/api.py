@@ -73,6 +73,7 @@ class EngineAPI(Protocol):
         client_addr: str = "",
         envelope_from: str = "",
         recipient: str = "",
+        client_name: str = "",
     ) -> Decision:
         """Answer from memory. With `count`, a CONTINUE at RCPT consumes
         `recipient_count` from the sender's recipient budget and one at EOM
@@ -159,10 +160,12 @@ class EngineSlot:
         client_addr: str = "",
         envelope_from: str = "",
         recipient: str = "",
+        client_name: str = "",
     ) -> Decision:
         return self._engine().decide(sender, stage, recipient_count, now, count=count,
                                      helos=helos, client_addr=client_addr,
-                                     envelope_from=envelope_from, recipient=recipient)
+                                     envelope_from=envelope_from, recipient=recipient,
+                                     client_name=client_name)
 
     def undelivered_queue_ids(self, sender: str, mta: str = "") -> list[str]:
         return self._engine().undelivered_queue_ids(sender, mta)

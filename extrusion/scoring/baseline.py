@@ -24,6 +24,10 @@ MAX_TEXT = 255  # characters of a stored name
 # Baselines kept for senders not in memory (idle, or not seen since start) and loaded
 # from the store at start, the most recent first: about 1 KB each at most.
 MAX_KEPT = 50_000
+MAX_LISTS = 16  # list identities kept per sender (the least recently posted dropped)
+# Outcomes remembered: beyond this both counts are halved, so the share follows the
+# sender's recent deliveries rather than its whole life.
+MAX_OUTCOMES = 2000
 
 
 def _bump(names: dict[str, int], name: str) -> None:
@@ -56,6 +60,14 @@ class Baseline:
     typical_hour: float = 0.0  # recipients in a typical active hour
     hour_start: float = 0.0  # the hour being counted now
     hour_recipients: int = 0
+    # Standing over time (`standing.py`): when first seen, how its deliveries go, how
+    # much of its mail is someone else's (forwarded), and its list identities with the
+    # times of their first and latest post.
+    since: float = 0.0
+    delivered: int = 0
+    failed: int = 0
+    foreign: int = 0
+    lists: dict[str, list[float]] = field(default_factory=dict)
     dirty: bool = False
 
     def established(self, min_messages: int) -> bool:
@@ -80,6 +92,8 @@ class Baseline:
               recipients: int) -> None:
         """One message sent: learn from it (after it was judged against the baseline)."""
         self._roll(now)
+        if self.messages == 0 or self.since <= 0.0:
+            self.since = now
         self.messages += 1
         self.hour_recipients += max(recipients, 0)
         if authenticated is True:
@@ -88,6 +102,36 @@ class Baseline:
             self.unauthenticated += 1
         _bump(self.helos, helo.lower())
         _bump(self.domains, domain.lower())
+        self.dirty = True
+
+    def learn_foreign(self) -> None:
+        """The message just learnt carried someone else's mail (`forwarding.py`)."""
+        self.foreign += 1
+        self.dirty = True
+
+    def outcome(self, delivered: bool, n: int = 1) -> None:
+        """`n` recipients delivered, or failed (forwarded refusals discounted excepted)."""
+        if delivered:
+            self.delivered += n
+        else:
+            self.failed += n
+        if self.delivered + self.failed > MAX_OUTCOMES:
+            self.delivered //= 2
+            self.failed //= 2
+        self.dirty = True
+
+    def saw_list(self, identity: str, now: float) -> None:
+        """A list post settled as one: remember the identity's first and latest post."""
+        identity = identity[:MAX_TEXT]
+        if not identity:
+            return
+        seen = self.lists.get(identity)
+        if seen is not None:
+            seen[1] = max(seen[1], now)
+        else:
+            if len(self.lists) >= MAX_LISTS:
+                del self.lists[min(self.lists, key=lambda k: self.lists[k][1])]
+            self.lists[identity] = [now, now]
         self.dirty = True
 
     def usual(self, names: dict[str, int], name: str) -> bool:
@@ -121,7 +165,9 @@ class Baseline:
         return {"messages": self.messages, "authenticated": self.authenticated,
                 "unauthenticated": self.unauthenticated, "helos": dict(self.helos),
                 "domains": dict(self.domains), "typical_hour": round(self.typical_hour, 3),
-                "hour_start": self.hour_start, "hour_recipients": self.hour_recipients}
+                "hour_start": self.hour_start, "hour_recipients": self.hour_recipients,
+                "since": self.since, "delivered": self.delivered, "failed": self.failed,
+                "foreign": self.foreign, "lists": {k: list(v) for k, v in self.lists.items()}}
 
     @classmethod
     def from_json(cls, data: Any) -> Baseline:
@@ -129,11 +175,12 @@ class Baseline:
         b = cls()
         if not isinstance(data, dict):
             return b
-        for name in ("messages", "authenticated", "unauthenticated", "hour_recipients"):
+        for name in ("messages", "authenticated", "unauthenticated", "hour_recipients",
+                     "delivered", "failed", "foreign"):
             v = data.get(name)
             if isinstance(v, int) and v >= 0:
                 setattr(b, name, v)
-        for name in ("typical_hour", "hour_start"):
+        for name in ("typical_hour", "hour_start", "since"):
             v = data.get(name)
             if isinstance(v, int | float) and v >= 0:
                 setattr(b, name, float(v))
@@ -144,7 +191,21 @@ class Baseline:
                         if isinstance(n, int) and n > 0}
                 best = sorted(kept.items(), key=lambda kv: -kv[1])[:MAX_NAMES]
                 setattr(b, name, dict(best))
+        b.lists = _stored_lists(data.get("lists"))
         return b
+
+
+def _stored_lists(value: Any) -> dict[str, list[float]]:
+    """Stored list identities: [first post, latest post] each; malformed ones dropped."""
+    if not isinstance(value, dict):
+        return {}
+    kept: dict[str, list[float]] = {}
+    for k, v in value.items():
+        if (isinstance(v, list) and len(v) == 2
+                and all(isinstance(t, int | float) and t >= 0 for t in v)):
+            kept[str(k)[:MAX_TEXT]] = [float(v[0]), float(v[1])]
+    best = sorted(kept.items(), key=lambda kv: -kv[1][1])[:MAX_LISTS]
+    return dict(best)
 
 
 class Baselines:

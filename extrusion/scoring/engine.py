@@ -41,6 +41,7 @@ from extrusion.scoring.events import (
     Status,
     Submission,
 )
+from extrusion.scoring.forwarding import foreign_envelope
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
 from extrusion.scoring.judge import MISCONFIGURED, Judge, helo_note, judge_helos
 from extrusion.scoring.limits import RateState, budget
@@ -208,7 +209,8 @@ class Engine(StoreSync):
         with self._lock:
             mem = self._mem(key, event.time, event.client_addr)
             self.judge.helos(mem, event.helos, event.client_addr, event.time,
-                             client_name=event.client_name)
+                             client_name=event.client_name, envelope_from=event.envelope_from,
+                             recipients=event.recipients, confirmed=event.helo_confirmed)
             self.judge.inbound(mem, event.client_addr, Headers(), event.time)
             self._changed(mem, event.time)
         self._after_record()
@@ -239,13 +241,18 @@ class Engine(StoreSync):
                 self._settle_forgotten(old, now)
             self.judge.helos(mem, event.helos, event.client_addr, now,
                              client_name=event.client_name, envelope_from=event.envelope_from,
-                             recipients=event.recipients)
+                             recipients=event.recipients, confirmed=event.helo_confirmed)
             if event.client_evidence:
-                self.judge.inbound(mem, event.client_addr, event.headers, now)
+                self.judge.inbound(mem, event.client_addr, event.headers, now,
+                                   envelope_from=event.envelope_from,
+                                   client_name=event.client_name)
             self._shown(mem, event.envelope_from, event.recipients, event.client_addr, now)
             if not null:
                 mem.baseline.learn(now, event.helos[-1] if event.helos else "", domain,
                                    authenticated(mem.key), n)
+                if event.headers.forwarded_from or foreign_envelope(event.envelope_from,
+                                                                    event.client_name):
+                    mem.baseline.learn_foreign()
             # Rows in rows.MESSAGE_COLUMNS and rows.RECIPIENT_COLUMNS order.
             self._batch.message_rows.append((
                 now, mta, event.queue_id, event.sender, event.envelope_from,
@@ -302,6 +309,10 @@ class Engine(StoreSync):
                     self.judge.not_failed(mem, info, event.recipient,
                                           cls is OutcomeClass.DELIVERED, now)
                 if info is not None:
+                    self.judge.attempted(mem, info, event.recipient, now)
+            elif self.judge.forwarded(mem, _envelope(event, info), event.client_name, now,
+                                      refusal=cls):
+                if info is not None:  # our filter refused forwarded mail: not the forwarder's
                     self.judge.attempted(mem, info, event.recipient, now)
             else:
                 null = info.null_sender if info is not None else event.envelope_from == ""
@@ -499,6 +510,7 @@ class Engine(StoreSync):
         client_addr: str = "",
         envelope_from: str = "",
         recipient: str = "",
+        client_name: str = "",
     ) -> Decision:
         if now is None:
             now = self.clock()
@@ -515,12 +527,12 @@ class Engine(StoreSync):
                 self._shown(mem, envelope_from, (recipient,), client_addr, now)
                 if helos:
                     self.judge.helos(mem, helos, client_addr, now, envelope_from=envelope_from,
-                                     recipients=(recipient,))
+                                     recipients=(recipient,), client_name=client_name)
                 if mem.dirty:
                     self._changed(mem, now)
                     changed = True
-            d = self._decide(mem, stage, recipient_count, now, count, helos, client_addr,
-                             envelope_from)
+            d = self._decide(mem, stage, recipient_count, now, count, helos,
+                             (client_addr, client_name), envelope_from)
             monitor = self.config.general.monitor_only or (
                 mem is not None and self._pin(mem) == "monitor"
             )
@@ -537,7 +549,7 @@ class Engine(StoreSync):
         return d
 
     def _decide(self, mem: SenderMemory | None, stage: Stage, rcpts: int,
-                now: float, count: bool, helos: tuple[str, ...], client_addr: str,
+                now: float, count: bool, helos: tuple[str, ...], client: tuple[str, str],
                 envelope_from: str) -> Decision:
         if mem is None:
             state, score, pin = State.OK, 0.0, None
@@ -556,7 +568,7 @@ class Engine(StoreSync):
         if stage in (Stage.CONNECT, Stage.HELO):
             return answer.proceed(state, score)
         if (stage is Stage.MAIL and helos and self.config.milter.reject_bad_helo
-                and (bad := self._bad_helo(helos, client_addr, envelope_from))):
+                and (bad := self._bad_helo(helos, client, envelope_from))):
             return answer.bad_helo(state, score, f"HELO refused: {bad}")
         if state is State.HELD:
             return answer.hold(state, score, why, f"held (score {score:.1f}): {said}")
@@ -641,8 +653,11 @@ class Engine(StoreSync):
             self._changed(mem, event.time)
         self._after_record()
 
-    def _bad_helo(self, helos: tuple[str, ...], client_addr: str, envelope_from: str) -> str:
-        found = judge_helos(helos, client_addr, "", envelope_from, (), self.judge.own_domains)
+    def _bad_helo(self, helos: tuple[str, ...], client: tuple[str, str],
+                  envelope_from: str) -> str:
+        """(client address, its verified reverse name): a small firm's own name is no lie."""
+        found = judge_helos(helos, client[0], client[1], envelope_from, (),
+                            self.judge.own_domains)
         return "; ".join(f"{f.kind} {f.helo!r}" for f in found)
 
     def undelivered_queue_ids(self, sender: str, mta: str = "") -> list[str]:
@@ -721,6 +736,12 @@ class Engine(StoreSync):
         finally:
             if self._own_store:
                 self.store.close()
+
+
+def _envelope(event: Outcome, info: MessageInfo | None) -> str:
+    if event.envelope_from is not None:
+        return event.envelope_from
+    return info.envelope_from if info is not None else ""
 
 
 def _implements_the_protocol(engine: Engine) -> EngineAPI:

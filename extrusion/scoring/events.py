@@ -77,7 +77,13 @@ class Headers:
     list_unsubscribe: str = ""
     x_spam_flag: str = ""
     x_spam_status: str = ""
+    x_spam: str = ""  # rspamd
+    x_spamd_result: str = ""  # rspamd
+    x_rspamd_action: str = ""
     received_count: int = 0
+    # Where forwarded mail came from, as the milter read it from the Received chain
+    # (scoring/forwarding.py); "" when not forwarded or not known.
+    forwarded_from: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,12 @@ class Connection:
     helos: tuple[str, ...] = ()
     sasl_user: str = ""
     mta: str = ""
+    # Known by the time the session's HELOs are judged (a MAIL whose recipients were
+    # all refused, or the session's end): what HELO = MAIL FROM / RCPT TO is judged by.
+    envelope_from: str = ""
+    recipients: tuple[str, ...] = ()
+    # HELO names the milter found to resolve to the client's address.
+    helo_confirmed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +124,7 @@ class Submission:
     helos: tuple[str, ...] = ()
     headers: Headers = field(default_factory=Headers)
     message_id: str = ""
+    helo_confirmed: tuple[str, ...] = ()  # as in Connection
     # Whether the client address is evidence here (mx mode: an own customer range
     # arriving from outside). The log feed's report of a message the milter reports
     # too says False, so that the two processes do not both count it.
@@ -136,6 +149,9 @@ class Outcome:
     envelope_from: str | None = None
     mta: str = ""
     relay: str = ""
+    # The client's verified reverse name when the MTA refused the message in the SMTP
+    # session (a filter's milter-reject): judges an SRS envelope (scoring/forwarding.py).
+    client_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

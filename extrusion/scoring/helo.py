@@ -161,8 +161,12 @@ def _parse_ip(text: str) -> IPAddress | None:
     return ip_of(text)
 
 
-def _is_nat_address(address: IPAddress) -> bool:
+def is_lan_address(address: IPAddress) -> bool:
+    """A LAN, CGNAT, loopback or link-local address: one that identifies nobody."""
     return any(address in network for network in _NAT_NETWORKS)
+
+
+_is_nat_address = is_lan_address
 
 
 def _normalise_name(name: str) -> str:
@@ -247,6 +251,7 @@ class _Session:
     from_rd: str | None
     recipient_rds: frozenset[str]
     own_rds: frozenset[str]
+    confirmed: frozenset[str] = frozenset()
 
 
 def _finding(kind: str, raw: str, detail: str) -> HeloFinding:
@@ -299,11 +304,14 @@ def _judge_one(raw: str, s: _Session) -> list[HeloFinding]:
     # The MAIL FROM domain: for a big provider any name under it is a lie from
     # a client outside that provider; for any other domain a proper host name
     # in it (mail.customer.example) is what the customer's server says, so only
-    # the bare domain counts.
+    # the bare domain counts, and not even that from a small firm's own server:
+    # one whose reverse name is in the domain, or the domain resolves to it
+    # (`confirmed`, looked up by the milter). A bot cannot make either so.
     if (
         s.from_rd is not None
         and helo_rd == s.from_rd
         and not _same_operator(s.client_rd, s.from_rd)
+        and name not in s.confirmed
         and (provider_family(s.from_rd) is not None or _hostname(name) == s.from_rd)
     ):
         found.append(
@@ -343,6 +351,7 @@ def _session(
     envelope_from: str,
     recipients: Sequence[str],
     own_domains: Sequence[str],
+    confirmed: Sequence[str] = (),
 ) -> _Session:
     name = _normalise_name(client_name) if isinstance(client_name, str) else ""
     if name in _NO_NAME or _malformation(name):
@@ -365,6 +374,7 @@ def _session(
         from_rd=registered_domain(from_domain) if from_domain else None,
         recipient_rds=frozenset(recipient_rds),
         own_rds=frozenset(own_rds),
+        confirmed=frozenset(_normalise_name(n) for n in confirmed if isinstance(n, str)),
     )
 
 
@@ -375,17 +385,20 @@ def helo_anomalies(
     envelope_from: str = "",
     recipients: Sequence[str] = (),
     own_domains: Sequence[str] = (),
+    confirmed: Sequence[str] = (),
 ) -> list[HeloFinding]:
     """Every anomaly in a session's HELO/EHLO arguments, in the order they were sent.
 
     One HELO may give several findings (`lrhnow.usa.net` with MAIL FROM
     `@usa.net` is both PROVIDER_NAME and SENDER_DOMAIN); MULTIPLE comes last.
     `client_name` is the verified rDNS name ("" or "unknown" when there is
-    none); `own_domains` are the ISP's domains. Never raises.
+    none); `own_domains` are the ISP's domains; `confirmed` are HELO names known
+    to resolve to the client's address. Never raises.
     """
     if isinstance(helos, str):
         helos = (helos,)  # one HELO passed bare is still one HELO, not a list of letters
-    session = _session(client_addr, client_name, envelope_from, recipients, own_domains)
+    session = _session(client_addr, client_name, envelope_from, recipients, own_domains,
+                       confirmed)
     distinct = _distinct(helos)
     findings: list[HeloFinding] = []
     for raw, _name in distinct[:MAX_HELOS_CHECKED]:

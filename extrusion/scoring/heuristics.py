@@ -2,10 +2,10 @@
 
 Each function looks at one message (its envelope, a few headers, counts)
 and answers one question: is this a bounce, an auto-reply, list traffic,
-which list, a spam filter's verdict, forwarded mail, a sender inside our
-own network. They are pure: no I/O, no clock. Bad counts and bad networks
-are programming or configuration errors and raise ValueError; text from the
-wire never makes them raise.
+which list, a sender inside our own network (spam filters' verdicts are in
+`verdicts.py`, forwarded mail in `forwarding.py`). They are pure: no I/O, no
+clock. Bad counts and bad networks are programming or configuration errors
+and raise ValueError; text from the wire never makes them raise.
 """
 
 from __future__ import annotations
@@ -50,16 +50,10 @@ PRECEDENCE_AUTO_REPLY = "auto_reply"
 PRECEDENCE_BULK = frozenset({"bulk", "junk"})
 AUTO_SUBMITTED_NO = "no"  # RFC 3834: the only value that means a human sent it
 
-# A message passes a handful of hops on its direct way here (the sender's
-# MSA, perhaps an outbound relay, our MX); forwarded mail adds the
-# forwarder's hops on top. More Received headers than this: forwarded.
-FORWARDED_RECEIVED_THRESHOLD = 4
-
 LIST_IDENTITY_LIMIT = 255  # characters of a list identity, escaped like any wire text
 
 _BATV = re.compile(r"^(?:prvs|msprvs\d?)=[^=@]*=(.+)$|^btv1==[^=@]*==(.+)$")
 _LIST_ID = re.compile(r"<([^<>]*)>")
-_YES = re.compile(r"^\s*yes\b", re.IGNORECASE)
 _TOKEN_END = re.compile(r"[;(\s]")
 # A return path's local part that is one opaque token (Amazon SES, some ESPs):
 # long, with many digits. It says nothing about which list sent the mail.
@@ -201,21 +195,6 @@ def list_identity(envelope_from: str, headers: Headers) -> str:
     domain = address.rsplit("@", 1)[1].rstrip(".")
     local = _list_localpart(_localpart(address))
     return safe_text(f"{local}@{domain}", LIST_IDENTITY_LIMIT)
-
-
-def spam_verdict(headers: Headers) -> bool:
-    """A spam filter upstream said spam: X-Spam-Flag: YES or X-Spam-Status: Yes, ..."""
-    return bool(_YES.match(headers.x_spam_flag) or _YES.match(headers.x_spam_status))
-
-
-def is_forwarded(headers: Headers, threshold: int = FORWARDED_RECEIVED_THRESHOLD) -> bool:
-    """More Received headers than `threshold`: forwarded, so discount its spam verdict.
-
-    A forwarder passes on whatever spam reached it; its verdicts say little
-    about the original sender's client.
-    """
-    _check_count("threshold", threshold)
-    return headers.received_count > threshold
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -28,12 +28,10 @@ from extrusion.scoring.decisions import PHRASES
 from extrusion.scoring.events import Headers
 from extrusion.scoring.helo import HeloFinding, helo_anomalies
 from extrusion.scoring.heuristics import (
-    is_forwarded,
     is_list_like,
     is_null_sender,
     is_robot_localpart,
     mentions_own_network,
-    spam_verdict,
 )
 from extrusion.scoring.memory import SenderMemory
 from extrusion.scoring.probation import Probation
@@ -45,7 +43,9 @@ from extrusion.scoring.shown import (
     recipient_spread,
     too_many_envelope_domains,
 )
+from extrusion.scoring.standing import forwarded_reason, is_list_server
 from extrusion.scoring.tracker import MessageInfo
+from extrusion.scoring.verdicts import spam_verdict
 
 # A HELO anomaly counts once per kind per this many half-lives: a customer whose
 # mail client says a dotless HELO every hour stays in `watch`, never beyond.
@@ -64,6 +64,7 @@ LISTS = "mailing_lists"
 DISCOUNTED = "list_failures_discounted"
 HELO = "helo_anomalies"
 SPAM_VERDICTS = "spam_verdicts"
+FORWARDED = "forwarded_discounted"
 OWN_NETWORK = "own_network_inbound"
 REFUSED = "throttled_refusals"
 # Distinct attempted recipients remembered per sender at most: beyond this the share
@@ -76,7 +77,7 @@ MAX_REFUSED = 10_000
 
 def judge_helos(
     helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
-    recipients: Sequence[str], own_domains: tuple[str, ...],
+    recipients: Sequence[str], own_domains: tuple[str, ...], confirmed: tuple[str, ...] = (),
 ) -> tuple[HeloFinding, ...]:
     """`helo_anomalies()` behind a cache: a customer says the same HELO all day.
 
@@ -92,7 +93,7 @@ def judge_helos(
     _, at, domain = envelope_from.rpartition("@")
     return _cached_helos(helos, client_addr, client_name,
                          f"postmaster@{domain.lower()}" if at else envelope_from.lower(),
-                         rcpts, own_domains)
+                         rcpts, own_domains, confirmed)
 
 
 def helo_note(helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
@@ -117,11 +118,11 @@ def _domain_tail(domain: str) -> str:
 @functools.lru_cache(maxsize=HELO_CACHE)
 def _cached_helos(
     helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
-    recipients: tuple[str, ...], own_domains: tuple[str, ...],
+    recipients: tuple[str, ...], own_domains: tuple[str, ...], confirmed: tuple[str, ...],
 ) -> tuple[HeloFinding, ...]:
     return tuple(helo_anomalies(helos, client_addr, client_name=client_name,
                                 envelope_from=envelope_from, recipients=recipients,
-                                own_domains=own_domains))
+                                own_domains=own_domains, confirmed=confirmed))
 
 
 class Judge:
@@ -172,11 +173,12 @@ class Judge:
         client_name: str = "",
         envelope_from: str = "",
         recipients: Sequence[str] = (),
+        confirmed: tuple[str, ...] = (),
     ) -> None:
         if not helos:
             return
         for f in judge_helos(tuple(helos), client_addr, client_name, envelope_from, recipients,
-                             self.own_domains):
+                             self.own_domains, confirmed):
             weight = self.weights.helo_anomaly if mem.helos.add(f.kind, now) else 0.0
             mem.add(weight, now, self.half_life)
             mem.note(HELO, now, weight, example=f"{f.helo} ({f.kind})")
@@ -231,17 +233,32 @@ class Judge:
                 self.probation.enter(mem, "departs from its own history: "
                                      + "; ".join(departed), now)
 
-    def inbound(self, mem: SenderMemory, client_addr: str, headers: Headers, now: float) -> None:
+    def inbound(self, mem: SenderMemory, client_addr: str, headers: Headers, now: float,
+                *, envelope_from: str = "", client_name: str = "") -> None:
         """mx mode: spam verdicts (unless forwarded) and own customers arriving from outside."""
         if not self.mx:
             return
-        if spam_verdict(headers) and not is_forwarded(headers):
+        if spam_verdict(headers) and not self.forwarded(
+                mem, envelope_from, client_name, now, origin=headers.forwarded_from):
             mem.add(self.weights.spam_verdict, now, self.half_life)
             mem.note(SPAM_VERDICTS, now, self.weights.spam_verdict)
         if self.own_networks and mentions_own_network(client_addr, self.own_networks):
             weight = self.weights.own_network_inbound if mem.helos.add(OWN_NETWORK, now) else 0.0
             mem.add(weight, now, self.half_life)
             mem.note(OWN_NETWORK, now, weight, example=client_addr)
+
+    def forwarded(self, mem: SenderMemory, envelope_from: str, client_name: str, now: float,
+                  *, origin: str = "", refusal: OutcomeClass | None = None) -> bool:
+        """mx mode: whether a spam verdict, or a spam or virus refusal (`refusal`), is of
+        forwarded mail (`standing.py`); if so it is noted as discounted: the original
+        sender's, not the forwarder's. Other failures (unknown users) always count."""
+        if not self.mx or (refusal is not None and refusal not in FAILURE_KINDS):
+            return False
+        why = forwarded_reason(mem.baseline, envelope_from, client_name, origin, now)
+        if why:
+            done = int((mem.findings.get(FORWARDED) or {}).get("discounted", 0))
+            mem.note(FORWARDED, now, example=why, discounted=done + 1)
+        return bool(why)
 
     def list_candidate(self, rcpt_count: int) -> bool:
         return rcpt_count >= max(self.list_min, 1)
@@ -301,6 +318,7 @@ class Judge:
         self.seen(mem, rcpt, now)
         if not delivered:
             return False
+        mem.baseline.outcome(True)
         return self.probation.delivered(mem, rcpt, mem.failed.count(now),
                                         mem.attempted.count(now), now)
 
@@ -351,11 +369,25 @@ class Judge:
         list_id = info.list_id or info.envelope_from or info.queue_id
         new = mem.lists.add(list_id.lower(), now)
         n_lists = mem.lists.count(now)
-        weight = self.weights.extra_mailing_list if new and n_lists > 1 else 0.0
+        mem.baseline.saw_list(list_id.lower(), now)
+        weight, waived = self._list_weight(mem, new, n_lists, now)
         mem.add(weight, now, self.half_life)
-        mem.note(LISTS, now, weight, example=list_id, lists=n_lists)
+        mem.note(LISTS, now, weight, example=list_id, lists=n_lists, waived=waived)
+
+    def _list_weight(self, mem: SenderMemory, new: bool, n_lists: int,
+                     now: float) -> tuple[float, int]:
+        """(weight, lists waived) for a list post: a further list weighs unless the host
+        is a list server (`standing.py`); once it no longer is, the lists waived before
+        weigh too, so a spammer's first identities are not forgiven."""
+        waived = min(int((mem.findings.get(LISTS) or {}).get("waived", 0)), max(n_lists - 2, 0))
+        if not new or n_lists <= 1:
+            return 0.0, waived
+        if is_list_server(mem.baseline, mem.lists.items(now)):
+            return 0.0, waived + 1
+        return self.weights.extra_mailing_list * (waived + 1), 0
 
     def _discount(self, mem: SenderMemory, n: int, now: float) -> None:
+        mem.baseline.outcome(False, n)  # a list's dead addresses still fail
         f = mem.findings.get(DISCOUNTED)
         mem.note(DISCOUNTED, now, discounted=(f or {}).get("discounted", 0) + n)
 
@@ -371,6 +403,7 @@ class Judge:
         self.seen(mem, rcpt, now)
         if not mem.failed.add(rcpt.lower(), now):
             return
+        mem.baseline.outcome(False)
         distinct = mem.failed.count(now)
         attempted = max(mem.attempted.count(now), distinct)
         verdict = failure_verdict(distinct, attempted, self.share_rule)
