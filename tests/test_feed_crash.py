@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from extrusion.maillog.generate import Client, LogWriter
+from extrusion_dev.generate import Client, LogWriter
 
 from .conftest import free_port
 from .test_policyd_support import toml_text

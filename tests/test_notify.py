@@ -30,8 +30,8 @@ from extrusion.notify import channels_from_config
 from extrusion.notify.channels import EmailChannel, WebhookChannel, redact
 from extrusion.notify.notifier import Notifier, wanted
 from extrusion.report.model import Report
-from extrusion.report.sample import classic_scenario
 from extrusion.scoring.events import State, StateChange
+from extrusion_dev.sample import classic_scenario
 
 from .conftest import free_port
 

@@ -47,7 +47,7 @@ def test_memory_is_whole_never_asks_the_store_nor_waits(store_url: str, tmp_path
 
 
 def test_replay_of_a_log_without_client_lines_records_every_outcome(tmp_path: Path) -> None:
-    from extrusion.maillog.replay import replay
+    from extrusion.replay.command import replay
 
     log = tmp_path / "mail.log"
     with open(log, "w") as f:
