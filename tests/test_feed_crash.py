@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from extrusion_dev.generate import Client, LogWriter
 
 from .conftest import free_port
-from .test_policyd_support import toml_text
+from .helpers import toml_text
 
 EXE = str(Path(sys.executable).parent / "extrusion")
 MTA = "mta1.test"

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from extrusion.scoring.rows import MessageRecord
 from extrusion.scoring.store import Store
+from tests.helpers import wait_for
 from tests.mta.daemons import ExtrusionDaemons, extrusion_daemons
 from tests.postfix_harness import PostfixInstance, SendResult
 from tests.smtp_remote import VIRUS_MARKER, RemoteSMTP
@@ -40,14 +41,7 @@ def _tag(prefix: str) -> str:
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float = SETTLE_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout}s")
-        time.sleep(0.2)
+    return wait_for(what, check, timeout, interval=0.2)
 
 
 def _state(daemons: ExtrusionDaemons, key: str) -> str:

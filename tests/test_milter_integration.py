@@ -17,7 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import pytest
 from extrusion.scoring.store import Store
 
 from .conftest import PG_ADMIN_URL, REPO, free_port
+from .helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -153,15 +154,6 @@ def run_script(milter: MilterProcess, script: str, **defines: str) -> None:
     assert done.returncode == 0, (
         f"{script}.lua failed ({done.returncode}):\n{done.stdout}{done.stderr}\n"
         f"--- milter log ---\n{milter.log()}")
-
-
-def wait_for(what: str, probe: Callable[[], Any], seconds: float = 15.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (found := probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not seen within {seconds}s")
-        time.sleep(0.1)
-    return found
 
 
 def stored_messages(url: str, sender: str) -> list[Any]:

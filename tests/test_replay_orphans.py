@@ -9,7 +9,8 @@ from pathlib import Path
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import Outcome, Status, Submission
 
-from .test_engine_store import Clock, make_config
+from .helpers import Clock
+from .test_engine_store import make_config
 from .test_policyd_support import make_config as daemon_config
 
 BOT = "ip:192.0.2.66"
