@@ -6,14 +6,19 @@
   spool in the test's directory, sections merged over the defaults.
 - `wait_for()`: poll an observable until it holds, instead of sleeping for a
   guessed time; it fails with what was awaited.
+- `in_ci()` / `missing()`: a part the test needs (a server, a driver, a Debian
+  package) is missing: an error under CI=true, a skip with the reason elsewhere.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+
+import pytest
 
 from extrusion import config as configmod
 from extrusion.config import Config
@@ -112,3 +117,14 @@ def wait_for(what: str, probe: Callable[[], T], timeout: float = 15.0,
             raise AssertionError(f"{what}: not seen within {timeout:g} s")
         time.sleep(interval)
     return found
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(reason: str) -> NoReturn:
+    """A part the test needs is missing: fail under CI (it must run there), else skip."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: required)", pytrace=False)
+    pytest.skip(reason)
