@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from extrusion.config import load  # noqa: E402
 from extrusion.maillog.population import populate  # noqa: E402
-from extrusion.maillog.replay import replay  # noqa: E402
+from extrusion.replay.command import replay  # noqa: E402
 from extrusion.scoring.store import Store  # noqa: E402
 
 

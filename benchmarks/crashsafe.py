@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/crashsafe.py [--messages 30000] [--repeat 5]
 
-One generated Postfix log (`extrusion.maillog.generate`, seed 11) is followed
+One generated Postfix log (`extrusion_dev.generate`, seed 11) is followed
 from its start, interleaved and best of `--repeat`, by:
 
 - plain: `FileFollower` + `LogFeed`, checkpoint at the last line read (how the
@@ -34,9 +34,9 @@ from extrusion.config import from_dict  # noqa: E402
 from extrusion.maillog.checkpoint import MemoryCheckpoints  # noqa: E402
 from extrusion.maillog.feed import LogFeed  # noqa: E402
 from extrusion.maillog.follow import FileFollower  # noqa: E402
-from extrusion.maillog.generate import generate  # noqa: E402
 from extrusion.maillog.recovery import CrashSafeFeed  # noqa: E402
 from extrusion.scoring.events import Outcome, Refused, Submission  # noqa: E402
+from extrusion_dev.generate import generate  # noqa: E402
 
 
 class Discard:

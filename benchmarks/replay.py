@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/replay.py [--messages 60000] [--repeat 3] [--log PATH]
 
-Generates a Postfix smarthost log with `extrusion.maillog.generate` (normal
+Generates a Postfix smarthost log with `extrusion_dev.generate` (normal
 customers, a newsletter, a bounce relay, relay probes, two spam bots; about
 8.5 lines per message), then times, interleaved and best of `--repeat`:
 
@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from extrusion.maillog.feed import LogFeed  # noqa: E402
-from extrusion.maillog.generate import generate  # noqa: E402
 from extrusion.scoring.events import Outcome, Submission  # noqa: E402
+from extrusion_dev.generate import generate  # noqa: E402
 
 
 class Discard:

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from extrusion.maillog.generate import generate  # noqa: E402
+from extrusion_dev.generate import generate  # noqa: E402
 
 
 def timed(src: Path, log: Path, config: Path) -> float:

@@ -25,15 +25,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from extrusion.report import sample
-from extrusion.report.html import render_html
-from extrusion.report.jsonfmt import render_json
-from extrusion.report.load import Query, load_report
-from extrusion.report.model import Delivery, Report
-from extrusion.report.text import render_text
-from extrusion.scoring.events import StateChange
-from extrusion.scoring.rows import Batch, SenderDelta
-from extrusion.scoring.store import Store, state_change_row
+# The samples live in the checkout's extrusion_dev, which is not installed.
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from extrusion.report.html import render_html  # noqa: E402
+from extrusion.report.jsonfmt import render_json  # noqa: E402
+from extrusion.report.load import Query, load_report  # noqa: E402
+from extrusion.report.model import Delivery, Report  # noqa: E402
+from extrusion.report.text import render_text  # noqa: E402
+from extrusion.scoring.events import StateChange  # noqa: E402
+from extrusion.scoring.rows import Batch, SenderDelta  # noqa: E402
+from extrusion.scoring.store import Store, state_change_row  # noqa: E402
+from extrusion_dev import sample  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "EXTRUSION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -199,7 +199,7 @@ def replay(
     report_fmt: str | None, report_out: str | None,
 ) -> None:
     """Feed historical MTA logs (plain, .gz, - for stdin) through the engine (what-if tuning)."""
-    from extrusion.maillog.replay import replay as run_replay
+    from extrusion.replay.command import replay as run_replay
 
     cfg = load_config(config_path)
     after = None

@@ -8,7 +8,7 @@ and sends them, one phase after the other:
   be answered with an action) mixed with hostile ones (bytes that are not
   UTF-8, lines without "=", over-long lines and values, too many attributes,
   NUL bytes, nonsense addresses and protocol states, half-closed requests);
-- log lines: real lines from `extrusion.maillog.generate`, half of them with
+- log lines: real lines from `extrusion_dev.generate`, half of them with
   bytes flipped, inserted, deleted or cut, a few made far too long, appended
   to the file the feed follows;
 - milter sessions in raw milter protocol (tests/milterwire.py): steps in
@@ -47,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from extrusion.maillog.generate import iter_lines  # noqa: E402
+from extrusion_dev.generate import iter_lines  # noqa: E402
 from tests.milterwire import (  # noqa: E402
     BODY,
     EOH,

@@ -1,8 +1,8 @@
 """Shared fixtures: store URLs for both backends, config files, free loopback ports.
 
 PostgreSQL tests use one throw-away database per test run, dropped at the end.
-With CI=true an unreachable PostgreSQL fails the run; elsewhere those tests
-skip with the reason.
+With CI=true an unreachable PostgreSQL or a missing driver fails the run;
+elsewhere those tests skip with the reason (tests/test_conftest.py shows both).
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
+
+from tests.helpers import missing
 
 # Session fixtures `postfix` (throw-away Postfix on loopback) and `remote_smtp`.
 from tests.postfix_harness import postfix, remote_smtp  # noqa: F401
@@ -24,25 +27,26 @@ PG_ADMIN_URL = os.environ.get(
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+def pg_admin() -> sqlalchemy.Engine:
+    """An engine on the admin database; a missing driver is `missing()` (a skip outside CI)."""
+    try:
+        return sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    except ImportError as exc:  # the driver (psycopg, extra "postgres") is not installed
+        missing(f"PostgreSQL driver for {PG_ADMIN_URL} not installed ({exc}); "
+                "pip install -e '.[postgres]'")
 
 
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this run; yields its SQLAlchemy URL."""
-    sqlalchemy = pytest.importorskip("sqlalchemy")
     name = f"extrusion_test_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = pg_admin()
     try:
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
+    except sqlalchemy.exc.SQLAlchemyError as exc:
         admin.dispose()
-        reason = f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc.__class__.__name__}"
-        if _in_ci():
-            pytest.fail(reason + " (CI=true: PostgreSQL is required)")
-        pytest.skip(reason)
+        missing(f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc.__class__.__name__}")
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
         yield url

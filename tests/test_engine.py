@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from extrusion.config import Config, from_dict
+from extrusion.config import Config
 from extrusion.scoring.decisions import SMTP_REJECT, SMTP_TEMPFAIL
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import (
@@ -30,6 +30,9 @@ from extrusion.scoring.events import (
 from extrusion.scoring.standing import MAX_UNPROVEN_LISTS
 from extrusion.scoring.store import Store
 
+from . import helpers
+from .helpers import Clock
+
 T0 = 1_700_000_000.0
 HL = 3600.0
 BOT = "ip:192.0.2.66"
@@ -37,25 +40,12 @@ UNKNOWN = "550 5.1.1 <{r}>: Recipient address rejected: User unknown in virtual 
 VIRUS = "554 5.7.1 Message rejected: virus found (W32/Mydoom.A@mm)"
 
 
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
-    data: dict[str, Any] = {
-        "general": {"hostname": "mx1"},
-        # These stories are told with the talk's count alone ("more than 20 failures");
-        # failures in proportion have their own (test_engine_share.py, and below).
-        "scoring": {"share_min_failures": 1000},
-        "store": {"url": f"sqlite:///{tmp_path / 'x.db'}", "spool_dir": str(tmp_path / "spool")},
-    }
-    for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values} if isinstance(values, dict) else values
-    return from_dict(data)
+    # These stories are told with the talk's count alone ("more than 20 failures");
+    # failures in proportion have their own (test_engine_share.py, and below).
+    count_only = {"scoring": {"share_min_failures": 1000}}
+    return helpers.config(tmp_path, f"sqlite:///{tmp_path / 'x.db'}",
+                          **helpers.merge(count_only, sections))
 
 
 class Harness:

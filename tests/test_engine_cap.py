@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from extrusion.config import Config, from_dict
+from extrusion.config import Config
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import (
     OperatorAction,
@@ -22,26 +22,20 @@ from extrusion.scoring.events import (
     Submission,
 )
 
+from . import helpers
+from .helpers import Clock
+
 T0 = 1_700_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def make_config(url: str, tmp_path: Path, mta: str, max_senders: int, **scoring: Any) -> Config:
-    return from_dict({
-        "general": {"hostname": mta},
-        "store": {"url": url, "spool_dir": str(tmp_path / f"spool-{mta}"),
-                  "flush_batch": 10**9},
-        "probation": {"enabled": False},
+    return helpers.config(
+        tmp_path, url, hostname=mta,
+        store={"spool_dir": str(tmp_path / f"spool-{mta}"), "flush_batch": 10**9},
+        probation={"enabled": False},
         # Failures are told by their count alone here: no share verdict.
-        "scoring": {"max_senders": max_senders, "share_min_failures": 1000, **scoring},
-    })
+        scoring={"max_senders": max_senders, "share_min_failures": 1000, **scoring},
+    )
 
 
 @pytest.fixture

@@ -33,6 +33,9 @@ from extrusion.scoring.events import (
 )
 from extrusion.scoring.store import Store
 
+from . import helpers
+from .helpers import Clock
+
 T0 = 1_700_000_000.0
 BOT = "ip:192.0.2.66"
 PG_ADMIN_URL = os.environ.get(
@@ -40,22 +43,14 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def make_config(url: str, tmp_path: Path, mta: str, **store: Any) -> Config:
-    return from_dict({
-        "general": {"hostname": mta},
-        "store": {"url": url, "spool_dir": str(tmp_path / f"spool-{mta}"), **store},
+    return helpers.config(
+        tmp_path, url, hostname=mta,
+        store={"spool_dir": str(tmp_path / f"spool-{mta}"), **store},
         # Summing evidence across MTAs is told with the count of failures alone: each
         # MTA's share of failures would throttle by itself (issue 13).
-        "scoring": {"share_min_failures": 1000},
-    })
+        scoring={"share_min_failures": 1000},
+    )
 
 
 def feed_failures(engine: Engine, clock: Clock, sender: str, n: int, tag: str) -> None:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from extrusion.maillog.generate import Client, LogWriter
+from extrusion_dev.generate import Client, LogWriter
 
 from .conftest import free_port
-from .test_policyd_support import toml_text
+from .helpers import toml_text
 
 EXE = str(Path(sys.executable).parent / "extrusion")
 MTA = "mta1.test"

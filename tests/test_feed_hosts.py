@@ -12,10 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from extrusion.config import Config, from_dict
-from extrusion.maillog.generate import Client, LogWriter
 from extrusion.maillog.recovery import CrashSafeFeed, checkpoint_name
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.store import Store
+from extrusion_dev.generate import Client, LogWriter
 
 HOSTS = ("mx1.test", "mx2.test", "mx3.test")
 BOT = Client(key="ip:198.51.100.66", name="unknown", addr="198.51.100.66", sasl="",

@@ -22,10 +22,10 @@ from twisted.internet import task
 from extrusion.maillog import exim, postfix, sendmail
 from extrusion.maillog.feed import EXAMPLE_CHARS, FeedStats, LogFeed
 from extrusion.maillog.lines import MAX_LINE, LineSplitter
-from extrusion.maillog.replay_input import read_lines
 from extrusion.maillog.syslog import FAILURES_LOGGED, SyslogParser, SyslogProtocol
 from extrusion.policyd.feed import FileFeedService
 from extrusion.policyd.metrics import Metrics
+from extrusion.replay.input import read_lines
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.store import Store
 
@@ -263,7 +263,7 @@ def test_the_file_feed_reads_past_the_wedge_line_and_checkpoints(
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_replay_of_the_wedge_line_exits_0_and_counts_it(tmp_path: Path, parallel: bool) -> None:
-    from extrusion.maillog.replay import replay
+    from extrusion.replay.command import replay
 
     log = tmp_path / "mail.log"
     _sendmail_log(log)
@@ -275,7 +275,7 @@ def test_replay_of_the_wedge_line_exits_0_and_counts_it(tmp_path: Path, parallel
 
 
 def test_replay_skips_an_over_long_line_without_reading_it_whole(tmp_path: Path) -> None:
-    from extrusion.maillog.replay import replay
+    from extrusion.replay.command import replay
 
     log = tmp_path / "mail.log"
     _sendmail_log(log)

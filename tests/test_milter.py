@@ -24,6 +24,8 @@ from extrusion.milter.guard import EngineGuard
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import Connection, Decision, Stage, Submission
 
+from . import helpers
+
 # Every protocol step TestCtx knows, without the "no reply" ones: TestCtx takes
 # a NOREPLY answer for a hang-up, so it plays an MTA that does not offer them.
 NO_NR = 0x1FFFFF & ~(
@@ -129,14 +131,8 @@ class Observed:
 
 
 def make_config(tmp_path: Path, **milter: Any) -> configmod.Config:
-    return configmod.from_dict({
-        "general": {"hostname": MTA},
-        "store": {"url": f"sqlite:///{tmp_path / 'extrusion.db'}",
-                  "spool_dir": str(tmp_path / "spool")},
-        "milter": milter,
-        "limits": {"tiny": {"recipients_per_hour": 1}},
-        "overrides": OVERRIDES,
-    })
+    return helpers.config(tmp_path, hostname=MTA, milter=milter,
+                          limits={"tiny": {"recipients_per_hour": 1}}, overrides=OVERRIDES)
 
 
 class Milters:

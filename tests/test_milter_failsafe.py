@@ -19,6 +19,7 @@ from extrusion.milter.guard import EngineGuard
 from extrusion.scoring.engine import open_engine
 from extrusion.scoring.events import Connection, Headers, Submission
 
+from .helpers import wait_for
 from .test_milter import Ctx, Milters, Observed, engine, make_config, milters, send, stored
 
 __all__ = ["engine", "milters"]  # fixtures shared with test_milter.py
@@ -62,6 +63,12 @@ def test_engine_errors_tempfail_when_configured(milters: Milters) -> None:
     assert ctx._reply == ("451", "4.3.0", "Temporary local problem, try again later")
 
 
+def watch_until_stuck(guard: EngineGuard) -> None:
+    """The watchdog's ticks until a call is past its deadline: however long a loaded
+    machine takes to start the session thread, not a guessed sleep."""
+    wait_for("a call past the engine deadline", lambda: guard.watch() or guard.stuck)
+
+
 def test_hung_engine_holds_up_only_the_session_inside_it(milters: Milters) -> None:
     engine = milters.start(engine_timeout=0.2)
     guard = milters.guard
@@ -77,8 +84,7 @@ def test_hung_engine_holds_up_only_the_session_inside_it(milters: Milters) -> No
             first_done.set()
 
         threading.Thread(target=first_session, daemon=True).start()
-        time.sleep(0.3)
-        guard.watch()  # the watchdog's tick: that call is now past its deadline
+        watch_until_stuck(guard)  # the watchdog's ticks: that call is now past its deadline
         assert guard.stuck and not first_done.is_set()
         started = time.monotonic()
         ctx = Ctx()  # every later session is answered at once, mail flows
@@ -102,8 +108,7 @@ def test_breaker_open_tempfails_when_configured(milters: Milters) -> None:
     inside = threading.Thread(target=lambda: send(Ctx()), daemon=True)
     try:
         inside.start()
-        time.sleep(0.2)
-        guard.watch()
+        watch_until_stuck(guard)
         ctx = Ctx()
         assert send(ctx)[-1] == Milter.TEMPFAIL
         assert ctx._reply == ("451", "4.3.0", "Temporary local problem, try again later")

@@ -9,7 +9,6 @@ start-up conditions.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -17,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pytest
 from extrusion.scoring.store import Store
 
 from .conftest import PG_ADMIN_URL, REPO, free_port
+from .helpers import missing, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,10 +68,7 @@ limits = "tiny"
 def miltertest_bin() -> str:
     path = shutil.which("miltertest")
     if path is None:
-        reason = "miltertest not installed (Debian package miltertest; make test installs it)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(reason + " (CI=true: required)")
-        pytest.skip(reason)
+        missing("miltertest not installed (Debian package miltertest; make test installs it)")
     return path
 
 
@@ -153,15 +150,6 @@ def run_script(milter: MilterProcess, script: str, **defines: str) -> None:
     assert done.returncode == 0, (
         f"{script}.lua failed ({done.returncode}):\n{done.stdout}{done.stderr}\n"
         f"--- milter log ---\n{milter.log()}")
-
-
-def wait_for(what: str, probe: Callable[[], Any], seconds: float = 15.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (found := probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not seen within {seconds}s")
-        time.sleep(0.1)
-    return found
 
 
 def stored_messages(url: str, sender: str) -> list[Any]:

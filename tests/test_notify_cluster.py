@@ -13,7 +13,8 @@ from extrusion.notify.notifier import Notifier
 from extrusion.scoring.events import State
 from extrusion.scoring.store import Store
 
-from .test_notify import HookServer, change, settings, wait_for
+from .helpers import wait_for
+from .test_notify import HookServer, change, settings
 
 HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
 BOT = "ip:192.0.2.66"
@@ -45,8 +46,9 @@ def test_one_bot_seen_by_three_hosts_is_one_notification(store_url: str,
             for i, n in enumerate(notifiers):
                 n(change(BOT, State.THROTTLED, at=T0 + i * 0.4))
                 n(change("ip:192.0.2.77", State.HELD, State.THROTTLED, at=T0 + i))
-            wait_for(lambda: sum(n.stats["claimed_elsewhere"] for n in notifiers) == 4)
-            wait_for(lambda: len(changed(hook)) == 2)
+            wait_for("four claimed elsewhere",
+                     lambda: sum(n.stats["claimed_elsewhere"] for n in notifiers) == 4)
+            wait_for("len(changed(hook)) == 2", lambda: len(changed(hook)) == 2)
             time.sleep(0.3)  # a duplicate would have been posted by now
         finally:
             for n in notifiers:
@@ -60,13 +62,14 @@ def test_a_new_rise_after_the_claim_window_is_news_again(store_url: str,
         notifiers = hosts(store, hook, seconds=600.0)
         try:
             notifiers[0](change(BOT, State.THROTTLED, at=T0))
-            wait_for(lambda: len(hook.received) == 1)
+            wait_for("len(hook.received) == 1", lambda: len(hook.received) == 1)
             notifiers[1](change(BOT, State.THROTTLED, at=T0 + 60))  # the same event, late
-            wait_for(lambda: notifiers[1].stats["claimed_elsewhere"] == 1)
+            wait_for("the late one claimed elsewhere",
+                     lambda: notifiers[1].stats["claimed_elsewhere"] == 1)
             notifiers[2](change(BOT, State.THROTTLED, at=T0 + 3600))  # throttled again
-            wait_for(lambda: len(hook.received) == 2)
+            wait_for("len(hook.received) == 2", lambda: len(hook.received) == 2)
             notifiers[0](change(BOT, State.THROTTLED, at=T0 + 7200))  # and again, first host
-            wait_for(lambda: len(hook.received) == 3)
+            wait_for("len(hook.received) == 3", lambda: len(hook.received) == 3)
         finally:
             for n in notifiers:
                 n.close()
@@ -78,7 +81,7 @@ def test_without_the_store_every_host_sends(hook: HookServer) -> None:
     try:
         for n in notifiers:
             n(change(BOT, State.THROTTLED))
-        wait_for(lambda: len(hook.received) == 3)
+        wait_for("len(hook.received) == 3", lambda: len(hook.received) == 3)
     finally:
         for n in notifiers:
             n.close()
@@ -91,7 +94,7 @@ def test_a_store_that_cannot_be_asked_sends_everything(hook: HookServer) -> None
         try:
             for n in notifiers:
                 n(change(BOT, State.THROTTLED))
-            wait_for(lambda: len(hook.received) == 3)
+            wait_for("len(hook.received) == 3", lambda: len(hook.received) == 3)
         finally:
             for n in notifiers:
                 n.close()

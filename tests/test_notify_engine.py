@@ -18,28 +18,21 @@ from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Outcome, State, StateChange, Status, Submission
 from extrusion.scoring.store import Store
 
-from .test_notify import SMTPServer, wait_for
+from . import helpers
+from .helpers import Clock, wait_for
+from .test_notify import SMTPServer
 
 BOT = "ip:192.0.2.66"
 UNKNOWN = "550 5.1.1 <{r}>: Recipient address rejected: User unknown"
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def config(store_url: str, tmp_path: Path, smtp_port: int, **notify: Any) -> Config:
-    return from_dict({
-        "general": {"hostname": "smarthost1"},
-        "store": {"url": store_url, "spool_dir": str(tmp_path / "spool")},
-        "notify": {"email_enabled": True, "smtp_port": smtp_port,
-                   "mail_to": ["abuse@isp.example"], "collect_seconds": 3.0,
-                   "min_interval_seconds": 0.0, **notify},
-    })
+    return helpers.config(
+        tmp_path, store_url, hostname="smarthost1",
+        notify={"email_enabled": True, "smtp_port": smtp_port,
+                "mail_to": ["abuse@isp.example"], "collect_seconds": 3.0,
+                "min_interval_seconds": 0.0, **notify},
+    )
 
 
 @pytest.fixture
@@ -83,7 +76,7 @@ def test_an_outbreak_is_mailed_with_its_evidence_from_the_store(
     try:
         outbreak(engine, clock, 30)
         engine.flush()  # the evidence is in the store before the digest is built
-        wait_for(lambda: smtp.received, timeout=20)
+        wait_for("smtp.received", lambda: smtp.received, timeout=20)
         time.sleep(0.3)
     finally:
         notifier.close()

@@ -21,8 +21,9 @@ from extrusion.config import Config
 from extrusion.scoring.keys import EX_DATAERR, EX_USAGE
 
 from .conftest import _reset_postgres
+from .helpers import toml_text
 from .test_api import TOKEN, ApiCase, ask_policy
-from .test_policyd_support import request, toml_text
+from .test_policyd_support import request
 
 IPV6_CLIENT = "2001:db8::1"
 V4_CLIENT = "192.0.2.5"

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from .conftest import free_port
-from .test_policyd_support import ALICE, read_replies, read_until_closed, request, toml_text
+from .helpers import toml_text
+from .test_policyd_support import ALICE, read_replies, read_until_closed, request
 
 EXE = str(Path(sys.executable).parent / "extrusion")
 READY_TIMEOUT = 30.0

@@ -22,13 +22,13 @@ from extrusion.config import Config
 from extrusion.policyd.service import PolicydService, makeService
 from extrusion.scoring.events import OperatorAction, OperatorVerb
 
+from .helpers import toml_text
 from .test_policyd_support import (
     ALICE,
     make_config,
     read_replies,
     read_until_closed,
     request,
-    toml_text,
 )
 
 

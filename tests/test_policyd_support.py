@@ -10,62 +10,28 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from extrusion import config as configmod
 from extrusion.config import Config
+
+from . import helpers
 
 ALICE = "alice@customer.example"
 
+# What a daemon under test differs in from helpers.config(): debug logs, quick
+# flushes and retries, listeners on free loopback ports, no milter.
+DAEMON: dict[str, Any] = {
+    "general": {"log_level": "debug"},
+    "store": {"refresh_seconds": 0.5},
+    "policyd": {"listen": "tcp:0:interface=127.0.0.1", "hold_queued_mail": False,
+                "flush_seconds": 0.2, "engine_retry_seconds": 0.5},
+    "api": {"listen": "tcp:0:interface=127.0.0.1"},
+    "milter": {"enabled": False},
+}
+
 
 def make_config(tmp: Path, store_url: str | None = None, **sections: dict[str, Any]) -> Config:
-    """A config for tests: store and spool under `tmp`, listeners on free loopback ports."""
-    data: dict[str, Any] = {
-        "general": {"hostname": "mta1.test", "log_level": "debug"},
-        "store": {
-            "url": store_url or f"sqlite:///{tmp / 'extrusion.db'}",
-            "spool_dir": str(tmp / "spool"),
-            "refresh_seconds": 0.5,
-        },
-        "policyd": {"listen": "tcp:0:interface=127.0.0.1", "hold_queued_mail": False,
-                    "flush_seconds": 0.2, "engine_retry_seconds": 0.5},
-        "api": {"listen": "tcp:0:interface=127.0.0.1"},
-        "milter": {"enabled": False},
-    }
-    for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
-    path = tmp / "extrusion.toml"
-    return configmod.from_dict(data, path)
-
-
-def toml_text(data: dict[str, Any]) -> str:
-    """A minimal TOML writer for the generated config files (tables of scalars and lists)."""
-    lines: list[str] = []
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    def table(prefix: str, d: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
-        if prefix:
-            lines.append(f"[{prefix}]")
-        lines.extend(f"{k} = {value(v)}" for k, v in scalars.items())
-        for k, v in d.items():
-            if isinstance(v, dict):
-                table(f"{prefix}.{k}" if prefix else k, v)
-
-    for name, section in data.items():
-        if isinstance(section, list):  # arrays of tables
-            for item in section:
-                lines.append(f"[[{name}]]")
-                lines.extend(f"{k} = {value(v)}" for k, v in item.items())
-        else:
-            table(name, section)
-    return "\n".join(lines) + "\n"
+    """A daemon's config: store and spool under `tmp`, listeners on free loopback ports."""
+    return helpers.config(tmp, store_url, hostname="mta1.test", path=tmp / "extrusion.toml",
+                          **helpers.merge(DAEMON, sections))
 
 
 def request(state: str = "RCPT", **attrs: Any) -> bytes:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from extrusion.cli import main
-from extrusion.maillog.generate import Truth, generate
-from extrusion.maillog.replay import EX_DATAERR, EX_NOINPUT
+from extrusion.replay.command import EX_DATAERR, EX_NOINPUT
+from extrusion_dev.generate import Truth, generate
 
 # A day of traffic ending well before "now", so no stamp looks like the future.
 START = time.time() - 3 * 86400
@@ -225,7 +225,7 @@ def test_garbage_lines_are_counted_and_shown(
 
 def test_progress_line_on_a_terminal(generated: tuple[Path, Truth], config: Path) -> None:
     from extrusion import config as configmod
-    from extrusion.maillog.replay import replay
+    from extrusion.replay.command import replay
 
     out, err = io.StringIO(), io.StringIO()
     status = replay(configmod.load(config), [str(generated[0])], out=out, err=err,
@@ -250,7 +250,7 @@ def test_one_process_and_two_give_the_same_verdicts(
     generated: tuple[Path, Truth], config: Path
 ) -> None:
     from extrusion import config as configmod
-    from extrusion.maillog.replay import replay
+    from extrusion.replay.command import replay
 
     outputs = []
     for parallel in (False, True):
@@ -268,7 +268,7 @@ def test_customer_map_names_the_sender_in_both_modes(
     generated: tuple[Path, Truth], write_config: Callable[[str, str], Path], parallel: bool
 ) -> None:
     from extrusion import config as configmod
-    from extrusion.maillog.replay import replay
+    from extrusion.replay.command import replay
 
     bot_ip = generated[1].bots[0].removeprefix("ip:")
     cfg = write_config(f'[[customers]]\nname = "dsl-pool-7"\nnetworks = ["{bot_ip}/32"]\n',

@@ -19,9 +19,9 @@ import pytest
 
 from extrusion import config as configmod
 from extrusion.exits import EX_DATAERR, EX_NOINPUT
-from extrusion.maillog.generate import Truth, generate
-from extrusion.maillog.replay import replay
-from extrusion.maillog.replay_output import Progress
+from extrusion.replay.command import replay
+from extrusion.replay.output import Progress
+from extrusion_dev.generate import Truth, generate
 
 START = time.time() - 3 * 86400
 EXE = str(Path(sys.executable).parent / "extrusion")

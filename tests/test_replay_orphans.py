@@ -9,7 +9,8 @@ from pathlib import Path
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import Outcome, Status, Submission
 
-from .test_engine_store import Clock, make_config
+from .helpers import Clock
+from .test_engine_store import make_config
 from .test_policyd_support import make_config as daemon_config
 
 BOT = "ip:192.0.2.66"
@@ -47,7 +48,7 @@ def test_memory_is_whole_never_asks_the_store_nor_waits(store_url: str, tmp_path
 
 
 def test_replay_of_a_log_without_client_lines_records_every_outcome(tmp_path: Path) -> None:
-    from extrusion.maillog.replay import replay
+    from extrusion.replay.command import replay
 
     log = tmp_path / "mail.log"
     with open(log, "w") as f:

@@ -21,11 +21,11 @@ from extrusion.report.html import render_html
 from extrusion.report.jsonfmt import render_json
 from extrusion.report.load import Query, load_report
 from extrusion.report.model import Category
-from extrusion.report.sample import at
 from extrusion.report.text import render_text
 from extrusion.scoring.events import State
 from extrusion.scoring.rows import PIN_SET, SenderDelta
 from extrusion.scoring.store import Store
+from extrusion_dev.sample import at
 
 from .test_report_load import FAILURE, SENT, Scenario, finding
 

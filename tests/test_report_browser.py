@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from extrusion.report import sample
 from extrusion.report.html import render_html
+from extrusion_dev import sample
 
 from .test_report_escaping import SCRIPT, hostile_report
 

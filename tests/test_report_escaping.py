@@ -22,10 +22,10 @@ from extrusion.report.model import (
     SenderReport,
     StateChangeRecord,
 )
-from extrusion.report.sample import at
 from extrusion.report.text import render_text
 from extrusion.scoring.events import State
 from extrusion.scoring.schema import TEXT_LEN
+from extrusion_dev.sample import at
 
 T0 = at("2007-05-19 23:11:22")
 

@@ -19,13 +19,13 @@ from extrusion.report.load import (
     report_for_senders,
 )
 from extrusion.report.model import Category, Delivery
-from extrusion.report.sample import at
 from extrusion.report.text import render_text
 from extrusion.report.words import summary
 from extrusion.scoring import judge
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.rows import Batch, SenderDelta
 from extrusion.scoring.store import Store, state_change_row
+from extrusion_dev.sample import at
 
 from .test_report_render import golden
 

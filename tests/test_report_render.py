@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from extrusion.report import sample
 from extrusion.report.html import render_html
 from extrusion.report.jsonfmt import SCHEMA_VERSION, render_json
 from extrusion.report.model import (
@@ -26,6 +25,7 @@ from extrusion.report.model import (
 from extrusion.report.text import message_lines, render_text
 from extrusion.report.times import BadTime, parse_since, zone
 from extrusion.scoring.events import State
+from extrusion_dev import sample
 
 GOLDEN = Path(__file__).parent / "data" / "report"
 T0 = sample.at("2007-05-19 10:47:15")

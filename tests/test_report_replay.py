@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from extrusion.cli import main
-from extrusion.maillog.generate import Truth, generate
+from extrusion_dev.generate import Truth, generate
 
 START = time.time() - 3 * 86400
 

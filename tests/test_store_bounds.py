@@ -34,7 +34,8 @@ from extrusion.scoring.rows import Batch, SenderDelta, SenderRow
 from extrusion.scoring.spool import Spool
 from extrusion.scoring.store import Store, StoreRefused, StoreUnavailable
 
-from .test_engine_store import Clock, make_config
+from .helpers import Clock
+from .test_engine_store import make_config
 
 SENDER = "ip:192.0.2.10"
 LONG_MSGID = "<" + "m" * 1198 + ">"  # 1,200 characters

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from extrusion.config import from_dict
 from extrusion.scoring.admin import operator_action
 from extrusion.scoring.audit import DUPLICATE_SECONDS, duplicate
 from extrusion.scoring.engine import Engine
@@ -23,29 +22,20 @@ from extrusion.scoring.judge import FAILED
 from extrusion.scoring.rows import SenderRow, merge_findings
 from extrusion.scoring.store import Store
 
+from . import helpers
+from .helpers import Clock
+
 T0 = 1_700_000_000.0
 BOT = "ip:192.0.2.66"
 HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
 THROTTLED_RECIPIENTS = 20  # [limits.throttled] recipients_per_hour
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def cluster(url: str, tmp_path: Path, clock: Clock, **settings: Any) -> list[Engine]:
     engines = []
     for host in HOSTS:
-        cfg = from_dict({
-            "general": {"hostname": host},
-            "store": {"url": url, "spool_dir": str(tmp_path / f"spool-{host}"),
-                      **settings.get("store", {})},
-            **{k: v for k, v in settings.items() if k != "store"},
-        })
+        spool = {"store": {"spool_dir": str(tmp_path / f"spool-{host}")}}
+        cfg = helpers.config(tmp_path, url, hostname=host, **helpers.merge(spool, settings))
         engines.append(Engine(cfg, Store(url), clock, own_store=True))
     return engines
 

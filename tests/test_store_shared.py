@@ -27,25 +27,18 @@ from extrusion.scoring.judge import FAILED, HELO
 from extrusion.scoring.rows import merge_findings
 from extrusion.scoring.store import Store
 
+from . import helpers
+from .helpers import Clock
+
 T0 = 1_700_000_000.0
 MTA = "smarthost.example.net"
 BOT = "ip:192.0.2.66"
 RCPTS = ("a@example.org", "b@example.org", "c@example.org")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def make_config(url: str, tmp_path: Path, name: str, hostname: str = MTA) -> Config:
-    return from_dict({
-        "general": {"hostname": hostname},
-        "store": {"url": url, "spool_dir": str(tmp_path / f"spool-{name}")},
-    })
+    return helpers.config(tmp_path, url, hostname=hostname,
+                          store={"spool_dir": str(tmp_path / f"spool-{name}")})
 
 
 def engine(url: str, tmp_path: Path, name: str, clock: Clock, hostname: str = MTA) -> Engine:

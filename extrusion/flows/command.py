@@ -65,7 +65,7 @@ def replay(config_path: str | None, files: tuple[str, ...], as_json: bool,
            store_url: str | None) -> None:
     """Run recorded pmacct records (plain, gzip, bzip2, xz; - for stdin) through the engine."""
     from extrusion.flows.replay import replay as run
-    from extrusion.maillog.replay_output import json_line
+    from extrusion.replay.output import json_line
 
     c = _cli()
     cfg = c.load_config(config_path)

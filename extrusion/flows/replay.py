@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from extrusion.config import Config
 from extrusion.flows.feed import FlowFeed, FlowStats
-from extrusion.maillog.replay_input import read_lines
+from extrusion.replay.input import read_lines
 from extrusion.scoring.events import FlowEvidence, StateChange
 
 # A replay is one batch: the engine never flushes from a background thread.

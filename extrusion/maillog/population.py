@@ -29,7 +29,7 @@ throttles. Every actor draws its own parameters from a seeded RNG:
   harvested recipient per message, many refused as viruses, active only
   while the machine is on.
 
-Lines are written by `extrusion.maillog.generate.LogWriter` (Postfix 3 shapes,
+Lines are written by `extrusion_dev.generate.LogWriter` (Postfix 3 shapes,
 RFC 3339 stamps so that no year has to be guessed). A message whose HELO
 extrusion finds suspect gets the line Postfix writes for the policy server's
 INFO answer at END-OF-MESSAGE, judged by the engine's own HELO judgement
@@ -46,9 +46,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from extrusion.maillog.generate import Client, LogWriter
 from extrusion.scoring import judge
 from extrusion.scoring.keys import client_key
+from extrusion_dev.generate import Client, LogWriter
 
 DAY = 86400.0
 HOUR = 3600.0

@@ -12,7 +12,7 @@ rejection daemon (auto-replies sent without <> that failed: reported, never
 throttled); nothing else there;
 otherwise a summary table. A progress line goes to stderr when it is a
 terminal (lines, MB/s, ETA). Inputs are plain, gzip, bzip2 or xz files
-(recognised by content, `replay_input`), read in the order given; `-` is
+(recognised by content, `replay.input`), read in the order given; `-` is
 standard input. Input that is no log (a directory, binary data, text without
 a single log line) is refused with one line before anything runs.
 """
@@ -34,9 +34,9 @@ from typing import IO, Any, TextIO
 
 from extrusion.config import Config, check_store_url
 from extrusion.maillog.feed import FeedStats, LogFeed
-from extrusion.maillog.logfiles import reference_time
-from extrusion.maillog.replay_input import STDIN, NotALog, Position, read_lines, refuse
-from extrusion.maillog.replay_output import (
+from extrusion.replay.input import STDIN, NotALog, Position, read_lines, refuse
+from extrusion.replay.logfiles import reference_time
+from extrusion.replay.output import (
     Progress,
     ReplayResult,
     final_states,
@@ -300,10 +300,10 @@ def _run_inline(cfg: Config, logs: list[str], reference: float, engine: Any,
 @contextmanager
 def _worker(cfg: Config, logs: list[str], reference: float,
             tmp: str) -> Iterator[subprocess.Popen[bytes]]:
-    """The child process that reads and parses the logs (`extrusion.maillog.replay_worker`);
+    """The child process that reads and parses the logs (`extrusion.replay.worker`);
     killed if this side stops before reading it to its end."""
     from extrusion.maillog.feed import join_settings
-    from extrusion.maillog.replay_worker import WorkerSettings
+    from extrusion.replay.worker import WorkerSettings
 
     settings = WorkerSettings(
         fmt=cfg.maillog.format, join=join_settings(cfg), timezone=cfg.maillog.timezone,
@@ -314,7 +314,7 @@ def _worker(cfg: Config, logs: list[str], reference: float,
     with open(settings_path, "wb") as f:
         pickle.dump(settings, f)
     with subprocess.Popen(
-        [sys.executable, "-m", "extrusion.maillog.replay_worker", settings_path, *logs],
+        [sys.executable, "-m", "extrusion.replay.worker", settings_path, *logs],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     ) as proc:
         _widen(proc.stdout)
@@ -338,7 +338,7 @@ def _widen(pipe: IO[bytes] | None) -> None:
 def _run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[float],
                   result: ReplayResult, tick: Callable[[int, int], None]) -> FeedStats:
     """The child process parses; this one decodes its events and judges them."""
-    from extrusion.maillog.replay_worker import FLUSH, decode
+    from extrusion.replay.worker import FLUSH, decode
 
     assert proc.stdout is not None and proc.stderr is not None
     stats: FeedStats | None = None

@@ -1,7 +1,7 @@
 """The parsing half of a two-process replay: log files in, events out on stdout.
 
 `extrusion replay` runs this as a child process (`python -m
-extrusion.maillog.replay_worker SETTINGS LOG...`) so that reading, parsing
+extrusion.replay.worker SETTINGS LOG...`) so that reading, parsing
 and joining the log use one core while the engine and its store use the
 other. It writes a stream of pickled messages:
 
@@ -128,7 +128,7 @@ def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
 
 
 def main(argv: list[str]) -> int:
-    from extrusion.maillog.replay_input import Position, read_lines
+    from extrusion.replay.input import Position, read_lines
 
     settings = pickle.loads(Path(argv[0]).read_bytes())
     assert isinstance(settings, WorkerSettings)
@@ -145,6 +145,6 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     # Run the module's own copy so unpickled settings are of the class it checks.
-    from extrusion.maillog.replay_worker import main as _main
+    from extrusion.replay.worker import main as _main
 
     sys.exit(_main(sys.argv[1:]))

@@ -1,13 +1,13 @@
 """The clock a replay reads classic syslog stamps by (they carry no year).
 
-Opening and reading the logs is `replay_input`'s."""
+Opening and reading the logs is `replay.input`'s."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from extrusion.maillog.replay_input import STDIN
+from extrusion.replay.input import STDIN
 
 
 def reference_time(paths: list[str]) -> float:
