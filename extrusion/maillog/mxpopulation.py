@@ -187,9 +187,10 @@ def _newsletter(d: _Day, r: random.Random, i: int) -> None:
         t = t0
         for k in range(0, len(rcpts), 10):  # one connection, ten messages, one each
             a = r.choice(hosts)
+            name = f"o{hosts.index(a)}.{dom}"  # each host its own name, as in its PTR
             trs = [Transaction(f"bounce-{r.getrandbits(24):x}-{x.replace('@', '=')}@{dom}",
                                [x], unknown & {x}) for x in rcpts[k:k + 10]]
-            d.send(s, t, Client(a, f"o{k % 7}.{dom}", f"o{k % 7}.{dom}"), trs, tls=True)
+            d.send(s, t, Client(a, name, name), trs, tls=True)
             t += r.uniform(2, 30)
 
 
