@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/detection_mx.py [--scale 1] [--seed 1] [--filter spamd] [--json]
 
-Generates a day of a Postfix 3.7 MX with `extrusion.maillog.mxpopulation`
+Generates a day of a Postfix 3.7 MX with `extrusion_dev.mxpopulation`
 (big providers, small MTAs, newsletter senders, Mailman hosts, forwarders,
 business customers of the ISP, dictionary-attack bots, the ISP's own infected
 customers; the truth about each), runs `extrusion replay LOG --json` on it
@@ -48,7 +48,7 @@ from benchmarks.detection import (  # noqa: E402
     percentile,
     replay,
 )
-from extrusion.maillog.mxpopulation import (  # noqa: E402
+from extrusion_dev.mxpopulation import (  # noqa: E402
     BAD,
     BOT,
     LEGITIMATE,
@@ -56,7 +56,7 @@ from extrusion.maillog.mxpopulation import (  # noqa: E402
     MxPopulation,
     populate_mx,
 )
-from extrusion.maillog.mxsession import FILTERS, SPAMD  # noqa: E402
+from extrusion_dev.mxsession import FILTERS, SPAMD  # noqa: E402
 
 BOTS_TARGET = 0.95  # share of bots caught
 OWN_MEDIAN_TARGET = 15.0  # minutes, own customers arriving from outside

@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks.detection_mx import main, score, targets
 from extrusion.config import load
-from extrusion.maillog.mxpopulation import (
+from extrusion_dev.mxpopulation import (
     AGGRESSIVE,
     BAD,
     BOT,
@@ -34,7 +34,7 @@ from extrusion.maillog.mxpopulation import (
     Sender,
     populate_mx,
 )
-from extrusion.maillog.mxsession import AMAVIS
+from extrusion_dev.mxsession import AMAVIS
 from tests.maillog_helpers import Recorder, feed_lines
 
 REPO = Path(__file__).resolve().parent.parent

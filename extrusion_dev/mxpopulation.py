@@ -17,7 +17,7 @@ ISP's own infected customers arriving from outside are stopped. The groups
 - infected own customers (5): in the ISP's dynamic pool, sending spam direct to
   the MX; 2 refused by postscreen (the PBL).
 
-Lines come from `extrusion.maillog.mxsession`. Deterministic for a seed.
+Lines come from `extrusion_dev.mxsession`. Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from extrusion.maillog.mxsession import MX_ADDR, SPAMD, Client, MxWriter, Transaction
 from extrusion.maillog.population import DEFAULT_START, _local, _word
 from extrusion.scoring.keys import client_key
+from extrusion_dev.mxsession import MX_ADDR, SPAMD, Client, MxWriter, Transaction
 
 DAY = 86400.0
 HOUR = 3600.0

@@ -10,7 +10,7 @@ amavis through amavisd-milter), then either cleanup's `milter-reject:
 END-OF-MESSAGE` or qmgr and one LMTP delivery to Dovecot per recipient, and
 smtpd's `disconnect` with Postfix's `ok/total` command counts.
 
-`extrusion.maillog.mxpopulation` decides who sends what; this module only
+`extrusion_dev.mxpopulation` decides who sends what; this module only
 writes it, through `generate.LogWriter` (stamps, queue ids, pids).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from extrusion.maillog.generate import LogWriter
+from extrusion_dev.generate import LogWriter
 
 # The MX itself: its public address (a bot's "[192.0.2.25]" HELO) and its Dovecot.
 MX_ADDR = "192.0.2.25"
