@@ -41,6 +41,7 @@ from extrusion.scoring.events import (
     Status,
     Submission,
 )
+from extrusion.scoring.failwindow import FailureShare
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
 from extrusion.scoring.judge import MISCONFIGURED, Judge, helo_note, judge_helos
 from extrusion.scoring.limits import RateState, budget
@@ -96,6 +97,7 @@ class Engine(StoreSync):
         self._next_housekeeping = 0.0
         self._schema_ok = False
         self._shared: set[str] = set()
+        self._failures = FailureShare()  # the failure window the hosts share
         self.store_ok = True
         self.last_store_error = ""
         # True when no other process records messages (replay): a queue id not in
@@ -314,6 +316,8 @@ class Engine(StoreSync):
                         score=round(mem.score(now, self.half_life), 3),
                         reason=f"rejection daemon: {f.get('failed_auto_replies', 0)} auto-replies "
                                "without <> failed", evidence=copy_findings(mem.findings)))
+            if self.config.store.shared_failures:
+                self._failures.note(mem, now, self.config.store.shared_failures_from)
             self._changed(mem, now)
 
     def _shown(self, mem: SenderMemory, envelope_from: str, recipients: tuple[str, ...],

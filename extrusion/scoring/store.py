@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from extrusion.maillog.checkpoint import Position
-from extrusion.scoring import audit, schema
+from extrusion.scoring import audit, failwindow, schema
 from extrusion.scoring.bounds import bound_batch, bound_override, bound_row, bound_text
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.limits import DAY, HOUR, OthersUse
@@ -765,7 +765,22 @@ class Store:
             removed += conn.execute(b.delete().where(b.c.updated < before)).rowcount
             removed += conn.execute(schema.rate_use.delete().where(
                 schema.rate_use.c.bucket < int(before))).rowcount
+            removed += conn.execute(schema.failure_windows.delete().where(
+                schema.failure_windows.c.time < before)).rowcount
         return removed
+
+    def save_failure_windows(self, mta: str, snapshots: list[failwindow.Snapshot],
+                             prune_before: float | None = None) -> None:
+        """This host's failure windows (scoring/failwindow.py), and its stale rows gone."""
+        with self._write() as conn:
+            failwindow.save(conn, self.dialect, mta, snapshots)
+            if prune_before is not None:
+                failwindow.prune(conn, mta, prune_before)
+
+    def others_failures(self, mta: str, since: float) -> list[tuple[str, int, int, float]]:
+        """The other hosts' failure windows taken since `since` (scoring/failwindow.py)."""
+        with self._read() as conn:
+            return failwindow.others(conn, mta, since)
 
     # --- per-sender baselines ----------------------------------------------------------
 
