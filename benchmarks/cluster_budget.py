@@ -19,6 +19,7 @@ import argparse
 import tempfile
 import uuid
 
+from hosts import BOT, HOSTS, T0
 from pgtemp import pg_database
 
 from extrusion.config import from_dict
@@ -27,9 +28,6 @@ from extrusion.scoring.events import Action, Stage
 from extrusion.scoring.rows import SenderRow
 from extrusion.scoring.store import Store
 
-T0 = 1_700_000_000.0
-BOT = "ip:192.0.2.66"
-HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
 BUDGET = 20
 SECONDS = 600
 
