@@ -55,7 +55,7 @@ from extrusion.scoring.shown import SaslAddresses, authenticated, envelope_domai
 from extrusion.scoring.spool import Spool
 from extrusion.scoring.state import Thresholds, next_state
 from extrusion.scoring.store import Store, state_change_row
-from extrusion.scoring.sync import ENGINE, NEGLIGIBLE_SCORE, StoreSync
+from extrusion.scoring.sync import ENGINE, NEGLIGIBLE_SCORE, QUIET_HALF_LIVES, StoreSync
 from extrusion.scoring.tracker import MESSAGE_MEMORY_SECONDS, MessageInfo, MessageTracker
 
 log = logging.getLogger("extrusion.scoring")
@@ -188,7 +188,8 @@ class Engine(StoreSync):
         """Senders worth remembering from the store (best effort: the store may be down)."""
         try:
             self._ensure_schema()
-            rows, mark = self.store.changed_senders(None)
+            rows, mark = self.store.changed_senders(
+                None, quiet_before=self.clock() - QUIET_HALF_LIVES * self.half_life)
             stored_baselines = self.store.baselines(self._baselines.limit)
         except Exception as exc:  # store down at start: answer from memory, retry later
             self._store_failed("loading senders", exc)

@@ -538,14 +538,20 @@ class Store:
         with self._read() as conn:
             return [_sender_row(r) for r in conn.execute(q).mappings()]
 
-    def changed_senders(self, since: float | None) -> tuple[list[SenderRow], float]:
-        """Rows changed at or after `since` (None: all), and the mark for the next call."""
+    def changed_senders(self, since: float | None, *, quiet_before: float | None = None
+                        ) -> tuple[list[SenderRow], float]:
+        """Rows changed at or after `since` (None: all), and the mark for the next call.
+        `quiet_before` (a start's load) leaves out the senders `ok`, unpinned and not
+        scored since: the database skips them, not Python (most of a big store)."""
         t = schema.senders
         with self._read() as conn:
             mark = self._db_now(conn) - REFRESH_OVERLAP_SECONDS
             q = sa.select(t).where(t.c.version > 0)
             if since is not None:
                 q = q.where(t.c.changed_at >= since)
+            if quiet_before is not None:
+                q = q.where(sa.or_(t.c.state != State.OK.value, t.c.pinned.is_not(None),
+                                   t.c.score_time >= quiet_before))
             rows = [_sender_row(r) for r in conn.execute(q).mappings()]
         return rows, mark
 

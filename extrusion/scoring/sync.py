@@ -37,6 +37,11 @@ log = logging.getLogger("extrusion.scoring")
 UNRESOLVED_RETRY_SECONDS = 300.0
 # A sender whose score fell below this, idle and unpinned, is forgotten from memory.
 NEGLIGIBLE_SCORE = 0.01
+# A start loads no `ok`, unpinned sender whose score is older than this many half-lives:
+# 2^-64 of any score below 10^17 is below NEGLIGIBLE_SCORE, so none of them would
+# be kept (`_worth_remembering`); leaving them to the database saves the most of a
+# start on a big store (benchmarks/scale.py).
+QUIET_HALF_LIVES = 64
 ENGINE = "engine"
 
 
