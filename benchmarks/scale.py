@@ -50,6 +50,7 @@ HORIZON = NOW - 30 * 86400.0
 CHUNK = 20_000
 REQUESTS = 3000
 DECIDES = 100_000
+STARTUP_TIMEOUT = 900.0  # a daemon on a big store may take minutes: measure, not fail
 
 
 def sender_row(i: int) -> tuple[object, ...]:
@@ -126,6 +127,7 @@ def measure(url: str, tmp: Path, n: int) -> dict[str, float]:
     t0 = time.monotonic()
     fill(url, n)
     filled = time.monotonic() - t0
+    print(f"# {n:,} senders written in {filled:.0f} s", file=sys.stderr, flush=True)
     with Store(url) as s:  # before the daemon, whose start-up prunes too
         t0 = time.monotonic()
         removed = s.prune(HORIZON)
@@ -152,8 +154,8 @@ source = "none"
     t0 = time.monotonic()
     proc = subprocess.Popen([str(exe), "policyd", "--config", str(conf)])
     try:
-        wait_port(port, proc)
-        wait_engine(api_port, proc)
+        wait_port(port, proc, STARTUP_TIMEOUT)
+        wait_engine(api_port, proc, STARTUP_TIMEOUT)
         startup = time.monotonic() - t0
         rss, hwm = status_kb(proc.pid, "VmRSS"), status_kb(proc.pid, "VmHWM")
         kept = in_memory(api_port)
