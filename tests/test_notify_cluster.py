@@ -14,10 +14,7 @@ from extrusion.scoring.events import State
 from extrusion.scoring.store import Store
 
 from .test_notify import HookServer, change, settings, wait_for
-
-HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
-BOT = "ip:192.0.2.66"
-T0 = 1_700_000_000.0
+from .test_store_cluster import BOT, HOSTS, T0
 
 
 @pytest.fixture
