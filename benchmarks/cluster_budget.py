@@ -19,17 +19,13 @@ import argparse
 import tempfile
 import uuid
 
+from hosts import BOT, HOSTS, T0, Sync, engines
 from pgtemp import pg_database
 
-from extrusion.config import from_dict
-from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Action, Stage
 from extrusion.scoring.rows import SenderRow
 from extrusion.scoring.store import Store
 
-T0 = 1_700_000_000.0
-BOT = "ip:192.0.2.66"
-HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
 BUDGET = 20
 SECONDS = 600
 
@@ -40,30 +36,20 @@ def accepted(url: str, tmp: str, rate: float, refresh: float, flush: float,
         s.put_sender(SenderRow(key=BOT, state="throttled", score=30.0, score_time=T0,
                                first_seen=T0, last_seen=T0, state_since=T0))
     clock = [T0]
-    engines = [Engine(from_dict({
-        "general": {"hostname": h},
-        "store": {"url": url, "spool_dir": f"{tmp}/spool-{h}", "shared_limits": shared},
-        "scoring": {"half_life_seconds": 86400.0 * 30},
-    }), Store(url), lambda: clock[0], own_store=True) for h in HOSTS]
+    hosts = engines(url, tmp, lambda: clock[0], {"shared_limits": shared},
+                    scoring={"half_life_seconds": 86400.0 * 30})
+    sync = Sync(hosts, flush, refresh)
     try:
-        n, got, next_flush, next_refresh = 0, 0, T0 + flush, T0 + refresh
+        n, got = 0, 0
         while clock[0] < T0 + SECONDS:
             clock[0] = T0 + n / rate
-            while clock[0] >= min(next_flush, next_refresh):
-                if next_flush <= next_refresh:
-                    for e in engines:
-                        e.flush()
-                    next_flush += flush
-                else:
-                    for e in engines:
-                        e.refresh(next_refresh)
-                    next_refresh += refresh
-            d = engines[n % len(engines)].decide(BOT, Stage.RCPT, 1, now=clock[0])
+            sync.until(clock[0])
+            d = hosts[n % len(hosts)].decide(BOT, Stage.RCPT, 1, now=clock[0])
             got += d.action is Action.CONTINUE
             n += 1
         return got
     finally:
-        for e in engines:
+        for e in hosts:
             e.close()
 
 

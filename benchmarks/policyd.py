@@ -152,8 +152,9 @@ def measure(
     return Result(name, seconds, lat, answers)
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None,
+              timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise SystemExit(f"server exited with status {proc.returncode}")
@@ -165,10 +166,11 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
-def wait_engine(api_port: int, proc: subprocess.Popen[bytes]) -> None:
+def wait_engine(api_port: int, proc: subprocess.Popen[bytes],
+                timeout: float = START_TIMEOUT) -> None:
     """The policy port answers before the store is open (with the default action):
     measure only once /healthz says the engine judges."""
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     url = f"http://127.0.0.1:{api_port}/healthz"
     while time.monotonic() < deadline:
         if proc.poll() is not None:

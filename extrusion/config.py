@@ -182,6 +182,13 @@ class Store:
     retention_days: float = 30.0
     flush_batch: int = 5000
     shared_limits: bool = True
+    # The failure window too (scoring/failwindow.py), for a sender failing this often here.
+    shared_failures: bool = True
+    shared_failures_from: int = 3
+
+    def __post_init__(self) -> None:
+        if self.shared_failures_from < 1:
+            raise ValueError("shared_failures_from must be at least 1")
 
 
 @dataclass(frozen=True)

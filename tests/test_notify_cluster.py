@@ -15,10 +15,7 @@ from extrusion.scoring.store import Store
 
 from .helpers import wait_for
 from .test_notify import HookServer, change, settings
-
-HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
-BOT = "ip:192.0.2.66"
-T0 = 1_700_000_000.0
+from .test_store_cluster import BOT, HOSTS, T0
 
 
 @pytest.fixture

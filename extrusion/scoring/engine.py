@@ -41,6 +41,7 @@ from extrusion.scoring.events import (
     Status,
     Submission,
 )
+from extrusion.scoring.failwindow import FailureShare
 from extrusion.scoring.forwarding import foreign_envelope
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
 from extrusion.scoring.judge import MISCONFIGURED, Judge, helo_note, judge_helos
@@ -55,7 +56,7 @@ from extrusion.scoring.shown import SaslAddresses, authenticated, envelope_domai
 from extrusion.scoring.spool import Spool
 from extrusion.scoring.state import Thresholds, next_state
 from extrusion.scoring.store import Store, state_change_row
-from extrusion.scoring.sync import ENGINE, NEGLIGIBLE_SCORE, StoreSync
+from extrusion.scoring.sync import ENGINE, NEGLIGIBLE_SCORE, QUIET_HALF_LIVES, StoreSync
 from extrusion.scoring.tracker import MESSAGE_MEMORY_SECONDS, MessageInfo, MessageTracker
 
 log = logging.getLogger("extrusion.scoring")
@@ -97,6 +98,7 @@ class Engine(StoreSync):
         self._next_housekeeping = 0.0
         self._schema_ok = False
         self._shared: set[str] = set()
+        self._failures = FailureShare()  # the failure window the hosts share
         self.store_ok = True
         self.last_store_error = ""
         # True when no other process records messages (replay): a queue id not in
@@ -187,7 +189,8 @@ class Engine(StoreSync):
         """Senders worth remembering from the store (best effort: the store may be down)."""
         try:
             self._ensure_schema()
-            rows, mark = self.store.changed_senders(None)
+            rows, mark = self.store.changed_senders(
+                None, quiet_before=self.clock() - QUIET_HALF_LIVES * self.half_life)
             stored_baselines = self.store.baselines(self._baselines.limit)
         except Exception as exc:  # store down at start: answer from memory, retry later
             self._store_failed("loading senders", exc)
@@ -325,6 +328,8 @@ class Engine(StoreSync):
                         score=round(mem.score(now, self.half_life), 3),
                         reason=f"rejection daemon: {f.get('failed_auto_replies', 0)} auto-replies "
                                "without <> failed", evidence=copy_findings(mem.findings)))
+            if self.config.store.shared_failures:
+                self._failures.note(mem, now, self.config.store.shared_failures_from)
             self._changed(mem, now)
 
     def _shown(self, mem: SenderMemory, envelope_from: str, recipients: tuple[str, ...],

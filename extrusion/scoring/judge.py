@@ -404,8 +404,11 @@ class Judge:
         if not mem.failed.add(rcpt.lower(), now):
             return
         mem.baseline.outcome(False)
-        distinct = mem.failed.count(now)
-        attempted = max(mem.attempted.count(now), distinct)
+        # The other hosts' windows count as if seen here (failwindow.py): a bot spread
+        # over the cluster meets the trigger once, not once per host.
+        elsewhere, attempted_elsewhere = mem.others_failed
+        distinct = mem.failed.count(now) + elsewhere
+        attempted = max(mem.attempted.count(now) + attempted_elsewhere, distinct)
         verdict = failure_verdict(distinct, attempted, self.share_rule)
         kind = FAILURE_KINDS.get(cls, FAILED)
         if cls is OutcomeClass.VIRUS:
@@ -426,4 +429,4 @@ class Judge:
             raised = max(0.0, mem.score(now, self.half_life) - before)
             mem.note(TRIGGER, now, raised, failed_recipients=distinct, trigger=self.trigger,
                      attempted_recipients=attempted, share=round(distinct / attempted, 3),
-                     rule=verdict.rule)
+                     rule=verdict.rule, failed_elsewhere=elsewhere)

@@ -110,6 +110,7 @@ class SenderMemory:
         "last_seen",
         "list_until",
         "lists",
+        "others_failed",
         "pending",
         "pending_time",
         "pin",
@@ -159,6 +160,8 @@ class SenderMemory:
         self.helos = WindowSet(window)  # distinct (anomaly kind, helo)
         self.refused = WindowSet(window)  # distinct recipients refused while throttled
         self.attempted = WindowSet(window)  # distinct recipients with any outcome
+        # The other hosts' (failed, attempted) in their windows (scoring/failwindow.py).
+        self.others_failed = (0, 0)
         # Submission-time evidence (extrusion.scoring.shown); the engine sets the windows.
         self.env_domains = WindowSet(window)  # distinct envelope-sender domains
         self.rcpt_domains = WindowSet(window)  # distinct recipient domains
@@ -221,6 +224,7 @@ class SenderMemory:
                        self.attempted, self.env_domains, self.rcpt_domains, self.shown):
             window.clear()
         self.probation = None
+        self.others_failed = (0, 0)  # the others' windows from before it count no more
         self.findings = dict(findings)
         self.written = tallies(self.findings)
         self.released_at = float(findings.get(RELEASED, {}).get("time", now))

@@ -191,6 +191,20 @@ rate_use = Table(
 )
 Index("ix_rate_use_bucket", rate_use.c.bucket)
 
+# Each host's snapshot of a sender's failure window (scoring/failwindow.py): every host
+# adds the others' counts to its own, so the failure trigger holds for the cluster.
+failure_windows = Table(
+    "failure_windows",
+    metadata,
+    Column("sender", String(KEY_LEN), nullable=False),
+    Column("mta", String(HOST_LEN), nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("attempted", Integer, nullable=False),
+    Column("time", Float, nullable=False),
+    PrimaryKeyConstraint("sender", "mta", name="pk_failure_windows"),
+)
+Index("ix_failure_windows_time", failure_windows.c.time)
+
 # The host that sends the notification for a sender entering a state (notify/claims.py).
 notify_claims = Table(
     "notify_claims",

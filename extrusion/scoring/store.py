@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from extrusion.maillog.checkpoint import Position
-from extrusion.scoring import audit, schema
+from extrusion.scoring import audit, failwindow, schema
 from extrusion.scoring.bounds import bound_batch, bound_override, bound_row, bound_text
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.limits import DAY, HOUR, OthersUse
@@ -538,14 +538,20 @@ class Store:
         with self._read() as conn:
             return [_sender_row(r) for r in conn.execute(q).mappings()]
 
-    def changed_senders(self, since: float | None) -> tuple[list[SenderRow], float]:
-        """Rows changed at or after `since` (None: all), and the mark for the next call."""
+    def changed_senders(self, since: float | None, *, quiet_before: float | None = None
+                        ) -> tuple[list[SenderRow], float]:
+        """Rows changed at or after `since` (None: all), and the mark for the next call.
+        `quiet_before` (a start's load) leaves out the senders `ok`, unpinned and not
+        scored since: the database skips them, not Python (most of a big store)."""
         t = schema.senders
         with self._read() as conn:
             mark = self._db_now(conn) - REFRESH_OVERLAP_SECONDS
             q = sa.select(t).where(t.c.version > 0)
             if since is not None:
                 q = q.where(t.c.changed_at >= since)
+            if quiet_before is not None:
+                q = q.where(sa.or_(t.c.state != State.OK.value, t.c.pinned.is_not(None),
+                                   t.c.score_time >= quiet_before))
             rows = [_sender_row(r) for r in conn.execute(q).mappings()]
         return rows, mark
 
@@ -765,7 +771,22 @@ class Store:
             removed += conn.execute(b.delete().where(b.c.updated < before)).rowcount
             removed += conn.execute(schema.rate_use.delete().where(
                 schema.rate_use.c.bucket < int(before))).rowcount
+            removed += conn.execute(schema.failure_windows.delete().where(
+                schema.failure_windows.c.time < before)).rowcount
         return removed
+
+    def save_failure_windows(self, mta: str, snapshots: list[failwindow.Snapshot],
+                             prune_before: float | None = None) -> None:
+        """This host's failure windows (scoring/failwindow.py), and its stale rows gone."""
+        with self._write() as conn:
+            failwindow.save(conn, self.dialect, mta, snapshots)
+            if prune_before is not None:
+                failwindow.prune(conn, mta, prune_before)
+
+    def others_failures(self, mta: str, since: float) -> list[tuple[str, int, int, float]]:
+        """The other hosts' failure windows taken since `since` (scoring/failwindow.py)."""
+        with self._read() as conn:
+            return failwindow.others(conn, mta, since)
 
     # --- per-sender baselines ----------------------------------------------------------
 

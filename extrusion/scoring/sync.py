@@ -21,6 +21,7 @@ from extrusion.config import Config
 from extrusion.scoring.baseline import Baselines
 from extrusion.scoring.decisions import phrase
 from extrusion.scoring.events import Outcome, State, StateChange
+from extrusion.scoring.failwindow import PRUNE_SECONDS, FailureShare
 from extrusion.scoring.judge import Judge
 from extrusion.scoring.limits import NO_OTHERS, RateState
 from extrusion.scoring.memory import RELEASED, SenderMemory, copy_findings, news, tallies
@@ -36,6 +37,11 @@ log = logging.getLogger("extrusion.scoring")
 UNRESOLVED_RETRY_SECONDS = 300.0
 # A sender whose score fell below this, idle and unpinned, is forgotten from memory.
 NEGLIGIBLE_SCORE = 0.01
+# A start loads no `ok`, unpinned sender whose score is older than this many half-lives:
+# 2^-64 of any score below 10^17 is below NEGLIGIBLE_SCORE, so none of them would
+# be kept (`_worth_remembering`); leaving them to the database saves the most of a
+# start on a big store (benchmarks/scale.py).
+QUIET_HALF_LIVES = 64
 ENGINE = "engine"
 
 
@@ -63,6 +69,7 @@ class StoreSync:
     _mark: float | None
     _schema_ok: bool
     _shared: set[str]  # senders whose budgets count other hosts' use
+    _failures: FailureShare  # senders whose failure windows count other hosts'
     config: Config
     _next_housekeeping: float
     _baselines: Baselines
@@ -133,6 +140,7 @@ class StoreSync:
         self._save_baselines(now)
         self._after_flush()
         self._refresh_others_if_busy(batch, now)
+        self._share_failures(now)
 
     def _save_baselines(self, now: float) -> None:
         """The changed baselines, once the store has taken the batch; kept for the next
@@ -250,7 +258,40 @@ class StoreSync:
             self._after_flush()  # what others wrote counts against the cap too
             if self.config.store.shared_limits:
                 self._refresh_others_use(now)
+            if self.config.store.shared_failures:
+                self._refresh_others_failures(now)
         self._dispatch()
+
+    def _share_failures(self, now: float) -> None:
+        """This host's failure windows out and, while any is in play here or elsewhere,
+        the other hosts' back in: one flush interval's lag (failwindow.py)."""
+        if not self.config.store.shared_failures:
+            return
+        with self._lock:
+            snapshots = self._failures.drain()
+        prune = None
+        if now >= self._failures.next_prune:
+            self._failures.next_prune = now + PRUNE_SECONDS
+            prune = now - self.window
+        if snapshots or prune is not None:
+            try:
+                self.store.save_failure_windows(self.mta, snapshots, prune)
+            except Exception as exc:
+                with self._lock:
+                    self._failures.restore(snapshots)
+                self._store_failed("writing failure windows", exc)
+                return
+        if snapshots or self._failures.others:
+            self._refresh_others_failures(now)
+
+    def _refresh_others_failures(self, now: float) -> None:
+        try:
+            rows = self.store.others_failures(self.mta, now - self.window)
+        except Exception as exc:
+            self._store_failed("reading the other hosts' failure windows", exc)
+            return
+        with self._lock:
+            self._failures.adopt(self._senders, rows)
 
     def _refresh_others_use(self, now: float) -> None:
         """The other hosts' share of restricted senders' budgets (shared.py)."""
