@@ -46,7 +46,7 @@ from extrusion import identity
 from extrusion.config import Config
 from extrusion.maillog.feed import FeedEngine, LogFeed
 from extrusion.maillog.follow import FileFollower
-from extrusion.scoring.events import Outcome, Refused, Submission
+from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ class Recovery:
 
     def refused(self, event: Refused) -> None:
         self.engine.refused(event)
+
+    def evidence(self, event: ClientEvidence) -> None:
+        self.engine.evidence(event)
 
     def held_from(self, file: int, unresolved: Callable[[], list[Outcome]], horizon: float
                   ) -> int | None:
