@@ -19,8 +19,10 @@ from extrusion.maillog.evidence import ClientTracker
 from extrusion.maillog.feed import LogFeed, join_settings
 from extrusion.maillog.records import FAILED_COMMANDS, ClientVerdict, FilterVerdict, Rejected
 from extrusion.maillog.replay import run
+from extrusion.notify.notifier import wanted
+from extrusion.report.load import Query, load_report
 from extrusion.scoring.engine import Engine
-from extrusion.scoring.events import Seen, State
+from extrusion.scoring.events import Seen, State, StateChange
 from extrusion.scoring.store import Store
 from tests.maillog_helpers import REFERENCE, Recorder, feed_lines
 
@@ -418,3 +420,40 @@ def test_the_live_feed_and_both_replays_agree_on_an_mx_log(tmp_path: Path) -> No
     assert expect == {k: v.state for k, v in two.senders.items() if v.state is not State.OK}
     assert expect == {k: v for k, v in live_states.items() if v is not State.OK}
     assert expect["customer:dsl"] is State.HELD and expect["ip:" + BOT].rank >= 2
+
+
+# --- what the operator sees -------------------------------------------------------------
+
+
+def test_an_own_customer_at_watch_is_in_the_report_and_notified(tmp_path: Path) -> None:
+    lines = [smtpd_reject(0, "gone@our.example", "mail.firm.example", ip=OWN,
+                          frm="info@firm.example"),
+             smtpd_reject(0, "gone@our.example", "mail.other.example", ip="198.51.100.3",
+                          frm="x@other.example")]
+    cfg = mx_config(tmp_path)
+    store = Store(cfg.store.url)
+    box = [REFERENCE]
+    engine = Engine(cfg, store, lambda: box[0])
+    changes: list[StateChange] = []
+    engine.add_listener(changes.append)
+    try:
+        feed = LogFeed.from_config(engine, cfg, reference_time=REFERENCE)
+        for line in lines:
+            feed.line(line)
+            box[0] = feed.now
+        feed.finish()
+        engine.flush()
+        report = load_report(store, Query(until=feed.now + 60))
+    finally:
+        engine.close()
+        store.close()
+    (own,) = [s for s in report.senders if s.key == "customer:dsl"]
+    assert own.state is State.WATCH
+    assert any("seen from outside" in r for r in own.reasons)
+    assert all(s.key != "ip:198.51.100.3" for s in report.senders)  # ok: not in the report
+    (watch,) = [c for c in changes if c.sender == "customer:dsl"]
+    assert watch.new is State.WATCH and wanted(watch)
+    # A sender at watch for anything else is no news.
+    other = StateChange(REFERENCE, "ip:192.0.2.1", State.OK, State.WATCH, 12.0, "HELO",
+                        evidence={"findings": {"helo_anomalies": {"weight": 10.0}}})
+    assert not wanted(other)
