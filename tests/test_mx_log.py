@@ -285,7 +285,7 @@ def test_filter_verdicts_join_their_message_once() -> None:
     got = [(e.sender, e.queue_id, e.envelope_from, e.detail) for e in rec.evidence_seen]
     assert got == [("ip:" + BOT, "4AbCd5", "a@b.example", "amavis score 12.3"),
                    ("ip:198.51.100.9", "5BcDe6", "n@c.example", "spamd score 9")]
-    assert feed.stats.join.verdicts_unjoined == 1
+    assert feed.stats.join.clients.verdicts_unjoined == 1
 
 
 # --- the engine, through replay ---------------------------------------------------------
@@ -457,3 +457,26 @@ def test_an_own_customer_at_watch_is_in_the_report_and_notified(tmp_path: Path) 
     other = StateChange(REFERENCE, "ip:192.0.2.1", State.OK, State.WATCH, 12.0, "HELO",
                         evidence={"findings": {"helo_anomalies": {"weight": 10.0}}})
     assert not wanted(other)
+
+
+def test_beside_a_milter_the_log_still_gives_what_the_milter_never_sees(tmp_path: Path) -> None:
+    """Live with `[milter] enabled`: the first sighting of an own range is the milter's to
+    report, but postscreen's refusals never reach it, so they count from the log."""
+    cfg = mx_config(tmp_path, milter={"enabled": True})
+    store = Store(cfg.store.url)
+    box = [REFERENCE]
+    engine = Engine(cfg, store, lambda: box[0])
+    try:
+        feed = LogFeed(engine, settings=join_settings(cfg, live=True), reference_time=REFERENCE)
+        for i in range(5):
+            feed.line(pscreen_reject(i * 70, f"v{i}@elsewhere.example", ip=OWN))
+            box[0] = feed.now
+        feed.finish()
+        engine.flush()
+        row = store.sender("customer:dsl")
+    finally:
+        engine.close()
+        store.close()
+    assert row is not None
+    assert row.findings["own_network_inbound"]["weight"] == 0.0
+    assert row.findings["own_network_refused"]["weight"] == 25.0

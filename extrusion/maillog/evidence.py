@@ -1,6 +1,7 @@
-"""Per-client memory of what the log shows outside the queue: refused sessions and their
-HELOs, postscreen's verdicts. The joiner asks it whether a line is news before it hands
-the engine a `ClientEvidence`.
+"""What the log shows about clients outside the queue, as `ClientEvidence` for the engine:
+refused sessions and their HELOs, postscreen's verdicts, spam filters' verdicts (joined to
+their message by queue id or Message-ID). `EvidenceJoin` is the joiner's part for these;
+`ClientTracker` its per-client memory, which says whether a line is news.
 
 Postfix logs a session's HELO on every reject line (`helo=<…>`) but never the session
 itself (without `smtpd_client_port_logging` nothing tells two sessions of one client
@@ -17,9 +18,18 @@ at most `MAX_HELOS` HELOs and `MAX_DOMAINS` envelope domains per session.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from extrusion.maillog.mxlines import HANGUP, PREGREET
+from extrusion.maillog.records import (
+    FAILED_COMMANDS,
+    ClientVerdict,
+    FilterVerdict,
+    MessageIdSeen,
+)
+from extrusion.scoring.events import ClientEvidence, Seen
 
 SESSION_SECONDS = 300.0  # Postfix's smtpd_timeout: a longer pause ends any session
 REPEAT_SECONDS = 60.0  # a client's evidence is news again after this much log time
@@ -92,3 +102,104 @@ class ClientTracker:
             return False
         c.verdicts[kind] = t  # at most one per postscreen verdict word
         return True
+
+
+# --- from records to events ------------------------------------------------------------
+
+# Message-IDs (and verdicts handed on) remembered, to join a spam filter's verdict that
+# names only the Message-ID and to count one verdict per message.
+MESSAGE_IDS_KEPT = 50_000
+
+
+class EvidenceSink(Protocol):
+    def evidence(self, event: ClientEvidence) -> None: ...
+
+
+# (host, queue id) -> the message's client address, SASL user and envelope sender, when
+# the joiner knows its client; None otherwise.
+MessageLookup = Callable[[str, str], "tuple[str, str, str | None] | None"]
+
+
+@dataclass
+class EvidenceStats:
+    evidence: int = 0  # ClientEvidence handed on (refused sessions, postscreen, filters)
+    verdicts_unjoined: int = 0  # spam verdicts whose message or client was not in the log
+
+
+class EvidenceJoin:
+    """The joiner's part for evidence about clients: refused lines, postscreen's and the
+    spam filters' verdicts in, `ClientEvidence` out (news only, see `ClientTracker`)."""
+
+    def __init__(self, sink: EvidenceSink, sender: Callable[[str, str], str], mta: str,
+                 client_evidence: bool, lookup: MessageLookup) -> None:
+        self.sink = sink
+        self.sender = sender
+        self.mta = mta  # "" = the host of each line
+        self.client_evidence = client_evidence
+        self.lookup = lookup
+        self.clients = ClientTracker()
+        self.stats = EvidenceStats()
+        self._mids: dict[str, str] = {}  # "host message-id" -> queue id, oldest first
+        self._judged: dict[str, None] = {}  # "host queue-id" of verdicts handed on
+
+    def _emit(self, event: ClientEvidence) -> None:
+        self.stats.evidence += 1
+        self.sink.evidence(event)
+
+    def session(self, t: float, host: str, addr: str, user: str, helo: str,
+                envelope_from: str, recipient: str) -> None:
+        """A refused line of a client's session: its HELOs (judged as the milter's and the
+        policy server's are) and, in mx mode, the client itself."""
+        helos = self.clients.session(t, addr, helo, envelope_from)
+        if helos is None:
+            return
+        self._emit(ClientEvidence(
+            time=t, sender=self.sender(addr, user), client_addr=addr, kind=Seen.SESSION,
+            helos=helos, envelope_from=envelope_from,
+            recipients=(recipient,) if recipient else (), mta=self.mta or host,
+            client_evidence=self.client_evidence))
+
+    def verdict(self, t: float, host: str, r: ClientVerdict) -> None:
+        if r.kind == FAILED_COMMANDS:
+            self.session(t, host, r.client_addr, "", "", "", "")
+            return
+        if not self.clients.postscreen(t, r.client_addr, r.kind):
+            return
+        self._emit(ClientEvidence(
+            time=t, sender=self.sender(r.client_addr, ""), client_addr=r.client_addr,
+            kind=Seen.POSTSCREEN, detail=r.detail or r.kind, mta=self.mta or host,
+            client_evidence=self.client_evidence))
+
+    def message_id(self, host: str, r: MessageIdSeen) -> None:
+        if r.message_id:
+            _remember(self._mids, host + " " + r.message_id, r.queue_id)
+
+    def filter_verdict(self, t: float, host: str, r: FilterVerdict) -> None:
+        """A spam filter's verdict, joined to its message by queue id or Message-ID (else
+        to the client the filter names); only "spam" is evidence, once per message."""
+        qid = r.queue_id or self._mids.get(host + " " + r.message_id, "")
+        if not r.spam or (qid and host + " " + qid in self._judged):
+            return
+        known = self.lookup(host, qid) if qid else None
+        addr, user, env = known if known is not None else (r.client_addr, "", None)
+        if not addr and not user:
+            self.stats.verdicts_unjoined += 1
+            return
+        if r.envelope_from is not None:
+            env = r.envelope_from
+        if qid:
+            _remember(self._judged, host + " " + qid, None)
+        detail = r.filter + (f" score {r.score:g}" if r.score is not None else "")
+        self._emit(ClientEvidence(
+            time=t, sender=self.sender(addr, user), client_addr=addr, kind=Seen.SPAM_VERDICT,
+            envelope_from=env or "", detail=detail, queue_id=qid, mta=self.mta or host,
+            client_evidence=self.client_evidence))
+
+
+_V = TypeVar("_V")
+
+
+def _remember(d: dict[str, _V], key: str, value: _V) -> None:
+    if key not in d and len(d) >= MESSAGE_IDS_KEPT:
+        del d[next(iter(d))]
+    d[key] = value

@@ -37,12 +37,11 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from extrusion.maillog.evidence import ClientTracker
+from extrusion.maillog.evidence import EvidenceJoin, EvidenceStats
 from extrusion.maillog.records import (
-    FAILED_COMMANDS,
     BounceNotice,
     ClientSeen,
     ClientVerdict,
@@ -60,15 +59,7 @@ from extrusion.maillog.records import (
     SaslSeen,
 )
 from extrusion.scoring.decisions import RATE_LIMITED
-from extrusion.scoring.events import (
-    ClientEvidence,
-    Headers,
-    Outcome,
-    Refused,
-    Seen,
-    Status,
-    Submission,
-)
+from extrusion.scoring.events import ClientEvidence, Headers, Outcome, Refused, Status, Submission
 
 STATUS = {
     "sent": Status.SENT,
@@ -88,8 +79,6 @@ _SWEEP_EVERY = 1.0
 MAX_HELO = 255  # a HELO longer than a host name can be is cut here
 _MAX_HOST_NAMES = 64  # host fields remembered as this host's or another's
 _FOREIGN_SAID = 5  # other hosts' names warned about, at most
-# Message-IDs remembered (to join a spam filter's verdict that names only the Message-ID).
-MESSAGE_IDS_KEPT = 50_000
 # A log says nothing about headers: one shared (immutable) empty set for every submission.
 NO_HEADERS = Headers()
 
@@ -138,15 +127,14 @@ class JoinStats:
     aged_out: int = 0
     evicted: int = 0
     reread_skipped: int = 0  # sender-less outcomes of messages finished before a restart
-    evidence: int = 0  # ClientEvidence handed on (refused sessions, postscreen, filters)
-    verdicts_unjoined: int = 0  # spam verdicts whose message or client was not in the log
+    clients: EvidenceStats = field(default_factory=EvidenceStats)  # maillog/evidence.py
 
 
 class _Message:
     __slots__ = (
         "client_addr", "client_name", "deferred", "envelope_from", "first", "helo", "host",
         "inherited", "last", "mark", "message_id", "nrcpt", "null_sender", "pending", "qid",
-        "recipients", "sasl_user", "size", "submitted", "verdict", "whole",
+        "recipients", "sasl_user", "size", "submitted", "whole",
     )
 
     def __init__(self, host: str, qid: str, t: float, mark: tuple[int, int]) -> None:
@@ -167,7 +155,6 @@ class _Message:
         self.nrcpt = 0
         self.null_sender = False
         self.submitted = False
-        self.verdict = False  # a spam filter's verdict on it was handed on
         self.pending: list[Outcome] = []
         self.recipients: dict[str, None] = {}  # insertion-ordered set
         self.deferred: set[str] = set()
@@ -205,8 +192,9 @@ class Joiner:
         self._skip = tuple(s.lower() for s in self.settings.skip_replies)
         self._local = dict.fromkeys(self.settings.local_hosts, self.settings.local_mta)
         self._foreign_said = 0
-        self.clients = ClientTracker()
-        self._mids: dict[str, str] = {}  # "host message-id" -> queue id, oldest first
+        self.evidence = EvidenceJoin(sink, self._sender, self.settings.mta,
+                                     self.settings.client_evidence, self._known)
+        self.stats.clients = self.evidence.stats
         if self.settings.mta or not self.settings.local_mta:
             self._local.clear()
 
@@ -260,11 +248,11 @@ class Joiner:
                 self._drop(gone)
         elif isinstance(record, MessageIdSeen):
             self._get(host, record.queue_id, t).message_id = record.message_id
-            self._remember_mid(host, record)
+            self.evidence.message_id(host, record)
         elif isinstance(record, ClientVerdict):
-            self._client_verdict(t, host, record)
+            self.evidence.verdict(t, host, record)
         elif isinstance(record, FilterVerdict):
-            self._filter_verdict(t, host, record)
+            self.evidence.filter_verdict(t, host, record)
         elif isinstance(record, HeloNoted):
             self._get(host, record.queue_id, t).helo = record.helo[:MAX_HELO]
         elif isinstance(record, Rejected):
@@ -287,6 +275,13 @@ class Joiner:
             m.whole = True
             if record.client_addr or record.recipient:
                 self._held(m, record)
+
+    def _known(self, host: str, qid: str) -> tuple[str, str, str | None] | None:
+        """A message's client, SASL user and envelope sender, when its client is known."""
+        m = self._msgs.get(host + " " + qid)
+        if m is None or not m.known:
+            return None
+        return m.client_addr, m.sasl_user, m.envelope_from
 
     def held_from(self, file: int) -> int | None:
         """The offset in `file` of the first line of the oldest message still open, or None.
@@ -466,7 +461,7 @@ class Joiner:
             self.stats.own_rejects_skipped += 1
             return
         if addr:
-            self._session(t, host, addr, user, r.helo, r.envelope_from, r.recipient)
+            self.evidence.session(t, host, addr, user, r.helo, r.envelope_from, r.recipient)
         envelope_from = r.envelope_from
         outcome = Outcome(
             time=t, queue_id=r.queue_id, recipient=r.recipient, status=Status.REJECTED,
@@ -478,67 +473,6 @@ class Joiner:
         self.sink.outcome(outcome)
         if m is not None and r.stage in _FINAL_STAGES:
             self._drop(m)
-
-    # --- evidence about clients (maillog/evidence.py) -------------------------------------
-
-    def _evidence(self, event: ClientEvidence) -> None:
-        self.stats.evidence += 1
-        self.sink.evidence(event)
-
-    def _session(self, t: float, host: str, addr: str, user: str, helo: str,
-                 envelope_from: str, recipient: str) -> None:
-        """A refused line of a client's session: its HELOs (judged as the milter's and the
-        policy server's are) and, in mx mode, the client itself."""
-        helos = self.clients.session(t, addr, helo, envelope_from)
-        if helos is None:
-            return
-        self._evidence(ClientEvidence(
-            time=t, sender=self._sender(addr, user), client_addr=addr, kind=Seen.SESSION,
-            helos=helos, envelope_from=envelope_from, recipients=(recipient,) if recipient
-            else (), mta=self.settings.mta or host,
-            client_evidence=self.settings.client_evidence))
-
-    def _client_verdict(self, t: float, host: str, r: ClientVerdict) -> None:
-        if r.kind == FAILED_COMMANDS:
-            self._session(t, host, r.client_addr, "", "", "", "")
-            return
-        if not self.clients.postscreen(t, r.client_addr, r.kind):
-            return
-        self._evidence(ClientEvidence(
-            time=t, sender=self._sender(r.client_addr, ""), client_addr=r.client_addr,
-            kind=Seen.POSTSCREEN, detail=r.detail or r.kind, mta=self.settings.mta or host,
-            client_evidence=self.settings.client_evidence))
-
-    def _remember_mid(self, host: str, r: MessageIdSeen) -> None:
-        if not r.message_id:
-            return
-        if len(self._mids) >= MESSAGE_IDS_KEPT:
-            del self._mids[next(iter(self._mids))]
-        self._mids[host + " " + r.message_id] = r.queue_id
-
-    def _filter_verdict(self, t: float, host: str, r: FilterVerdict) -> None:
-        """A spam filter's verdict, joined to its message by queue id or Message-ID; only
-        "spam" is evidence, once per message."""
-        qid = r.queue_id or self._mids.get(host + " " + r.message_id, "")
-        m = self._msgs.get(host + " " + qid) if qid else None
-        if not r.spam or (m is not None and m.verdict):
-            return
-        if m is not None and m.known:
-            addr, user = m.client_addr, m.sasl_user
-        else:
-            addr, user = r.client_addr, ""
-        if not addr and not user:
-            self.stats.verdicts_unjoined += 1
-            return
-        env = r.envelope_from if r.envelope_from is not None else (
-            m.envelope_from if m is not None and m.envelope_from is not None else "")
-        if m is not None:
-            m.verdict = True
-        detail = r.filter + (f" score {r.score:g}" if r.score is not None else "")
-        self._evidence(ClientEvidence(
-            time=t, sender=self._sender(addr, user), client_addr=addr, kind=Seen.SPAM_VERDICT,
-            envelope_from=env, detail=detail, queue_id=qid, mta=self.settings.mta or host,
-            client_evidence=self.settings.client_evidence))
 
     def _expired(self, t: float, host: str, r: Expired) -> None:
         m = self._get(host, r.queue_id, t)

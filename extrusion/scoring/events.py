@@ -163,7 +163,8 @@ class ClientEvidence:
 
     `envelope_from` and `client_addr` travel with a spam verdict so that the scoring side
     can discount forwarded mail as it does the milter's headers; `client_evidence` as in
-    `Submission` (False: a milter reports these connections too)."""
+    `Submission` (False: a milter reports these connections too, and with them the first
+    sighting of an own customer range; what it never sees still counts)."""
 
     time: float
     sender: str

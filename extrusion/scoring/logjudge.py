@@ -52,17 +52,18 @@ def judge_evidence(judge: Judge, mem: SenderMemory, event: ClientEvidence, now: 
         weight = 0.0 if forwarded(event.envelope_from, event.client_addr) else w.spam_verdict
         mem.add(weight, now, half_life)
         mem.note(SPAM_VERDICTS, now, weight, example=event.detail)
-    if event.client_evidence:
-        own_range(judge, mem, event, now)
+    own_range(judge, mem, event, now)
 
 
 def own_range(judge: Judge, mem: SenderMemory, event: ClientEvidence, now: float) -> None:
     """mx mode: an own customer's address seen from outside in a refused session, a
-    postscreen verdict or a spam verdict."""
+    postscreen verdict or a spam verdict. The first sighting is left to the milter when
+    one reports the same connections (`client_evidence` False); the refusals and verdicts
+    it never sees (postscreen's come before smtpd) count here either way."""
     if not (judge.mx and judge.own_networks
             and mentions_own_network(event.client_addr, judge.own_networks)):
         return
-    first = mem.helos.add(OWN_NETWORK, now)
+    first = event.client_evidence and mem.helos.add(OWN_NETWORK, now)
     weight = judge.weights.own_network_inbound if first else 0.0
     mem.add(weight, now, judge.half_life)
     mem.note(OWN_NETWORK, now, weight, example=event.client_addr, seen_from_outside=True)
