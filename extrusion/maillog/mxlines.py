@@ -24,6 +24,7 @@ that should be one of these but cannot be read. Nothing in a line makes them rai
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -64,6 +65,7 @@ AMAVIS_KNOWN = frozenset({"CLEAN", "SPAM", "SPAMMY", "BANNED", "INFECTED", "BAD-
 _SPAMD = re.compile(r"spamd: result: ([Y.]) (-?\d{1,4}) - ")
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> str:
     """A literal IP address as logged, or "" when it is not one."""
     try:
@@ -92,8 +94,8 @@ def parse_postscreen(message: str) -> Result:
 
 
 def _cut(text: str) -> str:
-    text = "".join(c if c.isprintable() else "?" for c in text[:DETAIL_CHARS])
-    return text
+    text = text[:DETAIL_CHARS]
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
 
 
 def parse_filter(program: str, message: str) -> Result:

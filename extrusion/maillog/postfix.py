@@ -86,17 +86,13 @@ def is_queue_id(text: str) -> bool:
 
 def parse(service: str, message: str) -> Result:
     """Records in one Postfix message (the text after `prog[pid]: `)."""
-    if service == "postscreen" and not message.startswith(NOQUEUE):
-        return parse_postscreen(message)  # its verdicts, before any queue id
-    if service == "smtpd" and message.startswith("disconnect from "):
-        return _disconnect(message)
     colon = message.find(": ")
     if colon < 0:
-        return ()
+        return _unqueued(service, message)
     qid = message[:colon]
     # is_queue_id(), inlined: this runs for every Postfix line.
     if not (4 < colon < 21 and qid.isalnum() and qid.isascii()):
-        return ()  # "warning: …", "connect from …", "statistics: …"
+        return _unqueued(service, message)
     rest = message[colon + 2 :]
     if qid == NOQUEUE:
         return _session_reject(rest, "")
@@ -144,6 +140,17 @@ def parse(service: str, message: str) -> Result:
         if m:
             return (LocalSubmission(qid, m.group(1), m.group(2)),)
         return None
+    return ()
+
+
+def _unqueued(service: str, message: str) -> Result:
+    """A line without a queue id: postscreen's verdicts and smtpd's `disconnect` line are
+    read (only here, off the path of the lines with one); "warning: …", "connect from …",
+    "statistics: …" and the like say nothing."""
+    if service == "postscreen":
+        return parse_postscreen(message)
+    if service == "smtpd" and message.startswith("disconnect from "):
+        return _disconnect(message)
     return ()
 
 
