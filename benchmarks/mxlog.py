@@ -5,7 +5,7 @@
 Generates a Postfix log with `extrusion.maillog.generate`, then a second one with an MX's
 lines mixed in (after every message: a postscreen PREGREET and DNSBL verdict, a
 postscreen reject in its comma form, an smtpd reject with a HELO, an amavis and a spamd
-verdict line — one MX line for every line of the original), and times `LogFeed.line()`
+verdict line: six MX lines per message), and times `LogFeed.line()`
 over each (events go nowhere), interleaved, best of `--repeat`, by CPU time. Prints
 lines/s of both
 and their ratio, and how many `ClientEvidence` events the MX log gave. `--repo` times

@@ -480,3 +480,21 @@ def test_beside_a_milter_the_log_still_gives_what_the_milter_never_sees(tmp_path
     assert row is not None
     assert row.findings["own_network_inbound"]["weight"] == 0.0
     assert row.findings["own_network_refused"]["weight"] == 25.0
+
+
+def test_cleanups_milter_reject_line_gives_the_sessions_helo() -> None:
+    """Postfix 3.7 cleanup, a spam filter milter refusing at end of message."""
+    line = ("4AbCd5: milter-reject: END-OF-MESSAGE from mail.b.example[192.0.2.7]: 5.7.1 "
+            "Blocked by SpamAssassin; from=<a@b.example> to=<x@our.example> proto=ESMTP "
+            "helo=<b.example>")
+    (r,) = postfix.parse("cleanup", line) or ()
+    assert isinstance(r, Rejected)
+    assert (r.queue_id, r.kind, r.stage, r.helo, r.dsn) == (
+        "4AbCd5", "milter-reject", "END-OF-MESSAGE", "b.example", "5.7.1")
+    rec = Recorder()
+    feed_lines(rec, [at(0, "postfix/smtpd", f"4AbCd5: client=mail.b.example[{BOT}]"),
+                     at(1, "postfix/cleanup", line)])
+    (ev,) = rec.evidence_seen
+    assert (ev.sender, ev.helos, ev.envelope_from, ev.kind) == (
+        "ip:" + BOT, ("b.example",), "a@b.example", Seen.SESSION)
+    assert [o.recipient for o in rec.outcomes] == ["x@our.example"]
