@@ -18,11 +18,12 @@ from extrusion.maillog import mxlines, postfix
 from extrusion.maillog.evidence import ClientTracker
 from extrusion.maillog.feed import LogFeed, join_settings
 from extrusion.maillog.records import FAILED_COMMANDS, ClientVerdict, FilterVerdict, Rejected
+from extrusion.maillog.recovery import Recovery
 from extrusion.maillog.replay import run
 from extrusion.notify.notifier import wanted
 from extrusion.report.load import Query, load_report
 from extrusion.scoring.engine import Engine
-from extrusion.scoring.events import Seen, State, StateChange
+from extrusion.scoring.events import ClientEvidence, Seen, State, StateChange
 from extrusion.scoring.store import Store
 from tests.maillog_helpers import REFERENCE, Recorder, feed_lines
 
@@ -498,3 +499,20 @@ def test_cleanups_milter_reject_line_gives_the_sessions_helo() -> None:
     assert (ev.sender, ev.helos, ev.envelope_from, ev.kind) == (
         "ip:" + BOT, ("b.example",), "a@b.example", Seen.SESSION)
     assert [o.recipient for o in rec.outcomes] == ["x@our.example"]
+
+
+def test_evidence_read_again_after_a_restart_is_not_counted_twice() -> None:
+    rec = Recorder()
+    recovery = Recovery(rec, store=None, mta=HOST)  # type: ignore[arg-type]
+    recovery.boundary = 100.0  # lines up to this log time were read before the restart
+    seen = [ClientEvidence(t, "ip:" + BOT, BOT, Seen.POSTSCREEN, detail="DNSBL rank 3")
+            for t in (99.0, 100.0, 101.0)]
+    for e in seen:
+        recovery.evidence(e)
+    assert rec.evidence_seen == seen[2:]
+    assert recovery.stats.evidence_skipped == 2
+
+
+def test_a_disconnect_without_a_client_address_says_nothing() -> None:
+    assert postfix.parse("smtpd", "disconnect from unknown[unknown] ehlo=1 auth=0/1 "
+                                  "commands=1/2") == ()

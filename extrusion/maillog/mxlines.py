@@ -66,7 +66,7 @@ _SPAMD = re.compile(r"spamd: result: ([Y.]) (-?\d{1,4}) - ")
 
 
 @functools.lru_cache(maxsize=4096)
-def _address(text: str) -> str:
+def address(text: str) -> str:
     """A literal IP address as logged, or "" when it is not one."""
     try:
         return str(ipaddress.ip_address(text))
@@ -84,7 +84,7 @@ def parse_postscreen(message: str) -> Result:
     m = _ENDPOINT.search(message, len(kind), len(kind) + 80)
     if m is None:
         return None
-    addr = _address(m.group(1))
+    addr = address(m.group(1))
     if not addr:
         return None
     detail = message[m.end():].strip(" :")
@@ -120,7 +120,7 @@ def _amavis(message: str) -> Result:
     hits = _AMAVIS_HITS.search(rest)
     client = ""
     for raw in _BRACKETED.findall(endpoints):
-        addr = _address(raw)
+        addr = address(raw)
         # The first is the SMTP client as XFORWARD told amavis; without XFORWARD it is the
         # MTA on loopback, and the second (from the MTA's own Received header) is the one.
         if addr and not ipaddress.ip_address(addr).is_loopback:

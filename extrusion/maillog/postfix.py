@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from extrusion.maillog.mxlines import parse_postscreen
+from extrusion.maillog.mxlines import address, parse_postscreen
 from extrusion.maillog.records import (
     FAILED_COMMANDS,
     BounceNotice,
@@ -168,8 +168,8 @@ def _disconnect(message: str) -> Result:
     if m is None:
         return None if len(message) <= 600 else ()
     c = _COMMANDS.search(m.group(2) or "")
-    if c is None or c.group(1) == c.group(2):
-        return ()
+    if c is None or c.group(1) == c.group(2) or not address(m.group(1)):
+        return ()  # all succeeded, or `unknown[unknown]`: nobody to hold it against
     return (ClientVerdict(m.group(1), FAILED_COMMANDS, (m.group(2) or "").strip()[:80]),)
 
 
