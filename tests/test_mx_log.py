@@ -516,3 +516,33 @@ def test_evidence_read_again_after_a_restart_is_not_counted_twice() -> None:
 def test_a_disconnect_without_a_client_address_says_nothing() -> None:
     assert postfix.parse("smtpd", "disconnect from unknown[unknown] ehlo=1 auth=0/1 "
                                   "commands=1/2") == ()
+
+
+def test_a_big_providers_own_server_is_no_liar_but_a_bot_using_its_name_is(
+    tmp_path: Path,
+) -> None:
+    google = "209.85.221.41"
+    real = at(0, "postfix/smtpd", (
+        f"NOQUEUE: reject: RCPT from mail-wr1-f41.google.com[{google}]: 550 5.1.1 "
+        "<gone@our.example>: Recipient address rejected: User unknown in local recipient "
+        "table; from=<x@gmail.com> to=<gone@our.example> proto=ESMTP "
+        "helo=<mail-wr1-f41.google.com>"))
+    forged = smtpd_reject(5, "gone@our.example", "mail-wr1-f41.google.com", frm="x@gmail.com")
+    cfg = mx_config(tmp_path)
+    store = Store(cfg.store.url)
+    box = [REFERENCE]
+    engine = Engine(cfg, store, lambda: box[0])
+    try:
+        feed = LogFeed.from_config(engine, cfg, reference_time=REFERENCE)
+        for line in (real, forged):
+            feed.line(line)
+            box[0] = feed.now
+        feed.finish()
+        engine.flush()
+        ok, bot = store.sender("ip:" + google), store.sender("ip:" + BOT)
+    finally:
+        engine.close()
+        store.close()
+    assert ok is not None and "helo_anomalies" not in ok.findings
+    assert bot is not None
+    assert any("helo_provider_name" in e for e in bot.findings["helo_anomalies"]["examples"])

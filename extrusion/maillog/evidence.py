@@ -147,15 +147,16 @@ class EvidenceJoin:
         self.sink.evidence(event)
 
     def session(self, t: float, host: str, addr: str, user: str, helo: str,
-                envelope_from: str, recipient: str) -> None:
+                envelope_from: str, recipient: str, client_name: str = "") -> None:
         """A refused line of a client's session: its HELOs (judged as the milter's and the
-        policy server's are) and, in mx mode, the client itself."""
+        policy server's are, with the client's verified name: a big provider's HELO from
+        its own servers is no lie) and, in mx mode, the client itself."""
         helos = self.clients.session(t, addr, helo, envelope_from)
         if helos is None:
             return
         self._emit(ClientEvidence(
             time=t, sender=self.sender(addr, user), client_addr=addr, kind=Seen.SESSION,
-            helos=helos, envelope_from=envelope_from,
+            client_name=client_name[:MAX_HELO_CHARS], helos=helos, envelope_from=envelope_from,
             recipients=(recipient,) if recipient else (), mta=self.mta or host,
             client_evidence=self.client_evidence))
 

@@ -461,7 +461,9 @@ class Joiner:
             self.stats.own_rejects_skipped += 1
             return
         if addr:
-            self.evidence.session(t, host, addr, user, r.helo, r.envelope_from, r.recipient)
+            name = m.client_name if m is not None and m.known else r.client_name
+            self.evidence.session(t, host, addr, user, r.helo, r.envelope_from, r.recipient,
+                                  name)
         envelope_from = r.envelope_from
         outcome = Outcome(
             time=t, queue_id=r.queue_id, recipient=r.recipient, status=Status.REJECTED,

@@ -62,8 +62,8 @@ def encode_refused(now: float, r: Refused) -> tuple[Any, ...]:
 
 
 def encode_evidence(now: float, e: ClientEvidence) -> tuple[Any, ...]:
-    return ("E", now, e.time, e.sender, e.client_addr, e.kind.value, e.helos, e.envelope_from,
-            e.recipients, e.detail, e.queue_id, e.mta, e.client_evidence)
+    return ("E", now, e.time, e.sender, e.client_addr, e.kind.value, e.client_name, e.helos,
+            e.envelope_from, e.recipients, e.detail, e.queue_id, e.mta, e.client_evidence)
 
 
 def decode(item: tuple[Any, ...]) -> Submission | Outcome | Refused | ClientEvidence:
@@ -72,10 +72,11 @@ def decode(item: tuple[Any, ...]) -> Submission | Outcome | Refused | ClientEvid
     if item[0] == "R":
         return Refused(item[2], item[3], item[4])
     if item[0] == "E":
-        (_k, _now, t, sender, addr, kind, helos, env, rcpts, detail, qid, mta, ce) = item
+        (_k, _now, t, sender, addr, kind, name, helos, env, rcpts, detail, qid, mta, ce) = item
         return ClientEvidence(time=t, sender=sender, client_addr=addr, kind=Seen(kind),
-                              helos=helos, envelope_from=env, recipients=rcpts, detail=detail,
-                              queue_id=qid, mta=mta, client_evidence=ce)
+                              client_name=name, helos=helos, envelope_from=env,
+                              recipients=rcpts, detail=detail, queue_id=qid, mta=mta,
+                              client_evidence=ce)
     if item[0] == "S":
         (_k, _now, t, sender, qid, env, rcpts, size, mta, addr, name, helos, mid) = item
         return Submission(time=t, sender=sender, queue_id=qid, envelope_from=env,

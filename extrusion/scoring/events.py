@@ -170,6 +170,7 @@ class ClientEvidence:
     sender: str
     client_addr: str
     kind: Seen
+    client_name: str = ""  # verified rDNS name, "unknown" or "" (postscreen logs none)
     helos: tuple[str, ...] = ()
     envelope_from: str = ""
     recipients: tuple[str, ...] = ()

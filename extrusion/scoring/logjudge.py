@@ -39,7 +39,7 @@ def forwarded(envelope_from: str, client_addr: str) -> bool:
 def judge_evidence(judge: Judge, mem: SenderMemory, event: ClientEvidence, now: float) -> None:
     w, half_life = judge.weights, judge.half_life
     if event.kind is Seen.SESSION:
-        judge.helos(mem, event.helos, event.client_addr, now,
+        judge.helos(mem, event.helos, event.client_addr, now, client_name=event.client_name,
                     envelope_from=event.envelope_from, recipients=event.recipients)
     elif not judge.mx:
         return  # postscreen and spam filters judge Internet senders: an MX's evidence
