@@ -546,3 +546,13 @@ def test_a_big_providers_own_server_is_no_liar_but_a_bot_using_its_name_is(
     assert ok is not None and "helo_anomalies" not in ok.findings
     assert bot is not None
     assert any("helo_provider_name" in e for e in bot.findings["helo_anomalies"]["examples"])
+
+
+def test_hosts_of_one_domain_behind_one_address_are_not_several_helos() -> None:
+    t = ClientTracker()
+    assert t.session(0.0, BOT, "EUR05-VI1-obe.outbound.protection.outlook.com", "a@x.example") \
+        == ("EUR05-VI1-obe.outbound.protection.outlook.com",)
+    assert t.session(1.0, BOT, "EUR05-AM5-obe.outbound.protection.outlook.com", "a@x.example") \
+        is None
+    assert t.session(2.0, BOT, "bot.example", "a@x.example") == (
+        "EUR05-VI1-obe.outbound.protection.outlook.com", "bot.example")

@@ -39,6 +39,14 @@ MAX_DOMAINS = 4
 MAX_HELO_CHARS = 255  # a HELO longer than a host name can be is cut here
 
 
+def _tail(helo: str) -> str:
+    """The last two labels of a HELO, lower-case. The log cannot tell sessions apart, so
+    HELOs that differ only below one domain (a big provider's hosts behind one address,
+    `eur05-vi1-obe.outbound.protection.outlook.com` and `eur05-am5-obe…`) count as one:
+    only a change of domain, what a bot rotating forged names shows, is "several"."""
+    return ".".join(helo.lower().rstrip(".").rsplit(".", 2)[-2:])
+
+
 @dataclass
 class _Client:
     first: float
@@ -77,7 +85,7 @@ class ClientTracker:
         c = self._get(addr, t)
         news = False
         helo = helo[:MAX_HELO_CHARS]
-        if helo and helo not in c.helos and len(c.helos) < MAX_HELOS:
+        if helo and len(c.helos) < MAX_HELOS and _tail(helo) not in map(_tail, c.helos):
             c.helos.append(helo)
             news = True
         domain = envelope_from.rpartition("@")[2].lower()[:MAX_HELO_CHARS]
