@@ -7,6 +7,7 @@ Every line here is in the format Postfix 3.7 (smtpd, postscreen, cleanup), amavi
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from extrusion.maillog.feed import LogFeed, join_settings
 from extrusion.maillog.records import FAILED_COMMANDS, ClientVerdict, FilterVerdict, Rejected
 from extrusion.maillog.recovery import Recovery
 from extrusion.maillog.replay import run
+from extrusion.maillog.replay_output import summary
 from extrusion.notify.notifier import wanted
 from extrusion.report.load import Query, load_report
 from extrusion.scoring.engine import Engine
@@ -556,3 +558,14 @@ def test_hosts_of_one_domain_behind_one_address_are_not_several_helos() -> None:
         is None
     assert t.session(2.0, BOT, "bot.example", "a@x.example") == (
         "EUR05-VI1-obe.outbound.protection.outlook.com", "bot.example")
+
+
+def test_the_replay_summary_counts_the_client_evidence(tmp_path: Path) -> None:
+    lines = [*_bot_lines(), at(99, "spamd", SPAMD.format(flag="Y", score=9, mid="nowhere@x"))]
+    log = tmp_path / "mail.log"
+    log.write_text("\n".join(lines) + "\n")
+    result, stats = run(mx_config(tmp_path), [str(log)], parallel=False)
+    out = io.StringIO()
+    summary(result, stats, out)
+    assert ("client evidence: 2 (refused sessions, postscreen, spam filters; 1 filter "
+            "verdicts without their message)") in out.getvalue()
