@@ -54,6 +54,9 @@ class Discard:
     def outcome(self, event: Outcome) -> None:
         self.events += 1
 
+    def evidence(self, event: object) -> None:
+        self.events += 1
+
     def refused(self, event: Refused) -> None:
         pass
 

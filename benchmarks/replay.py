@@ -53,6 +53,9 @@ class Discard:
     def outcome(self, event: Outcome) -> None:
         self.events += 1
 
+    def evidence(self, event: object) -> None:
+        self.events += 1
+
 
 @dataclass
 class Timing:

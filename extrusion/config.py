@@ -362,6 +362,8 @@ class Weights:
     helo_anomaly: float = 10.0
     spam_verdict: float = 2.0
     own_network_inbound: float = 10.0
+    own_network_refusal: float = 5.0
+    postscreen_verdict: float = 5.0
     throttled_refusal: float = 0.25
     freemail_unauthenticated: float = 5.0
     unauthenticated_from_sasl_address: float = 5.0

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from extrusion.maillog.feed import LogFeed
 from extrusion.maillog.join import JoinSettings
-from extrusion.scoring.events import Outcome, Submission
+from extrusion.scoring.events import ClientEvidence, Outcome, Submission
 
 # 2026-12-01 00:00 UTC: the year anchor for classic syslog stamps in the samples.
 REFERENCE = 1796083200.0
@@ -19,6 +19,7 @@ class Recorder:
         self.submissions: list[Submission] = []
         self.outcomes: list[Outcome] = []
         self.events: list[Submission | Outcome] = []
+        self.evidence_seen: list[ClientEvidence] = []
 
     def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
         return f"sasl:{sasl_user}" if sasl_user else f"ip:{client_addr}"
@@ -30,6 +31,9 @@ class Recorder:
     def outcome(self, event: Outcome) -> None:
         self.outcomes.append(event)
         self.events.append(event)
+
+    def evidence(self, event: ClientEvidence) -> None:
+        self.evidence_seen.append(event)
 
 
 def feed_lines(rec: Recorder, lines: Iterable[str], finish: bool = True,

@@ -66,6 +66,8 @@ class _Sink:
 
     def outcome(self, event: object) -> None: ...
 
+    def evidence(self, event: object) -> None: ...
+
 
 def _joiner(live: bool) -> Joiner:
     return Joiner(_Sink(), lambda client_addr, sasl_user: f"ip:{client_addr}",  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from pathlib import Path
 from extrusion.maillog import postfix
 from extrusion.maillog.join import Joiner, JoinSettings
 from extrusion.maillog.records import ClientSeen, HeloNoted, Queued, Rejected
-from extrusion.scoring.events import Outcome, Refused, Stage, State, Submission
+from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Stage, State, Submission
 from tests.test_engine import BOT, Harness, config
 
 INFO_LINE = ("4F2A1B3C9D: info: END-OF-MESSAGE from unknown[192.0.2.9]: extrusion: suspicious "
@@ -31,6 +31,7 @@ class Sink:
         self.submissions: list[Submission] = []
         self.outcomes: list[Outcome] = []
         self.refusals: list[Refused] = []
+        self.evidence_seen: list[ClientEvidence] = []
 
     def submission(self, event: Submission) -> None:
         self.submissions.append(event)
@@ -40,6 +41,9 @@ class Sink:
 
     def refused(self, event: Refused) -> None:
         self.refusals.append(event)
+
+    def evidence(self, event: ClientEvidence) -> None:
+        self.evidence_seen.append(event)
 
 
 def _joiner(live: bool) -> tuple[Joiner, Sink]:

@@ -336,6 +336,9 @@ def test_feed_names_local_lines_as_the_milter_does(tmp_path: Path) -> None:
         def outcome(self, event: Outcome) -> None:
             pass
 
+        def evidence(self, event: object) -> None:
+            pass
+
     feed = LogFeed(Sink(), settings=settings, reference_time=T0)
     short = socket.gethostname().partition(".")[0]
     for i, host in enumerate((short, "elsewhere")):

@@ -27,12 +27,12 @@ from typing import Literal, Protocol, TypeVar
 
 from extrusion import identity
 from extrusion.config import Config
-from extrusion.maillog import exim, postfix, sendmail
+from extrusion.maillog import exim, mxlines, postfix, sendmail
 from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
 from extrusion.maillog.lines import CLASSIC_LINE, MAX_LINE, LineSplitter
 from extrusion.maillog.records import Record
 from extrusion.maillog.timestamps import zone
-from extrusion.scoring.events import Outcome, Refused, Submission
+from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
 from extrusion.scoring.helo import safe_text
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class FeedEngine(Protocol):
     def outcome(self, event: Outcome) -> None: ...
 
     def refused(self, event: Refused) -> None: ...
+
+    def evidence(self, event: ClientEvidence) -> None: ...
 
 
 @dataclass
@@ -92,6 +94,9 @@ class _GuardedSink:
 
     def refused(self, event: Refused) -> None:
         self._call(self.engine.refused, event)
+
+    def evidence(self, event: ClientEvidence) -> None:
+        self._call(self.engine.evidence, event)
 
     def _call(self, method: Callable[[_E], None], event: _E) -> None:
         if not self.guard:
@@ -142,6 +147,9 @@ def _choose_parser(program: str, fmt: Format) -> Parser | None:
         return sendmail.parse
     if fmt in ("auto", "exim") and last.startswith("exim"):
         return exim.parse
+    if not slash and last in mxlines.FILTER_PROGRAMS:
+        # A spam filter's verdicts, beside whichever MTA's log.
+        return functools.partial(mxlines.parse_filter, last)
     return None
 
 

@@ -37,14 +37,17 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from extrusion.maillog.evidence import EvidenceJoin, EvidenceStats
 from extrusion.maillog.records import (
     BounceNotice,
     ClientSeen,
+    ClientVerdict,
     Delivery,
     Expired,
+    FilterVerdict,
     Held,
     HeloNoted,
     LocalSubmission,
@@ -56,7 +59,7 @@ from extrusion.maillog.records import (
     SaslSeen,
 )
 from extrusion.scoring.decisions import RATE_LIMITED
-from extrusion.scoring.events import Headers, Outcome, Refused, Status, Submission
+from extrusion.scoring.events import ClientEvidence, Headers, Outcome, Refused, Status, Submission
 
 STATUS = {
     "sent": Status.SENT,
@@ -86,6 +89,8 @@ class EventSink(Protocol):
     def outcome(self, event: Outcome) -> None: ...
 
     def refused(self, event: Refused) -> None: ...
+
+    def evidence(self, event: ClientEvidence) -> None: ...
 
 
 KeyFunction = Callable[[str, str], str]  # (client_addr, sasl_user) -> sender key
@@ -122,6 +127,7 @@ class JoinStats:
     aged_out: int = 0
     evicted: int = 0
     reread_skipped: int = 0  # sender-less outcomes of messages finished before a restart
+    clients: EvidenceStats = field(default_factory=EvidenceStats)  # maillog/evidence.py
 
 
 class _Message:
@@ -186,6 +192,9 @@ class Joiner:
         self._skip = tuple(s.lower() for s in self.settings.skip_replies)
         self._local = dict.fromkeys(self.settings.local_hosts, self.settings.local_mta)
         self._foreign_said = 0
+        self.evidence = EvidenceJoin(sink, self._sender, self.settings.mta,
+                                     self.settings.client_evidence, self._known)
+        self.stats.clients = self.evidence.stats
         if self.settings.mta or not self.settings.local_mta:
             self._local.clear()
 
@@ -239,6 +248,11 @@ class Joiner:
                 self._drop(gone)
         elif isinstance(record, MessageIdSeen):
             self._get(host, record.queue_id, t).message_id = record.message_id
+            self.evidence.message_id(host, record)
+        elif isinstance(record, ClientVerdict):
+            self.evidence.verdict(t, host, record)
+        elif isinstance(record, FilterVerdict):
+            self.evidence.filter_verdict(t, host, record)
         elif isinstance(record, HeloNoted):
             self._get(host, record.queue_id, t).helo = record.helo[:MAX_HELO]
         elif isinstance(record, Rejected):
@@ -261,6 +275,14 @@ class Joiner:
             m.whole = True
             if record.client_addr or record.recipient:
                 self._held(m, record)
+
+    def _known(self, host: str, qid: str) -> tuple[str, str, str, str | None] | None:
+        """A message's client (address, name), SASL user and envelope sender, when its
+        client is known."""
+        m = self._msgs.get(host + " " + qid)
+        if m is None or not m.known:
+            return None
+        return m.client_addr, m.client_name, m.sasl_user, m.envelope_from
 
     def held_from(self, file: int) -> int | None:
         """The offset in `file` of the first line of the oldest message still open, or None.
@@ -439,6 +461,10 @@ class Joiner:
         if self._skip and any(s in r.reply.lower() for s in self._skip):
             self.stats.own_rejects_skipped += 1
             return
+        if addr:
+            name = m.client_name if m is not None and m.known else r.client_name
+            self.evidence.session(t, host, addr, user, r.helo, r.envelope_from, r.recipient,
+                                  name)
         envelope_from = r.envelope_from
         outcome = Outcome(
             time=t, queue_id=r.queue_id, recipient=r.recipient, status=Status.REJECTED,

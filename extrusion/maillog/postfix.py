@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import re
 
+from extrusion.maillog.mxlines import address, parse_postscreen
 from extrusion.maillog.records import (
+    FAILED_COMMANDS,
     BounceNotice,
     ClientSeen,
+    ClientVerdict,
     Delivery,
     Expired,
     Held,
@@ -67,7 +70,10 @@ _REJECT_HEAD = re.compile(
 )
 # header/body checks: `header Subject: x from NAME[ADDR]; from=<…> … helo=<…>: 5.7.1 text`
 _CHECK_HEAD = re.compile(r"(header|body) .* from ([^\[\s]*)\[([^\]]*)\](?::\d+)?$", re.DOTALL)
-_TAIL = re.compile(r"from=" + _ADDR + r"(?: to=" + _ADDR + r")?(?: proto=\S+)?(?: helo=<([^>]*)>)?")
+# smtpd and cleanup separate the fields with a space, postscreen with ", ".
+_TAIL = re.compile(
+    r"from=" + _ADDR + r"(?:,? to=" + _ADDR + r")?(?:,? proto=[^\s,]+)?(?:,? helo=<([^>]*)>)?"
+)
 _DSN_IN_TEXT = re.compile(r"(?:(\d{3})[ -])?(\d\.\d{1,3}\.\d{1,3})")
 
 Result = tuple[Record, ...] | None
@@ -82,11 +88,11 @@ def parse(service: str, message: str) -> Result:
     """Records in one Postfix message (the text after `prog[pid]: `)."""
     colon = message.find(": ")
     if colon < 0:
-        return ()
+        return _unqueued(service, message)
     qid = message[:colon]
     # is_queue_id(), inlined: this runs for every Postfix line.
     if not (4 < colon < 21 and qid.isalnum() and qid.isascii()):
-        return ()  # "warning: …", "connect from …", "statistics: …"
+        return _unqueued(service, message)
     rest = message[colon + 2 :]
     if qid == NOQUEUE:
         return _session_reject(rest, "")
@@ -135,6 +141,36 @@ def parse(service: str, message: str) -> Result:
             return (LocalSubmission(qid, m.group(1), m.group(2)),)
         return None
     return ()
+
+
+def _unqueued(service: str, message: str) -> Result:
+    """A line without a queue id: postscreen's verdicts and smtpd's `disconnect` line are
+    read (only here, off the path of the lines with one); "warning: …", "connect from …",
+    "statistics: …" and the like say nothing."""
+    if service == "postscreen":
+        return parse_postscreen(message)
+    if service == "smtpd" and message.startswith("disconnect from "):
+        return _disconnect(message)
+    return ()
+
+
+# `disconnect from NAME[ADDR] ehlo=1 mail=1 rcpt=0/1 … commands=3/4`: N/M = N of M succeeded.
+_DISCONNECT = re.compile(
+    r"disconnect from [^\[\s]{0,255}\[([^\]]{1,64})\](?::\d{1,5})?( .{0,300})?"
+)
+_COMMANDS = re.compile(r" commands=(\d{1,9})/(\d{1,9})$")
+
+
+def _disconnect(message: str) -> Result:
+    """smtpd's last line of a session: a record only when commands failed (a session that
+    was refused: its client is seen, whatever else it did)."""
+    m = _DISCONNECT.fullmatch(message)
+    if m is None:
+        return None if len(message) <= 600 else ()
+    c = _COMMANDS.search(m.group(2) or "")
+    if c is None or c.group(1) == c.group(2) or not address(m.group(1)):
+        return ()  # all succeeded, or `unknown[unknown]`: nobody to hold it against
+    return (ClientVerdict(m.group(1), FAILED_COMMANDS, (m.group(2) or "").strip()[:80]),)
 
 
 def _client(qid: str, rest: str) -> Result:

@@ -113,6 +113,40 @@ class HeloNoted:
     helo: str
 
 
+FAILED_COMMANDS = "FAILED COMMANDS"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientVerdict:
+    """A verdict on a client outside any transaction: no queue id, no envelope. postscreen's
+    (PREGREET, DNSBL rank, COMMAND PIPELINING, NON-SMTP COMMAND, BARE NEWLINE, HANGUP…), or
+    smtpd's `disconnect` line counting failed commands (`FAILED_COMMANDS`).
+
+    `kind` is postscreen's own word(s), upper-case ("PREGREET", "DNSBL"); `detail` the rest,
+    cut short."""
+
+    client_addr: str
+    kind: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FilterVerdict:
+    """A spam filter's verdict from its own log line (amavis, spamd).
+
+    Joined to the message by `queue_id` (amavis) or `message_id` (spamd); amavis also
+    names the original client (`client_addr`) and the envelope. `spam` is the verdict;
+    `score` its hits when logged (None otherwise)."""
+
+    filter: str
+    spam: bool
+    queue_id: str = ""
+    message_id: str = ""
+    client_addr: str = ""
+    envelope_from: str | None = None
+    score: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Held:
     """Put on hold (`milter-hold:`, header/body check `hold:`, postsuper `placed on hold`)."""
@@ -167,6 +201,8 @@ Record = (
     | Rejected
     | Held
     | HeloNoted
+    | ClientVerdict
+    | FilterVerdict
     | BounceNotice
     | LocalSubmission
     | Removed

@@ -46,7 +46,7 @@ from extrusion import identity
 from extrusion.config import Config
 from extrusion.maillog.feed import FeedEngine, LogFeed
 from extrusion.maillog.follow import FileFollower
-from extrusion.scoring.events import Outcome, Refused, Submission
+from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class RecoveryStats:
     submissions_skipped: int = 0
     outcomes_skipped: int = 0
     lookups_failed: int = 0
+    evidence_skipped: int = 0  # ClientEvidence read again: the store keeps no row of it
 
 
 def checkpoint_name(config: Config, path: str | None = None) -> str:
@@ -114,6 +115,14 @@ class Recovery:
 
     def refused(self, event: Refused) -> None:
         self.engine.refused(event)
+
+    def evidence(self, event: ClientEvidence) -> None:
+        # Nothing in the store says whether it was counted before the restart: a few
+        # seconds of evidence (up to the checkpoint) may go uncounted, none twice.
+        if event.time <= self.boundary:
+            self.stats.evidence_skipped += 1
+            return
+        self.engine.evidence(event)
 
     def held_from(self, file: int, unresolved: Callable[[], list[Outcome]], horizon: float
                   ) -> int | None:

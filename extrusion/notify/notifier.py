@@ -26,7 +26,8 @@ from extrusion.notify.digest import Digest, build_digest, report_from_changes
 from extrusion.report.clean import clean
 from extrusion.report.model import FLAGGED_STATES, Report
 from extrusion.report.text import DEFAULT_MAX_DESTINATIONS
-from extrusion.scoring.events import StateChange
+from extrusion.report.words import seen_from_outside
+from extrusion.scoring.events import State, StateChange
 
 log = logging.getLogger("extrusion.notify")
 
@@ -38,16 +39,17 @@ CLOSE_TIMEOUT_SECONDS = 30.0
 
 
 def wanted(change: StateChange) -> bool:
-    """Only the engine moving a sender up into throttled, held or blocked is news.
+    """Only the engine moving a sender up into throttled, held or blocked is news, or into
+    `watch` for an own customer seen from outside the network (mx mode).
 
     Falling back (evidence decayed) is not, and an operator's own action is
     already known to the abuse desk.
     """
-    return (
-        change.who == "engine"
-        and change.new in FLAGGED_STATES
-        and change.new.rank > change.old.rank
-    )
+    if change.who != "engine" or change.new.rank <= change.old.rank:
+        return False
+    if change.new is State.WATCH:
+        return seen_from_outside(change.evidence.get("findings"))
+    return change.new in FLAGGED_STATES
 
 
 @dataclass(slots=True)

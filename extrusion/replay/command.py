@@ -44,7 +44,15 @@ from extrusion.replay.output import (
     notice_line,
     summary,
 )
-from extrusion.scoring.events import Notice, Outcome, Refused, State, StateChange, Submission
+from extrusion.scoring.events import (
+    ClientEvidence,
+    Notice,
+    Outcome,
+    Refused,
+    State,
+    StateChange,
+    Submission,
+)
 
 EX_OK = os.EX_OK
 EX_USAGE = 2  # a bad option value, as click says it (extrusion.exits.EX_CLI_USAGE)
@@ -146,6 +154,9 @@ class _Nobody:
         pass
 
     def refused(self, event: Refused) -> None:
+        pass
+
+    def evidence(self, event: ClientEvidence) -> None:
         pass
 
 
@@ -280,6 +291,10 @@ def _run_inline(cfg: Config, logs: list[str], reference: float, engine: Any,
             clock_box[0] = joiner[0].now or clock_box[0]
             engine.refused(event)
 
+        def evidence(self, event: ClientEvidence) -> None:
+            clock_box[0] = joiner[0].now or clock_box[0]
+            engine.evidence(event)
+
     feed = LogFeed.from_config(Clocked(), cfg, reference_time=reference, guard=False)
     joiner.append(feed.joiner)
     errors: list[str] = []
@@ -366,8 +381,10 @@ def _run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[fl
                     submission(event)
                 elif isinstance(event, Outcome):
                     outcome(event)
-                else:
+                elif isinstance(event, Refused):
                     engine.refused(event)
+                else:
+                    engine.evidence(event)
             tick(message[1], done_bytes)
     finally:
         proc.stdout.close()

@@ -98,6 +98,9 @@ def summary(result: ReplayResult, stats: FeedStats, stream: TextIO) -> None:
       + (f" ({s.too_long:,} over {MAX_LINE:,} characters)" if s.too_long else "") + "\n")
     w(f"  events: {j.submissions:,} messages, {j.outcomes:,} recipient outcomes "
       f"({j.unattributed:,} without a known sender), {len(result.changes)} state changes\n")
+    if j.clients.evidence or j.clients.verdicts_unjoined:
+        w(f"  client evidence: {j.clients.evidence:,} (refused sessions, postscreen, spam "
+          f"filters; {j.clients.verdicts_unjoined:,} filter verdicts without their message)\n")
     final = {state: 0 for state in State}
     peak = {state: 0 for state in State}
     for r in result.senders.values():

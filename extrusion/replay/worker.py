@@ -29,7 +29,7 @@ from extrusion.config import Customer
 from extrusion.maillog.feed import Format, LogFeed
 from extrusion.maillog.join import NO_HEADERS, JoinSettings
 from extrusion.maillog.timestamps import zone
-from extrusion.scoring.events import Outcome, Refused, Status, Submission
+from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Seen, Status, Submission
 
 FLUSH = ("F",)
 BATCH_LINES = 4096
@@ -61,11 +61,22 @@ def encode_refused(now: float, r: Refused) -> tuple[Any, ...]:
     return ("R", now, r.time, r.sender, r.recipient)
 
 
-def decode(item: tuple[Any, ...]) -> Submission | Outcome | Refused:
+def encode_evidence(now: float, e: ClientEvidence) -> tuple[Any, ...]:
+    return ("E", now, e.time, e.sender, e.client_addr, e.kind.value, e.client_name, e.helos,
+            e.envelope_from, e.recipients, e.detail, e.queue_id, e.mta, e.client_evidence)
+
+
+def decode(item: tuple[Any, ...]) -> Submission | Outcome | Refused | ClientEvidence:
     # Run for every event of a replay: one shared (immutable) empty Headers instead of
     # a new one per submission, and the status by dictionary instead of Status().
     if item[0] == "R":
         return Refused(item[2], item[3], item[4])
+    if item[0] == "E":
+        (_k, _now, t, sender, addr, kind, name, helos, env, rcpts, detail, qid, mta, ce) = item
+        return ClientEvidence(time=t, sender=sender, client_addr=addr, kind=Seen(kind),
+                              client_name=name, helos=helos, envelope_from=env,
+                              recipients=rcpts, detail=detail, queue_id=qid, mta=mta,
+                              client_evidence=ce)
     if item[0] == "S":
         (_k, _now, t, sender, qid, env, rcpts, size, mta, addr, name, helos, mid) = item
         return Submission(time=t, sender=sender, queue_id=qid, envelope_from=env,
@@ -100,6 +111,9 @@ class _Encoder:
 
     def refused(self, event: Refused) -> None:
         self.items.append(encode_refused(self.now(), event))
+
+    def evidence(self, event: ClientEvidence) -> None:
+        self.items.append(encode_evidence(self.now(), event))
 
 
 def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],

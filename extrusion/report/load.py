@@ -209,6 +209,10 @@ def _candidates(store: Store, q: Query, changes: dict[str, list[StateChange]],
         for row in all_rows.values():
             if row.key in flagged_then or words.is_rejection_daemon(row.findings or {}):
                 rows.setdefault(row.key, row)
+        # Own customers seen from outside (mx mode) are shown even at `watch`.
+        for row in store.senders(State.WATCH.value):
+            if words.seen_from_outside(row.findings):
+                rows.setdefault(row.key, row)
     return [r for r in rows.values() if _in_window(r, changes.get(r.key, ()), q)]
 
 

@@ -28,6 +28,8 @@ FORWARDED = "forwarded_discounted"
 HELO = "helo_anomalies"
 SPAM_VERDICTS = "spam_verdicts"
 OWN_NETWORK = "own_network_inbound"
+OWN_REFUSED = "own_network_refused"  # extrusion.scoring.logjudge
+POSTSCREEN = "postscreen_verdicts"
 REFUSED = "throttled_refusals"
 DIRECT = "direct_to_mx"  # from sampled flow records (extrusion.flows)
 
@@ -96,7 +98,12 @@ def summary(kind: str, f: Mapping[str, Any]) -> str:
     if kind == SPAM_VERDICTS:
         return f"{_plural(_n(f), 'message', 'messages')} marked as spam by the spam filter"
     if kind == OWN_NETWORK:
-        return f"one of our own customer ranges seen arriving from outside{eg}"
+        return f"seen from outside: one of our own customer ranges arriving at the MX{eg}"
+    if kind == OWN_REFUSED:
+        return (f"seen from outside: {_plural(_n(f), 'session', 'sessions')} of an own customer "
+                f"address refused or judged spam at the MX{eg}")
+    if kind == POSTSCREEN:
+        return f"{_plural(_n(f), 'verdict', 'verdicts')} of postscreen against the client{eg}"
     if kind == REFUSED:
         return (
             f"kept sending while throttled: {_plural(_n(f), 'new recipient', 'new recipients')}"
@@ -149,6 +156,12 @@ def findings(stored: Mapping[str, Any]) -> tuple[Finding, ...]:
         out.append(Finding(str(kind), summary(str(kind), f), score, evidence))
     out.sort(key=lambda x: (-x.score, x.kind))
     return tuple(out)
+
+
+def seen_from_outside(stored: object) -> bool:
+    """An own customer's address seen arriving at the MX (mx mode): shown in the report and
+    notified even at `watch`, where nothing else is."""
+    return isinstance(stored, Mapping) and isinstance(stored.get(OWN_NETWORK), Mapping)
 
 
 def is_rejection_daemon(stored: Mapping[str, Any]) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from extrusion.scoring.events import (
+    ClientEvidence,
     Connection,
     Decision,
     FlowEvidence,
@@ -44,6 +45,11 @@ class EngineAPI(Protocol):
     def refused(self, event: Refused) -> None:
         """A recipient refused as rate limited, read from the log: evidence against a
         throttled sender (replay; live, `decide()` counts it as it answers)."""
+
+    def evidence(self, event: ClientEvidence) -> None:
+        """What the log shows about a client besides outcomes (a refused session's HELOs,
+        a postscreen verdict, a spam filter's verdict): judged as the same evidence from
+        the milter or the policy server is."""
 
     def direct_sending(self, event: FlowEvidence) -> None:
         """Flow records show a customer address sending port 25 straight to the Internet
@@ -137,6 +143,9 @@ class EngineSlot:
 
     def refused(self, event: Refused) -> None:
         self._engine().refused(event)
+
+    def evidence(self, event: ClientEvidence) -> None:
+        self._engine().evidence(event)
 
     def direct_sending(self, event: FlowEvidence) -> None:
         self._engine().direct_sending(event)

@@ -26,6 +26,8 @@ PHRASES = {
     "mailing_lists": "too many mailing lists",
     "spam_verdicts": "mail judged as spam",
     "own_network_inbound": "own customer range seen from outside",
+    "own_network_refused": "own customer range refused or judged spam from outside",
+    "postscreen_verdicts": "refused by postscreen as a bot",
     "throttled_refusals": "kept sending while rate limited",
     "freemail_unauthenticated": "freemail sender without authentication",
     "unauthenticated_from_sasl_address": "unauthenticated mail from an authenticating customer",

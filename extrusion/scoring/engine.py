@@ -26,6 +26,7 @@ from extrusion.scoring.cap import SenderCap
 from extrusion.scoring.classify import OutcomeClass, classify, is_failure
 from extrusion.scoring.events import (
     Action,
+    ClientEvidence,
     Connection,
     Decision,
     FlowEvidence,
@@ -46,6 +47,7 @@ from extrusion.scoring.forwarding import foreign_envelope
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
 from extrusion.scoring.judge import MISCONFIGURED, Judge, helo_note, judge_helos
 from extrusion.scoring.limits import RateState, budget
+from extrusion.scoring.logjudge import judge_evidence
 from extrusion.scoring.memory import SenderMemory, copy_findings
 from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.probation import PROBATION
@@ -638,6 +640,14 @@ class Engine(StoreSync):
                 return
             self._changed(mem, event.time)
         self._dispatch()
+
+    def evidence(self, event: ClientEvidence) -> None:
+        """What the log shows about a client besides outcomes (scoring/logjudge.py)."""
+        with self._lock:
+            mem = self._mem(event.sender, event.time, event.client_addr)
+            judge_evidence(self.judge, mem, event, event.time)
+            self._changed(mem, event.time)
+        self._after_record()
 
     def direct_sending(self, event: FlowEvidence) -> None:
         """Flow records show the address sending straight to the Internet's MX hosts: the

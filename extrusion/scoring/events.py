@@ -164,6 +164,38 @@ class Refused:
     recipient: str
 
 
+class Seen(StrEnum):
+    """What a `ClientEvidence` from the log is (maillog/evidence.py)."""
+
+    SESSION = "session"  # a refused session: the client, its HELOs, its envelope
+    POSTSCREEN = "postscreen"  # postscreen's verdict on the client (PREGREET, DNSBL…)
+    SPAM_VERDICT = "spam_verdict"  # a spam filter's own log line said spam
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEvidence:
+    """What an MTA's log shows about a client besides its messages' outcomes: the HELOs
+    of a refused session, a postscreen verdict, a spam filter's verdict on one message.
+
+    `envelope_from` and `client_addr` travel with a spam verdict so that the scoring side
+    can discount forwarded mail as it does the milter's headers; `client_evidence` as in
+    `Submission` (False: a milter reports these connections too, and with them the first
+    sighting of an own customer range; what it never sees still counts)."""
+
+    time: float
+    sender: str
+    client_addr: str
+    kind: Seen
+    client_name: str = ""  # verified rDNS name, "unknown" or "" (postscreen logs none)
+    helos: tuple[str, ...] = ()
+    envelope_from: str = ""
+    recipients: tuple[str, ...] = ()
+    detail: str = ""
+    queue_id: str = ""
+    mta: str = ""
+    client_evidence: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class FlowEvidence:
     """A customer address seen (in sampled flow records) sending port-25 traffic straight

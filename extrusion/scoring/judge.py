@@ -148,7 +148,9 @@ class Judge:
         self.weights = w
         self.mx = cfg.general.mode == "mx"
         self.own_domains = tuple(d.lower() for d in cfg.general.own_domains)
-        self.own_networks = cfg.general.own_networks
+        # mx mode: the [[customers]] ranges are ours too (an infected customer sending direct).
+        self.own_networks = cfg.general.own_networks + (
+            tuple(n for c in cfg.customers for n in c.networks) if self.mx else ())
 
     @property
     def helo_window(self) -> float:
