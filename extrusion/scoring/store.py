@@ -918,7 +918,10 @@ def _without_answered(rows: list[tuple[Any, ...]]
     quiet sender's store, benchmarks/storesize.py): the rows without each "queued" one
     whose outcome is among them, and the (mta, queue id, recipient) of the outcomes whose
     "queued" row an earlier batch wrote, to delete."""
-    answered = {(r[_R_MTA], r[_R_QID], r[_R_RECIPIENT]) for r in rows if r[_R_STATUS] != QUEUED}
+    # A recipient refused before it had a queue id (NOQUEUE: half an MX's rows) never had
+    # a "queued" row: deleting one by (mta, "", recipient) walked every earlier NOQUEUE row.
+    answered = {(r[_R_MTA], r[_R_QID], r[_R_RECIPIENT]) for r in rows
+                if r[_R_STATUS] != QUEUED and r[_R_QID]}
     if not answered:
         return rows, answered
     queued = {(r[_R_MTA], r[_R_QID], r[_R_RECIPIENT]) for r in rows if r[_R_STATUS] == QUEUED}
