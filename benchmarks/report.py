@@ -29,7 +29,7 @@ from extrusion.report import sample
 from extrusion.report.html import render_html
 from extrusion.report.jsonfmt import render_json
 from extrusion.report.load import Query, load_report
-from extrusion.report.model import Delivery, Report
+from extrusion.report.model import Report, ReportOutcome
 from extrusion.report.text import render_text
 from extrusion.scoring.events import StateChange
 from extrusion.scoring.rows import Batch, SenderDelta
@@ -41,7 +41,8 @@ PG_ADMIN_URL = os.environ.get(
 HALF_LIFE = 3600.0
 MESSAGES_PER_BATCH = 5000
 DEFAULT_LISTING = 200  # report.max_messages_per_sender's default
-STATUS = {Delivery.DELIVERED: "sent", Delivery.FAILED: "bounced", Delivery.PENDING: "deferred"}
+STATUS = {ReportOutcome.DELIVERED: "sent", ReportOutcome.FAILED: "bounced",
+          ReportOutcome.PENDING: "deferred"}
 
 
 def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -69,7 +70,8 @@ def batches(report: Report) -> Iterator[Batch]:
                 b.recipients.append({**row, "time": m.time, "status": "queued"})
                 b.recipients.append({**row, "time": m.time + 30 + i,
                                      "status": STATUS[r.delivery],
-                                     "dsn": "5.1.1" if r.delivery is Delivery.FAILED else "2.0.0"})
+                                     "dsn": "5.1.1" if r.delivery is ReportOutcome.FAILED
+                                     else "2.0.0"})
             n += 1
             if n % MESSAGES_PER_BATCH == 0:
                 yield b

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from extrusion.cli import main
+from extrusion.exits import EX_DATAERR, EX_NOINPUT
 from extrusion.maillog.generate import Truth, generate
-from extrusion.maillog.replay import EX_DATAERR, EX_NOINPUT
 
 # A day of traffic ending well before "now", so no stamp looks like the future.
 START = time.time() - 3 * 86400

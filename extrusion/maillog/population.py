@@ -46,9 +46,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from extrusion.keys import client_key
 from extrusion.maillog.generate import Client, LogWriter
 from extrusion.scoring import judge
-from extrusion.scoring.keys import client_key
 
 DAY = 86400.0
 HOUR = 3600.0

@@ -27,12 +27,12 @@ from twisted.internet import threads
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from extrusion.keys import SenderKeyError, operator_key
 from extrusion.policyd.apirequest import MAX_BODY_BYTES, GuardedRequest, too_deep
 from extrusion.policyd.metrics import CONTENT_TYPE, Metrics
 from extrusion.policyd.responder import EngineSource
 from extrusion.scoring.events import OperatorAction, OperatorVerb, State, StateChange
 from extrusion.scoring.helo import safe_text
-from extrusion.scoring.keys import SenderKeyError, operator_key
 
 log = logging.getLogger("extrusion.policyd.api")
 

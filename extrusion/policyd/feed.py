@@ -196,9 +196,9 @@ class SyslogFeedService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         from extrusion.maillog.syslog import SyslogProtocol, listen_syslog
-        from extrusion.maillog.timestamps import zone
+        from extrusion.maillog.timestamps import log_zone
 
-        proto = SyslogProtocol(self, self.reactor.seconds, zone(self.config.maillog.timezone))
+        proto = SyslogProtocol(self, self.reactor.seconds, log_zone(self.config.maillog.timezone))
         self.port = listen_syslog(self.reactor, self.config.maillog.syslog_listen, proto)
         log.info("receiving syslog on %s", self.config.maillog.syslog_listen)
         self.worker.start()
@@ -236,12 +236,6 @@ def make_feed_service(
     if source == "none":
         log.warning("[maillog] source = \"none\": no delivery outcomes are read, so "
                     "delivery failures are never counted")
-        return None
-    try:
-        import extrusion.maillog.feed  # noqa: F401 - only asking whether it is built
-    except ImportError:
-        log.warning("[maillog] source = %r: the log feed is not built yet; no outcomes read",
-                    source)
         return None
     if source == "file":
         return FileFeedService(config, engines, reactor, metrics)
