@@ -219,43 +219,51 @@ def _check_policy(cfg: Config, pc: PostconfView) -> list[Finding]:
     param, entries, index, listing = (
         ("smtpd_recipient_restrictions", rcpt, in_rcpt[0][0], in_rcpt) if in_rcpt
         else ("smtpd_relay_restrictions", relay, in_relay[0][0], in_relay))
-    before = entries[:index]
+    found.append(_policy_order(param, entries[:index], relay, relay_guarded, want))
+    found += _policy_options(param, listing[0][1], pc)
+    found += _end_of_data(want, queue, pc)
+    return found
+
+
+def _policy_order(param: str, before: list[Entry], relay: list[Entry], relay_guarded: bool,
+                  want: Listener) -> Finding:
+    """Whether the policy service is asked after the relay guard and before any permit
+    that accepts customers (`before`: the entries ahead of it in `param`)."""
     permits = [e.name for e in before if e.name in CUSTOMER_PERMITS]
     if permits:
-        found.append(Finding("error", param,
-                             f"check_policy_service {want} comes after {permits[0]}: "
-                             f"customers are accepted before extrusion is asked; move it "
-                             f"before {permits[0]}"))
-    elif param == "smtpd_relay_restrictions" and not any(
-            e.name in RELAY_GUARDS for e in before):
-        found.append(Finding("warning", param,
-                             f"check_policy_service {want} is asked before "
-                             f"reject_unauth_destination: extrusion also hears about refused "
-                             f"relay attempts; move it to smtpd_recipient_restrictions"))
-    elif param == "smtpd_recipient_restrictions" and not relay_guarded and not any(
+        return Finding("error", param,
+                       f"check_policy_service {want} comes after {permits[0]}: "
+                       f"customers are accepted before extrusion is asked; move it "
+                       f"before {permits[0]}")
+    if param == "smtpd_relay_restrictions" and not any(e.name in RELAY_GUARDS for e in before):
+        return Finding("warning", param,
+                       f"check_policy_service {want} is asked before "
+                       f"reject_unauth_destination: extrusion also hears about refused "
+                       f"relay attempts; move it to smtpd_recipient_restrictions")
+    if param == "smtpd_recipient_restrictions" and not relay_guarded and not any(
             e.name in RELAY_GUARDS for e in before):
         # Already in the right list: the guard is what is missing before it.
-        found.append(Finding("warning", param,
-                             f"check_policy_service {want} is asked before "
-                             f"reject_unauth_destination: extrusion also hears about refused "
-                             f"relay attempts; end smtpd_relay_restrictions with "
-                             f"reject_unauth_destination"))
-    else:
-        guard = next((e.name for e in (relay if relay_guarded else before)
-                      if e.name in RELAY_GUARDS), "reject_unauth_destination")
-        found.append(Finding("ok", param, f"check_policy_service {want} is asked for every "
-                                          f"recipient after {guard}"))
-    found += _policy_options(param, listing[0][1], pc)
+        return Finding("warning", param,
+                       f"check_policy_service {want} is asked before "
+                       f"reject_unauth_destination: extrusion also hears about refused "
+                       f"relay attempts; end smtpd_relay_restrictions with "
+                       f"reject_unauth_destination")
+    guard = next((e.name for e in (relay if relay_guarded else before)
+                  if e.name in RELAY_GUARDS), "reject_unauth_destination")
+    return Finding("ok", param, f"check_policy_service {want} is asked for every "
+                                f"recipient after {guard}")
+
+
+def _end_of_data(want: Listener, queue: str, pc: PostconfView) -> list[Finding]:
+    """The policy service at end of message, where message limits and HOLD apply."""
     eod = _policy_entries(pc.get("smtpd_end_of_data_restrictions"), want, queue)
-    if eod:
-        found.append(Finding("ok", "smtpd_end_of_data_restrictions",
-                             f"check_policy_service {want} counts and may hold each message"))
-        found += _policy_options("smtpd_end_of_data_restrictions", eod[0][1], pc)
-    else:
-        found.append(Finding("warning", "smtpd_end_of_data_restrictions",
-                             f"no check_policy_service {want}: message limits are not counted "
-                             f"at end of message and HOLD is left to the milter"))
-    return found
+    if not eod:
+        return [Finding("warning", "smtpd_end_of_data_restrictions",
+                        f"no check_policy_service {want}: message limits are not counted "
+                        f"at end of message and HOLD is left to the milter")]
+    return [Finding("ok", "smtpd_end_of_data_restrictions",
+                    f"check_policy_service {want} counts and may hold each message"),
+            *_policy_options("smtpd_end_of_data_restrictions", eod[0][1], pc)]
 
 
 def _policy_options(param: str, entry: Entry, pc: PostconfView) -> list[Finding]:
