@@ -12,9 +12,9 @@ import json
 import time
 
 from extrusion.config import Config
-from extrusion.keys import SenderKeyError
 from extrusion.scoring.events import OperatorVerb, State, StateChange
 from extrusion.scoring.memory import RELEASED, top_finding
+from extrusion.scoring.operator import OperatorError, operator_request
 from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch, SenderDelta, SenderRow
 from extrusion.scoring.senderjson import sender_json
@@ -66,20 +66,16 @@ def list_senders(cfg: Config, state: str | None = None, *, as_json: bool = False
 
 def operator_action(cfg: Config, verb: str, sender: str, why: str, who: str,
                     now: float | None = None) -> StateChange:
-    """Pin (allow/hold/block) or release a sender in the store; audited."""
-    try:
-        v = OperatorVerb(verb)
-    except ValueError:
-        raise AdminError(f"unknown action {verb!r}") from None
-    try:
-        # The key traffic has, or nothing is written: a pin on a key no traffic
-        # has would be listed as held while the daemons let the sender through.
-        sender = SenderMap(cfg.customers).operator_key(sender)
-    except SenderKeyError as exc:
-        raise AdminError(str(exc), exc.status) from None
-    if not why.strip():
-        raise AdminError("a reason is required (it is kept in the audit trail)")
+    """Pin (allow/hold/block) or release a sender in the store; audited. Checked as the
+    API checks it (`scoring.operator`); applied to the store, where the daemons pick it
+    up within `store.refresh_seconds`."""
     now = time.time() if now is None else now
+    try:
+        action = operator_request(verb, sender, why, who, now,
+                                  SenderMap(cfg.customers).operator_key)
+    except OperatorError as exc:
+        raise AdminError(str(exc), exc.status) from None
+    v, sender, who, why = action.verb, action.sender, action.who, action.why
     hl = cfg.scoring.half_life_seconds
     with open_store(cfg) as store:
         row = store.sender(sender) or SenderRow(key=sender, first_seen=now, last_seen=now,
