@@ -30,8 +30,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from extrusion.checkpoint import MemoryCheckpoints  # noqa: E402
 from extrusion.config import from_dict  # noqa: E402
-from extrusion.maillog.checkpoint import MemoryCheckpoints  # noqa: E402
 from extrusion.maillog.feed import LogFeed  # noqa: E402
 from extrusion.maillog.follow import FileFollower  # noqa: E402
 from extrusion.maillog.recovery import CrashSafeFeed  # noqa: E402

@@ -62,8 +62,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from extrusion import sockspec  # noqa: E402
+from extrusion.checkpoint import Position  # noqa: E402
 from extrusion.config import load as load_config  # noqa: E402
-from extrusion.maillog.checkpoint import Position  # noqa: E402
 from extrusion.maillog.recovery import checkpoint_name  # noqa: E402
 from extrusion.scoring.store import Store  # noqa: E402
 from tests.conftest import free_port  # noqa: E402

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from extrusion.report.html import render_html  # noqa: E402
 from extrusion.report.jsonfmt import render_json  # noqa: E402
 from extrusion.report.load import Query, load_report  # noqa: E402
-from extrusion.report.model import Delivery, Report  # noqa: E402
+from extrusion.report.model import Report, ReportOutcome  # noqa: E402
 from extrusion.report.text import render_text  # noqa: E402
 from extrusion.scoring.events import StateChange  # noqa: E402
 from extrusion.scoring.rows import Batch, SenderDelta  # noqa: E402
@@ -45,7 +45,8 @@ PG_ADMIN_URL = os.environ.get(
 HALF_LIFE = 3600.0
 MESSAGES_PER_BATCH = 5000
 DEFAULT_LISTING = 200  # report.max_messages_per_sender's default
-STATUS = {Delivery.DELIVERED: "sent", Delivery.FAILED: "bounced", Delivery.PENDING: "deferred"}
+STATUS = {ReportOutcome.DELIVERED: "sent", ReportOutcome.FAILED: "bounced",
+          ReportOutcome.PENDING: "deferred"}
 
 
 def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -73,7 +74,8 @@ def batches(report: Report) -> Iterator[Batch]:
                 b.recipients.append({**row, "time": m.time, "status": "queued"})
                 b.recipients.append({**row, "time": m.time + 30 + i,
                                      "status": STATUS[r.delivery],
-                                     "dsn": "5.1.1" if r.delivery is Delivery.FAILED else "2.0.0"})
+                                     "dsn": "5.1.1" if r.delivery is ReportOutcome.FAILED
+                                     else "2.0.0"})
             n += 1
             if n % MESSAGES_PER_BATCH == 0:
                 yield b

@@ -12,15 +12,20 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import click
 
 from extrusion import config as configmod
+from extrusion.clitools import (
+    CONFIG_HELP,
+    config_option,
+    fail,
+    load_config,
+    store_command,
+)
 from extrusion.exits import (
-    EX_CANTCREAT,
     EX_CLI_USAGE,
     EX_CONFIG,
     EX_FAILURE,
@@ -28,69 +33,6 @@ from extrusion.exits import (
     EX_OK,
     EX_UNAVAILABLE,
 )
-
-# Our own complaints about the command line get click's status for its own.
-EX_USAGE = EX_CLI_USAGE
-
-CONFIG_HELP = ("Config file (default: $EXTRUSION_CONFIG, conf/extrusion.toml in a checkout, "
-               "/etc/extrusion/extrusion.toml). Accepted before or after the command.")
-
-config_option = click.option("--config", "config_path", default=None, help=CONFIG_HELP)
-
-
-def _root_params() -> dict[str, Any]:
-    ctx = click.get_current_context(silent=True)
-    return ctx.find_root().params if ctx is not None else {}
-
-
-def load_config(path: str | None) -> configmod.Config:
-    """Load the config (the command's --config, else the one given before the command)
-    or leave with one line and EX_CONFIG."""
-    if path is None:
-        path = _root_params().get("config_path")
-    try:
-        return configmod.load(path)
-    except configmod.ConfigError as exc:
-        fail(f"extrusion: config error: {exc}", EX_CONFIG)
-
-
-def fail(message: str, status: int) -> NoReturn:
-    click.echo(message, err=True)
-    raise SystemExit(status)
-
-
-def not_implemented(what: str) -> NoReturn:
-    fail(f"extrusion {what}: not implemented yet", EX_USAGE)
-
-
-@contextmanager
-def store_command(name: str, url: str, *, creates: bool = True) -> Iterator[None]:
-    """Refuse a store that cannot be created (EX_CANTCREAT), turn the store's and the
-    operator's failures into one line and an exit status, and once the work is done
-    name the store on stderr (unless -q): a relative path that made a new, empty store
-    is seen at once. `creates`: the command makes the store if it is not there."""
-    from extrusion import storeplace
-    from extrusion.report.command import CommandError
-    from extrusion.scoring.admin import AdminError
-    from extrusion.scoring.store import StoreError
-
-    said = storeplace.announcement(url, creates=creates)  # before it exists
-    try:
-        if creates:
-            storeplace.check_creatable(url)
-        yield
-    except storeplace.StoreCannotCreate as exc:
-        fail(f"extrusion {name}: {exc}", EX_CANTCREAT)
-    except (AdminError, CommandError) as exc:
-        fail(f"extrusion {name}: {exc}", exc.status or EX_USAGE)
-    except StoreError as exc:
-        fail(f"extrusion {name}: {exc}", EX_UNAVAILABLE)
-    except OSError as exc:  # the store's file or directory, refused by the system
-        where = f" {exc.filename}" if exc.filename else ""
-        fail(f"extrusion {name}: cannot open the store{where}: {exc.strerror or exc}",
-             EX_CANTCREAT)
-    if not _root_params().get("quiet"):
-        click.echo(said, err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -161,7 +103,7 @@ def _flatten(data: Any, prefix: str = "") -> list[str]:
 @config_option
 def serve(config_path: str | None) -> None:
     """Run every enabled daemon (milter, policy server, API, log feed) in one process."""
-    from extrusion.policyd.serve import serve as run_all
+    from extrusion.service import serve as run_all
 
     raise SystemExit(run_all(load_config(config_path)))
 
@@ -179,9 +121,28 @@ def milter(config_path: str | None) -> None:
 @config_option
 def policyd(config_path: str | None) -> None:
     """Run the policy daemon (policy server, log feed, operator API) only."""
-    from extrusion.policyd.daemon import run
+    from extrusion.service import policyd as run_policyd
 
-    raise SystemExit(run(load_config(config_path)))
+    raise SystemExit(run_policyd(load_config(config_path)))
+
+
+def replay_reporter(cfg: configmod.Config, fmt: str, out: str | None = None) -> Callable[..., None]:
+    """The `after` hook `extrusion replay --report FMT` hands to the replay.
+
+    A problem writing the report ends the replay like any other replay error
+    (one line, the exit status of the problem). Here, not in either package,
+    because the report reads what the replay stored and neither knows the other.
+    """
+    from extrusion.replay.command import ReplayError
+    from extrusion.report.command import CommandError, report_after_replay
+
+    def after(store: Any) -> None:
+        try:
+            report_after_replay(store, cfg, fmt, out)
+        except CommandError as exc:
+            raise ReplayError(f"--report: {exc}", exc.status) from None
+
+    return after
 
 
 @cli.command()
@@ -204,11 +165,9 @@ def replay(
     cfg = load_config(config_path)
     after = None
     if report_fmt is not None:
-        from extrusion.report.command import replay_reporter
-
         if as_json and report_out in (None, "-"):
             fail("extrusion replay: --report with --json needs --report-out FILE "
-                 "(stdout carries the state changes)", EX_USAGE)
+                 "(stdout carries the state changes)", EX_CLI_USAGE)
         after = replay_reporter(cfg, report_fmt, report_out)
     raise SystemExit(run_replay(cfg, list(logs), as_json=as_json, store_url=store_url,
                                 after=after))
@@ -262,11 +221,11 @@ def senders(config_path: str | None, state: str | None, as_json: bool) -> None:
               type=click.IntRange(0, 1000), help="How many of its latest messages to list.")
 def show(config_path: str | None, sender: str, as_json: bool, n_messages: int) -> None:
     """One sender whole: state, score and decay, pins, evidence, limits, messages, audit."""
+    from extrusion.keys import SenderKeyError
     from extrusion.report.command import open_store
     from extrusion.report.show import sender_view
     from extrusion.report.show_text import render_show
-    from extrusion.report.times import BadTime, zone
-    from extrusion.scoring.keys import SenderKeyError
+    from extrusion.report.times import BadTime, report_zone
     from extrusion.scoring.overrides import SenderMap
 
     cfg = load_config(config_path)
@@ -286,7 +245,7 @@ def show(config_path: str | None, sender: str, as_json: bool, n_messages: int) -
         click.echo(json.dumps(view, sort_keys=True, ensure_ascii=False))
         return
     try:
-        tz = zone(cfg.report.timezone)
+        tz = report_zone(cfg.report.timezone)
     except BadTime as exc:
         fail(f"extrusion show: {exc}", EX_CONFIG)
     click.echo(render_show(view, tz), nl=False)

@@ -13,18 +13,17 @@ the operator having to set one:
   several MTAs) keep their own host field.
 
 `check-config --mta postfix` reads the tail of the log and reports a host
-field that is none of these names: its messages would be counted twice.
+field that is none of these names (`extrusion.maillog.hosts`): its messages
+would be counted twice.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import socket
 
 from extrusion import postconf
 from extrusion.config import Config
-from extrusion.maillog.lines import LineSplitter
 
 
 def mta_name(config: Config) -> str:
@@ -55,29 +54,3 @@ def names_of(*hostnames: str) -> tuple[str, ...]:
 def postfix_myhostname(config_dir: str = "") -> str:
     """Postfix's `myhostname` ("" where Postfix is not installed or postconf fails)."""
     return postconf.value("myhostname", config_dir)
-
-
-#: How much of the end of the log `foreign_hosts` reads.
-TAIL_BYTES = 256 * 1024
-
-
-def foreign_hosts(path: str, names: tuple[str, ...], tail_bytes: int = TAIL_BYTES) -> list[str]:
-    """Host fields of Postfix lines near the end of the log at `path` that are none of
-    `names`, most frequent first ([] when the log cannot be read)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - tail_bytes))
-            data = f.read(tail_bytes)
-    except OSError:
-        return []
-    splitter = LineSplitter()
-    counts: dict[str, int] = {}
-    for raw in data.decode("utf-8", "replace").splitlines()[1:]:  # the first may be cut
-        parts = splitter.parts(raw)
-        if parts is None or not parts[2].startswith("postfix"):
-            continue
-        host = parts[1]
-        if host.lower() not in names:
-            counts[host] = counts.get(host, 0) + 1
-    return sorted(counts, key=lambda h: -counts[h])

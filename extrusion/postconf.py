@@ -15,12 +15,13 @@ SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 POSTCONF_SECONDS = 10.0
 
 
-def value(name: str, config_dir: str = "") -> str:
-    """`postconf [-c config_dir] -h name`, or "" when it cannot be had."""
+def value(name: str, config_dir: str = "", *, expand: bool = False) -> str:
+    """`postconf [-c config_dir] -h name` (`-xh` with `expand`: `$name` references
+    expanded), or "" when it cannot be had."""
     exe = shutil.which("postconf", path=f"{SBIN_PATH}:{os.environ.get('PATH', '')}")
     if exe is None:
         return ""
-    argv = [exe, *(["-c", config_dir] if config_dir else []), "-h", name]
+    argv = [exe, *(["-c", config_dir] if config_dir else []), "-xh" if expand else "-h", name]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=POSTCONF_SECONDS,
                               check=False)

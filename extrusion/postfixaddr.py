@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from extrusion import sockspec
+from extrusion.netaddr import is_loopback
 
 MAX_PORT = 65535
 # A listener on every interface is reached, from the same host, on loopback.
@@ -235,10 +236,7 @@ def _normal_host(host: str) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host.lower() == _LOCALHOST
+    return is_loopback(host) or host.lower() == _LOCALHOST
 
 
 def _same_path(theirs: str, ours: str, queue_directory: str) -> bool:

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from extrusion.report.model import (
     Category,
     Counts,
-    Delivery,
     Finding,
     HourBucket,
     MessageRecord,
     RecipientLine,
     Report,
+    ReportOutcome,
     SenderActivity,
     SenderReport,
     StateChangeRecord,
@@ -36,11 +36,11 @@ def _rcpts(failed: list[str], delivered: list[str], pending: tuple[str, ...] = (
     RecipientLine, ...
 ]:
     return (
-        *(RecipientLine(a, Delivery.FAILED, "bounced", "5.1.1", "550 5.1.1 User unknown")
+        *(RecipientLine(a, ReportOutcome.FAILED, "bounced", "5.1.1", "550 5.1.1 User unknown")
           for a in failed),
-        *(RecipientLine(a, Delivery.PENDING, "deferred", "4.4.1", "connection timed out")
+        *(RecipientLine(a, ReportOutcome.PENDING, "deferred", "4.4.1", "connection timed out")
           for a in pending),
-        *(RecipientLine(a, Delivery.DELIVERED, "sent", "2.0.0", "250 ok") for a in delivered),
+        *(RecipientLine(a, ReportOutcome.DELIVERED, "sent", "2.0.0", "250 ok") for a in delivered),
     )
 
 
@@ -49,9 +49,9 @@ def _counts(messages: tuple[MessageRecord, ...]) -> Counts:
     return Counts(
         messages=len(messages),
         recipients=len(rcpts),
-        delivered=sum(r.delivery is Delivery.DELIVERED for r in rcpts),
-        failed=sum(r.delivery is Delivery.FAILED for r in rcpts),
-        pending=sum(r.delivery is Delivery.PENDING for r in rcpts),
+        delivered=sum(r.delivery is ReportOutcome.DELIVERED for r in rcpts),
+        failed=sum(r.delivery is ReportOutcome.FAILED for r in rcpts),
+        pending=sum(r.delivery is ReportOutcome.PENDING for r in rcpts),
     )
 
 
@@ -60,9 +60,9 @@ def _hourly(messages: tuple[MessageRecord, ...]) -> tuple[HourBucket, ...]:
     for m in messages:
         b = buckets.setdefault(m.time - m.time % HOUR, [0, 0])
         for r in m.recipients:
-            if r.delivery is Delivery.DELIVERED:
+            if r.delivery is ReportOutcome.DELIVERED:
                 b[0] += 1
-            elif r.delivery is Delivery.FAILED:
+            elif r.delivery is ReportOutcome.FAILED:
                 b[1] += 1
     return tuple(HourBucket(start, d, f) for start, (d, f) in sorted(buckets.items()))
 
@@ -239,7 +239,7 @@ def synthetic(
             rcpts = tuple(
                 RecipientLine(
                     f"r{n}-{i}-{j}@dest{rng.randint(0, 999)}.example",
-                    Delivery.FAILED if j < fails else Delivery.DELIVERED,
+                    ReportOutcome.FAILED if j < fails else ReportOutcome.DELIVERED,
                     "bounced" if j < fails else "sent",
                 )
                 for j in range(k)

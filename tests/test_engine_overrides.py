@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from extrusion.config import Customer, Override
-from extrusion.scoring.keys import parse_address as parse_addr
+from extrusion.keys import parse_address as parse_addr
 from extrusion.scoring.overrides import OverrideSet, SenderMap
 
 CUSTOMERS = (

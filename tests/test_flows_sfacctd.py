@@ -46,8 +46,12 @@ def make_config(tmp: Path, path: Path) -> Config:
 
 
 @pytest.fixture
-def engine(tmp_path: Path, sfacctd: Sfacctd) -> Any:  # noqa: F811
-    cfg = make_config(tmp_path, sfacctd.output)
+def cfg(tmp_path: Path, sfacctd: Sfacctd) -> Config:  # noqa: F811
+    return make_config(tmp_path, sfacctd.output)
+
+
+@pytest.fixture
+def engine(cfg: Config) -> Any:
     eng = Engine(cfg, Store(cfg.store.url), own_store=True)
     yield eng
     eng.close()
@@ -60,8 +64,8 @@ def state(engine: Engine, key: str) -> str:
 
 
 def test_a_consumer_bot_is_found_across_a_rotation_of_pmacct_output(
-        sfacctd: Sfacctd, engine: Engine) -> None:  # noqa: F811
-    follower = FlowFollower(engine.config, engine)
+        sfacctd: Sfacctd, engine: Engine, cfg: Config) -> None:  # noqa: F811
+    follower = FlowFollower(cfg, engine)
     sfacctd.send([Sample(BOT, mx_address(i)) for i in range(6)], RATE)
     sfacctd.wait_for({BOT: 6})
     follower.poll()
@@ -81,18 +85,18 @@ def test_a_consumer_bot_is_found_across_a_rotation_of_pmacct_output(
     f = row.findings[DIRECT_TO_MX]
     assert f["destinations"] >= 10 and f["packets"] >= 10 * RATE
     # The checkpoint names the new file: a restart reads nothing twice.
-    again = FlowFollower(engine.config, engine)
+    again = FlowFollower(cfg, engine)
     assert again.poll() == 0
     again.close()
 
 
 def test_an_allowed_business_and_an_occasional_consumer_are_not_flagged(
-        sfacctd: Sfacctd, engine: Engine) -> None:  # noqa: F811
+        sfacctd: Sfacctd, engine: Engine, cfg: Config) -> None:  # noqa: F811
     samples = [Sample(BUSINESS, mx_address(i)) for i in range(40)]
     samples += [Sample(CONSUMER, "203.0.113.25") for _ in range(8)]
     sfacctd.send(samples, RATE)
     sfacctd.wait_for({BUSINESS: 40, CONSUMER: 8})
-    follower = FlowFollower(engine.config, engine)
+    follower = FlowFollower(cfg, engine)
     follower.poll()
     follower.close()
     assert follower.feed.stats.parsed >= 2
@@ -102,7 +106,8 @@ def test_an_allowed_business_and_an_occasional_consumer_are_not_flagged(
     assert state(engine, f"ip:{CONSUMER}") == "unknown"
 
 
-def test_a_simulated_day_sampled_one_in_2000(sfacctd: Sfacctd, engine: Engine) -> None:  # noqa: F811
+def test_a_simulated_day_sampled_one_in_2000(
+        sfacctd: Sfacctd, engine: Engine, cfg: Config) -> None:  # noqa: F811
     senders = [
         Sender(BOT, per_hour=1000),
         Sender(BUSINESS, per_hour=300, hours=tuple(range(8, 18))),
@@ -115,7 +120,7 @@ def test_a_simulated_day_sampled_one_in_2000(sfacctd: Sfacctd, engine: Engine) -
     sfacctd.wait_for({k: v for k, v in sent.items() if v})
     written = sfacctd.packets()
     assert {a: written.get(a, 0) for a in sent} == sent  # none lost
-    follower = FlowFollower(engine.config, engine)
+    follower = FlowFollower(cfg, engine)
     follower.poll()
     follower.close()
     assert follower.feed.stats.bad == 0

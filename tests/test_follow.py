@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from extrusion.maillog.checkpoint import MemoryCheckpoints
+from extrusion.checkpoint import MemoryCheckpoints
 from extrusion.maillog.follow import (
     MAX_LINE_BYTES,
     ROTATION_GRACE_POLLS,

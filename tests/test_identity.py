@@ -11,6 +11,7 @@ import pytest
 from extrusion import identity
 from extrusion.config import from_dict
 from extrusion.maillog.feed import join_settings
+from extrusion.maillog.hosts import foreign_hosts
 from extrusion.maillog.join import Joiner, JoinSettings
 from extrusion.maillog.records import ClientSeen
 
@@ -57,8 +58,8 @@ def test_foreign_hosts_reads_the_tail_and_skips_a_cut_first_line(tmp_path: Path)
         "Dec  5 10:00:02 other postfix/qmgr[2]: ABD: removed\n"
         "Dec  5 10:00:03 third postfix/qmgr[2]: ABE: removed\n"
         "Dec  5 10:00:04 elsewhere sshd[3]: not mail\n")
-    assert identity.foreign_hosts(str(log), ("smtp",)) == ["other", "third"]
-    assert identity.foreign_hosts(str(tmp_path / "missing"), ("smtp",)) == []
+    assert foreign_hosts(str(log), ("smtp",)) == ["other", "third"]
+    assert foreign_hosts(str(tmp_path / "missing"), ("smtp",)) == []
 
 
 class _Sink:

@@ -8,16 +8,15 @@ import pytest
 
 from extrusion import config as configmod
 from extrusion.config import Customer
-from extrusion.milter.adapter import fallback_sender_key
-from extrusion.scoring.keys import (
-    EX_DATAERR,
-    EX_USAGE,
+from extrusion.exits import EX_DATAERR, EX_USAGE
+from extrusion.keys import (
     SenderKeyError,
     client_key,
     normal_address,
     operator_key,
     override_problem,
 )
+from extrusion.milter.adapter import fallback_sender_key
 from extrusion.scoring.overrides import SenderMap
 
 CUSTOMERS = (

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from extrusion.maillog.lines import LineSplitter
-from extrusion.maillog.timestamps import SyslogClock, iso, parse_exim, parse_rfc3339
+from extrusion.maillog.timestamps import SyslogClock, iso_z, parse_exim, parse_rfc3339
 
 UTC = dt.UTC
 
@@ -76,8 +76,8 @@ def test_rfc3339_and_exim_stamps() -> None:
 
 
 def test_iso_output_is_utc() -> None:
-    assert iso(ts(2026, 11, 30, 4, 1, 19)) == "2026-11-30T04:01:19Z"
-    assert iso(ts(2026, 11, 30, 4, 1, 19) + 0.5) == "2026-11-30T04:01:19.500Z"
+    assert iso_z(ts(2026, 11, 30, 4, 1, 19)) == "2026-11-30T04:01:19Z"
+    assert iso_z(ts(2026, 11, 30, 4, 1, 19) + 0.5) == "2026-11-30T04:01:19.500Z"
 
 
 # --- line headers ----------------------------------------------------------------------------

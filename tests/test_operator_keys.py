@@ -18,7 +18,7 @@ from twisted.internet import defer
 from extrusion import config as configmod
 from extrusion.cli import main
 from extrusion.config import Config
-from extrusion.scoring.keys import EX_DATAERR, EX_USAGE
+from extrusion.exits import EX_DATAERR, EX_USAGE
 
 from .conftest import _reset_postgres
 from .helpers import toml_text

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from extrusion import config as configmod
+from extrusion import sdnotify
 from extrusion.config import ConfigError
-from extrusion.policyd import sdnotify
 from extrusion.policyd.postfixconf import (
     DEFAULT_QUEUE_DIRECTORY,
     main_cf_lines,

@@ -19,8 +19,9 @@ from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from extrusion.config import Config
-from extrusion.policyd.service import PolicydService, makeService
+from extrusion.policyd.service import PolicydService
 from extrusion.scoring.events import OperatorAction, OperatorVerb
+from extrusion.service import makeService
 
 from .helpers import toml_text
 from .test_policyd_support import (

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from extrusion.cli import main
-from extrusion.replay.command import EX_DATAERR, EX_NOINPUT
+from extrusion.exits import EX_DATAERR, EX_NOINPUT
 from extrusion_dev.generate import Truth, generate
 
 # A day of traffic ending well before "now", so no stamp looks like the future.

@@ -13,11 +13,11 @@ from extrusion.report.jsonfmt import render_json
 from extrusion.report.model import (
     Category,
     Counts,
-    Delivery,
     Finding,
     MessageRecord,
     RecipientLine,
     Report,
+    ReportOutcome,
     SenderActivity,
     SenderReport,
     StateChangeRecord,
@@ -49,8 +49,8 @@ def hostile_report() -> Report:
             envelope_from=h,
             size=1000,
             recipients=(
-                RecipientLine(h, Delivery.FAILED, "bounced", h, h),
-                RecipientLine(f"{h}@x", Delivery.DELIVERED, "sent"),
+                RecipientLine(h, ReportOutcome.FAILED, "bounced", h, h),
+                RecipientLine(f"{h}@x", ReportOutcome.DELIVERED, "sent"),
             ),
             helo=h,
             helo_suspect=True,
@@ -113,7 +113,7 @@ def test_clean_cuts_huge_strings_and_says_how_much() -> None:
 
 
 def test_model_cleans_every_string_it_is_given() -> None:
-    msg = MessageRecord(T0, TERMINAL, 1, (RecipientLine(FORGED_LINES, Delivery.FAILED),),
+    msg = MessageRecord(T0, TERMINAL, 1, (RecipientLine(FORGED_LINES, ReportOutcome.FAILED),),
                         helo=NOT_UTF8)
     assert msg.envelope_from.isprintable() and msg.helo.isprintable()
     assert msg.recipients[0].address.isprintable()

@@ -18,7 +18,7 @@ from extrusion.report.load import (
     notification_builder,
     report_for_senders,
 )
-from extrusion.report.model import Category, Delivery
+from extrusion.report.model import Category, ReportOutcome
 from extrusion.report.text import render_text
 from extrusion.report.words import summary
 from extrusion.scoring import judge
@@ -203,7 +203,7 @@ def test_final_outcome_per_recipient_and_counts_over_the_window(store: Store) ->
     assert (bot.counts.failed, bot.counts.delivered, bot.counts.pending) == (21, 38, 2)
     last = bot.messages[-1]
     by_address = {r.address: r for r in last.recipients}
-    assert by_address["cy@slow.example"].delivery is Delivery.PENDING
+    assert by_address["cy@slow.example"].delivery is ReportOutcome.PENDING
     assert by_address["cy@slow.example"].status == "deferred"
     assert by_address["late@slow.example"].status == "queued"
     assert by_address["user3@invented3.example"].dsn == "5.1.1"

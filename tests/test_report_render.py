@@ -15,15 +15,15 @@ from extrusion.report.jsonfmt import SCHEMA_VERSION, render_json
 from extrusion.report.model import (
     Category,
     Counts,
-    Delivery,
     MessageRecord,
     RecipientLine,
     Report,
+    ReportOutcome,
     SenderReport,
     StateChangeRecord,
 )
 from extrusion.report.text import message_lines, render_text
-from extrusion.report.times import BadTime, parse_since, zone
+from extrusion.report.times import BadTime, parse_since, report_zone
 from extrusion.scoring.events import State
 from extrusion_dev import sample
 
@@ -71,9 +71,9 @@ def test_golden_file_keeps_the_talks_listings_verbatim() -> None:
 
 def _msg(failed: int, delivered: int, pending: int = 0, **kw: object) -> MessageRecord:
     rcpts = (
-        *(RecipientLine(f"f{i}@x.example", Delivery.FAILED) for i in range(failed)),
-        *(RecipientLine(f"d{i}@x.example", Delivery.DELIVERED) for i in range(delivered)),
-        *(RecipientLine(f"p{i}@x.example", Delivery.PENDING) for i in range(pending)),
+        *(RecipientLine(f"f{i}@x.example", ReportOutcome.FAILED) for i in range(failed)),
+        *(RecipientLine(f"d{i}@x.example", ReportOutcome.DELIVERED) for i in range(delivered)),
+        *(RecipientLine(f"p{i}@x.example", ReportOutcome.PENDING) for i in range(pending)),
     )
     return MessageRecord(T0, str(kw.get("envelope_from", "a@b.example")), 100, rcpts,
                          helo=str(kw.get("helo", "")), helo_suspect=bool(kw.get("suspect")))
@@ -112,7 +112,7 @@ def test_null_sender_is_shown_as_angle_brackets() -> None:
 
 
 def test_times_are_printed_in_the_configured_zone() -> None:
-    london = zone("Europe/London")  # BST in May: UTC+1
+    london = report_zone("Europe/London")  # BST in May: UTC+1
     assert message_lines(_msg(0, 1), tz=london)[0].startswith("2007-05-19 11:47:15 ")
     text = render_text(sample.classic_scenario(), tz=london)
     assert "(BST)" in text.splitlines()[1]
@@ -280,4 +280,4 @@ def test_since_rejects_what_it_cannot_read(value: str) -> None:
 
 def test_unknown_zone_is_a_clear_error() -> None:
     with pytest.raises(BadTime, match="unknown time zone 'Mars/Olympus'"):
-        zone("Mars/Olympus")
+        report_zone("Mars/Olympus")

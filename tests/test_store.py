@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from extrusion.maillog.checkpoint import Position
+from extrusion.checkpoint import Position
 from extrusion.scoring import schema
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.rows import (

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from extrusion.maillog.checkpoint import Position
+from extrusion.checkpoint import Position
 from extrusion.scoring import schema
 from extrusion.scoring.bounds import (
     REPLACEMENT,

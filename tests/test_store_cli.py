@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from extrusion.cli import EX_UNAVAILABLE, main
+from extrusion.cli import main
 from extrusion.config import load
+from extrusion.exits import EX_DATAERR, EX_UNAVAILABLE, EX_USAGE
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import Action, Outcome, Stage, State, Status, Submission
-from extrusion.scoring.keys import EX_DATAERR, EX_USAGE
 from extrusion.scoring.store import Store
 
 

@@ -294,7 +294,7 @@ def test_held_message_is_recorded_and_survives_a_restart(store_url: str, tmp_pat
     clock = Clock()
     e = engine(store_url, tmp_path, "f", clock)
     try:
-        feed = LogFeed.from_config(e, e.config, reference_time=T0)
+        feed = LogFeed.from_config(e, make_config(store_url, tmp_path, "f"), reference_time=T0)
         for line in HOLD_LINES:
             feed.line(line)
         e.flush()
@@ -351,16 +351,18 @@ def test_mx_own_network_seen_by_both_processes_counts_once(store_url: str,
     clock = Clock()
     cfg = {"general": {"hostname": MTA, "mode": "mx", "own_networks": ["192.0.2.0/24"]}}
 
+    def mx_config(name: str) -> Config:
+        return from_dict({**cfg, "store": {"url": store_url,
+                                           "spool_dir": str(tmp_path / f"spool-{name}")}})
+
     def mx_engine(name: str) -> Engine:
-        c = from_dict({**cfg, "store": {"url": store_url,
-                                        "spool_dir": str(tmp_path / f"spool-{name}")}})
-        return Engine(c, Store(store_url), clock, own_store=True)
+        return Engine(mx_config(name), Store(store_url), clock, own_store=True)
 
     milter, feed = mx_engine("m"), mx_engine("f")
     try:
         milter.submission(milter_submission("4MX1", helo="pc.example.net"))
         # The live log feed beside an enabled milter leaves the client to the milter.
-        settings = join_settings(feed.config, live=True)
+        settings = join_settings(mx_config("f"), live=True)
         assert settings.client_evidence is False
         feed.submission(replace(feed_submission("4MX1"),
                                 client_evidence=settings.client_evidence))

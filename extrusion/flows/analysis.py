@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from extrusion.config import Config
 from extrusion.flows.records import SMTP_PORT, FlowRecord
+from extrusion.netaddr import IPNetwork, networks, within
 from extrusion.scoring.events import FlowEvidence
 
 HOUR = 3600
@@ -36,7 +37,7 @@ ALLOWED = "allowed to send directly"
 OWN_SMARTHOST = "to an own smarthost"
 NO_PACKETS = "no packets"
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Network = IPNetwork
 
 
 @dataclass(slots=True)
@@ -80,9 +81,9 @@ class FlowAnalysis:
         v = self._verdicts.get(src)
         if v is None:
             ip = ipaddress.ip_address(src)
-            if _within(ip, self.allowed):
+            if within(ip, self.allowed):
                 v = ALLOWED
-            elif _within(ip, self.ranges):
+            elif within(ip, self.ranges):
                 v = ""
             else:
                 v = NOT_CUSTOMER
@@ -105,7 +106,7 @@ class FlowAnalysis:
         if why := self._verdict(rec.src):
             self._skip(why)
             return None
-        if self.smarthosts and _within(ipaddress.ip_address(rec.dst), self.smarthosts):
+        if self.smarthosts and within(ipaddress.ip_address(rec.dst), self.smarthosts):
             self._skip(OWN_SMARTHOST)
             return None
         src = self.sources.get(rec.src)
@@ -160,8 +161,4 @@ class FlowAnalysis:
 
 
 def _nets(texts: Iterable[str]) -> list[Network]:
-    return [ipaddress.ip_network(t, strict=False) for t in texts]
-
-
-def _within(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, nets: list[Network]) -> bool:
-    return any(ip.version == n.version and ip in n for n in nets)
+    return list(networks(texts))

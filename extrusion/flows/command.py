@@ -15,9 +15,9 @@ from extrusion.exits import EX_FAILURE, EX_NOINPUT, EX_OK
 
 
 def _cli() -> Any:
-    from extrusion import cli
+    from extrusion import clitools
 
-    return cli
+    return clitools
 
 
 @click.group()

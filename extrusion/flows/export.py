@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from extrusion.atomicfile import replace_file
 from extrusion.config import Config
+from extrusion.netaddr import networks, parse_ip, within
 from extrusion.scoring.engine import DIRECT_TO_MX
 from extrusion.scoring.overrides import OverrideSet
 from extrusion.scoring.rows import SenderRow
@@ -33,9 +34,9 @@ def addresses(store: SenderSource, config: Config) -> list[str]:
     """Addresses of held or blocked senders with a `direct_to_mx` finding, allow-list
     respected, IPv4 before IPv6, in address order."""
     f = config.flows
-    allowed = [ipaddress.ip_network(n, strict=False) for n in f.allow_networks]
-    allowed += [ipaddress.ip_network(n, strict=False) for c in config.customers
-                if c.name in f.allow_customers for n in c.networks]
+    allowed = [*networks(f.allow_networks)]
+    allowed += [net for c in config.customers
+                if c.name in f.allow_customers for net in networks(c.networks)]
     overrides = OverrideSet(config.overrides)
     found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     for state in BORDER_STATES:
@@ -47,11 +48,8 @@ def addresses(store: SenderSource, config: Config) -> list[str]:
             if row.key.startswith(IP_PREFIX):
                 sources.append(row.key[len(IP_PREFIX):])
             for text in sources:
-                try:
-                    ip = ipaddress.ip_address(text)
-                except ValueError:
-                    continue
-                if any(ip.version == n.version and ip in n for n in allowed):
+                ip = parse_ip(text)
+                if ip is None or within(ip, allowed):
                     continue
                 o = overrides.match(row.key, str(ip)) if overrides else None
                 if o is not None and o.action == "allow":
@@ -96,13 +94,5 @@ def write_if_changed(path: str | os.PathLike[str], text: str) -> bool:
             return False
     except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    replace_file(p, text)
     return True

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from extrusion.scoring.keys import ip_of
+from extrusion.netaddr import ip_of
 
 SMTP_PORT = 25
 IPPROTO_TCP = 6

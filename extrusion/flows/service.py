@@ -1,9 +1,10 @@
 """`[flows] enabled`: the policy daemon (`serve`, `policyd`) follows pmacct's output.
 
-Like the mail log's `FileFeedService`: every `poll_seconds` a worker thread
-reads what sfacctd appended, gives the findings to the engine, flushes and
-saves the checkpoint; nothing runs before the engine is open (the records
-wait in the file, the checkpoint says where we were).
+Like the mail log's `FileFeedService` (both are `extrusion.poller.EnginePoller`):
+every `poll_seconds` a worker thread reads what sfacctd appended, gives the
+findings to the engine, flushes and saves the checkpoint; nothing runs before
+the engine is open (the records wait in the file, the checkpoint says where we
+were).
 """
 
 from __future__ import annotations
@@ -11,47 +12,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet import defer, task, threads
-
 from extrusion.config import Config
+from extrusion.poller import EnginePoller
 
 log = logging.getLogger("extrusion.flows")
 
 
-class FlowFeedService(Service):
+class FlowFeedService(EnginePoller):
     def __init__(self, config: Config, engines: Any, reactor: Any) -> None:
+        super().__init__(engines, reactor, config.flows.poll_seconds, log, "flow follower")
         self.config = config
-        self.engines = engines  # extrusion.policyd.engineservice.EngineService
-        self.reactor = reactor
-        self.follower: Any = None
-        self._loop: task.LoopingCall | None = None
-        self._loop_done: defer.Deferred[Any] | None = None
-        #: Fires after the first poll with an engine: from then on the follower is
-        #: positioned and no record written later can be missed.
-        self.ready: defer.Deferred[None] = defer.Deferred()
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = self.reactor
-        self._loop_done = self._loop.start(self.config.flows.poll_seconds, now=True)
-        self._loop_done.addErrback(
-            lambda f: log.error("flow follower stopped: %s", f.getErrorMessage()))
-
-    def _tick(self) -> defer.Deferred[Any] | None:
-        engine = self.engines.engine
-        if engine is None:
-            return None
-        d = threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), self._poll, engine
-        ).addErrback(self._failed)
-        return d.addBoth(self._first_poll_done)
-
-    def _first_poll_done(self, result: Any) -> Any:
-        if not self.ready.called:
-            self.ready.callback(None)
-        return result
 
     def _poll(self, engine: Any) -> int:
         """Worker thread."""
@@ -66,14 +36,3 @@ class FlowFeedService(Service):
     def _failed(self, failure: Any) -> None:
         # A missing file or a store hiccup: say so, keep polling (the follower resumes).
         log.warning("flow follower: %s", failure.getErrorMessage())
-
-    @defer.inlineCallbacks
-    def stopService(self) -> Any:
-        super().stopService()  # type: ignore[no-untyped-call]
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-            yield self._loop_done  # an in-flight poll finishes first
-        follower, self.follower = self.follower, None
-        if follower is not None:
-            yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                            follower.close)

@@ -8,7 +8,7 @@ Public API:
 - `MemoryCheckpoints`, the `Checkpoints` protocol the store implements.
 """
 
-from extrusion.maillog.checkpoint import Checkpoints, MemoryCheckpoints
+from extrusion.checkpoint import Checkpoints, MemoryCheckpoints
 from extrusion.maillog.feed import FeedStats, LogFeed
 from extrusion.maillog.follow import FileFollower
 from extrusion.maillog.join import JoinSettings

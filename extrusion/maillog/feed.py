@@ -31,7 +31,7 @@ from extrusion.maillog import exim, mxlines, postfix, sendmail
 from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
 from extrusion.maillog.lines import CLASSIC_LINE, MAX_LINE, LineSplitter
 from extrusion.maillog.records import Record
-from extrusion.maillog.timestamps import zone
+from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
 from extrusion.scoring.helo import safe_text
 
@@ -196,7 +196,7 @@ class LogFeed:
         m = cfg.maillog
         settings = join_settings(cfg, submissions=submissions, live=live)
         return cls(engine, fmt=m.format, settings=settings, reference_time=reference_time,
-                   tz=zone(m.timezone), guard=guard)
+                   tz=log_zone(m.timezone), guard=guard)
 
     def _key(self, client_addr: str, sasl_user: str) -> str:
         return self.engine.sender_key(client_addr=client_addr, sasl_user=sasl_user)

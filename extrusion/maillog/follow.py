@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from extrusion.maillog.checkpoint import Checkpoints, Position
+from extrusion.checkpoint import Checkpoints, Position
 from extrusion.maillog.lines import MAX_LINE
 
 log = logging.getLogger(__name__)

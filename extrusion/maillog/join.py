@@ -33,7 +33,6 @@ sender is not emitted again (it was recorded then, or dropped as a bounce's).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from collections.abc import Callable
@@ -58,6 +57,7 @@ from extrusion.maillog.records import (
     Removed,
     SaslSeen,
 )
+from extrusion.netaddr import is_loopback, networks, parse_ip, within
 from extrusion.scoring.decisions import RATE_LIMITED
 from extrusion.scoring.events import ClientEvidence, Headers, Outcome, Refused, Status, Submission
 
@@ -186,9 +186,7 @@ class Joiner:
         self._keys: dict[tuple[str, str], str] = {}
         # Next-queue ids announced before their first line: (name, addr, sasl, null sender).
         self._links: dict[str, tuple[str, str, str, bool]] = {}
-        self._handoff_nets = tuple(
-            ipaddress.ip_network(n, strict=False) for n in self.settings.handoff_relays
-        )
+        self._handoff_nets = networks(self.settings.handoff_relays)
         self._skip = tuple(s.lower() for s in self.settings.skip_replies)
         self._local = dict.fromkeys(self.settings.local_hosts, self.settings.local_mta)
         self._foreign_said = 0
@@ -414,11 +412,8 @@ class Joiner:
             return True
         if not self._handoff_nets:
             return False
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._handoff_nets)
+        ip = parse_ip(addr)
+        return ip is not None and within(ip, self._handoff_nets)
 
     def _handoff(self, m: _Message, r: Delivery, child: _Message) -> None:
         self.stats.handoffs += 1
@@ -582,9 +577,5 @@ def _with_sender(o: Outcome, sender: str) -> Outcome:
 
 
 def _is_loopback(addr: str) -> bool:
-    if addr.startswith("127.") or addr == "::1":
-        return True
-    try:
-        return ipaddress.ip_address(addr).is_loopback
-    except ValueError:
-        return False
+    # The two common spellings first: this runs for every delivery line.
+    return addr.startswith("127.") or addr == "::1" or is_loopback(addr)

@@ -46,8 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from extrusion.keys import client_key
 from extrusion.scoring import judge
-from extrusion.scoring.keys import client_key
 from extrusion_dev.generate import Client, LogWriter
 
 DAY = 86400.0

@@ -28,7 +28,7 @@ _HALF_YEAR = 183 * 86400.0
 _FUTURE_SLACK = 2 * 86400.0
 
 
-def zone(name: str) -> dt.tzinfo | None:
+def log_zone(name: str) -> dt.tzinfo | None:
     """The named zone, or None for the machine's local time ("")."""
     return ZoneInfo(name) if name else None
 
@@ -122,7 +122,7 @@ def parse_exim(date: str, clock: str, offset: str = "", tz: dt.tzinfo | None = N
     return dt.datetime(y, mo, d, h, mi, tzinfo=zone_).timestamp() + s
 
 
-def iso(t: float) -> str:
+def iso_z(t: float) -> str:
     """POSIX seconds as ISO 8601 in UTC (`2026-11-30T04:01:19Z`), for JSON output."""
     d = dt.datetime.fromtimestamp(t, dt.UTC)
     text = d.isoformat(timespec="milliseconds" if t % 1 else "seconds")

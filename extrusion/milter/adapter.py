@@ -36,6 +36,7 @@ import Milter
 
 from extrusion import identity
 from extrusion.config import Config
+from extrusion.keys import client_key, normal_address
 from extrusion.milter import constants as c
 from extrusion.milter import replies
 from extrusion.milter.backlog import Event
@@ -45,7 +46,6 @@ from extrusion.milter.replies import Reply
 from extrusion.milter.session import Message, Session, bare_address
 from extrusion.milter.text import clean, reply_text
 from extrusion.scoring.events import Action, Decision, Stage
-from extrusion.scoring.keys import client_key, normal_address
 
 log = logging.getLogger("extrusion.milter")
 
@@ -101,7 +101,8 @@ class Runtime:
 
 
 def fallback_sender_key(client_addr: str, sasl_user: str) -> str:
-    """The DESIGN's key when the engine cannot compute it (customer mapping is lost)."""
+    """The sender's key without the engine (`sasl:USER`, else `ip:ADDRESS`), for when the
+    engine cannot compute it; the customer mapping, which only the engine knows, is lost."""
     return client_key(client_addr, sasl_user)
 
 

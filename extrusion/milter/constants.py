@@ -1,6 +1,6 @@
 """Protocol constants of the milter: SMTP replies, macro names, headers, input bounds.
 
-User-tunable values live in `extrusion.config.Milter`; what is here is fixed
+User-tunable values live in `extrusion.config.MilterSection`; what is here is fixed
 by the SMTP and milter protocols or by how much hostile input we agree to hold.
 """
 

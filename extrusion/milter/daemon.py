@@ -29,19 +29,18 @@ import milter as libmilter  # pymilter's C module (not this package)
 
 from extrusion import sockspec
 from extrusion.config import Config
+from extrusion.exits import EX_OK, EX_UNAVAILABLE
 from extrusion.milter import constants as c
 from extrusion.milter.adapter import ExtrusionMilter, Runtime, Settings
 from extrusion.milter.backlog import FILE_NAME, Backlog
 from extrusion.milter.dispatch import Dispatcher
 from extrusion.milter.guard import EngineGuard
 from extrusion.milter.heloconfirm import HeloResolver
-from extrusion.policyd.sdnotify import notify
 from extrusion.scoring.api import EngineAPI
+from extrusion.sdnotify import notify
 
 log = logging.getLogger("extrusion.milter")
 
-EX_OK = os.EX_OK
-EX_UNAVAILABLE = os.EX_UNAVAILABLE
 # How long start-up may take before the socket accepts connections.
 READY_SECONDS = 30.0
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}

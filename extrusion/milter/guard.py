@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from extrusion.burstlog import BurstLog, exception_text
 from extrusion.milter.backlog import Backlog, Event
 from extrusion.scoring.api import EngineAPI
 from extrusion.scoring.events import Connection
@@ -35,53 +36,12 @@ log = logging.getLogger("extrusion.milter")
 
 T = TypeVar("T")
 
-# A failure burst that goes on is re-announced this often, with its count.
-BURST_REPEAT_SECONDS = 60.0
 # The watchdog looks at calls in progress this often (and at least 4 times per deadline).
 WATCH_SECONDS = 0.05
 
 
 class EngineFailure(Exception):
     """The engine did not answer in time, or raised; the message says which."""
-
-
-class BurstLog:
-    """One line when failures start, a reminder while they go on, one when they stop."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._lock = threading.Lock()
-        self._clock = clock
-        self._since: float | None = None
-        self._last_said = 0.0
-        self._count = 0
-
-    def failed(self, what: str, reason: str) -> None:
-        with self._lock:
-            now = self._clock()
-            self._count += 1
-            if self._since is None:
-                self._since = self._last_said = now
-                log.error("engine failing (%s: %s); mail continues as on_error says, "
-                          "repeats suppressed", what, reason)
-            elif now - self._last_said >= BURST_REPEAT_SECONDS:
-                self._last_said = now
-                log.error("engine still failing (%s: %s): %d failed calls in %.0fs",
-                          what, reason, self._count, now - self._since)
-
-    def succeeded(self) -> None:
-        if self._since is None:  # the common case, read without taking the lock
-            return
-        with self._lock:
-            if self._since is None:
-                return
-            log.warning("engine answers again after %d failed calls in %.1fs",
-                        self._count, self._clock() - self._since)
-            self._since = None
-            self._count = 0
-
-    @property
-    def failing(self) -> bool:
-        return self._since is not None
 
 
 class EngineGuard:
@@ -99,7 +59,8 @@ class EngineGuard:
     ) -> None:
         self.engine = engine
         self.timeout = timeout
-        self.burst = BurstLog()
+        self.burst = BurstLog(log, "engine", level=logging.ERROR,
+                              note="; mail continues as on_error says, repeats suppressed")
         self.backlog = backlog if backlog is not None else Backlog()
         self._lock = threading.Lock()
         self._calls: dict[int, tuple[str, float]] = {}  # call id -> (what, started)
@@ -132,7 +93,7 @@ class EngineGuard:
             for event in events:
                 self.backlog.add(event)
             reason = "an earlier call has not returned"
-            self.burst.failed(what, reason)
+            self.burst.failed(f"{what}: {reason}")
             raise EngineFailure(reason)
         try:
             delivered = True
@@ -142,7 +103,7 @@ class EngineGuard:
             result = fn()
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            self.burst.failed(what, reason)
+            self.burst.failed(f"{what}: {reason}")
             raise EngineFailure(reason) from exc
         finally:
             with self._lock:
@@ -150,7 +111,7 @@ class EngineGuard:
                 if self._late:
                     self._late.discard(call_id)
         if delivered:
-            self.burst.succeeded()
+            self.burst.recovered()
         return result
 
     def record(self, event: Event) -> None:
@@ -163,7 +124,7 @@ class EngineGuard:
             _send(self.engine, event)
         except Exception as exc:
             self.backlog.add(event)
-            self.burst.failed(_what(event), f"{type(exc).__name__}: {exc}")
+            self.burst.failed(f"{_what(event)}: {exception_text(exc)}")
             return False
         return True
 
@@ -177,7 +138,7 @@ class EngineGuard:
                     if i not in self._late and now - started >= self.timeout]
             self._late.update(i for i, _ in late)
         for _i, what in late:
-            self.burst.failed(what, f"no answer within {self.timeout:g}s")
+            self.burst.failed(f"{what}: no answer within {self.timeout:g}s")
 
     @property
     def stuck(self) -> bool:
@@ -214,9 +175,9 @@ class EngineGuard:
         try:
             fn()
         except Exception as exc:
-            self.burst.failed(what, f"{type(exc).__name__}: {exc}")
+            self.burst.failed(f"{what}: {exception_text(exc)}")
             return False
-        self.burst.succeeded()
+        self.burst.recovered()
         return True
 
     def replay_backlog(self) -> int:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from extrusion.netaddr import ip_of
 from extrusion.scoring.helo import address_domain, registered_domain
-from extrusion.scoring.keys import ip_of
 
 LOOKUP_TIMEOUT = 2.0  # seconds a session waits for one lookup
 WORKERS = 4  # lookups in flight at most; more wait, and time out as unconfirmed

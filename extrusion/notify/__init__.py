@@ -22,7 +22,7 @@ from extrusion.notify.channels import Channel, EmailChannel, WebhookChannel
 from extrusion.notify.claims import Claim, store_claim
 from extrusion.notify.notifier import Notifier, ReportBuilder
 from extrusion.report.model import Report
-from extrusion.report.times import zone
+from extrusion.report.times import report_zone
 from extrusion.scoring.api import EngineAPI
 from extrusion.scoring.store import Store
 
@@ -53,7 +53,7 @@ def _started(
         chosen,
         build=build,
         hostname=cfg.general.hostname,
-        tz=zone(cfg.report.timezone),
+        tz=report_zone(cfg.report.timezone),
         max_destinations=cfg.report.max_destinations,
         claim=claim,
     ).start()

@@ -24,7 +24,7 @@ from extrusion.report.model import (
     StateChangeRecord,
 )
 from extrusion.report.text import DEFAULT_MAX_DESTINATIONS, sender_lines
-from extrusion.report.times import classic, iso, zone_label
+from extrusion.report.times import classic, iso_or_none, zone_label
 from extrusion.scoring.events import StateChange
 
 KIND = "extrusion.digest"
@@ -116,10 +116,10 @@ def build_digest(
     payload: dict[str, Any] = {
         "version": SCHEMA_VERSION,
         "kind": KIND,
-        "generated_at": iso(generated_at),
+        "generated_at": iso_or_none(generated_at),
         "hostname": clean(hostname),
         "changes": [
-            {"time": iso(ch.time), "sender": clean(ch.sender), "old": ch.old.value,
+            {"time": iso_or_none(ch.time), "sender": clean(ch.sender), "old": ch.old.value,
              "new": ch.new.value, "score": round(ch.score, 3), "reason": clean(ch.reason)}
             for ch in ordered
         ],

@@ -27,12 +27,13 @@ from twisted.internet import threads
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from extrusion.keys import SenderKeyError, operator_key
 from extrusion.policyd.apirequest import MAX_BODY_BYTES, GuardedRequest, too_deep
 from extrusion.policyd.metrics import CONTENT_TYPE, Metrics
 from extrusion.policyd.responder import EngineSource
-from extrusion.scoring.events import OperatorAction, OperatorVerb, State, StateChange
+from extrusion.scoring.events import OperatorVerb, State, StateChange
 from extrusion.scoring.helo import safe_text
-from extrusion.scoring.keys import SenderKeyError, operator_key
+from extrusion.scoring.operator import MAX_REASON_CHARS, OperatorError, operator_request
 
 log = logging.getLogger("extrusion.policyd.api")
 
@@ -53,7 +54,6 @@ UNSUPPORTED_MEDIA = 415
 INTERNAL_ERROR = 500
 UNAVAILABLE = 503
 
-MAX_REASON_CHARS = 1000
 #: An API client idle this long (seconds) is disconnected (twisted.web's default is 12 hours).
 SITE_TIMEOUT_SECONDS = 60
 DEFAULT_LIST_LIMIT = 100
@@ -265,16 +265,14 @@ class OperatorApi(resource.Resource):
         if not isinstance(who, str) or not who.strip():
             raise ApiError(BAD_REQUEST, '"who" must be a non-empty string')
         try:
-            key = operator_key(key)  # malformed keys are refused even while the store is down
-        except SenderKeyError as exc:
+            # Checked and bounded as the CLI's are; malformed keys are refused even while
+            # the store is down.
+            action = operator_request(verb, key, reason, who, self.clock(), operator_key)
+        except OperatorError as exc:
             raise ApiError(BAD_REQUEST, str(exc)) from None
         engine = self.source.engine
         if engine is None:
             raise ApiError(UNAVAILABLE, "store unavailable, try again")
-        action = OperatorAction(
-            time=self.clock(), sender=key, verb=verb,
-            who=who.strip()[:200], why=reason.strip()[:MAX_REASON_CHARS],
-        )
 
         def apply() -> dict[str, Any]:
             try:

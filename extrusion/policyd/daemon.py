@@ -19,16 +19,16 @@ from typing import Any
 from twisted.internet import defer, threads
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
-from extrusion.config import EX_CONFIG, Config, ConfigError
-from extrusion.policyd import sdnotify
+from extrusion import sdnotify
+from extrusion.config import Config, ConfigError
+from extrusion.exits import EX_CONFIG, EX_FAILURE, EX_OK, EX_UNAVAILABLE
 from extrusion.policyd.reactortypes import global_reactor
 from extrusion.policyd.service import PolicydService, makeService
 
 log = logging.getLogger("extrusion.policyd")
 
-EX_OK = os.EX_OK
-EX_UNAVAILABLE = os.EX_UNAVAILABLE  # could not listen (address in use, permission)
-EX_FORCED = 1  # second signal: left without draining
+# Could not listen (address in use, permission): EX_UNAVAILABLE. A second signal
+# leaves without draining: EX_FAILURE.
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -93,7 +93,7 @@ class Runner:
         if self.stopping:
             log.warning("second stop signal: exiting at once")
             logging.shutdown()
-            os._exit(EX_FORCED)
+            os._exit(EX_FAILURE)
         self.stopping = True
         log.info("stopping: draining connections (signal again to exit at once)")
         sdnotify.notify("STOPPING=1")
@@ -119,15 +119,17 @@ def run(
     extra: list[Any] | None = None,
     banner: list[str] | None = None,
     on_runner: Callable[[Runner], None] | None = None,
+    build: Callable[[Config], PolicydService] = makeService,
 ) -> int:
     """Run until stopped; returns the exit status.
 
     `extra` are components sharing the process's lifetime: objects with
-    `start()`, `stop()`, `join()` and a `ready` Deferred.
+    `start()`, `stop()`, `join()` and a `ready` Deferred. `build` makes the
+    service (`extrusion.service.makeService` adds the adapters beside this one).
     """
     setup_logging(config.general.log_level)
     try:
-        service = makeService(config)
+        service = build(config)
     except ConfigError as exc:
         print(f"extrusion: config error: {exc}", file=sys.stderr)
         return EX_CONFIG

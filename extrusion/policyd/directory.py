@@ -11,11 +11,8 @@ from collections import Counter
 from typing import Any
 
 from extrusion.scoring.events import State
-from extrusion.scoring.senderjson import change_json, sender_json
+from extrusion.scoring.senderjson import sender_detail_json, sender_json
 from extrusion.scoring.store import Store
-
-#: Entries of the audit trail shown per sender (the newest ones).
-AUDIT_ENTRIES = 100
 
 
 def engine_store(engine: Any) -> Store | None:
@@ -40,10 +37,8 @@ class StoreDirectory:
         if row is None:
             return None
         # The findings are the engine's reasons with their evidence (counts, examples).
-        out = sender_json(row, self.half_life, time.time())
-        trail = self.store.state_changes(key)
-        out["audit"] = [change_json(c) for c in trail[-AUDIT_ENTRIES:]]
-        return out
+        return sender_detail_json(row, self.store.state_changes(key), self.half_life,
+                                  time.time())
 
 
 def store_directory(engine: Any) -> StoreDirectory | None:

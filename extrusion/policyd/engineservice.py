@@ -20,8 +20,8 @@ from twisted.application.service import Service
 from twisted.internet import defer, task, threads
 from twisted.python.failure import Failure
 
+from extrusion.burstlog import BurstLog, exception_text
 from extrusion.config import Config
-from extrusion.policyd.burstlog import BurstLog
 from extrusion.policyd.metrics import Metrics
 from extrusion.scoring.api import EngineAPI
 from extrusion.scoring.events import State, StateChange
@@ -134,7 +134,7 @@ class EngineService(Service):
         self._opening = None
         self.metrics.store_errors.labels("open").inc()
         self.last_error = failure.getErrorMessage()
-        self._open_errors.failed(failure.value or Exception(self.last_error))
+        self._open_errors.failed(exception_text(failure.value or Exception(self.last_error)))
         if self.running:
             self._retry = self.reactor.callLater(
                 self.config.policyd.engine_retry_seconds, self._open
@@ -231,7 +231,7 @@ class EngineService(Service):
         # next tick tries again.
         self.metrics.store_errors.labels("sync").inc()
         self.last_error = failure.getErrorMessage()
-        self._sync_errors.failed(failure.value or Exception(self.last_error))
+        self._sync_errors.failed(exception_text(failure.value or Exception(self.last_error)))
 
     # --- reload and stop ----------------------------------------------------------------
 

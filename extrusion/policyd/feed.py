@@ -27,6 +27,7 @@ from extrusion.policyd.engineservice import EngineService
 from extrusion.policyd.feedworker import FeedWorker
 from extrusion.policyd.metrics import Metrics
 from extrusion.policyd.quiet import QuietWatch
+from extrusion.poller import EnginePoller
 
 log = logging.getLogger("extrusion.policyd.feed")
 
@@ -49,13 +50,12 @@ class _FeedCounters:
             self.seen[name] = value
 
 
-class FileFeedService(Service):
+class FileFeedService(EnginePoller):
     """Follows the log file every `poll_seconds`, in a worker thread."""
 
     def __init__(self, config: Config, engines: EngineService, reactor: Any, metrics: Metrics):
+        super().__init__(engines, reactor, config.maillog.poll_seconds, log, "log follower")
         self.config = config
-        self.engines = engines
-        self.reactor = reactor
         self.path, why = logpath.resolve(config.maillog.path, config.policyd.postfix_config_dir)
         self.why = why
         self.watch = QuietWatch(reactor.seconds, config.maillog.quiet_warning_seconds,
@@ -63,16 +63,9 @@ class FileFeedService(Service):
         self.counters = _FeedCounters(metrics, self.watch)
         self.metrics = metrics
         self.feed: Any = None
-        self.follower: Any = None
         self._last_failure = ""
-        self._loop: task.LoopingCall | None = None
-        self._loop_done: defer.Deferred[Any] | None = None
-        #: Fires after the first poll with an engine: from then on the follower is
-        #: positioned and no line written later can be missed.
-        self.ready: defer.Deferred[None] = defer.Deferred()
 
     def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
         log.info("log feed: following %s (%s)", self.path, self.why)
         if not os.path.exists(self.path):
             log.warning("log feed: %s is not there (yet): no delivery outcome is read until "
@@ -80,27 +73,10 @@ class FileFeedService(Service):
         elif not os.access(self.path, os.R_OK):
             log.warning("log feed: cannot read %s (permission denied): no delivery outcome "
                         "is read; let extrusion's user read it (Debian: group adm)", self.path)
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = self.reactor
-        self._loop_done = self._loop.start(self.config.maillog.poll_seconds, now=True)
-        self._loop_done.addErrback(
-            lambda f: log.error("log follower stopped: %s", f.getErrorMessage())
-        )
+        super().startService()
 
-    def _tick(self) -> defer.Deferred[Any] | None:
+    def _before_tick(self) -> None:
         self.watch.check()
-        engine = self.engines.engine
-        if engine is None:
-            return None  # the lines wait in the file; the checkpoint says where we were
-        d = threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), self._poll, engine
-        ).addErrback(self._failed)
-        return d.addBoth(self._first_poll_done)
-
-    def _first_poll_done(self, result: Any) -> Any:
-        if not self.ready.called:
-            self.ready.callback(None)
-        return result
 
     def _poll(self, engine: Any) -> int:
         """Worker thread: read what was appended, feed it, checkpoint after a flush."""
@@ -128,21 +104,6 @@ class FileFeedService(Service):
         if message != self._last_failure:
             self._last_failure = message
             log.warning("log follower: %s", message)
-
-    @defer.inlineCallbacks
-    def stopService(self) -> Any:
-        super().stopService()  # type: ignore[no-untyped-call]
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-            yield self._loop_done  # an in-flight poll finishes first
-        if self.follower is not None:
-            follower = self.follower
-            self.follower = None
-
-            def close() -> None:
-                follower.close()  # finishes the feed's open joins first
-
-            yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), close)
 
 
 class SyslogFeedService(Service):
@@ -196,9 +157,9 @@ class SyslogFeedService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         from extrusion.maillog.syslog import SyslogProtocol, listen_syslog
-        from extrusion.maillog.timestamps import zone
+        from extrusion.maillog.timestamps import log_zone
 
-        proto = SyslogProtocol(self, self.reactor.seconds, zone(self.config.maillog.timezone))
+        proto = SyslogProtocol(self, self.reactor.seconds, log_zone(self.config.maillog.timezone))
         self.port = listen_syslog(self.reactor, self.config.maillog.syslog_listen, proto)
         log.info("receiving syslog on %s", self.config.maillog.syslog_listen)
         self.worker.start()
@@ -236,12 +197,6 @@ def make_feed_service(
     if source == "none":
         log.warning("[maillog] source = \"none\": no delivery outcomes are read, so "
                     "delivery failures are never counted")
-        return None
-    try:
-        import extrusion.maillog.feed  # noqa: F401 - only asking whether it is built
-    except ImportError:
-        log.warning("[maillog] source = %r: the log feed is not built yet; no outcomes read",
-                    source)
         return None
     if source == "file":
         return FileFeedService(config, engines, reactor, metrics)

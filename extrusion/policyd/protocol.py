@@ -17,7 +17,6 @@ request still gets the answer. Warnings are rate-limited per client address.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Any
 
@@ -28,6 +27,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from extrusion.netaddr import IPNetwork, ip_of, networks
 from extrusion.policyd.clientlog import ClientWarnings
 from extrusion.policyd.constants import REPLY_TEMPLATE
 from extrusion.policyd.metrics import Metrics
@@ -35,11 +35,9 @@ from extrusion.policyd.reactortypes import Clock, DelayedCall
 from extrusion.policyd.request import BadInput, PolicyRequest, RequestParser
 from extrusion.policyd.responder import Responder
 from extrusion.scoring.helo import safe_text
-from extrusion.scoring.keys import ip_of
 
 log = logging.getLogger("extrusion.policyd")
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Refused addresses remembered so that each is logged once, not per connection.
 _MAX_REMEMBERED_REFUSALS = 1024
@@ -255,9 +253,7 @@ class PolicyFactory(Factory):
         """(Re)apply settings; open connections keep their parser limits until they reconnect.
 
         A timeout or limit of 0 is off."""
-        self.allowed: tuple[IPNetwork, ...] = tuple(
-            ipaddress.ip_network(n, strict=False) for n in allowed_clients
-        )
+        self.allowed: tuple[IPNetwork, ...] = networks(allowed_clients)
         self.max_line = max_line
         self.max_attributes = max_attributes
         self.idle_timeout = idle_timeout

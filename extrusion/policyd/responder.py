@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from extrusion.burstlog import BurstLog, exception_text
 from extrusion.policyd import constants as c
-from extrusion.policyd.burstlog import BurstLog
 from extrusion.policyd.metrics import Metrics
 from extrusion.policyd.request import PolicyRequest
 from extrusion.scoring.api import EngineAPI
@@ -137,7 +137,7 @@ class Responder:
                 client_name=req.client_name,
             )
         except Exception as exc:  # any engine failure means: fail open
-            self._errors.failed(exc)
+            self._errors.failed(exception_text(exc))
             self.metrics.store_errors.labels("decide").inc()
             self._default_counter.inc()
             return self.default_action
@@ -168,6 +168,6 @@ class Responder:
             note = engine.helo_note((req.helo_name,), req.client_address, req.client_name,
                                     req.sender)
         except Exception as exc:  # the answer stands without the note
-            self._errors.failed(exc)
+            self._errors.failed(exception_text(exc))
             return ""
         return f"{c.INFO} {HELO_NOTE}{note}" if note else ""

@@ -1,11 +1,12 @@
 """`makeService(config)`: the policy daemon as one Twisted MultiService.
 
 Children: the engine owner, the policy delegation server, the operator API,
-the live log feed and the flow-record follower ([flows]), each only when
-enabled. Stopping is ordered (stop listening, drain policy connections, stop
-the feeds, finish queue actions, close the engine) so that a SIGTERM loses no
-answer and no event. `reload()` applies a new config without dropping a
-connection.
+the live log feed and, when the caller hands one in, the flow-record
+follower ([flows]); each only when enabled. The policy daemon knows no other
+adapter: `extrusion.service` passes the flows follower in. Stopping is
+ordered (stop listening, drain policy connections, stop the feeds, finish
+queue actions, close the engine) so that a SIGTERM loses no answer and no
+event. `reload()` applies a new config without dropping a connection.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -34,6 +36,10 @@ from extrusion.policyd.reactortypes import global_reactor
 from extrusion.policyd.responder import Responder
 
 log = logging.getLogger("extrusion.policyd")
+
+# Builds a child that reads the shared engine ([flows]'s follower): given the config, the
+# engine service and the reactor. A `ready` Deferred and `stopService` are all it needs.
+FlowsFactory = Callable[[Config, EngineService, Any], Any]
 
 
 def validate(config: Config) -> None:
@@ -82,7 +88,9 @@ def default_opener(config: Config) -> Any:
 class PolicydService(MultiService):
     """The whole daemon. `when_ready()` fires once it listens everywhere it should."""
 
-    def __init__(self, config: Config, reactor: Any, opener: Opener) -> None:
+    def __init__(
+        self, config: Config, reactor: Any, opener: Opener, flows: FlowsFactory | None = None
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.config = config
         self.reactor = reactor
@@ -149,10 +157,8 @@ class PolicydService(MultiService):
         if self.feed is not None:
             self._attach(self.feed)
         self.flows: Any = None
-        if config.flows.enabled:
-            from extrusion.flows.service import FlowFeedService
-
-            self.flows = FlowFeedService(config, self.engines, reactor)
+        if config.flows.enabled and flows is not None:
+            self.flows = flows(config, self.engines, reactor)
             self._attach(self.flows)
 
     def _attach(self, child: Any) -> None:
@@ -285,8 +291,9 @@ class PolicydService(MultiService):
 
 
 def makeService(  # camelCase: the Twisted convention (twisted/mail/tap.py)
-    config: Config, *, reactor: Any = None, opener: Opener | None = None
+    config: Config, *, reactor: Any = None, opener: Opener | None = None,
+    flows: FlowsFactory | None = None,
 ) -> PolicydService:
     """Build the policy daemon for `config` (validated here); start it with startService()."""
     validate(config)
-    return PolicydService(config, reactor or global_reactor(), opener or default_opener)
+    return PolicydService(config, reactor or global_reactor(), opener or default_opener, flows)

@@ -33,6 +33,7 @@ from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from typing import IO, Any, TextIO
 
 from extrusion.config import Config, check_store_url
+from extrusion.exits import EX_CLI_USAGE, EX_DATAERR, EX_OK, EX_SOFTWARE
 from extrusion.maillog.feed import FeedStats, LogFeed
 from extrusion.replay.input import STDIN, NotALog, Position, read_lines, refuse
 from extrusion.replay.logfiles import reference_time
@@ -54,11 +55,9 @@ from extrusion.scoring.events import (
     Submission,
 )
 
-EX_OK = os.EX_OK
-EX_USAGE = 2  # a bad option value, as click says it (extrusion.exits.EX_CLI_USAGE)
-EX_DATAERR = os.EX_DATAERR  # an input is no log, or could not be read to its end
-EX_NOINPUT = os.EX_NOINPUT  # an input file does not exist, is a directory, cannot be opened
-EX_SOFTWARE = os.EX_SOFTWARE  # the log reading process died
+# Exit statuses: EX_CLI_USAGE for a bad option value (as click says it), EX_DATAERR for an
+# input that is no log or could not be read to its end, EX_NOINPUT for an input file that
+# does not exist, is a directory or cannot be opened, EX_SOFTWARE when the reader died.
 # The engine's queue is written every this many lines (in the replay's own thread).
 FLUSH_EVERY_LINES = 1 << 15
 PROGRESS_EVERY_LINES = 1 << 12
@@ -90,15 +89,15 @@ def replay(
     """Run the replay and print its output; returns the exit status.
 
     `after(store)` runs once the logs are in, while the replay's store is still
-    open (`extrusion.report.command.replay_reporter` for `--report`)."""
+    open (`extrusion.cli.replay_reporter` for `--report`)."""
     out = out or sys.stdout
     err = err or sys.stderr
     if store_url is not None and (problem := check_store_url(store_url)):
         err.write(f"extrusion replay: --store: {problem}\n")
-        return EX_USAGE
+        return EX_CLI_USAGE
     if logs.count(STDIN) > 1:
         err.write("extrusion replay: standard input (-) can be read only once\n")
-        return EX_USAGE
+        return EX_CLI_USAGE
     readable = _reads_as_log(config)
     try:
         for path in logs:

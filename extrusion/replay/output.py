@@ -9,9 +9,10 @@ from typing import Any, TextIO
 
 from extrusion.maillog.feed import FeedStats
 from extrusion.maillog.lines import MAX_LINE
-from extrusion.maillog.timestamps import iso
+from extrusion.maillog.timestamps import iso_z
 from extrusion.scoring.decisions import phrase
 from extrusion.scoring.events import Notice, State, StateChange
+from extrusion.scoring.memory import top_finding
 
 PROGRESS_EVERY_SECONDS = 0.5
 TOP_SENDERS = 10
@@ -44,7 +45,7 @@ class ReplayResult:
 def json_line(change: StateChange) -> str:
     """One state change as the `--json` output promises, exactly these keys in this order."""
     return json.dumps({
-        "time": iso(change.time), "sender": change.sender, "state": change.new.value,
+        "time": iso_z(change.time), "sender": change.sender, "state": change.new.value,
         "score": change.score, "reason": change.reason,
     }, ensure_ascii=False)
 
@@ -53,7 +54,7 @@ def notice_line(notice: Notice) -> str:
     """A sender found misconfigured (a rejection daemon), in the state change's shape:
     `"state": "misconfigured"`."""
     return json.dumps({
-        "time": iso(notice.time), "sender": notice.sender, "state": notice.kind,
+        "time": iso_z(notice.time), "sender": notice.sender, "state": notice.kind,
         "score": notice.score, "reason": notice.reason,
     }, ensure_ascii=False)
 
@@ -75,16 +76,12 @@ def final_states(result: ReplayResult, store: Any, half_life: float, end: float)
             # A sender that never left ok has no reason: one bounce is not "too many
             # delivery failures".
             reason=peak.reason if peak is not None
-            else "" if state is State.OK else _top_finding(row.findings),
+            else "" if state is State.OK else _top_reason(row.findings),
         )
 
 
-def _top_finding(findings: dict[str, object]) -> str:
-    best, weight = "", -1.0
-    for kind, f in findings.items():
-        w = float(f.get("weight", 0.0)) if isinstance(f, dict) else 0.0
-        if w > weight:
-            best, weight = kind, w
+def _top_reason(findings: dict[str, object]) -> str:
+    best = top_finding(findings)
     return phrase(best) if best else ""
 
 

@@ -28,7 +28,7 @@ from typing import IO, Any
 from extrusion.config import Customer
 from extrusion.maillog.feed import Format, LogFeed
 from extrusion.maillog.join import NO_HEADERS, JoinSettings
-from extrusion.maillog.timestamps import zone
+from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Seen, Status, Submission
 
 FLUSH = ("F",)
@@ -122,7 +122,7 @@ def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
     the input files read so far (for the progress line)."""
     enc = _Encoder(settings.customers)
     feed = LogFeed(enc, fmt=settings.fmt, settings=settings.join,
-                   reference_time=settings.reference_time, tz=zone(settings.timezone),
+                   reference_time=settings.reference_time, tz=log_zone(settings.timezone),
                    guard=False)
     enc.now = lambda: feed.joiner.now
     n = 0

@@ -6,9 +6,7 @@ comes back as a `CommandError` with one line of text and an exit status.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,17 +14,15 @@ from typing import TextIO
 
 from sqlalchemy.engine import make_url
 
+from extrusion.atomicfile import replace_file
 from extrusion.config import Config
+from extrusion.exits import EX_CANTCREAT, EX_CLI_USAGE, EX_FAILURE, EX_UNAVAILABLE
 from extrusion.report.load import Query, ReportError, load_report
 from extrusion.report.model import Report
-from extrusion.report.times import BadTime, parse_since, zone
+from extrusion.report.times import BadTime, parse_since, report_zone
 from extrusion.scoring.events import State
 from extrusion.scoring.store import Store, StoreError, StoreUnavailable
 
-EX_FAILURE = 1  # a report that cannot be made as asked (extrusion.exits)
-EX_USAGE = 2  # a bad option value, as click says it (extrusion.exits.EX_CLI_USAGE)
-EX_UNAVAILABLE = os.EX_UNAVAILABLE
-EX_CANTCREAT = os.EX_CANTCREAT
 FORMATS = ("text", "json", "html")
 
 
@@ -38,7 +34,7 @@ class CommandError(Exception):
 
 def render(report: Report, fmt: str, cfg: Config) -> str:
     """The report in `fmt` (text, json or html) with the config's presentation settings."""
-    tz = zone(cfg.report.timezone)
+    tz = report_zone(cfg.report.timezone)
     if fmt == "text":
         from extrusion.report.text import render_text
 
@@ -57,7 +53,8 @@ def render(report: Report, fmt: str, cfg: Config) -> str:
                 EX_UNAVAILABLE,
             ) from None
         return render_html(report, tz, cfg.report.max_destinations, cfg.report.plot_senders)
-    raise CommandError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})", EX_USAGE)
+    raise CommandError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})",
+                       EX_CLI_USAGE)
 
 
 def write_output(text: str, out: str | None, stdout: TextIO | None = None) -> None:
@@ -65,17 +62,8 @@ def write_output(text: str, out: str | None, stdout: TextIO | None = None) -> No
     if out is None or out == "-":
         (stdout or sys.stdout).write(text)
         return
-    target = Path(out)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_file(out, text)
     except OSError as exc:
         raise CommandError(f"cannot write {out}: {exc.strerror or exc}", EX_CANTCREAT) from None
 
@@ -87,7 +75,7 @@ def _state(value: str | None) -> State | None:
         return State(value.lower())
     except ValueError:
         names = ", ".join(s.value for s in State)
-        raise CommandError(f"--state {value!r}: expected one of {names}", EX_USAGE) from None
+        raise CommandError(f"--state {value!r}: expected one of {names}", EX_CLI_USAGE) from None
 
 
 def open_store(cfg: Config) -> Store:
@@ -131,10 +119,10 @@ def run(
     try:
         start = parse_since(since, now)
     except BadTime as exc:
-        raise CommandError(str(exc), EX_USAGE) from None
+        raise CommandError(str(exc), EX_CLI_USAGE) from None
     wanted = _state(state)
     if fmt not in FORMATS:
-        raise CommandError(f"unknown format {fmt!r}", EX_USAGE)
+        raise CommandError(f"unknown format {fmt!r}", EX_CLI_USAGE)
     q = Query(until=now, since=start, sender=sender, state=wanted,
               max_messages=cfg.report.max_messages_per_sender,
               half_life=cfg.scoring.half_life_seconds, own_domains=cfg.general.own_domains)
@@ -166,27 +154,10 @@ def report_after_replay(
     """
     if fmt not in FORMATS:
         raise CommandError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})",
-                           EX_USAGE)
+                           EX_CLI_USAGE)
     last = max((row.last_seen for row in store.senders()), default=time.time())
     q = Query(until=last, since=None, max_messages=cfg.report.max_messages_per_sender,
               half_life=cfg.scoring.half_life_seconds, own_domains=cfg.general.own_domains)
     report = load_report(store, q, source="replay")
     write_output(render(report, fmt, cfg), out, stdout)
     return report
-
-
-def replay_reporter(cfg: Config, fmt: str, out: str | None = None) -> Callable[[Store], None]:
-    """The `after` hook `extrusion replay --report FMT` hands to the replay.
-
-    A problem writing the report ends the replay like any other replay error
-    (one line, the exit status of the problem).
-    """
-    from extrusion.replay.command import ReplayError
-
-    def after(store: Store) -> None:
-        try:
-            report_after_replay(store, cfg, fmt, out)
-        except CommandError as exc:
-            raise ReplayError(f"--report: {exc}", exc.status) from None
-
-    return after

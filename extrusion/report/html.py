@@ -13,7 +13,7 @@ from datetime import UTC, tzinfo
 from html import escape
 
 from extrusion.report import plots
-from extrusion.report.model import Category, Delivery, Finding, Report, SenderReport
+from extrusion.report.model import Category, Finding, Report, ReportOutcome, SenderReport
 from extrusion.report.text import (
     DEFAULT_MAX_DESTINATIONS,
     MARK,
@@ -51,7 +51,7 @@ pre .fail { color: #b00000; } pre .helo { color: #8a4b00; }
 td.why { min-width: 16em; }
 """
 
-_FAIL = MARK[Delivery.FAILED]
+_FAIL = MARK[ReportOutcome.FAILED]
 _HELO = "HELO = "
 
 

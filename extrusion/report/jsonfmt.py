@@ -17,7 +17,7 @@ from extrusion.report.model import (
     SenderActivity,
     SenderReport,
 )
-from extrusion.report.times import iso
+from extrusion.report.times import iso_or_none
 
 SCHEMA_VERSION = 1
 
@@ -28,7 +28,7 @@ def _round(x: float) -> float:
 
 def message_dict(m: MessageRecord) -> dict[str, Any]:
     return {
-        "time": iso(m.time),
+        "time": iso_or_none(m.time),
         "queue_id": m.queue_id,
         "mta": m.mta,
         "client_addr": m.client_addr,
@@ -43,7 +43,7 @@ def message_dict(m: MessageRecord) -> dict[str, Any]:
                 "status": r.status,
                 "dsn": r.dsn,
                 "reply": r.reply,
-                "time": iso(r.time),
+                "time": iso_or_none(r.time),
             }
             for r in m.recipients
         ],
@@ -69,9 +69,9 @@ def sender_dict(s: SenderReport) -> dict[str, Any]:
         "state": str(s.state),
         "score": _round(s.score),
         "category": str(s.category),
-        "first_seen": iso(s.first_seen),
-        "last_seen": iso(s.last_seen),
-        "detected_at": iso(s.detected_at),
+        "first_seen": iso_or_none(s.first_seen),
+        "last_seen": iso_or_none(s.last_seen),
+        "detected_at": iso_or_none(s.detected_at),
         "counts": {
             "messages": c.messages,
             "recipients": c.recipients,
@@ -83,7 +83,7 @@ def sender_dict(s: SenderReport) -> dict[str, Any]:
         "findings": [finding_dict(f) for f in s.findings],
         "state_changes": [
             {
-                "time": iso(ch.time),
+                "time": iso_or_none(ch.time),
                 "old": str(ch.old),
                 "new": str(ch.new),
                 "score": _round(ch.score),
@@ -93,13 +93,13 @@ def sender_dict(s: SenderReport) -> dict[str, Any]:
             for ch in s.changes
         ],
         "failures_per_hour": [
-            {"hour": iso(b.start), "delivered": b.delivered, "failed": b.failed}
+            {"hour": iso_or_none(b.start), "delivered": b.delivered, "failed": b.failed}
             for b in s.hourly
         ],
         "messages": [message_dict(m) for m in s.messages],
         "messages_omitted": s.messages_omitted,
         "worst_state": str(s.worst),
-        "worst_state_at": iso(s.worst_at),
+        "worst_state_at": iso_or_none(s.worst_at),
         # An operator's decision, apart from the evidence ("category" is "operator"
         # when nothing else weighs).
         "pin": None if s.pin is None else {
@@ -124,9 +124,9 @@ def activity_dict(a: SenderActivity) -> dict[str, Any]:
 def report_dict(report: Report) -> dict[str, Any]:
     return {
         "version": SCHEMA_VERSION,
-        "generated_at": iso(report.generated_at),
-        "since": iso(report.since),
-        "until": iso(report.until),
+        "generated_at": iso_or_none(report.generated_at),
+        "since": iso_or_none(report.since),
+        "until": iso_or_none(report.until),
         "source": report.source,
         "senders": [sender_dict(s) for s in report.senders],
         "misconfigured": [sender_dict(s) for s in report.misconfigured],

@@ -22,12 +22,12 @@ from extrusion.report.model import (
     FLAGGED_STATES,
     Category,
     Counts,
-    Delivery,
     HourBucket,
     MessageRecord,
     Pin,
     RecipientLine,
     Report,
+    ReportOutcome,
     SenderActivity,
     SenderReport,
     StateChangeRecord,
@@ -100,12 +100,12 @@ def _final(rows: Iterable[RecipientRow]) -> dict[str, RecipientRow | None]:
     return out
 
 
-def _delivery(status: str) -> Delivery:
+def _delivery(status: str) -> ReportOutcome:
     if status in DELIVERED_STATUSES:
-        return Delivery.DELIVERED
+        return ReportOutcome.DELIVERED
     if status in FAILED_STATUSES:
-        return Delivery.FAILED
-    return Delivery.PENDING
+        return ReportOutcome.FAILED
+    return ReportOutcome.PENDING
 
 
 def _messages(
@@ -122,7 +122,7 @@ def _messages(
         lines = tuple(
             RecipientLine(address, _delivery(row.status), row.status, row.dsn, row.reply, row.time)
             if row is not None
-            else RecipientLine(address, Delivery.PENDING, QUEUED)
+            else RecipientLine(address, ReportOutcome.PENDING, QUEUED)
             for address, row in final.items()
         )
         suspect = judge_helo and _suspect(

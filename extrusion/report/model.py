@@ -18,7 +18,7 @@ from extrusion.scoring.events import State
 from extrusion.scoring.schema import TEXT_LEN
 
 
-class Delivery(StrEnum):
+class ReportOutcome(StrEnum):
     """A recipient's outcome as the report shows it."""
 
     DELIVERED = "delivered"  # "->" in the classic form
@@ -47,7 +47,7 @@ def _set(obj: object, name: str, value: object) -> None:
 @dataclass(frozen=True, slots=True)
 class RecipientLine:
     address: str
-    delivery: Delivery
+    delivery: ReportOutcome
     status: str = ""  # the MTA's word: sent, bounced, deferred, expired, rejected
     dsn: str = ""
     reply: str = ""  # the remote server's reply text, as logged

@@ -22,13 +22,12 @@ from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.limits import DAY, HOUR, budget
 from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.rows import SenderRow, decay
-from extrusion.scoring.senderjson import change_json, sender_json
+from extrusion.scoring.senderjson import audit_json, sender_json
 from extrusion.scoring.store import Store
 
 SCHEMA_VERSION = 1
 DEFAULT_MESSAGES = 20  # messages listed unless --messages says otherwise
 MAX_MESSAGES = 1000  # --messages ceiling: the command reads no unbounded listing
-AUDIT_ENTRIES = 100  # newest entries of the audit trail shown (the worst state sees all)
 # Projections of a score that never gets there (half-life 0, or an absurd ratio).
 NEVER = None
 
@@ -129,6 +128,5 @@ def sender_view(store: Store, cfg: Config, key: str, now: float,
         "limits": limits_view(cfg, row, store, now, last_addr),
         "counts": dataclasses.asdict(report.counts),
         "messages": [message_dict(m) for m in listed],
-        "audit": [change_json(ch) for ch in trail[-AUDIT_ENTRIES:]],
-        "audit_omitted": max(len(trail) - AUDIT_ENTRIES, 0),
+        **audit_json(trail),
     }

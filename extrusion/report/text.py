@@ -18,10 +18,10 @@ from datetime import UTC, tzinfo
 
 from extrusion.report.model import (
     Category,
-    Delivery,
     Finding,
     MessageRecord,
     Report,
+    ReportOutcome,
     SenderReport,
 )
 from extrusion.report.times import classic, zone_label
@@ -30,14 +30,15 @@ from extrusion.report.times import classic, zone_label
 # the talk's listings show six.
 DEFAULT_MAX_DESTINATIONS = 6
 
-MARK = {Delivery.FAILED: "!!! ", Delivery.DELIVERED: "-> ", Delivery.PENDING: "... "}
+MARK = {ReportOutcome.FAILED: "!!! ", ReportOutcome.DELIVERED: "-> ", ReportOutcome.PENDING: "... "}
 MORE = {
-    Delivery.FAILED: ("failure", "failures"),
-    Delivery.PENDING: ("destination without an outcome yet", "destinations without an outcome yet"),
-    Delivery.DELIVERED: ("valid destination", "valid destinations"),
+    ReportOutcome.FAILED: ("failure", "failures"),
+    ReportOutcome.PENDING: ("destination without an outcome yet",
+                            "destinations without an outcome yet"),
+    ReportOutcome.DELIVERED: ("valid destination", "valid destinations"),
 }
 # Failures are the evidence, so they get the room first.
-ORDER = (Delivery.FAILED, Delivery.PENDING, Delivery.DELIVERED)
+ORDER = (ReportOutcome.FAILED, ReportOutcome.PENDING, ReportOutcome.DELIVERED)
 
 MISCONFIGURED_TITLE = "Misconfigured: rejection daemons (automatic replies sent without <>)"
 
@@ -54,11 +55,11 @@ def message_lines(
     if msg.helo_suspect:
         lines.append(f"HELO = {msg.helo}")
     lines.append(f"{classic(msg.time, tz)} {envelope(msg.envelope_from)} Size={msg.size}")
-    groups: dict[Delivery, list[str]] = {d: [] for d in ORDER}
+    groups: dict[ReportOutcome, list[str]] = {d: [] for d in ORDER}
     for rcpt in msg.recipients:
         groups[rcpt.delivery].append(rcpt.address)
     room = max_destinations
-    hidden: list[tuple[Delivery, int]] = []
+    hidden: list[tuple[ReportOutcome, int]] = []
     for delivery in ORDER:
         shown = groups[delivery][:room]
         room -= len(shown)

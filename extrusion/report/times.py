@@ -18,7 +18,7 @@ class BadTime(ValueError):
     """A `--since` value or a zone name that cannot be understood; phrased for the user."""
 
 
-def zone(name: str) -> tzinfo:
+def report_zone(name: str) -> tzinfo:
     """`UTC`, `local` (the machine's zone) or an IANA name like `Europe/London`."""
     if name.upper() == "UTC":
         return UTC
@@ -37,7 +37,7 @@ def classic(t: float, tz: tzinfo = UTC) -> str:
     return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def iso(t: float | None) -> str | None:
+def iso_or_none(t: float | None) -> str | None:
     """ISO-8601 in UTC with seconds, as the replay JSON uses; None stays None."""
     if t is None:
         return None

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from extrusion.report.model import Category, Finding
-from extrusion.report.times import iso
+from extrusion.report.times import iso_or_none
 from extrusion.scoring.events import State
 
 # Finding kinds as the engine names them (extrusion.scoring.judge).
@@ -149,7 +149,7 @@ def findings(stored: Mapping[str, Any]) -> tuple[Finding, ...]:
         if _noise(str(kind), f, score):
             continue
         evidence = {
-            k: iso(v) if k in _TIMES and isinstance(v, int | float) else v
+            k: iso_or_none(v) if k in _TIMES and isinstance(v, int | float) else v
             for k, v in f.items()
             if k not in _BOOKKEEPING
         }

@@ -13,17 +13,13 @@ import time
 
 from extrusion.config import Config
 from extrusion.scoring.events import OperatorVerb, State, StateChange
-from extrusion.scoring.keys import SenderKeyError
-from extrusion.scoring.memory import RELEASED
+from extrusion.scoring.memory import RELEASED, top_finding
+from extrusion.scoring.operator import OperatorError, operator_request
 from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch, SenderDelta, SenderRow
 from extrusion.scoring.senderjson import sender_json
-from extrusion.scoring.state import Thresholds, next_state
+from extrusion.scoring.state import PIN_STATES, Thresholds, next_state
 from extrusion.scoring.store import Store, open_store, state_change_row
-
-PINNED = {OperatorVerb.ALLOW: State.OK, OperatorVerb.BLOCK: State.BLOCKED,
-          OperatorVerb.HOLD: State.HELD}
-CONFIG_PINNED = {"allow": State.OK, "block": State.BLOCKED, "hold": State.HELD}
 
 
 class AdminError(Exception):
@@ -70,20 +66,16 @@ def list_senders(cfg: Config, state: str | None = None, *, as_json: bool = False
 
 def operator_action(cfg: Config, verb: str, sender: str, why: str, who: str,
                     now: float | None = None) -> StateChange:
-    """Pin (allow/hold/block) or release a sender in the store; audited."""
-    try:
-        v = OperatorVerb(verb)
-    except ValueError:
-        raise AdminError(f"unknown action {verb!r}") from None
-    try:
-        # The key traffic has, or nothing is written: a pin on a key no traffic
-        # has would be listed as held while the daemons let the sender through.
-        sender = SenderMap(cfg.customers).operator_key(sender)
-    except SenderKeyError as exc:
-        raise AdminError(str(exc), exc.status) from None
-    if not why.strip():
-        raise AdminError("a reason is required (it is kept in the audit trail)")
+    """Pin (allow/hold/block) or release a sender in the store; audited. Checked as the
+    API checks it (`scoring.operator`); applied to the store, where the daemons pick it
+    up within `store.refresh_seconds`."""
     now = time.time() if now is None else now
+    try:
+        action = operator_request(verb, sender, why, who, now,
+                                  SenderMap(cfg.customers).operator_key)
+    except OperatorError as exc:
+        raise AdminError(str(exc), exc.status) from None
+    v, sender, who, why = action.verb, action.sender, action.who, action.why
     hl = cfg.scoring.half_life_seconds
     with open_store(cfg) as store:
         row = store.sender(sender) or SenderRow(key=sender, first_seen=now, last_seen=now,
@@ -96,12 +88,12 @@ def operator_action(cfg: Config, verb: str, sender: str, why: str, who: str,
             delta.findings = {RELEASED: {"by": who, "time": now}}
             # A standing config override still pins the sender after a release.
             override = OverrideSet(cfg.overrides).match(sender)
-            new = CONFIG_PINNED.get(override.action if override is not None else "", State.OK)
+            new = PIN_STATES.get(override.action if override is not None else "", State.OK)
             score = 0.0
-        elif v in PINNED:
+        elif v.value in PIN_STATES:
             delta.pin, delta.pinned, delta.pinned_by, delta.pinned_reason = (
                 PIN_SET, v.value, who, why)
-            new = PINNED[v]
+            new = PIN_STATES[v.value]
             score = row.score_at(now, hl)
         else:  # monitor: record everything, enforce nothing; the state follows the score
             delta.pin, delta.pinned, delta.pinned_by, delta.pinned_reason = (
@@ -124,11 +116,6 @@ def _top_reason(r: SenderRow) -> str:
 
     if r.pinned:
         return f"{r.pinned} by {r.pinned_by}: {r.pinned_reason}"
-    best, weight = "", 0.0
-    for kind, f in (r.findings or {}).items():
-        w = float(f.get("weight", 0.0)) if isinstance(f, dict) else 0.0
-        if w > weight:
-            best, weight = kind, w
     if (r.findings or {}).get("misconfigured", {}).get("rejection_daemon"):
         return "misconfigured: rejection daemon"
-    return PHRASES.get(best, "")
+    return PHRASES.get(top_finding(r.findings or {}), "")

@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from extrusion import identity
 from extrusion.config import Config
 from extrusion.scoring import decisions as answer
 from extrusion.scoring.api import EngineAPI
@@ -53,10 +52,11 @@ from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.probation import PROBATION
 from extrusion.scoring.quarantine import Quarantine
 from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, QUEUED, Batch, counter_bucket
+from extrusion.scoring.settings import EngineSettings
 from extrusion.scoring.shared import restricted, use_bucket
 from extrusion.scoring.shown import SaslAddresses, authenticated, envelope_domain
 from extrusion.scoring.spool import Spool
-from extrusion.scoring.state import Thresholds, next_state
+from extrusion.scoring.state import PIN_STATES, Thresholds, next_state
 from extrusion.scoring.store import Store, state_change_row
 from extrusion.scoring.sync import ENGINE, NEGLIGIBLE_SCORE, QUIET_HALF_LIVES, StoreSync
 from extrusion.scoring.tracker import MESSAGE_MEMORY_SECONDS, MessageInfo, MessageTracker
@@ -69,15 +69,12 @@ MAX_UNRESOLVED = 100_000
 FINAL = frozenset({Status.SENT, Status.BOUNCED, Status.EXPIRED, Status.REJECTED})
 DIRECT_TO_MX = "direct_to_mx"  # the finding flow records give (extrusion.flows)
 MAX_FLOW_SOURCES = 16  # a customer's addresses kept in that finding (the border export)
-PINNED_STATES = {"allow": State.OK, "block": State.BLOCKED, "hold": State.HELD}
-
-
 class Engine(StoreSync):
     """Implements `extrusion.scoring.api.EngineAPI`."""
 
     def __init__(
         self,
-        config: Config,
+        config: Config | EngineSettings,
         store: Store,
         clock: Callable[[], float] = time.time,
         *,
@@ -118,9 +115,12 @@ class Engine(StoreSync):
 
     # --- configuration -----------------------------------------------------------------
 
-    def _apply_config(self, config: Config) -> None:
+    def _apply_config(self, config: Config | EngineSettings) -> None:
+        # The engine keeps only its own settings, never the whole Config.
+        if not isinstance(config, EngineSettings):
+            config = EngineSettings.from_config(config)
         self.config = config
-        self.mta = identity.mta_name(config)
+        self.mta = config.mta
         self.half_life = config.scoring.half_life_seconds
         self.window = config.scoring.window_seconds
         self.thresholds = Thresholds.from_config(config.scoring)
@@ -130,7 +130,7 @@ class Engine(StoreSync):
         self.map = SenderMap(config.customers)
         self.overrides = OverrideSet(config.overrides)
 
-    def reload(self, config: Config) -> None:
+    def reload(self, config: Config | EngineSettings) -> None:
         """Take a new (validated) config: thresholds, weights, limits, customers, overrides."""
         with self._lock:
             self._apply_config(config)
@@ -385,8 +385,8 @@ class Engine(StoreSync):
 
     def _target(self, mem: SenderMemory, now: float) -> State:
         pin = self._pin(mem)
-        if pin in PINNED_STATES:
-            return PINNED_STATES[pin]
+        if pin in PIN_STATES:
+            return PIN_STATES[pin]
         if (mem.state is State.OK and mem.probation is None
                 and mem.score_bound() < self.thresholds.watch):
             return State.OK  # the common case (runs for every event): no decay computed
@@ -413,7 +413,7 @@ class Engine(StoreSync):
         if new is mem.state:
             return None
         pin = self._pin(mem)
-        if pin in PINNED_STATES:
+        if pin in PIN_STATES:
             who = (mem.pinned_by or "operator") if mem.pin else "config"
             reason = self._pin_reason(mem, pin)
         elif new is State.WATCH and mem.probation is not None and not mem.state.rank:
@@ -564,17 +564,17 @@ class Engine(StoreSync):
             state, score, pin = mem.state, mem.score(now, self.half_life), self._pin(mem)
         if pin == "allow":
             return answer.proceed(state, score, "allowed by override")
-        why = answer.OPERATOR_PHRASE if pin in PINNED_STATES else answer.phrase(
+        why = answer.OPERATOR_PHRASE if pin in PIN_STATES else answer.phrase(
             mem.top_finding() if mem is not None else "")
         # A pin speaks in the operator's words, even when the state came from the store
         # (another host or the CLI pinned it) and not from this engine's own transition.
         said = "" if mem is None else (
-            self._pin_reason(mem, pin) if pin in PINNED_STATES else mem.reason)
+            self._pin_reason(mem, pin) if pin in PIN_STATES else mem.reason)
         if state is State.BLOCKED:
             return answer.refuse(state, score, why, f"blocked (score {score:.1f}): {said}")
         if stage in (Stage.CONNECT, Stage.HELO):
             return answer.proceed(state, score)
-        if (stage is Stage.MAIL and helos and self.config.milter.reject_bad_helo
+        if (stage is Stage.MAIL and helos and self.config.reject_bad_helo
                 and (bad := self._bad_helo(helos, client, envelope_from))):
             return answer.bad_helo(state, score, f"HELO refused: {bad}")
         if state is State.HELD:

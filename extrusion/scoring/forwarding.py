@@ -23,8 +23,8 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
+from extrusion.netaddr import ip_of
 from extrusion.scoring.helo import address_domain, is_lan_address, registered_domain
-from extrusion.scoring.keys import ip_of
 from extrusion.scoring.providers import provider_family
 
 # Our own Received header and the one below it are all the judgement needs; a

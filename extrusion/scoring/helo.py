@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from publicsuffixlist import PublicSuffixList
 
-from extrusion.scoring.keys import ip_of
+from extrusion.netaddr import ip_of
 from extrusion.scoring.providers import provider_family
 
 # --- finding kinds ------------------------------------------------------------------------------

@@ -11,13 +11,13 @@ and raise ValueError; text from the wire never makes them raise.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 from collections.abc import Sequence
 
+from extrusion.keys import parse_address
+from extrusion.netaddr import IPNetwork, networks
 from extrusion.scoring.events import Headers
 from extrusion.scoring.helo import safe_text
-from extrusion.scoring.keys import parse_address
 
 # Local parts of senders that answer mail automatically: bounce generators,
 # vacation programs, "do not reply" robots. Compared whole (after stripping
@@ -197,18 +197,16 @@ def list_identity(envelope_from: str, headers: Headers) -> str:
     return safe_text(f"{local}@{domain}", LIST_IDENTITY_LIMIT)
 
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_networks(networks: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    parsed = []
-    for text in networks:
+def _parse_networks(texts: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    for text in texts:  # one at a time, to name the bad one
         try:
-            parsed.append(ipaddress.ip_network(text.strip(), strict=False))
+            networks((text,))
         except ValueError as exc:
             raise ValueError(f"own_networks: {text!r} is not a network: {exc}") from None
-    return tuple(parsed)
+    return networks(texts)
 
 
 def mentions_own_network(client_addr: str, own_networks: Sequence[str]) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from extrusion.config import Config
 from extrusion.scoring import shown
 from extrusion.scoring.classify import OutcomeClass
 from extrusion.scoring.decisions import PHRASES
@@ -35,6 +34,7 @@ from extrusion.scoring.heuristics import (
 )
 from extrusion.scoring.memory import SenderMemory
 from extrusion.scoring.probation import Probation
+from extrusion.scoring.settings import EngineSettings
 from extrusion.scoring.share import ShareRule, Verdict, failure_verdict
 from extrusion.scoring.shown import (
     SaslAddresses,
@@ -126,7 +126,7 @@ def _cached_helos(
 
 
 class Judge:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: EngineSettings) -> None:
         s, w = cfg.scoring, cfg.weights
         self.half_life = s.half_life_seconds
         self.window = s.window_seconds

@@ -9,6 +9,7 @@ evidence instead of overwriting each other.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from extrusion.scoring.baseline import Baseline
@@ -251,14 +252,20 @@ class SenderMemory:
 
     def top_finding(self, kinds: tuple[str, ...] | None = None) -> str:
         """The finding that weighs most (ties: the one noted last)."""
-        best, best_weight = "", -1.0
-        for kind, f in self.findings.items():
-            if kinds is not None and kind not in kinds:
-                continue
-            weight = float(f.get("weight", 0.0))
-            if weight >= best_weight:
-                best, best_weight = kind, weight
-        return best
+        return top_finding(self.findings, kinds)
+
+
+def top_finding(findings: Mapping[str, Any], kinds: tuple[str, ...] | None = None) -> str:
+    """The kind of the finding that weighs most (ties: the one noted last), "" for none:
+    one rule for the engine's reasons, `extrusion senders` and replay's summary."""
+    best, best_weight = "", -1.0
+    for kind, f in findings.items():
+        if kinds is not None and kind not in kinds:
+            continue
+        weight = float(f.get("weight", 0.0)) if isinstance(f, dict) else 0.0
+        if weight >= best_weight:
+            best, best_weight = kind, weight
+    return best
 
 
 def tallies(findings: dict[str, Any]) -> dict[str, tuple[int, float]]:

@@ -1,7 +1,7 @@
 """Who a sender is (keys, customers) and which config override applies to it.
 
 Sender keys: `sasl:USER` when the client authenticated, else `ip:ADDR`
-(canonical text from `extrusion.scoring.keys`); config `[[customers]]` map
+(canonical text from `extrusion.keys`); config `[[customers]]` map
 SASL patterns and IP ranges to `customer:NAME`.
 Config `[[overrides]]` match a key exactly, a CIDR (against the client
 address the sender was last seen with) or a glob such as `sasl:*@example.com`;
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from extrusion.config import Customer, Override
-from extrusion.scoring.keys import (
+from extrusion.exits import EX_DATAERR
+from extrusion.keys import (
     CUSTOMER,
-    EX_DATAERR,
     IP,
     SASL,
     SenderKeyError,
@@ -28,8 +28,7 @@ from extrusion.scoring.keys import (
     operator_key,
     parse_address,
 )
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from extrusion.netaddr import IPNetwork, networks
 
 DEFAULT_CLASS = "default"
 _CACHE = 65536  # distinct clients remembered by the key lookups
@@ -42,7 +41,7 @@ class SenderMap:
         self._sasl = [
             (re.compile(fnmatch.translate(p.lower())), c) for c in customers for p in c.sasl
         ]
-        nets = [(ipaddress.ip_network(n, strict=False), c) for c in customers for n in c.networks]
+        nets = [(net, c) for c in customers for net in networks(c.networks)]
         # Most specific range first, so a customer's /28 inside the ISP's /16 wins.
         self._nets = sorted(nets, key=lambda nc: -nc[0].prefixlen)
         self._classes = {f"{CUSTOMER}{c.name}": c.limits for c in customers}

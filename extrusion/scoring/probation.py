@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from extrusion.config import Config
 from extrusion.scoring.limits import SlidingCounter
 from extrusion.scoring.memory import SenderMemory
+from extrusion.scoring.settings import EngineSettings
 
 PROBATION = "probation"  # the finding and the reason's prefix
 BUCKET = 30.0  # seconds per bucket of the probation budget's window
@@ -32,7 +32,7 @@ class ProbationState:
 
 
 class Probation:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: EngineSettings) -> None:
         p, s = cfg.probation, cfg.scoring
         self.enabled = p.enabled
         self.recipients = p.recipients

@@ -6,6 +6,7 @@ Keys are only ever added. Times are POSIX seconds; the score is decayed to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from extrusion.scoring.events import StateChange
@@ -31,6 +32,25 @@ def sender_json(row: SenderRow, half_life: float, now: float, *,
     if findings:
         out["findings"] = row.findings
     return out
+
+
+#: Entries of the audit trail shown per sender, the newest ones (`show` and the API).
+AUDIT_ENTRIES = 100
+
+
+def sender_detail_json(row: SenderRow, trail: Sequence[StateChange], half_life: float,
+                       now: float) -> dict[str, Any]:
+    """One sender with its findings and the newest of its audit trail: the API's
+    `GET /senders/KEY`, and the core of `extrusion show --json`."""
+    return {**sender_json(row, half_life, now), **audit_json(trail)}
+
+
+def audit_json(trail: Sequence[StateChange]) -> dict[str, Any]:
+    """The newest `AUDIT_ENTRIES` of a sender's audit trail, and how many were left out."""
+    return {
+        "audit": [change_json(c) for c in trail[-AUDIT_ENTRIES:]],
+        "audit_omitted": max(len(trail) - AUDIT_ENTRIES, 0),
+    }
 
 
 def change_json(change: StateChange) -> dict[str, Any]:

@@ -15,6 +15,10 @@ from extrusion.scoring.events import State
 
 _ORDER = tuple(State)  # OK, WATCH, THROTTLED, HELD, BLOCKED
 
+# The state a pin holds a sender in, whoever set it: an operator (CLI or API) or a
+# config override. "monitor" and "limits" pin no state: the score decides.
+PIN_STATES = {"allow": State.OK, "block": State.BLOCKED, "hold": State.HELD}
+
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:

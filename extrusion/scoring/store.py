@@ -31,7 +31,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from extrusion.maillog.checkpoint import Position
+from extrusion.checkpoint import Position
 from extrusion.scoring import audit, failwindow, schema
 from extrusion.scoring.bounds import bound_batch, bound_override, bound_row, bound_text
 from extrusion.scoring.events import State, StateChange

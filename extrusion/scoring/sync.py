@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from extrusion.config import Config
 from extrusion.scoring.baseline import Baselines
 from extrusion.scoring.decisions import phrase
 from extrusion.scoring.events import Outcome, State, StateChange
@@ -27,6 +26,7 @@ from extrusion.scoring.limits import NO_OTHERS, RateState
 from extrusion.scoring.memory import RELEASED, SenderMemory, copy_findings, news, tallies
 from extrusion.scoring.quarantine import PartlyWritten, Quarantine, write_in_parts
 from extrusion.scoring.rows import Batch, SenderDelta, SenderRow, decay
+from extrusion.scoring.settings import EngineSettings
 from extrusion.scoring.spool import Spool, SpoolError
 from extrusion.scoring.store import Store
 from extrusion.scoring.tracker import MessageInfo, MessageTracker
@@ -70,7 +70,7 @@ class StoreSync:
     _schema_ok: bool
     _shared: set[str]  # senders whose budgets count other hosts' use
     _failures: FailureShare  # senders whose failure windows count other hosts'
-    config: Config
+    config: EngineSettings
     _next_housekeeping: float
     _baselines: Baselines
 

@@ -1,6 +1,6 @@
 """Sender keys in one place: what traffic is keyed by, and what an operator may name.
 
-A key is `sasl:USER`, `ip:ADDRESS` or `customer:NAME` (DESIGN, "Senders").
+A key is `sasl:USER`, `ip:ADDRESS` or `customer:NAME` (README, "Operating it").
 Addresses are canonical text (IPv6 lowercase and compressed, an IPv4-mapped
 IPv6 address folded to IPv4), so one client always has one key whether it
 came from the milter, the policy protocol, the log feed, replay, the CLI,
@@ -14,10 +14,10 @@ well-formed key that traffic can never produce (see `SenderMap.operator_key`).
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Collection
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from extrusion.exits import EX_USAGE
+from extrusion.netaddr import IPAddress, ip_of
 
 SASL = "sasl:"
 IP = "ip:"
@@ -26,8 +26,8 @@ PREFIXES = (SASL, IP, CUSTOMER)
 FORMS = "sasl:USER, ip:ADDRESS or customer:NAME"
 
 # sysexits(3): the operator commands' exit statuses for refused keys.
-EX_USAGE = os.EX_USAGE  # malformed: unknown prefix, empty, not an address, a range
-EX_DATAERR = os.EX_DATAERR  # well-formed, but traffic never has this key
+# EX_USAGE: malformed (unknown prefix, empty, not an address, a range); EX_DATAERR:
+# well-formed, but traffic never has this key.
 
 _IPV6_TAG = "ipv6:"  # Sendmail/Postfix address-literal tag, as in [IPv6:2001:db8::1]
 
@@ -38,17 +38,6 @@ class SenderKeyError(ValueError):
     def __init__(self, message: str, status: int = EX_USAGE) -> None:
         super().__init__(message)
         self.status = status
-
-
-def ip_of(text: str) -> IPAddress | None:
-    """The address in plain text, IPv4-mapped IPv6 folded to IPv4; None if it is none."""
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 def parse_address(addr: str) -> IPAddress | None:

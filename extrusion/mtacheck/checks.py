@@ -1,13 +1,7 @@
-"""`extrusion check-config --mta postfix`: is Postfix wired to extrusion the way it must be?
-
-Reads Postfix's effective settings with `postconf -x` (plus `postconf -xP` for
-master.cf overrides and `postconf -M` for services) and compares them with
-extrusion's own config: the milter attached at the right address with the
-macros extrusion reads, the policy service asked after reject_unauth_destination
-and before any permit that accepts customers, fail-open actions on both, and
-the log feed pointing where extrusion reads. The judgement (`check_postfix`)
-is pure so it can be tested on text; `read_postconf` runs the commands.
-"""
+"""The judgement of `check-config --mta postfix`, pure so it can be tested on text: the
+milter attached at the right address with the macros extrusion reads, the policy service
+asked after reject_unauth_destination and before any permit that accepts customers,
+fail-open actions on both, and the log feed pointing where extrusion reads."""
 
 from __future__ import annotations
 
@@ -16,25 +10,22 @@ import dataclasses
 import grp
 import os
 import pwd
-import re
-import shutil
 import socket
 import stat
-import subprocess
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 from extrusion import identity
 from extrusion.config import Config
 from extrusion.maillog import logpath
+from extrusion.maillog.hosts import foreign_hosts
+from extrusion.mtacheck.lists import Entry, parse_list
+from extrusion.mtacheck.postconf import PostconfView, seconds
 from extrusion.postfixaddr import Listener, milter_listener, policy_listener
 
 Level = Literal["ok", "warning", "error"]
 
-POSTCONF_TIMEOUT = 30.0
-SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-DEFAULT_CONFIG_DIR = "/etc/postfix"
 MAILLOG_FILE_SINCE = (3, 4)
 # A hung extrusion stalls a session or a recipient this long at most before
 # Postfix applies the fail-open default; longer is reported.
@@ -72,9 +63,6 @@ SIGHT_PARAMS = ("smtpd_milters", "smtpd_recipient_restrictions",
                 "smtpd_end_of_data_restrictions")
 
 
-class PostconfError(Exception):
-    """postconf could not be run or refused the config directory."""
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -84,174 +72,6 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.level:<7} {self.key}: {self.message}"
-
-
-@dataclass(frozen=True)
-class PostconfView:
-    """What `postconf` says: effective values, explicit ones, overrides, services."""
-
-    values: Mapping[str, str]
-    explicit: frozenset[str] = frozenset()
-    overrides: Mapping[str, str] = field(default_factory=dict)
-    services: tuple[str, ...] = ()
-    config_dir: str = ""
-
-    def get(self, name: str) -> str:
-        return self.values.get(name, "")
-
-    @property
-    def version(self) -> tuple[int, ...]:
-        return tuple(int(p) for p in self.get("mail_version").split(".") if p.isdigit())
-
-
-# --- reading postconf ----------------------------------------------------------------------
-
-
-def parse_assignments(text: str) -> dict[str, str]:
-    """`name = value` lines as printed by postconf (one logical line each)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name.strip():
-            out[name.strip()] = value.strip()
-    return out
-
-
-def read_postconf(config_dir: str | None = None) -> PostconfView:
-    """Run postconf against a config directory (default: Postfix's own)."""
-    exe = shutil.which("postconf", path=f"{SBIN_PATH}:{os.environ.get('PATH', '')}")
-    if exe is None:
-        raise PostconfError("postconf not found: is Postfix installed?")
-    base = [exe] + (["-c", config_dir] if config_dir else [])
-    # Postfix's own directory is where `postconf -d` says ($MAIL_CONFIG honoured); checked
-    # here so a machine without Postfix configured gets our line, not postconf's fatal one.
-    where = config_dir if config_dir is not None else _default_config_dir(exe)
-    for name in ("main.cf", "master.cf"):
-        if not os.path.isfile(os.path.join(where, name)):
-            raise PostconfError(f"{where}: no {name} in this directory (is Postfix "
-                                f"configured? --postfix-config names another directory)")
-
-    def run(*args: str) -> str:
-        try:
-            proc = subprocess.run([*base, *args], capture_output=True, text=True,
-                                  timeout=POSTCONF_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise PostconfError(f"postconf {' '.join(args)}: {exc}") from None
-        if proc.returncode != 0:
-            detail = proc.stderr.strip().splitlines()
-            raise PostconfError(detail[-1] if detail else f"postconf exited {proc.returncode}")
-        return proc.stdout
-
-    # -x: values as Postfix uses them, $name and the $compatibility_level defaults
-    # expanded (plain postconf prints `${{$compatibility_level} <level {1} ? ...}` for
-    # smtpd_relay_restrictions, which reads as no relay guard at all).
-    return PostconfView(
-        values=parse_assignments(run("-x")),
-        explicit=frozenset(parse_assignments(run("-n"))),
-        overrides=parse_assignments(run("-xP")),
-        services=tuple(line for line in run("-M").splitlines() if line.strip()),
-        config_dir=config_dir or "",
-    )
-
-
-# --- restriction lists ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One element of a restriction or milter list; `args` from `{ a, k=v }` groups."""
-
-    name: str
-    target: str = ""
-    options: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def address(self) -> str:
-        """The service address: a check's argument, or the entry itself in a milter list."""
-        return self.target or self.name
-
-
-def _tokens(value: str) -> list[str | list[str]]:
-    """Split a Postfix list on commas/space, keeping `{ ... }` groups together."""
-    out: list[str | list[str]] = []
-    i = 0
-    while i < len(value):
-        c = value[i]
-        if c in ", \t\n":
-            i += 1
-        elif c == "{":
-            end = value.find("}", i)
-            end = len(value) if end < 0 else end
-            inner = [p.strip() for p in value[i + 1:end].split(",") if p.strip()]
-            out.append(inner)
-            i = end + 1
-        else:
-            m = re.match(r"[^,\s{]+", value[i:])
-            assert m is not None
-            out.append(m.group(0))
-            i += len(m.group(0))
-    return out
-
-
-_TAKES_ARGUMENT = frozenset({"check_policy_service"})
-
-
-def parse_list(value: str) -> list[Entry]:
-    """A restriction list as entries; check_policy_service carries its target and options."""
-    toks = _tokens(value)
-    entries: list[Entry] = []
-    i = 0
-    while i < len(toks):
-        tok = toks[i]
-        if isinstance(tok, list):  # a bare { addr, opts } group, as in smtpd_milters
-            entries.append(_group_entry("", tok))
-            i += 1
-            continue
-        if tok in _TAKES_ARGUMENT and i + 1 < len(toks):
-            arg = toks[i + 1]
-            entries.append(_group_entry(tok, arg) if isinstance(arg, list)
-                           else Entry(tok, arg))
-            i += 2
-            continue
-        entries.append(Entry(tok))
-        i += 1
-    return entries
-
-
-def _group_entry(name: str, group: list[str]) -> Entry:
-    target = group[0] if group else ""
-    options = {}
-    for part in group[1:]:
-        k, _, v = part.partition("=")
-        options[k.strip()] = v.strip()
-    return Entry(name or target, target, options)
-
-
-def _default_config_dir(exe: str) -> str:
-    env = os.environ.get("MAIL_CONFIG")
-    if env:
-        return env
-    try:
-        proc = subprocess.run([exe, "-d", "-h", "config_directory"], capture_output=True,
-                              text=True, timeout=POSTCONF_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise PostconfError(f"postconf -d config_directory: {exc}") from None
-    return proc.stdout.strip() or DEFAULT_CONFIG_DIR
-
-
-# --- values --------------------------------------------------------------------------------
-
-
-def seconds(value: str) -> float | None:
-    """A Postfix time value (`10s`, `2m`, `100`) in seconds; None if unreadable."""
-    m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", value)
-    if not m:
-        return None
-    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-    return float(int(m.group(1)) * unit)
-
-
-# --- the checks ----------------------------------------------------------------------------
 
 
 def check_postfix(cfg: Config, pc: PostconfView) -> list[Finding]:
@@ -399,43 +219,51 @@ def _check_policy(cfg: Config, pc: PostconfView) -> list[Finding]:
     param, entries, index, listing = (
         ("smtpd_recipient_restrictions", rcpt, in_rcpt[0][0], in_rcpt) if in_rcpt
         else ("smtpd_relay_restrictions", relay, in_relay[0][0], in_relay))
-    before = entries[:index]
+    found.append(_policy_order(param, entries[:index], relay, relay_guarded, want))
+    found += _policy_options(param, listing[0][1], pc)
+    found += _end_of_data(want, queue, pc)
+    return found
+
+
+def _policy_order(param: str, before: list[Entry], relay: list[Entry], relay_guarded: bool,
+                  want: Listener) -> Finding:
+    """Whether the policy service is asked after the relay guard and before any permit
+    that accepts customers (`before`: the entries ahead of it in `param`)."""
     permits = [e.name for e in before if e.name in CUSTOMER_PERMITS]
     if permits:
-        found.append(Finding("error", param,
-                             f"check_policy_service {want} comes after {permits[0]}: "
-                             f"customers are accepted before extrusion is asked; move it "
-                             f"before {permits[0]}"))
-    elif param == "smtpd_relay_restrictions" and not any(
-            e.name in RELAY_GUARDS for e in before):
-        found.append(Finding("warning", param,
-                             f"check_policy_service {want} is asked before "
-                             f"reject_unauth_destination: extrusion also hears about refused "
-                             f"relay attempts; move it to smtpd_recipient_restrictions"))
-    elif param == "smtpd_recipient_restrictions" and not relay_guarded and not any(
+        return Finding("error", param,
+                       f"check_policy_service {want} comes after {permits[0]}: "
+                       f"customers are accepted before extrusion is asked; move it "
+                       f"before {permits[0]}")
+    if param == "smtpd_relay_restrictions" and not any(e.name in RELAY_GUARDS for e in before):
+        return Finding("warning", param,
+                       f"check_policy_service {want} is asked before "
+                       f"reject_unauth_destination: extrusion also hears about refused "
+                       f"relay attempts; move it to smtpd_recipient_restrictions")
+    if param == "smtpd_recipient_restrictions" and not relay_guarded and not any(
             e.name in RELAY_GUARDS for e in before):
         # Already in the right list: the guard is what is missing before it.
-        found.append(Finding("warning", param,
-                             f"check_policy_service {want} is asked before "
-                             f"reject_unauth_destination: extrusion also hears about refused "
-                             f"relay attempts; end smtpd_relay_restrictions with "
-                             f"reject_unauth_destination"))
-    else:
-        guard = next((e.name for e in (relay if relay_guarded else before)
-                      if e.name in RELAY_GUARDS), "reject_unauth_destination")
-        found.append(Finding("ok", param, f"check_policy_service {want} is asked for every "
-                                          f"recipient after {guard}"))
-    found += _policy_options(param, listing[0][1], pc)
+        return Finding("warning", param,
+                       f"check_policy_service {want} is asked before "
+                       f"reject_unauth_destination: extrusion also hears about refused "
+                       f"relay attempts; end smtpd_relay_restrictions with "
+                       f"reject_unauth_destination")
+    guard = next((e.name for e in (relay if relay_guarded else before)
+                  if e.name in RELAY_GUARDS), "reject_unauth_destination")
+    return Finding("ok", param, f"check_policy_service {want} is asked for every "
+                                f"recipient after {guard}")
+
+
+def _end_of_data(want: Listener, queue: str, pc: PostconfView) -> list[Finding]:
+    """The policy service at end of message, where message limits and HOLD apply."""
     eod = _policy_entries(pc.get("smtpd_end_of_data_restrictions"), want, queue)
-    if eod:
-        found.append(Finding("ok", "smtpd_end_of_data_restrictions",
-                             f"check_policy_service {want} counts and may hold each message"))
-        found += _policy_options("smtpd_end_of_data_restrictions", eod[0][1], pc)
-    else:
-        found.append(Finding("warning", "smtpd_end_of_data_restrictions",
-                             f"no check_policy_service {want}: message limits are not counted "
-                             f"at end of message and HOLD is left to the milter"))
-    return found
+    if not eod:
+        return [Finding("warning", "smtpd_end_of_data_restrictions",
+                        f"no check_policy_service {want}: message limits are not counted "
+                        f"at end of message and HOLD is left to the milter")]
+    return [Finding("ok", "smtpd_end_of_data_restrictions",
+                    f"check_policy_service {want} counts and may hold each message"),
+            *_policy_options("smtpd_end_of_data_restrictions", eod[0][1], pc)]
 
 
 def _policy_options(param: str, entry: Entry, pc: PostconfView) -> list[Finding]:
@@ -532,7 +360,7 @@ def _check_log_hosts(cfg: Config, pc: PostconfView) -> list[Finding]:
     if cfg.general.hostname or not cfg.milter.enabled:
         return []
     names = identity.names_of(socket.gethostname(), pc.get("myhostname"))
-    others = identity.foreign_hosts(cfg.maillog.path, names)
+    others = foreign_hosts(cfg.maillog.path, names)
     if not others:
         return []
     return [Finding("error", "[general] hostname",
@@ -548,3 +376,4 @@ def _has_service(services: Iterable[str], name: str, kind: str) -> bool:
 
 def has_errors(findings: Iterable[Finding]) -> bool:
     return any(f.level == "error" for f in findings)
+

@@ -1,4 +1,10 @@
-"""`extrusion serve`: every enabled component in one process, around one engine.
+"""The whole service's entry point: every enabled component in one process, around one
+engine (`extrusion serve`, and `extrusion policyd` without the milter).
+
+This module is the one place that knows every adapter: the policy daemon
+(`extrusion.policyd`) builds the Twisted service, the flows follower
+(`extrusion.flows`) and the milter (`extrusion.milter`) are attached here, so
+no adapter imports another.
 
 The policy server, the log feed, the operator API and the milter share the
 engine the policy daemon's engine service opens, so one engine on the host
@@ -20,7 +26,6 @@ and the whole service stops cleanly too.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,10 @@ from typing import Any
 from twisted.internet import defer
 
 from extrusion.config import Config
+from extrusion.exits import EX_SOFTWARE
 from extrusion.policyd import daemon
+from extrusion.policyd import service as policyd_service
+from extrusion.policyd.engineservice import EngineService, Opener
 from extrusion.policyd.postfixconf import main_cf_lines, queue_directory
 from extrusion.policyd.service import PolicydService
 
@@ -36,15 +44,19 @@ log = logging.getLogger("extrusion.serve")
 
 #: How long libmilter may take to stop after it is asked to (seconds).
 MILTER_STOP_SECONDS = 20.0
-EX_SOFTWARE = os.EX_SOFTWARE  # a component died on its own
 
 
-def milter_available() -> bool:
-    try:
-        import extrusion.milter.daemon  # noqa: F401 - only asking whether it is built
-    except ImportError:
-        return False
-    return True
+def makeService(  # camelCase: the Twisted convention (twisted/mail/tap.py)
+    config: Config, *, reactor: Any = None, opener: Opener | None = None
+) -> PolicydService:
+    """The policy daemon's service with the flows follower attached when [flows] is on."""
+    return policyd_service.makeService(config, reactor=reactor, opener=opener, flows=_flows)
+
+
+def _flows(config: Config, engines: EngineService, reactor: Any) -> Any:
+    from extrusion.flows.service import FlowFeedService
+
+    return FlowFeedService(config, engines, reactor)
 
 
 class MilterThread:
@@ -150,18 +162,22 @@ def _service(runner: daemon.Runner) -> PolicydService:
 
 
 def serve(config: Config) -> int:
-    """Run the policy daemon and, when enabled and built, the milter beside it."""
+    """Run the policy daemon and, when enabled, the milter beside it."""
     extra: list[Any] = []
-    with_milter = config.milter.enabled and milter_available()
+    with_milter = config.milter.enabled
     banner = main_cf_lines(config, milter=with_milter,
                            queue=queue_directory(config.policyd.postfix_config_dir)
                            if with_milter else "")
-    if config.milter.enabled and not with_milter:
-        banner.append("# (milter enabled in config but not built yet: not started)")
     child = MilterThread(config) if with_milter else None
     if child is not None:
         extra.append(child)
-    return daemon.run(config, extra=extra, banner=banner, on_runner=_bind(child))
+    return daemon.run(config, extra=extra, banner=banner, on_runner=_bind(child),
+                      build=makeService)
+
+
+def policyd(config: Config) -> int:
+    """Run the policy daemon (policy server, log feed, operator API, flows) alone."""
+    return daemon.run(config, build=makeService)
 
 
 def _bind(child: MilterThread | None) -> Any:

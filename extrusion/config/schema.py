@@ -1,0 +1,49 @@
+"""The whole configuration: one frozen dataclass holding every section."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from extrusion.config.judging import (
+    Customer,
+    Limits,
+    Override,
+    Probation,
+    Scoring,
+    Weights,
+    default_limits,
+)
+from extrusion.config.service import (
+    Api,
+    Flows,
+    General,
+    Maillog,
+    MilterSection,
+    Notify,
+    Policyd,
+    ReportSection,
+    Store,
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole, validated configuration. `path` is where it was read from."""
+
+    general: General = field(default_factory=General)
+    store: Store = field(default_factory=Store)
+    milter: MilterSection = field(default_factory=MilterSection)
+    policyd: Policyd = field(default_factory=Policyd)
+    api: Api = field(default_factory=Api)
+    maillog: Maillog = field(default_factory=Maillog)
+    report: ReportSection = field(default_factory=ReportSection)
+    notify: Notify = field(default_factory=Notify)
+    scoring: Scoring = field(default_factory=Scoring)
+    weights: Weights = field(default_factory=Weights)
+    probation: Probation = field(default_factory=Probation)
+    flows: Flows = field(default_factory=Flows)
+    limits: Mapping[str, Limits] = field(default_factory=default_limits)
+    customers: tuple[Customer, ...] = ()
+    overrides: tuple[Override, ...] = ()
+    path: str = field(default="", metadata={"internal": True})
