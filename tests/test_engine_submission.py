@@ -102,6 +102,15 @@ def test_unauthenticated_freemail_sender_is_put_on_probation(make: Callable[...,
         h.cfg.weights.freemail_unauthenticated, rel=1e-3)
 
 
+def test_on_an_mx_freemail_mail_from_the_providers_servers_shows_nothing(
+    make: Callable[..., Harness],
+) -> None:
+    """No one authenticates to an MX: gmail.com mail from Google's servers is normal."""
+    h = make(general={"mode": "mx"})
+    assert rcpt(h, BOT, "a@example.org", "anna@gmail.com", "209.85.128.7") is Action.CONTINUE
+    assert h.state(BOT) is State.OK and h.changes == []
+
+
 def test_an_authenticated_freemail_sender_shows_nothing(make: Callable[..., Harness]) -> None:
     h = make()
     assert rcpt(h, OWNER, "a@example.org", "anna@gmail.com", "198.51.100.7") is Action.CONTINUE

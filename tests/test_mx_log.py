@@ -407,7 +407,8 @@ def test_the_live_feed_and_both_replays_agree_on_an_mx_log(tmp_path: Path) -> No
                for i in range(30)),
              at(700, "postfix/postscreen", "PREGREET 3 after 0.1 from [198.51.100.66]:9: HI"),
              at(701, "postfix/postscreen", "HANGUP after 0.2 from [198.51.100.66]:9 in tests "
-                                           "before SMTP handshake")]
+                                           "before SMTP handshake"),
+             *_forwarder_refusals(40)]
     inline = replay(tmp_path / "a", lines, mx_config(tmp_path / "a"), parallel=False)
     two = replay(tmp_path / "b", lines, mx_config(tmp_path / "b"), parallel=True)
     # Live: the feed as `extrusion serve` runs it (guarded, live, no milter beside it).
@@ -431,6 +432,22 @@ def test_the_live_feed_and_both_replays_agree_on_an_mx_log(tmp_path: Path) -> No
     assert expect == {k: v.state for k, v in two.senders.items() if v.state is not State.OK}
     assert expect == {k: v for k, v in live_states.items() if v is not State.OK}
     assert expect["customer:dsl"] is State.HELD and expect["ip:" + BOT].rank >= 2
+    # Our filter's refusals of a forwarder's SRS mail are discounted in all three: the
+    # client's name travels with each outcome, also between replay's processes.
+    assert "ip:198.51.100.20" not in expect
+
+
+def _forwarder_refusals(n: int) -> list[str]:
+    srs = "SRS0=HHH=TT=b.example=a@fwd.example"
+    lines: list[str] = []
+    for i in range(n):
+        q = f"4FF{i:03d}"
+        lines += accepted(800 + i * 30, q, "198.51.100.20", srs, f"r{i}@b",
+                          name="mx.fwd.example")[:3]
+        lines.append(at(801 + i * 30, "postfix/cleanup", f"{q}: milter-reject: END-OF-MESSAGE "
+                        "from mx.fwd.example[198.51.100.20]: 5.7.1 Blocked by SpamAssassin; "
+                        f"from=<{srs}> to=<u{i}@our.example> proto=ESMTP helo=<mx.fwd.example>"))
+    return lines
 
 
 # --- what the operator sees -------------------------------------------------------------
@@ -577,3 +594,36 @@ def test_the_replay_summary_counts_the_client_evidence(tmp_path: Path) -> None:
     summary(result, stats, out)
     assert ("client evidence: 2 (refused sessions, postscreen, spam filters; 1 filter "
             "verdicts without their message)") in out.getvalue()
+
+
+def test_a_filter_milters_verdict_waits_for_the_envelope_logged_after_it(
+    tmp_path: Path,
+) -> None:
+    """spamass-milter's spamd line comes before qmgr's `from=`: the verdict is judged with
+    the envelope (a forwarder's SRS), not without it; one whose message ends without an
+    envelope still counts."""
+    srs = "SRS0=HHH=TT=b.example=a@fwd.example"
+    lines: list[str] = []
+    for i in range(6):
+        q, lone = f"4DD{i:03d}", f"4EE{i:03d}"
+        first = accepted(i * 60, q, "198.51.100.20", srs, f"f{i}@b", name="mx.fwd.example")
+        # client, message-id, then the filter's verdict, then qmgr's envelope.
+        lines += first[:3]
+        lines.append(at(i * 60 + 1, "spamd", SPAMD.format(flag="Y", score=9, mid=f"f{i}@b")))
+        if i % 2:
+            lines.append(first[3])
+            lines.append(at(i * 60 + 2, "postfix/qmgr", f"{q}: removed"))
+        else:  # refused by the filter milter: only its reject line names the envelope
+            lines.append(at(i * 60 + 2, "postfix/cleanup", f"{q}: milter-reject: "
+                            "END-OF-MESSAGE from mx.fwd.example[198.51.100.20]: 5.7.1 Blocked;"
+                            f" from=<{srs}> to=<u@our.example> proto=ESMTP helo=<fwd.example>"))
+        # A message refused by the filter milter: no qmgr line ever names its envelope.
+        lines += accepted(i * 60, lone, BOT, "x@b.example", f"l{i}@b")[:3]
+        lines.append(at(i * 60 + 1, "spamd", SPAMD.format(flag="Y", score=9, mid=f"l{i}@b")))
+        lines.append(at(i * 60 + 2, "postfix/cleanup", f"{lone}: milter-reject: "
+                        "END-OF-MESSAGE from mail.b.example[192.0.2.7]: 5.7.1 Blocked; "
+                        "from=<x@b.example> to=<u@our.example> proto=ESMTP helo=<b.example>"))
+    f = findings(tmp_path, lines, keys=("ip:198.51.100.20",))
+    forwarder = f["ip:198.51.100.20"]["spam_verdicts"]
+    assert forwarder["count"] == 6 and forwarder["weight"] == 0.0
+    assert f["ip:" + BOT]["spam_verdicts"]["weight"] == 12.0

@@ -19,7 +19,7 @@ at most `MAX_HELOS` HELOs and `MAX_DOMAINS` envelope domains per session.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from extrusion.maillog.mxlines import HANGUP, PREGREET
@@ -150,6 +150,10 @@ class EvidenceJoin:
         self.stats = EvidenceStats()
         self._mids: dict[str, str] = {}  # "host message-id" -> queue id, oldest first
         self._judged: dict[str, None] = {}  # "host queue-id" of verdicts handed on
+        # A filter milter (spamass-milter, amavis as a milter) logs its verdict before
+        # qmgr logs the envelope sender: such a verdict waits for it (forwarded mail is
+        # told by its envelope), or for the message's end. "host queue-id" -> (time, it).
+        self._early: dict[str, tuple[float, FilterVerdict]] = {}
 
     def _emit(self, event: ClientEvidence) -> None:
         self.stats.evidence += 1
@@ -197,6 +201,9 @@ class EvidenceJoin:
             return
         if r.envelope_from is not None:
             env = r.envelope_from
+        elif env is None and known is not None:
+            _remember(self._early, host + " " + qid, (t, r))
+            return
         if qid:
             _remember(self._judged, host + " " + qid, None)
         detail = r.filter + (f" score {r.score:g}" if r.score is not None else "")
@@ -205,6 +212,20 @@ class EvidenceJoin:
             client_name=name[:MAX_HELO_CHARS], envelope_from=env or "", detail=detail,
             queue_id=qid, mta=self.mta or host,
             client_evidence=self.client_evidence))
+
+
+    def envelope_known(self, host: str, qid: str) -> None:
+        """The message's envelope sender is in: a verdict waiting for it is judged now."""
+        early = self._early.pop(host + " " + qid, None)
+        if early is not None:
+            self.filter_verdict(early[0], host, early[1])
+
+    def message_gone(self, host: str, qid: str) -> None:
+        """The message ends (removed, aged out) without an envelope sender logged: its
+        waiting verdict is judged without one, as before the wait."""
+        early = self._early.pop(host + " " + qid, None)
+        if early is not None:
+            self.filter_verdict(early[0], host, replace(early[1], envelope_from=""))
 
 
 _V = TypeVar("_V")

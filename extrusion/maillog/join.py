@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from extrusion.maillog.evidence import EvidenceJoin, EvidenceStats
@@ -239,6 +239,7 @@ class Joiner:
                 m.envelope_from = record.envelope_from
                 m.size = record.size
                 m.nrcpt = record.nrcpt
+                self.evidence.envelope_known(host, record.queue_id)
         elif isinstance(record, Removed):
             gone = self._msgs.get(host + " " + record.queue_id)
             if gone is not None:
@@ -328,6 +329,7 @@ class Joiner:
 
     def _drop(self, m: _Message) -> None:
         key = m.host + " " + m.qid
+        self.evidence.message_gone(m.host, m.qid)
         self._msgs.pop(key, None)
         if self._opened.get(key) is m:
             del self._opened[key]
@@ -471,6 +473,11 @@ class Joiner:
         self._count(outcome)
         self.sink.outcome(outcome)
         if m is not None and r.stage in _FINAL_STAGES:
+            # A filter milter's refusal names the envelope no qmgr line will: its verdict,
+            # logged just before, is judged with it (a forwarder's SRS) as the message ends.
+            if m.envelope_from is None:
+                m.envelope_from = r.envelope_from
+            self.evidence.envelope_known(host, m.qid)
             self._drop(m)
 
     def _expired(self, t: float, host: str, r: Expired) -> None:
@@ -570,10 +577,7 @@ def _inherit(child: _Message, name: str, addr: str, sasl_user: str, null_sender:
 
 
 def _with_sender(o: Outcome, sender: str) -> Outcome:
-    return Outcome(
-        time=o.time, queue_id=o.queue_id, recipient=o.recipient, status=o.status, dsn=o.dsn,
-        reply=o.reply, sender=sender, envelope_from=o.envelope_from, mta=o.mta, relay=o.relay,
-    )
+    return replace(o, sender=sender)
 
 
 def _is_loopback(addr: str) -> bool:

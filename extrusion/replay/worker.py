@@ -54,7 +54,7 @@ def encode_submission(now: float, s: Submission) -> tuple[Any, ...]:
 
 def encode_outcome(now: float, o: Outcome) -> tuple[Any, ...]:
     return ("O", now, o.time, o.queue_id, o.recipient, o.status.value, o.dsn, o.reply,
-            o.sender, o.envelope_from, o.mta, o.relay)
+            o.sender, o.envelope_from, o.mta, o.relay, o.client_name)
 
 
 def encode_refused(now: float, r: Refused) -> tuple[Any, ...]:
@@ -82,9 +82,10 @@ def decode(item: tuple[Any, ...]) -> Submission | Outcome | Refused | ClientEvid
         return Submission(time=t, sender=sender, queue_id=qid, envelope_from=env,
                           recipients=rcpts, size=size, mta=mta, client_addr=addr,
                           client_name=name, helos=helos, headers=NO_HEADERS, message_id=mid)
-    (_k, _now, t, qid, rcpt, status, dsn, reply, sender, env, mta, relay) = item
+    (_k, _now, t, qid, rcpt, status, dsn, reply, sender, env, mta, relay, name) = item
     return Outcome(time=t, queue_id=qid, recipient=rcpt, status=_STATUS[status], dsn=dsn,
-                   reply=reply, sender=sender, envelope_from=env, mta=mta, relay=relay)
+                   reply=reply, sender=sender, envelope_from=env, mta=mta, relay=relay,
+                   client_name=name)
 
 
 _STATUS = {s.value: s for s in Status}

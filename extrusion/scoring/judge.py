@@ -197,9 +197,11 @@ class Judge:
         w = self.weights
         domain = envelope_domain(envelope_from)
         found: list[tuple[str, float, str]] = []
-        if family := freemail_unauthenticated(domain, authenticated):
+        # Submission rules: on an MX no sender authenticates, and gmail.com mail from
+        # Google's own servers is the normal case, not a forgery.
+        if not self.mx and (family := freemail_unauthenticated(domain, authenticated)):
             found.append((shown.FREEMAIL, w.freemail_unauthenticated, f"{domain} ({family})"))
-        if authenticated is False and sasl.recent(client_addr, now):
+        if not self.mx and authenticated is False and sasl.recent(client_addr, now):
             found.append((shown.SASL_ADDRESS, w.unauthenticated_from_sasl_address, client_addr))
         if domain and mem.env_domains.count(now) <= self.envelope_domains:
             mem.env_domains.add(domain, now)
