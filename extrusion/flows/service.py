@@ -25,6 +25,7 @@ class FlowFeedService(Service):
         self.engines = engines  # extrusion.policyd.engineservice.EngineService
         self.reactor = reactor
         self.follower: Any = None
+        self._pending: Config | None = None  # a reloaded config, for the next poll
         self._loop: task.LoopingCall | None = None
         self._loop_done: defer.Deferred[Any] | None = None
         #: Fires after the first poll with an engine: from then on the follower is
@@ -53,8 +54,21 @@ class FlowFeedService(Service):
             self.ready.callback(None)
         return result
 
+    def reload(self, config: Config) -> None:
+        """SIGHUP, validated config: applied by the polling thread before its next read,
+        so a record is never judged half by the old settings and half by the new."""
+        self._pending = config
+
     def _poll(self, engine: Any) -> int:
         """Worker thread."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            if self.follower is not None:
+                self.follower.configure(pending)
+            self.config = pending
+            log.info("flows: reloaded (min_destinations %d, min_networks %d, sampling 1:%d)",
+                     pending.flows.min_destinations, pending.flows.min_networks,
+                     pending.flows.sampling_rate)
         if self.follower is None:
             from extrusion.flows.follow import FlowFollower
 
