@@ -60,6 +60,8 @@ class FlowFeed:
         except BadRecord as exc:
             self._bad(str(exc), text)
             return
+        if rec is None:
+            return  # nfdump's header or summary line
         self.stats.parsed += 1
         evidence = self.analysis.record(rec)
         if evidence is None:

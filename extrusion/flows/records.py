@@ -32,6 +32,8 @@ _TIME_FIELDS = ("stamp_updated", "timestamp_end", "timestamp_arrival", "stamp_in
 MAX_PACKETS = 10**12
 MAX_SAMPLING_RATE = 10**7
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# The first words of nfdump's lines that are no record (extrusion.flows.nfdump).
+_NFDUMP_WORDS = ("ts,te,", "Summary", "flows,bytes,", "No matching flows")
 
 
 class BadRecord(ValueError):
@@ -49,15 +51,23 @@ class FlowRecord:
     sampling_rate: int  # 0 when the record does not say
 
 
-def parse(line: str) -> FlowRecord:
+def parse(line: str) -> FlowRecord | None:
+    """A JSON line of pmacct's print plugin, or else a line of `nfdump -q -o csv`
+    (extrusion.flows.nfdump); None for a line of nfdump's that holds no record."""
+    head = line.lstrip()[:20]
+    # nfdump's records start with their date, its other lines with known words.
+    if head[:1].isdigit() or head.startswith(_NFDUMP_WORDS):
+        from extrusion.flows.nfdump import parse_csv  # NetFlow shops only
+
+        return parse_csv(line)
     try:
         data = json.loads(line)
     except ValueError:
         raise BadRecord("not JSON") from None
     if not isinstance(data, dict):
         raise BadRecord("not a JSON object")
-    src = _address(data, "ip_src")
-    dst = _address(data, "ip_dst")
+    src = _field_address(data, "ip_src")
+    dst = _field_address(data, "ip_dst")
     dport = _int(data, "port_dst", 0, 65535)
     proto = data.get("ip_proto")
     if proto is None:
@@ -67,10 +77,15 @@ def parse(line: str) -> FlowRecord:
     return FlowRecord(_time(data), src, dst, dport, proto in _TCP_NAMES, packets, rate)
 
 
-def _address(data: dict[str, Any], name: str) -> str:
+def _field_address(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str):
         raise BadRecord(f"no {name} (aggregate on src_host and dst_host)")
+    return address(value, name)
+
+
+def address(value: str, name: str) -> str:
+    """`value` as the canonical text of its IP address (BadRecord naming `name` if none)."""
     if ":" not in value:
         # inet_pton takes only the canonical dotted quad (no leading zeros, four parts),
         # at a tenth of the cost of ipaddress: two addresses in every record.
