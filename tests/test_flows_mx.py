@@ -9,10 +9,12 @@ and a low direct rate keep them from being flagged on their own.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet import defer
 
 from extrusion.config import Config, from_dict
 from extrusion.flows.analysis import CLEAN_AT_MX
@@ -27,6 +29,9 @@ from extrusion.scoring.engine import DIRECT_TO_MX, Engine
 from extrusion.scoring.events import StateChange
 from extrusion.scoring.store import Store
 from extrusion_dev.mxsession import Client, MxWriter, Transaction
+
+from .test_policyd_server import ServerCase
+from .test_policyd_support import make_config as daemon_config
 
 T0 = 1_796_515_200.0  # 2026-12-06 00:00 UTC
 WEIGHT = 25.0
@@ -190,3 +195,51 @@ def test_off_outside_mx_mode_and_when_disabled(store_url: str, tmp_path: Path) -
             assert "at our MX" not in words.direct_summary(f)
         finally:
             eng.close()
+
+
+class MxServe(ServerCase):
+    """The daemon as `serve` runs it in mx mode: the MX's log and the flow records, one
+    engine; the bot's refused mail escalates its flows on the same sender."""
+
+    def config(self) -> Config:
+        self.maillog = self.tmp / "mail.log"
+        self.maillog.write_text("")
+        self.records = self.tmp / "port25.json"
+        self.records.write_text("")
+        return daemon_config(
+            self.tmp,
+            general={"mode": "mx", "own_networks": ["100.64.0.0/10"],
+                     "own_domains": ["isp.example"]},
+            maillog={"source": "file", "path": str(self.maillog), "poll_seconds": 0.2,
+                     "submission_wait_seconds": 1.0},
+            flows={"enabled": True, "path": str(self.records), "poll_seconds": 0.2},
+        )
+
+    def refused(self) -> float:
+        self.engine.flush()
+        return sum(self.engine.store.counters(f"ip:{BOT}", "rejected").values())
+
+    def direct(self) -> dict[str, Any] | None:
+        return finding(self.engine, f"ip:{BOT}")
+
+    @defer.inlineCallbacks
+    def test_refused_mail_at_the_mx_escalates_the_flows_in_serve(self) -> Any:
+        mx = MxWriter(seed=7, host="mx1")
+        t = time.time() - 120
+        for i in range(3):
+            t = mx.session(t, Client(BOT, "unknown", "[192.0.2.25]"), [Transaction(
+                f"win{i}@pharma.example", [f"user{i}@isp.example"], spam=True)])
+        with self.maillog.open("a") as out:
+            out.writelines(text + "\n" for _t, _seq, text in sorted(mx.w.lines))
+        yield self.until("the MX refusals counted", lambda: self.refused() >= 3)
+        now = int(time.time())
+        with self.records.open("a") as out:
+            for i in range(6):  # under the minimums (10, 5), over the escalated (5, 3)
+                out.write(json.dumps({
+                    "ip_src": BOT, "ip_dst": mx_address(i), "port_dst": 25, "ip_proto": "tcp",
+                    "sampling_rate": 2000, "stamp_inserted": now - now % 3600,
+                    "stamp_updated": now, "packets": 1}) + "\n")
+        f = yield self.until("the escalated finding", self.direct)
+        self.assertGreaterEqual(f["mx_refused"], 3)
+        self.assertEqual(f["mx_delivered"], 0)
+        self.assertEqual(f["destinations"], 5)

@@ -9,6 +9,7 @@ wait in the file, the checkpoint says where we were).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from twisted.application.service import Service
@@ -26,6 +27,7 @@ class FlowFeedService(Service):
         self.reactor = reactor
         self.follower: Any = None
         self._pending: Config | None = None  # a reloaded config, for the next poll
+        self._pending_lock = threading.Lock()  # set by the reactor, taken by the poll
         self._loop: task.LoopingCall | None = None
         self._loop_done: defer.Deferred[Any] | None = None
         #: Fires after the first poll with an engine: from then on the follower is
@@ -57,11 +59,13 @@ class FlowFeedService(Service):
     def reload(self, config: Config) -> None:
         """SIGHUP, validated config: applied by the polling thread before its next read,
         so a record is never judged half by the old settings and half by the new."""
-        self._pending = config
+        with self._pending_lock:
+            self._pending = config
 
     def _poll(self, engine: Any) -> int:
         """Worker thread."""
-        pending, self._pending = self._pending, None
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
         if pending is not None:
             if self.follower is not None:
                 self.follower.configure(pending)
