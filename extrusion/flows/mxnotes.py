@@ -61,9 +61,6 @@ class MxNotes:
         self._cache: dict[str, tuple[float, MxMail]] = {}
         self.lookups = 0
 
-    def key(self, addr: str) -> str:
-        return self.key_of(addr)
-
     def of(self, addr: str, now: float) -> MxMail:
         key = self.key_of(addr)
         hit = self._cache.get(key)
