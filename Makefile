@@ -11,7 +11,7 @@ CHECKOUT_CONFIG ?= var/checkout.toml
 
 # Debian packages: libmilter-dev builds pymilter; the rest are real peers for the tests.
 DEBS_RUN  := libmilter-dev
-DEBS_TEST := $(DEBS_RUN) postfix miltertest chromium m4 pmacct nftables
+DEBS_TEST := $(DEBS_RUN) postfix miltertest chromium m4 pmacct nftables nfdump
 
 .PHONY: run test lint demo clean debs-run debs-test install install-venv install-files
 

@@ -15,7 +15,8 @@ from extrusion.config import Config, ConfigError, from_dict
 from extrusion.flows import analysis
 from extrusion.flows.analysis import FlowAnalysis
 from extrusion.flows.feed import FlowFeed
-from extrusion.flows.records import BadRecord, FlowRecord, parse
+from extrusion.flows.parse import parse
+from extrusion.flows.records import BadRecord, FlowRecord
 from extrusion.flows.simulate import Sender, mx_address, pmacct_records, sampled
 from extrusion.scoring.events import FlowEvidence
 

@@ -190,8 +190,16 @@ class Flows:
     export_format: Literal["nft", "list"] = "nft"
     nft_table: str = "inet extrusion"
     nft_set: str = "direct_smtp"
+    # [general] mode = "mx" only: the same address's mail at our MX annotates its flows.
+    mx_annotation: bool = True
+    mx_escalation: float = 2.0
+    mx_clean_packets_per_hour: int = 5000
 
     def __post_init__(self) -> None:
+        if not 1.0 <= self.mx_escalation <= 10.0:
+            raise ValueError("mx_escalation must be from 1 (no escalation) to 10")
+        if self.mx_clean_packets_per_hour < 0:
+            raise ValueError("mx_clean_packets_per_hour must not be negative")
         if self.sampling_rate < 1:
             raise ValueError("sampling_rate must be at least 1")
         # At most a week: each source keeps a count per active hour of the window, and

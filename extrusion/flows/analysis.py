@@ -10,17 +10,21 @@ it was active in ("excessive variation": a bot is active in every hour of
 its blocks, a person in a few). It is flagged, once per hour, when both
 counts reach the configured minimum: a consumer posting to one fixed host
 now and then never does. Ranges the operator allows (business mail
-servers) are never looked at.
+servers) are never looked at. In MX mode the address's mail at our MX
+annotates its flows (mxnotes.py): refused or spam mail lowers the minimums by
+`mx_escalation`, clean mail and a low rate keep it from being flagged.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from extrusion.config import Config
+from extrusion.flows.mxnotes import MxMail, MxNotes
 from extrusion.flows.records import SMTP_PORT, FlowRecord
 from extrusion.netaddr import IPNetwork, networks, within
 from extrusion.scoring.events import FlowEvidence
@@ -36,6 +40,7 @@ NOT_CUSTOMER = "not a customer range"
 ALLOWED = "allowed to send directly"
 OWN_SMARTHOST = "to an own smarthost"
 NO_PACKETS = "no packets"
+CLEAN_AT_MX = "clean mail at our MX, low rate"
 
 Network = IPNetwork
 
@@ -58,24 +63,35 @@ def network_of(addr: str) -> str:
 
 
 class FlowAnalysis:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, notes: MxNotes | None = None) -> None:
+        # MX mode: the address's mail at our MX annotates its flows (mxnotes.py).
+        self.notes = notes
+        self.sources: OrderedDict[str, _Source] = OrderedDict()
+        self.skipped: dict[str, int] = {}
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Thresholds, sampling and ranges from `config`: at start and on reload (SIGHUP).
+        What was counted per source stays; only the verdicts per address are redone."""
         f = config.flows
         self.window = f.window_seconds
         self.min_destinations = f.min_destinations
         self.min_networks = f.min_networks
         self.max_sources = f.max_sources
         self.default_rate = f.sampling_rate
+        self.escalation = f.mx_escalation
+        self.clean_rate = f.mx_clean_packets_per_hour
         allowed_names = set(f.allow_customers)
         self.ranges = _nets(config.general.own_networks) + _nets(
             n for c in config.customers if c.name not in allowed_names for n in c.networks)
         self.allowed = _nets(f.allow_networks) + _nets(
             n for c in config.customers if c.name in allowed_names for n in c.networks)
         self.smarthosts = _nets(f.smarthosts)
-        self.sources: OrderedDict[str, _Source] = OrderedDict()
         # The verdict per source address (watched or the reason it is not): addresses
         # repeat in every record, and a range lookup per record would dominate.
         self._verdicts: dict[str, str] = {}
-        self.skipped: dict[str, int] = {}
+        while len(self.sources) > self.max_sources:
+            self.sources.popitem(last=False)
 
     def _verdict(self, src: str) -> str:
         v = self._verdicts.get(src)
@@ -128,17 +144,38 @@ class FlowAnalysis:
             src.dests[rec.dst] = now
             net = network_of(rec.dst)
             src.nets[net] = src.nets.get(net, 0) + 1
-        if (hour == src.flagged_hour or len(src.dests) < self.min_destinations
-                or len(src.nets) < self.min_networks):
+        if hour == src.flagged_hour:
+            return None
+        return self._judge(rec.src, src, now, hour)
+
+    def _judge(self, addr: str, src: _Source, now: float, hour: int) -> FlowEvidence | None:
+        """Flag when the counts reach the minimums; in MX mode, sooner for an address
+        whose mail at our MX was refused or spam, not at all at a low rate for one whose
+        mail there is clean."""
+        dests, nets = len(src.dests), len(src.nets)
+        full = dests >= self.min_destinations and nets >= self.min_networks
+        mx: MxMail | None = None
+        if self.notes is not None and (full or (
+                dests >= math.ceil(self.min_destinations / self.escalation)
+                and nets >= math.ceil(self.min_networks / self.escalation))):
+            mx = self.notes.of(addr, now)
+        escalated = mx is not None and mx.bad > 0
+        if not (full or escalated):
+            return None
+        if mx is not None and mx.clean and max(src.hours.values()) < self.clean_rate:
+            self._skip(CLEAN_AT_MX)
             return None
         src.flagged_hour = hour
         return FlowEvidence(
-            time=now, client_addr=rec.src, destinations=len(src.dests), networks=len(src.nets),
+            time=now, client_addr=addr, destinations=dests, networks=nets,
             hours_active=len(src.hours),
             blocks_active=len({h // BLOCK_HOURS for h in src.hours}),
             packets=sum(src.hours.values()),
             examples=tuple(list(src.dests)[-EXAMPLES:]),
             hourly=tuple(sorted(src.hours.items())),
+            mx_delivered=mx.delivered if mx is not None else -1,
+            mx_refused=mx.bad if mx is not None else -1,
+            escalated=escalated,
         )
 
     def _expire(self, src: _Source, now: float) -> None:

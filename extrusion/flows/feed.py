@@ -13,7 +13,9 @@ from typing import Protocol
 
 from extrusion.config import Config
 from extrusion.flows.analysis import FlowAnalysis
-from extrusion.flows.records import BadRecord, parse
+from extrusion.flows.mxnotes import notes_for
+from extrusion.flows.parse import parse
+from extrusion.flows.records import BadRecord
 from extrusion.scoring.events import FlowEvidence
 
 log = logging.getLogger("extrusion.flows")
@@ -40,10 +42,15 @@ class FlowStats:
 class FlowFeed:
     def __init__(self, engine: FlowSink, config: Config) -> None:
         self.engine = engine
-        self.analysis = FlowAnalysis(config)
+        self.analysis = FlowAnalysis(config, notes_for(engine, config))
         self.stats = FlowStats()
         self.findings: list[FlowEvidence] = []  # the latest few, for `flows replay`
         self.keep_findings = False
+
+    def configure(self, config: Config) -> None:
+        """A reloaded config (SIGHUP): new ranges, allow lists, sampling, thresholds."""
+        self.analysis.notes = notes_for(self.engine, config)
+        self.analysis.configure(config)
 
     def line(self, text: str) -> None:
         self.stats.lines += 1
@@ -54,6 +61,8 @@ class FlowFeed:
         except BadRecord as exc:
             self._bad(str(exc), text)
             return
+        if rec is None:
+            return  # nfdump's header or summary line
         self.stats.parsed += 1
         evidence = self.analysis.record(rec)
         if evidence is None:

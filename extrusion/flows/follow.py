@@ -18,6 +18,8 @@ log = logging.getLogger("extrusion.flows")
 # The export is also regenerated this often without new findings: states fall back as
 # evidence decays, and operators release or allow senders.
 REGENERATE_SECONDS = 60.0
+# [flows] keys a reload cannot apply to a running follower.
+RESTART_KEYS = ("enabled", "path", "start_at", "poll_seconds")
 
 
 class FlowFollower:
@@ -34,6 +36,17 @@ class FlowFollower:
             commit=engine.flush, too_long=self.feed.too_long)
         self._findings_exported = -1
         self._exported_at = 0.0
+
+    def configure(self, config: Config) -> None:
+        """A reloaded config (SIGHUP), in the polling thread: the analysis takes the new
+        ranges, allow lists, sampling and thresholds; the export is rewritten with them.
+        The file followed is the one opened at start."""
+        for key in RESTART_KEYS:
+            if getattr(self.config.flows, key) != getattr(config.flows, key):
+                log.warning("reload: flows.%s changed; restart to apply it", key)
+        self.config = config
+        self.feed.configure(config)
+        self._findings_exported = -1  # the allow list may have changed what is exported
 
     def poll(self) -> int:
         n = self.follower.poll()

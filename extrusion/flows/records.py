@@ -49,15 +49,16 @@ class FlowRecord:
     sampling_rate: int  # 0 when the record does not say
 
 
-def parse(line: str) -> FlowRecord:
+def parse_json(line: str) -> FlowRecord:
+    """A JSON line of pmacct's print plugin (`extrusion.flows.parse` picks the format)."""
     try:
         data = json.loads(line)
     except ValueError:
         raise BadRecord("not JSON") from None
     if not isinstance(data, dict):
         raise BadRecord("not a JSON object")
-    src = _address(data, "ip_src")
-    dst = _address(data, "ip_dst")
+    src = _field_address(data, "ip_src")
+    dst = _field_address(data, "ip_dst")
     dport = _int(data, "port_dst", 0, 65535)
     proto = data.get("ip_proto")
     if proto is None:
@@ -67,10 +68,15 @@ def parse(line: str) -> FlowRecord:
     return FlowRecord(_time(data), src, dst, dport, proto in _TCP_NAMES, packets, rate)
 
 
-def _address(data: dict[str, Any], name: str) -> str:
+def _field_address(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str):
         raise BadRecord(f"no {name} (aggregate on src_host and dst_host)")
+    return address(value, name)
+
+
+def address(value: str, name: str) -> str:
+    """`value` as the canonical text of its IP address (BadRecord naming `name` if none)."""
     if ":" not in value:
         # inet_pton takes only the canonical dotted quad (no leading zeros, four parts),
         # at a tenth of the cost of ipaddress: two addresses in every record.

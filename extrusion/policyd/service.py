@@ -224,7 +224,8 @@ class PolicydService(MultiService):
         for section, key in (("policyd", "listen"), ("api", "listen"), ("store", "url"),
                              ("maillog", "source"), ("maillog", "path"),
                              ("maillog", "syslog_listen"), ("policyd", "enabled"),
-                             ("api", "enabled"), ("policyd", "hold_queued_mail")):
+                             ("api", "enabled"), ("policyd", "hold_queued_mail"),
+                             ("flows", "enabled")):
             if getattr(getattr(old, section), key) != getattr(getattr(new, section), key):
                 log.warning("reload: %s.%s changed; restart to apply it", section, key)
         self.config = new
@@ -242,6 +243,8 @@ class PolicydService(MultiService):
         if self.queue is not None:
             self.queue.postsuper = new.policyd.postsuper
             self.queue.config_dir = new.policyd.postfix_config_dir
+        if self.flows is not None:
+            self.flows.reload(new)  # applied by the flow follower's thread (extrusion.flows)
         d = self.engines.reload(new)
 
         def done(engine_reloaded: bool) -> bool:

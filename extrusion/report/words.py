@@ -134,8 +134,16 @@ def direct_summary(f: Mapping[str, Any]) -> str:
         f"{_plural(_n(f, 'networks'), 'network', 'networks')} (sampled), active "
         f"{_plural(hours, 'hour', 'hours')} of the {4 * blocks} in its "
         f"{_plural(blocks, 'four-hour block', 'four-hour blocks')}, "
-        f"up to ~{peak:,} packets an hour"
+        f"up to ~{peak:,} packets an hour{mx_summary(f)}"
     )
+
+
+def mx_summary(f: Mapping[str, Any]) -> str:
+    """MX mode: the annotation of its flows by the same address's mail at our MX."""
+    if "mx_delivered" not in f or _n(f, "mx_delivered") < 0:
+        return ""
+    return (f"; mail from this address at our MX: {_n(f, 'mx_delivered')} delivered, "
+            f"{_n(f, 'mx_refused')} refused/spam")
 
 
 def findings(stored: Mapping[str, Any]) -> tuple[Finding, ...]:

@@ -654,6 +654,10 @@ class Engine(StoreSync):
         finding lands on the sender its smarthost mail has, weighing `direct_to_mx`."""
         key = self.sender_key(client_addr=event.client_addr)
         weight = self.config.weights.direct_to_mx
+        if event.escalated:  # its mail at our MX was refused or spam (MX mode)
+            weight *= self.config.flows_mx_escalation
+        mx = {"mx_delivered": event.mx_delivered, "mx_refused": event.mx_refused} \
+            if event.mx_delivered >= 0 else {}
         with self._lock:
             mem = self._mem(key, event.time, event.client_addr)
             mem.add(weight, event.time, self.half_life)
@@ -664,7 +668,7 @@ class Engine(StoreSync):
                      sources=[*sources, event.client_addr][-MAX_FLOW_SOURCES:],
                      destinations=event.destinations, networks=event.networks,
                      hours_active=event.hours_active, blocks_active=event.blocks_active,
-                     packets=event.packets, hourly=[list(h) for h in event.hourly])
+                     packets=event.packets, hourly=[list(h) for h in event.hourly], **mx)
             self._changed(mem, event.time)
         self._after_record()
 

@@ -213,6 +213,11 @@ class FlowEvidence:
     packets: int
     examples: tuple[str, ...] = ()
     hourly: tuple[tuple[int, int], ...] = ()
+    # MX mode (extrusion.flows.mxnotes): recipients of the sender's mail at our MX
+    # delivered and refused or spam (-1: not known), and whether that escalated it.
+    mx_delivered: int = -1
+    mx_refused: int = -1
+    escalated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
