@@ -48,7 +48,15 @@ from extrusion.scoring.memory import SenderMemory, copy_findings
 from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.probation import PROBATION
 from extrusion.scoring.quarantine import Quarantine
-from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, QUEUED, Batch, counter_bucket
+from extrusion.scoring.rows import (
+    PIN_CLEAR,
+    PIN_SET,
+    QUEUED,
+    Batch,
+    MessageRow,
+    RecipientRow,
+    counter_bucket,
+)
 from extrusion.scoring.shared import restricted, use_bucket
 from extrusion.scoring.shown import SaslAddresses, authenticated, envelope_domain
 from extrusion.scoring.spool import Spool
@@ -246,8 +254,7 @@ class Engine(StoreSync):
             if not null:
                 mem.baseline.learn(now, event.helos[-1] if event.helos else "", domain,
                                    authenticated(mem.key), n)
-            # Rows in rows.MESSAGE_COLUMNS and rows.RECIPIENT_COLUMNS order.
-            self._batch.message_rows.append((
+            self._batch.message_rows.append(MessageRow(
                 now, mta, event.queue_id, event.sender, event.envelope_from,
                 event.helos[-1] if event.helos else "", event.client_addr, event.client_name,
                 event.size, n, event.message_id, null, auto, info.list_like is None,
@@ -257,7 +264,7 @@ class Engine(StoreSync):
             # writes the row: only there can a second report of it, from the other
             # process, be told apart.
             self._batch.recipient_rows.extend(
-                (now, mta, event.queue_id, event.sender, r, QUEUED, "", "", "", "")
+                RecipientRow(now, mta, event.queue_id, event.sender, r, QUEUED)
                 for r in event.recipients
             )
             self._changed(mem, now)
@@ -284,7 +291,7 @@ class Engine(StoreSync):
         cls = classify(event.status, event.dsn, event.reply)
         now = event.time
         with self._lock:
-            self._batch.recipient_rows.append((
+            self._batch.recipient_rows.append(RecipientRow(
                 now, mta, event.queue_id, sender, event.recipient, event.status.value,
                 cls.value, event.dsn, event.reply, event.relay,
             ))
@@ -733,6 +740,13 @@ def open_engine(config: Config, clock: Callable[[], float] = time.time) -> Engin
     return Engine(config, store, clock, own_store=True)
 
 
+def store_of(engine: object) -> Store | None:
+    """The store an engine writes to, for the adapters that also read or write it
+    directly (audit entries, pruning, the operator's views): None for an engine that
+    has none of its own (a slot forwarding to another, a stand-in)."""
+    return engine.store if isinstance(engine, Engine) else None
 
 
-__all__ = ["Action", "Engine", "open_engine"]
+
+
+__all__ = ["Action", "Engine", "open_engine", "store_of"]
