@@ -254,17 +254,18 @@ class Engine(StoreSync):
             if not null:
                 mem.baseline.learn(now, event.helos[-1] if event.helos else "", domain,
                                    authenticated(mem.key), n)
-            self._batch.message_rows.append(MessageRow(
+            self._batch.message_rows.append(_row(MessageRow, (
                 now, mta, event.queue_id, event.sender, event.envelope_from,
                 event.helos[-1] if event.helos else "", event.client_addr, event.client_name,
                 event.size, n, event.message_id, null, auto, info.list_like is None,
                 info.list_id,
-            ))
+            )))
             # The store counts the message ("messages", "recipients" counters) when it
             # writes the row: only there can a second report of it, from the other
             # process, be told apart.
             self._batch.recipient_rows.extend(
-                RecipientRow(now, mta, event.queue_id, event.sender, r, QUEUED)
+                _row(RecipientRow, (now, mta, event.queue_id, event.sender, r, QUEUED,
+                                    "", "", "", ""))
                 for r in event.recipients
             )
             self._changed(mem, now)
@@ -291,10 +292,10 @@ class Engine(StoreSync):
         cls = classify(event.status, event.dsn, event.reply)
         now = event.time
         with self._lock:
-            self._batch.recipient_rows.append(RecipientRow(
+            self._batch.recipient_rows.append(_row(RecipientRow, (
                 now, mta, event.queue_id, sender, event.recipient, event.status.value,
                 cls.value, event.dsn, event.reply, event.relay,
-            ))
+            )))
             if not sender:
                 return  # nobody to judge: kept for the record only
             self._batch.add_counter(sender, event.status.value, counter_bucket(now))
@@ -738,6 +739,11 @@ def open_engine(config: Config, clock: Callable[[], float] = time.time) -> Engin
     """An engine on the configured store; starts even while the store is unreachable."""
     store = Store(config.store.url, busy_timeout_ms=config.store.busy_timeout_ms, create=False)
     return Engine(config, store, clock, own_store=True)
+
+
+# A typed row from every field, in order, without the named tuple's Python-level
+# constructor: a third of its cost, for the rows recorded per event.
+_row = tuple.__new__
 
 
 def store_of(engine: object) -> Store | None:
