@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from pgtemp import pg_database
 
 from extrusion.config import from_dict
-from extrusion.scoring import store as storemod
+from extrusion.scoring import batchwrite
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Outcome, Status, Submission
 from extrusion.scoring.store import Store
@@ -109,7 +109,7 @@ def sizes(url: str) -> dict[str, int]:
 
 def measure(backend: str, day: list[tuple[float, int, Any]], elide: bool,
             tmp: str) -> dict[str, int]:
-    storemod.ELIDE_QUEUED = elide
+    batchwrite.ELIDE_QUEUED = elide
     spool = os.path.join(tmp, f"spool-{backend}-{elide}")
     if backend == "sqlite":
         url = f"sqlite:///{tmp}/{backend}-{elide}.db"

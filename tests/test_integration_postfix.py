@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import pytest
 import sqlalchemy as sa
 
-from extrusion.scoring.rows import MessageRecord
+from extrusion.scoring.rows import StoredMessage
 from extrusion.scoring.store import Store
 from tests.helpers import wait_for
 from tests.mta.daemons import ExtrusionDaemons, extrusion_daemons
@@ -160,7 +160,7 @@ def test_a_normal_customer_is_delivered_untouched(
     assert postfix.held() == []
     # The milter and the log feed both reported each message; each counts once.
     with Store(f"sqlite:///{daemons.store_path}") as store:
-        def all_outcomes() -> list[MessageRecord]:
+        def all_outcomes() -> list[StoredMessage]:
             msgs = [m for m in store.messages(key) if tag in m.envelope_from]
             done = len(msgs) == 5 and all(
                 {r.recipient for r in m.recipients if r.status != "queued"}

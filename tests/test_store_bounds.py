@@ -30,7 +30,7 @@ from extrusion.scoring.quarantine import (
     Quarantine,
     write_in_parts,
 )
-from extrusion.scoring.rows import Batch, SenderDelta, SenderRow
+from extrusion.scoring.rows import Batch, MessageRow, SenderDelta, SenderRow
 from extrusion.scoring.spool import Spool
 from extrusion.scoring.store import Store, StoreRefused, StoreUnavailable
 
@@ -62,8 +62,8 @@ def test_a_long_value_keeps_its_head_and_says_how_much_was_cut() -> None:
 def test_a_value_within_bounds_is_the_same_object() -> None:
     value = "mx.example.org"
     assert bound_text(value, schema.HOST_LEN) is value
-    b = Batch(message_rows=[(1.0, "", "Q1", SENDER, "a@x", "h", "192.0.2.1", "", 1, 1,
-                             "<id@x>", False, False, False, "")])
+    b = Batch(message_rows=[MessageRow(1.0, "", "Q1", SENDER, "a@x", "h", "192.0.2.1", "",
+                                       1, 1, "<id@x>", False, False, False, "")])
     assert bound_batch(b) is b
 
 

@@ -19,7 +19,8 @@ from extrusion.scoring.audit import DUPLICATE_SECONDS, duplicate
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Action, Outcome, Stage, Status, Submission
 from extrusion.scoring.judge import FAILED
-from extrusion.scoring.rows import SenderRow, merge_findings
+from extrusion.scoring.merging import merge_findings
+from extrusion.scoring.rows import SenderRow
 from extrusion.scoring.store import Store
 
 from . import helpers

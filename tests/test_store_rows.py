@@ -1,10 +1,17 @@
-"""The engine's tuple rows: written like dict rows, spooled in the dict form."""
+"""The engine's typed rows: written like dict rows, spooled in the dict form."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from extrusion.scoring.rows import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, Batch
+from extrusion.scoring import schema
+from extrusion.scoring.rows import (
+    MESSAGE_COLUMNS,
+    RECIPIENT_COLUMNS,
+    Batch,
+    MessageRow,
+    RecipientRow,
+)
 from extrusion.scoring.spool import Spool
 from extrusion.scoring.store import Store
 
@@ -35,14 +42,17 @@ def as_dicts() -> Batch:
 
 def as_tuples() -> Batch:
     b = Batch()
-    b.message_rows.append(tuple(MESSAGE[c] for c in MESSAGE_COLUMNS))
-    b.recipient_rows.extend(tuple(r[c] for c in RECIPIENT_COLUMNS) for r in RECIPIENTS)
+    b.message_rows.append(MessageRow(**MESSAGE))
+    b.recipient_rows.extend(RecipientRow(**r) for r in RECIPIENTS)
     return b
 
 
-def test_the_columns_cover_the_tables_rows() -> None:
-    assert set(MESSAGE_COLUMNS) == set(MESSAGE) and len(MESSAGE_COLUMNS) == len(MESSAGE)
-    assert set(RECIPIENT_COLUMNS) == set(RECIPIENTS[0])
+def test_the_typed_rows_are_the_tables_columns() -> None:
+    assert MessageRow._fields == MESSAGE_COLUMNS and RecipientRow._fields == RECIPIENT_COLUMNS
+    for columns, table in ((MESSAGE_COLUMNS, schema.messages),
+                           (RECIPIENT_COLUMNS, schema.recipients)):
+        assert set(columns) == {c.name for c in table.columns} - {"id"}
+    assert set(MESSAGE_COLUMNS) == set(MESSAGE) and set(RECIPIENT_COLUMNS) == set(RECIPIENTS[0])
 
 
 def test_tuple_rows_and_dict_rows_store_the_same(tmp_path: Path) -> None:
@@ -79,13 +89,3 @@ def test_dict_rows_are_written_before_tuple_rows(tmp_path: Path) -> None:
         store.write_batch(b, HL)
         (msg,) = store.messages(SENDER)
     assert [r.recipient for r in msg.recipients] == ["first@x.example", "a@x.example"]
-
-
-def test_sender_columns_are_in_sender_row_field_order() -> None:
-    from dataclasses import fields
-
-    from extrusion.scoring.rows import SenderRow
-    from extrusion.scoring.store import _SENDER_COLUMNS, _SENDER_FIELDS
-
-    assert [_SENDER_FIELDS[c.name] for c in _SENDER_COLUMNS] == [
-        f.name for f in fields(SenderRow)]

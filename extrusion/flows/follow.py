@@ -12,6 +12,7 @@ from extrusion.config import Config
 from extrusion.flows import export
 from extrusion.flows.feed import CHECKPOINT_PREFIX, FlowFeed
 from extrusion.maillog.follow import FileFollower
+from extrusion.scoring.engine import store_of
 
 log = logging.getLogger("extrusion.flows")
 
@@ -31,7 +32,7 @@ class FlowFollower:
         self.engine = engine
         self.feed = FlowFeed(engine, config)
         self.follower = FileFollower(
-            f.path, self.feed.line, checkpoints=getattr(engine, "store", None),
+            f.path, self.feed.line, checkpoints=store_of(engine),
             name=CHECKPOINT_PREFIX + os.path.abspath(f.path), start_at=f.start_at,
             commit=engine.flush, too_long=self.feed.too_long)
         self._findings_exported = -1

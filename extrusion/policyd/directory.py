@@ -1,7 +1,7 @@
 """Read-only views of the store for the operator API and the senders gauge.
 
 Everything here blocks on the database and is called from worker threads.
-The engine owns the store; these functions borrow it (`engine.store`).
+The engine owns the store; these functions borrow it (`engine.store_of`).
 """
 
 from __future__ import annotations
@@ -10,14 +10,10 @@ import time
 from collections import Counter
 from typing import Any
 
+from extrusion.scoring.engine import Engine, store_of
 from extrusion.scoring.events import State
 from extrusion.scoring.senderjson import sender_detail_json, sender_json
 from extrusion.scoring.store import Store
-
-
-def engine_store(engine: Any) -> Store | None:
-    store = getattr(engine, "store", None)
-    return store if isinstance(store, Store) else None
 
 
 class StoreDirectory:
@@ -41,18 +37,15 @@ class StoreDirectory:
                                   time.time())
 
 
-def store_directory(engine: Any) -> StoreDirectory | None:
-    store = engine_store(engine)
-    if store is None:
-        return None
-    config = getattr(engine, "config", None)
-    half_life = config.scoring.half_life_seconds if config is not None else 3600.0
-    return StoreDirectory(store, half_life)
+def store_directory(engine: object) -> StoreDirectory | None:
+    if not isinstance(engine, Engine):
+        return None  # a slot or a stand-in: no store of its own to list
+    return StoreDirectory(engine.store, engine.config.scoring.half_life_seconds)
 
 
-def sender_counts(engine: Any) -> dict[str, int]:
+def sender_counts(engine: object) -> dict[str, int]:
     """Senders by state, for the `extrusion_senders` gauge."""
-    store = engine_store(engine)
+    store = store_of(engine)
     if store is None:
         return {}
     return dict(Counter(r.state for r in store.senders()))

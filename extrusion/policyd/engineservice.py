@@ -24,6 +24,7 @@ from extrusion.burstlog import BurstLog, exception_text
 from extrusion.config import Config
 from extrusion.policyd.metrics import Metrics
 from extrusion.scoring.api import EngineAPI
+from extrusion.scoring.engine import store_of
 from extrusion.scoring.events import State, StateChange
 
 log = logging.getLogger("extrusion.policyd")
@@ -210,7 +211,7 @@ class EngineService(Service):
     def _prune(self, engine: EngineAPI, now: float) -> None:
         """Worker thread: drop evidence past `[store] retention_days`, at most hourly."""
         days = self.config.store.retention_days
-        store = getattr(engine, "store", None)
+        store = store_of(engine)
         if not days or store is None or now < self._next_prune:
             return
         self._next_prune = now + PRUNE_SECONDS

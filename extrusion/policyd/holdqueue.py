@@ -24,6 +24,7 @@ from twisted.internet import defer, threads
 
 from extrusion.policyd.metrics import Metrics
 from extrusion.policyd.responder import EngineSource
+from extrusion.scoring.engine import store_of
 from extrusion.scoring.events import State, StateChange
 
 log = logging.getLogger("extrusion.policyd.queue")
@@ -198,7 +199,7 @@ class QueueActions:
             action.verb, action.sender, action.cause.old.value, action.cause.new.value,
             len(action.queue_ids), result, action.detail,
         )
-        store = getattr(engine, "store", None)
+        store = store_of(engine)
         if store is not None:
             try:
                 store.add_state_change(audit_entry(action))

@@ -34,6 +34,7 @@ from extrusion.policyd.metrics import Metrics
 from extrusion.policyd.protocol import PolicyFactory
 from extrusion.policyd.reactortypes import global_reactor
 from extrusion.policyd.responder import Responder
+from extrusion.scoring.engine import store_of
 
 log = logging.getLogger("extrusion.policyd")
 
@@ -114,7 +115,7 @@ class PolicydService(MultiService):
         # The abuse desk hears of flagged senders from the process that sees the
         # outcomes; the notifier reads its evidence from the engine's store.
         self.notifier = notify.from_config(
-            config, store=lambda: getattr(self.engines.engine, "store", None)
+            config, store=lambda: store_of(self.engines.engine)
         )
         if self.notifier is not None:
             self.engines.listeners.append(self.notifier)

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from extrusion.report import queries, words
+from extrusion.report import words
 from extrusion.report.model import (
     FLAGGED_STATES,
     Category,
@@ -32,15 +32,15 @@ from extrusion.report.model import (
     SenderReport,
     StateChangeRecord,
 )
-from extrusion.report.queries import (
-    DELIVERED_STATUSES,
-    FAILED_STATUSES,
-    MessageRow,
-    RecipientRow,
-    SenderTotals,
-)
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.helo import helo_anomalies
+from extrusion.scoring.reportreads import (
+    DELIVERED_STATUSES,
+    FAILED_STATUSES,
+    ListedMessage,
+    RecipientHistory,
+    SenderTotals,
+)
 from extrusion.scoring.rows import SenderRow
 from extrusion.scoring.store import Store, StoreError
 from extrusion.scoring.sync import ENGINE
@@ -84,11 +84,11 @@ def _suspect(helo: str, client_addr: str, client_name: str, envelope_from: str,
                                own_domains))
 
 
-def _final(rows: Iterable[RecipientRow]) -> dict[str, RecipientRow | None]:
+def _final(rows: Iterable[RecipientHistory]) -> dict[str, RecipientHistory | None]:
     """Each recipient with its latest outcome row: those with an outcome in order of
     their first one, then those still waiting (the store keeps a recipient's "queued"
     row only until its outcome comes, so submission order is no longer known)."""
-    out: dict[str, RecipientRow | None] = {}
+    out: dict[str, RecipientHistory | None] = {}
     waiting: list[str] = []
     for r in rows:  # oldest first
         if r.status == QUEUED:
@@ -109,7 +109,8 @@ def _delivery(status: str) -> ReportOutcome:
 
 
 def _messages(
-    fetched: Sequence[tuple[MessageRow, list[RecipientRow]]], q: Query, judge_helo: bool = True
+    fetched: Sequence[tuple[ListedMessage, list[RecipientHistory]]], q: Query,
+    judge_helo: bool = True,
 ) -> tuple[MessageRecord, ...]:
     """The listed messages, each recipient with its final outcome.
 
@@ -150,11 +151,11 @@ def _change_record(ch: StateChange) -> StateChangeRecord:
 
 def sender_report(store: Store, row: SenderRow, changes: Sequence[StateChange], q: Query,
                   totals: SenderTotals | None = None) -> SenderReport:
-    """One sender's section, read from the store (`totals` from `queries.totals`)."""
+    """One sender's section, read from the store (`totals` from `Store.report_totals`)."""
     if totals is None:
-        totals = queries.totals(store, q.since, q.until, [row.key],
+        totals = store.report_totals(q.since, q.until, [row.key],
                                 per_hour_for=[row.key]).get(row.key)
-    fetched = queries.listed_messages(store, row.key, q.since, q.until, q.max_messages)
+    fetched = store.listed_messages(row.key, q.since, q.until, q.max_messages)
     messages = _messages(fetched, q, words.HELO in (row.findings or {}))
     found = words.findings(row.findings or {})
     state = State(row.state)
@@ -247,7 +248,7 @@ def load_report(store: Store, q: Query, *, source: str = "",
     chosen = _candidates(store, q, changes, all_rows)
     keys = [row.key for row in chosen]
     everyone = with_activity and q.sender is None
-    all_totals = queries.totals(store, q.since, q.until, None if everyone else keys,
+    all_totals = store.report_totals(q.since, q.until, None if everyone else keys,
                                 per_hour_for=keys)
     if q.sender is not None:
         # One sender's page plots that sender alone: without it the scatter read
@@ -279,7 +280,7 @@ def report_for_senders(store: Store, keys: Sequence[str], q: Query) -> Report:
     changes = _changes(store, q)
     rows = [row for key in keys if (row := store.sender(key)) is not None]
     found = [row.key for row in rows]
-    all_totals = queries.totals(store, q.since, q.until, found, per_hour_for=found)
+    all_totals = store.report_totals(q.since, q.until, found, per_hour_for=found)
     senders = tuple(
         sender_report(store, row, changes.get(row.key, ()), q,
                       all_totals.get(row.key, SenderTotals()))

@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
 from extrusion.scoring import schema
 from extrusion.scoring.rows import (
-    MESSAGE_COLUMNS,
-    RECIPIENT_COLUMNS,
     Batch,
+    MessageRow,
     OverrideRow,
+    RecipientRow,
     SenderDelta,
 )
 
@@ -134,14 +134,18 @@ def bound_row(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
     return {**row, **changed} if changed else row
 
 
-class TupleBounder:
-    """Bounds rows given as tuples in a fixed column order (the engine's bulk rows)."""
+Row = TypeVar("Row", MessageRow, RecipientRow)
 
-    def __init__(self, table: sa.Table, columns: Sequence[str]) -> None:
+
+class TupleBounder(Generic[Row]):
+    """Bounds typed rows (the engine's bulk rows: named tuples of a table's columns)."""
+
+    def __init__(self, table: sa.Table, row_type: type[Row]) -> None:
         by_name = _BY_TABLE[table.name]
-        self._at = [(i, by_name[c]) for i, c in enumerate(columns) if c in by_name]
+        self._at = [(i, by_name[c]) for i, c in enumerate(row_type._fields) if c in by_name]
+        self._make: Callable[[Iterable[Any]], Row] = row_type._make
 
-    def __call__(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    def __call__(self, row: Row) -> Row:
         new: list[Any] | None = None
         for i, b in self._at:
             value = row[i]
@@ -149,14 +153,14 @@ class TupleBounder:
                 if new is None:
                     new = list(row)
                 new[i] = bounded
-        return row if new is None else tuple(new)
+        return row if new is None else self._make(new)
 
-    def rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def rows(self, rows: list[Row]) -> list[Row]:
         return [self(r) for r in rows]
 
 
-_MESSAGE_TUPLES = TupleBounder(schema.messages, MESSAGE_COLUMNS)
-_RECIPIENT_TUPLES = TupleBounder(schema.recipients, RECIPIENT_COLUMNS)
+_MESSAGE_TUPLES = TupleBounder(schema.messages, MessageRow)
+_RECIPIENT_TUPLES = TupleBounder(schema.recipients, RecipientRow)
 _COUNTER = _BY_TABLE[schema.counters.name]
 _USE = _BY_TABLE[schema.rate_use.name]
 # SenderDelta attributes and the senders columns they are written to.

@@ -15,7 +15,8 @@ from typing import Any
 from extrusion.scoring.baseline import Baseline
 from extrusion.scoring.events import State
 from extrusion.scoring.limits import RateState
-from extrusion.scoring.rows import MAX_FINDING_EXAMPLES, decay
+from extrusion.scoring.merging import MAX_FINDING_EXAMPLES
+from extrusion.scoring.rows import decay
 
 MAX_EXAMPLES = MAX_FINDING_EXAMPLES  # examples kept per finding for the report
 RELEASED = "released"  # the finding an operator's release leaves behind

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from extrusion.scoring.bounds import bound_batch
-from extrusion.scoring.rows import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, Batch, SenderRow
+from extrusion.scoring.rows import Batch, SenderRow
 from extrusion.scoring.store import StoreRefused, StoreUnavailable
 
 log = logging.getLogger("extrusion.scoring")
@@ -31,8 +31,6 @@ log = logging.getLogger("extrusion.scoring")
 FILE_NAME = "quarantine.jsonl"
 MAX_BYTES = 16 * 1024 * 1024  # per file; with the one rotated copy, at most twice that
 MAX_REPR = 64 * 1024  # characters of a row JSON cannot hold
-_MTA, _QID = MESSAGE_COLUMNS.index("mta"), MESSAGE_COLUMNS.index("queue_id")
-_R_MTA, _R_QID = RECIPIENT_COLUMNS.index("mta"), RECIPIENT_COLUMNS.index("queue_id")
 
 
 class PartlyWritten(StoreUnavailable):
@@ -133,11 +131,11 @@ def units(batch: Batch) -> list[Batch]:
     for m in batch.messages:
         message(m.get("mta", ""), m.get("queue_id")).messages.append(m)
     for r in batch.message_rows:
-        message(r[_MTA], r[_QID]).message_rows.append(r)
+        message(r.mta, r.queue_id).message_rows.append(r)
     for rd in batch.recipients:
         message(rd.get("mta", ""), rd.get("queue_id")).recipients.append(rd)
     for rr in batch.recipient_rows:
-        message(rr[_R_MTA], rr[_R_QID]).recipient_rows.append(rr)
+        message(rr.mta, rr.queue_id).recipient_rows.append(rr)
     out = list(by_message.values())
     out += [Batch(counters={k: v}) for k, v in batch.counters.items()]
     out += [Batch(state_changes=[c]) for c in batch.state_changes]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # A pin operation carried by a SenderDelta.
 PIN_SET = "set"
@@ -108,114 +109,10 @@ class SenderDelta:
             self.pinned_by, self.pinned_reason = later.pinned_by, later.pinned_reason
 
 
-def merge_sender(
-    row: SenderRow | None, delta: SenderDelta, half_life: float, changed_at: float
-) -> SenderRow:
-    """The stored row after applying one process's delta (pure; the store calls it)."""
-    if row is None or row.version == 0:
-        first = delta.first_seen if delta.first_seen is not None else delta.time
-        row = SenderRow(
-            key=delta.key, score_time=delta.time, first_seen=first, last_seen=delta.time,
-            state_since=delta.time,
-        )
-    now = max(row.score_time, delta.time)
-    base = 0.0 if delta.reset_score else decay(row.score, now - row.score_time, half_life)
-    score = base + decay(delta.score_delta, now - delta.time, half_life)
-    pinned, pinned_by, pinned_reason = row.pinned, row.pinned_by, row.pinned_reason
-    if delta.pin == PIN_SET:
-        pinned, pinned_by, pinned_reason = delta.pinned, delta.pinned_by, delta.pinned_reason
-    elif delta.pin == PIN_CLEAR:
-        pinned = pinned_by = pinned_reason = None
-    # The constructor, not dataclasses.replace(): this runs for every sender of a flush.
-    return SenderRow(
-        key=row.key,
-        cls=row.cls if delta.cls is None else delta.cls,
-        state=row.state if delta.state is None else delta.state,
-        score=max(score, 0.0),
-        score_time=now,
-        first_seen=row.first_seen if delta.first_seen is None
-        else min(row.first_seen, delta.first_seen),
-        last_seen=max(row.last_seen, delta.time),
-        state_since=row.state_since if delta.state is None
-        else (delta.state_since if delta.state_since is not None else delta.time),
-        pinned=pinned,
-        pinned_by=pinned_by,
-        pinned_reason=pinned_reason,
-        findings=row.findings if delta.findings is None
-        else merge_findings(row.findings, delta.findings, replace=delta.reset_score,
-                            added=delta.added),
-        version=row.version + 1,
-        changed_at=changed_at,
-    )
-
-
-def merge_findings(stored: dict[str, Any], mine: dict[str, Any], *,
-                   replace: bool = False,
-                   added: dict[str, list[float]] | None = None) -> dict[str, Any]:
-    """The stored findings after one process wrote its own, merged per finding name.
-
-    Processes sharing a store find different things about one sender (the milter
-    its HELOs, the log feed its failures): each writes what it knows, and none may
-    wipe out the others'. For a name both know, the entry noted last wins (a copy
-    adopted from the store and written back later is older than the original's
-    next update). Findings noted before an operator's release (the `released`
-    entry) are stale news from a process that had not heard of it yet. `replace`:
-    the writer released the sender itself, so its findings are all there is.
-
-    With `added` (what the writer noted since its last write, per name), counts and
-    weights add up instead: hosts sharing a store each see part of a bot's failures,
-    and the stored count is all of them, not the last writer's share.
-    """
-    if replace or not stored:
-        return mine
-    merged = dict(stored)
-    released = merged.get(_RELEASED)
-    since = float(released.get("time", 0.0)) if isinstance(released, dict) else None
-    for name, entry in mine.items():
-        if not isinstance(entry, dict):
-            merged[name] = entry
-            continue
-        if since is not None and name != _RELEASED and _noted(entry)[0] < since:
-            continue
-        old = merged.get(name)
-        if isinstance(old, dict) and added is not None and name in added:
-            merged[name] = _summed(old, entry, added[name])
-        elif not isinstance(old, dict) or _noted(entry) >= _noted(old):
-            merged[name] = entry
-    return merged
-
-
-def _summed(old: dict[str, Any], entry: dict[str, Any], add: list[float]) -> dict[str, Any]:
-    """One finding two processes noted: the latest entry's fields, the counts added up."""
-    out = dict(entry if _noted(entry) >= _noted(old) else old)
-    try:
-        out["count"] = int(old.get("count", 0) or 0) + int(add[0])
-        out["weight"] = round(float(old.get("weight", 0.0) or 0.0) + float(add[1]), 3)
-        if "first" in old and "first" in entry:
-            out["first"] = min(float(old["first"]), float(entry["first"]))
-    except (TypeError, ValueError, IndexError):
-        return out  # a malformed stored entry: the newer one as it is
-    examples = [*(old.get("examples") or ()), *(entry.get("examples") or ())]
-    if examples and all(isinstance(e, str) for e in examples):
-        out["examples"] = list(dict.fromkeys(examples))[:MAX_FINDING_EXAMPLES]
-    return out
-
-
-_RELEASED = "released"  # memory.RELEASED (memory imports this module)
-MAX_FINDING_EXAMPLES = 5  # memory.MAX_EXAMPLES
-
-
-def _noted(entry: dict[str, Any]) -> tuple[float, float]:
-    """When a finding was last noted (a release: when it happened), then how often."""
-    try:
-        return (float(entry.get("last", entry.get("time", 0.0)) or 0.0),
-                float(entry.get("count", 0) or 0))
-    except (TypeError, ValueError):
-        return (0.0, 0.0)
-
-
 @dataclass(frozen=True, slots=True)
-class RecipientRecord:
+class StoredRecipient:
+    """One row of a recipient's history, as a report or a lookup reads it back."""
+
     time: float
     recipient: str
     status: str
@@ -226,8 +123,9 @@ class RecipientRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class MessageRecord:
-    """A submitted message, with its recipients' rows when read for a report."""
+class StoredMessage:
+    """A submitted message as read back from the store, with its recipients' rows when
+    read for a report (`report.model.MessageRecord` is the report's own view)."""
 
     time: float
     mta: str
@@ -244,7 +142,7 @@ class MessageRecord:
     auto_reply: bool = False
     list_like: bool = False
     list_id: str = ""
-    recipients: tuple[RecipientRecord, ...] = ()
+    recipients: tuple[StoredRecipient, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,12 +155,66 @@ class OverrideRow:
     created: float = 0.0
 
 
-# Columns of the rows the engine queues as tuples, in this order.
-MESSAGE_COLUMNS = (
-    "time", "mta", "queue_id", "sender", "envelope_from", "helo", "client_addr",
-    "client_name", "size", "rcpt_count", "message_id", "null_sender", "auto_reply",
-    "list_like", "list_id",
-)
+class MessageRow(NamedTuple):
+    """A `messages` row as written (a tuple: a flush writes tens of thousands, and the
+    driver takes it as it is). Its fields are the table's columns, in writing order."""
+
+    time: float
+    mta: str
+    queue_id: str
+    sender: str
+    envelope_from: str = ""
+    helo: str = ""
+    client_addr: str = ""
+    client_name: str = ""
+    size: int = 0
+    rcpt_count: int = 0
+    message_id: str = ""
+    null_sender: bool = False
+    auto_reply: bool = False
+    list_like: bool = False
+    list_id: str = ""
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> MessageRow:
+        """A dict row (a spooled batch, another writer): missing columns defaulted."""
+        return cls(**_known(cls._fields, row, DICT_DEFAULTS[cls]))
+
+
+class RecipientRow(NamedTuple):
+    """A `recipients` row as written: a "queued" one per recipient at submission, one
+    per outcome. Its fields are the table's columns, in writing order."""
+
+    time: float
+    mta: str
+    queue_id: str
+    sender: str
+    recipient: str
+    status: str
+    outcome_class: str = ""
+    dsn: str = ""
+    reply: str = ""
+    relay: str = ""
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> RecipientRow:
+        """A dict row (a spooled batch, another writer): missing columns defaulted."""
+        return cls(**_known(cls._fields, row, DICT_DEFAULTS[cls]))
+
+
+# A dict row may leave out these leading columns too (the tuples' defaults cover the rest).
+DICT_DEFAULTS: dict[type, dict[str, Any]] = {
+    MessageRow: {"mta": ""}, RecipientRow: {"mta": "", "sender": ""}}
+
+
+def _known(fields: tuple[str, ...], row: Mapping[str, Any],
+           defaults: dict[str, Any]) -> dict[str, Any]:
+    """The row's values of `fields` (others ignored), `defaults` under them."""
+    return {**defaults, **{f: row[f] for f in fields if f in row}}
+
+
+MESSAGE_COLUMNS: tuple[str, ...] = MessageRow._fields
+RECIPIENT_COLUMNS: tuple[str, ...] = RecipientRow._fields
 COUNTER_BUCKET = 60  # seconds per counters row
 QUEUED = "queued"  # a recipient's status as its message is submitted
 
@@ -272,22 +224,15 @@ def counter_bucket(t: float) -> int:
     return int(t // COUNTER_BUCKET) * COUNTER_BUCKET
 
 
-RECIPIENT_COLUMNS = (
-    "time", "mta", "queue_id", "sender", "recipient", "status", "outcome_class", "dsn",
-    "reply", "relay",
-)
-
-
 @dataclass(slots=True)
 class Batch:
     """One transaction's worth of writes.
 
     Message and recipient rows come in two forms: dicts keyed by column name
-    (`messages`, `recipients`: any writer, missing columns take their defaults)
-    and tuples with every column in `MESSAGE_COLUMNS` / `RECIPIENT_COLUMNS`
-    order (`message_rows`, `recipient_rows`: the engine's, which queues one or
-    more per event and goes straight to the driver without a dict per row).
-    Dict rows are written before tuple rows.
+    (`messages`, `recipients`: any writer, a spooled batch; missing columns take
+    their defaults) and typed rows (`message_rows`, `recipient_rows`: the
+    engine's, which queues one or more per event and goes straight to the driver
+    without a dict per row). Dict rows are written before typed rows.
     """
 
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -296,8 +241,8 @@ class Batch:
     counters: dict[tuple[str, str, int], float] = field(default_factory=dict)
     state_changes: list[dict[str, Any]] = field(default_factory=list)
     senders: dict[str, SenderDelta] = field(default_factory=dict)
-    message_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    recipient_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    message_rows: list[MessageRow] = field(default_factory=list)
+    recipient_rows: list[RecipientRow] = field(default_factory=list)
     # (sender, mta, bucket start) -> [recipients, messages] a host let a restricted
     # sender send (scoring/shared.py)
     rate_use: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
@@ -317,13 +262,11 @@ class Batch:
 
     def all_messages(self) -> list[dict[str, Any]]:
         """Every message row as a dict, in writing order."""
-        return [*self.messages, *(dict(zip(MESSAGE_COLUMNS, r, strict=True))
-                                  for r in self.message_rows)]
+        return [*self.messages, *(r._asdict() for r in self.message_rows)]
 
     def all_recipients(self) -> list[dict[str, Any]]:
         """Every recipient row as a dict, in writing order."""
-        return [*self.recipients, *(dict(zip(RECIPIENT_COLUMNS, r, strict=True))
-                                    for r in self.recipient_rows)]
+        return [*self.recipients, *(r._asdict() for r in self.recipient_rows)]
 
     def add_counter(self, sender: str, name: str, bucket: int, amount: float = 1.0) -> None:
         k = (sender, name, bucket)
@@ -338,7 +281,7 @@ class Batch:
     def to_json(self) -> str:
         return json.dumps(
             {
-                # The spool keeps the dict form: files written before tuple rows existed
+                # The spool keeps the dict form: files written before typed rows existed
                 # and files written now read back the same.
                 "messages": self.all_messages(),
                 "recipients": self.all_recipients(),

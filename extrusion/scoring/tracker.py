@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from extrusion.scoring.rows import MessageRecord
+from extrusion.scoring.rows import StoredMessage
 
 MAX_MESSAGES = 200_000
 # Postfix gives up on a message after 5 days (maximal_queue_lifetime).
@@ -38,7 +38,7 @@ class MessageInfo:
     held: list[tuple[str, str, float]] = field(default_factory=list)
 
     @classmethod
-    def from_record(cls, m: MessageRecord, list_candidate: bool) -> MessageInfo:
+    def from_record(cls, m: StoredMessage, list_candidate: bool) -> MessageInfo:
         return cls(
             mta=m.mta, queue_id=m.queue_id, sender=m.sender, time=m.time,
             envelope_from=m.envelope_from, rcpt_count=m.rcpt_count, null_sender=m.null_sender,
