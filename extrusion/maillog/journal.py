@@ -16,7 +16,9 @@ that reached the journal.
   syslog_journal_max_bytes` it is renamed to `journal.1` and a new one begun,
   as logrotate would, and the follower finishes the old file first. `journal.1`
   is deleted as soon as the checkpoint has moved past it (`release()`); a
-  second rotation waits for that.
+  second rotation waits for that. As with a rotated log file, a message
+  still open at the rotation no longer holds the checkpoint (at half the
+  default cap, 128 MiB between rotations, that is rare).
 - **Cap.** Both files together never exceed `syslog_journal_max_bytes`: when
   the journal is full (the feed is that far behind, e.g. the store is away for
   long), each further datagram is dropped, counted and logged as an ERROR (the
