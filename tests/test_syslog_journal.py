@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import pytest
 from extrusion.config import ConfigError, from_dict
 from extrusion.maillog import journal as journaling
 from extrusion.maillog.journal import SyslogJournal, deliver
+
+from .conftest import free_port
+from .test_feed_crash import EXE
+from .test_policyd_support import toml_text
 
 MIB = 1 << 20
 
@@ -107,3 +112,23 @@ def test_the_cap_is_checked_at_start_up() -> None:
     assert cfg.maillog.syslog_journal_max_bytes == MIB
     assert journaling.journal_dir("/var/lib/extrusion/spool") == Path(
         "/var/lib/extrusion/spool/syslog-journal")
+
+
+def test_a_journal_that_cannot_be_kept_is_one_line_and_exit_69(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "spool"
+    not_a_dir.write_text("a file where the spool directory should be")
+    config = tmp_path / "extrusion.toml"
+    config.write_text(toml_text({
+        "general": {"hostname": "mta1.test"},
+        "store": {"url": f"sqlite:///{tmp_path / 'x.db'}", "spool_dir": str(not_a_dir)},
+        "policyd": {"listen": f"tcp:{free_port()}:interface=127.0.0.1",
+                    "hold_queued_mail": False},
+        "api": {"listen": f"tcp:{free_port()}:interface=127.0.0.1"},
+        "milter": {"enabled": False},
+        "maillog": {"source": "syslog", "syslog_listen": f"unix:{tmp_path / 's.sock'}"},
+    }))
+    done = subprocess.run([EXE, "policyd", "--config", str(config)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 69, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"cannot keep the syslog journal in {not_a_dir / 'syslog-journal'}" in done.stderr

@@ -55,8 +55,16 @@ class SyslogFeedService(FileFeedService):
         from extrusion.maillog.timestamps import zone
 
         # The journal first: lines journaled by the previous run are read before new ones.
-        self.journal = journaling.SyslogJournal(self.directory,
-                                                self.config.maillog.syslog_journal_max_bytes)
+        try:
+            self.journal = journaling.SyslogJournal(
+                self.directory, self.config.maillog.syslog_journal_max_bytes)
+        except OSError as exc:
+            # One line and a failed start (exit 69), not a traceback and a deaf feed.
+            why = (f"cannot keep the syslog journal in {self.directory} ([store] spool_dir): "
+                   f"{exc.strerror}")
+            log.error("%s; no syslog datagram is received", why)
+            self.ready = defer.fail(RuntimeError(why))
+            return
         proto = SyslogProtocol(self.journal, self.reactor.seconds,
                                zone(self.config.maillog.timezone))
         self.port = listen_syslog(self.reactor, self.config.maillog.syslog_listen, proto)
