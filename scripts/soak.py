@@ -17,7 +17,10 @@ and sends them, one phase after the other:
   that one crashes libmilter itself, see README, "Who may reach the milter socket".)
 
 Then it checks both daemons are still running, that neither logged a
-"Traceback", and that they stop cleanly on SIGTERM; prints the counts and
+"Traceback", and that they stop cleanly on SIGTERM. Last comes the `kill -9`
+phase (scripts/soak_kill.py): `extrusion serve` with its syslog feed, killed
+`--kills` times under policy and milter load and restarted at once, must
+lose and double no message, outcome or counter. It prints the counts and
 exits 1 on any failure. Not part of `make test` or CI.
 
     .venv/bin/python scripts/soak.py                       # a few minutes
@@ -48,6 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from extrusion_dev.generate import iter_lines  # noqa: E402
+from scripts.soak_kill import kill_phase  # noqa: E402
 from tests.milterwire import (  # noqa: E402
     BODY,
     EOH,
@@ -352,6 +356,53 @@ def wait_feed(api_port: int, written: int) -> tuple[dict[str, float], bool]:
         time.sleep(1.0)
 
 
+def milter_once(port: int, rnd: random.Random) -> str:
+    result = milter_session(port, rnd)
+    if result == "refused":
+        time.sleep(0.05)  # serve is down
+    return "milter " + result
+
+
+def run_kills(args: argparse.Namespace, tmp: Path, base: dict[str, object]) -> list[str]:
+    """The `kill -9` phase on `extrusion serve` (scripts/soak_kill.py); its failures."""
+    port, api, milter_port = free_port(), free_port(), free_port()
+    url, spool, sock = f"sqlite:///{tmp / 'serve.db'}", tmp / "spool-s", tmp / "syslog.sock"
+    path = tmp / "serve.toml"
+    path.write_text(toml_text({
+        **base,
+        "store": {"url": url, "spool_dir": str(spool)},
+        "policyd": {"listen": f"tcp:{port}:interface=127.0.0.1", "hold_queued_mail": False},
+        "api": {"listen": f"tcp:{api}:interface=127.0.0.1"},
+        "maillog": {"source": "syslog", "syslog_listen": f"unix:{sock}", "poll_seconds": 0.2},
+        "milter": {"socket": f"inet:{milter_port}@127.0.0.1"},
+    }))
+    rnd = random.Random(args.seed)
+
+    def policy_once(r: random.Random) -> str:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=REPLY_SECONDS) as s:
+                s.sendall(valid_request(r, r.randrange(1 << 24)))
+                answer = read_answer(s)
+        except OSError:
+            answer = None
+        if answer is None or not answer:  # refused while down, or cut by a kill
+            time.sleep(0.05)  # serve is down: ask again soon, without spinning
+            return "policy refused or cut (down)"
+        return "policy answered" if answer.startswith(b"action=") else "policy unanswered"
+
+    t = time.monotonic()
+    r = kill_phase(tmp, path, url, spool, sock, port, kills=args.kills,
+                   messages=args.kill_messages, seconds=args.kill_seconds,
+                   seed=rnd.randrange(1 << 30),
+                   load=[policy_once, lambda r: milter_once(milter_port, r)])
+    times = sorted(r.restart_seconds)
+    print(f"kill -9: {r.kills} kills of serve under load {dict(r.load)}; answering again "
+          f"after {times[0] if times else 0:.1f}-{times[-1] if times else 0:.1f} s "
+          f"(median {times[len(times) // 2] if times else 0:.1f}); lost {r.lost}, "
+          f"doubled {r.doubled} in {time.monotonic() - t:.0f} s", flush=True)
+    return r.failures
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=20_000)
@@ -359,6 +410,10 @@ def main() -> int:
     p.add_argument("--milter-sessions", type=int, default=2_000)
     p.add_argument("--seconds", type=float, default=0.0,
                    help="stop after about this long (split over the three phases); 0 = no limit")
+    p.add_argument("--kills", type=int, default=10, help="SIGKILLs of serve (0: no phase)")
+    p.add_argument("--kill-messages", type=int, default=3000)
+    p.add_argument("--kill-seconds", type=float, default=120.0,
+                   help="how long the kill phase's log lines take to send")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the directory with logs and stores")
     args = p.parse_args()
@@ -426,6 +481,8 @@ def main() -> int:
                   f"{tracebacks} tracebacks, {log.count(os.linesep)} log lines")
             if tracebacks:
                 failures.append(f"{d.name} logged {tracebacks} tracebacks (see {d.log_path})")
+    if args.kills and not failures:
+        failures += run_kills(args, tmp, base)
     print(f"total {time.monotonic() - started:.0f} s")
     for f in failures:
         print("FAIL:", f)

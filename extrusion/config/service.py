@@ -113,6 +113,13 @@ class Maillog:
     skip_replies: tuple[str, ...] = ("extrusion:",)
     # No delivery outcome for this long: a warning and a /healthz detail. 0 = never.
     quiet_warning_seconds: float = 3600.0
+    # source = "syslog": the journal of received datagrams (in the spool directory) never
+    # grows past this; when the feed is that far behind, datagrams are dropped, loudly.
+    syslog_journal_max_bytes: int = 256 << 20
+
+    def __post_init__(self) -> None:
+        if self.syslog_journal_max_bytes < 1 << 20:
+            raise ValueError("syslog_journal_max_bytes must be at least 1048576 (1 MiB)")
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,15 @@ it whose evidence is only in memory (None: nothing held)."""
         """(inode, offset) of the file being followed, as a checkpoint would save it."""
         return None if self._cur is None else (self._cur.ino, self._cur.offset)
 
+    def open_inodes(self) -> set[int]:
+        """The inodes of the files held open: the current one and rotated ones being finished."""
+        return {f.ino for f in [*self._old, *([self._cur] if self._cur else [])]}
+
+    @property
+    def saved_inode(self) -> int | None:
+        """The file the last checkpoint saved (or started from) names."""
+        return None if self._saved is None else self._saved.inode
+
     def close(self) -> None:
         """Save the position and close every file; the unfinished line is left for next time."""
         self._checkpoint(delivered=True)

@@ -40,7 +40,7 @@ import os
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from extrusion import identity
 from extrusion.config import Config
@@ -174,10 +174,14 @@ class CrashSafeFeed:
 
     `poll()` from one thread at a time (the policy daemon's worker)."""
 
-    def __init__(self, engine: Any, config: Config, store: Any, path: str | None = None
-                 ) -> None:
-        """`path`: the log to follow (default `[maillog] path`)."""
+    def __init__(self, engine: Any, config: Config, store: Any, path: str | None = None,
+                 deliver: Callable[[LogFeed, str], None] | None = None,
+                 start_at: Literal["end", "beginning"] | None = None) -> None:
+        """`path`: the log to follow (default `[maillog] path`); `deliver(feed, line)`
+        hands a line to the feed (default `feed.line`: a journal of syslog datagrams
+        decodes its own lines); `start_at` overrides `[maillog] start_at`."""
         path = path or config.maillog.path
+        self._deliver = deliver or LogFeed.line
         self.engine = engine
         self.config = config
         self.ttl = config.maillog.queue_id_ttl_seconds
@@ -188,7 +192,8 @@ class CrashSafeFeed:
         _adopt_legacy_checkpoint(store, name, path)
         self.follower = FileFollower(
             path, self._line, checkpoints=store, name=name,
-            start_at=config.maillog.start_at, commit=engine.flush,
+            start_at=start_at or config.maillog.start_at,
+            commit=engine.flush,
             too_long=self.feed.too_long, hold=self._held_from,
         )
 
@@ -209,7 +214,7 @@ class CrashSafeFeed:
                 joiner.reread_until = math.inf
             else:  # the first line not read before the restart
                 joiner.reread_until = self.recovery.boundary = self.feed.now
-        self.feed.line(text)
+        self._deliver(self.feed, text)
 
     def _held_from(self, file: int) -> int | None:
         unresolved = getattr(self.engine, "unresolved_outcomes", None)

@@ -18,13 +18,9 @@ import logging
 import os
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet import defer, task, threads
-
 from extrusion.config import Config
 from extrusion.maillog import logpath
 from extrusion.policyd.engineservice import EngineService
-from extrusion.policyd.feedworker import FeedWorker
 from extrusion.policyd.metrics import Metrics
 from extrusion.policyd.quiet import QuietWatch
 from extrusion.poller import EnginePoller
@@ -53,13 +49,19 @@ class _FeedCounters:
 class FileFeedService(EnginePoller):
     """Follows the log file every `poll_seconds`, in a worker thread."""
 
-    def __init__(self, config: Config, engines: EngineService, reactor: Any, metrics: Metrics):
+    def __init__(self, config: Config, engines: EngineService, reactor: Any, metrics: Metrics,
+                 journal: tuple[str, str] | None = None):
+        """`journal`: (path, what it journals) to follow instead of `[maillog] path`."""
         super().__init__(engines, reactor, config.maillog.poll_seconds, log, "log follower")
         self.config = config
-        self.path, why = logpath.resolve(config.maillog.path, config.policyd.postfix_config_dir)
+        if journal is None:
+            self.path, why = logpath.resolve(config.maillog.path,
+                                             config.policyd.postfix_config_dir)
+        else:
+            self.path, why = journal
         self.why = why
         self.watch = QuietWatch(reactor.seconds, config.maillog.quiet_warning_seconds,
-                                "file", self.path)
+                                "syslog" if journal else "file", why if journal else self.path)
         self.counters = _FeedCounters(metrics, self.watch)
         self.metrics = metrics
         self.feed: Any = None
@@ -89,13 +91,17 @@ class FileFeedService(EnginePoller):
             engine.flush()
             store = engine.store
             store.ping()
-            safe = CrashSafeFeed(engine, self.config, store, path=self.path)
+            safe = self._crash_safe_feed(CrashSafeFeed, engine, store)
             self.feed, self.follower = safe.feed, safe
             log.info("following %s", self.path)
         n: int = self.follower.poll()
         self.counters.update(self.feed)
         self._last_failure = ""
         return n
+
+    def _crash_safe_feed(self, make: Any, engine: Any, store: Any) -> Any:
+        """Worker thread: the follower of the file (a journal's service decodes its lines)."""
+        return make(engine, self.config, store, path=self.path)
 
     def _failed(self, failure: Any) -> None:
         # An unreadable file or a store hiccup: log it, keep polling (the follower resumes).
@@ -104,100 +110,3 @@ class FileFeedService(EnginePoller):
         if message != self._last_failure:
             self._last_failure = message
             log.warning("log follower: %s", message)
-
-
-class SyslogFeedService(Service):
-    """Receives syslog datagrams on the reactor; one worker thread feeds them to the engine.
-
-    An outcome whose message this process did not record sends the engine to
-    the store for it, and a hung store would hang that call: the reactor only
-    queues each datagram (bounded, in order) and the worker, alone, parses
-    lines and calls the engine, so policy answers never wait on the database.
-    """
-
-    def __init__(self, config: Config, engines: EngineService, reactor: Any, metrics: Metrics):
-        self.config = config
-        self.engines = engines
-        self.reactor = reactor
-        self.watch = QuietWatch(reactor.seconds, config.maillog.quiet_warning_seconds,
-                                "syslog", config.maillog.syslog_listen)
-        self.counters = _FeedCounters(metrics, self.watch)
-        self.metrics = metrics
-        self.feed: Any = None
-        self.port: Any = None
-        self.ready: defer.Deferred[None] = defer.succeed(None)  # listening once started
-        self.worker = FeedWorker(self._engine, self._new_feed, self._dropped)
-        self._loop: task.LoopingCall | None = None
-
-    # The syslog protocol calls these two, as it would call a LogFeed (reactor thread).
-    def line(self, text: str) -> None:
-        self.worker.put(("line", (text,)))
-
-    def entry(self, t: float, host: str, program: str, pid: str, message: str) -> None:
-        self.worker.put(("entry", (t, host, program, pid, message)))
-
-    @property
-    def waiting(self) -> int:
-        """Lines received and not yet given to the engine."""
-        return self.worker.waiting
-
-    def _engine(self) -> Any:
-        return self.engines.engine
-
-    def _new_feed(self, engine: Any) -> Any:
-        """Worker thread: the LogFeed, made once the engine is open."""
-        from extrusion.maillog.feed import LogFeed
-
-        self.feed = LogFeed.from_config(engine, self.config, live=True)
-        return self.feed
-
-    def _dropped(self) -> None:
-        self.metrics.log_lines.labels("dropped").inc()
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        from extrusion.maillog.syslog import SyslogProtocol, listen_syslog
-        from extrusion.maillog.timestamps import log_zone
-
-        proto = SyslogProtocol(self, self.reactor.seconds, log_zone(self.config.maillog.timezone))
-        self.port = listen_syslog(self.reactor, self.config.maillog.syslog_listen, proto)
-        log.info("receiving syslog on %s", self.config.maillog.syslog_listen)
-        self.worker.start()
-        # The line counters, every second.
-        self._loop = task.LoopingCall(self._housekeeping)
-        self._loop.clock = self.reactor
-        self._loop.start(1.0, now=False)
-
-    def _housekeeping(self) -> None:
-        if (feed := self.feed) is not None:
-            self.counters.update(feed)  # plain ints, read across threads
-        self.watch.check()
-
-    @defer.inlineCallbacks
-    def stopService(self) -> Any:
-        super().stopService()  # type: ignore[no-untyped-call]
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        port, self.port = self.port, None
-        if port is not None:
-            yield defer.maybeDeferred(port.stopListening)
-        # What was received is given to the engine (and pending joins finished)
-        # before the engine closes; the worker's own thread does it, in order.
-        yield threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                        self.worker.stop)
-        if self.feed is not None:
-            self.counters.update(self.feed)
-
-
-def make_feed_service(
-    config: Config, engines: EngineService, reactor: Any, metrics: Metrics
-) -> Service | None:
-    """The feed service for `config`, or None when there is nothing to follow."""
-    source = config.maillog.source
-    if source == "none":
-        log.warning("[maillog] source = \"none\": no delivery outcomes are read, so "
-                    "delivery failures are never counted")
-        return None
-    if source == "file":
-        return FileFeedService(config, engines, reactor, metrics)
-    return SyslogFeedService(config, engines, reactor, metrics)

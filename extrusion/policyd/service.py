@@ -27,7 +27,7 @@ from extrusion.policyd import constants as c
 from extrusion.policyd.api import OperatorApi, make_site
 from extrusion.policyd.directory import sender_counts, store_directory
 from extrusion.policyd.engineservice import EngineService, Opener
-from extrusion.policyd.feed import make_feed_service
+from extrusion.policyd.feeds import make_feed_service
 from extrusion.policyd.holdqueue import QueueActions
 from extrusion.policyd.listen import ListenService
 from extrusion.policyd.metrics import Metrics
