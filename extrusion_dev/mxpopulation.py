@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from extrusion.maillog.population import DEFAULT_START, _local, _word
+from extrusion_dev.population import DEFAULT_START, _local, _word
 from extrusion.scoring.keys import client_key
 from extrusion_dev.mxsession import MX_ADDR, SPAMD, Client, MxWriter, Transaction
 

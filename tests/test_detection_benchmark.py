@@ -22,7 +22,7 @@ from benchmarks.detection import (
     misconfigured_keys,
     score,
 )
-from extrusion.maillog.population import (
+from extrusion_dev.population import (
     BUSINESS,
     CONSUMER,
     INFECTED,
