@@ -1,0 +1,13 @@
+"""How a replay fails: the message for the operator and the exit status."""
+
+from __future__ import annotations
+
+import os
+
+EX_SOFTWARE = os.EX_SOFTWARE  # the log reading process died
+
+
+class ReplayError(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
