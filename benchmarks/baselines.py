@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from extrusion.config import load  # noqa: E402
-from extrusion_dev.population import populate  # noqa: E402
 from extrusion.replay.command import replay  # noqa: E402
 from extrusion.scoring.store import Store  # noqa: E402
+from extrusion_dev.population import populate  # noqa: E402
 
 
 def once(log: Path, store: Path, keep: bool) -> float:

@@ -22,6 +22,8 @@ from benchmarks.detection import (
     misconfigured_keys,
     score,
 )
+from extrusion.scoring.decisions import HELO_NOTE
+from extrusion.scoring.judge import helo_note
 from extrusion_dev.population import (
     BUSINESS,
     CONSUMER,
@@ -36,8 +38,6 @@ from extrusion_dev.population import (
     Population,
     populate,
 )
-from extrusion.scoring.decisions import HELO_NOTE
-from extrusion.scoring.judge import helo_note
 from tests.maillog_helpers import Recorder, feed_lines
 
 CUSTOMERS = 150

@@ -181,7 +181,7 @@ def replay_reporter(cfg: Config, fmt: str, out: str | None = None) -> Callable[[
     A problem writing the report ends the replay like any other replay error
     (one line, the exit status of the problem).
     """
-    from extrusion.replay.command import ReplayError
+    from extrusion.replay.errors import ReplayError
 
     def after(store: Store) -> None:
         try:
