@@ -21,10 +21,13 @@ MODULE_LINES = 400
 CLASS_LINES = 300
 FUNCTION_LINES = 60
 
-# Files being split on other branches at the time of writing (store, layout,
-# mxlog, faults) and Engine, whose class is split by the same work. The
-# integrator empties this list after merging those branches; a file listed
-# here is still checked for private imports.
+# Files being split right now on other branches: config.py and mtacheck.py
+# (layout), maillog/follow.py (faults), maillog/join.py (mxlog), scoring/store.py
+# (store), and scoring/engine.py, whose `Engine` (over 600 lines) is edited on
+# those branches too: moving half of it here would not merge. The integrator
+# empties this list after merging them; an entry that no longer breaks a limit
+# fails `test_allow_list_is_still_needed`. Listed files are still checked for
+# private names taken across packages.
 SPLIT_ELSEWHERE = frozenset(
     {
         "config.py",
@@ -165,16 +168,21 @@ def test_package_of() -> None:
     assert package_of("extrusion.cli") == "extrusion"
 
 
-@pytest.mark.parametrize("path", modules(), ids=rel)
+@pytest.mark.parametrize(
+    "path", [p for p in modules() if rel(p) not in SPLIT_ELSEWHERE], ids=rel
+)
 def test_sizes_within_limits(path: Path) -> None:
-    if rel(path) in SPLIT_ELSEWHERE:
-        pytest.skip("being split on another branch; see SPLIT_ELSEWHERE")
     assert list(too_long(path.read_text(encoding="utf-8"), rel(path))) == []
 
 
-def test_allow_list_names_existing_files() -> None:
-    # A stale entry would silently exempt a new file of the same name later.
-    assert {p for p in SPLIT_ELSEWHERE if not (PACKAGE / p).exists()} == set()
+@pytest.mark.parametrize("name", sorted(SPLIT_ELSEWHERE))
+def test_allow_list_is_still_needed(name: str) -> None:
+    # An entry outliving its split would exempt the file from then on.
+    path = PACKAGE / name
+    assert path.exists(), f"{name} is gone: remove it from SPLIT_ELSEWHERE"
+    assert list(too_long(path.read_text(encoding="utf-8"), name)) != [], (
+        f"{name} is within the limits now: remove it from SPLIT_ELSEWHERE"
+    )
 
 
 def test_no_private_name_crosses_a_package() -> None:
