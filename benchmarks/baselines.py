@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/baselines.py [--customers 500] [--days 1] [--repeat 3]
 
-Generates a population log (`extrusion.maillog.population`), then replays it
+Generates a population log (`extrusion_dev.population`), then replays it
 in this process with the shipped config (a throw-away SQLite store, inline,
 no worker process), interleaved and best of `--repeat`: once as shipped, once
 with `Store.save_baselines` made a no-op (the engine as it was before the
@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from extrusion.config import load  # noqa: E402
-from extrusion.maillog.population import populate  # noqa: E402
 from extrusion.replay.command import replay  # noqa: E402
 from extrusion.scoring.store import Store  # noqa: E402
+from extrusion_dev.population import populate  # noqa: E402
 
 
 def once(log: Path, store: Path, keep: bool) -> float:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/detection.py [--customers 2000] [--days 2] [--seed 1] [--json]
 
-Generates a population with `extrusion.maillog.population` (consumers,
+Generates a population with `extrusion_dev.population` (consumers,
 businesses with mailshots, mailing lists, bounce relays, rejection daemons,
 spam bots, worms; the truth about each), runs `extrusion replay LOG --json`
 on it with the shipped conf/extrusion.toml (replay's own fresh, throw-away
@@ -53,7 +53,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from extrusion.maillog.population import (  # noqa: E402
+from extrusion_dev.population import (  # noqa: E402
     BOUNCE_RELAY,
     INFECTED,
     LEGITIMATE,

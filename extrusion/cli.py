@@ -133,7 +133,7 @@ def replay_reporter(cfg: configmod.Config, fmt: str, out: str | None = None) -> 
     (one line, the exit status of the problem). Here, not in either package,
     because the report reads what the replay stored and neither knows the other.
     """
-    from extrusion.replay.command import ReplayError
+    from extrusion.replay.errors import ReplayError
     from extrusion.report.command import CommandError, report_after_replay
 
     def after(store: Any) -> None:

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from extrusion.keys import client_key
-from extrusion.maillog.population import DEFAULT_START, _local, _word
 from extrusion_dev.mxsession import MX_ADDR, SPAMD, Client, MxWriter, Transaction
+from extrusion_dev.population import DEFAULT_START, _local, _word
 
 DAY = 86400.0
 HOUR = 3600.0

@@ -22,7 +22,9 @@ from benchmarks.detection import (
     misconfigured_keys,
     score,
 )
-from extrusion.maillog.population import (
+from extrusion.scoring.decisions import HELO_NOTE
+from extrusion.scoring.judge import helo_note
+from extrusion_dev.population import (
     BUSINESS,
     CONSUMER,
     INFECTED,
@@ -36,8 +38,6 @@ from extrusion.maillog.population import (
     Population,
     populate,
 )
-from extrusion.scoring.decisions import HELO_NOTE
-from extrusion.scoring.judge import helo_note
 from tests.maillog_helpers import Recorder, feed_lines
 
 CUSTOMERS = 150

@@ -25,24 +25,23 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import Milter
 
-from extrusion import identity
-from extrusion.config import Config
-from extrusion.keys import client_key, normal_address
+from extrusion.keys import normal_address as normal_address
 from extrusion.milter import constants as c
 from extrusion.milter import replies
 from extrusion.milter.backlog import Event
-from extrusion.milter.guard import EngineFailure, EngineGuard
-from extrusion.milter.heloconfirm import HeloResolver
+from extrusion.milter.guard import EngineFailure
+from extrusion.milter.macros import MacroMilter, decoded
 from extrusion.milter.replies import Reply
+
+# Re-exported: the daemon, `extrusion serve` and the tests build the milter from here.
+from extrusion.milter.runtime import Runtime as Runtime
+from extrusion.milter.runtime import Settings as Settings
+from extrusion.milter.runtime import fallback_sender_key as fallback_sender_key
 from extrusion.milter.session import Message, Session, bare_address
 from extrusion.milter.text import clean, reply_text
 from extrusion.scoring.events import Action, Decision, Stage
@@ -56,57 +55,9 @@ REJECT: int = Milter.REJECT
 NOREPLY: int = Milter.NOREPLY
 P_NR_HDR: int = Milter.P_NR_HDR
 P_NR_BODY: int = Milter.P_NR_BODY
-# The UTF-8 decoding pymilter applies to envelope and header values (its default).
-DECODE_ERRORS = "surrogateescape"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The [milter] config values the callbacks use."""
-
-    on_error: str = "accept"
-    add_header: bool = False
-    reject_bad_helo: bool = False
-    rate_limits: bool = False
-    mta: str = ""
-
-    @classmethod
-    def from_config(cls, config: Config) -> Settings:
-        m = config.milter
-        return cls(on_error=m.on_error, add_header=m.add_header,
-                   reject_bad_helo=m.reject_bad_helo, rate_limits=m.rate_limits,
-                   mta=identity.mta_name(config))
-
-
-@dataclass
-class Runtime:
-    """What all connections share: the guarded engine, the settings and the clock."""
-
-    guard: EngineGuard
-    settings: Settings = field(default_factory=Settings)
-    clock: Callable[[], float] = time.time
-    # Looks up whether a bare-domain HELO resolves to the client (the daemon makes one;
-    # None: no lookups, as in tests that play sessions without a DNS).
-    helo_resolver: HeloResolver | None = None
-    _said: set[str] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def first_time(self, what: str) -> bool:
-        """True once per process for `what`: for warnings about the MTA's set-up."""
-        with self._lock:
-            if what in self._said:
-                return False
-            self._said.add(what)
-            return True
-
-
-def fallback_sender_key(client_addr: str, sasl_user: str) -> str:
-    """The sender's key without the engine (`sasl:USER`, else `ip:ADDRESS`), for when the
-    engine cannot compute it; the customer mapping, which only the engine knows, is lost."""
-    return client_key(client_addr, sasl_user)
-
-
-class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no type hints
+class ExtrusionMilter(MacroMilter):
     """Callbacks for one SMTP connection."""
 
     def __init__(self, runtime: Runtime) -> None:
@@ -206,12 +157,12 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         pymilter's own version also decodes every ESMTP parameter, which
         `envfrom` does not read.
         """
-        rc: int = self.envfrom(_decoded(mailfrom))
+        rc: int = self.envfrom(decoded(mailfrom))
         return rc
 
     def envrcpt_bytes(self, rcpt: bytes, *params: bytes) -> int:
         """pymilter's entry for RCPT, like `envfrom_bytes`."""
-        return self.envrcpt(_decoded(rcpt))
+        return self.envrcpt(decoded(rcpt))
 
     def envrcpt(self, rcpt: str, *params: str) -> int:
         try:
@@ -263,7 +214,7 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         would, without that version's per-call attribute lookups and wrapper
         (there are several headers in every message).
         """
-        self._header(name, _decoded(value))
+        self._header(name, decoded(value))
         return NOREPLY if self._protocol & P_NR_HDR else CONTINUE
 
     def _header(self, name: str, value: str) -> None:
@@ -360,49 +311,7 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
             log.exception("close callback failed")
         return CONTINUE
 
-    # --- negotiation ------------------------------------------------------------------------
-
-    def negotiate(self, opts: list[int]) -> int:
-        """pymilter's negotiation, with the macro lists worked out once per class.
-
-        Base.negotiate looks up every callback that may carry a macro list and
-        joins the lists again for every SMTP connection; the outcome is the same.
-        """
-        try:
-            self._actions, protocol, _f1, _f2 = opts
-            requests = _macro_requests(type(self))
-            if requests and not self._actions & Milter.SETSYMLIST:
-                raise Milter.DisabledAction("SETSYMLIST")
-            for stage, names in requests:
-                self._ctx.setsymlist(stage, names)
-            opts[1] = self._protocol = protocol & ~self.protocol_mask()
-            opts[2] = 0
-            opts[3] = 0
-        except Exception:
-            # As pymilter does: if negotiation fails, change nothing.
-            return int(Milter.ALL_OPTS)
-        return CONTINUE
-
-    def setsymlist(self, stage: int, *macros: str) -> Any:
-        """Ask the MTA for these macros at `stage`.
-
-        pymilter 1.0.5's own version hands its C module bytes where that wants
-        str, so negotiation raised and fell back to "everything, every reply":
-        no macro list, and the MTA waiting on every header.
-        """
-        if not self._actions & Milter.SETSYMLIST:
-            raise Milter.DisabledAction("SETSYMLIST")
-        return self._ctx.setsymlist(stage, _macro_list(macros))
-
     # --- helpers ----------------------------------------------------------------------------
-
-    def _macro(self, name: str) -> str | bytes | None:
-        """A macro's value; its raw bytes when pymilter cannot decode it as UTF-8."""
-        try:
-            value: str | None = self.getsymval(name)
-        except UnicodeDecodeError as exc:
-            return bytes(exc.object)
-        return value
 
     def _refuse_or_continue(
         self, decision: Decision, msg: Message, stage: Stage, *, keep_message: bool = False
@@ -410,7 +319,7 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         reply = replies.for_decision(decision)
         if reply is None:
             return CONTINUE
-        self._log_decision(decision, msg, stage)
+        _log_decision(decision, msg, stage)
         if not keep_message:
             self.session.end_message()
         return self._refuse(reply, TEMPFAIL if reply.code[0] == "4" else REJECT)
@@ -432,7 +341,7 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
             log.error("cannot hold sender=%s queue_id=%s (%s): refusing with a tempfail",
                       msg.sender, msg.queue_id or "-", exc)
             return False
-        self._log_decision(decision, msg, Stage.EOM)
+        _log_decision(decision, msg, Stage.EOM)
         return True
 
     def _mark(self, decision: Decision, msg: Message) -> None:
@@ -447,38 +356,8 @@ class ExtrusionMilter(Milter.Base):  # type: ignore[misc]  # pymilter has no typ
         except Exception as exc:
             log.warning("cannot add %s header: %s", c.HEADER_EXTRUSION, exc)
 
-    def _log_decision(self, decision: Decision, msg: Message, stage: Stage) -> None:
-        log.info("decision sender=%s queue_id=%s stage=%s action=%s state=%s reason=%s",
-                 msg.sender, msg.queue_id or "-", stage.value, decision.action.value,
-                 decision.state.value, clean(decision.reason, 500) or "-")
 
-
-def _macro_list(macros: tuple[str, ...]) -> str:
-    """One stage's macro names as libmilter wants them: one string, space-separated."""
-    names = [n for m in macros for n in m.split()]
-    if len(names) > c.MAX_MACROS_PER_STAGE:
-        raise ValueError(f"at most {c.MAX_MACROS_PER_STAGE} macros per stage")
-    return " ".join(names)
-
-
-_REQUESTS: dict[type, tuple[tuple[int, str], ...]] = {}
-
-
-def _macro_requests(cls: type) -> tuple[tuple[int, str], ...]:
-    """(stage, macro list) for every callback of `cls` marked with @Milter.symlist."""
-    try:
-        return _REQUESTS[cls]
-    except KeyError:
-        pass
-    found = []
-    for name, stage in Milter.MACRO_CALLBACKS.items():
-        macros = getattr(getattr(cls, name), "_symlist", None)
-        if macros is not None:
-            found.append((stage, _macro_list(tuple(macros))))
-    requests = _REQUESTS[cls] = tuple(found)
-    return requests
-
-
-def _decoded(value: bytes | str) -> str:
-    """A value from pymilter's C layer as pymilter's Base decodes it (never raises)."""
-    return value.decode("utf-8", DECODE_ERRORS) if isinstance(value, bytes) else value
+def _log_decision(decision: Decision, msg: Message, stage: Stage) -> None:
+    log.info("decision sender=%s queue_id=%s stage=%s action=%s state=%s reason=%s",
+             msg.sender, msg.queue_id or "-", stage.value, decision.action.value,
+             decision.state.value, clean(decision.reason, 500) or "-")

@@ -24,7 +24,18 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._define_policy(self.registry)
+        self._define_store(self.registry)
+        self._define_engine(self.registry)
+        # Pre-bound children: a label lookup per request costs more than the increment.
+        self.decision_by_action = {a: self.decisions.labels(a) for a in _ACTION_LABELS}
+        for state in State:
+            self.senders.labels(state.value)
+        for result in ("read", "parsed", "ignored", "garbled", "dropped"):
+            self.log_lines.labels(result)
+
+    def _define_policy(self, r: CollectorRegistry) -> None:
+        """What the policy protocol sees: requests, answers, clients."""
         self.requests = Counter(
             "extrusion_policy_requests", "Policy requests answered, by protocol_state.",
             ["state"], registry=r,
@@ -48,6 +59,9 @@ class Metrics:
             "extrusion_policy_refused_clients", "Connections refused by allowed_clients.",
             registry=r,
         )
+
+    def _define_store(self, r: CollectorRegistry) -> None:
+        """The store and the log feed that fills it."""
         self.store_errors = Counter(
             "extrusion_store_errors",
             "Engine or store operations that failed (answered with the default action, "
@@ -67,6 +81,9 @@ class Metrics:
             "and the waiting buffer was full).",
             ["result"], registry=r,
         )
+
+    def _define_engine(self, r: CollectorRegistry) -> None:
+        """The engine's senders, its queue actions and whether it is up."""
         self.senders = Gauge(
             "extrusion_senders", "Senders known to the store, by state.", ["state"], registry=r
         )
@@ -94,12 +111,6 @@ class Metrics:
         self.engine_up = Gauge(
             "extrusion_engine_up", "1 when the engine and its store are open.", registry=r
         )
-        # Pre-bound children: a label lookup per request costs more than the increment.
-        self.decision_by_action = {a: self.decisions.labels(a) for a in _ACTION_LABELS}
-        for state in State:
-            self.senders.labels(state.value)
-        for result in ("read", "parsed", "ignored", "garbled", "dropped"):
-            self.log_lines.labels(result)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -100,6 +100,25 @@ class PolicydService(MultiService):
             config, opener, reactor, self.metrics, sender_counts=sender_counts
         )
         self._attach(self.engines)
+        self._hear_outcomes(config, reactor)
+        self.responder = Responder(
+            self.engines.decisions, config.policyd.default_action, self.metrics, reactor.seconds
+        )
+        if self.queue is not None:
+            self.responder.on_hold = self.queue.held_by_policy
+        self._listen_policy(config, reactor)
+        self._listen_api(config, reactor)
+        self._ready: defer.Deferred[None] | None = None
+        self.feed = make_feed_service(config, self.engines, reactor, self.metrics)
+        if self.feed is not None:
+            self._attach(self.feed)
+        self.flows: Any = None
+        if config.flows.enabled and flows is not None:
+            self.flows = flows(config, self.engines, reactor)
+            self._attach(self.flows)
+
+    def _hear_outcomes(self, config: Config, reactor: Any) -> None:
+        """The listeners on the engine's state changes: queue holds and the abuse desk."""
         self.queue: QueueActions | None = None
         if config.policyd.hold_queued_mail:
             self.queue = QueueActions(
@@ -119,11 +138,9 @@ class PolicydService(MultiService):
         )
         if self.notifier is not None:
             self.engines.listeners.append(self.notifier)
-        self.responder = Responder(
-            self.engines.decisions, config.policyd.default_action, self.metrics, reactor.seconds
-        )
-        if self.queue is not None:
-            self.responder.on_hold = self.queue.held_by_policy
+
+    def _listen_policy(self, config: Config, reactor: Any) -> None:
+        """The policy protocol's listener, if `[policyd] enabled`."""
         self.policy: ListenService | None = None
         self.policy_factory: PolicyFactory | None = None
         if config.policyd.enabled:
@@ -137,6 +154,9 @@ class PolicydService(MultiService):
             )
             self.policy = ListenService(reactor, p.listen, self.policy_factory, "policy server")
             self._attach(self.policy)
+
+    def _listen_api(self, config: Config, reactor: Any) -> None:
+        """The operator API's listener, if `[api] enabled`."""
         self.api: OperatorApi | None = None
         self.api_listener: ListenService | None = None
         if config.api.enabled:
@@ -153,14 +173,6 @@ class PolicydService(MultiService):
                 reactor, config.api.listen, make_site(self.api), "operator API"
             )
             self._attach(self.api_listener)
-        self._ready: defer.Deferred[None] | None = None
-        self.feed = make_feed_service(config, self.engines, reactor, self.metrics)
-        if self.feed is not None:
-            self._attach(self.feed)
-        self.flows: Any = None
-        if config.flows.enabled and flows is not None:
-            self.flows = flows(config, self.engines, reactor)
-            self._attach(self.flows)
 
     def _attach(self, child: Any) -> None:
         child.setServiceParent(self)

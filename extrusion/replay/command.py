@@ -20,21 +20,19 @@ a single log line) is refused with one line before anything runs.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import gc
 import os
-import pickle
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext, suppress
-from typing import IO, Any, TextIO
+from contextlib import ExitStack, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, TextIO
 
 from extrusion.config import Config, check_store_url
-from extrusion.exits import EX_CLI_USAGE, EX_DATAERR, EX_OK, EX_SOFTWARE
+from extrusion.exits import EX_CLI_USAGE, EX_DATAERR, EX_OK
 from extrusion.maillog.feed import FeedStats, LogFeed
+from extrusion.replay.errors import ReplayError
 from extrusion.replay.input import STDIN, NotALog, Position, read_lines, refuse
 from extrusion.replay.logfiles import reference_time
 from extrusion.replay.output import (
@@ -45,6 +43,7 @@ from extrusion.replay.output import (
     notice_line,
     summary,
 )
+from extrusion.replay.parallel import FLUSH_EVERY_LINES, reader_process, run_parallel
 from extrusion.scoring.events import (
     ClientEvidence,
     Notice,
@@ -55,23 +54,18 @@ from extrusion.scoring.events import (
     Submission,
 )
 
+if TYPE_CHECKING:
+    from extrusion.scoring.engine import Engine
+    from extrusion.scoring.store import Store
+
 # Exit statuses: EX_CLI_USAGE for a bad option value (as click says it), EX_DATAERR for an
-# input that is no log or could not be read to its end, EX_NOINPUT for an input file that
-# does not exist, is a directory or cannot be opened, EX_SOFTWARE when the reader died.
-# The engine's queue is written every this many lines (in the replay's own thread).
-FLUSH_EVERY_LINES = 1 << 15
+# input that is no log or could not be read to its end, EX_NOINPUT (replay.input) for an
+# input file that does not exist, is a directory or cannot be opened, EX_SOFTWARE when the
+# reader died (replay.parallel).
 PROGRESS_EVERY_LINES = 1 << 12
 NEVER = 1 << 62
-# Bytes the log reader may write ahead of the engine (Linux's default pipe: 64 KiB).
-PIPE_BYTES = 1 << 20
 # Allocations between collections of the youngest generation (Python's default: 700).
 GC_YOUNG_THRESHOLD = 10_000
-
-
-class ReplayError(Exception):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def replay(
@@ -198,52 +192,18 @@ def run(
     with ExitStack() as stack:
         stack.enter_context(_fewer_collections())
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="extrusion-replay-"))
-        store_cfg = dataclasses.replace(
-            config.store,
-            url=store_url or f"sqlite:///{tmp}/replay.db",
-            spool_dir=config.store.spool_dir if store_url else os.path.join(tmp, "spool"),
-            # Never flushed from a background thread: that would read the clock at a
-            # moment the thread scheduler picks, and two runs would differ.
-            flush_batch=NEVER,
-        )
-        cfg = dataclasses.replace(config, store=store_cfg)
+        cfg = _replay_config(config, store_url, tmp)
         # The reader starts first: its start-up and first lines overlap with loading the
         # engine (SQLAlchemy, Alembic: a quarter of a second) and opening the store.
-        worker = stack.enter_context(_worker(cfg, logs, reference, tmp)) if parallel else None
-        from extrusion.scoring.engine import Engine
-        from extrusion.scoring.store import Store
-
+        worker = (
+            stack.enter_context(reader_process(cfg, logs, reference, tmp)) if parallel else None
+        )
         # The engine's "now" is the log's: the latest stamp read when the event was made.
         clock_box = [reference]
-        # The throw-away store needs no durability (--store URL gets the usual care).
-        store = Store(store_cfg.url, busy_timeout_ms=store_cfg.busy_timeout_ms,
-                      durable=store_url is not None)
-        engine = Engine(cfg, store, lambda: clock_box[0], own_store=True)
-        # The log is the whole evidence and this engine its only reader: an outcome whose
-        # message it did not see (the log starts after it) is final, not a store look-up
-        # (a scan of the unindexed throw-away store) nor 300 s of waiting.
-        engine.memory_is_whole = True
+        engine, store = _open_engine(cfg, durable=store_url is not None, clock_box=clock_box)
         stack.callback(engine.close)
 
-        flagged: set[str] = set()
-
-        def listener(change: StateChange) -> None:
-            result.changes.append(change)
-            if change.new is State.OK:
-                flagged.discard(change.sender)
-            else:
-                flagged.add(change.sender)
-            if on_change is not None:
-                on_change(change)
-
-        def tick(lines: int, done_bytes: int) -> None:
-            result.lines = lines
-            if progress is not None:
-                progress.update(lines, len(flagged), done_bytes)
-
-        engine.add_listener(listener)
-        if on_notice is not None:
-            engine.add_notice_listener(on_notice)
+        flagged, tick = _listen(engine, result, on_change, on_notice, progress)
         started = time.perf_counter()
         # Nobody else reads the throw-away store: its indexes are built once, at the end,
         # and only if a report is going to read it.
@@ -251,7 +211,7 @@ def run(
               else store.deferred_indexes(build=after is not None)):
             try:
                 if worker is not None:
-                    stats = _run_parallel(worker, engine, clock_box, result, tick)
+                    stats = run_parallel(worker, engine, clock_box, result, tick)
                 else:
                     stats = _run_inline(cfg, logs, reference, engine, clock_box, result, tick,
                                         position)
@@ -264,6 +224,66 @@ def run(
         if after is not None:
             after(store)  # before the throw-away store goes
     return result, stats
+
+
+def _replay_config(config: Config, store_url: str | None, tmp: str) -> Config:
+    """`config` with the store a replay writes to: a throw-away SQLite file in `tmp`
+    unless `--store URL` names one."""
+    store_cfg = dataclasses.replace(
+        config.store,
+        url=store_url or f"sqlite:///{tmp}/replay.db",
+        spool_dir=config.store.spool_dir if store_url else os.path.join(tmp, "spool"),
+        # Never flushed from a background thread: that would read the clock at a
+        # moment the thread scheduler picks, and two runs would differ.
+        flush_batch=NEVER,
+    )
+    return dataclasses.replace(config, store=store_cfg)
+
+
+def _open_engine(cfg: Config, *, durable: bool, clock_box: list[float]) -> tuple[Engine, Store]:
+    """A fresh engine on the replay's store, its clock read from `clock_box`."""
+    from extrusion.scoring.engine import Engine
+    from extrusion.scoring.store import Store
+
+    # The throw-away store needs no durability (--store URL gets the usual care).
+    store = Store(cfg.store.url, busy_timeout_ms=cfg.store.busy_timeout_ms, durable=durable)
+    engine = Engine(cfg, store, lambda: clock_box[0], own_store=True)
+    # The log is the whole evidence and this engine its only reader: an outcome whose
+    # message it did not see (the log starts after it) is final, not a store look-up
+    # (a scan of the unindexed throw-away store) nor 300 s of waiting.
+    engine.memory_is_whole = True
+    return engine, store
+
+
+def _listen(
+    engine: Any,
+    result: ReplayResult,
+    on_change: Callable[[StateChange], None] | None,
+    on_notice: Callable[[Notice], None] | None,
+    progress: Progress | None,
+) -> tuple[set[str], Callable[[int, int], None]]:
+    """Record the engine's state changes in `result`; returns the senders flagged right
+    now (kept current for the progress line) and the tick the readers call."""
+    flagged: set[str] = set()
+
+    def listener(change: StateChange) -> None:
+        result.changes.append(change)
+        if change.new is State.OK:
+            flagged.discard(change.sender)
+        else:
+            flagged.add(change.sender)
+        if on_change is not None:
+            on_change(change)
+
+    def tick(lines: int, done_bytes: int) -> None:
+        result.lines = lines
+        if progress is not None:
+            progress.update(lines, len(flagged), done_bytes)
+
+    engine.add_listener(listener)
+    if on_notice is not None:
+        engine.add_notice_listener(on_notice)
+    return flagged, tick
 
 
 def _run_inline(cfg: Config, logs: list[str], reference: float, engine: Any,
@@ -309,91 +329,6 @@ def _run_inline(cfg: Config, logs: list[str], reference: float, engine: Any,
     tick(n, position.bytes())
     result.error = errors[0] if errors else ""
     return feed.stats
-
-
-@contextmanager
-def _worker(cfg: Config, logs: list[str], reference: float,
-            tmp: str) -> Iterator[subprocess.Popen[bytes]]:
-    """The child process that reads and parses the logs (`extrusion.replay.worker`);
-    killed if this side stops before reading it to its end."""
-    from extrusion.maillog.feed import join_settings
-    from extrusion.replay.worker import WorkerSettings
-
-    settings = WorkerSettings(
-        fmt=cfg.maillog.format, join=join_settings(cfg), timezone=cfg.maillog.timezone,
-        reference_time=reference, customers=cfg.customers,
-        flush_every_lines=FLUSH_EVERY_LINES,
-    )
-    settings_path = os.path.join(tmp, "worker.pickle")
-    with open(settings_path, "wb") as f:
-        pickle.dump(settings, f)
-    with subprocess.Popen(
-        [sys.executable, "-m", "extrusion.replay.worker", settings_path, *logs],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    ) as proc:
-        _widen(proc.stdout)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()  # nobody will read the rest of its output
-
-
-def _widen(pipe: IO[bytes] | None) -> None:
-    """Let the reader run further ahead than the default 64 KiB pipe allows (a fraction of
-    one batch), so that it keeps parsing while the engine writes to the store."""
-    if pipe is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
-        return
-    # Above the system's limit (fs.pipe-max-size) the default stays.
-    with suppress(OSError):
-        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-
-
-def _run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[float],
-                  result: ReplayResult, tick: Callable[[int, int], None]) -> FeedStats:
-    """The child process parses; this one decodes its events and judges them."""
-    from extrusion.replay.worker import FLUSH, decode
-
-    assert proc.stdout is not None and proc.stderr is not None
-    stats: FeedStats | None = None
-    done_bytes = 0
-    submission, outcome, flush = engine.submission, engine.outcome, engine.flush
-    try:
-        while stats is None:
-            try:
-                message = pickle.load(proc.stdout)
-            except EOFError:
-                break
-            if message[0] == "end":
-                _kind, lines, stats, error = message
-                result.error = error
-                tick(lines, done_bytes)
-                break
-            done_bytes = message[2]
-            for item in message[3]:
-                if item is FLUSH or item == FLUSH:
-                    flush()
-                    continue
-                clock_box[0] = item[1] or clock_box[0]
-                event = decode(item)
-                if isinstance(event, Submission):
-                    submission(event)
-                elif isinstance(event, Outcome):
-                    outcome(event)
-                elif isinstance(event, Refused):
-                    engine.refused(event)
-                else:
-                    engine.evidence(event)
-            tick(message[1], done_bytes)
-    finally:
-        proc.stdout.close()
-        problem = proc.stderr.read().decode("utf-8", "replace").strip()
-        proc.stderr.close()
-        status = proc.wait()
-    if stats is None or status != 0:
-        detail = problem.splitlines()[-1] if problem else f"exit status {status}"
-        raise ReplayError(f"the log reader failed: {detail}", EX_SOFTWARE)
-    return stats
 
 
 @contextmanager

@@ -15,16 +15,21 @@ carry them escaped and cut to length by `safe_text()`.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-import re
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from publicsuffixlist import PublicSuffixList
+from extrusion.scoring.domains import (
+    IPAddress,
+    host_name,
+    normalise_name,
+    parse_literal,
+    same_operator,
+)
 
-from extrusion.netaddr import ip_of
+# Re-exported: the milter, forwarding and the sender views take them from here.
+from extrusion.scoring.domains import address_domain as address_domain
+from extrusion.scoring.domains import is_lan_address as is_lan_address
+from extrusion.scoring.domains import registered_domain as registered_domain
 from extrusion.scoring.providers import provider_family
 
 # --- finding kinds ------------------------------------------------------------------------------
@@ -52,34 +57,12 @@ KINDS: tuple[str, ...] = (
 SAFE_TEXT_LIMIT = 200  # characters of escaped text in a finding or a log line
 TRUNCATION_MARK = "..."
 MAX_DOMAIN_LENGTH = 255  # RFC 5321 4.5.3.1.2: longest domain an SMTP client may send
-MAX_HOSTNAME_LENGTH = 253  # longest name the DNS can hold, in text form
 MAX_HELOS_CHECKED = 16  # distinct HELOs judged one by one; the rest only count for MULTIPLE
 MAX_RECIPIENTS_CHECKED = 100  # distinct recipient domains compared with a HELO
 MAX_NAMES_IN_DETAIL = 5
 _PART = 60  # characters of one untrusted value quoted inside a detail
 
-# Address literals that say "my LAN address": a client behind NAT (home
-# router, CGNAT) legitimately announces one of these, and they identify nobody.
-_NAT_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-    )
-)
-
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_HOSTNAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 _NO_NAME = frozenset({"", "unknown"})  # Postfix says "unknown" when the client has no rDNS
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -132,101 +115,6 @@ def safe_text(s: str | bytes, limit: int = SAFE_TEXT_LIMIT) -> str:
     return "".join(out)
 
 
-# --- names and addresses ------------------------------------------------------------------------
-
-_psl: PublicSuffixList | None = None
-_psl_lock = threading.Lock()
-
-
-def _suffix_list() -> PublicSuffixList:
-    """The public suffix list, parsed once on first use (building it is slow)."""
-    global _psl
-    if _psl is None:
-        with _psl_lock:
-            if _psl is None:
-                _psl = PublicSuffixList()
-    return _psl
-
-
-def _parse_ip(text: str) -> IPAddress | None:
-    """An address from "192.0.2.1", "[192.0.2.1]" or "[IPv6:2001:db8::1]"; IPv4-mapped unmapped."""
-    text = text.strip()
-    # Cheap refusals first: most HELOs are names, and a failed parse raises.
-    if not text or len(text) > 64 or not (text[0] in "[:" or text[0].isdigit() or ":" in text):
-        return None
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-        if text[:5].lower() == "ipv6:":
-            text = text[5:]
-    return ip_of(text)
-
-
-def is_lan_address(address: IPAddress) -> bool:
-    """A LAN, CGNAT, loopback or link-local address: one that identifies nobody."""
-    return any(address in network for network in _NAT_NETWORKS)
-
-
-_is_nat_address = is_lan_address
-
-
-def _normalise_name(name: str) -> str:
-    return name.strip().lower().rstrip(".")
-
-
-def _hostname(name: str) -> str | None:
-    """`name` as a lower-case ASCII host name, or None if it cannot be one."""
-    name = _normalise_name(name)
-    if not name or len(name) > MAX_HOSTNAME_LENGTH:
-        return None
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
-    # A top-level label is never numeric, so a name ending in a digit is an
-    # address (or nothing) and ":" only occurs in IPv6 addresses.
-    if name[-1].isdigit() or not _HOSTNAME.fullmatch(name):
-        return None
-    return name
-
-
-@functools.lru_cache(maxsize=8192)
-def _registered(hostname: str) -> str | None:
-    try:
-        result = _suffix_list().privatesuffix(hostname)
-    except Exception:  # a third-party parser on hostile input must not take the session down
-        return None
-    return result if isinstance(result, str) else None
-
-
-def registered_domain(name: str) -> str | None:
-    """The registrable domain of a host name ("lrhnow.usa.net" -> "usa.net"), else None.
-
-    None for address literals, public suffixes themselves ("co.uk"), bare
-    words and anything that cannot be a host name.
-    """
-    hostname = _hostname(name)
-    return _registered(hostname) if hostname is not None else None
-
-
-def address_domain(address: str) -> str:
-    """The domain of an envelope address ("<Jo@Example.COM>" -> "example.com"), "" if none."""
-    address = address.strip().strip("<>").strip()
-    if "@" not in address:
-        return ""
-    return _normalise_name(address.rsplit("@", 1)[1])
-
-
-def _same_operator(a: str | None, b: str | None) -> bool:
-    """Whether two registered domains belong to one operator (hotmail.com ~ outlook.com)."""
-    if a is None or b is None:
-        return False
-    if a == b:
-        return True
-    family = provider_family(a)
-    return family is not None and family == provider_family(b)
-
-
 def _malformation(raw: str) -> str:
     """Why `raw` cannot be a HELO argument at all, or "" when it could be."""
     stripped = raw.strip()
@@ -265,17 +153,17 @@ def _q(value: str) -> str:
 
 def _judge_one(raw: str, s: _Session) -> list[HeloFinding]:
     found: list[HeloFinding] = []
-    name = _normalise_name(raw)
+    name = normalise_name(raw)
     shown = _q(raw.strip())
     malformation = _malformation(raw)
     if malformation:
         found.append(_finding(MALFORMED, raw, malformation))
 
-    literal = _parse_ip(raw)
+    literal = parse_literal(raw)
     if literal is not None:
         # A LAN address is what a client behind NAT says; only a public address
         # that is not the client's own is a lie.
-        if s.client_ip is not None and literal != s.client_ip and not _is_nat_address(literal):
+        if s.client_ip is not None and literal != s.client_ip and not is_lan_address(literal):
             detail = f"HELO address {literal} is not the client's {s.client_ip}"
             found.append(_finding(IP_MISMATCH, raw, detail))
         return found
@@ -288,15 +176,22 @@ def _judge_one(raw: str, s: _Session) -> list[HeloFinding]:
     if s.client_name and name == s.client_name:
         return found  # the client's own rDNS name: the most honest answer there is
     helo_rd = registered_domain(name)
-    if helo_rd is None:
-        return found
+    if helo_rd is not None:
+        found.extend(_domain_findings(raw, name, helo_rd, s))
+    return found
+
+
+def _domain_findings(raw: str, name: str, helo_rd: str, s: _Session) -> list[HeloFinding]:
+    """The findings for a HELO that is a name in the registered domain `helo_rd`."""
+    found: list[HeloFinding] = []
+    shown = _q(raw.strip())
     client = _q(s.client_name) or "without a name"
 
     if helo_rd in s.own_rds:
         found.append(_finding(OWN_NAME, raw, f"HELO {shown} is one of our names; client {client}"))
 
     family = provider_family(helo_rd)
-    if family is not None and not _same_operator(helo_rd, s.client_rd):
+    if family is not None and not same_operator(helo_rd, s.client_rd):
         found.append(
             _finding(PROVIDER_NAME, raw, f"HELO {shown} is a name of {family}; client {client}")
         )
@@ -310,9 +205,9 @@ def _judge_one(raw: str, s: _Session) -> list[HeloFinding]:
     if (
         s.from_rd is not None
         and helo_rd == s.from_rd
-        and not _same_operator(s.client_rd, s.from_rd)
+        and not same_operator(s.client_rd, s.from_rd)
         and name not in s.confirmed
-        and (provider_family(s.from_rd) is not None or _hostname(name) == s.from_rd)
+        and (provider_family(s.from_rd) is not None or host_name(name) == s.from_rd)
     ):
         found.append(
             _finding(
@@ -324,8 +219,8 @@ def _judge_one(raw: str, s: _Session) -> list[HeloFinding]:
 
     if (
         helo_rd in s.recipient_rds
-        and not _same_operator(helo_rd, s.from_rd)
-        and not _same_operator(helo_rd, s.client_rd)
+        and not same_operator(helo_rd, s.from_rd)
+        and not same_operator(helo_rd, s.client_rd)
     ):
         found.append(
             _finding(
@@ -341,7 +236,7 @@ def _distinct(helos: Iterable[str]) -> list[tuple[str, str]]:
     for raw in helos:
         if not isinstance(raw, str):
             continue
-        seen.setdefault(_normalise_name(raw), raw)
+        seen.setdefault(normalise_name(raw), raw)
     return [(raw, name) for name, raw in seen.items()]
 
 
@@ -353,7 +248,7 @@ def _session(
     own_domains: Sequence[str],
     confirmed: Sequence[str] = (),
 ) -> _Session:
-    name = _normalise_name(client_name) if isinstance(client_name, str) else ""
+    name = normalise_name(client_name) if isinstance(client_name, str) else ""
     if name in _NO_NAME or _malformation(name):
         name = ""
     from_domain = address_domain(envelope_from) if isinstance(envelope_from, str) else ""
@@ -363,18 +258,18 @@ def _session(
         if rd is not None:
             recipient_rds.add(rd)
     own_rds = {
-        registered_domain(d) or _normalise_name(d) for d in own_domains if isinstance(d, str)
+        registered_domain(d) or normalise_name(d) for d in own_domains if isinstance(d, str)
     }
     own_rds.discard("")
     return _Session(
-        client_ip=_parse_ip(client_addr) if isinstance(client_addr, str) else None,
+        client_ip=parse_literal(client_addr) if isinstance(client_addr, str) else None,
         client_name=name,
         client_rd=registered_domain(name) if name else None,
         from_domain=from_domain,
         from_rd=registered_domain(from_domain) if from_domain else None,
         recipient_rds=frozenset(recipient_rds),
         own_rds=frozenset(own_rds),
-        confirmed=frozenset(_normalise_name(n) for n in confirmed if isinstance(n, str)),
+        confirmed=frozenset(normalise_name(n) for n in confirmed if isinstance(n, str)),
     )
 
 

@@ -18,14 +18,15 @@ clock (times come with the events).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 from extrusion.scoring import shown
 from extrusion.scoring.classify import OutcomeClass
 from extrusion.scoring.decisions import PHRASES
 from extrusion.scoring.events import Headers
-from extrusion.scoring.helo import HeloFinding, helo_anomalies
+from extrusion.scoring.helocache import domain_tail
+from extrusion.scoring.helocache import helo_note as helo_note  # re-exported for the engine
+from extrusion.scoring.helocache import judge_helos as judge_helos  # and the generators
 from extrusion.scoring.heuristics import (
     is_list_like,
     is_null_sender,
@@ -50,8 +51,6 @@ from extrusion.scoring.verdicts import spam_verdict
 # A HELO anomaly counts once per kind per this many half-lives: a customer whose
 # mail client says a dotless HELO every hour stays in `watch`, never beyond.
 HELO_MEMORY_HALF_LIVES = 4.0
-HELO_CACHE = 16384  # distinct (HELO, client, MAIL FROM domain) verdicts remembered
-TAIL_CACHE = 4096  # recipient domains whose last two labels are remembered
 
 FAILURE_KINDS = {
     OutcomeClass.SPAM_POLICY: "spam_rejections",
@@ -73,56 +72,6 @@ MAX_ATTEMPTED = 20_000
 # Distinct refused recipients remembered per sender at most: with any sane weight
 # the sender is held (and no longer refused) long before.
 MAX_REFUSED = 10_000
-
-
-def judge_helos(
-    helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
-    recipients: Sequence[str], own_domains: tuple[str, ...], confirmed: tuple[str, ...] = (),
-) -> tuple[HeloFinding, ...]:
-    """`helo_anomalies()` behind a cache: a customer says the same HELO all day.
-
-    Only what the verdict depends on goes into the cache key: the MAIL FROM
-    domain (not the whole address) and only those recipients whose domain
-    could be the HELO's registered domain (the HELO ends in its last two labels).
-    """
-    lowered = tuple(h.lower().rstrip(".") for h in helos)
-    rcpts = tuple(sorted({
-        r for r in recipients
-        if (tail := _tail(r)) and any(h.endswith(tail) for h in lowered)
-    }))
-    _, at, domain = envelope_from.rpartition("@")
-    return _cached_helos(helos, client_addr, client_name,
-                         f"postmaster@{domain.lower()}" if at else envelope_from.lower(),
-                         rcpts, own_domains, confirmed)
-
-
-def helo_note(helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
-              own_domains: tuple[str, ...]) -> str:
-    """The kinds of a session's HELO anomalies ("" for none), as the policy server has
-    the MTA log them: known at END-OF-MESSAGE without the recipients."""
-    found = judge_helos(helos, client_addr, client_name, envelope_from, (), own_domains)
-    return ", ".join(sorted({f.kind for f in found}))
-
-
-def _tail(address: str) -> str:
-    return _domain_tail(address.rpartition("@")[2])
-
-
-@functools.lru_cache(maxsize=TAIL_CACHE)
-def _domain_tail(domain: str) -> str:
-    """The last two labels of a domain; cached, as recipients' domains repeat all day."""
-    domain = domain.lower().rstrip(".>")
-    return ".".join(domain.rsplit(".", 2)[-2:])
-
-
-@functools.lru_cache(maxsize=HELO_CACHE)
-def _cached_helos(
-    helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
-    recipients: tuple[str, ...], own_domains: tuple[str, ...], confirmed: tuple[str, ...],
-) -> tuple[HeloFinding, ...]:
-    return tuple(helo_anomalies(helos, client_addr, client_name=client_name,
-                                envelope_from=envelope_from, recipients=recipients,
-                                own_domains=own_domains, confirmed=confirmed))
 
 
 class Judge:
@@ -213,7 +162,7 @@ class Judge:
         for rcpt in recipients[:shown.MAX_DOMAINS]:
             if spread.count(now) >= shown.MAX_DOMAINS:
                 break
-            grew = spread.add(_domain_tail(rcpt.rpartition("@")[2]), now) or grew
+            grew = spread.add(domain_tail(rcpt.rpartition("@")[2]), now) or grew
         domains = spread.count(now)
         # Only a message that widens the spread is judged by it: the next ordinary
         # mail after a mailshot says nothing new.
@@ -309,7 +258,7 @@ class Judge:
                 self.settle_list(mem, info, now)
                 return
             if info.list_like:
-                self._discount(mem, 1, now)
+                _discount(mem, 1, now)
                 return
         self.count_failure(mem, rcpt, cls, now)
 
@@ -369,31 +318,14 @@ class Judge:
                 self.count_failure(mem, rcpt, OutcomeClass(cls), t, weigh=weigh)
             return
         if held:
-            self._discount(mem, len(held), now)
+            _discount(mem, len(held), now)
         list_id = info.list_id or info.envelope_from or info.queue_id
         new = mem.lists.add(list_id.lower(), now)
         n_lists = mem.lists.count(now)
         mem.baseline.saw_list(list_id.lower(), now)
-        weight, waived = self._list_weight(mem, new, n_lists, now)
+        weight, waived = _list_weight(mem, new, n_lists, now, self.weights.extra_mailing_list)
         mem.add(weight, now, self.half_life)
         mem.note(LISTS, now, weight, example=list_id, lists=n_lists, waived=waived)
-
-    def _list_weight(self, mem: SenderMemory, new: bool, n_lists: int,
-                     now: float) -> tuple[float, int]:
-        """(weight, lists waived) for a list post: a further list weighs unless the host
-        is a list server (`standing.py`); once it no longer is, the lists waived before
-        weigh too, so a spammer's first identities are not forgiven."""
-        waived = min(int((mem.findings.get(LISTS) or {}).get("waived", 0)), max(n_lists - 2, 0))
-        if not new or n_lists <= 1:
-            return 0.0, waived
-        if is_list_server(mem.baseline, mem.lists.items(now)):
-            return 0.0, waived + 1
-        return self.weights.extra_mailing_list * (waived + 1), 0
-
-    def _discount(self, mem: SenderMemory, n: int, now: float) -> None:
-        mem.baseline.outcome(False, n)  # a list's dead addresses still fail
-        f = mem.findings.get(DISCOUNTED)
-        mem.note(DISCOUNTED, now, discounted=(f or {}).get("discounted", 0) + n)
 
     def seen(self, mem: SenderMemory, rcpt: str, now: float) -> None:
         """A recipient attempted (any outcome): the denominator of the failure share."""
@@ -434,3 +366,23 @@ class Judge:
             mem.note(TRIGGER, now, raised, failed_recipients=distinct, trigger=self.trigger,
                      attempted_recipients=attempted, share=round(distinct / attempted, 3),
                      rule=verdict.rule, failed_elsewhere=elsewhere)
+
+
+def _list_weight(mem: SenderMemory, new: bool, n_lists: int, now: float,
+                 extra: float) -> tuple[float, int]:
+    """(weight, lists waived) for a list post: a further list weighs unless the host
+    is a list server (`standing.py`); once it no longer is, the lists waived before
+    weigh too, so a spammer's first identities are not forgiven. `extra` is the
+    weight of a further list."""
+    waived = min(int((mem.findings.get(LISTS) or {}).get("waived", 0)), max(n_lists - 2, 0))
+    if not new or n_lists <= 1:
+        return 0.0, waived
+    if is_list_server(mem.baseline, mem.lists.items(now)):
+        return 0.0, waived + 1
+    return extra * (waived + 1), 0
+
+
+def _discount(mem: SenderMemory, n: int, now: float) -> None:
+    mem.baseline.outcome(False, n)  # a list's dead addresses still fail
+    f = mem.findings.get(DISCOUNTED)
+    mem.note(DISCOUNTED, now, discounted=(f or {}).get("discounted", 0) + n)

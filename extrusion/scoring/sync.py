@@ -17,12 +17,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from extrusion.scoring import others
 from extrusion.scoring.baseline import Baselines
 from extrusion.scoring.decisions import phrase
 from extrusion.scoring.events import Outcome, State, StateChange
-from extrusion.scoring.failwindow import PRUNE_SECONDS, FailureShare
+from extrusion.scoring.failwindow import FailureShare
 from extrusion.scoring.judge import Judge
-from extrusion.scoring.limits import NO_OTHERS, RateState
 from extrusion.scoring.memory import RELEASED, SenderMemory, copy_findings, news, tallies
 from extrusion.scoring.quarantine import PartlyWritten, Quarantine, write_in_parts
 from extrusion.scoring.rows import Batch, SenderDelta, SenderRow, decay
@@ -140,7 +140,7 @@ class StoreSync:
         self._save_baselines(now)
         self._after_flush()
         self._refresh_others_if_busy(batch, now)
-        self._share_failures(now)
+        others.share_failures(self, now)
 
     def _save_baselines(self, now: float) -> None:
         """The changed baselines, once the store has taken the batch; kept for the next
@@ -161,7 +161,7 @@ class StoreSync:
         if self.config.store.shared_limits and (batch.rate_use or self._shared):
             # A restricted sender busy here or elsewhere: the others' share every flush
             # (about a second), not only every refresh, keeps the overshoot small.
-            self._refresh_others_use(now)
+            others.refresh_use(self, now)
 
     def _collect_deltas(self) -> None:
         """Move every dirty sender's news into the batch (its pending score becomes base)."""
@@ -257,61 +257,10 @@ class StoreSync:
                 self._mark = mark
             self._after_flush()  # what others wrote counts against the cap too
             if self.config.store.shared_limits:
-                self._refresh_others_use(now)
+                others.refresh_use(self, now)
             if self.config.store.shared_failures:
-                self._refresh_others_failures(now)
+                others.refresh_failures(self, now)
         self._dispatch()
-
-    def _share_failures(self, now: float) -> None:
-        """This host's failure windows out and, while any is in play here or elsewhere,
-        the other hosts' back in: one flush interval's lag (failwindow.py)."""
-        if not self.config.store.shared_failures:
-            return
-        with self._lock:
-            snapshots = self._failures.drain()
-        prune = None
-        if now >= self._failures.next_prune:
-            self._failures.next_prune = now + PRUNE_SECONDS
-            prune = now - self.window
-        if snapshots or prune is not None:
-            try:
-                self.store.save_failure_windows(self.mta, snapshots, prune)
-            except Exception as exc:
-                with self._lock:
-                    self._failures.restore(snapshots)
-                self._store_failed("writing failure windows", exc)
-                return
-        if snapshots or self._failures.others:
-            self._refresh_others_failures(now)
-
-    def _refresh_others_failures(self, now: float) -> None:
-        try:
-            rows = self.store.others_failures(self.mta, now - self.window)
-        except Exception as exc:
-            self._store_failed("reading the other hosts' failure windows", exc)
-            return
-        with self._lock:
-            self._failures.adopt(self._senders, rows)
-
-    def _refresh_others_use(self, now: float) -> None:
-        """The other hosts' share of restricted senders' budgets (shared.py)."""
-        try:
-            uses = self.store.others_use(self.mta, now, self.judge.probation.window)
-        except Exception as exc:
-            self._store_failed("reading the other hosts' budgets", exc)
-            return
-        with self._lock:
-            for key in self._shared - uses.keys():
-                mem = self._senders.get(key)
-                if mem is not None and mem.rates is not None:
-                    mem.rates.others = NO_OTHERS
-            for key, use in uses.items():
-                mem = self._senders.get(key)
-                if mem is not None:
-                    if mem.rates is None:
-                        mem.rates = RateState()
-                    mem.rates.others = use
-            self._shared = {k for k in uses if k in self._senders}
 
     def _ensure_schema(self) -> None:
         if not self._schema_ok:

@@ -1,0 +1,113 @@
+"""The replay's log reader in a child process (`extrusion.replay.worker`).
+
+With two cores, one process reads and parses the logs while the other runs
+the engine; the events cross a pipe as pickles. This is the engine's side
+of that pipe: starting the child, widening the pipe, judging what arrives.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import IO, Any
+
+from extrusion.config import Config
+from extrusion.maillog.feed import FeedStats
+from extrusion.replay.errors import EX_SOFTWARE, ReplayError
+from extrusion.replay.output import ReplayResult
+from extrusion.scoring.events import Outcome, Refused, Submission
+
+# The engine's queue is written every this many lines (in the replay's own thread).
+FLUSH_EVERY_LINES = 1 << 15
+# Bytes the log reader may write ahead of the engine (Linux's default pipe: 64 KiB).
+PIPE_BYTES = 1 << 20
+
+
+@contextmanager
+def reader_process(cfg: Config, logs: list[str], reference: float,
+            tmp: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The child process that reads and parses the logs (`extrusion.replay.worker`);
+    killed if this side stops before reading it to its end."""
+    from extrusion.maillog.feed import join_settings
+    from extrusion.replay.worker import WorkerSettings
+
+    settings = WorkerSettings(
+        fmt=cfg.maillog.format, join=join_settings(cfg), timezone=cfg.maillog.timezone,
+        reference_time=reference, customers=cfg.customers,
+        flush_every_lines=FLUSH_EVERY_LINES,
+    )
+    settings_path = os.path.join(tmp, "worker.pickle")
+    with open(settings_path, "wb") as f:
+        pickle.dump(settings, f)
+    with subprocess.Popen(
+        [sys.executable, "-m", "extrusion.replay.worker", settings_path, *logs],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        widen(proc.stdout)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # nobody will read the rest of its output
+
+
+def widen(pipe: IO[bytes] | None) -> None:
+    """Let the reader run further ahead than the default 64 KiB pipe allows (a fraction of
+    one batch), so that it keeps parsing while the engine writes to the store."""
+    if pipe is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    # Above the system's limit (fs.pipe-max-size) the default stays.
+    with suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[float],
+                  result: ReplayResult, tick: Callable[[int, int], None]) -> FeedStats:
+    """The child process parses; this one decodes its events and judges them."""
+    from extrusion.replay.worker import FLUSH, decode
+
+    assert proc.stdout is not None and proc.stderr is not None
+    stats: FeedStats | None = None
+    done_bytes = 0
+    submission, outcome, flush = engine.submission, engine.outcome, engine.flush
+    try:
+        while stats is None:
+            try:
+                message = pickle.load(proc.stdout)
+            except EOFError:
+                break
+            if message[0] == "end":
+                _kind, lines, stats, error = message
+                result.error = error
+                tick(lines, done_bytes)
+                break
+            done_bytes = message[2]
+            for item in message[3]:
+                if item is FLUSH or item == FLUSH:
+                    flush()
+                    continue
+                clock_box[0] = item[1] or clock_box[0]
+                event = decode(item)
+                if isinstance(event, Submission):
+                    submission(event)
+                elif isinstance(event, Outcome):
+                    outcome(event)
+                elif isinstance(event, Refused):
+                    engine.refused(event)
+                else:
+                    engine.evidence(event)
+            tick(message[1], done_bytes)
+    finally:
+        proc.stdout.close()
+        problem = proc.stderr.read().decode("utf-8", "replace").strip()
+        proc.stderr.close()
+        status = proc.wait()
+    if stats is None or status != 0:
+        detail = problem.splitlines()[-1] if problem else f"exit status {status}"
+        raise ReplayError(f"the log reader failed: {detail}", EX_SOFTWARE)
+    return stats

@@ -1,0 +1,66 @@
+"""HELO verdicts behind a cache, as the judge and the policy server ask for them.
+
+A customer says the same HELO all day, and `helo_anomalies()` parses names
+against the public suffix list (with IDNA encoding): the verdict is cached
+on what it depends on and nothing more.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from extrusion.scoring.helo import HeloFinding, helo_anomalies
+
+HELO_CACHE = 16384  # distinct (HELO, client, MAIL FROM domain) verdicts remembered
+TAIL_CACHE = 4096  # recipient domains whose last two labels are remembered
+
+
+def judge_helos(
+    helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
+    recipients: Sequence[str], own_domains: tuple[str, ...], confirmed: tuple[str, ...] = (),
+) -> tuple[HeloFinding, ...]:
+    """`helo_anomalies()` behind a cache: a customer says the same HELO all day.
+
+    Only what the verdict depends on goes into the cache key: the MAIL FROM
+    domain (not the whole address) and only those recipients whose domain
+    could be the HELO's registered domain (the HELO ends in its last two labels).
+    """
+    lowered = tuple(h.lower().rstrip(".") for h in helos)
+    rcpts = tuple(sorted({
+        r for r in recipients
+        if (tail := _tail(r)) and any(h.endswith(tail) for h in lowered)
+    }))
+    _, at, domain = envelope_from.rpartition("@")
+    return _cached_helos(helos, client_addr, client_name,
+                         f"postmaster@{domain.lower()}" if at else envelope_from.lower(),
+                         rcpts, own_domains, confirmed)
+
+
+def helo_note(helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
+              own_domains: tuple[str, ...]) -> str:
+    """The kinds of a session's HELO anomalies ("" for none), as the policy server has
+    the MTA log them: known at END-OF-MESSAGE without the recipients."""
+    found = judge_helos(helos, client_addr, client_name, envelope_from, (), own_domains)
+    return ", ".join(sorted({f.kind for f in found}))
+
+
+def _tail(address: str) -> str:
+    return domain_tail(address.rpartition("@")[2])
+
+
+@functools.lru_cache(maxsize=TAIL_CACHE)
+def domain_tail(domain: str) -> str:
+    """The last two labels of a domain; cached, as recipients' domains repeat all day."""
+    domain = domain.lower().rstrip(".>")
+    return ".".join(domain.rsplit(".", 2)[-2:])
+
+
+@functools.lru_cache(maxsize=HELO_CACHE)
+def _cached_helos(
+    helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
+    recipients: tuple[str, ...], own_domains: tuple[str, ...], confirmed: tuple[str, ...],
+) -> tuple[HeloFinding, ...]:
+    return tuple(helo_anomalies(helos, client_addr, client_name=client_name,
+                                envelope_from=envelope_from, recipients=recipients,
+                                own_domains=own_domains, confirmed=confirmed))
