@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from extrusion_dev.generate import iter_lines  # noqa: E402
 from scripts.soak_kill import kill_phase  # noqa: E402
+from tests.helpers import toml_text  # noqa: E402
 from tests.milterwire import (  # noqa: E402
     BODY,
     EOH,
@@ -63,7 +64,6 @@ from tests.milterwire import (  # noqa: E402
     Session,
     strings,
 )
-from tests.test_policyd_support import toml_text  # noqa: E402
 
 EXTRUSION = Path(sys.executable).parent / "extrusion"
 START_SECONDS = 30.0
