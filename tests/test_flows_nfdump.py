@@ -80,14 +80,15 @@ class Nfcapd:
                 s.sendto(d, ("127.0.0.1", self.port))
                 time.sleep(0.001)  # one exporter's pace; loopback drops bursts otherwise
 
-    def stop(self) -> Path:
-        """SIGTERM: nfcapd closes its current file under its final name."""
+    def stop(self) -> list[Path]:
+        """SIGTERM: nfcapd closes its current file under its final name. Every file it
+        wrote, oldest first (a slow start may have crossed a rotation)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(20)
         files = sorted(p for p in self.dir.iterdir() if p.name.startswith("nfcapd.2"))
         assert files, f"no nfcapd file: {self.log.read_text()[-2000:]}"
-        return files[-1]
+        return files
 
     def kill(self) -> None:
         """SIGTERM (it stops its -x launcher too), then its whole session if it lingers."""
@@ -114,10 +115,12 @@ def nfcapd(tmp_path: Path) -> Iterator[Nfcapd]:
     n.kill()
 
 
-def dump_unquiet(capture: Path, out: Path) -> None:
-    """nfdump without -q: its header and summary lines around the records."""
+def dump_unquiet(captures: list[Path], out: Path) -> None:
+    """nfdump without -q: its header and summary lines around the records (one run over
+    all the files, as the shipped script's one file: one header, one summary)."""
     with out.open("ab") as sink:
-        subprocess.run(["nfdump", "-r", str(capture), "-o", "csv", FILTER],
+        subprocess.run(["nfdump", "-M", str(captures[0].parent), "-R",
+                        f"{captures[0].name}:{captures[-1].name}", "-o", "csv", FILTER],
                        stdout=sink, check=True, env={**os.environ, "TZ": "UTC"}, timeout=60)
 
 
