@@ -13,7 +13,7 @@ from pathlib import Path
 from extrusion.scoring.admin import operator_action
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Outcome, State, Status, Submission
-from extrusion.scoring.judge import TRIGGER
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.store import Store
 from tests.test_store_cluster import BOT, Clock, clock, cluster, engines_closed, sync
 
@@ -63,7 +63,7 @@ def test_the_failure_trigger_holds_across_three_hosts(
     # More than the floor in all, seen at most one flush interval late.
     assert TRIGGER_FLOOR < fired_at <= TRIGGER_FLOOR + 1 + SYNC_EVERY
     host = next(e for e, t in zip(engines, throttled(engines), strict=True) if t)
-    finding = host._senders[BOT].findings[TRIGGER]
+    finding = host._senders[BOT].findings[Kind.TOO_MANY_FAILURES]
     assert finding["rule"] == "floor"
     assert finding["failed_recipients"] > TRIGGER_FLOOR
     assert 0 < finding["failed_elsewhere"] < finding["failed_recipients"]

@@ -20,8 +20,9 @@ from extrusion.cli import main
 from extrusion.config import Config, from_dict
 from extrusion.flows import export
 from extrusion.report import words
-from extrusion.scoring.engine import DIRECT_TO_MX, Engine
+from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import FlowEvidence, OperatorAction, OperatorVerb, Stage, State
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.store import Store
 
 T0 = 1_796_515_200.0
@@ -62,11 +63,11 @@ def test_a_bot_sending_directly_is_throttled_then_held(engine: Engine) -> None:
     engine.flush()
     row = engine.store.sender("ip:10.1.2.3")
     assert row is not None and row.state == "held"
-    f = row.findings[DIRECT_TO_MX]
+    f = row.findings[Kind.DIRECT_TO_MX]
     assert (f["count"], f["destinations"], f["sources"]) == (3, 12, ["10.1.2.3"])
     assert len(f["hourly"]) == 3
     # The report says it in words.
-    text = words.summary(DIRECT_TO_MX, f)
+    text = words.summary(Kind.DIRECT_TO_MX, f)
     assert "bypassing the smarthost from 10.1.2.3" in text
     assert "12 destination hosts in 11 networks" in text
     assert "active 3 hours of the 4 in its 1 four-hour block" in text
@@ -92,7 +93,7 @@ def test_a_customers_address_lands_on_the_customer(engine: Engine) -> None:
     engine.direct_sending(evidence("192.0.2.5", 0))
     engine.flush()
     row = engine.store.sender("customer:acme")
-    assert row is not None and row.findings[DIRECT_TO_MX]["sources"] == ["192.0.2.5"]
+    assert row is not None and row.findings[Kind.DIRECT_TO_MX]["sources"] == ["192.0.2.5"]
 
 
 def test_the_export_lists_held_direct_senders_and_respects_the_allow_list(

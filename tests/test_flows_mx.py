@@ -25,8 +25,9 @@ from extrusion.notify.digest import build_digest
 from extrusion.report import words
 from extrusion.report.command import run
 from extrusion.report.load import notification_builder
-from extrusion.scoring.engine import DIRECT_TO_MX, Engine
+from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import State, StateChange
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.store import Store
 from extrusion_dev.mxsession import Client, MxWriter, Transaction
 
@@ -108,7 +109,7 @@ def finding(engine: Engine, key: str) -> dict[str, Any] | None:
     row = engine.store.sender(key)
     if row is None:
         return None
-    f: dict[str, Any] | None = row.findings.get(DIRECT_TO_MX)
+    f: dict[str, Any] | None = row.findings.get(Kind.DIRECT_TO_MX)
     return f
 
 

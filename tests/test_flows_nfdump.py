@@ -22,7 +22,8 @@ from extrusion.flows.follow import FlowFollower
 from extrusion.flows.nfdump import parse_csv
 from extrusion.flows.records import BadRecord
 from extrusion.flows.simulate import mx_address
-from extrusion.scoring.engine import DIRECT_TO_MX, Engine
+from extrusion.scoring.engine import Engine
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.store import Store
 from extrusion_dev.netflow5 import Flow, datagrams
 
@@ -149,7 +150,7 @@ def judge(cfg: Config) -> tuple[Engine, FlowFollower]:
 
 def direct(engine: Engine, key: str) -> dict[str, Any] | None:
     row = engine.store.sender(key)
-    f: dict[str, Any] | None = row.findings.get(DIRECT_TO_MX) if row is not None else None
+    f: dict[str, Any] | None = row.findings.get(Kind.DIRECT_TO_MX) if row is not None else None
     return f
 
 

@@ -23,7 +23,8 @@ from extrusion.config import Config, from_dict
 from extrusion.flows.follow import FlowFollower
 from extrusion.flows.sflowgen import Sample
 from extrusion.flows.simulate import Sender, mx_address, sampled
-from extrusion.scoring.engine import DIRECT_TO_MX, Engine
+from extrusion.scoring.engine import Engine
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.store import Store
 
 from .flows_harness import Sfacctd, sfacctd  # noqa: F401
@@ -82,7 +83,7 @@ def test_a_consumer_bot_is_found_across_a_rotation_of_pmacct_output(
     assert state(engine, f"ip:{BOT}") == "throttled"
     row = engine.store.sender(f"ip:{BOT}")
     assert row is not None
-    f = row.findings[DIRECT_TO_MX]
+    f = row.findings[Kind.DIRECT_TO_MX]
     assert f["destinations"] >= 10 and f["packets"] >= 10 * RATE
     # The checkpoint names the new file: a restart reads nothing twice.
     again = FlowFollower(cfg, engine)

@@ -81,9 +81,9 @@ def test_the_joiner_files_this_hosts_lines_under_its_one_name_whatever_the_spell
 ) -> None:
     j = _joiner(live=True)
     for host in ("smtp", "SMTP", "smtp.isp.example"):
-        assert j._local.get(host) or j._local_name(host) == "box1"
+        assert j.names.known.get(host) or j.names.new(host) == "box1"
     with caplog.at_level(logging.WARNING):
-        assert j._local_name("relay9") == "relay9"
+        assert j.names.new("relay9") == "relay9"
         j.add(1.0, "relay9", ClientSeen("ABC", "x", "192.0.2.1"))
     warned = [r for r in caplog.records if "relay9" in r.getMessage()]
     assert len(warned) == 1 and "[general] hostname" in warned[0].getMessage()
@@ -91,7 +91,7 @@ def test_the_joiner_files_this_hosts_lines_under_its_one_name_whatever_the_spell
 
 def test_a_replay_does_not_warn_of_other_hosts(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        assert _joiner(live=False)._local_name("relay9") == "relay9"
+        assert _joiner(live=False).names.new("relay9") == "relay9"
     assert not caplog.records
 
 

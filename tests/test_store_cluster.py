@@ -18,7 +18,7 @@ from extrusion.scoring.admin import operator_action
 from extrusion.scoring.audit import DUPLICATE_SECONDS, duplicate
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Action, Outcome, Stage, Status, Submission
-from extrusion.scoring.judge import FAILED
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.merging import merge_findings
 from extrusion.scoring.rows import SenderRow
 from extrusion.scoring.store import Store
@@ -28,6 +28,7 @@ from .helpers import Clock
 
 T0 = 1_700_000_000.0
 BOT = "ip:192.0.2.66"
+FAILED = Kind.FAILED_RECIPIENTS
 HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
 THROTTLED_RECIPIENTS = 20  # [limits.throttled] recipients_per_hour
 

@@ -23,7 +23,7 @@ from extrusion.report.load import Query, report_for_senders
 from extrusion.scoring import schema
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Headers, Outcome, Status, Submission
-from extrusion.scoring.judge import FAILED, HELO
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.merging import merge_findings
 from extrusion.scoring.store import Store
 
@@ -33,6 +33,7 @@ from .helpers import Clock
 T0 = 1_700_000_000.0
 MTA = "smarthost.example.net"
 BOT = "ip:192.0.2.66"
+FAILED, HELO = Kind.FAILED_RECIPIENTS, Kind.HELO_ANOMALIES
 RCPTS = ("a@example.org", "b@example.org", "c@example.org")
 
 

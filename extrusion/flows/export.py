@@ -18,7 +18,7 @@ from typing import Protocol
 from extrusion.atomicfile import replace_file
 from extrusion.config import Config
 from extrusion.netaddr import networks, parse_ip, within
-from extrusion.scoring.engine import DIRECT_TO_MX
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.overrides import OverrideSet
 from extrusion.scoring.rows import SenderRow
 
@@ -41,7 +41,7 @@ def addresses(store: SenderSource, config: Config) -> list[str]:
     found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     for state in BORDER_STATES:
         for row in store.senders(state):
-            finding = row.findings.get(DIRECT_TO_MX)
+            finding = row.findings.get(Kind.DIRECT_TO_MX)
             if not isinstance(finding, dict) or row.pinned == "allow":
                 continue
             sources = [s for s in finding.get("sources", []) if isinstance(s, str)]

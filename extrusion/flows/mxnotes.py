@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from extrusion.scoring.events import Status
+from extrusion.scoring.kinds import Kind
 
 log = logging.getLogger("extrusion.flows")
 
 CACHE_SECONDS = 300.0
 MAX_CACHED = 10000
-SPAM_VERDICTS = "spam_verdicts"  # the finding extrusion.scoring.judge notes
 _REFUSED = (Status.REJECTED.value, Status.BOUNCED.value, Status.EXPIRED.value)
 
 
@@ -86,7 +86,7 @@ class MxNotes:
             return MxMail()
         spam = 0
         if row is not None:
-            f = row.findings.get(SPAM_VERDICTS)
+            f = row.findings.get(Kind.SPAM_VERDICTS)
             if isinstance(f, dict) and float(f.get("last", now)) >= since:
                 spam = int(f.get("count", 0))
         return MxMail(delivered, refused, spam)

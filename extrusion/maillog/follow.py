@@ -43,6 +43,16 @@ from typing import Literal
 
 from extrusion.checkpoint import Checkpoints, Position
 from extrusion.maillog.lines import MAX_LINE
+from extrusion.maillog.positions import after_poll, announced
+from extrusion.maillog.rotation import (
+    FINGERPRINT_BYTES,
+    OpenFile,
+    copied_sibling,
+    line_start_before,
+    pread_back,
+    rotated_sibling,
+)
+from extrusion.maillog.rotation import ROTATION_GRACE_POLLS as ROTATION_GRACE_POLLS
 
 log = logging.getLogger(__name__)
 
@@ -56,31 +66,6 @@ TOO_LONG_HEAD_BYTES = 1024
 # Problems logged in full: the first few, then one in this many.
 PROBLEMS_LOGGED = 5
 PROBLEMS_LOG_EVERY = 1000
-# Bytes before our position remembered to notice a copytruncate rewrite.
-FINGERPRINT_BYTES = 128
-# Polls an old file stays open after rename rotation for its writer's last lines.
-ROTATION_GRACE_POLLS = 5
-_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z")
-
-
-class _Open:
-    """One open file: its inode, what was consumed, the unfinished line."""
-
-    __slots__ = ("buf", "dev", "fd", "grace", "ino", "offset", "skip", "tail")
-
-    def __init__(self, fd: int, ino: int, offset: int) -> None:
-        self.fd = fd
-        self.ino = ino
-        self.dev = os.fstat(fd).st_dev
-        self.offset = offset  # end of the last complete line handed over
-        self.skip = 0  # bytes after offset of an over-long line, read and dropped
-        self.buf = b""  # bytes after offset (and skip), waiting for their newline
-        self.tail = b""  # the FINGERPRINT_BYTES before offset
-        self.grace = ROTATION_GRACE_POLLS
-
-    @property
-    def pos(self) -> int:
-        return self.offset + self.skip + len(self.buf)
 
 
 class FileFollower:
@@ -114,8 +99,8 @@ it whose evidence is only in memory (None: nothing held)."""
         self.lines = 0
         self.too_long_lines = 0
         self.deliver_errors = 0
-        self._cur: _Open | None = None
-        self._old: list[_Open] = []
+        self._cur: OpenFile | None = None
+        self._old: list[OpenFile] = []
         self._started = False
         self._saved: Position | None = None
         self.line_at: tuple[int, int] = (0, 0)
@@ -191,7 +176,7 @@ it whose evidence is only in memory (None: nothing held)."""
             return
         st = os.fstat(fd)
         if saved is None:
-            offset = 0 if self.start_at == "beginning" else _line_start_before(fd, st.st_size)
+            offset = 0 if self.start_at == "beginning" else line_start_before(fd, st.st_size)
         else:
             ino, offset = saved.inode, saved.offset
             if ino != st.st_ino or saved.device not in (0, st.st_dev):
@@ -200,51 +185,31 @@ it whose evidence is only in memory (None: nothing held)."""
             elif st.st_size < offset:
                 self._resume_copy(offset, exclude=st.st_ino)
                 offset = 0
-        cur = _Open(fd, st.st_ino, offset)
-        cur.tail = _pread_back(fd, offset)
+        cur = OpenFile(fd, st.st_ino, offset)
+        cur.tail = pread_back(fd, offset)
         self._cur = cur
 
     def _resume_rotated(self, ino: int, offset: int) -> None:
         """The checkpointed file was renamed while we were stopped: finish it first."""
-        for sibling in self._siblings():
-            try:
-                st = sibling.stat()
-            except OSError:
-                continue
-            if st.st_ino == ino and st.st_size >= offset:
-                self._drain_file(sibling, offset)
-                return
-        log.warning("%s: the file last read (inode %d) is gone; lines after offset %d "
-                    "may be missed", self.path, ino, offset)
+        found = rotated_sibling(self.path, ino, offset)
+        if found is None:
+            log.warning("%s: the file last read (inode %d) is gone; lines after offset %d "
+                        "may be missed", self.path, ino, offset)
+        else:
+            self._drain_file(found, offset)
 
     def _resume_copy(self, offset: int, exclude: int, tail: bytes = b"") -> bool:
         """The file was truncated after being copied: read the copy from `offset` on."""
-        best: tuple[float, Path] | None = None
-        for sibling in self._siblings():
-            try:
-                st = sibling.stat()
-            except OSError:
-                continue
-            if st.st_ino == exclude or st.st_size < offset:
-                continue
-            with open(sibling, "rb") as f:
-                f.seek(max(0, offset - max(len(tail), 1)))
-                before = f.read(max(len(tail), 1))
-            # With a fingerprint the copy is known for sure; without one (restart)
-            # at least our position must fall at a line boundary in it.
-            if (tail and before != tail) or (not tail and offset and before != b"\n"):
-                continue
-            if best is None or st.st_mtime > best[0]:
-                best = (st.st_mtime, sibling)
-        if best is None:
+        found = copied_sibling(self.path, offset, exclude, tail)
+        if found is None:
             log.warning("%s was truncated; no copy of its unread lines found", self.path)
             return False
-        self._drain_file(best[1], offset)
+        self._drain_file(found, offset)
         return True
 
     def _drain_file(self, path: Path, offset: int) -> None:
         fd = os.open(path, os.O_RDONLY)
-        f = _Open(fd, os.fstat(fd).st_ino, offset)
+        f = OpenFile(fd, os.fstat(fd).st_ino, offset)
         try:
             while not self._read(f, MAX_READ_PER_POLL):
                 pass
@@ -252,18 +217,9 @@ it whose evidence is only in memory (None: nothing held)."""
         finally:
             os.close(fd)
 
-    def _siblings(self) -> list[Path]:
-        base = self.path.name
-        try:
-            entries = list(self.path.parent.iterdir())
-        except OSError:
-            return []
-        return [p for p in entries
-                if p.name != base and p.name.startswith(base) and not p.name.endswith(_COMPRESSED)]
-
     # --- reading -------------------------------------------------------------------------
 
-    def _read(self, f: _Open, budget: int) -> bool:
+    def _read(self, f: OpenFile, budget: int) -> bool:
         """Deliver complete lines from `f`; True when its end was reached."""
         while budget > 0:
             data = os.pread(f.fd, min(READ_CHUNK, budget), f.pos)
@@ -278,7 +234,7 @@ it whose evidence is only in memory (None: nothing held)."""
                 # It ends here: the next line starts after its newline.
                 f.offset += f.skip + nl + 1
                 f.skip = 0
-                f.tail = _pread_back(f.fd, f.offset)
+                f.tail = pread_back(f.fd, f.offset)
                 data = data[nl + 1 :]
                 if not data:
                     continue
@@ -305,7 +261,7 @@ it whose evidence is only in memory (None: nothing held)."""
                 self._start_skipping(f, f.buf)
         return False
 
-    def _start_skipping(self, f: _Open, buf: bytes) -> None:
+    def _start_skipping(self, f: OpenFile, buf: bytes) -> None:
         """`buf` (no newline in it) is already too long: report it, keep none of it."""
         self._too_long(buf)
         f.skip = len(buf)
@@ -319,7 +275,7 @@ it whose evidence is only in memory (None: nothing held)."""
             # The position must stay exact whatever the callback does: raising out
             # of here would leave half a batch handed over and read again next poll.
             self.deliver_errors += 1
-            if self._worth_logging(self.deliver_errors):
+            if _worth_logging(self.deliver_errors):
                 log.exception("%s: a line could not be handled (%d so far); skipped",
                               self.path, self.deliver_errors)
 
@@ -328,7 +284,7 @@ it whose evidence is only in memory (None: nothing held)."""
         self.too_long_lines += 1
         head = raw[:TOO_LONG_HEAD_BYTES].decode("utf-8", "replace")
         if self.too_long is None:
-            if self._worth_logging(self.too_long_lines):
+            if _worth_logging(self.too_long_lines):
                 log.warning("%s: a line over %d bytes skipped (%d so far)", self.path,
                             MAX_LINE_BYTES, self.too_long_lines)
             return
@@ -336,14 +292,10 @@ it whose evidence is only in memory (None: nothing held)."""
             self.too_long(head)
         except Exception:
             self.deliver_errors += 1
-            if self._worth_logging(self.deliver_errors):
+            if _worth_logging(self.deliver_errors):
                 log.exception("%s: an over-long line could not be reported", self.path)
 
-    @staticmethod
-    def _worth_logging(n: int) -> bool:
-        return n <= PROBLEMS_LOGGED or not n % PROBLEMS_LOG_EVERY
-
-    def _flush_partial(self, f: _Open) -> None:
+    def _flush_partial(self, f: OpenFile) -> None:
         """A file that will not grow any more: its unfinished last line is all there is."""
         if f.skip:  # an over-long last line, already reported
             f.offset += f.skip
@@ -356,17 +308,17 @@ it whose evidence is only in memory (None: nothing held)."""
 
     # --- rotation ------------------------------------------------------------------------
 
-    def _check_truncated(self, cur: _Open) -> None:
+    def _check_truncated(self, cur: OpenFile) -> None:
         size = os.fstat(cur.fd).st_size
         if size >= cur.offset and (
-            not cur.tail or _pread_back(cur.fd, cur.offset, len(cur.tail)) == cur.tail
+            not cur.tail or pread_back(cur.fd, cur.offset, len(cur.tail)) == cur.tail
         ):
             return
         log.info("%s was truncated (copytruncate); reading from its start", self.path)
         self._resume_copy(cur.offset, exclude=cur.ino, tail=cur.tail)
         cur.offset, cur.skip, cur.buf, cur.tail = 0, 0, b"", b""
 
-    def _check_rotated(self, cur: _Open) -> None:
+    def _check_rotated(self, cur: OpenFile) -> None:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -383,47 +335,31 @@ it whose evidence is only in memory (None: nothing held)."""
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return
-        self._cur = _Open(fd, os.fstat(fd).st_ino, 0)
+        self._cur = OpenFile(fd, os.fstat(fd).st_ino, 0)
         self._read(self._cur, MAX_READ_PER_POLL)
 
-    def _retire(self, old: _Open) -> None:
+    def _retire(self, old: OpenFile) -> None:
         self._read(old, MAX_READ_PER_POLL)
         self._flush_partial(old)
         os.close(old.fd)
         self._old.remove(old)
 
-    def _announce(self, cur: _Open) -> int:
-        """Before reading, save how far this poll may read (`reached`): the engine may
-        write what these lines hold before the checkpoint after them is saved (a
-        background flush, or a crash between the commit and the save), and a restart
-        must look up, not record again, whatever they may have recorded. Only with
-        `hold`: a plain follower's receiver does not de-duplicate anyway.
-
-        Returns the bytes this poll may read: up to the file's size now, so that what
-        a restart looks up is no more than what was read."""
+    def _announce(self, cur: OpenFile) -> int:
+        """Before reading, save how far this poll may read (`positions.announced`);
+        returns the bytes it may read. Only with `hold`: a plain follower's receiver
+        does not de-duplicate anyway."""
         if self.hold is None or self.checkpoints is None:
             return MAX_READ_PER_POLL
-        bound = min(os.fstat(cur.fd).st_size, cur.pos + MAX_READ_PER_POLL)
-        if bound <= cur.pos:
-            return 0  # nothing new to read
-        saved = self._saved
-        same = saved is not None and saved.inode == cur.ino
-        if saved is not None and same and saved.reached >= bound:
-            return bound - cur.pos
-        offset = min(saved.offset, cur.offset) if saved is not None and same else cur.offset
-        pos = Position(cur.ino, offset, bound, cur.dev)
-        self.checkpoints.set_checkpoint(self.name, pos)
-        self._saved = pos
-        return bound - cur.pos
+        budget, pos = announced(cur, self._saved, MAX_READ_PER_POLL)
+        if pos is not None:
+            self.checkpoints.set_checkpoint(self.name, pos)
+            self._saved = pos
+        return budget
 
     def _checkpoint(self, delivered: bool) -> None:
         if self.checkpoints is None or self._cur is None:
             return
-        cur = self._cur
-        offset = cur.offset
-        if self.hold is not None and (held := self.hold(cur.ino)) is not None:
-            offset = min(offset, max(held, 0))
-        pos = Position(cur.ino, offset, cur.offset, cur.dev)
+        pos = after_poll(self._cur, self.hold)
         if pos == self._saved:
             return
         if delivered and self.commit is not None:
@@ -432,19 +368,6 @@ it whose evidence is only in memory (None: nothing held)."""
         self._saved = pos
 
 
-def _pread_back(fd: int, offset: int, n: int = FINGERPRINT_BYTES) -> bytes:
-    """The up to `n` bytes just before `offset`."""
-    start = max(0, offset - n)
-    return os.pread(fd, offset - start, start) if offset else b""
-
-
-def _line_start_before(fd: int, size: int) -> int:
-    """Where the last (possibly unfinished) line of the file starts."""
-    if size == 0:
-        return 0
-    window = min(size, MAX_LINE_BYTES)
-    data = os.pread(fd, window, size - window)
-    nl = data.rfind(b"\n")
-    if nl < 0:
-        return size - window if window < size else 0
-    return size - window + nl + 1
+def _worth_logging(n: int) -> bool:
+    """Problems logged in full: the first few, then one in `PROBLEMS_LOG_EVERY`."""
+    return n <= PROBLEMS_LOGGED or not n % PROBLEMS_LOG_EVERY

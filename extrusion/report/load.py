@@ -34,6 +34,7 @@ from extrusion.report.model import (
 )
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.helo import helo_anomalies
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.reportreads import (
     DELIVERED_STATUSES,
     FAILED_STATUSES,
@@ -156,7 +157,7 @@ def sender_report(store: Store, row: SenderRow, changes: Sequence[StateChange], 
         totals = store.report_totals(q.since, q.until, [row.key],
                                 per_hour_for=[row.key]).get(row.key)
     fetched = store.listed_messages(row.key, q.since, q.until, q.max_messages)
-    messages = _messages(fetched, q, words.HELO in (row.findings or {}))
+    messages = _messages(fetched, q, Kind.HELO_ANOMALIES in (row.findings or {}))
     found = words.findings(row.findings or {})
     state = State(row.state)
     hourly = tuple(

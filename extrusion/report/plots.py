@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from extrusion.report.model import Category, Report, SenderActivity, SenderReport
+from extrusion.scoring.kinds import Kind
 
 SPAM_COLOUR = "black"
 VIRUS_COLOUR = "#d62728"  # red
@@ -47,8 +48,7 @@ OUTBREAK_MARGIN_HOURS = 12
 RASTER_POINTS = 2000
 TITLE_CHARS = 60
 FIGSIZE = (8.0, 3.2)
-# The finding flow records give, and the talk's blocks of the day (extrusion.flows).
-DIRECT_FINDING = "direct_to_mx"
+# The talk's blocks of the day (extrusion.flows).
 BLOCK_HOURS = 4
 
 _ID_REF = re.compile(r'(\bid="|href="#|url\(#)([^"\)]+)')
@@ -225,7 +225,7 @@ def spamminess_svg(activity: Sequence[SenderActivity]) -> str:
 def direct_svg(sender: SenderReport, index: int, tz: tzinfo = UTC) -> str:
     """Direct port-25 packets per hour (sampled, scaled by the rate) over the four-hour
     blocks it was active in, for a sender the flow records found ("" if they did not)."""
-    finding = next((f for f in sender.findings if f.kind == DIRECT_FINDING), None)
+    finding = next((f for f in sender.findings if f.kind == Kind.DIRECT_TO_MX), None)
     hourly = finding.evidence.get("hourly") if finding is not None else None
     if not isinstance(hourly, list):
         return ""

@@ -19,6 +19,7 @@ from extrusion.config import Config
 from extrusion.report.jsonfmt import finding_dict, message_dict
 from extrusion.report.load import Query, sender_report
 from extrusion.scoring.events import State, StateChange
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.limits import DAY, HOUR, budget
 from extrusion.scoring.overrides import OverrideSet, SenderMap
 from extrusion.scoring.rows import SenderRow, decay
@@ -83,7 +84,7 @@ def limits_view(cfg: Config, row: SenderRow, store: Store, now: float,
     cls = override.limits if override is not None and override.action == "limits" else ""
     cls = cls or SenderMap(cfg.customers).limits_class(row.key)
     name, limits = budget(cfg.limits, cls, state)
-    lists = (row.findings or {}).get("mailing_lists")
+    lists = (row.findings or {}).get(Kind.MAILING_LISTS)
     last_list = float(lists.get("last", 0.0)) if isinstance(lists, dict) else 0.0
     counted = {
         f"{what}_last_{span}": int(sum(store.counters(row.key, what, now - seconds).values()))

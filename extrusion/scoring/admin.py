@@ -13,6 +13,7 @@ import time
 
 from extrusion.config import Config
 from extrusion.scoring.events import OperatorVerb, State, StateChange
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.memory import RELEASED, top_finding
 from extrusion.scoring.operator import OperatorError, operator_request
 from extrusion.scoring.overrides import OverrideSet, SenderMap
@@ -20,6 +21,7 @@ from extrusion.scoring.rows import PIN_CLEAR, PIN_SET, Batch, SenderDelta, Sende
 from extrusion.scoring.senderjson import sender_json
 from extrusion.scoring.state import PIN_STATES, Thresholds, next_state
 from extrusion.scoring.store import Store, open_store, state_change_row
+from extrusion.scoring.wording import phrase
 
 
 class AdminError(Exception):
@@ -112,10 +114,8 @@ def operator_action(cfg: Config, verb: str, sender: str, why: str, who: str,
 
 
 def _top_reason(r: SenderRow) -> str:
-    from extrusion.scoring.decisions import PHRASES
-
     if r.pinned:
         return f"{r.pinned} by {r.pinned_by}: {r.pinned_reason}"
-    if (r.findings or {}).get("misconfigured", {}).get("rejection_daemon"):
+    if (r.findings or {}).get(Kind.MISCONFIGURED, {}).get("rejection_daemon"):
         return "misconfigured: rejection daemon"
-    return PHRASES.get(top_finding(r.findings or {}), "")
+    return phrase(top_finding(r.findings or {}), "")

@@ -8,6 +8,8 @@ delivery failures") and never internal details (scores, thresholds, notes);
 from __future__ import annotations
 
 from extrusion.scoring.events import Action, Decision, State
+from extrusion.scoring.wording import DEFAULT_PHRASE as DEFAULT_PHRASE  # the words of each
+from extrusion.scoring.wording import phrase as phrase  # finding kind: one table, there
 
 SMTP_OK = 250
 ENHANCED_OK = "2.0.0"
@@ -16,37 +18,12 @@ ENHANCED_TEMPFAIL = "4.7.1"  # delivery not authorized (temporarily): rate limit
 SMTP_REJECT = 550
 ENHANCED_REJECT = "5.7.1"  # delivery not authorized: refused
 
-# Finding kind -> the phrase shown to clients and in the audit trail.
-PHRASES = {
-    "too_many_failures": "too many delivery failures",
-    "failed_recipients": "too many delivery failures",
-    "spam_rejections": "mail refused as spam by remote sites",
-    "virus_rejections": "mail refused as a virus by remote sites",
-    "helo_anomalies": "suspicious HELO",
-    "mailing_lists": "too many mailing lists",
-    "spam_verdicts": "mail judged as spam",
-    "own_network_inbound": "own customer range seen from outside",
-    "own_network_refused": "own customer range refused or judged spam from outside",
-    "postscreen_verdicts": "refused by postscreen as a bot",
-    "throttled_refusals": "kept sending while rate limited",
-    "freemail_unauthenticated": "freemail sender without authentication",
-    "unauthenticated_from_sasl_address": "unauthenticated mail from an authenticating customer",
-    "envelope_domains": "many sender domains",
-    "recipient_spread": "recipients spread over many domains",
-    "probation": "new sending pattern on probation",
-    "direct_to_mx": "mail sent directly to the Internet, bypassing the smarthost",
-}
-DEFAULT_PHRASE = "suspicious sending pattern"
 # The text the policy server has Postfix log (an INFO action) for a message whose HELO is
 # suspect, and the log parser looks for: the log then carries the milter's HELO evidence.
 HELO_NOTE = "extrusion: suspicious HELO: "
 # The start of the reply to a rate-limited recipient, as the log shows it.
 RATE_LIMITED = "extrusion: rate limited ("
 OPERATOR_PHRASE = "by decision of the mail administrator"
-
-
-def phrase(kind: str) -> str:
-    return PHRASES.get(kind, DEFAULT_PHRASE)
 
 
 def proceed(state: State, score: float, reason: str = "") -> Decision:

@@ -44,12 +44,12 @@ from extrusion.scoring.events import (
 from extrusion.scoring.failwindow import FailureShare
 from extrusion.scoring.forwarding import foreign_envelope
 from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
-from extrusion.scoring.judge import MISCONFIGURED, Judge, helo_note, judge_helos
+from extrusion.scoring.judge import Judge, helo_note, judge_helos
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.limits import RateState, budget
 from extrusion.scoring.logjudge import judge_evidence
 from extrusion.scoring.memory import SenderMemory, copy_findings
 from extrusion.scoring.overrides import OverrideSet, SenderMap
-from extrusion.scoring.probation import PROBATION
 from extrusion.scoring.quarantine import Quarantine
 from extrusion.scoring.rows import (
     PIN_CLEAR,
@@ -75,7 +75,6 @@ NO_HEADERS = Headers()  # what a message from the log carries: no headers to jud
 HOUSEKEEPING_SECONDS = 30.0
 MAX_UNRESOLVED = 100_000
 FINAL = frozenset({Status.SENT, Status.BOUNCED, Status.EXPIRED, Status.REJECTED})
-DIRECT_TO_MX = "direct_to_mx"  # the finding flow records give (extrusion.flows)
 MAX_FLOW_SOURCES = 16  # a customer's addresses kept in that finding (the border export)
 class Engine(StoreSync):
     """Implements `extrusion.scoring.api.EngineAPI`."""
@@ -332,9 +331,9 @@ class Engine(StoreSync):
                 was = self._misconfigured(mem)
                 self.judge.failure(mem, info, event.recipient, cls, now, null)
                 if not was and self._misconfigured(mem):
-                    f = mem.findings[MISCONFIGURED]
+                    f = mem.findings[Kind.MISCONFIGURED]
                     self._notices.append(Notice(
-                        time=now, sender=mem.key, kind=MISCONFIGURED,
+                        time=now, sender=mem.key, kind=Kind.MISCONFIGURED,
                         score=round(mem.score(now, self.half_life), 3),
                         reason=f"rejection daemon: {f.get('failed_auto_replies', 0)} auto-replies "
                                "without <> failed", evidence=copy_findings(mem.findings)))
@@ -353,7 +352,7 @@ class Engine(StoreSync):
                              now=now)
 
     def _misconfigured(self, mem: SenderMemory) -> bool:
-        return bool(mem.findings.get(MISCONFIGURED, {}).get("rejection_daemon"))
+        return bool(mem.findings.get(Kind.MISCONFIGURED, {}).get("rejection_daemon"))
 
     def operator(self, event: OperatorAction) -> StateChange | None:
         now = event.time
@@ -425,7 +424,7 @@ class Engine(StoreSync):
             who = (mem.pinned_by or "operator") if mem.pin else "config"
             reason = self._pin_reason(mem, pin)
         elif new is State.WATCH and mem.probation is not None and not mem.state.rank:
-            who, reason = ENGINE, f"{PROBATION}: {mem.probation.reason}"
+            who, reason = ENGINE, f"{Kind.PROBATION}: {mem.probation.reason}"
         elif new.rank > mem.state.rank:
             who, reason = ENGINE, answer.phrase(mem.top_finding())
         elif mem.by_probation and mem.probation_end:
@@ -605,8 +604,8 @@ class Engine(StoreSync):
             spent = probation.over_budget(mem, max(rcpts, 0), now)
             if spent is not None:
                 return answer.rate_limited(
-                    state, score, answer.phrase(PROBATION),
-                    f"{PROBATION}: {mem.probation.reason}; budget {spent}/"
+                    state, score, answer.phrase(Kind.PROBATION),
+                    f"{Kind.PROBATION}: {mem.probation.reason}; budget {spent}/"
                     f"{probation.recipients} recipients per {probation.window:.0f} s")
             if count:
                 probation.consume(mem, max(rcpts, 0), now)
@@ -669,9 +668,9 @@ class Engine(StoreSync):
         with self._lock:
             mem = self._mem(key, event.time, event.client_addr)
             mem.add(weight, event.time, self.half_life)
-            old = mem.findings.get(DIRECT_TO_MX, {})
+            old = mem.findings.get(Kind.DIRECT_TO_MX, {})
             sources = [a for a in old.get("sources", []) if a != event.client_addr]
-            mem.note(DIRECT_TO_MX, event.time, weight,
+            mem.note(Kind.DIRECT_TO_MX, event.time, weight,
                      example=", ".join(event.examples[:3]),
                      sources=[*sources, event.client_addr][-MAX_FLOW_SOURCES:],
                      destinations=event.destinations, networks=event.networks,

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 
 from extrusion.scoring import shown
 from extrusion.scoring.classify import OutcomeClass
-from extrusion.scoring.decisions import PHRASES
 from extrusion.scoring.events import Headers
 from extrusion.scoring.helocache import domain_tail
 from extrusion.scoring.helocache import helo_note as helo_note  # re-exported for the engine
@@ -33,6 +32,7 @@ from extrusion.scoring.heuristics import (
     is_robot_localpart,
     mentions_own_network,
 )
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.memory import SenderMemory
 from extrusion.scoring.probation import Probation
 from extrusion.scoring.settings import EngineSettings
@@ -47,25 +47,16 @@ from extrusion.scoring.shown import (
 from extrusion.scoring.standing import forwarded_reason, is_list_server
 from extrusion.scoring.tracker import MessageInfo
 from extrusion.scoring.verdicts import spam_verdict
+from extrusion.scoring.wording import phrase
 
 # A HELO anomaly counts once per kind per this many half-lives: a customer whose
 # mail client says a dotless HELO every hour stays in `watch`, never beyond.
 HELO_MEMORY_HALF_LIVES = 4.0
 
 FAILURE_KINDS = {
-    OutcomeClass.SPAM_POLICY: "spam_rejections",
-    OutcomeClass.VIRUS: "virus_rejections",
+    OutcomeClass.SPAM_POLICY: Kind.SPAM_REJECTIONS,
+    OutcomeClass.VIRUS: Kind.VIRUS_REJECTIONS,
 }
-FAILED = "failed_recipients"
-TRIGGER = "too_many_failures"
-MISCONFIGURED = "misconfigured"
-LISTS = "mailing_lists"
-DISCOUNTED = "list_failures_discounted"
-HELO = "helo_anomalies"
-SPAM_VERDICTS = "spam_verdicts"
-FORWARDED = "forwarded_discounted"
-OWN_NETWORK = "own_network_inbound"
-REFUSED = "throttled_refusals"
 # Distinct attempted recipients remembered per sender at most: beyond this the share
 # of a few dozen failures is negligible anyway (a list of thousands posting hourly).
 MAX_ATTEMPTED = 20_000
@@ -132,7 +123,7 @@ class Judge:
                              self.own_domains, confirmed):
             weight = self.weights.helo_anomaly if mem.helos.add(f.kind, now) else 0.0
             mem.add(weight, now, self.half_life)
-            mem.note(HELO, now, weight, example=f"{f.helo} ({f.kind})")
+            mem.note(Kind.HELO_ANOMALIES, now, weight, example=f"{f.helo} ({f.kind})")
             if weight > 0.0:
                 self.probation.enter(mem, f"suspicious HELO {f.helo} ({f.kind})", now)
 
@@ -149,14 +140,16 @@ class Judge:
         # Submission rules: on an MX no sender authenticates, and gmail.com mail from
         # Google's own servers is the normal case, not a forgery.
         if not self.mx and (family := freemail_unauthenticated(domain, authenticated)):
-            found.append((shown.FREEMAIL, w.freemail_unauthenticated, f"{domain} ({family})"))
+            found.append((Kind.FREEMAIL_UNAUTHENTICATED, w.freemail_unauthenticated,
+                          f"{domain} ({family})"))
         if not self.mx and authenticated is False and sasl.recent(client_addr, now):
-            found.append((shown.SASL_ADDRESS, w.unauthenticated_from_sasl_address, client_addr))
+            found.append((Kind.UNAUTHENTICATED_FROM_SASL_ADDRESS,
+                          w.unauthenticated_from_sasl_address, client_addr))
         if domain and mem.env_domains.count(now) <= self.envelope_domains:
             mem.env_domains.add(domain, now)
         n = mem.env_domains.count(now)
         if too_many_envelope_domains(n, self.envelope_domains):
-            found.append((shown.ENVELOPE_DOMAINS, w.envelope_domains, f"{n} domains"))
+            found.append((Kind.ENVELOPE_DOMAINS, w.envelope_domains, f"{n} domains"))
         spread = mem.rcpt_domains
         grew = False
         for rcpt in recipients[:shown.MAX_DOMAINS]:
@@ -168,14 +161,15 @@ class Judge:
         # mail after a mailshot says nothing new.
         if grew and recipient_spread(domains, mem.baseline.typical_hour, self.spread_domains,
                                      self.spread_factor):
-            found.append((shown.SPREAD, w.recipient_spread, f"{domains} recipient domains"))
+            found.append((Kind.RECIPIENT_SPREAD, w.recipient_spread,
+                          f"{domains} recipient domains"))
         for kind, weight, example in found:
             if not mem.shown.add(kind, now):
                 continue
             mem.add(weight, now, self.half_life)
             mem.note(kind, now, weight, example=example)
             if weight > 0.0:
-                self.probation.enter(mem, f"{PHRASES.get(kind, kind)}: {example}", now)
+                self.probation.enter(mem, f"{phrase(kind, kind)}: {example}", now)
         b = mem.baseline
         if mem.probation is None and b.established(self.baseline_messages):
             departed = b.departures(
@@ -194,11 +188,12 @@ class Judge:
         if spam_verdict(headers) and not self.forwarded(
                 mem, envelope_from, client_name, now, origin=headers.forwarded_from):
             mem.add(self.weights.spam_verdict, now, self.half_life)
-            mem.note(SPAM_VERDICTS, now, self.weights.spam_verdict)
+            mem.note(Kind.SPAM_VERDICTS, now, self.weights.spam_verdict)
         if self.own_networks and mentions_own_network(client_addr, self.own_networks):
-            weight = self.weights.own_network_inbound if mem.helos.add(OWN_NETWORK, now) else 0.0
+            first = mem.helos.add(Kind.OWN_NETWORK_INBOUND, now)
+            weight = self.weights.own_network_inbound if first else 0.0
             mem.add(weight, now, self.half_life)
-            mem.note(OWN_NETWORK, now, weight, example=client_addr)
+            mem.note(Kind.OWN_NETWORK_INBOUND, now, weight, example=client_addr)
 
     def forwarded(self, mem: SenderMemory, envelope_from: str, client_name: str, now: float,
                   *, origin: str = "", refusal: OutcomeClass | None = None) -> bool:
@@ -209,8 +204,8 @@ class Judge:
             return False
         why = forwarded_reason(mem.baseline, envelope_from, client_name, origin, now)
         if why:
-            done = int((mem.findings.get(FORWARDED) or {}).get("discounted", 0))
-            mem.note(FORWARDED, now, example=why, discounted=done + 1)
+            done = int((mem.findings.get(Kind.FORWARDED_DISCOUNTED) or {}).get("discounted", 0))
+            mem.note(Kind.FORWARDED_DISCOUNTED, now, example=why, discounted=done + 1)
         return bool(why)
 
     def list_candidate(self, rcpt_count: int) -> bool:
@@ -232,7 +227,7 @@ class Judge:
         if not mem.refused.add(rcpt.lower(), now):
             return False  # the same recipient tried again: a retry, not new evidence
         mem.add(weight, now, self.half_life)
-        mem.note(REFUSED, now, weight, example=rcpt)
+        mem.note(Kind.THROTTLED_REFUSALS, now, weight, example=rcpt)
         return True
 
     # --- outcomes ----------------------------------------------------------------------
@@ -247,7 +242,7 @@ class Judge:
         if info is not None and info.auto_reply:
             if mem.auto_failures.add(rcpt, now):
                 n = mem.auto_failures.count(now)
-                mem.note(MISCONFIGURED, now, example=rcpt, failed_auto_replies=n,
+                mem.note(Kind.MISCONFIGURED, now, example=rcpt, failed_auto_replies=n,
                          rejection_daemon=n > self.misconfigured_after)
             return
         if info is not None:
@@ -325,7 +320,7 @@ class Judge:
         mem.baseline.saw_list(list_id.lower(), now)
         weight, waived = _list_weight(mem, new, n_lists, now, self.weights.extra_mailing_list)
         mem.add(weight, now, self.half_life)
-        mem.note(LISTS, now, weight, example=list_id, lists=n_lists, waived=waived)
+        mem.note(Kind.MAILING_LISTS, now, weight, example=list_id, lists=n_lists, waived=waived)
 
     def seen(self, mem: SenderMemory, rcpt: str, now: float) -> None:
         """A recipient attempted (any outcome): the denominator of the failure share."""
@@ -346,7 +341,7 @@ class Judge:
         distinct = mem.failed.count(now) + elsewhere
         attempted = max(mem.attempted.count(now) + attempted_elsewhere, distinct)
         verdict = failure_verdict(distinct, attempted, self.share_rule)
-        kind = FAILURE_KINDS.get(cls, FAILED)
+        kind = FAILURE_KINDS.get(cls, Kind.FAILED_RECIPIENTS)
         if cls is OutcomeClass.VIRUS:
             weight = self.weights.virus_rejection  # a virus refusal weighs whatever the share
         elif not (verdict.above_lists or weigh):
@@ -363,9 +358,10 @@ class Judge:
             before = mem.score(now, self.half_life)
             mem.raise_to(self.throttle_score, now, self.half_life)
             raised = max(0.0, mem.score(now, self.half_life) - before)
-            mem.note(TRIGGER, now, raised, failed_recipients=distinct, trigger=self.trigger,
-                     attempted_recipients=attempted, share=round(distinct / attempted, 3),
-                     rule=verdict.rule, failed_elsewhere=elsewhere)
+            mem.note(Kind.TOO_MANY_FAILURES, now, raised, failed_recipients=distinct,
+                     trigger=self.trigger, attempted_recipients=attempted,
+                     share=round(distinct / attempted, 3), rule=verdict.rule,
+                     failed_elsewhere=elsewhere)
 
 
 def _list_weight(mem: SenderMemory, new: bool, n_lists: int, now: float,
@@ -374,7 +370,8 @@ def _list_weight(mem: SenderMemory, new: bool, n_lists: int, now: float,
     is a list server (`standing.py`); once it no longer is, the lists waived before
     weigh too, so a spammer's first identities are not forgiven. `extra` is the
     weight of a further list."""
-    waived = min(int((mem.findings.get(LISTS) or {}).get("waived", 0)), max(n_lists - 2, 0))
+    lists = mem.findings.get(Kind.MAILING_LISTS) or {}
+    waived = min(int(lists.get("waived", 0)), max(n_lists - 2, 0))
     if not new or n_lists <= 1:
         return 0.0, waived
     if is_list_server(mem.baseline, mem.lists.items(now)):
@@ -384,5 +381,5 @@ def _list_weight(mem: SenderMemory, new: bool, n_lists: int, now: float,
 
 def _discount(mem: SenderMemory, n: int, now: float) -> None:
     mem.baseline.outcome(False, n)  # a list's dead addresses still fail
-    f = mem.findings.get(DISCOUNTED)
-    mem.note(DISCOUNTED, now, discounted=(f or {}).get("discounted", 0) + n)
+    f = mem.findings.get(Kind.LIST_FAILURES_DISCOUNTED)
+    mem.note(Kind.LIST_FAILURES_DISCOUNTED, now, discounted=(f or {}).get("discounted", 0) + n)

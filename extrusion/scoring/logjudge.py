@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from extrusion.scoring.events import ClientEvidence, Seen
 from extrusion.scoring.heuristics import is_null_sender, mentions_own_network
-from extrusion.scoring.judge import OWN_NETWORK, SPAM_VERDICTS, Judge
+from extrusion.scoring.judge import Judge
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.memory import SenderMemory
 
-POSTSCREEN = "postscreen_verdicts"
-OWN_REFUSED = "own_network_refused"
+
 def judge_evidence(judge: Judge, mem: SenderMemory, event: ClientEvidence, now: float) -> None:
     w, half_life = judge.weights, judge.half_life
     if event.kind is Seen.SESSION:
@@ -33,7 +33,7 @@ def judge_evidence(judge: Judge, mem: SenderMemory, event: ClientEvidence, now: 
         return  # postscreen and spam filters judge Internet senders: an MX's evidence
     elif event.kind is Seen.POSTSCREEN:
         mem.add(w.postscreen_verdict, now, half_life)
-        mem.note(POSTSCREEN, now, w.postscreen_verdict, example=event.detail)
+        mem.note(Kind.POSTSCREEN_VERDICTS, now, w.postscreen_verdict, example=event.detail)
     elif event.kind is Seen.SPAM_VERDICT:
         if is_null_sender(event.envelope_from) and not event.client_addr:
             return
@@ -42,7 +42,7 @@ def judge_evidence(judge: Judge, mem: SenderMemory, event: ClientEvidence, now: 
         forwarded = judge.forwarded(mem, event.envelope_from, event.client_name, now)
         weight = 0.0 if forwarded else w.spam_verdict
         mem.add(weight, now, half_life)
-        mem.note(SPAM_VERDICTS, now, weight, example=event.detail)
+        mem.note(Kind.SPAM_VERDICTS, now, weight, example=event.detail)
     own_range(judge, mem, event, now)
 
 
@@ -54,11 +54,12 @@ def own_range(judge: Judge, mem: SenderMemory, event: ClientEvidence, now: float
     if not (judge.mx and judge.own_networks
             and mentions_own_network(event.client_addr, judge.own_networks)):
         return
-    first = event.client_evidence and mem.helos.add(OWN_NETWORK, now)
+    first = event.client_evidence and mem.helos.add(Kind.OWN_NETWORK_INBOUND, now)
     weight = judge.weights.own_network_inbound if first else 0.0
     mem.add(weight, now, judge.half_life)
-    mem.note(OWN_NETWORK, now, weight, example=event.client_addr, seen_from_outside=True)
+    mem.note(Kind.OWN_NETWORK_INBOUND, now, weight, example=event.client_addr,
+             seen_from_outside=True)
     refusal = judge.weights.own_network_refusal
     mem.add(refusal, now, judge.half_life)
-    mem.note(OWN_REFUSED, now, refusal,
+    mem.note(Kind.OWN_NETWORK_REFUSED, now, refusal,
              example=f"{event.client_addr}: {event.kind.value} {event.detail}".strip())

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from extrusion.scoring.kinds import Kind
 from extrusion.scoring.limits import SlidingCounter
 from extrusion.scoring.memory import SenderMemory
 from extrusion.scoring.settings import EngineSettings
 
-PROBATION = "probation"  # the finding and the reason's prefix
 BUCKET = 30.0  # seconds per bucket of the probation budget's window
 
 
@@ -59,7 +59,7 @@ class Probation:
                 and mem.failed.count(now) <= self.list_share * attempted):
             return False  # its outcomes are back and look legitimate already
         mem.probation = ProbationState(now, reason, SlidingCounter(self.window, BUCKET))
-        mem.note(PROBATION, now, example=reason, active=True, since=now)
+        mem.note(Kind.PROBATION, now, example=reason, active=True, since=now)
         return True
 
     def over_budget(self, mem: SenderMemory, recipients: int, now: float) -> int | None:
@@ -113,4 +113,4 @@ class Probation:
     def _leave(self, mem: SenderMemory, now: float, why: str) -> None:
         mem.probation = None
         mem.probation_end = f"probation ended: {why}"
-        mem.note(PROBATION, now, active=False, ended=why)
+        mem.note(Kind.PROBATION, now, active=False, ended=why)

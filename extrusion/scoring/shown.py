@@ -16,12 +16,6 @@ from collections import OrderedDict
 from extrusion.scoring.helo import address_domain, registered_domain
 from extrusion.scoring.providers import provider_family
 
-FREEMAIL = "freemail_unauthenticated"
-SASL_ADDRESS = "unauthenticated_from_sasl_address"
-ENVELOPE_DOMAINS = "envelope_domains"
-SPREAD = "recipient_spread"
-KINDS = (FREEMAIL, SASL_ADDRESS, ENVELOPE_DOMAINS, SPREAD)
-
 MAX_SASL_ADDRESSES = 100_000  # client addresses remembered as carrying SASL mail
 MAX_DOMAINS = 1_000  # distinct recipient domains per sender per hour kept at most
 

@@ -1,0 +1,129 @@
+"""When a joined message's events go out, and how they are built.
+
+A message's `Submission` waits until every recipient had a first attempt
+(Postfix's `nrcpt`), the message is removed, or `wait_seconds` of log time
+passed; its outcomes wait behind it, so the engine sees the submission first.
+Outcomes of a message finished before a restart that are read again without
+a sender are not emitted twice (see `extrusion.maillog.join`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from extrusion.maillog.joinstate import EventSink, JoinSettings, JoinStats, KeyFunction, OpenMessage
+from extrusion.scoring.events import Headers, Outcome, Status, Submission
+
+# A log says nothing about headers: one shared (immutable) empty set for every submission.
+NO_HEADERS = Headers()
+# Sender keys cached at most, (address, SASL user) -> key; the cache starts over beyond.
+KEYS_CACHED = 100_000
+
+
+class Emitter:
+    def __init__(self, sink: EventSink, key: KeyFunction, settings: JoinSettings,
+                 stats: JoinStats, msgs: dict[str, OpenMessage]) -> None:
+        self.sink = sink
+        self.key = key
+        self.settings = settings
+        self.stats = stats
+        self._msgs = msgs  # the joiner's open messages, by "host qid"
+        self.waiting: dict[str, float] = {}  # key -> deadline, oldest first
+        #: The mark of the message whose outcome is being emitted.
+        self.outcome_mark: tuple[int, int] = (0, 0)
+        #: Log time up to which lines are read a second time (after a restart).
+        self.reread_until = float("-inf")
+        self._keys: dict[tuple[str, str], str] = {}
+
+    def route(self, m: OpenMessage, outcome: Outcome, now: float) -> None:
+        """Hold the outcome until the message's submission is out, else emit it now."""
+        if outcome.recipient not in m.recipients:
+            m.recipients[outcome.recipient] = None
+        if m.submitted or not self.settings.submissions:
+            self.emit(m, outcome)
+            return
+        m.pending.append(outcome)
+        if not m.known or (m.nrcpt and len(m.recipients) >= m.nrcpt):
+            self.flush(m)
+        else:
+            key = m.host + " " + m.qid
+            if key not in self.waiting:
+                self.waiting[key] = now + self.settings.wait_seconds
+
+    def expired(self, m: OpenMessage, t: float, mta: str, now: float) -> None:
+        """The message expired in the queue: each still-deferred recipient gets `expired`."""
+        for rcpt in sorted(m.deferred):
+            if m.null_sender:
+                self.stats.null_sender_dropped += 1
+                continue
+            self.route(m, Outcome(
+                time=t, queue_id=m.qid, recipient=rcpt, status=Status.EXPIRED,
+                sender=self.sender(m.client_addr, m.sasl_user) if m.known else "",
+                envelope_from=m.envelope_from, mta=mta,
+            ), now)
+        m.deferred.clear()
+        self.flush(m)
+
+    def flush(self, m: OpenMessage) -> None:
+        """The submission now (once), then every outcome held behind it."""
+        if not m.submitted:
+            m.submitted = True
+            self.waiting.pop(m.host + " " + m.qid, None)
+            if self.settings.submissions and m.known and not m.null_sender:
+                self.sink.submission(self._submission(m))
+                self.stats.submissions += 1
+        if m.pending:
+            pending, m.pending = m.pending, []
+            for outcome in pending:
+                self.emit(m, outcome)
+
+    def _submission(self, m: OpenMessage) -> Submission:
+        return Submission(
+            time=m.first, sender=self.sender(m.client_addr, m.sasl_user),
+            queue_id=m.qid, envelope_from=m.envelope_from or "",
+            recipients=tuple(m.recipients), size=m.size,
+            mta=self.settings.mta or m.host, client_addr=m.client_addr,
+            client_name=m.client_name, message_id=m.message_id, headers=NO_HEADERS,
+            client_evidence=self.settings.client_evidence,
+            helos=(m.helo,) if m.helo else (),
+        )
+
+    def emit(self, m: OpenMessage, outcome: Outcome) -> None:
+        if not outcome.sender and m.known:
+            outcome = replace(outcome, sender=self.sender(m.client_addr, m.sasl_user))
+        if not outcome.sender and not m.whole and outcome.time <= self.reread_until:
+            self.stats.reread_skipped += 1
+            return
+        self.count(outcome)
+        self.outcome_mark = m.mark
+        self.sink.outcome(outcome)
+
+    def count(self, outcome: Outcome) -> None:
+        self.stats.outcomes += 1
+        if not outcome.sender:
+            self.stats.unattributed += 1
+
+    def sender(self, addr: str, user: str) -> str:
+        k = (addr, user)
+        s = self._keys.get(k)
+        if s is None:
+            if len(self._keys) > KEYS_CACHED:
+                self._keys.clear()
+            s = self._keys[k] = self.key(addr, user)
+        return s
+
+    def forget_keys(self) -> None:
+        """Drop cached sender keys (after a config reload changed the customer map)."""
+        self._keys.clear()
+
+    def due(self, now: float) -> None:
+        """Flush every message whose wait for its last recipients is over."""
+        waiting = self.waiting
+        while waiting:
+            key = next(iter(waiting))
+            if waiting[key] > now:
+                break
+            del waiting[key]
+            m = self._msgs.get(key)
+            if m is not None:
+                self.flush(m)
