@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=8 / 24, help="log time the messages span")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-parse", action="store_true", help="skip the in-process parse run")
+    ap.add_argument("--base", default=None,
+                    help="also time `extrusion replay` of this git revision, interleaved")
     ap.add_argument("--log", type=Path, default=None, help="use this log instead of generating")
     args = ap.parse_args()
     pflogsumm = shutil.which("pflogsumm")
@@ -126,6 +128,15 @@ def main() -> None:
         print(f"log: {log.name}, {size / 1e6:.1f} MB")
 
         parse_t: list[Timing] = []
+        base_t: list[Timing] = []
+        base_cmd: list[str] = []
+        if args.base:
+            from benchmarks.replay_verdicts import export
+
+            tree = export(args.base, Path(tmp) / "base")
+            # PYTHONPATH and the cwd (inherited by its log reader) select the old tree.
+            base_cmd = ["env", f"PYTHONPATH={tree}", "sh", "-c",
+                        f'cd "{tree}" && exec "{sys.executable}" -m extrusion.cli "$@"', "-"]
         replay_t: list[Timing] = []
         pfl_t: list[Timing] = []
         lines = events = 0
@@ -134,6 +145,9 @@ def main() -> None:
             if not args.no_parse:
                 t, lines, events = parse_only(log)
                 parse_t.append(t)
+            if base_cmd:
+                t, _ = timed([*base_cmd, "replay", "--config", str(config), "--json", str(log)])
+                base_t.append(t)
             t, out = timed([str(extrusion), "replay", "--config", str(config), "--json",
                             str(log)])
             replay_t.append(t)
@@ -145,8 +159,8 @@ def main() -> None:
     if not lines:
         with open(log, "rb") as f:
             lines = sum(1 for _ in f)
-    runs = {"parse only (LogFeed)": parse_t, "extrusion replay (full)": replay_t,
-            "pflogsumm": pfl_t}
+    runs = {"parse only (LogFeed)": parse_t, f"extrusion replay at {args.base}": base_t,
+            "extrusion replay (full)": replay_t, "pflogsumm": pfl_t}
     runs = {name: ts for name, ts in runs.items() if ts}
     wall = {name: min(t.wall for t in ts) for name, ts in runs.items()}
     cpu = {name: min(t.cpu for t in ts) for name, ts in runs.items()}

@@ -10,7 +10,7 @@ compares the JSON lines one by one: time, sender, state, score and reason of
 every state change (and every misconfigured-sender notice). Without `--log`
 it generates a two-day smarthost log of about 1.6 M lines first
 (`extrusion_dev.generate`, seed 17). Prints the counts, the first differences
-and the CPU seconds of each side; exits 1 if any change differs.
+the CPU seconds and peak RSS of each side; exits 1 if any change differs.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def export(rev: str, into: Path) -> Path:
     return into
 
 
-def replay(tree: Path, log: Path, config: Path) -> tuple[list[str], float]:
-    """The state changes (JSON lines) of a replay by the code in `tree`, and its CPU s."""
+def replay(tree: Path, log: Path, config: Path) -> tuple[list[str], float, float]:
+    """The state changes (JSON lines) of a replay by the code in `tree`, its CPU s and
+    its peak RSS in MB (the largest of its processes)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     # The replay starts its log reader as `python -m ...`: the same cwd and PYTHONPATH
     # make both processes import `tree`'s code, not the installed checkout.
@@ -56,7 +57,8 @@ def replay(tree: Path, log: Path, config: Path) -> tuple[list[str], float]:
         err.seek(0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"replay in {tree} failed: {err.read()[-2000:].decode()}")
-        return out.read().decode().splitlines(), usage.ru_utime + usage.ru_stime
+        return (out.read().decode().splitlines(), usage.ru_utime + usage.ru_stime,
+                usage.ru_maxrss / 1024)
 
 
 def compare(before: list[str], after: list[str]) -> int:
@@ -93,12 +95,13 @@ def main() -> None:
         config.write_text('[general]\nlog_level = "warning"\n')
         old = export(base, Path(tmp) / "base")
         start = time.perf_counter()
-        before, cpu_before = replay(old, log, config)
-        after, cpu_after = replay(REPO, log, config)
+        before, cpu_before, rss_before = replay(old, log, config)
+        after, cpu_after, rss_after = replay(REPO, log, config)
     print(f"log: {lines:,} lines; base {base[:12]} against the checkout "
           f"({time.perf_counter() - start:.0f} s)")
     print(f"state changes: {len(before):,} before, {len(after):,} after; "
-          f"CPU s {cpu_before:.1f} before, {cpu_after:.1f} after")
+          f"CPU s {cpu_before:.1f} before, {cpu_after:.1f} after; "
+          f"peak RSS {rss_before:.0f} MB before, {rss_after:.0f} MB after")
     differ = compare(before, after)
     print("identical" if not differ else f"{differ} state changes differ")
     sys.exit(1 if differ else 0)
