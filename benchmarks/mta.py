@@ -18,6 +18,9 @@ the work behind it:
 - "attach": a pymilter milter that accepts every connection at connect, so
   Postfix sends it nothing more: the least any milter attached to every SMTP
   session can cost;
+- "serve": the milter and the policy server in one `extrusion serve` process (with
+  the log feed), as shipped; "both" runs `extrusion milter` and `extrusion
+  policyd` apart. Its CPU is all reported as the policy server's;
 - "both-per-client": both, with Postfix's `smtpd_milter_maps` (a static cidr
   table) disabling the milter for the benchmark's client, as if the milter
   were attached only to clients under watch: the best case of that wiring
@@ -82,6 +85,9 @@ class Setup:
 
     milter: str = ""  # "", "extrusion", or a reference milter (REFERENCE_MILTERS)
     policy: str = ""  # "", "extrusion", or "c-dunno"
+    # Both served by one `extrusion serve` process (the shipped wiring) instead of
+    # `extrusion milter` and `extrusion policyd` apart.
+    serve: bool = False
     # smtpd_milter_maps says DISABLE for the benchmark's client: the milter attached
     # only to clients under watch, none of which this traffic comes from.
     per_client: bool = False
@@ -94,13 +100,14 @@ SETUPS = {
     "milter": Setup(milter="extrusion"),
     "policyd": Setup(policy="extrusion"),
     "both": Setup(milter="extrusion", policy="extrusion"),
+    "serve": Setup(milter="extrusion", policy="extrusion", serve=True),
     "both-per-client": Setup(milter="extrusion", policy="extrusion", per_client=True),
     "c-attach": Setup(milter="c-attach"),
     "c-noop": Setup(milter="c-noop"),
     "c-policy": Setup(policy="c-dunno"),
     "c-both": Setup(milter="c-noop", policy="c-dunno"),
 }
-CONFIGS = ("bare", "attach", "noop", "milter", "policyd", "both")
+CONFIGS = ("bare", "attach", "noop", "milter", "policyd", "both", "serve")
 REFERENCE_CONFIGS = ("c-attach", "c-noop", "c-policy", "c-both")
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 QUEUE_SUBDIRS = ("incoming", "active", "deferred", "maildrop")
@@ -228,6 +235,8 @@ def rewire(pf: PostfixInstance, settings: dict[str, str]) -> None:
 def daemons_for(config: str) -> tuple[str, ...]:
     """The extrusion daemons a configuration runs."""
     setup = SETUPS[config]
+    if setup.serve:
+        return ("serve",)
     return tuple(name for name, part in (("milter", setup.milter), ("policyd", setup.policy))
                  if part == "extrusion")
 
@@ -432,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                                 [str(built["dunno_policy"]), str(pf.policy_port)],
                                 f"inet:{pf.policy_port}@127.0.0.1"))
                         if daemons_for(config):
-                            if "policyd" in daemons_for(config):
+                            if {"policyd", "serve"} & set(daemons_for(config)):
                                 skip_to_log_end(d, pf)
                             stack.callback(d.stop)
                             d.start(*daemons_for(config))
@@ -442,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
                                 milter_pid = d.procs["milter"].popen.pid
                             if "policyd" in d.procs:
                                 policy_pid = d.procs["policyd"].popen.pid
+                            if "serve" in d.procs:
+                                # One process: all its CPU is counted as the policy
+                                # server's (milter, policy, log feed together).
+                                policy_pid = d.procs["serve"].popen.pid
                         run = one_run(pf, config, args.messages, args.sessions, milter_pid,
                                       policy_pid)
                     runs.append(run)

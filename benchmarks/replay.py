@@ -1,6 +1,7 @@
 """Log lines per second: extrusion's parser and `extrusion replay` beside pflogsumm, same log.
 
-    .venv/bin/python benchmarks/replay.py [--messages 60000] [--repeat 3] [--log PATH]
+    .venv/bin/python benchmarks/replay.py [--messages 60000] [--days 0.33] [--repeat 3]
+                                          [--log PATH]
 
 Generates a Postfix smarthost log with `extrusion_dev.generate` (normal
 customers, a newsletter, a bounce relay, relay probes, two spam bots; about
@@ -11,7 +12,8 @@ customers, a newsletter, a bounce relay, relay probes, two spam bots; about
   throw-away SQLite store, summary), output discarded;
 - pflogsumm LOG (Debian package pflogsumm), output discarded.
 
-Prints lines/s by wall time and by CPU time (the replay runs its parser in a
+Prints lines/s by wall time and by CPU time, peak RSS (of the largest process
+of each command, as wait4() reports it) (the replay runs its parser in a
 second process, so it uses more CPU than wall time on two cores), the ratios
 to pflogsumm, and checks that the replay found exactly the generated bots.
 """
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,7 @@ class Discard:
 class Timing:
     wall: float
     cpu: float
+    rss_mb: float = 0.0
 
 
 def parse_only(log: Path) -> tuple[Timing, int, int]:
@@ -75,25 +77,33 @@ def parse_only(log: Path) -> tuple[Timing, int, int]:
     return took, feed.stats.lines, sink.events
 
 
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def timed(cmd: list[str]) -> tuple[Timing, str]:
-    """Wall time and CPU time (all its processes) of a command."""
-    start, cpu = time.perf_counter(), children_cpu()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    took = Timing(time.perf_counter() - start, children_cpu() - cpu)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return took, proc.stdout
+    """Wall time, CPU time (all its processes) and peak RSS of a command."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        # wait4() gives this child's own usage, its reaped children's included; its
+        # ru_maxrss is the peak of the largest of them (KiB on Linux).
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        took = Timing(time.perf_counter() - start, usage.ru_utime + usage.ru_stime,
+                      usage.ru_maxrss / 1024)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): "
+                             f"{err.read()[-2000:].decode(errors='replace')}")
+        return took, out.read().decode()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=60_000)
+    ap.add_argument("--days", type=float, default=8 / 24, help="log time the messages span")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-parse", action="store_true", help="skip the in-process parse run")
+    ap.add_argument("--base", default=None,
+                    help="also time `extrusion replay` of this git revision, interleaved")
     ap.add_argument("--log", type=Path, default=None, help="use this log instead of generating")
     args = ap.parse_args()
     pflogsumm = shutil.which("pflogsumm")
@@ -107,7 +117,8 @@ def main() -> None:
             log = Path(tmp) / "mail.log"
             with open(log, "w", encoding="utf-8") as f:
                 truth = generate(f, seed=11, messages=args.messages,
-                                 senders=max(50, args.messages // 200), bots=2)
+                                 senders=max(50, args.messages // 200), bots=2,
+                                 duration=args.days * 86400.0)
             bots = truth.bots
         else:
             log = args.log
@@ -117,13 +128,26 @@ def main() -> None:
         print(f"log: {log.name}, {size / 1e6:.1f} MB")
 
         parse_t: list[Timing] = []
+        base_t: list[Timing] = []
+        base_cmd: list[str] = []
+        if args.base:
+            from benchmarks.replay_verdicts import export
+
+            tree = export(args.base, Path(tmp) / "base")
+            # PYTHONPATH and the cwd (inherited by its log reader) select the old tree.
+            base_cmd = ["env", f"PYTHONPATH={tree}", "sh", "-c",
+                        f'cd "{tree}" && exec "{sys.executable}" -m extrusion.cli "$@"', "-"]
         replay_t: list[Timing] = []
         pfl_t: list[Timing] = []
         lines = events = 0
         flagged: set[str] = set()
         for _ in range(args.repeat):
-            t, lines, events = parse_only(log)
-            parse_t.append(t)
+            if not args.no_parse:
+                t, lines, events = parse_only(log)
+                parse_t.append(t)
+            if base_cmd:
+                t, _ = timed([*base_cmd, "replay", "--config", str(config), "--json", str(log)])
+                base_t.append(t)
             t, out = timed([str(extrusion), "replay", "--config", str(config), "--json",
                             str(log)])
             replay_t.append(t)
@@ -132,18 +156,26 @@ def main() -> None:
             t, _ = timed([pflogsumm, str(log)])
             pfl_t.append(t)
 
-    runs = {"parse only (LogFeed)": parse_t, "extrusion replay (full)": replay_t,
-            "pflogsumm": pfl_t}
+    if not lines:
+        with open(log, "rb") as f:
+            lines = sum(1 for _ in f)
+    runs = {"parse only (LogFeed)": parse_t, f"extrusion replay at {args.base}": base_t,
+            "extrusion replay (full)": replay_t, "pflogsumm": pfl_t}
+    runs = {name: ts for name, ts in runs.items() if ts}
     wall = {name: min(t.wall for t in ts) for name, ts in runs.items()}
     cpu = {name: min(t.cpu for t in ts) for name, ts in runs.items()}
     print(f"lines: {lines:,}   events: {events:,}   best of {args.repeat}   "
           f"load average: {os.getloadavg()[0]:.1f}\n")
-    print("| run | wall s | lines/s | vs pflogsumm | CPU s | lines per CPU s | vs pflogsumm |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    rss = {name: max(t.rss_mb for t in ts) for name, ts in runs.items()}
+    print("| run | wall s | lines/s | vs pflogsumm | CPU s | lines per CPU s | vs pflogsumm "
+          "| peak RSS MB | vs pflogsumm |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in runs:
+        peak = (f"{rss[name]:.0f} | {rss[name] / rss['pflogsumm']:.2f}x" if rss[name]
+                else "| ")
         print(f"| {name} | {wall[name]:.2f} | {lines / wall[name]:,.0f} | "
               f"{wall['pflogsumm'] / wall[name]:.2f}x | {cpu[name]:.2f} | "
-              f"{lines / cpu[name]:,.0f} | {cpu['pflogsumm'] / cpu[name]:.2f}x |")
+              f"{lines / cpu[name]:,.0f} | {cpu['pflogsumm'] / cpu[name]:.2f}x | {peak} |")
     if bots:
         verdict = "exactly the bots" if flagged == set(bots) else f"WRONG: {sorted(flagged)}"
         print(f"\nreplay flagged {verdict} ({', '.join(sorted(bots))})")

@@ -49,3 +49,34 @@ def test_a_queue_id_recorded_again_keeps_its_first_place() -> None:
     tr.add(info("B", 4.0, candidate=False))
     assert [m.queue_id for m in tr.undecided_before(100.0)] == walk(tr, 100.0) == ["A"]
     assert tr.get("mx1", "A").time == 3.0  # type: ignore[union-attr]
+
+
+def test_recipient_sets_made_on_first_use_keep_what_is_added() -> None:
+    m = info("Q1", 1.0, candidate=True)
+    m.attempted.add("a@example.org")
+    m.failed.add("b@example.org")
+    m.attempted.add("b@example.org")
+    assert m.attempted == {"a@example.org", "b@example.org"}
+    assert m.failed == {"b@example.org"}
+    assert m.attempted is m.attempted
+
+
+
+def test_a_decided_message_keeps_no_recipient_sets_a_pending_one_does() -> None:
+    # Only a pending list verdict reads a message's attempted and failed recipients; the
+    # judge leaves them unmade for the rest (most messages, most of a replay's memory).
+    from extrusion.config import Config
+    from extrusion.scoring.classify import OutcomeClass
+    from extrusion.scoring.judge import Judge
+    from extrusion.scoring.memory import SenderMemory
+    from extrusion.scoring.settings import EngineSettings
+
+    judge = Judge(EngineSettings.from_config(Config()))
+    mem = SenderMemory("ip:192.0.2.1", 1.0, 3600.0)
+    single, post = info("Q1", 1.0, candidate=False), info("Q2", 1.0, candidate=True)
+    for m in (single, post):
+        judge.attempted(mem, m, "a@example.org", 2.0)
+        judge.failure(mem, m, "b@example.org", OutcomeClass.UNKNOWN_USER, 3.0, False)
+    assert single._attempted is None and single._failed is None
+    assert post.attempted == {"a@example.org", "b@example.org"}
+    assert post.failed == {"b@example.org"}

@@ -19,6 +19,7 @@ from extrusion.scoring import schema
 from extrusion.scoring.bounds import (
     REPLACEMENT,
     bound_batch,
+    bound_row,
     bound_text,
     column_bounder,
 )
@@ -65,6 +66,20 @@ def test_a_value_within_bounds_is_the_same_object() -> None:
     b = Batch(message_rows=[MessageRow(1.0, "", "Q1", SENDER, "a@x", "h", "192.0.2.1", "",
                                        1, 1, "<id@x>", False, False, False, "")])
     assert bound_batch(b) is b
+
+
+@pytest.mark.parametrize("odd", [
+    "h" * 10_000, "caf\u00e9.example", "a\x00b", "a\udcffb", "\u00e9" * 300, "",
+], ids=["long", "non-ascii", "nul", "surrogate", "long-non-ascii", "empty"])
+def test_typed_rows_are_bounded_as_dict_rows_are(odd: str) -> None:
+    # Typed rows take a fast path for short ASCII text; whatever it skips must be
+    # exactly what the full per-column bounding would have left alone.
+    for field in ("envelope_from", "helo", "client_name", "message_id", "list_id"):
+        row = MessageRow(1.0, "mta", "Q1", SENDER, "a@x", "h", "192.0.2.1", "",
+                         1000, 1, "<id@x>", False, False, False, "")._replace(**{field: odd})
+        out = bound_batch(Batch(message_rows=[row])).message_rows[0]
+        assert out._asdict() == bound_row(schema.messages, row._asdict())
+        assert (out is row) == (bound_row(schema.messages, row._asdict()) == row._asdict())
 
 
 def test_nul_and_undecodable_characters_become_the_replacement_character() -> None:

@@ -111,6 +111,14 @@ def column_bounder(column: sa.Column[Any]) -> Bounder | None:
     return None
 
 
+def text_limit(column: sa.Column[Any]) -> int | None:
+    """The characters a string column holds (as `column_bounder` bounds it); None for others."""
+    t = column.type
+    if isinstance(t, sa.String) and not isinstance(t, sa.JSON):
+        return t.length if t.length is not None else schema.TEXT_LEN
+    return None
+
+
 def table_bounders(table: sa.Table) -> dict[str, Bounder]:
     """{column name: bounder} for every column of `table` that needs one."""
     out = {}
@@ -143,9 +151,26 @@ class TupleBounder(Generic[Row]):
     def __init__(self, table: sa.Table, row_type: type[Row]) -> None:
         by_name = _BY_TABLE[table.name]
         self._at = [(i, by_name[c]) for i, c in enumerate(row_type._fields) if c in by_name]
+        # String columns and their lengths, checked inline (every field of every row of a
+        # replay passes here: two calls per field were a tenth of its engine's time).
+        limits = {i: text_limit(table.columns[c]) for i, c in enumerate(row_type._fields)
+                  if c in by_name}
+        self._texts = [(i, n) for i, n in limits.items() if n is not None]
+        self._others = [(i, b) for i, b in self._at if limits[i] is None]
         self._make: Callable[[Iterable[Any]], Row] = row_type._make
 
     def __call__(self, row: Row) -> Row:
+        for i, limit in self._texts:
+            v = row[i]
+            # A short ASCII string without NUL is stored as it is: bound_text's own rule.
+            if type(v) is str and (len(v) > limit or not v.isascii() or "\x00" in v):
+                return self._bound(row)
+        for i, b in self._others:
+            if b(row[i]) is not row[i]:
+                return self._bound(row)
+        return row
+
+    def _bound(self, row: Row) -> Row:
         new: list[Any] | None = None
         for i, b in self._at:
             value = row[i]

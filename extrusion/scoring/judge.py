@@ -246,8 +246,9 @@ class Judge:
                          rejection_daemon=n > self.misconfigured_after)
             return
         if info is not None:
-            info.failed.add(rcpt)
-            info.attempted.add(rcpt)
+            if info.list_like is None:  # what settle_list reads, nothing else does
+                info.failed.add(rcpt)
+                info.attempted.add(rcpt)
             if info.list_like is None and cls is not OutcomeClass.VIRUS:
                 info.held.append((rcpt, cls.value, now))
                 self.settle_list(mem, info, now)
@@ -271,8 +272,8 @@ class Judge:
                                         mem.attempted.count(now), now)
 
     def attempted(self, mem: SenderMemory, info: MessageInfo, rcpt: str, now: float) -> None:
-        info.attempted.add(rcpt)
-        if info.list_like is None:
+        if info.list_like is None:  # a decided message's recipients are read no more
+            info.attempted.add(rcpt)
             self.settle_list(mem, info, now)
 
     def settle_list(self, mem: SenderMemory, info: MessageInfo, now: float,

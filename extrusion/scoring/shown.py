@@ -11,6 +11,7 @@ twice, and a habit shown all day is one piece of evidence.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 from extrusion.scoring.helo import address_domain, registered_domain
@@ -29,6 +30,9 @@ def authenticated(sender_key: str) -> bool | None:
     return None
 
 
+# Bounded: a bot's return paths are new every time. Two calls per submission (the
+# engine's and the submission evidence's) parsed the address and ran the suffix list twice.
+@functools.lru_cache(maxsize=4096)
 def envelope_domain(envelope_from: str) -> str:
     """The registered domain of an envelope sender ("" for <> or none)."""
     domain = address_domain(envelope_from)

@@ -31,11 +31,26 @@ class MessageInfo:
     list_id: str = ""
     # None: a possible list post whose share of failures is not known yet.
     list_like: bool | None = False
-    attempted: set[str] = field(default_factory=set)
     final: set[str] = field(default_factory=set)
-    failed: set[str] = field(default_factory=set)
+    # Read only while the list verdict is pending (judge.settle_list), so made on first
+    # use: up to 200,000 messages are tracked, and three empty containers each were
+    # half of a replay's memory.
+    _attempted: set[str] | None = None
+    _failed: set[str] | None = None
     # Failures waiting for the list verdict: (recipient, outcome class, time).
     held: list[tuple[str, str, float]] = field(default_factory=list)
+
+    @property
+    def attempted(self) -> set[str]:
+        if self._attempted is None:
+            self._attempted = set()
+        return self._attempted
+
+    @property
+    def failed(self) -> set[str]:
+        if self._failed is None:
+            self._failed = set()
+        return self._failed
 
     @classmethod
     def from_record(cls, m: StoredMessage, list_candidate: bool) -> MessageInfo:
