@@ -26,6 +26,7 @@ from extrusion.policyd.metrics import Metrics
 from extrusion.scoring.api import EngineAPI
 from extrusion.scoring.engine import store_of
 from extrusion.scoring.events import State, StateChange
+from extrusion.scoring.retention import detail_boundary
 
 log = logging.getLogger("extrusion.policyd")
 
@@ -209,15 +210,18 @@ class EngineService(Service):
             self._memory_counts[name] = total
 
     def _prune(self, engine: EngineAPI, now: float) -> None:
-        """Worker thread: drop evidence past `[store] retention_days`, at most hourly."""
-        days = self.config.store.retention_days
+        """Worker thread: fold detail past `[store] detail_days` and drop evidence past
+        `retention_days`, at most hourly."""
+        days, detail = self.config.store.retention_days, self.config.store.detail_days
         store = store_of(engine)
-        if not days or store is None or now < self._next_prune:
+        if not (days or detail) or store is None or now < self._next_prune:
             return
         self._next_prune = now + PRUNE_SECONDS
-        removed = store.prune(now - days * 86400)
+        removed = store.prune(now - days * 86400 if days else 0.0, detail_before=(
+            detail_boundary(now, detail) if detail else None))
         if removed:
-            log.info("pruned %d rows older than %g days", removed, days)
+            log.info("pruned or folded %d rows (detail %g days, retention %g days)",
+                     removed, detail, days)
 
     def _synced(self, counts: dict[str, int] | None) -> None:
         self.last_sync_ok = time.time()
