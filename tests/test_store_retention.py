@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from extrusion.report.load import Query, load_report
 from extrusion.scoring import schema
 from extrusion.scoring.rows import Batch
 from extrusion.scoring.store import Store
@@ -162,3 +163,12 @@ def test_a_writer_waits_for_one_batch_at_most(store: Store) -> None:
     assert max(waits) <= 2, waits
     assert count(store, schema.recipients) == 0
     assert count(store, schema.messages) == 5
+
+
+def test_a_30_day_report_shows_the_same_activity_after_folding(store: Store) -> None:
+    store.write_batch(month(), HL)
+    q = Query(until=float(T0 + 30 * DAY), since=float(T0))
+    before = load_report(store, q, generated_at=0.0).activity
+    assert {a.key for a in before} == set(SENDERS)  # the premise
+    store.prune(0.0, detail_before=float(T0 + 27 * DAY))
+    assert load_report(store, q, generated_at=0.0).activity == before
