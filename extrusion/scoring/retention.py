@@ -24,6 +24,7 @@ from extrusion.scoring.dialects import WritePath
 
 DAY = 86400
 HOUR = 3600
+BLOCK = 4 * HOUR  # reports count four-hour blocks active (reportreads.BLOCK)
 BATCH = 5000  # rows per transaction: a few tens of milliseconds on either backend
 DELIVERED = frozenset({"sent"})
 FAILED = frozenset({"bounced", "expired", "rejected"})
@@ -33,8 +34,10 @@ Step = Callable[[Connection], int]
 
 
 def detail_boundary(now: float, detail_days: float) -> float:
-    """The first second still kept in detail: a day's start, so a day is folded whole."""
-    return float((int(now - detail_days * DAY) // DAY) * DAY)
+    """The first second still kept in detail: the start of a four-hour block, so that
+    an hour or a block is either folded or not, and hours and blocks active (a folded
+    day's bitmask, distinct hours of the detail) are never counted twice."""
+    return float((int(now - detail_days * DAY) // BLOCK) * BLOCK)
 
 
 def _take(conn: Connection, table: sa.Table, where: Any, limit: int,
