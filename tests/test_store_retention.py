@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from extrusion.config import ConfigError, from_dict
 from extrusion.report.load import Query, load_report
 from extrusion.scoring import schema
+from extrusion.scoring.retention import detail_boundary
 from extrusion.scoring.rows import Batch
 from extrusion.scoring.store import Store
 
@@ -174,3 +176,15 @@ def test_a_30_day_report_shows_the_same_activity_after_folding(store: Store) -> 
     assert {a.key for a in before} == set(SENDERS)  # the premise
     store.prune(0.0, detail_before=float(T0 + 27 * DAY))
     assert load_report(store, q, generated_at=0.0).activity == before
+
+
+@pytest.mark.parametrize("days", [0.5, 5000.0])
+def test_detail_days_out_of_range_is_a_clear_error(days: float) -> None:
+    with pytest.raises(ConfigError, match="detail_days must be 0"):
+        from_dict({"store": {"detail_days": days}})
+
+
+def test_the_boundary_is_a_block_start_at_least_detail_days_back() -> None:
+    now = T0 + 5 * DAY + 5 * 3600 + 17.0
+    b = detail_boundary(now, 1.0)
+    assert b % (4 * 3600) == 0 and now - DAY - 4 * 3600 < b <= now - DAY
