@@ -196,3 +196,35 @@ def test_the_boundary_is_a_block_start_at_least_detail_days_back() -> None:
     now = T0 + 5 * DAY + 5 * 3600 + 17.0
     b = detail_boundary(now, 1.0)
     assert b % (4 * 3600) == 0 and now - DAY - 4 * 3600 < b <= now - DAY
+
+
+def test_two_hosts_folding_at_once_count_everything_once(store: Store) -> None:
+    store.write_batch(month(), HL)
+    before, sums = snapshot(store), counter_sums(store)
+    other = Store(store.url)
+    try:
+        threads = [threading.Thread(target=s.prune, args=(0.0,),
+                                    kwargs={"detail_before": float(T0 + 29 * DAY), "batch": 5})
+                   for s in (store, other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        other.close()
+    assert count(store, schema.messages) < 10  # the premise: nearly all of it folded
+    assert snapshot(store) == before
+    assert counter_sums(store) == sums
+
+
+def test_a_prune_in_slices_ends_where_one_prune_would(store: Store) -> None:
+    store.write_batch(month(days=6), HL)
+    before = snapshot(store)
+    slices, done = 0, False
+    while not done:
+        removed, done = store.prune_some(0.0, detail_before=float(T0 + 6 * DAY), batch=10,
+                                         seconds=0.0)
+        slices += 1
+        assert removed <= 10 * 10  # a slice ends after its first full batch (10 steps)
+    assert slices > 5 and count(store, schema.messages) == 0
+    assert snapshot(store) == before

@@ -38,6 +38,7 @@ class StoreDown(Exception):
 #: How often the senders-by-state gauge is recounted from the store (seconds).
 GAUGE_SECONDS = 60.0
 PRUNE_SECONDS = 3600.0  # retention is in days: pruning hourly is plenty
+PRUNE_SLICE_SECONDS = 0.5  # pruning per sync at most, between two flushes
 
 
 class EngineService(Service):
@@ -216,9 +217,12 @@ class EngineService(Service):
         store = store_of(engine)
         if not (days or detail) or store is None or now < self._next_prune:
             return
-        self._next_prune = now + PRUNE_SECONDS
-        removed = store.prune(now - days * 86400 if days else 0.0, detail_before=(
-            detail_boundary(now, detail) if detail else None))
+        removed, done = store.prune_some(
+            now - days * 86400 if days else 0.0,
+            detail_before=detail_boundary(now, detail) if detail else None,
+            seconds=PRUNE_SLICE_SECONDS)
+        # This thread flushes too: a backlog (a first fold, say) goes a slice a sync.
+        self._next_prune = now + (PRUNE_SECONDS if done else 0.0)
         if removed:
             log.info("pruned or folded %d rows (detail %g days, retention %g days)",
                      removed, detail, days)

@@ -173,23 +173,42 @@ class Store:
         """Fold messages, outcomes and minute counters older than `detail_before` into
         days, then delete what is older than `before` (a baseline not updated since is
         a sender gone quiet); returns rows removed. One transaction per `batch` rows."""
+        return self.prune_some(before, detail_before=detail_before, batch=batch)[0]
+
+    def prune_some(self, before: float, *, detail_before: float | None = None,
+                   batch: int = retention.BATCH, seconds: float = float("inf")
+                   ) -> tuple[int, bool]:
+        """`prune`, for about `seconds` at most: (rows removed, whether it is done). The
+        daemon prunes in its flushing thread, so a backlog is taken a slice at a time."""
         steps = list(retention.expiries(before, batch))
         if detail_before is not None and detail_before > before:
             steps[:0] = retention.folds(self._path, detail_before, batch)
-        removed = 0
+        removed, end = 0, time.monotonic() + seconds
         for step in steps:
             while True:
                 started = time.monotonic()
-                with self._db.write() as conn:
-                    n = step(conn)
+                n = self._prune_batch(step)
                 removed += n
                 if n < batch:
                     break
+                if time.monotonic() >= end:
+                    return removed, False
                 if self.dialect == "sqlite":
-                    # SQLite has one writer at a time and a waiting one only polls (every
-                    # 1-100 ms): pause as long as the batch took, so that it gets its turn.
+                    # SQLite has one writer at a time; other processes' writers only poll
+                    # (every 1-100 ms): pause as long as the batch took, for their turn.
                     time.sleep(min(max(time.monotonic() - started, 0.002), 0.1))
-        return removed
+        return removed, True
+
+    def _prune_batch(self, step: retention.Step) -> int:
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                with self._db.write() as conn:
+                    return step(conn)
+            except StoreUnavailable as e:
+                # Another host pruning the same rows in another order: take the batch again.
+                if "deadlock" not in str(e) or attempt == _DEADLOCK_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def save_baselines(self, baselines: dict[str, dict[str, Any]], now: float) -> None:
         """Write each sender's baseline whole (the latest one wins: it is a summary)."""
