@@ -1,6 +1,7 @@
 """Store size per sender-day: how many bytes one ordinary sender's day costs.
 
     .venv/bin/python benchmarks/storesize.py [--senders 200] [--messages 20] [--no-pg]
+    .venv/bin/python benchmarks/storesize.py --days 30 --senders 100 [--detail 7,3,1]
 
 Each sender sends `--messages` messages of 1-5 recipients spread over one
 day; each recipient's outcome (90 % delivered, 10 % bounced) follows 1-20 s
@@ -11,11 +12,19 @@ PostgreSQL's pg_total_relation_size after VACUUM FULL, SQLite's dbstat after
 VACUUM), with the "queued" recipient rows kept as before (`keep queued`) and
 replaced by their outcome (`elide queued`: left out when the outcome is in the
 same flush, deleted when it comes in a later one), side by side.
+
+With `--days N` the same traffic runs for N days (queued rows elided, as the
+store does), and the store is measured as it stands on the last day: all detail
+kept, then folded as the policy daemon's prune does with `[store] detail_days`
+of each `--detail` value in turn (messages, outcomes and minute counters before
+the boundary folded into per-sender days, `sender_days`); bytes per active
+sender-day = the whole store / (senders x days).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import os
 import random
@@ -29,23 +38,26 @@ from extrusion.config import from_dict
 from extrusion.scoring import batchwrite
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Outcome, Status, Submission
+from extrusion.scoring.retention import detail_boundary
 from extrusion.scoring.store import Store
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
-TABLES = ("recipients", "counters", "messages", "senders", "state_changes", "rate_use")
+TABLES = ("recipients", "counters", "messages", "senders", "state_changes", "rate_use",
+          "sender_days")
 
 
-def events(senders: int, messages: int, seed: int = 7) -> list[tuple[float, int, Any]]:
-    """(time, order, event) of one day, in time order."""
+def events(senders: int, messages: int, seed: int = 7,
+           days: int = 1) -> list[tuple[float, int, Any]]:
+    """(time, order, event) of `days` days, in time order."""
     rnd = random.Random(seed)
     out: list[tuple[float, int, Any]] = []
     n = 0
-    for s in range(senders):
+    for s, d in ((s, d) for d in range(days) for s in range(senders)):
         key = f"sasl:customer{s:05d}@example.net"
         for m in range(messages):
-            t = T0 + rnd.uniform(0, DAY - 60)
-            qid = f"4B{s:05d}{m:03d}"
+            t = T0 + d * DAY + rnd.uniform(0, DAY - 60)
+            qid = f"4B{d:02d}{s:05d}{m:03d}"
             rcpts = tuple(f"friend{rnd.randrange(10**6)}@example.org"
                           for _ in range(rnd.randint(1, 5)))
             out.append((t, n, Submission(
@@ -68,7 +80,7 @@ def events(senders: int, messages: int, seed: int = 7) -> list[tuple[float, int,
     return [heapq.heappop(out) for _ in range(len(out))]
 
 
-def run(url: str, day: list[tuple[float, int, Any]], spool: str) -> None:
+def run(url: str, day: list[tuple[float, int, Any]], spool: str) -> float:
     clock = [T0]
     cfg = from_dict({"general": {"hostname": "mx1.example.net"},
                      "store": {"url": url, "spool_dir": spool, "flush_batch": 10**9}})
@@ -76,10 +88,10 @@ def run(url: str, day: list[tuple[float, int, Any]], spool: str) -> None:
     next_flush = T0 + 1.0
     try:
         for t, _, ev in day:
-            while t >= next_flush:  # the daemons flush about once a second
+            if t >= next_flush:  # the daemons flush about once a second (none if idle)
                 clock[0] = next_flush
                 engine.flush()
-                next_flush += 1.0
+                next_flush = float(int(t) + 1)
             clock[0] = t
             if isinstance(ev, Submission):
                 engine.submission(ev)
@@ -87,6 +99,7 @@ def run(url: str, day: list[tuple[float, int, Any]], spool: str) -> None:
                 engine.outcome(ev)
     finally:
         engine.close()
+    return clock[0]
 
 
 def sizes(url: str) -> dict[str, int]:
@@ -122,17 +135,52 @@ def measure(backend: str, day: list[tuple[float, int, Any]], elide: bool,
         return sizes(url)
 
 
+def month(backend: str, senders: int, messages: int, days: int, detail: list[float],
+          tmp: str) -> None:
+    """Bytes per sender-day of `days` days, all detail kept and then folded."""
+    batchwrite.ELIDE_QUEUED = True
+    traffic = events(senders, messages, days=days)
+    with contextlib.ExitStack() as stack:
+        url = (f"sqlite:///{tmp}/month.db" if backend == "sqlite"
+               else stack.enter_context(pg_database()))
+        now = run(url, traffic, os.path.join(tmp, f"spool-month-{backend}"))
+        columns = {"all": sizes(url)}
+        for days_kept in sorted(detail, reverse=True):
+            with Store(url) as store:
+                store.prune(0.0, detail_before=detail_boundary(now, days_kept))
+            if backend == "sqlite":
+                with sa.create_engine(url).connect() as conn:
+                    conn.exec_driver_sql("VACUUM")
+            columns[f"{days_kept:g} d"] = sizes(url)
+    sender_days = senders * days
+    print(f"\n{backend}: bytes per sender-day over {days} days, by detail_days")
+    print(f"{'table':14}" + "".join(f"{name:>10}" for name in columns))
+    for t in TABLES:
+        print(f"{t:14}" + "".join(f"{c[t] / sender_days:10,.0f}" for c in columns.values()))
+    print(f"{'total':14}" + "".join(f"{sum(c.values()) / sender_days:10,.0f}"
+                                    for c in columns.values()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--senders", type=int, default=200)
     ap.add_argument("--messages", type=int, default=20)
     ap.add_argument("--no-pg", action="store_true")
+    ap.add_argument("--days", type=int, default=1)
+    ap.add_argument("--detail", default="7,3,1", help="detail_days values, with --days")
     args = ap.parse_args()
+    backends = ("sqlite", *(() if args.no_pg else ("postgresql",)))
+    if args.days > 1:
+        detail = [float(x) for x in args.detail.split(",")]
+        with tempfile.TemporaryDirectory() as tmp:
+            for backend in backends:
+                month(backend, args.senders, args.messages, args.days, detail, tmp)
+        return
     day = events(args.senders, args.messages)
     rcpt_rows = sum(isinstance(e, Outcome) for _, _, e in day)
     print(f"{args.senders} senders x {args.messages} messages/day, {rcpt_rows} recipients")
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in ("sqlite", *(() if args.no_pg else ("postgresql",))):
+        for backend in backends:
             kept = measure(backend, day, False, tmp)
             elided = measure(backend, day, True, tmp)
             print(f"\n{backend}: bytes per sender-day")

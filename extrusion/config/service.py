@@ -29,6 +29,9 @@ class Store:
     spool_dir: str = ""
     busy_timeout_ms: int = 5000
     retention_days: float = 30.0
+    # Per-message rows are kept this long, then folded into per-sender days
+    # (scoring/retention.py); at least a day, the longest window a limit counts. 0 = never.
+    detail_days: float = 7.0
     flush_batch: int = 5000
     shared_limits: bool = True
     # The failure window too (scoring/failwindow.py), for a sender failing this often here.
@@ -38,6 +41,8 @@ class Store:
     def __post_init__(self) -> None:
         if self.shared_failures_from < 1:
             raise ValueError("shared_failures_from must be at least 1")
+        if self.detail_days != 0 and not 1 <= self.detail_days <= 3650:
+            raise ValueError("detail_days must be 0 (never fold) or from 1 to 3650")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from extrusion.policyd.metrics import Metrics
 from extrusion.scoring.api import EngineAPI
 from extrusion.scoring.engine import store_of
 from extrusion.scoring.events import State, StateChange
+from extrusion.scoring.retention import detail_boundary
 
 log = logging.getLogger("extrusion.policyd")
 
@@ -37,6 +38,7 @@ class StoreDown(Exception):
 #: How often the senders-by-state gauge is recounted from the store (seconds).
 GAUGE_SECONDS = 60.0
 PRUNE_SECONDS = 3600.0  # retention is in days: pruning hourly is plenty
+PRUNE_SLICE_SECONDS = 0.5  # pruning per sync at most, between two flushes
 
 
 class EngineService(Service):
@@ -209,15 +211,21 @@ class EngineService(Service):
             self._memory_counts[name] = total
 
     def _prune(self, engine: EngineAPI, now: float) -> None:
-        """Worker thread: drop evidence past `[store] retention_days`, at most hourly."""
-        days = self.config.store.retention_days
+        """Worker thread: fold detail past `[store] detail_days` and drop evidence past
+        `retention_days`, at most hourly."""
+        days, detail = self.config.store.retention_days, self.config.store.detail_days
         store = store_of(engine)
-        if not days or store is None or now < self._next_prune:
+        if not (days or detail) or store is None or now < self._next_prune:
             return
-        self._next_prune = now + PRUNE_SECONDS
-        removed = store.prune(now - days * 86400)
+        removed, done = store.prune_some(
+            now - days * 86400 if days else 0.0,
+            detail_before=detail_boundary(now, detail) if detail else None,
+            seconds=PRUNE_SLICE_SECONDS)
+        # This thread flushes too: a backlog (a first fold, say) goes a slice a sync.
+        self._next_prune = now + (PRUNE_SECONDS if done else 0.0)
         if removed:
-            log.info("pruned %d rows older than %g days", removed, days)
+            log.info("pruned or folded %d rows (detail %g days, retention %g days)",
+                     removed, detail, days)
 
     def _synced(self, counts: dict[str, int] | None) -> None:
         self.last_sync_ok = time.time()

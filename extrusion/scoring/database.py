@@ -12,8 +12,9 @@ by writing the batch in parts and setting the refused rows aside.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ class Database:
         if self.dialect not in DIALECTS:
             raise StoreError(f"unsupported store url {parsed.render_as_string()!r}")
         self.engine = _make_engine(url, busy_timeout_ms, durable)
+        self._sqlite_writers: AbstractContextManager[Any] = (
+            threading.RLock() if self.dialect == "sqlite" else nullcontext())
         dbapi = self.engine.dialect.loaded_dbapi
         # Refusals the driver raises itself, outside SQLAlchemy's wrapping (psycopg's
         # own cursor for new messages; sqlite3 on an integer it cannot convert).
@@ -67,8 +70,12 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """A write transaction: committed on leaving, rolled back on an exception."""
         try:
-            conn_cm = self.engine.connect().execution_options(extrusion_write=True)
-            with conn_cm as conn, conn.begin():
+            # SQLite has one writer at a time and makes the others poll (1-100 ms):
+            # this process's writers queue here instead, so a flush gets in as soon
+            # as one of a prune's batches ends (retention.py), not at a lucky poll.
+            with self._sqlite_writers, \
+                    self.engine.connect().execution_options(extrusion_write=True) as conn, \
+                    conn.begin():
                 yield conn
         except self._outages as e:
             raise StoreUnavailable(_describe(e)) from e

@@ -2,6 +2,8 @@
 the caller's read transaction (`Store.report_totals`, `Store.listed_messages`).
 
 Counts, hours active and outcomes per hour are aggregated in the database,
+and added to the days folded past `[store] detail_days` (scoring/retention.py:
+their counts, not their messages, and no outcomes per hour),
 so a sender with 50,000 messages costs one row per hour, not 50,000 objects;
 only the messages a report lists are fetched, with their recipients' rows.
 """
@@ -122,9 +124,29 @@ def totals(
                 out[sender].failed += n
             elif failed == 0:
                 out[sender].delivered += n
+        _add_days(conn, out, lo, until, chunk)
     _per_hour(conn, dialect, out, final, lo, until, per_hour_for)
     out.pop("", None)  # outcomes nobody could be named for
     return dict(out)
+
+
+def _add_days(conn: Connection, out: dict[str, SenderTotals], lo: float, until: float,
+              chunk: Sequence[str] | None) -> None:
+    """Add the folded days (`sender_days`) whose start lies in the window, as an hour
+    bucket counts when its start does; detail and folded rows never overlap."""
+    d = schema.sender_days
+    q = sa.select(d.c.sender, d.c.messages, d.c.recipients, d.c.delivered, d.c.failed,
+                  d.c.hours).where(d.c.day >= lo, d.c.day <= until)
+    if chunk is not None:
+        q = q.where(d.c.sender.in_(chunk))
+    for sender, n, rcpts, delivered, failed, hours in conn.execute(q):
+        t = out[sender]
+        t.messages += n
+        t.recipients += rcpts
+        t.delivered += delivered
+        t.failed += failed
+        t.hours += hours.bit_count()
+        t.blocks += sum(1 for b in range(0, 24, BLOCK // HOUR) if hours >> b & 0xF)
 
 
 def listed_messages(

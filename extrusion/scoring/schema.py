@@ -215,3 +215,21 @@ notify_claims = Table(
     Column("claimed_at", Float, nullable=False),
     PrimaryKeyConstraint("sender", "state", name="pk_notify_claims"),
 )
+
+# Each sender's day once its messages and outcomes are past `[store] detail_days`
+# (scoring/retention.py folds them in): `day` is the day's first second (UTC),
+# `hours` a bitmask of the hours (0-23) it sent in, so that hours and four-hour
+# blocks active stay exact when several folds add into one row.
+sender_days = Table(
+    "sender_days",
+    metadata,
+    Column("sender", String(KEY_LEN), nullable=False),
+    Column("day", BigInteger, nullable=False),
+    Column("messages", Integer, nullable=False, default=0),
+    Column("recipients", Integer, nullable=False, default=0),
+    Column("delivered", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("hours", Integer, nullable=False, default=0),
+    PrimaryKeyConstraint("sender", "day", name="pk_sender_days"),
+)
+Index("ix_sender_days_day", sender_days.c.day)

@@ -14,6 +14,7 @@ writes (`writes.py`), the reads (`reads.py`, and `reportreads.py` for reports).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -21,7 +22,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from extrusion.checkpoint import Position
-from extrusion.scoring import batchwrite, failwindow, migrate, reads, reportreads, schema, writes
+from extrusion.scoring import (
+    batchwrite,
+    failwindow,
+    migrate,
+    reads,
+    reportreads,
+    retention,
+    schema,
+    writes,
+)
 from extrusion.scoring.bounds import bound_batch
 from extrusion.scoring.database import Database, StoreError, StoreRefused, StoreUnavailable
 from extrusion.scoring.dialects import write_path
@@ -158,11 +168,47 @@ class Store:
         with self._db.write() as conn:
             writes.add_state_change(conn, change)
 
-    def prune(self, before: float) -> int:
-        """Delete counters, messages, outcomes and baselines older than `before`; returns
-        rows removed (a baseline not updated since is a sender gone quiet)."""
-        with self._db.write() as conn:
-            return writes.prune(conn, before)
+    def prune(self, before: float, *, detail_before: float | None = None,
+              batch: int = retention.BATCH) -> int:
+        """Fold messages, outcomes and minute counters older than `detail_before` into
+        days, then delete what is older than `before` (a baseline not updated since is
+        a sender gone quiet); returns rows removed. One transaction per `batch` rows."""
+        return self.prune_some(before, detail_before=detail_before, batch=batch)[0]
+
+    def prune_some(self, before: float, *, detail_before: float | None = None,
+                   batch: int = retention.BATCH, seconds: float = float("inf")
+                   ) -> tuple[int, bool]:
+        """`prune`, for about `seconds` at most: (rows removed, whether it is done). The
+        daemon prunes in its flushing thread, so a backlog is taken a slice at a time."""
+        steps = list(retention.expiries(before, batch))
+        if detail_before is not None and detail_before > before:
+            steps[:0] = retention.folds(self._path, detail_before, batch)
+        removed, end = 0, time.monotonic() + seconds
+        for step in steps:
+            while True:
+                started = time.monotonic()
+                n = self._prune_batch(step)
+                removed += n
+                if n < batch:
+                    break
+                if time.monotonic() >= end:
+                    return removed, False
+                if self.dialect == "sqlite":
+                    # SQLite has one writer at a time; other processes' writers only poll
+                    # (every 1-100 ms): pause as long as the batch took, for their turn.
+                    time.sleep(min(max(time.monotonic() - started, 0.002), 0.1))
+        return removed, True
+
+    def _prune_batch(self, step: retention.Step) -> int:
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                with self._db.write() as conn:
+                    return step(conn)
+            except StoreUnavailable as e:
+                # Another host pruning the same rows in another order: take the batch again.
+                if "deadlock" not in str(e) or attempt == _DEADLOCK_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def save_baselines(self, baselines: dict[str, dict[str, Any]], now: float) -> None:
         """Write each sender's baseline whole (the latest one wins: it is a summary)."""

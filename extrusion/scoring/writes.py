@@ -1,6 +1,6 @@
-"""The store's single writes (admin tools, notifications, baselines, checkpoints,
-pruning), each inside the caller's write transaction. Every value is bounded to its
-column first (bounds.py): client-chosen lengths never make the database refuse."""
+"""The store's single writes (admin tools, notifications, baselines, checkpoints),
+each inside the caller's write transaction. Every value is bounded to its column
+first (bounds.py): client-chosen lengths never make the database refuse."""
 
 from __future__ import annotations
 
@@ -80,20 +80,6 @@ def delete_override(conn: Connection, match: str) -> bool:
 def add_state_change(conn: Connection, change: StateChange) -> None:
     conn.execute(schema.state_changes.insert(),
                  [bound_row(schema.state_changes, state_change_row(change))])
-
-
-def prune(conn: Connection, before: float) -> int:
-    removed = conn.execute(
-        schema.counters.delete().where(schema.counters.c.bucket < int(before))).rowcount
-    for t in (schema.recipients, schema.messages):
-        removed += conn.execute(t.delete().where(t.c.time < before)).rowcount
-    b = schema.sender_baselines
-    removed += conn.execute(b.delete().where(b.c.updated < before)).rowcount
-    removed += conn.execute(schema.rate_use.delete().where(
-        schema.rate_use.c.bucket < int(before))).rowcount
-    removed += conn.execute(schema.failure_windows.delete().where(
-        schema.failure_windows.c.time < before)).rowcount
-    return int(removed)
 
 
 def save_baselines(conn: Connection, path: WritePath,
