@@ -8,13 +8,32 @@ its own writes: a single host never calls them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from typing import Protocol
 
-from extrusion.scoring.failwindow import PRUNE_SECONDS
+from extrusion.scoring.failwindow import PRUNE_SECONDS, FailureShare
+from extrusion.scoring.judge import Judge
 from extrusion.scoring.limits import NO_OTHERS, RateState
+from extrusion.scoring.memory import SenderMemory
+from extrusion.scoring.settings import EngineSettings
+from extrusion.scoring.store import Store
 
-if TYPE_CHECKING:
-    from extrusion.scoring.sync import StoreSync
+
+class StoreSync(Protocol):
+    """What these functions use of the engine's store side (`sync.StoreSync`): named
+    here so that this module does not import the one that calls it."""
+
+    store: Store
+    window: float
+    mta: str
+    judge: Judge
+    config: EngineSettings
+    _lock: threading.RLock
+    _senders: dict[str, SenderMemory]
+    _shared: set[str]
+    _failures: FailureShare
+
+    def _store_failed(self, what: str, exc: Exception) -> None: ...
 
 
 def share_failures(engine: StoreSync, now: float) -> None:
