@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -70,8 +71,9 @@ class Engine:
         self.spool = Spool(config.store.spool_dir)
         self.quarantine = Quarantine(config.store.spool_dir)
         self._sync = StoreSync(book, store, self.spool, self.quarantine)
-        self._recorder = Recorder(book, self._after_record)
-        self._outcomes = Outcomes(book, self._sync, self._after_record)
+        after_record = _after_record_of(self)
+        self._recorder = Recorder(book, after_record)
+        self._outcomes = Outcomes(book, self._sync, after_record)
         self._decider = Decider(book)
         self._actions = OperatorActions(book)
         self._sync.load()
@@ -273,6 +275,19 @@ class Engine:
         finally:
             if self._own_store:
                 self.store.close()
+
+
+def _after_record_of(engine: Engine) -> Callable[[], None]:
+    """`engine._after_record` for its parts, without their holding the engine: no
+    reference cycle, so an engine let go of is freed at once, with its senders,
+    not at the cyclic collector's next full pass."""
+    ref = weakref.ref(engine)
+
+    def after_record() -> None:
+        if (e := ref()) is not None:
+            e._after_record()
+
+    return after_record
 
 
 def _implements_the_protocol(engine: Engine) -> EngineAPI:
