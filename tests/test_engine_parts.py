@@ -1,7 +1,8 @@
-"""The engine's parts (scoring/book.py, recording.py, outcomes.py, sync.py...) hold
-no reference back to the engine: an engine let go of is freed at once, with the
-memory of all its senders, not at the cyclic collector's next full pass (a
-process that reloads or a test run that opens many engines would hold them)."""
+"""The engine's parts (scoring/book.py, recording.py, outcomes.py, sync.py...)
+hold no reference back to the engine, nor to one another in a cycle: an engine
+let go of is freed at once, with the memory of all its senders, not at the
+cyclic collector's next full pass (a process that reloads, or a test run that
+opens many engines, would hold them until then)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,6 @@ def test_a_dropped_engine_is_freed_without_the_cyclic_collector(
                                "550 5.1.1 user unknown", sender=BOT))
     assert engine.decide(BOT, Stage.RCPT, 1, T0).state is not State.OK
     engine.close()
-    ref = weakref.ref(engine)
+    refs = [weakref.ref(engine), weakref.ref(engine._book)]
     del engine
-    assert ref() is None
+    assert [r() for r in refs] == [None, None]

@@ -34,6 +34,26 @@ QUIET_HALF_LIVES = 64
 __all__ = ["ENGINE", "NEGLIGIBLE_SCORE", "QUIET_HALF_LIVES", "StoreSync"]
 
 
+class StoreHealth:
+    """Whether the store answered last time, and what it said when it did not."""
+
+    def __init__(self) -> None:
+        self.ok = True
+        self.last_error = ""
+
+    def failed(self, what: str, exc: Exception) -> None:
+        self.last_error = f"{what}: {exc}"
+        if self.ok:
+            log.error("store unavailable (%s: %s); answering from memory, spooling writes",
+                      what, exc)
+        self.ok = False
+
+    def back(self) -> None:
+        if not self.ok:
+            log.warning("store available again")
+        self.ok = True
+
+
 class StoreSync:
     """Everything the engine says to the store or the spool, and hears back."""
 
@@ -44,9 +64,11 @@ class StoreSync:
         self.spool = spool
         self.quarantine = quarantine
         self.flush_lock = threading.Lock()  # one flush or refresh at a time
-        self.store_ok = True
-        self.last_store_error = ""
-        self.others = SharedWindows(book, store, self.store_failed)
+        self.health = StoreHealth()
+        # The health's method, not this object's: no reference cycle through `others`.
+        self.store_failed = self.health.failed
+        self._store_back = self.health.back
+        self.others = SharedWindows(book, store, self.health.failed)
         self._mark: float | None = None
         self._schema_ok = False
 
@@ -246,17 +268,13 @@ class StoreSync:
             with self.book.lock:
                 _merge_batches(self.book.batch, batch, self.book.half_life)
 
-    def store_failed(self, what: str, exc: Exception) -> None:
-        self.last_store_error = f"{what}: {exc}"
-        if self.store_ok:
-            log.error("store unavailable (%s: %s); answering from memory, spooling writes",
-                      what, exc)
-        self.store_ok = False
+    @property
+    def store_ok(self) -> bool:
+        return self.health.ok
 
-    def _store_back(self) -> None:
-        if not self.store_ok:
-            log.warning("store available again")
-        self.store_ok = True
+    @property
+    def last_store_error(self) -> str:
+        return self.health.last_error
 
 
 def _merge_batches(into: Batch, other: Batch, half_life: float) -> None:
