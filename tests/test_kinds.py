@@ -29,7 +29,7 @@ OTHER_MEANINGS = {
     ("report/model.py", "misconfigured"), ("report/plots.py", "misconfigured"),
     ("report/jsonfmt.py", "misconfigured"), ("report/html.py", "misconfigured"),
     ("scoring/memory.py", "probation"), ("scoring/judge.py", "probation"),
-    ("scoring/engine.py", "failed_recipients"), ("scoring/wording.py", "failed_recipients"),
+    ("scoring/transitions.py", "failed_recipients"), ("scoring/wording.py", "failed_recipients"),
 }
 
 

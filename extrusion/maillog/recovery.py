@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 # Messages whose stored outcomes are remembered while re-reading, at most.
 LOOKUPS_KEPT = 10_000
 # Sender-less outcomes whose lines may hold the checkpoint, at most (the engine keeps
-# at most scoring.engine.MAX_UNRESOLVED itself).
+# at most scoring.outcomes.MAX_UNRESOLVED itself).
 SENDERLESS_KEPT = 100_000
 
 

@@ -2,7 +2,7 @@
 
 Hosts sharing a store each judge a spread-out bot and may move it from `ok`
 to `watch` within the same second; the one that hears of the other's move
-first follows it without an audit row (sync.py), but two that move at once
+first follows it without an audit row (adopt.py), but two that move at once
 both write one. Before an engine's row is written (under the sender row's
 lock, so two hosts cannot both miss each other's), it is dropped when a row
 for the same sender and the same (old, new) states lies within

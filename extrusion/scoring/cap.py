@@ -6,7 +6,7 @@ day). Over `[scoring] max_senders` the least recently active senders that
 the store already holds in full are forgotten: state `ok`, no pin, no
 probation, nothing waiting for the next flush. A forgotten sender seen again
 starts afresh in memory, and the next flush's answer from the store brings
-back its score, state, pin and findings (`StoreSync._adopt`). What lives
+back its score, state, pin and findings (`adopt.adopt`). What lives
 only in memory goes with it: its evidence windows (distinct recipients
 failed in the last hour), its rate-limit counters and its baseline.
 """
