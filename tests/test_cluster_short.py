@@ -14,7 +14,9 @@ import sqlalchemy as sa
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))  # cluster.py imports its siblings by their names
+    # Last on the path: cluster.py imports its siblings by their names, and a sibling
+    # named like an installed module (benchmarks/milter.py) must not shadow it.
+    sys.path.append(str(BENCHMARKS))
 
 import cluster  # noqa: E402
 from hosts import HOSTS  # noqa: E402
