@@ -44,7 +44,7 @@ from extrusion.config.service import (
     Notify,
     Policyd,
     ReportSection,
-    Store,
+    StoreSection,
 )
 from extrusion.exits import EX_CONFIG
 
@@ -69,7 +69,7 @@ __all__ = [
     "Probation",
     "ReportSection",
     "Scoring",
-    "Store",
+    "StoreSection",
     "Weights",
     "as_dict",
     "check_endpoint",

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from extrusion.config.service import Store
+from extrusion.config.service import StoreSection
 
 ENV_VAR = "EXTRUSION_CONFIG"
 SYSTEM_PATH = Path("/etc/extrusion/extrusion.toml")
@@ -33,7 +33,7 @@ def in_checkout(path: str) -> bool:
     return Path(path).is_file() and Path(path).resolve().parent == CHECKOUT_PATH.parent
 
 
-def place_store(store: Store, path: str) -> Store:
+def place_store(store: StoreSection, path: str) -> StoreSection:
     """The store's SQLite file and spool directory as absolute paths, so every command
     opens the same store from any current directory.
 

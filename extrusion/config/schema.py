@@ -23,7 +23,7 @@ from extrusion.config.service import (
     Notify,
     Policyd,
     ReportSection,
-    Store,
+    StoreSection,
 )
 
 
@@ -32,7 +32,7 @@ class Config:
     """The whole, validated configuration. `path` is where it was read from."""
 
     general: General = field(default_factory=General)
-    store: Store = field(default_factory=Store)
+    store: StoreSection = field(default_factory=StoreSection)
     milter: MilterSection = field(default_factory=MilterSection)
     policyd: Policyd = field(default_factory=Policyd)
     api: Api = field(default_factory=Api)

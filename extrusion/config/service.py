@@ -22,7 +22,7 @@ class General:
 
 
 @dataclass(frozen=True)
-class Store:
+class StoreSection:
     # "" = the default place: DATA_DIR, or the checkout's var/ (see `place_store`).
     url: str = field(default="", metadata=checked("store_url"))
     refresh_seconds: float = 3.0

@@ -22,7 +22,7 @@ from extrusion.config import (
     Override,
     Probation,
     Scoring,
-    Store,
+    StoreSection,
     Weights,
 )
 
@@ -30,7 +30,7 @@ from extrusion.config import (
 @dataclass(frozen=True)
 class EngineSettings:
     general: General
-    store: Store
+    store: StoreSection
     scoring: Scoring
     weights: Weights
     probation: Probation
