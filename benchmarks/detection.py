@@ -45,10 +45,11 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol, TextIO, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -229,6 +230,35 @@ def table(engine: Figures, rule: Figures) -> str:
     return "\n".join(out)
 
 
+class _Truth(Protocol):
+    def summary(self) -> object: ...
+
+
+P = TypeVar("P", bound=_Truth)
+
+
+def generate_and_replay(write: Callable[[TextIO], P], config: Path, keep: Path | None,
+                        prefix: str) -> tuple[P, list[dict[str, object]], float, float]:
+    """Write a population's log with `write`, replay it; the population, the state
+    changes and the seconds each took. `keep`: the log, the truth and the replay's
+    output stay in that directory."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        where = keep or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        log = where / "mail.log"
+        started = time.perf_counter()
+        with open(log, "w", encoding="utf-8") as f:
+            pop = write(f)
+        generated = time.perf_counter() - started
+        started = time.perf_counter()
+        changes = replay(log, config)
+        replayed = time.perf_counter() - started
+        if keep:
+            (where / "truth.json").write_text(json.dumps(pop.summary()))
+            (where / "replay.jsonl").write_text("".join(json.dumps(c) + "\n" for c in changes))
+    return pop, changes, generated, replayed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--customers", type=int, default=2000)
@@ -242,21 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.customers < 10 or args.days <= 0:
         ap.error("--customers must be at least 10 and --days positive")
 
-    with tempfile.TemporaryDirectory(prefix="bench-detection-") as tmp:
-        where = args.keep or Path(tmp)
-        where.mkdir(parents=True, exist_ok=True)
-        log = where / "mail.log"
-        started = time.perf_counter()
-        with open(log, "w", encoding="utf-8") as f:
-            pop = populate(f, customers=args.customers, days=args.days, seed=args.seed)
-        generated = time.perf_counter() - started
-        started = time.perf_counter()
-        changes = replay(log, args.config)
-        replayed = time.perf_counter() - started
-        if args.keep:
-            (where / "truth.json").write_text(json.dumps(pop.summary()))
-            (where / "replay.jsonl").write_text("".join(json.dumps(c) + "\n" for c in changes))
-
+    pop, changes, generated, replayed = generate_and_replay(
+        lambda f: populate(f, customers=args.customers, days=args.days, seed=args.seed),
+        args.config, args.keep, "bench-detection-")
     engine = score(pop, first_throttles(changes), misconfigured_keys(changes))
     rule = score(pop, baseline_throttles(pop.outcomes), None)
     if args.json:

@@ -32,8 +32,6 @@ import json
 import math
 import statistics
 import sys
-import tempfile
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,8 +43,8 @@ from benchmarks.detection import (  # noqa: E402
     _finite,
     _num,
     first_throttles,
+    generate_and_replay,
     percentile,
-    replay,
 )
 from extrusion_dev.mxpopulation import (  # noqa: E402
     BAD,
@@ -152,20 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.scale <= 10:
         ap.error("--scale must be above 0 and at most 10")
 
-    with tempfile.TemporaryDirectory(prefix="bench-detection-mx-") as tmp:
-        where = args.keep or Path(tmp)
-        where.mkdir(parents=True, exist_ok=True)
-        log = where / "mail.log"
-        started = time.perf_counter()
-        with open(log, "w", encoding="utf-8") as f:
-            pop = populate_mx(f, scale=args.scale, seed=args.seed, spam_filter=args.filter)
-        generated = time.perf_counter() - started
-        started = time.perf_counter()
-        changes = replay(log, args.config)
-        replayed = time.perf_counter() - started
-        if args.keep:
-            (where / "truth.json").write_text(json.dumps(pop.summary()))
-            (where / "replay.jsonl").write_text("".join(json.dumps(c) + "\n" for c in changes))
+    pop, changes, generated, replayed = generate_and_replay(
+        lambda f: populate_mx(f, scale=args.scale, seed=args.seed, spam_filter=args.filter),
+        args.config, args.keep, "bench-detection-mx-")
 
     figures = score(pop, changes)
     if args.json:
