@@ -22,7 +22,6 @@ only the MTA can send it.
 
 from __future__ import annotations
 
-import errno
 import random
 import re
 import signal
@@ -36,9 +35,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlalchemy as sa
-
-from extrusion_dev.generate import Client, LogWriter
+from extrusion_dev.crashfeed import (
+    SyslogSender,
+    Traffic,
+    customer_traffic,
+    journal_settled,
+    lost_and_doubled,
+    reached,
+    stored,
+)
 
 EXTRUSION = Path(sys.executable).parent / "extrusion"
 MTA = "soak.example"
@@ -49,13 +54,6 @@ _OUTCOME = re.compile(r": ([0-9A-F]+): to=<([^>]*)>.*status=(sent|bounced)")
 
 
 @dataclass
-class Sent:
-    lines: list[str]
-    messages: set[str]
-    outcomes: Counter[tuple[str, str, str]]  # (queue id, recipient, status)
-
-
-@dataclass
 class KillResult:
     kills: int = 0
     restart_seconds: list[float] = field(default_factory=list)
@@ -63,64 +61,6 @@ class KillResult:
     lost: dict[str, int] = field(default_factory=dict)
     doubled: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
-
-
-def generate(n: int, seconds: float, seed: int) -> Sent:
-    w = LogWriter(seed, "mta1", rfc3339=True)
-    r = random.Random(seed)
-    clients = [Client(key=f"ip:203.0.113.{i + 10}", name=f"c{i}.isp.example",
-                      addr=f"203.0.113.{i + 10}", sasl="", mail_from=f"user{i}@isp.example",
-                      service="smtpd", helo=f"c{i}.isp.example") for i in range(20)]
-    t = time.time()
-    for _ in range(n):
-        t += seconds / n
-        k = r.randint(1, 3)
-        w.message(t, r.choice(clients), [w.recipient() for _ in range(k)],
-                  [r.choice(("sent", "sent", "unknown", "spam")) for _ in range(k)])
-    w.lines.sort()
-    lines = [text for _t, _s, text in w.lines]
-    messages = {m.group(1) for x in lines if (m := _CLIENT.search(x))}
-    # The customers' messages only: not the bounce notices the MTA makes itself.
-    outcomes = Counter((m.group(1), m.group(2), m.group(3)) for x in lines
-                       if (m := _OUTCOME.search(x)) and m.group(1) in messages)
-    return Sent(lines, messages, outcomes)
-
-
-class Sender(threading.Thread):
-    """The lines as RFC 3164 datagrams, in order; waits out a daemon that is down."""
-
-    def __init__(self, sock: Path, lines: list[str], seconds: float) -> None:
-        super().__init__(daemon=True)
-        self.sock, self.lines, self.pause = str(sock), lines, seconds / max(1, len(lines))
-        self.go, self.idle, self.done = threading.Event(), threading.Event(), threading.Event()
-        self.go.set()
-
-    def run(self) -> None:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            for text in self.lines:
-                if not self.go.is_set():
-                    self.idle.set()
-                    self.go.wait()
-                    self.idle.clear()
-                data = b"<22>" + text.encode()
-                while True:
-                    try:
-                        s.sendto(data, self.sock)
-                        break
-                    except OSError as exc:
-                        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                            raise
-                        time.sleep(0.02)
-                time.sleep(self.pause)
-        self.done.set()
-
-
-def _settled(journal: Path) -> None:
-    last, stable = -1, 0
-    while stable < 3:
-        size = journal.stat().st_size if journal.exists() else 0
-        stable, last = (stable + 1 if size == last else 0), size
-        time.sleep(0.05)
 
 
 def _answers(port: int) -> bool:
@@ -150,34 +90,8 @@ def _load(stop: threading.Event, result: KillResult, once: Callable[[random.Rand
         result.load[once(rnd)] += 1
 
 
-def _check(url: str, sent: Sent, result: KillResult) -> None:
-    eng = sa.create_engine(url)
-    keys = {f"ip:203.0.113.{i + 10}" for i in range(20)}
-    try:
-        with eng.connect() as conn:
-            stored = Counter(q for (q,) in conn.execute(sa.text(
-                "SELECT queue_id FROM messages WHERE mta = :m"), {"m": MTA}))
-            outcomes = Counter(tuple(row) for row in conn.execute(sa.text(
-                "SELECT queue_id, recipient, status FROM recipients "
-                "WHERE status IN ('sent', 'bounced')")))
-            counted = {name: value for name, value in conn.execute(sa.text(
-                "SELECT name, sum(value) FROM counters WHERE sender IN :k GROUP BY name"
-            ).bindparams(sa.bindparam("k", expanding=True)), {"k": sorted(keys)})}
-    finally:
-        eng.dispose()
-    ours = {q: n for q, n in stored.items() if q in sent.messages}
-    result.lost["messages"] = len(sent.messages - set(ours))
-    result.doubled["messages"] = sum(n - 1 for n in ours.values())
-    mine = {k: n for k, n in outcomes.items() if k[0] in sent.messages}
-    result.lost["outcomes"] = sum(1 for k in sent.outcomes if k not in mine)
-    result.doubled["outcomes"] = sum(max(0, n - sent.outcomes[k]) for k, n in mine.items())
-    want = {"messages": len(sent.messages), "recipients": sum(sent.outcomes.values()),
-            "sent": sum(n for k, n in sent.outcomes.items() if k[2] == "sent"),
-            "bounced": sum(n for k, n in sent.outcomes.items() if k[2] == "bounced")}
-    for name, n in want.items():
-        got = int(counted.get(name, 0))
-        result.lost[f"counter {name}"] = max(0, n - got)
-        result.doubled[f"counter {name}"] = max(0, got - n)
+def _check(url: str, sent: Traffic, result: KillResult) -> None:
+    result.lost, result.doubled = lost_and_doubled(sent, stored(url, MTA, sent.keys))
 
 
 def kill_phase(tmp: Path, path: Path, url: str, spool: Path, sock: Path, port: int, *,
@@ -188,7 +102,7 @@ def kill_phase(tmp: Path, path: Path, url: str, spool: Path, sock: Path, port: i
     sending one policy request or milter session."""
     result = KillResult()
     journal = spool / "syslog-journal" / "journal"
-    sent = generate(messages, seconds, seed)
+    sent = customer_traffic(seed, messages, seconds, net="203.0.113", customers=20)
     rnd = random.Random(seed)
 
     def start(n: int) -> subprocess.Popen[bytes]:
@@ -198,7 +112,7 @@ def kill_phase(tmp: Path, path: Path, url: str, spool: Path, sock: Path, port: i
 
     proc = start(0)
     _wait_answering(proc, port)
-    sender = Sender(sock, sent.lines, seconds)
+    sender = SyslogSender(sock, sent.lines, seconds)
     stop = threading.Event()
     loaders = [threading.Thread(target=_load, args=(stop, result, f, seed + i), daemon=True)
                for i, f in enumerate(load)]
@@ -209,7 +123,7 @@ def kill_phase(tmp: Path, path: Path, url: str, spool: Path, sock: Path, port: i
             time.sleep(rnd.uniform(0.5, 1.5) * seconds / (kills + 1))
             sender.go.clear()
             sender.idle.wait(timeout=30)
-            _settled(journal)
+            journal_settled(journal)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
             sender.go.set()
@@ -218,11 +132,11 @@ def kill_phase(tmp: Path, path: Path, url: str, spool: Path, sock: Path, port: i
             result.restart_seconds.append(_wait_answering(proc, port))
         if not sender.done.wait(timeout=seconds * 5 + CATCH_UP_SECONDS):
             result.failures.append("the sender did not finish")
-        _settled(journal)
+        journal_settled(journal)
         deadline = time.monotonic() + CATCH_UP_SECONDS
-        while time.monotonic() < deadline and _reached(url) != journal.stat().st_size:
+        while time.monotonic() < deadline and reached(url) != journal.stat().st_size:
             time.sleep(0.5)
-        if _reached(url) != journal.stat().st_size:
+        if reached(url) != journal.stat().st_size:
             result.failures.append("the feed did not read the whole journal")
     finally:
         stop.set()
@@ -240,16 +154,4 @@ def kill_phase(tmp: Path, path: Path, url: str, spool: Path, sock: Path, port: i
     if any(result.lost.values()) or any(result.doubled.values()):
         result.failures.append(f"lost {result.lost}, doubled {result.doubled}")
     return result
-
-
-def _reached(url: str) -> int:
-    eng = sa.create_engine(url)
-    try:
-        with eng.connect() as conn:
-            return int(conn.execute(sa.text(
-                "SELECT coalesce(max(reached), 0) FROM checkpoints")).scalar_one())
-    except sa.exc.DBAPIError:
-        return 0
-    finally:
-        eng.dispose()
 

@@ -13,23 +13,22 @@ the store exactly once, and the "bounced" counters add up.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
+
+from extrusion_dev.crashfeed import appender, caught_up, customer_traffic, lost_and_doubled, stored
 
 from .conftest import free_port
 from .helpers import toml_text
 from .milterwire import Closed, Session
-from .test_feed_crash import EXE, MTA, WRITE_SECONDS, _log_lines, _reached
+from .test_feed_crash import EXE, MESSAGES, MTA, WRITE_SECONDS
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +143,7 @@ def test_serve_crashes_come_back_under_the_unit_policy_and_lose_nothing(
     restart, restart_sec = unit_restart_policy()
     assert restart_sec <= 2.0  # a fast restart: mail passes unjudged meanwhile
     url = f"sqlite:///{tmp_path / 'extrusion.db'}"
-    lines, messages, bounced = _log_lines(seed=16)
+    sent = customer_traffic(16, MESSAGES, WRITE_SECONDS)
     log = tmp_path / "mail.log"
     log.touch()
     policy, milter = free_port(), free_port()
@@ -159,17 +158,9 @@ def test_serve_crashes_come_back_under_the_unit_policy_and_lose_nothing(
                     "poll_seconds": 0.2},
     }))
 
-    def write() -> None:
-        per_chunk = max(1, len(lines) // int(WRITE_SECONDS / 0.05))
-        with open(log, "a") as f:
-            for i in range(0, len(lines), per_chunk):
-                f.write("".join(x + "\n" for x in lines[i:i + per_chunk]))
-                f.flush()
-                time.sleep(0.05)
-
     sup = Supervisor(config, tmp_path, restart, restart_sec)
     sup.start()
-    writer = threading.Thread(target=write, daemon=True)
+    writer = appender(log, sent.lines, WRITE_SECONDS)
     try:
         deadline = time.monotonic() + 60
         while not (_answers(policy) and _milter_answers(milter)):
@@ -188,25 +179,9 @@ def test_serve_crashes_come_back_under_the_unit_policy_and_lose_nothing(
         assert _milter_answers(milter)
         assert writer.is_alive()  # both crashes fell while the log grew
         writer.join(timeout=WRITE_SECONDS * 3)
-        deadline = time.monotonic() + CATCH_UP_SECONDS
-        while _reached(url) != os.path.getsize(log) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _reached(url) == os.path.getsize(log)
+        assert caught_up(url, lambda: log.stat().st_size, CATCH_UP_SECONDS)
     finally:
         assert sup.stop() == 0
     assert len(sup.deaths) == 2, sup.deaths
-    eng = sa.create_engine(url)
-    try:
-        with eng.connect() as conn:
-            stored = Counter(q for (q,) in conn.execute(
-                sa.text("SELECT queue_id FROM messages WHERE mta = :m"), {"m": MTA}))
-            outcomes = Counter((q, r) for q, r in conn.execute(sa.text(
-                "SELECT queue_id, recipient FROM recipients WHERE status = 'bounced'")))
-            counted = conn.execute(sa.text(
-                "SELECT coalesce(sum(value), 0) FROM counters WHERE name = 'bounced' "
-                "AND sender LIKE 'ip:192.0.2.%'")).scalar()
-    finally:
-        eng.dispose()
-    assert messages <= set(stored) and {stored[q] for q in messages} == {1}
-    assert set(outcomes) == bounced and set(outcomes.values()) == {1}
-    assert counted == len(bounced)
+    lost, doubled = lost_and_doubled(sent, stored(url, MTA, sent.keys))
+    assert not any(lost.values()) and not any(doubled.values()), (lost, doubled)
