@@ -15,12 +15,7 @@ one flush interval.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-import uuid
-
-from hosts import BOT, HOSTS, T0, Sync, engines
-from pgtemp import pg_database
+from hosts import BOT, HOSTS, T0, Sync, engines, shared_and_per_host, timing_args
 
 from extrusion.scoring.events import Action, Stage
 from extrusion.scoring.rows import SenderRow
@@ -54,32 +49,16 @@ def accepted(url: str, tmp: str, rate: float, refresh: float, flush: float,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rates", default="1,5,20")
-    ap.add_argument("--refresh", type=float, default=3.0)
-    ap.add_argument("--flush", type=float, default=1.0)
-    ap.add_argument("--no-pg", action="store_true")
-    args = ap.parse_args()
+    args = timing_args(__doc__.split("\n")[0])
     print(f"budget {BUDGET} recipients/hour, {len(HOSTS)} hosts, flush {args.flush:g} s, "
           f"refresh {args.refresh:g} s")
     print(f"{'backend':11} {'rcpt/s':>6} {'shared':>7} {'per host':>9} {'bound':>6} "
           f"{'overrun':>8}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for backend in ("sqlite", *(() if args.no_pg else ("postgresql",))):
-            for rate in (float(r) for r in args.rates.split(",")):
-                results = []
-                for shared in (True, False):
-                    timing = (rate, args.refresh, args.flush, shared)
-                    if backend == "sqlite":
-                        url = f"sqlite:///{tmp}/{uuid.uuid4().hex}.db"
-                        results.append(accepted(url, tmp, *timing))
-                    else:
-                        with pg_database() as url:
-                            results.append(accepted(url, tmp, *timing))
-                others = rate * args.flush * (len(HOSTS) - 1) / len(HOSTS)
-                bound = BUDGET + int(others + 1)
-                print(f"{backend:11} {rate:6g} {results[0]:7} {results[1]:9} {bound:6} "
-                      f"{results[0] / BUDGET:7.2f}x")
+    for backend, rate, shared, per_host in shared_and_per_host(args, accepted):
+        others = rate * args.flush * (len(HOSTS) - 1) / len(HOSTS)
+        bound = BUDGET + int(others + 1)
+        print(f"{backend:11} {rate:6g} {shared:7} {per_host:9} {bound:6} "
+              f"{shared / BUDGET:7.2f}x")
 
 
 if __name__ == "__main__":

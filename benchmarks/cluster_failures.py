@@ -16,12 +16,7 @@ the trigger, plus what the hosts see in one flush interval.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-import uuid
-
-from hosts import BOT, HOSTS, T0, Sync, engines
-from pgtemp import pg_database
+from hosts import BOT, HOSTS, T0, Sync, engines, shared_and_per_host, timing_args
 
 from extrusion.scoring.events import Outcome, State, Status, Submission
 
@@ -61,31 +56,15 @@ def failures_to_trigger(url: str, tmp: str, rate: float, refresh: float, flush: 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rates", default="1,5,20")
-    ap.add_argument("--refresh", type=float, default=3.0)
-    ap.add_argument("--flush", type=float, default=1.0)
-    ap.add_argument("--no-pg", action="store_true")
-    args = ap.parse_args()
+    args = timing_args(__doc__.split("\n")[0])
     print(f"trigger: more than {TRIGGER} failures, {len(HOSTS)} hosts, flush {args.flush:g} s, "
           f"refresh {args.refresh:g} s")
     print(f"{'backend':11} {'fail/s':>6} {'shared':>7} {'per host':>9} {'bound':>6}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for backend in ("sqlite", *(() if args.no_pg else ("postgresql",))):
-            for rate in (float(r) for r in args.rates.split(",")):
-                results = []
-                for shared in (True, False):
-                    timing = (rate, args.refresh, args.flush, shared)
-                    if backend == "sqlite":
-                        url = f"sqlite:///{tmp}/{uuid.uuid4().hex}.db"
-                        results.append(failures_to_trigger(url, tmp, *timing))
-                    else:
-                        with pg_database() as url:
-                            results.append(failures_to_trigger(url, tmp, *timing))
-                bound = TRIGGER + 1 + int(rate * args.flush + 1)
-                shown = [str(r) if r is not None else f">{MAX_FAILURES}" for r in results]
-                print(f"{backend:11} {rate:6g} {shown[0]:>7} {shown[1]:>9} {bound:6}",
-                      flush=True)
+    for backend, rate, shared, per_host in shared_and_per_host(args, failures_to_trigger):
+        bound = TRIGGER + 1 + int(rate * args.flush + 1)
+        shown = [str(r) if r is not None else f">{MAX_FAILURES}" for r in (shared, per_host)]
+        print(f"{backend:11} {rate:6g} {shown[0]:>7} {shown[1]:>9} {bound:6}",
+              flush=True)
 
 
 if __name__ == "__main__":

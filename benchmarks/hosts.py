@@ -4,9 +4,14 @@ benchmarks/cluster_budget.py; tests/test_store_cluster.py uses the same names)."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pgtemp import pg_database
 
 from extrusion.config import from_dict
 from extrusion.scoring.engine import Engine
@@ -15,6 +20,7 @@ from extrusion.scoring.store import Store
 T0 = 1_700_000_000.0
 BOT = "ip:192.0.2.66"
 HOSTS = ("mx1.example.net", "mx2.example.net", "mx3.example.net")
+R = TypeVar("R")
 
 
 def daemon_config(url: str, tmp: Path, host: str, port: int, api_port: int,
@@ -77,3 +83,34 @@ class Sync:
                 for e in self.hosts:
                     e.refresh(self.next_refresh)
                 self.next_refresh += self.refresh
+
+
+def timing_args(description: str) -> argparse.Namespace:
+    """The options the shared-versus-per-host benchmarks take: event rates, flush and
+    refresh intervals, and whether to leave out PostgreSQL."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--rates", default="1,5,20")
+    ap.add_argument("--refresh", type=float, default=3.0)
+    ap.add_argument("--flush", type=float, default=1.0)
+    ap.add_argument("--no-pg", action="store_true")
+    return ap.parse_args()
+
+
+def shared_and_per_host(args: argparse.Namespace,
+                        run: Callable[[str, str, float, float, float, bool], R],
+                        ) -> Iterator[tuple[str, float, R, R]]:
+    """For each backend and rate: `run(url, tmp, rate, refresh, flush, shared)` on a fresh
+    store with the cluster's limits shared, then kept per host; yields both results."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in ("sqlite", *(() if args.no_pg else ("postgresql",))):
+            for rate in (float(r) for r in args.rates.split(",")):
+                results = []
+                for shared in (True, False):
+                    timing = (rate, args.refresh, args.flush, shared)
+                    if backend == "sqlite":
+                        url = f"sqlite:///{tmp}/{uuid.uuid4().hex}.db"
+                        results.append(run(url, tmp, *timing))
+                    else:
+                        with pg_database() as url:
+                            results.append(run(url, tmp, *timing))
+                yield backend, rate, results[0], results[1]
