@@ -209,7 +209,7 @@ def serve(config: Config) -> int:
     child = MilterThread(config) if with_milter else None
     if child is not None:
         extra.append(child)
-    if with_milter and config.milter.attach_watched:
+    if with_milter and config.milter_maps:
         extra.append(MilterMap(config))
     return daemon.run(config, extra=extra, banner=banner, on_runner=_bind(extra),
                       build=makeService)

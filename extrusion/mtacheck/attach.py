@@ -35,10 +35,11 @@ def check_milter_map(cfg: Config, pc: PostconfView) -> list[Found]:
         if m and m.group("name") == MAP_NAME and want.reached_by(m.group("address"), queue):
             ours.append(table)
     line = f"{KEY} = socketmap:{want}:{MAP_NAME}"
-    if not cfg.milter.attach_watched:
+    if not cfg.milter_maps:
         if ours:
             return [("warning", KEY, f"extrusion serves no socketmap ([milter] attach = "
-                     f"\"always\", or add_header, rate_limits or reject_bad_helo on): every "
+                     f"\"always\", add_header, rate_limits or reject_bad_helo on, or mx "
+                     f"mode): every "
                      f"connection logs a failed lookup before the milter is attached; remove "
                      f"{ours[0]} from {KEY}")]
         return []

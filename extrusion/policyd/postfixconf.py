@@ -94,7 +94,7 @@ def main_cf_lines(config: Config, *, milter: bool,
             lines.append(_assign("smtpd_milters", milter_address(config.milter.socket, queue)))
         except ValueError as exc:
             lines.append(f"# {exc}: add smtpd_milters with its address yourself")
-        if config.milter.attach_watched:
+        if config.milter_maps:
             lines.append(_assign("smtpd_milter_maps", milter_map(config)))
         lines += [_assign(name, value) for name, value in MILTER_SETTINGS]
     source = config.maillog.source
