@@ -12,6 +12,10 @@ owns every sender's evidence, score and state: what only the milter sees
 (headers, HELO) and what only the log shows (outcomes) are judged together,
 and the live path reaches the verdicts `replay` reaches.
 
+On Postfix the milter is attached only to clients under attention: Postfix's
+smtpd_milter_maps asks the socketmap `MilterMap` serves on the reactor
+(`extrusion.milter.attach`), from the same engine.
+
 libmilter serves its socket on threads of its own (`MilterThread`), beside
 the reactor on the main thread. Signals stay the reactor's: libmilter
 blocks SIGTERM, SIGINT and SIGHUP on its threads and waits for them on one

@@ -26,9 +26,6 @@ class Attention:
     keys: frozenset[str] = frozenset()
     addresses: frozenset[str] = frozenset()
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
 
 def under_attention(mem: SenderMemory) -> bool:
     """Any state but plain ok, or on probation (a small budget until outcomes come back)."""
