@@ -153,10 +153,11 @@ def test_requests_in_one_read_and_one_request_over_many(engine: Engine) -> None:
 @pytest.mark.parametrize("garbage", [b"GET / HTTP/1.0\r\n\r\n", b"12345:", b"7:milters;",
                                      b"-1:x,", b"\x00\xff"])
 def test_garbage_is_answered_perm_and_the_connection_closed(garbage: bytes) -> None:
-    _, transport, proto = connect(None)
+    factory, transport, proto = connect(None)
     proto.dataReceived(garbage)  # type: ignore[attr-defined]
     assert transport.value().split(b":", 1)[1].startswith(b"PERM ")
     assert transport.disconnecting
+    assert factory.refusals == 1
 
 
 def test_an_oversize_request_is_refused_before_it_is_read() -> None:
@@ -187,3 +188,4 @@ def test_connections_are_counted_and_capped_and_strangers_refused() -> None:
     assert factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40002)) is None
     assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.2", 40003)) is not None
     assert factory.buildProtocol(UNIXAddress(b"/run/x.sock")) is not None
+    assert factory.refusals == 2

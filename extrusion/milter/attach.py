@@ -58,6 +58,9 @@ DISABLE = "DISABLE"
 NOT_FOUND = b"NOTFOUND "
 #: Postfix keeps a socketmap connection open between lookups; one idle this long is closed.
 IDLE_SECONDS = 300.0
+#: Refused connections and garbage logged one by one up to this many, then one in 1,000:
+#: a hostile local process cannot fill the log.
+LOGGED_REFUSALS = 10
 
 
 class RequestError(ValueError):
@@ -173,8 +176,7 @@ class MilterMapProtocol(protocol.Protocol, TimeoutMixin):
                 netstring(self.factory.attendance.answer(r)) for r in requests))
 
     def _refuse(self, why: str) -> None:
-        log.warning("milter map: %s from %s; closing the connection", why,
-                    self._out().getPeer())
+        self.factory.refused(f"{why} from {self._out().getPeer()}; closing the connection")
         self._buffer.clear()
         self._out().write(netstring(b"PERM " + why.encode()))
         self._out().loseConnection()
@@ -194,18 +196,23 @@ class MilterMapFactory(protocol.Factory):
         self.networks = [ipaddress.ip_network(n, strict=False) for n in allowed_clients]
         self.max_connections = max_connections
         self.connections = 0
+        self.refusals = 0
 
     def buildProtocol(self, addr: Any) -> MilterMapProtocol | None:
         # Returning None closes the connection unanswered: Postfix's lookup fails and it
         # attaches smtpd_milters, so a flood costs the milter's work, never mail.
         if not self.allows(addr):
-            log.warning("milter map: refused %s, outside [policyd] allowed_clients", addr)
+            self.refused(f"refused {addr}, outside [policyd] allowed_clients")
             return None
         if self.connections >= self.max_connections:
-            log.warning("milter map: %d connections open; refusing another",
-                        self.connections)
+            self.refused(f"{self.connections} connections open; refusing another")
             return None
         return MilterMapProtocol(self)
+
+    def refused(self, what: str) -> None:
+        self.refusals += 1
+        if self.refusals <= LOGGED_REFUSALS or self.refusals % 1000 == 0:
+            log.warning("milter map: %s (%d refused so far)", what, self.refusals)
 
     def allows(self, peer: Any) -> bool:
         """A unix socket's peer is whoever the file mode lets in; TCP peers by network."""
