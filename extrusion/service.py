@@ -12,6 +12,10 @@ owns every sender's evidence, score and state: what only the milter sees
 (headers, HELO) and what only the log shows (outcomes) are judged together,
 and the live path reaches the verdicts `replay` reaches.
 
+On Postfix the milter is attached only to clients under attention: Postfix's
+smtpd_milter_maps asks the socketmap `MilterMap` serves on the reactor
+(`extrusion.milter.attach`), from the same engine.
+
 libmilter serves its socket on threads of its own (`MilterThread`), beside
 the reactor on the main thread. Signals stay the reactor's: libmilter
 blocks SIGTERM, SIGINT and SIGHUP on its threads and waits for them on one
@@ -157,6 +161,44 @@ class MilterThread:
         log.info("milter stopped")
 
 
+class MilterMap:
+    """Postfix's smtpd_milter_maps served from the service's engine (`milter.attach`):
+    the milter is attached only to clients under attention. On the reactor."""
+
+    def __init__(self, config: Config, runner: daemon.Runner | None = None) -> None:
+        self.config = config
+        self.runner = runner
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        self.factory: Any = None
+        self._listener: Any = None
+
+    def start(self) -> None:
+        from extrusion.milter.attach import Attendance, MilterMapFactory
+        from extrusion.policyd.listen import ListenService
+
+        assert self.runner is not None, "bound to the runner before start"
+        service, m = _service(self.runner), self.config.milter
+        engines = service.engines
+        attendance = Attendance(lambda: engines.judging, others=m.attach_others,
+                                refresh_seconds=m.attach_refresh_seconds,
+                                clock=service.reactor.seconds)
+        self.factory = MilterMapFactory(attendance,
+                                        allowed_clients=self.config.policyd.allowed_clients,
+                                        max_connections=m.attach_max_connections)
+        self._listener = ListenService(service.reactor, m.attach_listen, self.factory,
+                                       "milter map (smtpd_milter_maps)")
+        self._listener.startService()
+        self._listener.ready.addCallbacks(lambda _: self.ready.callback(None),
+                                          self.ready.errback)
+
+    def stop(self) -> None:
+        if self._listener is not None and self._listener.running:
+            self._listener.stopService()
+
+    def join(self) -> None:
+        """Nothing runs beside the reactor: nothing to wait for."""
+
+
 def _service(runner: daemon.Runner) -> PolicydService:
     return runner.service
 
@@ -171,7 +213,9 @@ def serve(config: Config) -> int:
     child = MilterThread(config) if with_milter else None
     if child is not None:
         extra.append(child)
-    return daemon.run(config, extra=extra, banner=banner, on_runner=_bind(child),
+    if with_milter and config.milter_maps:
+        extra.append(MilterMap(config))
+    return daemon.run(config, extra=extra, banner=banner, on_runner=_bind(extra),
                       build=makeService)
 
 
@@ -180,9 +224,9 @@ def policyd(config: Config) -> int:
     return daemon.run(config, build=makeService)
 
 
-def _bind(child: MilterThread | None) -> Any:
+def _bind(children: list[Any]) -> Any:
     def bind(runner: daemon.Runner) -> None:
-        if child is not None:
+        for child in children:
             child.runner = runner
 
     return bind

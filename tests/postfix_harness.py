@@ -50,6 +50,7 @@ SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # shipped relative unix path is wired for real in tests/test_milter_socket_postfix.py).
 SNIPPET_MILTER = "unix:extrusion/milter.sock"
 SNIPPET_POLICY = "inet:127.0.0.1:10040"
+SNIPPET_MILTER_MAP = "inet:127.0.0.1:10041"
 SNIPPET_MAILLOG = "/var/log/postfix.log"
 
 MIN_VERSION = (3, 4)  # maillog_file and postlogd
@@ -344,6 +345,9 @@ class PostfixInstance(LoggedMta):
     milter_port: int
     policy_port: int
     wired: bool = True
+    # extrusion's smtpd_milter_maps socketmap ([milter] attach_listen); 0: none is wired,
+    # every lookup fails and Postfix attaches smtpd_milters (the fail-safe path).
+    map_port: int = 0
     extra_main: dict[str, str] = field(default_factory=dict)
     running: bool = False
 
@@ -369,6 +373,7 @@ class PostfixInstance(LoggedMta):
 
     def substitutions(self) -> dict[str, str]:
         return {SNIPPET_MILTER: self.milter_address, SNIPPET_POLICY: self.policy_address,
+                SNIPPET_MILTER_MAP: f"inet:127.0.0.1:{self.map_port}",
                 SNIPPET_MAILLOG: str(self.maillog)}
 
     # --- set-up and tear-down ---
@@ -540,7 +545,7 @@ def make_instance(root: Path, relay_port: int, *, wired: bool = True,
 
     return PostfixInstance(root=root, smtpd_port=free_port(), relay_port=relay_port,
                            milter_port=free_port(), policy_port=free_port(), wired=wired,
-                           extra_main=dict(extra_main or {}))
+                           extra_main=dict(extra_main or {}), map_port=free_port())
 
 
 @contextlib.contextmanager

@@ -5,9 +5,10 @@ Seven customers, each on its own loopback address (sender key `ip:127.0.0.13x`):
 two ordinary customers, a mailing list (one post, ~10 % dead), a rejection
 daemon (auto-replies *without* `<>`, one recipient each, mostly to forged
 addresses), a bounce relay (`<>` notices, mostly failing), a spam bot and a
-worm. The live engine sees more than the log holds (the milter's HELO and
-headers, the policy server's refusals of a throttled sender); replay sees only
-the log. What must agree is what the log decides: the state of every sender
+worm. The live engine sees more than the log holds (the policy server's
+refusals of a throttled sender, and the milter's HELO and headers once a
+sender is under watch: the shipped wiring attaches it only then); replay sees
+only the log. What must agree is what the log decides: the state of every sender
 whose evidence is all in the log, the rejection daemon's misconfiguration,
 and that the bot and the worm are contained. `[general] hostname` is left
 unset (the shipped default): the milter and the log feed must still count
@@ -118,8 +119,8 @@ def mailing_list(pf: PostfixInstance, t: Traffic, tag: str) -> None:
 def rejection_daemon(pf: PostfixInstance, t: Traffic, tag: str) -> None:
     """"Undeliverable" notices to the forged senders of incoming spam, not from <>.
 
-    The robot local part (postmaster) is what the log shows of it; the live
-    milter also reads Auto-Submitted."""
+    The robot local part (postmaster) is what the log shows of it; the milter, when
+    attached to it, also reads Auto-Submitted."""
     for i in range(DAEMON_NOTICES):
         rcpt = (f"reader-{tag}-{i}" if i % 10 == 0 else f"unknown-{tag}-d{i}") \
             + f"@forged{i % 3}.example"
@@ -251,7 +252,12 @@ def test_live_verdicts_agree_with_a_replay_of_the_same_log(
     # The rejection daemon: misconfigured, never throttled, though it failed 25+ times.
     assert daemon_row is not None
     assert daemon_row.findings["misconfigured"]["rejection_daemon"] is True
-    assert "failed_recipients" not in daemon_row.findings
+    # Its failures are not held against it. The milter is not attached to it (in good
+    # standing, conf/postfix/main.cf.snippet's smtpd_milter_maps), so, as in a replay,
+    # its robot local part makes a notice an auto-reply only at a domain it sent from
+    # before (scoring/recording.py): its first failed notices may count, no more.
+    failed = daemon_row.findings.get("failed_recipients", {}).get("count", 0)
+    assert failed < DAEMON_NOTICES // 10, daemon_row.findings
     assert all(c.new.value not in CONTAINED for c in trails[DAEMON])
 
     # The bot's audit trail is one consistent sequence, its score rising with its state.

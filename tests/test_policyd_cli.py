@@ -210,21 +210,47 @@ def _milter_accepts(port: int) -> bool:
 def test_serve_runs_the_milter_beside_and_prints_the_postfix_lines(
     daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    milter_port = free_port()
+    milter_port, map_port = free_port(), free_port()
     d = start(daemons, tmp_path, "serve",
-              milter={"enabled": True, "socket": f"inet:{milter_port}@127.0.0.1"})
-    assert d.notifications(until="READY=1")[-1] == "READY=1"  # only once both are up
+              milter={"enabled": True, "socket": f"inet:{milter_port}@127.0.0.1",
+                      "attach_listen": f"tcp:{map_port}:interface=127.0.0.1"})
+    assert d.notifications(until="READY=1")[-1] == "READY=1"  # only once all are up
     assert _milter_accepts(milter_port)
     assert d.ask(request()) == [b"action=DUNNO\n\n"]
+    # smtpd_milter_maps: a client never seen gets no milter (the policy server sees it)
+    with socket.create_connection(("127.0.0.1", map_port), timeout=10) as conn:
+        conn.sendall(b"18:milters 192.0.2.44,")
+        assert conn.recv(100) == b"10:OK DISABLE,"
     out = d.stdout()
     assert f"check_policy_service {{ inet:127.0.0.1:{d.port}," in out
     assert f"smtpd_milters = inet:127.0.0.1:{milter_port}" in out
+    assert f"smtpd_milter_maps = socketmap:inet:127.0.0.1:{map_port}:milters" in out
     assert "smtpd_end_of_data_restrictions" in out
     assert "milter_default_action = accept" in out
     os.killpg(d.proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground group
     assert d.proc.wait(30) == 0
     assert not _milter_accepts(milter_port)
+    assert not _milter_accepts(map_port)
     assert "milter stopped" in d.stderr()
+
+
+@pytest.mark.integration
+def test_serve_with_the_milter_map_port_taken_says_so_and_never_reports_ready(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    with socket.socket() as other:  # another program already listens on the map's port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        d = start(daemons, tmp_path, "serve",
+                  milter={"enabled": True, "socket": f"inet:{free_port()}@127.0.0.1",
+                          "attach_listen": f"tcp:{port}:interface=127.0.0.1"})
+        assert d.proc.wait(30) == 69
+    d.notify.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        d.notifications(until="READY=1")
+    assert "milter map (smtpd_milter_maps) cannot listen" in d.stderr()
+    assert "Traceback" not in d.stderr()
 
 
 @pytest.mark.integration

@@ -123,6 +123,36 @@ def test_main_cf_lines_fail_open_for_both_components() -> None:
     assert "smtpd_milters" not in "\n".join(main_cf_lines(cfg(), milter=False))
 
 
+MILTER_MAP_LINE = "smtpd_milter_maps = socketmap:inet:127.0.0.1:10041:milters"
+
+
+@pytest.mark.parametrize(
+    ("sections", "asked"),
+    [({}, True),
+     ({"milter": {"attach_listen": "tcp:10099:interface=127.0.0.1"}}, True),
+     ({"milter": {"attach": "always"}}, False),
+     ({"milter": {"add_header": True}}, False),  # acts on every message
+     ({"milter": {"rate_limits": True}}, False),
+     ({"milter": {"reject_bad_helo": True}}, False),
+     ({"general": {"mode": "mx"}}, False)],  # every message's spam-filter verdict
+)
+def test_serve_asks_postfix_to_attach_the_milter_where_it_adds_evidence(
+        sections: dict[str, Any], asked: bool) -> None:
+    config = cfg(**sections)
+    lines = [ln for ln in main_cf_lines(config, milter=True) if "smtpd_milter_maps" in ln]
+    assert config.milter_maps is asked
+    port = "10099" if "attach_listen" in sections.get("milter", {}) else "10041"
+    assert lines == ([MILTER_MAP_LINE.replace("10041", port)] if asked else [])
+
+
+def test_milter_map_settings_are_checked() -> None:
+    for milter in ({"attach": "sometimes"}, {"attach_refresh_seconds": 0},
+                   {"attach_max_connections": 0}, {"attach_others": "DISABLE"},
+                   {"attach_listen": "tcp:notaport"}):
+        with pytest.raises(ConfigError):
+            cfg(milter=milter)
+
+
 def main_cf_settings(lines: list[str]) -> list[tuple[str, str]]:
     """(name, value) per main.cf setting, as Postfix reads them: comments and blank
     lines skipped, a line starting with white space continues the one above."""

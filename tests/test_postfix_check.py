@@ -25,6 +25,7 @@ from tests.postfix_harness import SBIN_PATH, PostfixInstance
 # The shipped wiring: relative to queue_directory (conf/postfix/main.cf.snippet).
 MILTER = "unix:extrusion/milter.sock"
 POLICY = "inet:127.0.0.1:10040"
+MILTER_MAP = "socketmap:inet:127.0.0.1:10041:milters"
 POLICY_ENTRY = (f"check_policy_service {{ {POLICY}, timeout=10s, try_limit=1, "
                 "default_action=DUNNO }")
 
@@ -33,6 +34,7 @@ GOOD: dict[str, str] = {
     "queue_directory": "/var/spool/postfix",
     "mail_owner": "postfix",
     "smtpd_milters": MILTER,
+    "smtpd_milter_maps": MILTER_MAP,
     "non_smtpd_milters": "",
     "milter_default_action": "accept",
     "milter_connect_timeout": "5s",
@@ -127,6 +129,35 @@ def test_postfix_time_values(text: str, value: float | None) -> None:
 
 def test_the_shipped_wiring_has_nothing_to_report() -> None:
     findings = check_postfix(_cfg(), _view())
+    assert _errors(findings) == []
+    assert ("ok", "smtpd_milter_maps") in _levels(findings)
+
+
+@pytest.mark.parametrize(
+    ("milter", "changes", "says"),
+    [
+        ({}, {"smtpd_milter_maps": ""}, "add `smtpd_milter_maps = " + MILTER_MAP),
+        ({}, {"smtpd_milter_maps": "socketmap:inet:127.0.0.1:10041:virtual"}, "add `"),
+        ({}, {"smtpd_milter_maps": f"cidr:/etc/postfix/m, {MILTER_MAP}"},
+         "cidr:/etc/postfix/m is asked before"),
+        ({}, {"mail_version": "3.1.4"}, "Postfix 3.1.4 has no smtpd_milter_maps"),
+        ({"attach": "always"}, {}, f"remove {MILTER_MAP}"),
+        ({"add_header": True}, {}, "add_header"),
+        ({"attach_listen": "tcp:10099:interface=127.0.0.1"}, {},
+         "add `smtpd_milter_maps = socketmap:inet:127.0.0.1:10099:milters`"),
+    ],
+)
+def test_milter_maps_that_do_not_ask_extrusion_are_reported(
+        milter: dict[str, object], changes: dict[str, str], says: str) -> None:
+    findings = check_postfix(_cfg(milter=milter), _view(changes))
+    # A failed lookup attaches the milter: never an error.
+    assert ("error", "smtpd_milter_maps") not in _levels(findings)
+    assert says in _levels(findings)[("warning", "smtpd_milter_maps")]
+
+
+def test_no_map_is_right_when_the_milter_is_attached_always() -> None:
+    findings = check_postfix(_cfg(milter={"attach": "always"}),
+                             _view({"smtpd_milter_maps": ""}))
     assert _errors(findings) == []
     assert {f.key for f in findings} >= {"smtpd_milters", "milter_default_action",
                                          "smtpd_recipient_restrictions",
@@ -298,6 +329,7 @@ def _instance_config(postfix: PostfixInstance, tmp_path: Path) -> Path:
     path = tmp_path / "extrusion.toml"
     path.write_text(
         f'[milter]\nsocket = "inet:{postfix.milter_port}@127.0.0.1"\n'
+        f'attach_listen = "tcp:{postfix.map_port}:interface=127.0.0.1"\n'
         f'[policyd]\nlisten = "tcp:{postfix.policy_port}:interface=127.0.0.1"\n'
         f'[maillog]\nsource = "file"\npath = "{postfix.maillog}"\n')
     return path

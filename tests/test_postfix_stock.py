@@ -23,6 +23,7 @@ smtpd_recipient_restrictions =
 smtpd_end_of_data_restrictions =
     check_policy_service { inet:127.0.0.1:10040, timeout=10s, try_limit=1, default_action=DUNNO }
 smtpd_milters = unix:extrusion/milter.sock
+smtpd_milter_maps = socketmap:inet:127.0.0.1:10041:milters
 milter_default_action = accept
 milter_connect_macros = j {daemon_name} {daemon_addr} v _ {client_addr} {client_name}
 milter_mail_macros = i {auth_type} {auth_authen} {auth_author} {mail_addr}

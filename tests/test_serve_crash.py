@@ -153,7 +153,8 @@ def test_serve_crashes_come_back_under_the_unit_policy_and_lose_nothing(
         "store": {"url": url, "spool_dir": str(tmp_path / "spool")},
         "policyd": {"listen": f"tcp:{policy}:interface=127.0.0.1", "hold_queued_mail": False},
         "api": {"listen": f"tcp:{free_port()}:interface=127.0.0.1"},
-        "milter": {"socket": f"inet:{milter}@127.0.0.1"},
+        "milter": {"socket": f"inet:{milter}@127.0.0.1",
+                   "attach_listen": f"tcp:{free_port()}:interface=127.0.0.1"},
         "maillog": {"source": "file", "path": str(log), "start_at": "beginning",
                     "poll_seconds": 0.2},
     }))

@@ -47,3 +47,11 @@ class Config:
     customers: tuple[Customer, ...] = ()
     overrides: tuple[Override, ...] = ()
     path: str = field(default="", metadata={"internal": True})
+
+    @property
+    def milter_maps(self) -> bool:
+        """Whether Postfix's smtpd_milter_maps should ask `extrusion serve` which clients
+        get the milter (`[milter] attach`). Not on an MX: there the milter reads every
+        message's spam-filter verdict, evidence the log lacks."""
+        return (self.milter.enabled and self.milter.attach_watched
+                and self.general.mode == "smarthost")

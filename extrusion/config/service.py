@@ -62,12 +62,41 @@ class MilterSection:
     reject_bad_helo: bool = False
     rate_limits: bool = False
     engine_timeout: float = 1.0
+    # Postfix only: "watched" attaches the milter to the sessions of clients the engine
+    # has an eye on (smtpd_milter_maps asks extrusion's socketmap at attach_listen per
+    # client address), "always" to every session. Sendmail always attaches it.
+    attach: Literal["always", "watched"] = "watched"
+    attach_listen: str = field(default="tcp:10041:interface=127.0.0.1",
+                               metadata=checked("endpoint"))
+    # What the other clients get instead of smtpd_milters: "" = no milter at all
+    # (DISABLE); list your other milters here (e.g. OpenDKIM's) to keep them attached.
+    attach_others: str = ""
+    # How old the list of watched clients may be when a lookup is answered (seconds).
+    attach_refresh_seconds: float = 1.0
+    attach_max_connections: int = 1000
 
     def __post_init__(self) -> None:
         if not 0 <= self.socket_mode <= 0o777:
             raise ValueError("socket_mode must be a file mode such as 0o660")
         if not 0 < self.engine_timeout < self.timeout:
             raise ValueError("engine_timeout must be more than 0 and less than timeout")
+        if not 0 < self.attach_refresh_seconds <= 60:
+            raise ValueError("attach_refresh_seconds must be more than 0 and at most 60")
+        if self.attach_max_connections < 1:
+            raise ValueError("attach_max_connections must be at least 1")
+        if any(ch in self.attach_others for ch in "\r\n\0") or \
+                self.attach_others.strip().upper() == "DISABLE":
+            raise ValueError('attach_others: one line of Postfix milter addresses ("" for none)')
+
+    @property
+    def attach_watched(self) -> bool:
+        """Whether Postfix should attach the milter to watched clients only.
+
+        add_header, rate_limits and reject_bad_helo act on every message, and only the
+        milter acts on them: with any of them on, the milter is attached everywhere
+        whatever `attach` says (and `extrusion serve` serves no socketmap)."""
+        return self.attach == "watched" and not (
+            self.add_header or self.rate_limits or self.reject_bad_helo)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from extrusion import identity
 from extrusion.config import Config
 from extrusion.maillog import logpath
 from extrusion.maillog.hosts import foreign_hosts
+from extrusion.mtacheck.attach import check_milter_map
 from extrusion.mtacheck.lists import Entry, parse_list
 from extrusion.mtacheck.postconf import PostconfView, seconds
 from extrusion.postfixaddr import Listener, milter_listener, policy_listener
@@ -99,6 +100,7 @@ def _check_milter(cfg: Config, pc: PostconfView) -> list[Finding]:
                         f"extrusion's milter {want} is not attached: customers' sessions are "
                         f"not judged (add `smtpd_milters = {want}`)")]
     found.append(Finding("ok", "smtpd_milters", f"extrusion's milter {want} is attached"))
+    found += [Finding(level, key, msg) for level, key, msg in check_milter_map(cfg, pc)]  # type: ignore[arg-type]
     found.append(_milter_reach(cfg, want, pc))
     action = ours[0].options.get("default_action") or pc.get("milter_default_action")
     if action == FAIL_OPEN_MILTER_ACTION:

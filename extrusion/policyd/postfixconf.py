@@ -13,6 +13,8 @@ from extrusion.config import Config
 from extrusion.maillog import logpath
 from extrusion.postfixaddr import milter_address, policy_address
 
+# The socketmap table name extrusion answers to (extrusion.milter.attach.MAP_NAME).
+MILTER_MAP_NAME = "milters"
 # Postfix waits this long for a policy answer before using default_action.
 POLICY_TIMEOUT = "10s"
 # Postfix's compiled-in queue directory, used when postconf cannot say.
@@ -51,6 +53,12 @@ def policy_service(config: Config) -> str:
             f"timeout={POLICY_TIMEOUT}, try_limit=1, default_action=DUNNO }}")
 
 
+def milter_map(config: Config) -> str:
+    """smtpd_milter_maps: extrusion's socketmap, which attaches the milter only to clients
+    under attention (`extrusion.milter.attach`); a failed lookup attaches smtpd_milters."""
+    return f"socketmap:{policy_address(config.milter.attach_listen)}:{MILTER_MAP_NAME}"
+
+
 def master_cf_lines(config: Config) -> list[str]:
     """The master.cf services this configuration needs (postlog when Postfix logs to a file)."""
     return [POSTLOG_SERVICE] if config.maillog.source == "file" else []
@@ -86,6 +94,8 @@ def main_cf_lines(config: Config, *, milter: bool,
             lines.append(_assign("smtpd_milters", milter_address(config.milter.socket, queue)))
         except ValueError as exc:
             lines.append(f"# {exc}: add smtpd_milters with its address yourself")
+        if config.milter_maps:
+            lines.append(_assign("smtpd_milter_maps", milter_map(config)))
         lines += [_assign(name, value) for name, value in MILTER_SETTINGS]
     source = config.maillog.source
     path = config.maillog.path

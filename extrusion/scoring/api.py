@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from extrusion.scoring.attention import Attention
 from extrusion.scoring.events import (
     ClientEvidence,
     Connection,
@@ -93,6 +94,10 @@ class EngineAPI(Protocol):
 
     def add_listener(self, listener: Callable[[StateChange], None]) -> None:
         """Called after every state change (hold queue actions, notifications)."""
+
+    def attention(self) -> Attention:
+        """Senders under watch, in a worse state or on probation, and the addresses they
+        last came from: on Postfix the milter is attached to these clients' sessions."""
 
     def refresh(self, now: float | None = None) -> None:
         """Pull state written by other processes/MTAs sharing the store."""
@@ -181,6 +186,9 @@ class EngineSlot:
 
     def add_listener(self, listener: Callable[[StateChange], None]) -> None:
         self._engine().add_listener(listener)
+
+    def attention(self) -> Attention:
+        return self._engine().attention()
 
     def refresh(self, now: float | None = None) -> None:
         self._engine().refresh(now)

@@ -22,6 +22,7 @@ from typing import Any
 from extrusion.config import Config
 from extrusion.scoring.actions import OperatorActions
 from extrusion.scoring.api import EngineAPI
+from extrusion.scoring.attention import Attention, attention_of
 from extrusion.scoring.book import SenderBook
 from extrusion.scoring.decider import Decider
 from extrusion.scoring.events import (
@@ -199,6 +200,12 @@ class Engine:
         """The kinds of HELO anomaly in a session ("" for none), for the MTA's log."""
         return helo_note(helos, client_addr, client_name, envelope_from,
                          self._book.judge.own_domains)
+
+    def attention(self) -> Attention:
+        """The senders whose sessions the milter should see, and their last addresses
+        (`scoring/attention.py`); one pass over the senders in memory."""
+        with self._lock:
+            return attention_of(self._senders.values())
 
     # --- listeners -----------------------------------------------------------------------------
 

@@ -129,7 +129,7 @@ class ExtrusionDaemons:
             "general": {"hostname": "smarthost.extrusion.test", "log_level": "info"},
             "store": {"url": f"sqlite:///{self.store_path}", "refresh_seconds": 0.5,
                       "spool_dir": str(self.workdir / "spool")},
-            "milter": {"socket": f"inet:{pf.milter_port}@127.0.0.1"},
+            "milter": self._milter(),
             "policyd": {"listen": f"tcp:{pf.policy_port}:interface=127.0.0.1",
                         "postsuper": "/usr/sbin/postsuper",
                         "postfix_config_dir": str(pf.config_dir)},
@@ -137,6 +137,16 @@ class ExtrusionDaemons:
             "maillog": {"source": "file", "path": str(pf.maillog), "format": "postfix",
                         "poll_seconds": 0.2, "submission_wait_seconds": 5.0},
         }
+
+    def _milter(self) -> dict[str, Any]:
+        """The milter on the MTA's port; on Postfix the socketmap where it was wired."""
+        milter: dict[str, Any] = {"socket": f"inet:{self.mta.milter_port}@127.0.0.1"}
+        map_port = getattr(self.mta, "map_port", 0)
+        if map_port:
+            milter["attach_listen"] = f"tcp:{map_port}:interface=127.0.0.1"
+        else:  # Sendmail: no smtpd_milter_maps, so no socketmap to serve
+            milter["attach"] = "always"
+        return milter
 
     def write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
