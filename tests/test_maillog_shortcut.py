@@ -70,6 +70,8 @@ def test_forgetting_the_minute_sends_the_next_line_to_the_expression() -> None:
     shortcut, _clock = learned()
     shortcut.forget_minute()
     assert shortcut.split(FIRST) is None
+    # Not even a line that starts with the character the forgotten state holds.
+    assert shortcut.split("\0" + FIRST[1:]) is None
 
 
 def feed_of(lines: list[str], *, learn: bool) -> tuple[Recorder, LogFeed, list[float]]:

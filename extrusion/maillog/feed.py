@@ -181,6 +181,7 @@ class LogFeed:
         self._sink = _GuardedSink(engine, self.stats, guard) if guard else engine
         self.joiner = Joiner(self._sink, self._key, settings)
         self.stats.join = self.joiner.stats
+        self._add = self.joiner.add
         self._parsers: dict[str, Parser | None] = {}
 
     @classmethod
@@ -259,32 +260,31 @@ class LogFeed:
             parser = _choose_parser(program, self.fmt)
             if len(self._parsers) < 1000:  # tags are few; a flood of odd ones is not cached
                 self._parsers[program] = parser
-        if parser is None:
-            self.stats.ignored += 1
+        if parser is not None:
+            try:
+                records = parser(message)
+            except Exception as exc:  # a parser's bug costs this line, never the feed
+                self._parser_failed(text, exc)
+                return
+            if records:
+                add = self._add
+                try:
+                    for record in records:
+                        add(t, host, record)
+                except Exception as exc:
+                    if not self._guard:
+                        raise  # a replay stops at the engine's error (called in here)
+                    self._parser_failed(text, exc)
+                    return
+                self.stats.parsed += 1
+                return
+            if records is None:
+                self._garbled(text)
+                return
+        # Another program's line, or one of no interest: it only moves the clock on.
+        self.stats.ignored += 1
+        if t > self.joiner.now:
             self.joiner.advance(t)
-            return
-        try:
-            records = parser(message)
-        except Exception as exc:  # a parser's bug costs this line, never the feed
-            self._parser_failed(text, exc)
-            return
-        if records is None:
-            self._garbled(text)
-            return
-        if not records:
-            self.stats.ignored += 1
-            self.joiner.advance(t)
-            return
-        add = self.joiner.add
-        try:
-            for record in records:
-                add(t, host, record)
-        except Exception as exc:
-            if not self._guard:
-                raise  # a replay stops at the engine's error (the engine is called in here)
-            self._parser_failed(text, exc)
-            return
-        self.stats.parsed += 1
 
     def _garbled(self, text: str) -> None:
         self.stats.garbled += 1

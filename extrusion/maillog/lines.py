@@ -119,10 +119,9 @@ class ClassicShortcut:
     __slots__ = ("_base", "_heads", "_prefix", "_seconds_at")
 
     def __init__(self) -> None:
-        self._prefix = "\0"  # matches no line until the first is learned
-        self._seconds_at = 0
-        self._base = 0.0
         self._heads: dict[str, tuple[str, str]] = {}
+        self._base = 0.0
+        self.forget_minute()
 
     def split(self, text: str) -> tuple[float, str, str, str] | None:
         """(time, host, program, message) of a line like those learned, else None."""
@@ -155,4 +154,6 @@ class ClassicShortcut:
 
     def forget_minute(self) -> None:
         """The clock converted a stamp this shortcut did not see: read the next the slow way."""
-        self._prefix = "\0"
+        # The seconds would be read from the prefix's own first character, "\0", which is
+        # no digit: no line passes, whatever it starts with.
+        self._prefix, self._seconds_at = "\0", 0
