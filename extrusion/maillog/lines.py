@@ -136,6 +136,7 @@ class ClassicShortcut:
         if tag is None:
             return None
         close = text.find("]", bracket)
+        # Without a "[" (bracket -1) the pid slice starts at the month's capital: no digit.
         if not (text[bracket + 1 : close].isdecimal() and text.startswith(": ", close + 1)):
             return None
         # `.` of the expression stops at a newline: so does the message.
