@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/replay.py [--messages 60000] [--days 0.33] [--repeat 3]
                                           [--log PATH]
+    .venv/bin/python benchmarks/replay.py --log PATH --parse-base REV [--repeat 3]
 
 Generates a Postfix smarthost log with `extrusion_dev.generate` (normal
 customers, a newsletter, a bounce relay, relay probes, two spam bots; about
@@ -16,6 +17,10 @@ Prints lines/s by wall time and by CPU time, peak RSS (of the largest process
 of each command, as wait4() reports it) (the replay runs its parser in a
 second process, so it uses more CPU than wall time on two cores), the ratios
 to pflogsumm, and checks that the replay found exactly the generated bots.
+
+With `--parse-base REV` only the parse is timed: REV's code (`git archive`)
+and this tree's, each in a fresh process, interleaved, and the CPU ratio
+printed (issue 17: the log feed's share of the daemons' CPU).
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+# `--parse-base`'s child runs: another tree's `extrusion` package goes first.
+TREE_ENV = "BENCH_EXTRUSION_TREE"
+if os.environ.get(TREE_ENV):
+    sys.path.insert(0, os.environ[TREE_ENV])
 
 from extrusion.maillog.feed import LogFeed  # noqa: E402
 from extrusion.scoring.events import Outcome, Submission  # noqa: E402
@@ -77,6 +86,38 @@ def parse_only(log: Path) -> tuple[Timing, int, int]:
     return took, feed.stats.lines, sink.events
 
 
+def parse_in_child(log: Path, tree: Path | None) -> Timing:
+    """`parse_only` in a fresh process, with `tree`'s package (None: this checkout's)."""
+    env = {**os.environ, TREE_ENV: str(tree)} if tree else {
+        k: v for k, v in os.environ.items() if k != TREE_ENV}
+    out = subprocess.run([sys.executable, __file__, "--parse-run", str(log)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    if tree and not data["code"].startswith(str(tree)):
+        raise SystemExit(f"{tree}: the child read the log with {data['code']}")
+    return Timing(data["wall"], data["cpu"])
+
+
+def compare_parse(log: Path, rev: str, repeat: int, tmp: Path) -> None:
+    """Parse-only CPU of `rev`'s code beside this checkout's, interleaved, best of `repeat`."""
+    from benchmarks.replay_verdicts import export
+
+    base = export(rev, tmp / "parse-base")
+    runs: dict[str, list[Timing]] = {f"parse only at {rev}": [], "parse only, this tree": []}
+    for _ in range(repeat):
+        for (_name, ts), tree in zip(runs.items(), (base, None), strict=True):
+            ts.append(parse_in_child(log, tree))
+    with open(log, "rb") as f:
+        lines = sum(1 for _ in f)
+    cpu = {name: min(t.cpu for t in ts) for name, ts in runs.items()}
+    first = next(iter(cpu.values()))
+    print(f"lines: {lines:,}   best of {repeat}   load average: {os.getloadavg()[0]:.1f}\n")
+    print("| run | CPU s | µs per line | lines per CPU s | CPU vs base |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, c in cpu.items():
+        print(f"| {name} | {c:.2f} | {c / lines * 1e6:.2f} | {lines / c:,.0f} | {c / first:.2f} |")
+
+
 def timed(cmd: list[str]) -> tuple[Timing, str]:
     """Wall time, CPU time (all its processes) and peak RSS of a command."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -105,7 +146,22 @@ def main() -> None:
     ap.add_argument("--base", default=None,
                     help="also time `extrusion replay` of this git revision, interleaved")
     ap.add_argument("--log", type=Path, default=None, help="use this log instead of generating")
+    ap.add_argument("--parse-base", default=None, metavar="REV",
+                    help="only time the parse of REV's code beside this tree's (needs --log)")
+    ap.add_argument("--parse-run", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.parse_run:  # a child of --parse-base: one timing as JSON
+        t, lines, events = parse_only(args.parse_run)
+        code = sys.modules[LogFeed.__module__].__file__
+        print(json.dumps({"wall": t.wall, "cpu": t.cpu, "lines": lines, "events": events,
+                          "code": code}))
+        return
+    if args.parse_base:
+        if args.log is None:
+            raise SystemExit("--parse-base needs --log")
+        with tempfile.TemporaryDirectory(prefix="bench-parse-") as tmp:
+            compare_parse(args.log, args.parse_base, args.repeat, Path(tmp))
+        return
     pflogsumm = shutil.which("pflogsumm")
     if pflogsumm is None:
         raise SystemExit("pflogsumm not found (Debian package pflogsumm)")

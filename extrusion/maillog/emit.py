@@ -52,7 +52,7 @@ class Emitter:
 
     def expired(self, m: OpenMessage, t: float, mta: str, now: float) -> None:
         """The message expired in the queue: each still-deferred recipient gets `expired`."""
-        for rcpt in sorted(m.deferred):
+        for rcpt in sorted(m.deferred or ()):
             if m.null_sender:
                 self.stats.null_sender_dropped += 1
                 continue
@@ -61,7 +61,7 @@ class Emitter:
                 sender=self.sender(m.client_addr, m.sasl_user) if m.known else "",
                 envelope_from=m.envelope_from, mta=mta,
             ), now)
-        m.deferred.clear()
+        m.deferred = None
         self.flush(m)
 
     def flush(self, m: OpenMessage) -> None:

@@ -216,6 +216,8 @@ class EvidenceJoin:
 
     def envelope_known(self, host: str, qid: str) -> None:
         """The message's envelope sender is in: a verdict waiting for it is judged now."""
+        if not self._early:  # nearly always: no spam filter's verdict came first
+            return
         early = self._early.pop(host + " " + qid, None)
         if early is not None:
             self.filter_verdict(early[0], host, early[1])
@@ -223,6 +225,8 @@ class EvidenceJoin:
     def message_gone(self, host: str, qid: str) -> None:
         """The message ends (removed, aged out) without an envelope sender logged: its
         waiting verdict is judged without one, as before the wait."""
+        if not self._early:
+            return
         early = self._early.pop(host + " " + qid, None)
         if early is not None:
             self.filter_verdict(early[0], host, replace(early[1], envelope_from=""))

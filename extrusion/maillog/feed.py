@@ -29,7 +29,7 @@ from extrusion import identity
 from extrusion.config import Config
 from extrusion.maillog import exim, mxlines, postfix, sendmail
 from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
-from extrusion.maillog.lines import CLASSIC_LINE, MAX_LINE, LineSplitter
+from extrusion.maillog.lines import CLASSIC_LINE, MAX_LINE, ClassicShortcut, LineSplitter
 from extrusion.maillog.records import Record
 from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
@@ -172,12 +172,16 @@ class LogFeed:
         self.stats = FeedStats()
         self._splitter = LineSplitter(reference_time, tz)
         self._split = self._splitter.parts
-        self._classic = self._splitter.clock.classic
+        self._clock = self._splitter.clock
+        self._classic = self._clock.classic
+        self._shortcut = ClassicShortcut()
+        self._fast = self._shortcut.split
         # Unguarded (a replay, which stops at an engine error), the joiner calls the
         # engine itself: one call less per event.
         self._sink = _GuardedSink(engine, self.stats, guard) if guard else engine
         self.joiner = Joiner(self._sink, self._key, settings)
         self.stats.join = self.joiner.stats
+        self._add = self.joiner.add
         self._parsers: dict[str, Parser | None] = {}
 
     @classmethod
@@ -212,18 +216,21 @@ class LogFeed:
         if len(text) > MAX_LINE and len(text.rstrip("\r\n")) > MAX_LINE:
             self._too_long(text)
             return
-        # Classic syslog is nearly every line: read it here, the rest in the splitter.
-        m = _classic_line(text)
-        if m is not None:
+        # Classic syslog is nearly every line, and nearly every one has the minute and
+        # the tag of the line before: the shortcut reads those without the expression.
+        fast = self._fast(text)
+        if fast is not None:
+            t, host, program, message = fast
+        elif (m := _classic_line(text)) is not None:
             mon, day, hh, mm, ss, host, program, _pid, message = m.groups()
             try:
                 t = self._classic(mon, day, hh, mm, ss)
             except (ValueError, OverflowError):
                 self._garbled(text)
                 return
-            if message[-1:] == "\r":
-                message = message[:-1]
+            self._shortcut.learn(text, m, self._clock.minute)
         else:
+            self._shortcut.forget_minute()  # the splitter may convert a classic stamp
             try:
                 parts = self._split(text)
             except Exception as exc:  # the splitter's bug must not stop the feed
@@ -233,6 +240,8 @@ class LogFeed:
                 self._garbled(text)
                 return
             t, host, program, _pid, message = parts
+        if message[-1:] == "\r":
+            message = message[:-1]
         self._message(text, t, host, program, message)
 
     def too_long(self, head: str) -> None:
@@ -251,32 +260,31 @@ class LogFeed:
             parser = _choose_parser(program, self.fmt)
             if len(self._parsers) < 1000:  # tags are few; a flood of odd ones is not cached
                 self._parsers[program] = parser
-        if parser is None:
-            self.stats.ignored += 1
+        if parser is not None:
+            try:
+                records = parser(message)
+            except Exception as exc:  # a parser's bug costs this line, never the feed
+                self._parser_failed(text, exc)
+                return
+            if records:
+                add = self._add
+                try:
+                    for record in records:
+                        add(t, host, record)
+                except Exception as exc:
+                    if not self._guard:
+                        raise  # a replay stops at the engine's error (called in here)
+                    self._parser_failed(text, exc)
+                    return
+                self.stats.parsed += 1
+                return
+            if records is None:
+                self._garbled(text)
+                return
+        # Another program's line, or one of no interest: it only moves the clock on.
+        self.stats.ignored += 1
+        if t > self.joiner.now:
             self.joiner.advance(t)
-            return
-        try:
-            records = parser(message)
-        except Exception as exc:  # a parser's bug costs this line, never the feed
-            self._parser_failed(text, exc)
-            return
-        if records is None:
-            self._garbled(text)
-            return
-        if not records:
-            self.stats.ignored += 1
-            self.joiner.advance(t)
-            return
-        add = self.joiner.add
-        try:
-            for record in records:
-                add(t, host, record)
-        except Exception as exc:
-            if not self._guard:
-                raise  # a replay stops at the engine's error (the engine is called in here)
-            self._parser_failed(text, exc)
-            return
-        self.stats.parsed += 1
 
     def _garbled(self, text: str) -> None:
         self.stats.garbled += 1

@@ -272,7 +272,9 @@ class Joiner:
         status = STATUS[r.status]
         rcpt = r.recipient
         if status is Status.DEFERRED:
-            if rcpt in m.deferred:
+            if m.deferred is None:
+                m.deferred = set()
+            elif rcpt in m.deferred:
                 self.stats.repeated_deferrals += 1
                 return
             m.deferred.add(rcpt)

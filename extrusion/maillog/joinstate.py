@@ -97,7 +97,8 @@ class OpenMessage:
         self.submitted = False
         self.pending: list[Outcome] = []
         self.recipients: dict[str, None] = {}  # insertion-ordered set
-        self.deferred: set[str] = set()
+        # Made at the first deferral: an empty set is 216 bytes, and few messages need one.
+        self.deferred: set[str] | None = None
 
     @property
     def known(self) -> bool:

@@ -93,3 +93,68 @@ class LineSplitter:
             # Digits in the right places but not a date (Feb 31, hour 25): garbled.
             return None
         return None
+
+
+# Every two-digit seconds field the classic expression accepts ("60" to "99" too, as it
+# does), with the value float() gives it: one lookup checks and converts.
+_SECONDS = {f"{n:02d}": float(n) for n in range(100)}
+# Distinct `host prog` heads remembered; a flood of forged ones is read the slow way.
+MAX_HEADS = 1000
+
+
+class ClassicShortcut:
+    """Reads a classic line without the regular expression when the expression has
+    already read one of the same minute and the same `host prog[`.
+
+    Nearly every line of a busy log shares both with the line before it, so the
+    stamp is a prefix comparison and a table lookup, and the tag one dictionary
+    lookup. Whatever differs in the least (another minute, seconds with a
+    fraction, a tag without a pid, a pid that is not digits) returns None and
+    goes to `CLASSIC_LINE`, so what is accepted, and how it is split, stays the
+    expression's. `learn()` keeps the minute in step with the `SyslogClock`
+    that converted it: the caller must call `forget_minute()` whenever that
+    clock converts a stamp without `learn()` after it.
+    """
+
+    __slots__ = ("_base", "_heads", "_prefix", "_seconds_at")
+
+    def __init__(self) -> None:
+        self._heads: dict[str, tuple[str, str]] = {}
+        self._base = 0.0
+        self.forget_minute()
+
+    def split(self, text: str) -> tuple[float, str, str, str] | None:
+        """(time, host, program, message) of a line like those learned, else None."""
+        if not text.startswith(self._prefix):
+            return None
+        at = self._seconds_at
+        second = _SECONDS.get(text[at : at + 2])
+        if second is None or text[at + 2 : at + 3] != " ":
+            return None
+        bracket = text.find("[", at + 3)
+        tag = self._heads.get(text[at + 3 : bracket])
+        if tag is None:
+            return None
+        close = text.find("]", bracket)
+        # Without a "[" (bracket -1) the pid slice starts at the month's capital: no digit.
+        if not (text[bracket + 1 : close].isdecimal() and text.startswith(": ", close + 1)):
+            return None
+        # `.` of the expression stops at a newline: so does the message.
+        end = text.find("\n", close + 3)
+        message = text[close + 3 :] if end < 0 else text[close + 3 : end]
+        return self._base + second, tag[0], tag[1], message
+
+    def learn(self, text: str, m: re.Match[str], minute: float) -> None:
+        """Remember the minute and the tag of a line `CLASSIC_LINE` matched (`m`), whose
+        stamp the clock converted last (`minute`: the clock's `minute`)."""
+        at = m.start(5)
+        self._prefix, self._seconds_at, self._base = text[:at], at, minute
+        if m.group(8) is not None and len(self._heads) < MAX_HEADS:
+            host, program = m.group(6), m.group(7)
+            self._heads.setdefault(host + " " + program, (host, program))
+
+    def forget_minute(self) -> None:
+        """The clock converted a stamp this shortcut did not see: read the next the slow way."""
+        # The seconds would be read from the prefix's own first character, "\0", which is
+        # no digit: no line passes, whatever it starts with.
+        self._prefix, self._seconds_at = "\0", 0

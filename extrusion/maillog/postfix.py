@@ -18,6 +18,7 @@ import re
 from extrusion.maillog.mxlines import address, parse_postscreen
 from extrusion.maillog.records import (
     FAILED_COMMANDS,
+    MAX_DIGITS,
     BounceNotice,
     ClientSeen,
     ClientVerdict,
@@ -31,7 +32,6 @@ from extrusion.maillog.records import (
     Record,
     Rejected,
     Removed,
-    number,
 )
 from extrusion.scoring.decisions import HELO_NOTE
 
@@ -57,7 +57,12 @@ _DELIVERY = re.compile(
     re.DOTALL,
 )
 _CLIENT = re.compile(r"([^\[\s]*)\[([^\]]*)\]")
-_QMGR_FROM = re.compile(r"from=" + _ADDR + r", size=(\d+), nrcpt=(\d+)")
+# At most MAX_DIGITS ASCII digits and no other digit after them: a longer or
+# non-ASCII count is no match (then garbled), and what matches goes to int() as it is.
+_QMGR_FROM = re.compile(
+    r"from=" + _ADDR
+    + rf", size=([0-9]{{1,{MAX_DIGITS}}}), nrcpt=([0-9]{{1,{MAX_DIGITS}}})(?!\d)"
+)
 _EXPIRED = re.compile(r"from=" + _ADDR + r", status=expired")
 _BOUNCE = re.compile(
     r"((?:sender|postmaster) (?:non-delivery|delivery status|delay|success) notification): (\w+)"
@@ -106,10 +111,7 @@ def parse(service: str, message: str) -> Result:
         if rest.startswith("from=<"):
             m = _QMGR_FROM.match(rest)
             if m:
-                size, nrcpt = number(m.group(2)), number(m.group(3))
-                if size is None or nrcpt is None:
-                    return None  # thousands of digits: not a size Postfix wrote
-                return (Queued(qid, m.group(1), size, nrcpt),)
+                return (Queued(qid, m.group(1), int(m.group(2)), int(m.group(3))),)
             m = _EXPIRED.match(rest)
             if m:
                 return (Expired(qid, m.group(1)),)
@@ -174,6 +176,10 @@ def _disconnect(message: str) -> Result:
 
 
 def _client(qid: str, rest: str) -> Result:
+    if ", " not in rest:
+        # Most lines: `client=NAME[ADDR]` alone (no SASL login, no XFORWARD).
+        m = _CLIENT.fullmatch(rest, len("client="))
+        return None if m is None else (ClientSeen(qid, m.group(1), m.group(2)),)
     fields = _fields(rest)
     m = _CLIENT.fullmatch(fields.get("client", ""))
     if m is None:

@@ -3,6 +3,10 @@
 They are MTA-neutral: Postfix, Sendmail and Exim lines all become these, and
 `extrusion.maillog.join` turns them, joined per queue id, into engine events.
 Addresses are kept as logged, without the angle brackets; "" is the null sender.
+
+Nothing changes a record once its parser made it, but the classes are not frozen:
+a frozen dataclass sets each field through `object.__setattr__`, which made
+building one four times dearer, and nearly every log line builds one.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ def number(text: str) -> int | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientSeen:
     """Who handed a message to the MTA (Postfix smtpd `client=`, Sendmail `relay=`, Exim `H=`)."""
 
@@ -39,7 +43,7 @@ class ClientSeen:
     orig_client_addr: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SaslSeen:
     """Sendmail's separate `AUTH=server, relay=…, authid=…` line."""
 
@@ -48,13 +52,13 @@ class SaslSeen:
     sasl_method: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageIdSeen:
     queue_id: str
     message_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Queued:
     """The envelope as queued: Postfix qmgr `from=<…>, size=N, nrcpt=N` (repeats on retries)."""
 
@@ -64,7 +68,7 @@ class Queued:
     nrcpt: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     """One recipient's delivery attempt. `status` is sent/deferred/bounced/expired."""
 
@@ -77,7 +81,7 @@ class Delivery:
     orig_to: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Expired:
     """qmgr `from=<…>, status=expired, returned to sender`: every deferred recipient failed."""
 
@@ -85,7 +89,7 @@ class Expired:
     envelope_from: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rejected:
     """Refused during the SMTP session (Postfix `reject:`/`milter-reject:`, Sendmail `reject=`).
 
@@ -105,7 +109,7 @@ class Rejected:
     helo: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HeloNoted:
     """extrusion's policy server had Postfix log a message's suspect HELO (an INFO line)."""
 
@@ -116,7 +120,7 @@ class HeloNoted:
 FAILED_COMMANDS = "FAILED COMMANDS"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientVerdict:
     """A verdict on a client outside any transaction: no queue id, no envelope. postscreen's
     (PREGREET, DNSBL rank, COMMAND PIPELINING, NON-SMTP COMMAND, BARE NEWLINE, HANGUP…), or
@@ -130,7 +134,7 @@ class ClientVerdict:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FilterVerdict:
     """A spam filter's verdict from its own log line (amavis, spamd).
 
@@ -147,7 +151,7 @@ class FilterVerdict:
     score: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Held:
     """Put on hold (`milter-hold:`, header/body check `hold:`, postsuper `placed on hold`)."""
 
@@ -163,7 +167,7 @@ class Held:
     helo: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BounceNotice:
     """The MTA created a notification (`sender non-delivery notification: NEWQID`).
 
@@ -175,7 +179,7 @@ class BounceNotice:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LocalSubmission:
     """Mail submitted on the host itself (Postfix pickup `uid=N from=<…>`): no client."""
 
@@ -184,7 +188,7 @@ class LocalSubmission:
     envelope_from: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Removed:
     """The queue file is gone (Postfix `removed`, Exim `Completed`): drop the state."""
 

@@ -62,6 +62,11 @@ class SyslogClock:
             self._key = key
         return self._key_base + float(second)
 
+    @property
+    def minute(self) -> float:
+        """POSIX seconds of the minute `classic()` read last (its stamp without seconds)."""
+        return self._key_base
+
     def _minute(self, month: int, day: int, hour: int, minute: int) -> float:
         if hour > 23 or minute > 59:
             raise ValueError("bad time of day")
