@@ -191,6 +191,7 @@ def copies(backend: str, tmp: Path, n: int) -> Iterator[Callable[[str], str]]:
                 db = f"{base}_{name}"
                 sql(f'CREATE DATABASE "{db}" TEMPLATE "{base}"')
                 made.append(db)
+                sql("CHECKPOINT")  # the copy's writes, flushed before the measurement
                 return PG_ADMIN.rsplit("/", 1)[0] + f"/{db}"
             yield copy_pg
         finally:
