@@ -7,16 +7,22 @@ host's) waits for one batch at most rather than for the whole prune. A fold take
 its rows with DELETE ... RETURNING and adds them into the aggregate in the same
 transaction: two hosts folding at once each add only the rows they deleted, and a
 crash between batches loses nothing and counts nothing twice.
+
+Each step walks its table in primary-key order and each batch starts after the last
+key of the one before (a keyset walk): a batch that began again from the lowest key
+would pass every row an earlier batch kept (and, on PostgreSQL, every dead row an
+earlier batch deleted), which made a prune of a million rows quadratic (issue 20).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from extrusion.scoring import schema
@@ -30,7 +36,10 @@ DELIVERED = frozenset({"sent"})
 FAILED = frozenset({"bounced", "expired", "rejected"})
 _COUNTS = ("messages", "recipients", "delivered", "failed")
 
-Step = Callable[[Connection], int]
+Key = tuple[Any, ...]
+# One batch of a step: the rows it took, and the key the next batch starts after
+# (None: the step has taken everything it matches).
+Step = Callable[[Connection, "Key | None"], tuple[int, "Key | None"]]
 
 
 def detail_boundary(now: float, detail_days: float) -> float:
@@ -40,45 +49,88 @@ def detail_boundary(now: float, detail_days: float) -> float:
     return float((int(now - detail_days * DAY) // BLOCK) * BLOCK)
 
 
-def _take(conn: Connection, table: sa.Table, where: Any, limit: int,
-          returning: tuple[sa.Column[Any], ...] = ()) -> list[Any]:
-    """Delete at most `limit` rows matching `where`; the `returning` columns of each."""
+def _after(key: list[sa.Column[Any]], last: Key) -> Any:
+    """Rows past `last` in key order: an index range on either backend (a row value
+    for a composite key, which SQLite >= 3.15 and PostgreSQL search by the key's index)."""
+    if len(key) == 1:
+        return key[0] > last[0]
+    return sa.tuple_(*key) > sa.tuple_(*(sa.literal(v) for v in last))
+
+
+def _upto(key: list[sa.Column[Any]], last: Key) -> Any:
+    if len(key) == 1:
+        return key[0] <= last[0]
+    return sa.tuple_(*key) <= sa.tuple_(*(sa.literal(v) for v in last))
+
+
+def _take(conn: Connection, table: sa.Table, where: Any, limit: int | None,
+          after: Key | None, returning: tuple[sa.Column[Any], ...] = ()
+          ) -> tuple[list[Any], Key | None]:
+    """Delete at most `limit` rows matching `where` past key `after` (None: from the
+    start; a `limit` of None: all of them at once); the `returning` columns of each,
+    and the last key of the batch (None when no matching row is left past it)."""
     key = list(table.primary_key.columns)
-    # The batch is the first `limit` matching rows in key order, deleted as a key range
-    # (an index range, two parameters): an IN list of thousands of keys, or IN
+    if after is not None:
+        where = sa.and_(where, _after(key, after))
+    # The batch is the next `limit` matching rows in key order, deleted as a key range
+    # (an index range, two bounds): an IN list of thousands of keys, or IN
     # (SELECT ... LIMIT), costs PostgreSQL several times the delete itself.
-    cut = conn.execute(sa.select(*key).where(where).order_by(*key)
-                       .offset(limit - 1).limit(1)).first()
+    cut = None if limit is None else conn.execute(
+        sa.select(*key).where(where).order_by(*key).offset(limit - 1).limit(1)).first()
     stmt = table.delete().where(where)
     if cut is not None:
-        stmt = stmt.where(key[0] <= cut[0] if len(key) == 1
-                          else sa.tuple_(*key) <= sa.tuple_(*(sa.literal(v) for v in cut)))
+        stmt = stmt.where(_upto(key, tuple(cut)))
+    last = None if cut is None else tuple(cut)
     if not returning:
-        return [None] * int(conn.execute(stmt).rowcount)
-    return list(conn.execute(stmt.returning(*returning)).all())
+        return [None] * int(conn.execute(stmt).rowcount), last
+    return list(conn.execute(stmt.returning(*returning)).all()), last
 
 
 def _add_days(conn: Connection, path: WritePath, days: dict[tuple[str, int], list[int]]) -> None:
     """Add counts into `sender_days` (OR the hours), in one lock order for every host."""
-    if not days:
-        return
     t = schema.sender_days
-    ins = path.insert(t)
-    set_: dict[str, Any] = {c: t.c[c] + ins.excluded[c] for c in _COUNTS}
-    set_["hours"] = t.c.hours.op("|")(ins.excluded.hours)
-    rows = [dict(zip(("sender", "day", *_COUNTS, "hours"), (s, d, *v), strict=True))
-            for (s, d), v in sorted(days.items())]
-    conn.execute(ins.on_conflict_do_update(index_elements=[t.c.sender, t.c.day], set_=set_),
-                 rows)
+
+    def set_(ins: Any) -> dict[str, Any]:
+        cols: dict[str, Any] = {c: t.c[c] + ins.excluded[c] for c in _COUNTS}
+        cols["hours"] = t.c.hours.op("|")(ins.excluded.hours)
+        return cols
+    _upsert(conn, path, t, set_, [
+        dict(zip(("sender", "day", *_COUNTS, "hours"), (s, d, *v), strict=True))
+        for (s, d), v in sorted(days.items())])
+
+
+def _upsert(conn: Connection, path: WritePath, table: sa.Table,
+            set_: Callable[[Any], dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """INSERT `rows` (in their order: the lock order), or add them into the stored ones.
+
+    On PostgreSQL as one statement over arrays, a column each (unnest): psycopg's
+    executemany runs a statement per row, which was most of a fold's time there, and a
+    multi-row VALUES costs SQLAlchemy a compile per batch. SQLite runs one prepared
+    statement per row in C."""
+    if not rows:
+        return
+    key = list(table.primary_key.columns)
+    if path.name == "sqlite":
+        ins = path.insert(table)
+        conn.execute(ins.on_conflict_do_update(index_elements=key, set_=set_(ins)), rows)
+        return
+    names = list(rows[0])
+    arrays = sa.func.unnest(*(sa.bindparam(n, type_=postgresql.ARRAY(table.c[n].type))
+                              for n in names)).table_valued(*names).render_derived()
+    ins = path.insert(table).from_select(names, sa.select(*(arrays.c[n] for n in names)))
+    conn.execute(ins.on_conflict_do_update(index_elements=key, set_=set_(ins)),
+                 {n: [r[n] for r in rows] for n in names})
 
 
 def _day(t: float) -> int:
     return int(t // DAY) * DAY
 
 
-def fold_messages(conn: Connection, path: WritePath, before: float, limit: int) -> int:
+def fold_messages(conn: Connection, path: WritePath, before: float, limit: int | None,
+                  after: Key | None = None) -> tuple[int, Key | None]:
     m = schema.messages
-    rows = _take(conn, m, m.c.time < before, limit, (m.c.sender, m.c.time, m.c.rcpt_count))
+    rows, last = _take(conn, m, m.c.time < before, limit, after,
+                       (m.c.sender, m.c.time, m.c.rcpt_count))
     days: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     for sender, t, rcpts in rows:
         day = _day(t)
@@ -87,50 +139,52 @@ def fold_messages(conn: Connection, path: WritePath, before: float, limit: int) 
         v[1] += int(rcpts)
         v[4] |= 1 << min(int((t - day) // HOUR), 23)
     _add_days(conn, path, days)
-    return len(rows)
+    return len(rows), last
 
 
-def fold_recipients(conn: Connection, path: WritePath, before: float, limit: int) -> int:
+def fold_recipients(conn: Connection, path: WritePath, before: float, limit: int | None,
+                    after: Key | None = None) -> tuple[int, Key | None]:
     r = schema.recipients
-    rows = _take(conn, r, r.c.time < before, limit, (r.c.sender, r.c.time, r.c.status))
+    rows, last = _take(conn, r, r.c.time < before, limit, after,
+                       (r.c.sender, r.c.time, r.c.status))
     days: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     for sender, t, status in rows:
         # Only final outcomes count in reports; "queued" rows and nameless outcomes go.
         if sender and (status in DELIVERED or status in FAILED):
             days[(sender, _day(t))][2 if status in DELIVERED else 3] += 1
     _add_days(conn, path, days)
-    return len(rows)
+    return len(rows), last
 
 
-def compact_counters(conn: Connection, path: WritePath, before: float, limit: int) -> int:
-    """Fold minute buckets before `before` into the bucket of their day's start."""
+def compact_counters(conn: Connection, path: WritePath, before: float, limit: int | None,
+                     after: Key | None = None) -> tuple[int, Key | None]:
+    """Fold minute buckets before `before` into the bucket of their day's start (which
+    the walk then passes over: a day's bucket is not a minute bucket)."""
     c = schema.counters
-    rows = _take(conn, c, sa.and_(c.c.bucket < int(before), c.c.bucket % DAY != 0), limit,
-                 (c.c.sender, c.c.name, c.c.bucket, c.c.value))
+    rows, last = _take(conn, c, sa.and_(c.c.bucket < int(before), c.c.bucket % DAY != 0),
+                       limit, after, (c.c.sender, c.c.name, c.c.bucket, c.c.value))
     sums: dict[tuple[str, str, int], float] = defaultdict(float)
     for sender, name, bucket, value in rows:
         sums[(sender, name, _day(bucket))] += value
-    if sums:
-        ins = path.insert(c)
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=[c.c.sender, c.c.name, c.c.bucket],
-            set_={"value": c.c.value + ins.excluded.value},
-        ), [{"sender": s, "name": n, "bucket": b, "value": v}
-            for (s, n, b), v in sorted(sums.items())])
-    return len(rows)
+    _upsert(conn, path, c, lambda ins: {"value": c.c.value + ins.excluded.value},
+            [{"sender": s, "name": n, "bucket": b, "value": v}
+             for (s, n, b), v in sorted(sums.items())])
+    return len(rows), last
 
 
-def folds(path: WritePath, before: float, limit: int) -> Iterator[Step]:
+def folds(path: WritePath, before: float, limit: int | None) -> list[Step]:
     """The steps that fold detail older than `before`, each one batch per call."""
-    yield lambda conn: fold_messages(conn, path, before, limit)
-    yield lambda conn: fold_recipients(conn, path, before, limit)
-    yield lambda conn: compact_counters(conn, path, before, limit)
+    return [
+        lambda conn, after: fold_messages(conn, path, before, limit, after),
+        lambda conn, after: fold_recipients(conn, path, before, limit, after),
+        lambda conn, after: compact_counters(conn, path, before, limit, after),
+    ]
 
 
-def expiries(before: float, limit: int) -> Iterator[Step]:
+def expiries(before: float, limit: int | None) -> list[Step]:
     """The steps that delete what is older than `before`, each one batch per call."""
     ib = int(before)
-    for table, where in (
+    return [_expiry(table, where, limit) for table, where in (
         (schema.counters, schema.counters.c.bucket < ib),
         (schema.recipients, schema.recipients.c.time < before),
         (schema.messages, schema.messages.c.time < before),
@@ -138,9 +192,59 @@ def expiries(before: float, limit: int) -> Iterator[Step]:
         (schema.sender_baselines, schema.sender_baselines.c.updated < before),
         (schema.rate_use, schema.rate_use.c.bucket < ib),
         (schema.failure_windows, schema.failure_windows.c.time < before),
-    ):
-        yield partial(_expire, table=table, where=where, limit=limit)
+    )]
 
 
-def _expire(conn: Connection, *, table: sa.Table, where: Any, limit: int) -> int:
-    return len(_take(conn, table, where, limit))
+def _expiry(table: sa.Table, where: Any, limit: int | None) -> Step:
+    def step(conn: Connection, after: Key | None) -> tuple[int, Key | None]:
+        rows, last = _take(conn, table, where, limit, after)
+        return len(rows), last
+    return step
+
+
+@dataclass
+class Walk:
+    """One step walked through its table: where its last committed batch ended."""
+
+    step: Step
+    after: Key | None = None
+    done: bool = False
+
+    def advance(self, last: Key | None) -> None:
+        """The batch that ended at `last` is committed: the next one starts after it."""
+        self.after, self.done = last, last is None
+
+
+@dataclass
+class Prune:
+    """A prune under way: its steps in order (folds first), each where it stopped.
+
+    The daemon prunes a slice per sync (`Store.prune_some`); the next slice goes on
+    with the same walks, so a backlog is walked once rather than once per slice. A
+    prune begun finishes with the horizons it began with: a boundary that moved on
+    mid-walk would leave part of a four-hour block folded and the rest in detail."""
+
+    before: float
+    detail_before: float | None
+    limit: int | None
+    walks: list[Walk] = field(default_factory=list)
+
+    @classmethod
+    def plan(cls, path: WritePath, before: float, detail_before: float | None,
+             limit: int | None) -> Prune:
+        steps = expiries(before, limit)
+        if detail_before is not None and detail_before > before:
+            steps[:0] = folds(path, detail_before, limit)
+        return cls(before, detail_before, limit, [Walk(s) for s in steps])
+
+    def serves(self, before: float, detail_before: float | None, limit: int | None) -> bool:
+        """Whether a call for these horizons may go on with this prune: the same batch
+        size, and nothing taken that the call would keep (its horizons are no earlier)."""
+        if limit != self.limit or before < self.before:
+            return False
+        if self.detail_before is None or detail_before is None:
+            return self.detail_before == detail_before
+        return detail_before >= self.detail_before
+
+    def pending(self) -> list[Walk]:
+        return [w for w in self.walks if not w.done]

@@ -66,6 +66,7 @@ class Store:
         self._db = Database(url, busy_timeout_ms=busy_timeout_ms, durable=durable)
         self.dialect = self._db.dialect
         self._path = write_path(self.dialect)
+        self._prune: retention.Prune | None = None  # a prune in slices, under way
         try:
             if create:
                 migrate.create(self._db, self._path, busy_timeout_ms)
@@ -169,27 +170,28 @@ class Store:
             writes.add_state_change(conn, change)
 
     def prune(self, before: float, *, detail_before: float | None = None,
-              batch: int = retention.BATCH) -> int:
+              batch: int | None = retention.BATCH) -> int:
         """Fold messages, outcomes and minute counters older than `detail_before` into
         days, then delete what is older than `before` (a baseline not updated since is
-        a sender gone quiet); returns rows removed. One transaction per `batch` rows."""
+        a sender gone quiet); returns rows removed. One transaction per `batch` rows
+        (None: one statement a step, the unbatched reference for tests and benchmarks)."""
         return self.prune_some(before, detail_before=detail_before, batch=batch)[0]
 
     def prune_some(self, before: float, *, detail_before: float | None = None,
-                   batch: int = retention.BATCH, seconds: float = float("inf")
+                   batch: int | None = retention.BATCH, seconds: float = float("inf")
                    ) -> tuple[int, bool]:
         """`prune`, for about `seconds` at most: (rows removed, whether it is done). The
-        daemon prunes in its flushing thread, so a backlog is taken a slice at a time."""
-        steps = list(retention.expiries(before, batch))
-        if detail_before is not None and detail_before > before:
-            steps[:0] = retention.folds(self._path, detail_before, batch)
+        daemon prunes in its flushing thread, so a backlog is taken a slice at a time;
+        the next call goes on where this one stopped (retention.Prune)."""
+        p = self._prune
+        if p is None or not p.serves(before, detail_before, batch):
+            p = self._prune = retention.Prune.plan(self._path, before, detail_before, batch)
         removed, end = 0, time.monotonic() + seconds
-        for step in steps:
-            while True:
+        for walk in p.pending():
+            while not walk.done:
                 started = time.monotonic()
-                n = self._prune_batch(step)
-                removed += n
-                if n < batch:
+                removed += self._prune_batch(walk)
+                if walk.done:
                     break
                 if time.monotonic() >= end:
                     return removed, False
@@ -197,13 +199,16 @@ class Store:
                     # SQLite has one writer at a time; other processes' writers only poll
                     # (every 1-100 ms): pause as long as the batch took, for their turn.
                     time.sleep(min(max(time.monotonic() - started, 0.002), 0.1))
+        self._prune = None
         return removed, True
 
-    def _prune_batch(self, step: retention.Step) -> int:
+    def _prune_batch(self, walk: retention.Walk) -> int:
         for attempt in range(_DEADLOCK_RETRIES):
             try:
                 with self._db.write() as conn:
-                    return step(conn)
+                    n, last = walk.step(conn, walk.after)
+                walk.advance(last)  # committed: a batch rolled back is taken again
+                return n
             except StoreUnavailable as e:
                 # Another host pruning the same rows in another order: take the batch again.
                 if "deadlock" not in str(e) or attempt == _DEADLOCK_RETRIES - 1:
