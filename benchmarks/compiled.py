@@ -103,7 +103,7 @@ sys.path.append(sys.argv[1])
 from policyd import stream
 from extrusion.policyd import request as reqmod
 reqs = stream(int(sys.argv[2]))
-parser = reqmod.RequestParser(2048, 1000)
+parser = reqmod.RequestParser(2048, 100)  # [policyd]'s defaults
 done = 0
 t0 = time.process_time()
 for data in reqs:
@@ -172,9 +172,10 @@ def replay(src: Path, log: Path) -> tuple[float, float, str]:
         # wait4(): this child's usage with its reaped children's (the parsing process).
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if proc.returncode != 0:
             raise SystemExit(f"{src}: replay failed:\n{err.read()[-3000:].decode()}")
         digest = hashlib.sha256(out.read()).hexdigest()[:16]
     return wall, usage.ru_utime + usage.ru_stime, digest
