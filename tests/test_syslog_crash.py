@@ -67,9 +67,11 @@ def test_kill_9_during_a_steady_syslog_feed_loses_and_doubles_nothing(
         sender.go.set()  # resumed once the daemon is back
         return start_policyd(config, tmp_path, n)
 
-    stored_at_kill = kill_repeatedly(start, store_url, 6, before_kill=pause_sender)
-    assert not sender.done.is_set()
-    assert len(set(stored_at_kill)) >= 3, stored_at_kill
+    # Each kill falls after progress; most while datagrams still come.
+    def writing() -> bool:
+        return not sender.done.is_set()
+
+    assert kill_repeatedly(start, store_url, 6, writing, before_kill=pause_sender) >= 3
 
     proc = start(KILLS)
     try:
