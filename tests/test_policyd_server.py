@@ -352,6 +352,18 @@ class ReloadTests(ServerCase):
         self.assertEqual(got, b"")
 
 
+    @defer.inlineCallbacks
+    def test_reload_warns_that_the_milter_attach_map_needs_a_restart(self) -> Any:
+        self.write({"milter": {"enabled": False, "attach": "always",
+                               "attach_listen": "tcp:10999:interface=127.0.0.1"}})
+        with self.assertLogs("extrusion.policyd", "WARNING") as logs:
+            ok = yield self.svc.reload_from_file()
+        self.assertTrue(ok)
+        warned = "\n".join(logs.output)
+        self.assertIn("milter.attach changed; restart to apply it", warned)
+        self.assertIn("milter.attach_listen changed; restart to apply it", warned)
+        self.assertNotIn("milter.attach_others", warned)
+
 def _half_request(port: int) -> socket.socket:
     s = connect(port)
     s.sendall(request()[:50])

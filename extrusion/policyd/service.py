@@ -36,6 +36,11 @@ from extrusion.policyd.reactortypes import global_reactor
 from extrusion.policyd.responder import Responder
 from extrusion.scoring.engine import store_of
 
+# The milter's socket and its attach map are opened once, by `extrusion serve`.
+MILTER_RESTART_KEYS = tuple(("milter", k) for k in (
+    "socket", "attach", "attach_listen", "attach_others", "attach_refresh_seconds",
+    "attach_max_connections"))
+
 log = logging.getLogger("extrusion.policyd")
 
 # Builds a child that reads the shared engine ([flows]'s follower): given the config, the
@@ -238,7 +243,7 @@ class PolicydService(MultiService):
                              ("maillog", "source"), ("maillog", "path"),
                              ("maillog", "syslog_listen"), ("policyd", "enabled"),
                              ("api", "enabled"), ("policyd", "hold_queued_mail"),
-                             ("flows", "enabled")):
+                             ("flows", "enabled"), *MILTER_RESTART_KEYS):
             if getattr(getattr(old, section), key) != getattr(getattr(new, section), key):
                 log.warning("reload: %s.%s changed; restart to apply it", section, key)
         self.config = new
