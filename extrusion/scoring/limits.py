@@ -81,38 +81,46 @@ def budget(classes: Mapping[str, Limits], cls: str, state: State, *,
     return cls, own
 
 
-class SlidingCounter:
-    """Sum of amounts added within the last `window` seconds.
+NO_BUCKET = float("-inf")  # a counter's newest bucket, while it has none
 
-    The buckets are a list made on the first add and dropped when the window
-    empties: a deque costs 380 bytes however few buckets it holds, and most
-    senders' counters hold one or none (at most 288, so cutting the head of the
-    list is cheap).
+
+class SlidingCounter:
+    """Sum of amounts added within the last `window` seconds, in buckets.
+
+    Most senders' counters hold one bucket or none, and every object a sender
+    keeps is walked by the garbage collector again and again (a deque costs
+    380 bytes however few it holds; a list per bucket made a sender's first
+    sight slow: benchmarks/scale.py). So the newest bucket lives in the
+    counter itself, and the older ones in one flat list (start, amount, start,
+    amount ...) made when a second bucket begins and dropped when they expire
+    (at most 288, so cutting the head of the list is cheap).
     """
 
-    __slots__ = ("_buckets", "bucket", "total", "window")
+    __slots__ = ("_older", "amount", "bucket", "start", "total", "window")
 
     def __init__(self, window: float, bucket: float) -> None:
         self.window = window
         self.bucket = bucket
         self.total = 0
-        self._buckets: list[list[float]] | None = None
+        self.start, self.amount = NO_BUCKET, 0.0  # the newest bucket
+        self._older: list[float] | None = None
 
     def _expire(self, now: float) -> None:
-        buckets = self._buckets
-        if buckets is None:
-            return
         horizon = now - self.window
-        gone = 0
-        for start, amount in buckets:
-            if start + self.bucket > horizon:
-                break
-            gone += 1
-            self.total -= int(amount)
-        if gone == len(buckets):
-            self._buckets = None
-        elif gone:
-            del buckets[:gone]
+        older = self._older
+        if older is not None:
+            gone, size = 0, len(older)
+            while gone < size and older[gone] + self.bucket <= horizon:
+                self.total -= int(older[gone + 1])
+                gone += 2
+            if gone == size:
+                self._older = None
+            elif gone:
+                del older[:gone]
+        if (self._older is None and self.start != NO_BUCKET
+                and self.start + self.bucket <= horizon):
+            self.total -= int(self.amount)
+            self.start, self.amount = NO_BUCKET, 0.0
 
     def value(self, now: float) -> int:
         self._expire(now)
@@ -121,18 +129,20 @@ class SlidingCounter:
     def add(self, amount: int, now: float) -> None:
         self._expire(now)
         start = now - (now % self.bucket)
-        buckets = self._buckets
-        if buckets is None:
-            buckets = self._buckets = []
-        if buckets and buckets[-1][0] >= start:
-            buckets[-1][1] += amount
+        if self.start >= start:
+            self.amount += amount
         else:
-            buckets.append([start, float(amount)])
+            if self.start != NO_BUCKET:  # the newest bucket becomes an older one
+                if self._older is None:
+                    self._older = [self.start, self.amount]
+                else:
+                    self._older += (self.start, self.amount)
+            self.start, self.amount = start, float(amount)
         self.total += amount
 
     @property
     def empty(self) -> bool:
-        return not self._buckets
+        return self.start == NO_BUCKET
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,15 +170,16 @@ NO_OTHERS = OthersUse()
 
 
 class RateState:
-    """One sender's message and recipient counters for the hour and the day."""
+    """One sender's message and recipient counters for the hour and the day: each pair
+    made on its first use (a policy request at RCPT counts recipients only)."""
 
     __slots__ = ("msg_day", "msg_hour", "others", "rcpt_day", "rcpt_hour")
 
     def __init__(self) -> None:
-        self.msg_hour = SlidingCounter(HOUR, HOUR_BUCKET)
-        self.rcpt_hour = SlidingCounter(HOUR, HOUR_BUCKET)
-        self.msg_day = SlidingCounter(DAY, DAY_BUCKET)
-        self.rcpt_day = SlidingCounter(DAY, DAY_BUCKET)
+        self.msg_hour: SlidingCounter | None = None
+        self.rcpt_hour: SlidingCounter | None = None
+        self.msg_day: SlidingCounter | None = None
+        self.rcpt_day: SlidingCounter | None = None
         self.others = NO_OTHERS
 
     def check(self, limits: Limits, recipients: int, messages: int, now: float) -> Exceeded | None:
@@ -188,7 +199,7 @@ class RateState:
         for amount, limit, counter, elsewhere, what in checks:
             if amount <= 0 or not limit:
                 continue
-            current = counter.value(now) + elsewhere
+            current = (0 if counter is None else counter.value(now)) + elsewhere
             if current + amount > limit:
                 return Exceeded(what, limit, current)
         return None
@@ -199,14 +210,22 @@ class RateState:
 
     def consume(self, recipients: int, messages: int, now: float) -> None:
         if recipients > 0:
-            self.rcpt_hour.add(recipients, now)
-            self.rcpt_day.add(recipients, now)
+            hour, day = self.rcpt_hour, self.rcpt_day
+            if hour is None or day is None:
+                hour = self.rcpt_hour = SlidingCounter(HOUR, HOUR_BUCKET)
+                day = self.rcpt_day = SlidingCounter(DAY, DAY_BUCKET)
+            hour.add(recipients, now)
+            day.add(recipients, now)
         if messages > 0:
-            self.msg_hour.add(messages, now)
-            self.msg_day.add(messages, now)
+            hour, day = self.msg_hour, self.msg_day
+            if hour is None or day is None:
+                hour = self.msg_hour = SlidingCounter(HOUR, HOUR_BUCKET)
+                day = self.msg_day = SlidingCounter(DAY, DAY_BUCKET)
+            hour.add(messages, now)
+            day.add(messages, now)
 
     def idle(self, now: float) -> bool:
         """True when every window has emptied (the state can be dropped)."""
         return self.others is NO_OTHERS and all(
-            c.value(now) == 0 for c in (self.msg_hour, self.rcpt_hour, self.msg_day,
-                                        self.rcpt_day))
+            c is None or c.value(now) == 0 for c in (self.msg_hour, self.rcpt_hour,
+                                                     self.msg_day, self.rcpt_day))
