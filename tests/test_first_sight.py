@@ -14,6 +14,7 @@ from pathlib import Path
 from extrusion.config import from_dict
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Action, Stage, State
+from extrusion.scoring.limits import HOUR, HOUR_BUCKET, observed
 from extrusion.scoring.memory import WINDOWS
 from extrusion.scoring.rows import SenderRow
 from extrusion.scoring.store import Store
@@ -79,7 +80,8 @@ def test_a_new_senders_memory_holds_only_what_it_used(tmp_path: Path) -> None:
         assert mem.made("baseline") is None
         rates = mem.rates
         assert rates is not None and rates.msg_hour is None and rates.msg_day is None
-        assert rates.rcpt_hour is not None and rates.rcpt_hour.value(T0) == 2
+        assert isinstance(rates.rcpt_hour, tuple)  # one bucket: no counter object yet
+        assert observed(rates.rcpt_hour, HOUR, HOUR_BUCKET, T0)[1] == 2
         # Made on first use, each as long as the judge says (a HELO is a habit: longer).
         judge = engine._book.judge
         assert mem.helos.window == judge.helo_window != mem.failed.window == judge.window
