@@ -1,6 +1,7 @@
 """A store with 1 M senders against one with 10 k: daemon start-up, memory, latency, prune.
 
     .venv/bin/python benchmarks/scale.py [--senders 1000000] [--small 10000] [--no-pg]
+                                         [--no-sqlite]
 
 Fills a store (SQLite in a temp dir, and a throw-away PostgreSQL) with N senders
 as a big ISP's store holds them after a month: 1 % active within the last hours
@@ -103,10 +104,17 @@ def status_kb(pid: int, field: str) -> int:
 
 
 def in_memory(api_port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    m = re.search(r"^extrusion_engine_senders_in_memory (\S+)$", text, re.M)
-    return int(float(m.group(1))) if m else -1
+    """The daemon's count of senders in memory; its metric is set every few seconds,
+    so a fast start may show 0 at first (the store always holds some to keep)."""
+    deadline = time.monotonic() + 30.0
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        m = re.search(r"^extrusion_engine_senders_in_memory (\S+)$", text, re.M)
+        kept = int(float(m.group(1))) if m else -1
+        if kept != 0 or time.monotonic() > deadline:
+            return kept
+        time.sleep(0.5)
 
 
 async def latencies(port: int, n: int, senders: int) -> list[float]:
@@ -163,7 +171,14 @@ source = "none"
         lat = asyncio.run(latencies(port, REQUESTS, n))
     finally:
         proc.terminate()
-        proc.wait(60)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            # A 1 M PostgreSQL daemon may still be folding its start-up's backlog (see
+            # benchmarks/README.md): its exit is not what this measures.
+            print("# the daemon did not exit within 60 s of SIGTERM: killed", file=sys.stderr)
+            proc.kill()
+            proc.wait()
     load, (first, again), (first_cpu, again_cpu) = in_process(url, tmp, n)
     return {"fill s": filled, "start-up s": startup, "kept in memory": kept,
             "RSS MB": rss / 1024, "peak RSS MB": hwm / 1024,
@@ -210,11 +225,13 @@ def main() -> None:
     ap.add_argument("--senders", type=int, default=1_000_000)
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--no-pg", action="store_true")
+    ap.add_argument("--no-sqlite", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        res = [measure(f"sqlite:///{t}/s{n}.db", t, n) for n in (args.small, args.senders)]
-        show("SQLite", args.small, args.senders, *res)
+        if not args.no_sqlite:
+            res = [measure(f"sqlite:///{t}/s{n}.db", t, n) for n in (args.small, args.senders)]
+            show("SQLite", args.small, args.senders, *res)
         if not args.no_pg:
             pg = []
             for n in (args.small, args.senders):
