@@ -11,12 +11,14 @@ import sqlalchemy as sa
 
 PG_ADMIN = os.environ.get("EXTRUSION_TEST_PG",
                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+# Several people benchmarking on one server tell their databases apart by this.
+PREFIX = os.environ.get("EXTRUSION_BENCH_DB_PREFIX", "extrusion_bench_")
 
 
 @contextmanager
 def pg_database() -> Iterator[str]:
     """The URL of a new, empty database on the benchmark's server, dropped afterwards."""
-    name = f"extrusion_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

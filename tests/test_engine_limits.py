@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from extrusion.config import Limits, from_dict
 from extrusion.scoring.events import State
-from extrusion.scoring.limits import HOUR, RateState, SlidingCounter, budget, looser, tighter
+from extrusion.scoring.limits import (
+    DAY,
+    DAY_BUCKET,
+    HOUR,
+    HOUR_BUCKET,
+    Counter,
+    RateState,
+    SlidingCounter,
+    added,
+    budget,
+    looser,
+    observed,
+    tighter,
+)
 
 
 def test_sliding_counter_forgets_after_the_window() -> None:
@@ -19,6 +34,28 @@ def test_sliding_counter_forgets_after_the_window() -> None:
     assert c.value(3660.0) == 2  # the first bucket (0-60 s) is wholly out of the window
     assert c.value(5460.0) == 0
     assert c.empty
+
+
+@pytest.mark.parametrize(("window", "bucket"), [(HOUR, HOUR_BUCKET), (DAY, DAY_BUCKET)])
+def test_a_counter_of_one_bucket_counts_as_a_sliding_counter(window: float,
+                                                              bucket: float) -> None:
+    """A rate counter is a tuple until its second bucket: the same counts either way,
+    over gaps longer than the window and a clock that steps back."""
+    rnd = random.Random(7)
+    for _ in range(200):
+        c: Counter = None
+        ref = SlidingCounter(window, bucket)
+        t = 1_700_000_000.0
+        for _ in range(rnd.randrange(1, 12)):
+            t += rnd.choice((0.0, 1.0, bucket / 2, bucket, window / 3, window, 2 * window,
+                             -bucket))
+            n = rnd.randrange(1, 5)
+            c = added(c, window, bucket, n, t)
+            ref.add(n, t)
+            for later in (t, t + bucket, t + window / 2, t + window, t + window + bucket):
+                c, value = observed(c, window, bucket, later)
+                assert value == ref.value(later)
+    assert isinstance(added(None, window, bucket, 1, 0.0), tuple)
 
 
 def test_recipient_budget_per_hour() -> None:

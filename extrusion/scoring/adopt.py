@@ -49,7 +49,8 @@ def _remember(book: SenderBook, row: SenderRow) -> SenderMemory:
     """A sender first known from the store."""
     mem = SenderMemory(row.key, row.first_seen, book.window, row.cls)
     book.judge.set_windows(mem)
-    mem.baseline = book.baselines.take(row.key)
+    if (kept := book.baselines.take(row.key)) is not None:
+        mem.baseline = kept
     mem.state = State(row.state)
     mem.state_since = row.state_since
     mem.last_seen = max(row.last_seen, row.first_seen)  # its place for the cap

@@ -231,9 +231,10 @@ class Baselines:
             if key not in self._idle and len(self._idle) < self.limit:
                 self._idle[key] = Baseline.from_json(data)
 
-    def take(self, key: str) -> Baseline:
-        """The kept baseline of a sender coming back into memory, or a new one."""
-        return self._idle.pop(key, None) or Baseline()
+    def take(self, key: str) -> Baseline | None:
+        """The kept baseline of a sender coming back into memory, if there is one (a
+        sender without one makes a new one on its first use: `SenderMemory.baseline`)."""
+        return self._idle.pop(key, None)
 
     def keep(self, key: str, baseline: Baseline) -> None:
         """A sender forgotten from memory: keep its baseline (and write it if changed)."""

@@ -103,7 +103,8 @@ class SenderBook:
         if mem is None:
             mem = SenderMemory(key, now, self.window)
             self.judge.set_windows(mem)
-            mem.baseline = self.baselines.take(key)
+            if (kept := self.baselines.take(key)) is not None:
+                mem.baseline = kept
             mem.client_addr = client_addr
             self.senders[key] = mem
             self.classify(mem)
@@ -183,7 +184,9 @@ class SenderBook:
                 evaluate(self, mem, now)  # fall back as evidence decays, even without traffic
         idle = [k for k, m in self.senders.items() if self._quiet(m, now)]
         for k in idle:
-            self.baselines.keep(k, self.senders.pop(k).baseline)
+            # A baseline never made (nothing learnt of the sender) needs no keeping.
+            if (baseline := self.senders.pop(k).made("baseline")) is not None:
+                self.baselines.keep(k, baseline)
 
     def _quiet(self, mem: SenderMemory, now: float) -> bool:
         """Nothing to remember `mem` for: written, ok, unpinned, negligible and idle."""

@@ -81,27 +81,33 @@ class Decider:
             state, score, pin = mem.state, mem.score(now, book.half_life), pin_of(mem)
         if pin == "allow":
             return answer.proceed(state, score, "allowed by override")
-        why = answer.OPERATOR_PHRASE if pin in PIN_STATES else answer.phrase(
-            mem.top_finding() if mem is not None else "")
-        # A pin speaks in the operator's words, even when the state came from the store
-        # (another host or the CLI pinned it) and not from this engine's own transition.
-        said = "" if mem is None else (
-            pin_reason(mem, pin) if pin is not None and pin in PIN_STATES else mem.reason)
-        if state is State.BLOCKED:
+        if state is State.BLOCKED and mem is not None:
+            why, said = self._words(mem, pin)
             return answer.refuse(state, score, why, f"blocked (score {score:.1f}): {said}")
         if stage in (Stage.CONNECT, Stage.HELO):
             return answer.proceed(state, score)
         if (stage is Stage.MAIL and helos and book.config.reject_bad_helo
                 and (bad := self.bad_helo(helos, client, envelope_from))):
             return answer.bad_helo(state, score, f"HELO refused: {bad}")
-        if state is State.HELD:
+        if state is State.HELD and mem is not None:
+            why, said = self._words(mem, pin)
             return answer.hold(state, score, why, f"held (score {score:.1f}): {said}")
         if mem is None:
             return answer.proceed(state, score)
-        return self._rate(mem, state, score, stage, rcpts, now, count, why)
+        return self._rate(mem, state, score, stage, rcpts, now, count, pin)
+
+    @staticmethod
+    def _words(mem: SenderMemory, pin: str | None) -> tuple[str, str]:
+        """Why a sender is restrained, for the client and for the operator's log: only
+        worked out when a decision says it (most proceed, and say nothing)."""
+        if pin is not None and pin in PIN_STATES:
+            # A pin speaks in the operator's words, even when the state came from the
+            # store (another host or the CLI pinned it), not this engine's transition.
+            return answer.OPERATOR_PHRASE, pin_reason(mem, pin)
+        return answer.phrase(mem.top_finding()), mem.reason
 
     def _rate(self, mem: SenderMemory, state: State, score: float, stage: Stage,
-              rcpts: int, now: float, count: bool, why: str) -> Decision:
+              rcpts: int, now: float, count: bool, pin: str | None) -> Decision:
         book = self.book
         # An operator's [[overrides]] action = "limits" pins the budget: no list allowance.
         pinned = mem.config_pin is not None and mem.config_pin.action == "limits"
@@ -127,7 +133,8 @@ class Decider:
             reason = f"rate limit [{cls}] {over.what}: {over.current}/{over.limit}"
             if state is State.THROTTLED:
                 reason = f"throttled (score {score:.1f}): {mem.reason}; {reason}"
-            shown = why if state is State.THROTTLED else f"too many {over.what}"
+            shown = (self._words(mem, pin)[0] if state is State.THROTTLED
+                     else f"too many {over.what}")
             return answer.rate_limited(state, score, shown, reason)
         if count:
             rates.consume(*consume, now)

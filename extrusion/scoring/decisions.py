@@ -27,7 +27,13 @@ OPERATOR_PHRASE = "by decision of the mail administrator"
 
 
 def proceed(state: State, score: float, reason: str = "") -> Decision:
+    if score == 0.0 and not reason:
+        return _PROCEED[state]  # a sender without evidence, as most are: made once
     return Decision(Action.CONTINUE, state, score, SMTP_OK, ENHANCED_OK, "", reason)
+
+
+# Decisions are frozen: one may answer many senders.
+_PROCEED = {s: Decision(Action.CONTINUE, s, 0.0, SMTP_OK, ENHANCED_OK, "", "") for s in State}
 
 
 def rate_limited(state: State, score: float, why: str, reason: str) -> Decision:

@@ -79,6 +79,9 @@ class Judge:
                                     floor=s.failure_trigger, list_share=s.list_max_failure_share)
         self.probation = Probation(cfg)
         self.submission_window = s.submission_window_seconds
+        # The windows of a sender's memory not `window` long (set_windows).
+        self.spans = {"helos": self.helo_window, "shown": self.helo_window,
+                      "env_domains": self.submission_window}
         self.envelope_domains = s.envelope_domains
         self.spread_domains = s.spread_domains
         self.spread_factor = s.spread_factor
@@ -100,8 +103,7 @@ class Judge:
         """The evidence windows of a new sender's memory."""
         # What a sender shows at submission is a habit (its HELO, a freemail sender):
         # shown again it is no new evidence until the first showing has decayed.
-        mem.helos.window = mem.shown.window = self.helo_window
-        mem.env_domains.window = self.submission_window
+        mem.spans = self.spans
 
     # --- connection and submission ---------------------------------------------------
 

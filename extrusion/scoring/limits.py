@@ -81,38 +81,46 @@ def budget(classes: Mapping[str, Limits], cls: str, state: State, *,
     return cls, own
 
 
-class SlidingCounter:
-    """Sum of amounts added within the last `window` seconds.
+NO_BUCKET = float("-inf")  # a counter's newest bucket, while it has none
 
-    The buckets are a list made on the first add and dropped when the window
-    empties: a deque costs 380 bytes however few buckets it holds, and most
-    senders' counters hold one or none (at most 288, so cutting the head of the
-    list is cheap).
+
+class SlidingCounter:
+    """Sum of amounts added within the last `window` seconds, in buckets.
+
+    Most senders' counters hold one bucket or none, and every object a sender
+    keeps is walked by the garbage collector again and again (a deque costs
+    380 bytes however few it holds; a list per bucket made a sender's first
+    sight slow: benchmarks/scale.py). So the newest bucket lives in the
+    counter itself, and the older ones in one flat list (start, amount, start,
+    amount ...) made when a second bucket begins and dropped when they expire
+    (at most 288, so cutting the head of the list is cheap).
     """
 
-    __slots__ = ("_buckets", "bucket", "total", "window")
+    __slots__ = ("_older", "amount", "bucket", "start", "total", "window")
 
     def __init__(self, window: float, bucket: float) -> None:
         self.window = window
         self.bucket = bucket
         self.total = 0
-        self._buckets: list[list[float]] | None = None
+        self.start, self.amount = NO_BUCKET, 0.0  # the newest bucket
+        self._older: list[float] | None = None
 
     def _expire(self, now: float) -> None:
-        buckets = self._buckets
-        if buckets is None:
-            return
         horizon = now - self.window
-        gone = 0
-        for start, amount in buckets:
-            if start + self.bucket > horizon:
-                break
-            gone += 1
-            self.total -= int(amount)
-        if gone == len(buckets):
-            self._buckets = None
-        elif gone:
-            del buckets[:gone]
+        older = self._older
+        if older is not None:
+            gone, size = 0, len(older)
+            while gone < size and older[gone] + self.bucket <= horizon:
+                self.total -= int(older[gone + 1])
+                gone += 2
+            if gone == size:
+                self._older = None
+            elif gone:
+                del older[:gone]
+        if (self._older is None and self.start != NO_BUCKET
+                and self.start + self.bucket <= horizon):
+            self.total -= int(self.amount)
+            self.start, self.amount = NO_BUCKET, 0.0
 
     def value(self, now: float) -> int:
         self._expire(now)
@@ -121,18 +129,20 @@ class SlidingCounter:
     def add(self, amount: int, now: float) -> None:
         self._expire(now)
         start = now - (now % self.bucket)
-        buckets = self._buckets
-        if buckets is None:
-            buckets = self._buckets = []
-        if buckets and buckets[-1][0] >= start:
-            buckets[-1][1] += amount
+        if self.start >= start:
+            self.amount += amount
         else:
-            buckets.append([start, float(amount)])
+            if self.start != NO_BUCKET:  # the newest bucket becomes an older one
+                if self._older is None:
+                    self._older = [self.start, self.amount]
+                else:
+                    self._older += (self.start, self.amount)
+            self.start, self.amount = start, float(amount)
         self.total += amount
 
     @property
     def empty(self) -> bool:
-        return not self._buckets
+        return self.start == NO_BUCKET
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,38 +169,76 @@ class OthersUse:
 NO_OTHERS = OthersUse()
 
 
+# A counter of a sender's rates: none yet; its one bucket (start, amount), a tuple of
+# floats, which the garbage collector stops walking at its first pass over it; or,
+# once a second bucket begins, a SlidingCounter.
+Counter = SlidingCounter | tuple[float, float] | None
+
+
+def observed(c: Counter, window: float, bucket: float, now: float) -> tuple[Counter, int]:
+    """What counter `c` (of `window` seconds in `bucket`s) holds at `now`, and the counter
+    from then on: a bucket gone out of the window is dropped, as SlidingCounter drops it."""
+    if c is None:
+        return None, 0
+    if isinstance(c, tuple):
+        if c[0] + bucket <= now - window:
+            return None, 0
+        return c, int(c[1])
+    return c, c.value(now)
+
+
+def added(c: Counter, window: float, bucket: float, amount: int, now: float) -> Counter:
+    """Counter `c` with `amount` more at `now` (as SlidingCounter.add counts it)."""
+    start = now - (now % bucket)
+    if c is None or (isinstance(c, tuple) and c[0] + bucket <= now - window):
+        return (start, float(amount))
+    if isinstance(c, tuple):
+        if c[0] >= start:
+            return (c[0], c[1] + amount)
+        counter = SlidingCounter(window, bucket)
+        counter.start, counter.amount, counter.total = c[0], c[1], int(c[1])
+        c = counter
+    c.add(amount, now)
+    return c
+
+
 class RateState:
-    """One sender's message and recipient counters for the hour and the day."""
+    """One sender's message and recipient counters for the hour and the day, each a
+    `Counter`: most senders' hold one bucket or none, and a sender's first sight should
+    make as few objects as it can (benchmarks/scale.py)."""
 
     __slots__ = ("msg_day", "msg_hour", "others", "rcpt_day", "rcpt_hour")
 
     def __init__(self) -> None:
-        self.msg_hour = SlidingCounter(HOUR, HOUR_BUCKET)
-        self.rcpt_hour = SlidingCounter(HOUR, HOUR_BUCKET)
-        self.msg_day = SlidingCounter(DAY, DAY_BUCKET)
-        self.rcpt_day = SlidingCounter(DAY, DAY_BUCKET)
+        self.msg_hour: Counter = None
+        self.rcpt_hour: Counter = None
+        self.msg_day: Counter = None
+        self.rcpt_day: Counter = None
         self.others = NO_OTHERS
 
     def check(self, limits: Limits, recipients: int, messages: int, now: float) -> Exceeded | None:
         """The first limit that `recipients` more recipients / `messages` more messages break,
-        counting what the other hosts spent as spent here."""
+        counting what the other hosts spent as spent here. Written out, not looped: it
+        runs at every recipient, and a counter is only looked at when it has a limit."""
         o = self.others
-        checks = (
-            (recipients, limits.recipients_per_hour, self.rcpt_hour, o.recipients_hour,
-             "recipients per hour"),
-            (recipients, limits.recipients_per_day, self.rcpt_day, o.recipients_day,
-             "recipients per day"),
-            (messages, limits.messages_per_hour, self.msg_hour, o.messages_hour,
-             "messages per hour"),
-            (messages, limits.messages_per_day, self.msg_day, o.messages_day,
-             "messages per day"),
-        )
-        for amount, limit, counter, elsewhere, what in checks:
-            if amount <= 0 or not limit:
-                continue
-            current = counter.value(now) + elsewhere
-            if current + amount > limit:
-                return Exceeded(what, limit, current)
+        if recipients > 0:
+            if limit := limits.recipients_per_hour:
+                self.rcpt_hour, n = observed(self.rcpt_hour, HOUR, HOUR_BUCKET, now)
+                if (n := n + o.recipients_hour) + recipients > limit:
+                    return Exceeded("recipients per hour", limit, n)
+            if limit := limits.recipients_per_day:
+                self.rcpt_day, n = observed(self.rcpt_day, DAY, DAY_BUCKET, now)
+                if (n := n + o.recipients_day) + recipients > limit:
+                    return Exceeded("recipients per day", limit, n)
+        if messages > 0:
+            if limit := limits.messages_per_hour:
+                self.msg_hour, n = observed(self.msg_hour, HOUR, HOUR_BUCKET, now)
+                if (n := n + o.messages_hour) + messages > limit:
+                    return Exceeded("messages per hour", limit, n)
+            if limit := limits.messages_per_day:
+                self.msg_day, n = observed(self.msg_day, DAY, DAY_BUCKET, now)
+                if (n := n + o.messages_day) + messages > limit:
+                    return Exceeded("messages per day", limit, n)
         return None
 
     def peek_messages(self, limits: Limits, now: float) -> Exceeded | None:
@@ -199,14 +247,24 @@ class RateState:
 
     def consume(self, recipients: int, messages: int, now: float) -> None:
         if recipients > 0:
-            self.rcpt_hour.add(recipients, now)
-            self.rcpt_day.add(recipients, now)
+            self.rcpt_hour = added(self.rcpt_hour, HOUR, HOUR_BUCKET, recipients, now)
+            self.rcpt_day = added(self.rcpt_day, DAY, DAY_BUCKET, recipients, now)
         if messages > 0:
-            self.msg_hour.add(messages, now)
-            self.msg_day.add(messages, now)
+            self.msg_hour = added(self.msg_hour, HOUR, HOUR_BUCKET, messages, now)
+            self.msg_day = added(self.msg_day, DAY, DAY_BUCKET, messages, now)
 
     def idle(self, now: float) -> bool:
         """True when every window has emptied (the state can be dropped)."""
-        return self.others is NO_OTHERS and all(
-            c.value(now) == 0 for c in (self.msg_hour, self.rcpt_hour, self.msg_day,
-                                        self.rcpt_day))
+        if self.others is not NO_OTHERS:
+            return False
+        self.msg_hour, n = observed(self.msg_hour, HOUR, HOUR_BUCKET, now)
+        if n:
+            return False
+        self.rcpt_hour, n = observed(self.rcpt_hour, HOUR, HOUR_BUCKET, now)
+        if n:
+            return False
+        self.msg_day, n = observed(self.msg_day, DAY, DAY_BUCKET, now)
+        if n:
+            return False
+        self.rcpt_day, n = observed(self.rcpt_day, DAY, DAY_BUCKET, now)
+        return not n

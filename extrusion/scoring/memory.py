@@ -10,7 +10,8 @@ evidence instead of overwriting each other.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from extrusion.scoring.baseline import Baseline
 from extrusion.scoring.events import State
@@ -20,6 +21,15 @@ from extrusion.scoring.rows import decay
 
 MAX_EXAMPLES = MAX_FINDING_EXAMPLES  # examples kept per finding for the report
 RELEASED = "released"  # the finding an operator's release leaves behind
+
+# The evidence windows of a sender, each made on its first use. Most senders never
+# fill one; made up front, nine objects (and a baseline) per sender cost more than the
+# decision at a sender's first sight, mostly in the garbage collector walking them
+# (benchmarks/scale.py).
+WINDOWS = ("failed", "auto_failures", "lists", "helos", "refused", "attempted",
+           "env_domains", "rcpt_domains", "shown")
+_WINDOW_NAMES = frozenset(WINDOWS)
+NO_SPANS: Mapping[str, float] = MappingProxyType({})
 
 
 class WindowSet:
@@ -128,13 +138,28 @@ class SenderMemory:
         "released_at",
         "reset",
         "shown",
+        "spans",
         "state",
         "state_dirty",
         "state_since",
         "version",
         "vouched_until",
+        "window",
         "written",
     )
+
+    # Made on first use (`__getattr__`): see WINDOWS.
+    failed: WindowSet  # distinct failed recipients that count
+    auto_failures: WindowSet  # failed auto-replies (rejection daemon)
+    lists: WindowSet  # distinct mailing lists
+    helos: WindowSet  # distinct (anomaly kind, helo)
+    refused: WindowSet  # distinct recipients refused while throttled
+    attempted: WindowSet  # distinct recipients with any outcome
+    # Submission-time evidence (extrusion.scoring.shown).
+    env_domains: WindowSet  # distinct envelope-sender domains
+    rcpt_domains: WindowSet  # distinct recipient domains
+    shown: WindowSet  # submission finding kinds already counted
+    baseline: Baseline
 
     def __init__(self, key: str, now: float, window: float, cls: str = "default") -> None:
         self.key = key
@@ -155,20 +180,12 @@ class SenderMemory:
         self.pinned_reason: str | None = None
         self.config_pin: Any = None  # extrusion.config.Override | None
         self.client_addr = ""
-        # Evidence windows.
-        self.failed = WindowSet(window)  # distinct failed recipients that count
-        self.auto_failures = WindowSet(window)  # failed auto-replies (rejection daemon)
-        self.lists = WindowSet(window)  # distinct mailing lists
-        self.helos = WindowSet(window)  # distinct (anomaly kind, helo)
-        self.refused = WindowSet(window)  # distinct recipients refused while throttled
-        self.attempted = WindowSet(window)  # distinct recipients with any outcome
+        # Evidence windows, made on first use: `window` seconds long unless `spans`
+        # (Judge.set_windows) names another length for one of them.
+        self.window = window
+        self.spans = NO_SPANS
         # The other hosts' (failed, attempted) in their windows (scoring/failwindow.py).
         self.others_failed = (0, 0)
-        # Submission-time evidence (extrusion.scoring.shown); the engine sets the windows.
-        self.env_domains = WindowSet(window)  # distinct envelope-sender domains
-        self.rcpt_domains = WindowSet(window)  # distinct recipient domains
-        self.shown = WindowSet(window)  # submission finding kinds already counted
-        self.baseline = Baseline()
         # Probation (extrusion.scoring.probation): None when not on it.
         self.probation: Any = None  # ProbationState | None
         self.probation_end = ""  # why it last left probation, for the state change
@@ -187,6 +204,26 @@ class SenderMemory:
         self.pin_dirty: str | None = None
         self.reset = False
         self.released_at = 0.0
+
+    if not TYPE_CHECKING:  # hidden from mypy, which keeps checking every other name
+
+        def __getattr__(self, name: str) -> Any:
+            """A lazy part on its first use: an evidence window, or a new baseline."""
+            if name in _WINDOW_NAMES:
+                value: Any = WindowSet(self.spans.get(name, self.window))
+            elif name == "baseline":
+                value = Baseline()
+            else:
+                raise AttributeError(name)
+            setattr(self, name, value)
+            return value
+
+    def made(self, name: str) -> Any:
+        """The lazy part `name` if it was made, else None (without making it)."""
+        try:
+            return object.__getattribute__(self, name)
+        except AttributeError:
+            return None
 
     # --- score ---------------------------------------------------------------------------
 
@@ -222,9 +259,9 @@ class SenderMemory:
         """Drop the evidence because this or another process released the sender."""
         self.base = self.pending = 0.0
         self.base_time = self.pending_time = now
-        for window in (self.failed, self.auto_failures, self.lists, self.helos, self.refused,
-                       self.attempted, self.env_domains, self.rcpt_domains, self.shown):
-            window.clear()
+        for name in WINDOWS:
+            if (window := self.made(name)) is not None:
+                window.clear()
         self.probation = None
         self.others_failed = (0, 0)  # the others' windows from before it count no more
         self.findings = dict(findings)

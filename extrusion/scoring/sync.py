@@ -194,7 +194,8 @@ class StoreSync:
                 d.pin, d.pinned = mem.pin_dirty, mem.pin
                 d.pinned_by, d.pinned_reason = mem.pinned_by, mem.pinned_reason
             book.batch.add_sender(d, half_life)
-            book.baselines.collect(key, mem.baseline)
+            if (baseline := mem.made("baseline")) is not None:
+                book.baselines.collect(key, baseline)
             mem.base = mem.score(t, half_life)
             mem.base_time = t
             mem.pending, mem.pending_time = 0.0, t
