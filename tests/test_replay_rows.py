@@ -1,6 +1,6 @@
-"""A replay into a throw-away store without a report makes no message, recipient or
-counter rows (nobody would read them); the senders it stores and its verdicts are the
-same as with them, and a report still finds every row."""
+"""A replay into a throw-away store without a report makes no message, recipient,
+counter or baseline rows (nobody would read them); the senders it stores and its
+verdicts are the same as with them, and a report still finds every row."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def test_without_rows_the_same_senders_and_no_message_rows(tmp_path: Path) -> No
         assert sum(kept.store.counters(BOT, "bounced").values()) == 40
         assert bare.store.message("AB00001", "b") is None
         assert bare.store.counters(BOT, "bounced") == {}
+        assert BOT in kept.store.baselines(10) and bare.store.baselines(10) == {}
     finally:
         kept.close()
         bare.close()

@@ -202,8 +202,8 @@ def run(
         clock_box = [reference]
         engine, store = _open_engine(cfg, durable=store_url is not None, clock_box=clock_box)
         stack.callback(engine.close)
-        # Messages, recipients and counters of a throw-away store are read only by a
-        # report: without one they are never made (a third of the engine's work).
+        # Messages, recipients, counters and baselines of a throw-away store are read only
+        # by a report: without one they are never made (a third of the engine's work).
         engine.keeps_rows = store_url is not None or after is not None
 
         flagged, tick = _listen(engine, result, on_change, on_notice, progress)

@@ -120,8 +120,8 @@ class Engine:
 
     @property
     def keeps_rows(self) -> bool:
-        """False when nobody reads the message, recipient and counter rows (a replay
-        into a throw-away store without a report): they are not even made then."""
+        """False when nobody reads the message, recipient, counter and baseline rows (a
+        replay into a throw-away store without a report): they are not even made then."""
         return self._book.keeps_rows
 
     @keeps_rows.setter
