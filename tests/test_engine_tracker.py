@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from extrusion.scoring.tracker import MessageInfo, MessageTracker
+from extrusion.scoring.tracker import CLOSED, MessageInfo, MessageTracker
 
 
 def info(qid: str, t: float, *, candidate: bool, mta: str = "mx1") -> MessageInfo:
@@ -80,3 +80,19 @@ def test_a_decided_message_keeps_no_recipient_sets_a_pending_one_does() -> None:
     assert single._attempted is None and single._failed is None
     assert post.attempted == {"a@example.org", "b@example.org"}
     assert post.failed == {"b@example.org"}
+
+
+def test_final_recipients_close_a_message_once_all_are_in() -> None:
+    one, three = info("Q1", 1.0, candidate=False), info("Q3", 1.0, candidate=False)
+    three.rcpt_count = 3
+    assert one.open and three.open
+    one.finished("a@example.org")
+    assert not one.open and one._final is CLOSED  # no set made for a single recipient
+    three.finished("a@example.org")
+    three.finished("a@example.org")  # the same recipient twice counts once
+    three.finished("b@example.org")
+    assert three.open and three._final == {"a@example.org", "b@example.org"}
+    three.finished("c@example.org")
+    assert not three.open and three._final is CLOSED and not CLOSED
+    three.finished("d@example.org")  # an alias's extra recipient: still closed
+    assert not three.open and not CLOSED

@@ -56,6 +56,10 @@ class SenderBook:
         self.sasl = SaslAddresses(config.scoring.sasl_memory_seconds)
         self.cap = SenderCap(config.scoring.max_senders)
         self.next_housekeeping = 0.0
+        # False when nobody will read the messages, recipients, per-minute counters and
+        # baselines (a replay into a throw-away store without a report): only senders
+        # and state changes are written then.
+        self.keeps_rows = True
         self.apply_config(config)
 
     # --- configuration -----------------------------------------------------------------

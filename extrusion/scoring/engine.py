@@ -120,6 +120,16 @@ class Engine:
         self._outcomes.memory_is_whole = whole
 
     @property
+    def keeps_rows(self) -> bool:
+        """False when nobody reads the message, recipient, counter and baseline rows (a
+        replay into a throw-away store without a report): they are not even made then."""
+        return self._book.keeps_rows
+
+    @keeps_rows.setter
+    def keeps_rows(self, keep: bool) -> None:
+        self._book.keeps_rows = keep
+
+    @property
     def _senders(self) -> dict[str, SenderMemory]:
         return self._book.senders
 

@@ -73,6 +73,9 @@ def is_null_sender(envelope_from: str) -> bool:
     return _strip_brackets(envelope_from) == ""
 
 
+# Bounded like envelope_domain(): a customer's return paths repeat all day, and each
+# submission asked twice (robot local part, auto-reply) with a regular expression.
+@functools.lru_cache(maxsize=4096)
 def _localpart(envelope_from: str) -> str:
     address = _strip_brackets(envelope_from).lower()
     local = address.rsplit("@", 1)[0] if "@" in address else address

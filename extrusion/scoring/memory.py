@@ -54,6 +54,8 @@ class WindowSet:
         if order is None or last is None:
             return
         horizon = now - self.window
+        if order[0][0] > horizon:
+            return  # nothing due (nearly every call: several per event)
         gone = 0
         for t, item in order:
             if t > horizon:
@@ -83,7 +85,11 @@ class WindowSet:
         return self._last is not None and item in self._last
 
     def count(self, now: float) -> int:
-        self._expire(now)
+        order = self._order
+        if order is None:
+            return 0
+        if order[0][0] <= now - self.window:
+            self._expire(now)
         return len(self._last) if self._last is not None else 0
 
     def items(self, now: float) -> list[str]:

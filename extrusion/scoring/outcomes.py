@@ -64,16 +64,18 @@ class Outcomes:
         cls = classify(event.status, event.dsn, event.reply)
         now = event.time
         with book.lock:
-            book.batch.recipient_rows.append(make_row(RecipientRow, (
-                now, mta, event.queue_id, sender, event.recipient, event.status.value,
-                cls.value, event.dsn, event.reply, event.relay,
-            )))
+            if book.keeps_rows:
+                book.batch.recipient_rows.append(make_row(RecipientRow, (
+                    now, mta, event.queue_id, sender, event.recipient, event.status.value,
+                    cls.value, event.dsn, event.reply, event.relay,
+                )))
+                if sender:
+                    book.batch.add_counter(sender, event.status.value, counter_bucket(now))
             if not sender:
                 return  # nobody to judge: kept for the record only
-            book.batch.add_counter(sender, event.status.value, counter_bucket(now))
             mem = book.mem(sender, now)
             if info is not None and event.status in FINAL:
-                info.final.add(event.recipient)
+                info.finished(event.recipient)
             self._judge(mem, event, cls, info, now)
             if book.config.store.shared_failures:
                 self.sync.others.failures.note(mem, now,

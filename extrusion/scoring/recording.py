@@ -8,6 +8,7 @@ the batch is full.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from extrusion.scoring.book import SenderBook
@@ -71,7 +72,8 @@ class Recorder:
             book.shown(mem, event.envelope_from, event.recipients, event.client_addr, now)
             if not info.null_sender:
                 _learn(mem, event, now)
-            _queue_rows(book, event, info)
+            if book.keeps_rows:
+                _queue_rows(book, event, info)
             book.changed(mem, now)
         self.after_record()
 
@@ -86,9 +88,11 @@ class Recorder:
                 and (event.headers != NO_HEADERS
                      or envelope_domain(event.envelope_from) in mem.baseline.domains))
         candidate = book.judge.list_candidate(n) and not null
+        # The sender's key and a repeated envelope sender as one shared string each, not
+        # a copy per tracked message (each event arrives with strings of its own).
         info = MessageInfo(
-            mta=mta, queue_id=event.queue_id, sender=event.sender, time=event.time,
-            envelope_from=event.envelope_from, rcpt_count=n, null_sender=null,
+            mta=mta, queue_id=event.queue_id, sender=mem.key, time=event.time,
+            envelope_from=sys.intern(event.envelope_from), rcpt_count=n, null_sender=null,
             auto_reply=auto, list_like=None if candidate else False,
             # Only a possible list post needs to say which list it belongs to.
             list_id=list_identity(event.envelope_from, event.headers) if candidate else "",

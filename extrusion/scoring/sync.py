@@ -153,8 +153,8 @@ class StoreSync:
         book = self.book
         with book.lock:
             pending = book.baselines.drain()
-        if not pending:
-            return
+        if not pending or not book.keeps_rows:
+            return  # (a replay's throw-away store: read only at a start, never again)
         try:
             self.store.save_baselines(pending, now)
         except Exception as exc:
@@ -194,7 +194,7 @@ class StoreSync:
                 d.pin, d.pinned = mem.pin_dirty, mem.pin
                 d.pinned_by, d.pinned_reason = mem.pinned_by, mem.pinned_reason
             book.batch.add_sender(d, half_life)
-            if (baseline := mem.made("baseline")) is not None:
+            if book.keeps_rows and (baseline := mem.made("baseline")) is not None:
                 book.baselines.collect(key, baseline)
             mem.base = mem.score(t, half_life)
             mem.base_time = t

@@ -9,13 +9,15 @@ post's failure share is known: a list post's failures are discounted.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from extrusion.scoring.rows import StoredMessage
 
 MAX_MESSAGES = 200_000
 # Postfix gives up on a message after 5 days (maximal_queue_lifetime).
 MESSAGE_MEMORY_SECONDS = 5 * 86400.0
+# A message's final recipients once all of them are: one shared, empty, never changed.
+CLOSED: set[str] = set()
 
 
 @dataclass(slots=True)
@@ -31,14 +33,41 @@ class MessageInfo:
     list_id: str = ""
     # None: a possible list post whose share of failures is not known yet.
     list_like: bool | None = False
-    final: set[str] = field(default_factory=set)
+    # The distinct recipients with a final outcome, read only by `open`: made on the
+    # second one, and let go once there are as many as recipients (`CLOSED`), so a
+    # delivered message (nearly all of the 200,000 tracked) holds no set at all.
+    _final: set[str] | None = None
     # Read only while the list verdict is pending (judge.settle_list), so made on first
     # use: up to 200,000 messages are tracked, and three empty containers each were
     # half of a replay's memory.
     _attempted: set[str] | None = None
     _failed: set[str] | None = None
     # Failures waiting for the list verdict: (recipient, outcome class, time).
-    held: list[tuple[str, str, float]] = field(default_factory=list)
+    _held: list[tuple[str, str, float]] | None = None
+
+    def finished(self, rcpt: str) -> None:
+        """`rcpt` had its final outcome."""
+        final = self._final
+        if final is CLOSED:
+            return
+        if final is None:
+            if self.rcpt_count <= 1:
+                self._final = CLOSED  # one recipient, and it is done
+                return
+            final = self._final = set()
+        final.add(rcpt)
+        if len(final) >= self.rcpt_count:
+            self._final = CLOSED
+
+    @property
+    def held(self) -> list[tuple[str, str, float]]:
+        if self._held is None:
+            self._held = []
+        return self._held
+
+    @held.setter
+    def held(self, held: list[tuple[str, str, float]]) -> None:
+        self._held = held or None
 
     @property
     def attempted(self) -> set[str]:
@@ -63,7 +92,7 @@ class MessageInfo:
 
     @property
     def open(self) -> bool:
-        return len(self.final) < self.rcpt_count
+        return self._final is not CLOSED and len(self._final or ()) < self.rcpt_count
 
 
 class MessageTracker:
