@@ -208,7 +208,7 @@ def run_postfwd(
     name = f"postfwd{version}"
     binary = shutil.which(name) or f"/usr/sbin/{name}"
     if not os.path.exists(binary):
-        raise SystemExit(f"{name} not found: install the Debian package postfwd")
+        raise SystemExit(f"{name} not found: apt-get install -y postfwd")
     port, cache_port = free_port(), free_port()
     rules = tmp / "postfwd.cf"
     rules.write_text(POSTFWD_RULES)
@@ -222,6 +222,9 @@ def run_postfwd(
             "--cache_socket", f"tcp:127.0.0.1:{cache_port}",
             # One child serves one connection at a time, as many as Postfix opens.
             "--min_servers", str(connections), "--max_servers", str(connections + 8),
+            # Net::Server refuses to start when max_spare_servers (50 by default in
+            # postfwd2) is not below max_servers: the policy port never opened.
+            "--max_spare_servers", str(connections + 7),
         ]
     else:
         argv += ["--interface", "127.0.0.1", "--port", str(port)]
