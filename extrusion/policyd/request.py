@@ -23,6 +23,8 @@ from extrusion.policyd.constants import LINE_END, POLICY_REQUEST
 _NAME_RE = re.compile(rb"[!-<>-~]+")
 # A whole request of such lines (no CR, no empty line), for the fast path.
 _BLOCK_RE = re.compile(rb"(?:[!-<>-~]+=[^\n\r]*\n)*[!-<>-~]+=[^\n\r]*")
+# Its lines as (name, value) once _BLOCK_RE has vouched for them (the name ends at the first "=").
+_PAIR_RE = re.compile(r"^([^=\n]+)=(.*)$", re.MULTILINE)
 REQUEST_END = b"\n\n"
 
 
@@ -75,48 +77,48 @@ class PolicyRequest:
 
     @property
     def protocol_state(self) -> str:
-        return self.get("protocol_state").upper()
+        return self.attrs.get("protocol_state", "").upper()
 
     @property
     def client_address(self) -> str:
-        return self.get("client_address")
+        return self.attrs.get("client_address", "")
 
     @property
     def client_name(self) -> str:
-        name = self.get("client_name")
+        name = self.attrs.get("client_name", "")
         return "" if name == "unknown" else name
 
     @property
     def sasl_username(self) -> str:
-        return self.get("sasl_username")
+        return self.attrs.get("sasl_username", "")
 
     @property
     def sender(self) -> str:
-        return self.get("sender")
+        return self.attrs.get("sender", "")
 
     @property
     def recipient(self) -> str:
-        return self.get("recipient")
+        return self.attrs.get("recipient", "")
 
     @property
     def helo_name(self) -> str:
-        return self.get("helo_name")
+        return self.attrs.get("helo_name", "")
 
     @property
     def queue_id(self) -> str:
-        return self.get("queue_id")
+        return self.attrs.get("queue_id", "")
 
     @property
     def instance(self) -> str:
-        return self.get("instance")
+        return self.attrs.get("instance", "")
 
     @property
     def recipient_count(self) -> int:
-        return _int(self.get("recipient_count"))
+        return _int(self.attrs.get("recipient_count", ""))
 
     @property
     def size(self) -> int:
-        return _int(self.get("size"))
+        return _int(self.attrs.get("size", ""))
 
 
 class RequestParser:
@@ -191,11 +193,14 @@ class RequestParser:
         block = buf[start:end]
         if not _BLOCK_RE.fullmatch(block):
             return None
-        lines = block.split(LINE_END)
-        if len(lines) > self.max_attributes or max(map(len, lines)) > self.max_line:
+        # The bounds without splitting: a block no longer than a line holds no long line.
+        if block.count(LINE_END) >= self.max_attributes or (
+            len(block) > self.max_line
+            and max(map(len, block.split(LINE_END))) > self.max_line
+        ):
             return None
-        text = block.decode("utf-8", "backslashreplace")
-        attrs = dict(line.split("=", 1) for line in text.split("\n"))
+        # The block is known to be name=value lines: one regex pass pairs them in C.
+        attrs = dict(_PAIR_RE.findall(block.decode("utf-8", "backslashreplace")))
         if attrs.get("request") != POLICY_REQUEST:
             return None
         return PolicyRequest(attrs), end + len(REQUEST_END)
