@@ -35,7 +35,7 @@ class SocketLike(StringTransport):
         self.lost = lost
         self.sent = b""  # what went out without the transport's buffer
 
-    def writeSomeData(self, data: bytes) -> int | Failure:  # noqa: N802 (Twisted's name)
+    def writeSomeData(self, data: bytes) -> int | Failure:
         if self.lost:
             return Failure(main.CONNECTION_LOST)
         n = min(self.room, len(data))
