@@ -9,7 +9,11 @@ DEFER_IF_PERMIT 4.7.1), and drives both with the same generated stream of
 RCPT and END-OF-MESSAGE requests over many concurrent connections, the way
 Postfix's smtpd processes do: one request at a time per connection, each
 connection reused. Prints requests/s, p50/p99 latency, the count of each
-answer (both must defer the same heavy senders) and the ratios.
+answer (both must defer the same heavy senders), the ratios, extrusion's CPU
+per request, and issue 17's two targets (>= 10x postfwd2's throughput, p99 <=
+3 ms, at 16 connections). Last, a do-nothing Twisted server answering DUNNO
+takes the same stream (--no-floor skips it): what this client and the
+machine's load allow any Python server.
 """
 
 from __future__ import annotations
@@ -63,6 +67,27 @@ enabled = false
 [limits.default]
 messages_per_hour = {MESSAGES_PER_HOUR}
 recipients_per_hour = {RECIPIENTS_PER_HOUR}
+"""
+
+
+# The least a Python policy server can cost here: Twisted, a reply written at once,
+# no parsing, no judging. What it reaches is what this client and this machine's load
+# allow any server; extrusion's p99 is read against it.
+FLOOR_SERVER = """
+import sys
+from twisted.internet import protocol, reactor
+class Dunno(protocol.Protocol):
+    rest = b""
+    def dataReceived(self, data):
+        data = self.rest + data
+        n = data.count(b"\\n\\n")
+        if n:
+            data = data[data.rindex(b"\\n\\n") + 2:]
+            self.transport.writeSomeData(b"action=DUNNO\\n\\n" * n)
+        self.rest = data
+factory = protocol.Factory.forProtocol(Dunno)
+reactor.listenTCP(int(sys.argv[1]), factory, interface="127.0.0.1")
+reactor.run()
 """
 
 
@@ -215,6 +240,17 @@ def run_extrusion(tmp: Path, reqs: list[bytes], warm: list[bytes], connections: 
         proc.wait(30)
 
 
+def run_floor(reqs: list[bytes], warm: list[bytes], connections: int) -> Result:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(port)])
+    try:
+        wait_port(port, proc)
+        return measure("floor", port, reqs, connections, warm, proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def run_postfwd(
     version: int, tmp: Path, reqs: list[bytes], warm: list[bytes], connections: int
 ) -> Result:
@@ -268,6 +304,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--requests", type=int, default=60000)
     ap.add_argument("--postfwd", default="2,1", help="postfwd versions to run beside (2,1)")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the do-nothing Twisted server (the client's and machine's limit)")
     args = ap.parse_args()
     versions = [int(v) for v in args.postfwd.split(",") if v]
     reqs = stream(args.requests)
@@ -283,14 +321,19 @@ def main() -> None:
             sub = tmp / f"pf{version}"
             sub.mkdir()
             results.append(run_postfwd(version, sub, reqs, warm, args.connections))
+    floor = None if args.no_floor else run_floor(reqs, warm, args.connections)
     print(f"{'server':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  answers")
-    for r in results:
+    for r in results + ([floor] if floor is not None else []):
         answers = ", ".join(f"{k} {v}" for k, v in sorted(r.answers.items()))
         print(f"{r.name:<10} {r.rate:9.0f} {r.pct(0.5):8.2f} {r.pct(0.99):8.2f}  {answers}")
     ours, *theirs = results
     if ours.cpu is not None:
         print(f"extrusion CPU: {ours.cpu:.2f} s, {ours.cpu / len(reqs) * 1e6:.0f} us per request "
               "(all its threads, the log feed idle)")
+    if floor is not None and floor.cpu is not None:
+        print(f"floor CPU: {floor.cpu / len(reqs) * 1e6:.0f} us per request; extrusion reaches "
+              f"{ours.rate / floor.rate:.2f}x its throughput at "
+              f"{ours.pct(0.99) / floor.pct(0.99):.2f}x its p99")
     for other in theirs:
         print(f"extrusion/{other.name}: throughput {ours.rate / other.rate:.2f}x, "
               f"p99 {ours.pct(0.99) / other.pct(0.99):.2f}x")
