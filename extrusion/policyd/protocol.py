@@ -74,9 +74,6 @@ class PolicyProtocol(Protocol):
         self._request_started: float | None = None
         self._idle_call: DelayedCall | None = None
         self._armed_for = 0.0
-        # True once a reply had to wait in the transport's buffer: from then on every
-        # reply goes through that buffer too, so the answers keep their order.
-        self._buffered = False
 
     def _out(self) -> Any:
         # The transport's zope interface is opaque to mypy; this is the one place we touch it.
@@ -178,32 +175,8 @@ class PolicyProtocol(Protocol):
         if not requests:
             return
         answer = self.factory.responder.answer
-        if len(requests) == 1:
-            out = REPLY_TEMPLATE.format(answer(requests[0]))
-        else:
-            out = "".join([REPLY_TEMPLATE.format(answer(r)) for r in requests])
-        self._send(out.encode("ascii", "replace"))
-
-    def _send(self, data: bytes) -> None:
-        """Write the replies now, not on the reactor's next turn.
-
-        `transport.write` only buffers and asks the reactor to watch the socket for
-        writing (two epoll_ctl calls and a second trip through the loop per request,
-        a good part of a request's cost). A socket transport sends straight away;
-        what the kernel does not take (a client that stops reading) goes to the
-        transport's buffer as before."""
-        transport = self._out()
-        direct = None if self._buffered or transport.disconnecting else getattr(
-            transport, "writeSomeData", None)
-        if direct is not None:
-            sent = direct(data)
-            if not isinstance(sent, int):  # the connection is lost: Twisted's write path
-                sent = 0                   # meets the same error and closes it
-            if sent >= len(data):
-                return
-            data = data[sent:]
-            self._buffered = True
-        transport.write(data)
+        out = "".join([REPLY_TEMPLATE.format(answer(r)) for r in requests])
+        self._out().write(out.encode("ascii", "replace"))
 
     def refuse(self, kind: str, detail: str) -> None:
         """Log once, count, and hang up without a reply (the protocol's way to say "trouble")."""
