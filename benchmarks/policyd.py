@@ -70,7 +70,7 @@ recipients_per_hour = {RECIPIENTS_PER_HOUR}
 """
 
 
-# The least a Python policy server can cost here: Twisted, a reply written at once,
+# The least a Python policy server can cost here: Twisted, a reply per request,
 # no parsing, no judging. What it reaches is what this client and this machine's load
 # allow any server; extrusion's p99 is read against it.
 FLOOR_SERVER = """
@@ -83,7 +83,7 @@ class Dunno(protocol.Protocol):
         n = data.count(b"\\n\\n")
         if n:
             data = data[data.rindex(b"\\n\\n") + 2:]
-            self.transport.writeSomeData(b"action=DUNNO\\n\\n" * n)
+            self.transport.write(b"action=DUNNO\\n\\n" * n)
         self.rest = data
 factory = protocol.Factory.forProtocol(Dunno)
 reactor.listenTCP(int(sys.argv[1]), factory, interface="127.0.0.1")
