@@ -34,6 +34,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 MESSAGES_PER_HOUR = 500
@@ -251,6 +252,59 @@ def run_floor(reqs: list[bytes], warm: list[bytes], connections: int) -> Result:
         proc.wait(30)
 
 
+@dataclass
+class EngineHolder:
+    """What the daemon's engine service is to the responder: something with `.engine`."""
+
+    engine: Any
+
+
+def in_process(tmp: Path, reqs: list[bytes], warm: list[bytes]) -> float:
+    """CPU seconds per request of the request path alone, without sockets or scheduler:
+    the daemon's protocol, parser, responder and engine (same config, same stream) fed
+    over Twisted's StringTransport, 16 connections round-robin, timed by process_time."""
+    from twisted.internet import task
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    from extrusion.config.load import load
+    from extrusion.policyd.metrics import Metrics
+    from extrusion.policyd.protocol import PolicyFactory
+    from extrusion.policyd.responder import Responder
+    from extrusion.scoring.engine import open_engine
+
+    conf = tmp / "in-process.toml"
+    conf.write_text(EXTRUSION_CONFIG.format(tmp=tmp, port=0, api_port=0))
+    engine = open_engine(load(conf))
+    clock = task.Clock()
+    clock.advance(time.time())
+    metrics = Metrics()
+    factory = PolicyFactory(
+        Responder(EngineHolder(engine), "DUNNO", metrics, clock.seconds), metrics, clock,
+        allowed_clients=("127.0.0.0/8",), max_line=2048, max_attributes=100, idle_timeout=300,
+    )
+    conns = []
+    for i in range(16):
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + i))
+        proto = factory.buildProtocol(transport.getPeer())
+        proto.makeConnection(transport)
+        conns.append((proto, transport))
+
+    def feed(stream: list[bytes]) -> None:
+        for i, req in enumerate(stream):
+            proto, transport = conns[i % len(conns)]
+            proto.dataReceived(req)
+            transport.clear()
+
+    try:
+        feed(warm)
+        t0 = time.process_time()
+        feed(reqs)
+        return (time.process_time() - t0) / len(reqs)
+    finally:
+        engine.close()
+
+
 def run_postfwd(
     version: int, tmp: Path, reqs: list[bytes], warm: list[bytes], connections: int
 ) -> Result:
@@ -306,10 +360,18 @@ def main() -> None:
     ap.add_argument("--postfwd", default="2,1", help="postfwd versions to run beside (2,1)")
     ap.add_argument("--no-floor", action="store_true",
                     help="skip the do-nothing Twisted server (the client's and machine's limit)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="only the request path's CPU per request, in this process, no sockets")
     args = ap.parse_args()
     versions = [int(v) for v in args.postfwd.split(",") if v]
     reqs = stream(args.requests)
     warm = stream(2000, seed=2)
+    if args.in_process:
+        with tempfile.TemporaryDirectory() as d:
+            cpu = in_process(Path(d), reqs, warm)
+        print(f"{len(reqs)} requests in process: {cpu * 1e6:.1f} us CPU per request "
+              "(protocol, parser, responder, engine)")
+        return
     print(f"{len(reqs)} requests over {args.connections} connections, "
           f"{os.cpu_count()} cores, loopback")
     results = []
