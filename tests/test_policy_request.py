@@ -235,9 +235,13 @@ def outcome(parser: RequestParser, chunks: list[bytes]) -> tuple[str, list[dict[
     return "ok", [dict(r.attrs) for r in got]
 
 
-_names = st.sampled_from(["request", "protocol_state", "sender", "size", "x", "a b", "", "é"])
+# Names and values the fast path must hand to the line-by-line one: control characters,
+# DEL, a tab, bytes that are not UTF-8 ("\udcff" is the byte 0xff under surrogateescape).
+_names = st.sampled_from(["request", "protocol_state", "sender", "size", "x", "a b", "", "é",
+                          "del\x7f", "tab\tname", "bad\udcff", "ctl\x1f"])
 _values = st.sampled_from(
-    ["smtpd_access_policy", "RCPT", "a@b", "", "0", "x=y", "caf\xe9", "\r", "v" * 90]
+    ["smtpd_access_policy", "RCPT", "a@b", "", "0", "x=y", "caf\xe9", "\r", "v" * 90,
+     "raw\udcfe", "vt\x0b", "tab\tvalue"]
 )
 _line = st.one_of(
     st.tuples(_names, _values).map(lambda nv: f"{nv[0]}={nv[1]}"),

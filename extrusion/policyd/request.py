@@ -21,8 +21,6 @@ from extrusion.policyd.constants import LINE_END, POLICY_REQUEST
 # accept any printable ASCII without "=" so that future attributes pass, and
 # refuse control characters and 8-bit bytes, which only junk contains.
 _NAME_RE = re.compile(rb"[!-<>-~]+")
-# A whole request of such lines (no CR, no empty line), for the fast path.
-_BLOCK_RE = re.compile(rb"(?:[!-<>-~]+=[^\n\r]*\n)*[!-<>-~]+=[^\n\r]*")
 REQUEST_END = b"\n\n"
 
 
@@ -75,48 +73,48 @@ class PolicyRequest:
 
     @property
     def protocol_state(self) -> str:
-        return self.get("protocol_state").upper()
+        return self.attrs.get("protocol_state", "").upper()
 
     @property
     def client_address(self) -> str:
-        return self.get("client_address")
+        return self.attrs.get("client_address", "")
 
     @property
     def client_name(self) -> str:
-        name = self.get("client_name")
+        name = self.attrs.get("client_name", "")
         return "" if name == "unknown" else name
 
     @property
     def sasl_username(self) -> str:
-        return self.get("sasl_username")
+        return self.attrs.get("sasl_username", "")
 
     @property
     def sender(self) -> str:
-        return self.get("sender")
+        return self.attrs.get("sender", "")
 
     @property
     def recipient(self) -> str:
-        return self.get("recipient")
+        return self.attrs.get("recipient", "")
 
     @property
     def helo_name(self) -> str:
-        return self.get("helo_name")
+        return self.attrs.get("helo_name", "")
 
     @property
     def queue_id(self) -> str:
-        return self.get("queue_id")
+        return self.attrs.get("queue_id", "")
 
     @property
     def instance(self) -> str:
-        return self.get("instance")
+        return self.attrs.get("instance", "")
 
     @property
     def recipient_count(self) -> int:
-        return _int(self.get("recipient_count"))
+        return _int(self.attrs.get("recipient_count", ""))
 
     @property
     def size(self) -> int:
-        return _int(self.get("size"))
+        return _int(self.attrs.get("size", ""))
 
 
 class RequestParser:
@@ -183,19 +181,34 @@ class RequestParser:
         """Fast path: a complete, well-formed request at `start` parsed in one go.
 
         None when there is no complete request there or anything about it is
-        unusual (CR, a bad line, a bound reached); the line-by-line path then
-        takes it and gives the exact diagnosis, so both paths accept the same."""
+        unusual (CR, a bad line, a bound reached, bytes that are not UTF-8); the
+        line-by-line path then takes it and gives the exact diagnosis, so both
+        paths accept the same. Everything here runs in C but one list
+        comprehension: no regex walks the values byte by byte."""
         end = buf.find(REQUEST_END, start)
         if end < 0:
             return None
         block = buf[start:end]
-        if not _BLOCK_RE.fullmatch(block):
+        # The bounds without splitting: a block no longer than a line holds no long line.
+        if block.count(LINE_END) >= self.max_attributes or (
+            len(block) > self.max_line
+            and max(map(len, block.split(LINE_END))) > self.max_line
+        ):
             return None
-        lines = block.split(LINE_END)
-        if len(lines) > self.max_attributes or max(map(len, lines)) > self.max_line:
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError:
             return None
-        text = block.decode("utf-8", "backslashreplace")
-        attrs = dict(line.split("=", 1) for line in text.split("\n"))
+        if "\r" in text:
+            return None
+        try:  # a line without "=" makes a one-item pair: ValueError
+            attrs = dict([line.split("=", 1) for line in text.split("\n")])
+        except ValueError:
+            return None
+        # Every name at once: printable ASCII without space ("=" cannot be in one).
+        names = "".join(attrs)
+        if not (names.isascii() and names.isprintable()) or " " in names or "" in attrs:
+            return None
         if attrs.get("request") != POLICY_REQUEST:
             return None
         return PolicyRequest(attrs), end + len(REQUEST_END)

@@ -99,17 +99,19 @@ class Responder:
         self._by_state = {s: metrics.requests.labels(s.lower()) for s in _STAGES}
         self._other_state = metrics.requests.labels("other")
         self._default_counter = metrics.decisions.labels("default")
+        self._dunno = metrics.decision_by_action[c.DUNNO]
         #: Told (sender, queue id) whenever we answer HOLD for a message with a queue id.
         self.on_hold: Callable[[str, str], None] | None = None
 
     def answer(self, req: PolicyRequest) -> str:
         """The action for one request; never raises."""
-        state = req.protocol_state
+        attrs = req.attrs  # read once: the request's properties cost a call each
+        state = attrs.get("protocol_state", "").upper()
         staged = _STAGES.get(state)
         if staged is None:
             # VRFY, ETRN and states newer than this code: nothing to judge.
             self._other_state.inc()
-            self.metrics.decision_by_action[c.DUNNO].inc()
+            self._dunno.inc()
             return c.DUNNO
         self._by_state[state].inc()
         stage, counted = staged
@@ -118,22 +120,21 @@ class Responder:
             self._default_counter.inc()
             return self.default_action
         t0 = time.perf_counter()
+        client = attrs.get("client_address", "")
+        helo = attrs.get("helo_name", "")
         try:
-            sender = engine.sender_key(
-                client_addr=req.client_address, sasl_user=req.sasl_username
-            )
-            n = 1 if stage is Stage.RCPT else max(req.recipient_count, 1)
-            helo = req.helo_name
+            sender = engine.sender_key(client_addr=client,
+                                       sasl_user=attrs.get("sasl_username", ""))
             decision = engine.decide(
                 sender,
                 stage,
-                n,
+                1 if stage is Stage.RCPT else max(req.recipient_count, 1),
                 self.clock(),
                 count=counted,
                 helos=(helo,) if helo else (),
-                client_addr=req.client_address,
-                envelope_from=req.sender,
-                recipient=req.recipient,
+                client_addr=client,
+                envelope_from=attrs.get("sender", ""),
+                recipient=attrs.get("recipient", ""),
                 client_name=req.client_name,
             )
         except Exception as exc:  # any engine failure means: fail open
@@ -142,20 +143,25 @@ class Responder:
             self._default_counter.inc()
             return self.default_action
         self._errors.recovered()
+        if decision.action is Action.CONTINUE:  # nearly every answer: no text to build
+            self._dunno.inc()
+            self.metrics.latency.observe(time.perf_counter() - t0)
+            if stage is Stage.EOM and helo:
+                return self._helo_info(engine, req) or c.DUNNO
+            return c.DUNNO
         action = action_for(decision)
         verb = action.split(" ", 1)[0]
         self.metrics.decision_by_action[verb].inc()
         self.metrics.latency.observe(time.perf_counter() - t0)
-        if verb == c.HOLD and req.queue_id and self.on_hold is not None:
-            self.on_hold(sender, req.queue_id)
-        if verb != c.DUNNO:
+        queue_id = attrs.get("queue_id", "")
+        if verb == c.HOLD and queue_id and self.on_hold is not None:
+            self.on_hold(sender, queue_id)
+        if log.isEnabledFor(logging.INFO):  # the arguments' cleaning is not free
             log.info(
                 "policy %s sender=%s queue_id=%s state=%s action=%s reason=%s",
-                state, safe_text(sender), safe_text(req.queue_id or "-"),
+                state, safe_text(sender), safe_text(queue_id or "-"),
                 decision.state.value, verb, safe_text(decision.reason or "-"),
             )
-        elif stage is Stage.EOM and req.helo_name:
-            return self._helo_info(engine, req) or action
         return action
 
     def _helo_info(self, engine: EngineAPI, req: PolicyRequest) -> str:

@@ -53,7 +53,9 @@ class SenderMap:
             for pattern, customer in self._sasl:
                 if pattern.match(user):
                     return f"{CUSTOMER}{customer.name}"
-        ip = parse_address(client_addr)
+        # Parsing the address is the dearer half of a new client's key: only when
+        # some customer is known by its addresses.
+        ip = parse_address(client_addr) if self._nets else None
         if ip is not None:
             for net, customer in self._nets:
                 if ip.version == net.version and ip in net:
