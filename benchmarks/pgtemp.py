@@ -16,7 +16,10 @@ PG_ADMIN = os.environ.get("EXTRUSION_TEST_PG",
 @contextmanager
 def pg_database() -> Iterator[str]:
     """The URL of a new, empty database on the benchmark's server, dropped afterwards."""
-    name = f"extrusion_bench_{uuid.uuid4().hex[:8]}"
+    # A prefix of one's own (EXTRUSION_PG_PREFIX) tells apart the databases of runs
+    # sharing one server.
+    prefix = os.environ.get("EXTRUSION_PG_PREFIX", "extrusion_bench_")
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
