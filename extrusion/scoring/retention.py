@@ -40,6 +40,18 @@ def detail_boundary(now: float, detail_days: float) -> float:
     return float((int(now - detail_days * DAY) // BLOCK) * BLOCK)
 
 
+# Minute counters are read over an hour or a day back at most (`extrusion show`'s
+# budget, the flows' MX notes): past two days they are folded into their day's bucket
+# whatever `detail_days`, a tenth of the rows of a week of minutes.
+COUNTER_DETAIL_DAYS = 2.0
+
+
+def counter_boundary(now: float, detail_days: float) -> float:
+    """The first second whose minute counters are kept: `detail_boundary` of
+    `detail_days` or of COUNTER_DETAIL_DAYS, whichever is later."""
+    return max(detail_boundary(now, detail_days), detail_boundary(now, COUNTER_DETAIL_DAYS))
+
+
 def _take(conn: Connection, table: sa.Table, where: Any, limit: int,
           returning: tuple[sa.Column[Any], ...] = ()) -> list[Any]:
     """Delete at most `limit` rows matching `where`; the `returning` columns of each."""
@@ -120,11 +132,14 @@ def compact_counters(conn: Connection, path: WritePath, before: float, limit: in
     return len(rows)
 
 
-def folds(path: WritePath, before: float, limit: int) -> Iterator[Step]:
-    """The steps that fold detail older than `before`, each one batch per call."""
+def folds(path: WritePath, before: float, limit: int,
+          counters_before: float | None = None) -> Iterator[Step]:
+    """The steps that fold detail older than `before` (minute counters older than
+    `counters_before`, if given), each one batch per call."""
+    minutes = before if counters_before is None else counters_before
     yield lambda conn: fold_messages(conn, path, before, limit)
     yield lambda conn: fold_recipients(conn, path, before, limit)
-    yield lambda conn: compact_counters(conn, path, before, limit)
+    yield lambda conn: compact_counters(conn, path, minutes, limit)
 
 
 def expiries(before: float, limit: int) -> Iterator[Step]:

@@ -169,20 +169,22 @@ class Store:
             writes.add_state_change(conn, change)
 
     def prune(self, before: float, *, detail_before: float | None = None,
-              batch: int = retention.BATCH) -> int:
-        """Fold messages, outcomes and minute counters older than `detail_before` into
-        days, then delete what is older than `before` (a baseline not updated since is
-        a sender gone quiet); returns rows removed. One transaction per `batch` rows."""
-        return self.prune_some(before, detail_before=detail_before, batch=batch)[0]
+              counters_before: float | None = None, batch: int = retention.BATCH) -> int:
+        """Fold messages, outcomes and minute counters older than `detail_before` (the
+        counters: `counters_before`, if given) into days, then delete what is older than
+        `before` (a baseline not updated since is a sender gone quiet); returns rows
+        removed. One transaction per `batch` rows."""
+        return self.prune_some(before, detail_before=detail_before,
+                               counters_before=counters_before, batch=batch)[0]
 
     def prune_some(self, before: float, *, detail_before: float | None = None,
-                   batch: int = retention.BATCH, seconds: float = float("inf")
-                   ) -> tuple[int, bool]:
+                   counters_before: float | None = None, batch: int = retention.BATCH,
+                   seconds: float = float("inf")) -> tuple[int, bool]:
         """`prune`, for about `seconds` at most: (rows removed, whether it is done). The
         daemon prunes in its flushing thread, so a backlog is taken a slice at a time."""
         steps = list(retention.expiries(before, batch))
         if detail_before is not None and detail_before > before:
-            steps[:0] = retention.folds(self._path, detail_before, batch)
+            steps[:0] = retention.folds(self._path, detail_before, batch, counters_before)
         removed, end = 0, time.monotonic() + seconds
         for step in steps:
             while True:
