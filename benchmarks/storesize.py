@@ -38,7 +38,7 @@ from extrusion.config import from_dict
 from extrusion.scoring import batchwrite
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Outcome, Status, Submission
-from extrusion.scoring.retention import detail_boundary
+from extrusion.scoring.retention import counter_boundary, detail_boundary
 from extrusion.scoring.store import Store
 
 T0 = 1_700_000_000.0
@@ -120,6 +120,54 @@ def sizes(url: str) -> dict[str, int]:
         eng.dispose()
 
 
+def parts(url: str) -> dict[str, int]:
+    """Bytes of each table (its data, PostgreSQL's TOAST too) and of each index, by name,
+    and under FLOOR the bytes of as many rows holding nothing at all (see floor())."""
+    eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with eng.connect() as conn:
+            if eng.dialect.name == "postgresql":
+                conn.execute(sa.text("VACUUM FULL ANALYZE"))
+                rows = conn.execute(sa.text(
+                    "SELECT c.relname, CASE c.relkind WHEN 'i' THEN pg_relation_size(c.oid) "
+                    "ELSE pg_table_size(c.oid) END FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                    "AND c.relkind IN ('r', 'i')")).all()
+            else:
+                rows = conn.execute(sa.text(
+                    "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")).all()
+            out = {str(name): int(size) for name, size in rows}
+            out[FLOOR] = floor(conn, eng.dialect.name)
+            return out
+    finally:
+        eng.dispose()
+
+
+FLOOR = "(row floor)"
+
+
+def floor(conn: Any, dialect: str) -> int:
+    """The bytes of a table of as many rows as TABLES hold, each row holding nothing
+    (PostgreSQL: no column at all, its 24-byte header and 4-byte item pointer; SQLite:
+    its rowid alone), and no index: what no layout of these rows can go below."""
+    n = sum(int(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() or 0)
+            for t in TABLES)
+    conn.execute(sa.text("DROP TABLE IF EXISTS row_floor"))
+    if dialect == "postgresql":
+        conn.execute(sa.text("CREATE TABLE row_floor ()"))
+        conn.execute(sa.text(f"INSERT INTO row_floor SELECT FROM generate_series(1, {n})"))
+        size = conn.execute(sa.text("SELECT pg_table_size('row_floor')")).scalar()
+    else:
+        conn.execute(sa.text("CREATE TABLE row_floor (id INTEGER PRIMARY KEY)"))
+        conn.execute(sa.text(
+            f"WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < {n}) "
+            "INSERT INTO row_floor SELECT n FROM i"))
+        size = conn.execute(sa.text(
+            "SELECT SUM(pgsize) FROM dbstat WHERE name = 'row_floor'")).scalar()
+    conn.execute(sa.text("DROP TABLE row_floor"))
+    return int(size or 0)
+
+
 def measure(backend: str, day: list[tuple[float, int, Any]], elide: bool,
             tmp: str) -> dict[str, int]:
     batchwrite.ELIDE_QUEUED = elide
@@ -136,7 +184,7 @@ def measure(backend: str, day: list[tuple[float, int, Any]], elide: bool,
 
 
 def month(backend: str, senders: int, messages: int, days: int, detail: list[float],
-          tmp: str) -> None:
+          tmp: str, by_part: bool = False) -> None:
     """Bytes per sender-day of `days` days, all detail kept and then folded."""
     batchwrite.ELIDE_QUEUED = True
     traffic = events(senders, messages, days=days)
@@ -145,14 +193,25 @@ def month(backend: str, senders: int, messages: int, days: int, detail: list[flo
                else stack.enter_context(pg_database()))
         now = run(url, traffic, os.path.join(tmp, f"spool-month-{backend}"))
         columns = {"all": sizes(url)}
+        split = {"all": parts(url)} if by_part else {}
         for days_kept in sorted(detail, reverse=True):
             with Store(url) as store:
-                store.prune(0.0, detail_before=detail_boundary(now, days_kept))
+                store.prune(0.0, detail_before=detail_boundary(now, days_kept),
+                            counters_before=counter_boundary(now, days_kept))
             if backend == "sqlite":
                 with sa.create_engine(url).connect() as conn:
                     conn.exec_driver_sql("VACUUM")
             columns[f"{days_kept:g} d"] = sizes(url)
+            if by_part:
+                split[f"{days_kept:g} d"] = parts(url)
     sender_days = senders * days
+    if by_part:
+        print(f"\n{backend}: bytes per sender-day over {days} days, by table and index")
+        print(f"{'relation':30}" + "".join(f"{name:>10}" for name in split))
+        names = [*sorted({n for c in split.values() for n in c if c[n]} - {FLOOR}), FLOOR]
+        for n in names:
+            print(f"{n:30}" + "".join(f"{c.get(n, 0) / sender_days:10,.0f}"
+                                      for c in split.values()))
     print(f"\n{backend}: bytes per sender-day over {days} days, by detail_days")
     print(f"{'table':14}" + "".join(f"{name:>10}" for name in columns))
     for t in TABLES:
@@ -168,13 +227,16 @@ def main() -> None:
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--days", type=int, default=1)
     ap.add_argument("--detail", default="7,3,1", help="detail_days values, with --days")
+    ap.add_argument("--parts", action="store_true",
+                    help="with --days, bytes by table and index and the row floor too")
     args = ap.parse_args()
     backends = ("sqlite", *(() if args.no_pg else ("postgresql",)))
     if args.days > 1:
         detail = [float(x) for x in args.detail.split(",")]
         with tempfile.TemporaryDirectory() as tmp:
             for backend in backends:
-                month(backend, args.senders, args.messages, args.days, detail, tmp)
+                month(backend, args.senders, args.messages, args.days, detail, tmp,
+                      args.parts)
         return
     day = events(args.senders, args.messages)
     rcpt_rows = sum(isinstance(e, Outcome) for _, _, e in day)
