@@ -122,7 +122,7 @@ def sizes(url: str) -> dict[str, int]:
 
 def parts(url: str) -> dict[str, int]:
     """Bytes of each table (its data, PostgreSQL's TOAST too) and of each index, by name,
-    and under FLOOR the bytes of as many rows holding nothing at all (see floor())."""
+    and the floors of floor(), by name in parentheses."""
     eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with eng.connect() as conn:
@@ -137,33 +137,58 @@ def parts(url: str) -> dict[str, int]:
                 rows = conn.execute(sa.text(
                     "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")).all()
             out = {str(name): int(size) for name, size in rows}
-            out[FLOOR] = floor(conn, eng.dialect.name)
-            return out
+            return {**out, **floor(conn, eng.dialect.name)}
     finally:
         eng.dispose()
 
 
 FLOOR = "(row floor)"
+INDEX_FLOOR = "(index floor)"
+TEXT_FLOOR = "(recipient text)"
 
 
-def floor(conn: Any, dialect: str) -> int:
-    """The bytes of a table of as many rows as TABLES hold, each row holding nothing
-    (PostgreSQL: no column at all, its 24-byte header and 4-byte item pointer; SQLite:
-    its rowid alone), and no index: what no layout of these rows can go below."""
-    n = sum(int(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() or 0)
-            for t in TABLES)
+def floor(conn: Any, dialect: str) -> dict[str, int]:
+    """What no layout of these rows goes below, built side by side: a table of as many
+    rows as TABLES hold, each holding nothing (PostgreSQL: no column, its 24-byte
+    header and 4-byte item pointer; SQLite: its rowid alone); an index of a 4-byte
+    integer with as many entries as TABLES' indexes (primary keys too); and the bytes
+    of what a recipient's row says (time, queue id, address, status, DSN, reply)."""
+    rows = {t: int(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() or 0)
+            for t in TABLES}
+    indexes = sa.inspect(conn)
+    entries = sum(n * (len(indexes.get_indexes(t)) + 1) for t, n in rows.items())
+    text = conn.execute(sa.text(
+        "SELECT SUM(8 + length(queue_id) + length(recipient) + 1 + length(dsn) "
+        "+ length(reply)) FROM recipients")).scalar()
+    out = {FLOOR: _floor_table(conn, dialect, sum(rows.values()), index=False),
+           INDEX_FLOOR: _floor_table(conn, dialect, entries, index=True),
+           TEXT_FLOOR: int(text or 0)}
+    return out
+
+
+def _floor_table(conn: Any, dialect: str, n: int, index: bool) -> int:
+    """Bytes of `n` empty rows (index False) or of an index of `n` integers (True)."""
     conn.execute(sa.text("DROP TABLE IF EXISTS row_floor"))
     if dialect == "postgresql":
-        conn.execute(sa.text("CREATE TABLE row_floor ()"))
-        conn.execute(sa.text(f"INSERT INTO row_floor SELECT FROM generate_series(1, {n})"))
-        size = conn.execute(sa.text("SELECT pg_table_size('row_floor')")).scalar()
+        conn.execute(sa.text("CREATE TABLE row_floor (k integer)" if index
+                             else "CREATE TABLE row_floor ()"))
+        conn.execute(sa.text(f"INSERT INTO row_floor SELECT {'i' if index else ''} "
+                             f"FROM generate_series(1, {n}) i"))
+        if index:
+            conn.execute(sa.text("CREATE INDEX row_floor_k ON row_floor (k)"))
+        size = conn.execute(sa.text(
+            "SELECT pg_relation_size('row_floor_k')" if index
+            else "SELECT pg_table_size('row_floor')")).scalar()
     else:
-        conn.execute(sa.text("CREATE TABLE row_floor (id INTEGER PRIMARY KEY)"))
+        conn.execute(sa.text("CREATE TABLE row_floor (k INTEGER)"))
         conn.execute(sa.text(
             f"WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < {n}) "
-            "INSERT INTO row_floor SELECT n FROM i"))
+            f"INSERT INTO row_floor SELECT {'n' if index else 'NULL'} FROM i"))
+        if index:
+            conn.execute(sa.text("CREATE INDEX row_floor_k ON row_floor (k)"))
         size = conn.execute(sa.text(
-            "SELECT SUM(pgsize) FROM dbstat WHERE name = 'row_floor'")).scalar()
+            "SELECT SUM(pgsize) FROM dbstat WHERE name = "
+            f"'{'row_floor_k' if index else 'row_floor'}'")).scalar()
     conn.execute(sa.text("DROP TABLE row_floor"))
     return int(size or 0)
 
@@ -208,7 +233,8 @@ def month(backend: str, senders: int, messages: int, days: int, detail: list[flo
     if by_part:
         print(f"\n{backend}: bytes per sender-day over {days} days, by table and index")
         print(f"{'relation':30}" + "".join(f"{name:>10}" for name in split))
-        names = [*sorted({n for c in split.values() for n in c if c[n]} - {FLOOR}), FLOOR]
+        extra = [FLOOR, INDEX_FLOOR, TEXT_FLOOR]
+        names = [*sorted({n for c in split.values() for n in c if c[n]} - set(extra)), *extra]
         for n in names:
             print(f"{n:30}" + "".join(f"{c.get(n, 0) / sender_days:10,.0f}"
                                       for c in split.values()))

@@ -48,7 +48,6 @@ _DEADLOCK_RETRIES = 5
 # Secondary indexes nothing reads while the engine records a replay (see deferred_indexes).
 _LOAD_DEFERRED_INDEXES = frozenset({
     "ix_messages_sender_time", "ix_recipients_queue", "ix_recipients_sender_time",
-    "ix_counters_bucket",
 })
 
 __all__ = ["Store", "StoreError", "StoreRefused", "StoreUnavailable", "open_store",
