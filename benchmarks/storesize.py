@@ -145,6 +145,7 @@ def parts(url: str) -> dict[str, int]:
 FLOOR = "(row floor)"
 INDEX_FLOOR = "(index floor)"
 TEXT_FLOOR = "(recipient text)"
+INTERNED = "(interning saves)"
 
 
 def floor(conn: Any, dialect: str) -> dict[str, int]:
@@ -152,7 +153,9 @@ def floor(conn: Any, dialect: str) -> dict[str, int]:
     rows as TABLES hold, each holding nothing (PostgreSQL: no column, its 24-byte
     header and 4-byte item pointer; SQLite: its rowid alone); an index of a 4-byte
     integer with as many entries as TABLES' indexes (primary keys too); and the bytes
-    of what a recipient's row says (time, queue id, address, status, DSN, reply)."""
+    of what a recipient's row says (time, queue id, address, status, DSN, reply); and
+    the bytes interning senders, hosts and relays would save at most (their text
+    where it repeats, less 4-byte ids)."""
     rows = {t: int(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() or 0)
             for t in TABLES}
     indexes = sa.inspect(conn)
@@ -160,10 +163,17 @@ def floor(conn: Any, dialect: str) -> dict[str, int]:
     text = conn.execute(sa.text(
         "SELECT SUM(8 + length(queue_id) + length(recipient) + 1 + length(dsn) "
         "+ length(reply)) FROM recipients")).scalar()
-    out = {FLOOR: _floor_table(conn, dialect, sum(rows.values()), index=False),
-           INDEX_FLOOR: _floor_table(conn, dialect, entries, index=True),
-           TEXT_FLOOR: int(text or 0)}
-    return out
+    # Repeated names an interned table would make 4-byte ids: each row's sender (twice:
+    # its row and its index; SQLite's counters hold it once), host and relay.
+    repeated = sum(int(conn.execute(sa.text(f"SELECT SUM({expr}) FROM {t}")).scalar() or 0)
+                   for t, expr in (("recipients", "2 * length(sender) + length(mta) "
+                                                  "+ length(relay) - 16"),
+                                   ("messages", "2 * length(sender) + length(mta) - 12"),
+                                   ("counters", "length(sender) - 4" if dialect == "sqlite"
+                                    else "2 * length(sender) - 8")))
+    return {FLOOR: _floor_table(conn, dialect, sum(rows.values()), index=False),
+            INDEX_FLOOR: _floor_table(conn, dialect, entries, index=True),
+            TEXT_FLOOR: int(text or 0), INTERNED: repeated}
 
 
 def _floor_table(conn: Any, dialect: str, n: int, index: bool) -> int:
@@ -233,7 +243,7 @@ def month(backend: str, senders: int, messages: int, days: int, detail: list[flo
     if by_part:
         print(f"\n{backend}: bytes per sender-day over {days} days, by table and index")
         print(f"{'relation':30}" + "".join(f"{name:>10}" for name in split))
-        extra = [FLOOR, INDEX_FLOOR, TEXT_FLOOR]
+        extra = [FLOOR, INDEX_FLOOR, TEXT_FLOOR, INTERNED]
         names = [*sorted({n for c in split.values() for n in c if c[n]} - set(extra)), *extra]
         for n in names:
             print(f"{n:30}" + "".join(f"{c.get(n, 0) / sender_days:10,.0f}"
