@@ -29,6 +29,7 @@ import heapq
 import os
 import random
 import tempfile
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -102,13 +103,33 @@ def run(url: str, day: list[tuple[float, int, Any]], spool: str) -> float:
     return clock[0]
 
 
+SETTLE_SECONDS = 120.0
+
+
+def vacuum_full(conn: Any) -> None:
+    """VACUUM FULL once no transaction on the server can still see the rows a prune
+    deleted: VACUUM FULL keeps every row some snapshot may still see (an autovacuum's
+    ANALYZE, another database's long transaction), and the size would be the
+    unpruned one. Waits SETTLE_SECONDS at most, then says so."""
+    mark = conn.execute(sa.text("SELECT (txid_current() % 4294967296)::text")).scalar()
+    older = sa.text("SELECT count(*) FROM pg_stat_activity WHERE backend_xmin IS NOT NULL "
+                    "AND pid <> pg_backend_pid() AND age(backend_xmin) >= age(CAST(:m AS xid))")
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while conn.execute(older, {"m": mark}).scalar():
+        if time.monotonic() > deadline:
+            print("  (an older snapshot is still open: deleted rows may be counted)")
+            break
+        time.sleep(1.0)
+    conn.execute(sa.text("VACUUM FULL ANALYZE"))
+
+
 def sizes(url: str) -> dict[str, int]:
     eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with eng.connect() as conn:
             if eng.dialect.name == "postgresql":
                 # FULL: the live rows only, what autovacuum lets a busy store reuse.
-                conn.execute(sa.text("VACUUM FULL ANALYZE"))
+                vacuum_full(conn)
                 return {t: int(conn.execute(sa.text(
                     f"SELECT pg_total_relation_size('{t}')")).scalar() or 0) for t in TABLES}
             rows = conn.execute(sa.text(
@@ -127,7 +148,7 @@ def parts(url: str) -> dict[str, int]:
     try:
         with eng.connect() as conn:
             if eng.dialect.name == "postgresql":
-                conn.execute(sa.text("VACUUM FULL ANALYZE"))
+                vacuum_full(conn)
                 rows = conn.execute(sa.text(
                     "SELECT c.relname, CASE c.relkind WHEN 'i' THEN pg_relation_size(c.oid) "
                     "ELSE pg_table_size(c.oid) END FROM pg_class c JOIN pg_namespace n "
