@@ -239,6 +239,7 @@ def test_minute_counters_fold_after_two_days_whatever_detail_days(store: Store) 
     detail, minutes = detail_boundary(now, 7.0), counter_boundary(now, 7.0)
     assert minutes == detail_boundary(now, 2.0) > detail
     assert counter_boundary(now, 1.0) == detail_boundary(now, 1.0)  # the later one
+    assert counter_boundary(now, 7.0, 5 * DAY) == detail_boundary(now, 6.0)  # a long read
     store.prune(0.0, detail_before=detail, counters_before=minutes)
     assert counter_sums(store) == sums
     assert {k: store.counters(*k, now - DAY) for k in last_day} == last_day

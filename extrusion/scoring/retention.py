@@ -40,16 +40,18 @@ def detail_boundary(now: float, detail_days: float) -> float:
     return float((int(now - detail_days * DAY) // BLOCK) * BLOCK)
 
 
-# Minute counters are read over an hour or a day back at most (`extrusion show`'s
-# budget, the flows' MX notes): past two days they are folded into their day's bucket
-# whatever `detail_days`, a tenth of the rows of a week of minutes.
+# Minute counters are read over a day back (`extrusion show`'s budget; the flows' MX
+# notes over `[flows] window_seconds`, a day by default): past two days they are
+# folded into their day's bucket whatever `detail_days`, a tenth of a week of minutes.
 COUNTER_DETAIL_DAYS = 2.0
 
 
-def counter_boundary(now: float, detail_days: float) -> float:
+def counter_boundary(now: float, detail_days: float, read_back: float = DAY) -> float:
     """The first second whose minute counters are kept: `detail_boundary` of
-    `detail_days` or of COUNTER_DETAIL_DAYS, whichever is later."""
-    return max(detail_boundary(now, detail_days), detail_boundary(now, COUNTER_DETAIL_DAYS))
+    `detail_days` or of COUNTER_DETAIL_DAYS, whichever is later, and never within a
+    day of the longest window read (`read_back` seconds), whose sums stay exact."""
+    days = max(COUNTER_DETAIL_DAYS, read_back / DAY + 1.0)
+    return max(detail_boundary(now, detail_days), detail_boundary(now, days))
 
 
 def _take(conn: Connection, table: sa.Table, where: Any, limit: int,
