@@ -12,7 +12,7 @@ import sqlalchemy as sa
 PG_ADMIN = os.environ.get("EXTRUSION_TEST_PG",
                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 # Several people benchmarking on one server tell their databases apart by this.
-PREFIX = os.environ.get("EXTRUSION_BENCH_DB_PREFIX", "extrusion_bench_")
+PREFIX = os.environ.get("EXTRUSION_PG_PREFIX", "extrusion_bench_")
 
 
 @contextmanager

@@ -29,6 +29,7 @@ import heapq
 import os
 import random
 import tempfile
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,7 +39,7 @@ from extrusion.config import from_dict
 from extrusion.scoring import batchwrite
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Outcome, Status, Submission
-from extrusion.scoring.retention import detail_boundary
+from extrusion.scoring.retention import counter_boundary, detail_boundary
 from extrusion.scoring.store import Store
 
 T0 = 1_700_000_000.0
@@ -102,13 +103,33 @@ def run(url: str, day: list[tuple[float, int, Any]], spool: str) -> float:
     return clock[0]
 
 
+SETTLE_SECONDS = 120.0
+
+
+def vacuum_full(conn: Any) -> None:
+    """VACUUM FULL once no transaction on the server can still see the rows a prune
+    deleted: VACUUM FULL keeps every row some snapshot may still see (an autovacuum's
+    ANALYZE, another database's long transaction), and the size would be the
+    unpruned one. Waits SETTLE_SECONDS at most, then says so."""
+    mark = conn.execute(sa.text("SELECT (txid_current() % 4294967296)::text")).scalar()
+    older = sa.text("SELECT count(*) FROM pg_stat_activity WHERE backend_xmin IS NOT NULL "
+                    "AND pid <> pg_backend_pid() AND age(backend_xmin) >= age(CAST(:m AS xid))")
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while conn.execute(older, {"m": mark}).scalar():
+        if time.monotonic() > deadline:
+            print("  (an older snapshot is still open: deleted rows may be counted)")
+            break
+        time.sleep(1.0)
+    conn.execute(sa.text("VACUUM FULL ANALYZE"))
+
+
 def sizes(url: str) -> dict[str, int]:
     eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with eng.connect() as conn:
             if eng.dialect.name == "postgresql":
                 # FULL: the live rows only, what autovacuum lets a busy store reuse.
-                conn.execute(sa.text("VACUUM FULL ANALYZE"))
+                vacuum_full(conn)
                 return {t: int(conn.execute(sa.text(
                     f"SELECT pg_total_relation_size('{t}')")).scalar() or 0) for t in TABLES}
             rows = conn.execute(sa.text(
@@ -118,6 +139,89 @@ def sizes(url: str) -> dict[str, int]:
             return {t: by.get(t, 0) for t in TABLES}
     finally:
         eng.dispose()
+
+
+def parts(url: str) -> dict[str, int]:
+    """Bytes of each table (its data, PostgreSQL's TOAST too) and of each index, by name,
+    and the floors of floor(), by name in parentheses."""
+    eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with eng.connect() as conn:
+            if eng.dialect.name == "postgresql":
+                vacuum_full(conn)
+                rows = conn.execute(sa.text(
+                    "SELECT c.relname, CASE c.relkind WHEN 'i' THEN pg_relation_size(c.oid) "
+                    "ELSE pg_table_size(c.oid) END FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                    "AND c.relkind IN ('r', 'i')")).all()
+            else:
+                rows = conn.execute(sa.text(
+                    "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")).all()
+            out = {str(name): int(size) for name, size in rows}
+            return {**out, **floor(conn, eng.dialect.name)}
+    finally:
+        eng.dispose()
+
+
+FLOOR = "(row floor)"
+INDEX_FLOOR = "(index floor)"
+TEXT_FLOOR = "(recipient text)"
+INTERNED = "(interning saves)"
+
+
+def floor(conn: Any, dialect: str) -> dict[str, int]:
+    """What no layout of these rows goes below, built side by side: a table of as many
+    rows as TABLES hold, each holding nothing (PostgreSQL: no column, its 24-byte
+    header and 4-byte item pointer; SQLite: its rowid alone); an index of a 4-byte
+    integer with as many entries as TABLES' indexes (primary keys too); and the bytes
+    of what a recipient's row says (time, queue id, address, status, DSN, reply); and
+    the bytes interning senders, hosts and relays would save at most (their text
+    where it repeats, less 4-byte ids)."""
+    rows = {t: int(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() or 0)
+            for t in TABLES}
+    indexes = sa.inspect(conn)
+    entries = sum(n * (len(indexes.get_indexes(t)) + 1) for t, n in rows.items())
+    text = conn.execute(sa.text(
+        "SELECT SUM(8 + length(queue_id) + length(recipient) + 1 + length(dsn) "
+        "+ length(reply)) FROM recipients")).scalar()
+    # Repeated names an interned table would make 4-byte ids: each row's sender (twice:
+    # its row and its index; SQLite's counters hold it once), host and relay.
+    repeated = sum(int(conn.execute(sa.text(f"SELECT SUM({expr}) FROM {t}")).scalar() or 0)
+                   for t, expr in (("recipients", "2 * length(sender) + length(mta) "
+                                                  "+ length(relay) - 16"),
+                                   ("messages", "2 * length(sender) + length(mta) - 12"),
+                                   ("counters", "length(sender) - 4" if dialect == "sqlite"
+                                    else "2 * length(sender) - 8")))
+    return {FLOOR: _floor_table(conn, dialect, sum(rows.values()), index=False),
+            INDEX_FLOOR: _floor_table(conn, dialect, entries, index=True),
+            TEXT_FLOOR: int(text or 0), INTERNED: repeated}
+
+
+def _floor_table(conn: Any, dialect: str, n: int, index: bool) -> int:
+    """Bytes of `n` empty rows (index False) or of an index of `n` integers (True)."""
+    conn.execute(sa.text("DROP TABLE IF EXISTS row_floor"))
+    if dialect == "postgresql":
+        conn.execute(sa.text("CREATE TABLE row_floor (k integer)" if index
+                             else "CREATE TABLE row_floor ()"))
+        conn.execute(sa.text(f"INSERT INTO row_floor SELECT {'i' if index else ''} "
+                             f"FROM generate_series(1, {n}) i"))
+        if index:
+            conn.execute(sa.text("CREATE INDEX row_floor_k ON row_floor (k)"))
+        size = conn.execute(sa.text(
+            "SELECT pg_relation_size('row_floor_k')" if index
+            else "SELECT pg_table_size('row_floor')")).scalar()
+    else:
+        conn.execute(sa.text("CREATE TABLE row_floor (k INTEGER)"))
+        conn.execute(sa.text(
+            f"WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < {n}) "
+            f"INSERT INTO row_floor SELECT {'n' if index else 'NULL'} FROM i"))
+        if index:
+            conn.execute(sa.text("CREATE INDEX row_floor_k ON row_floor (k)"))
+        size = conn.execute(sa.text(
+            "SELECT SUM(pgsize) FROM dbstat WHERE name = "
+            f"'{'row_floor_k' if index else 'row_floor'}'")).scalar()
+    conn.execute(sa.text("DROP TABLE row_floor"))
+    return int(size or 0)
 
 
 def measure(backend: str, day: list[tuple[float, int, Any]], elide: bool,
@@ -136,7 +240,7 @@ def measure(backend: str, day: list[tuple[float, int, Any]], elide: bool,
 
 
 def month(backend: str, senders: int, messages: int, days: int, detail: list[float],
-          tmp: str) -> None:
+          tmp: str, by_part: bool = False) -> None:
     """Bytes per sender-day of `days` days, all detail kept and then folded."""
     batchwrite.ELIDE_QUEUED = True
     traffic = events(senders, messages, days=days)
@@ -145,14 +249,26 @@ def month(backend: str, senders: int, messages: int, days: int, detail: list[flo
                else stack.enter_context(pg_database()))
         now = run(url, traffic, os.path.join(tmp, f"spool-month-{backend}"))
         columns = {"all": sizes(url)}
+        split = {"all": parts(url)} if by_part else {}
         for days_kept in sorted(detail, reverse=True):
             with Store(url) as store:
-                store.prune(0.0, detail_before=detail_boundary(now, days_kept))
+                store.prune(0.0, detail_before=detail_boundary(now, days_kept),
+                            counters_before=counter_boundary(now, days_kept))
             if backend == "sqlite":
                 with sa.create_engine(url).connect() as conn:
                     conn.exec_driver_sql("VACUUM")
             columns[f"{days_kept:g} d"] = sizes(url)
+            if by_part:
+                split[f"{days_kept:g} d"] = parts(url)
     sender_days = senders * days
+    if by_part:
+        print(f"\n{backend}: bytes per sender-day over {days} days, by table and index")
+        print(f"{'relation':30}" + "".join(f"{name:>10}" for name in split))
+        extra = [FLOOR, INDEX_FLOOR, TEXT_FLOOR, INTERNED]
+        names = [*sorted({n for c in split.values() for n in c if c[n]} - set(extra)), *extra]
+        for n in names:
+            print(f"{n:30}" + "".join(f"{c.get(n, 0) / sender_days:10,.0f}"
+                                      for c in split.values()))
     print(f"\n{backend}: bytes per sender-day over {days} days, by detail_days")
     print(f"{'table':14}" + "".join(f"{name:>10}" for name in columns))
     for t in TABLES:
@@ -168,13 +284,16 @@ def main() -> None:
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--days", type=int, default=1)
     ap.add_argument("--detail", default="7,3,1", help="detail_days values, with --days")
+    ap.add_argument("--parts", action="store_true",
+                    help="with --days, bytes by table and index and the row floor too")
     args = ap.parse_args()
     backends = ("sqlite", *(() if args.no_pg else ("postgresql",)))
     if args.days > 1:
         detail = [float(x) for x in args.detail.split(",")]
         with tempfile.TemporaryDirectory() as tmp:
             for backend in backends:
-                month(backend, args.senders, args.messages, args.days, detail, tmp)
+                month(backend, args.senders, args.messages, args.days, detail, tmp,
+                      args.parts)
         return
     day = events(args.senders, args.messages)
     rcpt_rows = sum(isinstance(e, Outcome) for _, _, e in day)

@@ -39,7 +39,9 @@ def pg_admin() -> sqlalchemy.Engine:
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this run; yields its SQLAlchemy URL."""
-    name = f"extrusion_test_{uuid.uuid4().hex[:12]}"
+    # A prefix of one's own (EXTRUSION_PG_PREFIX) tells apart the databases of runs
+    # sharing one server.
+    name = f"{os.environ.get('EXTRUSION_PG_PREFIX', 'extrusion_test_')}{uuid.uuid4().hex[:12]}"
     admin = pg_admin()
     try:
         with admin.connect() as conn:

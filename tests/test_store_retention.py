@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from extrusion.config import ConfigError, from_dict
 from extrusion.report.load import Query, load_report
 from extrusion.scoring import schema
-from extrusion.scoring.retention import detail_boundary
+from extrusion.scoring.retention import counter_boundary, detail_boundary
 from extrusion.scoring.rows import Batch
 from extrusion.scoring.store import Store
 
@@ -228,3 +228,25 @@ def test_a_prune_in_slices_ends_where_one_prune_would(store: Store) -> None:
         assert removed <= 10 * 10  # a slice ends after its first full batch (10 steps)
     assert slices > 5 and count(store, schema.messages) == 0
     assert snapshot(store) == before
+
+
+def test_minute_counters_fold_after_two_days_whatever_detail_days(store: Store) -> None:
+    store.write_batch(month(days=10), HL)
+    now = float(T0 + 10 * DAY)
+    sums = counter_sums(store)
+    last_day = {(s, n): store.counters(s, n, now - DAY)
+                for s in SENDERS for n in ("messages", "recipients")}
+    detail, minutes = detail_boundary(now, 7.0), counter_boundary(now, 7.0)
+    assert minutes == detail_boundary(now, 2.0) > detail
+    assert counter_boundary(now, 1.0) == detail_boundary(now, 1.0)  # the later one
+    assert counter_boundary(now, 7.0, 5 * DAY) == detail_boundary(now, 6.0)  # a long read
+    store.prune(0.0, detail_before=detail, counters_before=minutes)
+    assert counter_sums(store) == sums
+    assert {k: store.counters(*k, now - DAY) for k in last_day} == last_day
+    with db(store) as conn:
+        m, c = schema.messages, schema.counters
+        first = conn.execute(sa.select(sa.func.min(m.c.time))).scalar()
+        assert detail <= first < detail + DAY  # messages kept for the 7 days
+        older = conn.execute(sa.select(c.c.bucket).where(c.c.bucket < minutes)).scalars().all()
+        assert older and all(b % DAY == 0 for b in older)
+        assert any(b % DAY for b in conn.execute(sa.select(c.c.bucket)).scalars())

@@ -26,7 +26,7 @@ from extrusion.policyd.metrics import Metrics
 from extrusion.scoring.api import EngineAPI
 from extrusion.scoring.engine import store_of
 from extrusion.scoring.events import State, StateChange
-from extrusion.scoring.retention import detail_boundary
+from extrusion.scoring.retention import counter_boundary, detail_boundary
 
 log = logging.getLogger("extrusion.policyd")
 
@@ -220,6 +220,8 @@ class EngineService(Service):
         removed, done = store.prune_some(
             now - days * 86400 if days else 0.0,
             detail_before=detail_boundary(now, detail) if detail else None,
+            counters_before=(counter_boundary(now, detail, self.config.flows.window_seconds)
+                             if detail else None),
             seconds=PRUNE_SLICE_SECONDS)
         # This thread flushes too: a backlog (a first fold, say) goes a slice a sync.
         self._next_prune = now + (PRUNE_SECONDS if done else 0.0)

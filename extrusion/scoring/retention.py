@@ -49,6 +49,20 @@ def detail_boundary(now: float, detail_days: float) -> float:
     return float((int(now - detail_days * DAY) // BLOCK) * BLOCK)
 
 
+# Minute counters are read over a day back (`extrusion show`'s budget; the flows' MX
+# notes over `[flows] window_seconds`, a day by default): past two days they are
+# folded into their day's bucket whatever `detail_days`, a tenth of a week of minutes.
+COUNTER_DETAIL_DAYS = 2.0
+
+
+def counter_boundary(now: float, detail_days: float, read_back: float = DAY) -> float:
+    """The first second whose minute counters are kept: `detail_boundary` of
+    `detail_days` or of COUNTER_DETAIL_DAYS, whichever is later, and never within a
+    day of the longest window read (`read_back` seconds), whose sums stay exact."""
+    days = max(COUNTER_DETAIL_DAYS, read_back / DAY + 1.0)
+    return max(detail_boundary(now, detail_days), detail_boundary(now, days))
+
+
 def _after(key: list[sa.Column[Any]], last: Key) -> Any:
     """Rows past `last` in key order: an index range on either backend (a row value
     for a composite key, which SQLite >= 3.15 and PostgreSQL search by the key's index)."""
@@ -172,12 +186,15 @@ def compact_counters(conn: Connection, path: WritePath, before: float, limit: in
     return len(rows), last
 
 
-def folds(path: WritePath, before: float, limit: int | None) -> list[Step]:
-    """The steps that fold detail older than `before`, each one batch per call."""
+def folds(path: WritePath, before: float, limit: int | None,
+          counters_before: float | None = None) -> list[Step]:
+    """The steps that fold detail older than `before` (minute counters older than
+    `counters_before`, if given), each one batch per call."""
+    minutes = before if counters_before is None else counters_before
     return [
         lambda conn, after: fold_messages(conn, path, before, limit, after),
         lambda conn, after: fold_recipients(conn, path, before, limit, after),
-        lambda conn, after: compact_counters(conn, path, before, limit, after),
+        lambda conn, after: compact_counters(conn, path, minutes, limit, after),
     ]
 
 
@@ -227,24 +244,32 @@ class Prune:
     before: float
     detail_before: float | None
     limit: int | None
+    counters_before: float | None = None
     walks: list[Walk] = field(default_factory=list)
 
     @classmethod
     def plan(cls, path: WritePath, before: float, detail_before: float | None,
-             limit: int | None) -> Prune:
+             limit: int | None, counters_before: float | None = None) -> Prune:
         steps = expiries(before, limit)
         if detail_before is not None and detail_before > before:
-            steps[:0] = folds(path, detail_before, limit)
-        return cls(before, detail_before, limit, [Walk(s) for s in steps])
+            steps[:0] = folds(path, detail_before, limit, counters_before)
+        return cls(before, detail_before, limit, counters_before, [Walk(s) for s in steps])
 
-    def serves(self, before: float, detail_before: float | None, limit: int | None) -> bool:
+    def serves(self, before: float, detail_before: float | None, limit: int | None,
+               counters_before: float | None = None) -> bool:
         """Whether a call for these horizons may go on with this prune: the same batch
         size, and nothing taken that the call would keep (its horizons are no earlier)."""
         if limit != self.limit or before < self.before:
             return False
-        if self.detail_before is None or detail_before is None:
-            return self.detail_before == detail_before
-        return detail_before >= self.detail_before
+        return (_no_earlier(detail_before, self.detail_before)
+                and _no_earlier(counters_before, self.counters_before))
 
     def pending(self) -> list[Walk]:
         return [w for w in self.walks if not w.done]
+
+
+def _no_earlier(asked: float | None, begun: float | None) -> bool:
+    """A horizon asked for may reuse a walk begun with `begun`: both absent, or no earlier."""
+    if asked is None or begun is None:
+        return asked == begun
+    return asked >= begun

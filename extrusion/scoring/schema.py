@@ -107,10 +107,13 @@ recipients = Table(
     Column("reply", Text, nullable=False, default=""),
     Column("relay", String(HOST_LEN), nullable=False, default=""),
 )
-Index("ix_recipients_queue", recipients.c.mta, recipients.c.queue_id)
+# A queue id names one message per MTA at a time: the MTA is checked on the row.
+Index("ix_recipients_queue", recipients.c.queue_id)
 Index("ix_recipients_sender_time", recipients.c.sender, recipients.c.time)
 
 # Per-sender counters in fixed time buckets (bucket = start second); summed over a window.
+# Read by their key only (the prune walks it too): no other index. On SQLite, tables
+# keyed by several columns are WITHOUT ROWID, or every row would be stored twice.
 counters = Table(
     "counters",
     metadata,
@@ -119,8 +122,8 @@ counters = Table(
     Column("bucket", BigInteger, nullable=False),
     Column("value", Float, nullable=False, default=0.0),
     PrimaryKeyConstraint("sender", "name", "bucket", name="pk_counters"),
+    sqlite_with_rowid=False,
 )
-Index("ix_counters_bucket", counters.c.bucket)
 
 state_changes = Table(
     "state_changes",
@@ -231,5 +234,6 @@ sender_days = Table(
     Column("failed", Integer, nullable=False, default=0),
     Column("hours", Integer, nullable=False, default=0),
     PrimaryKeyConstraint("sender", "day", name="pk_sender_days"),
+    sqlite_with_rowid=False,
 )
 Index("ix_sender_days_day", sender_days.c.day)

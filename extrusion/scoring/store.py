@@ -48,7 +48,6 @@ _DEADLOCK_RETRIES = 5
 # Secondary indexes nothing reads while the engine records a replay (see deferred_indexes).
 _LOAD_DEFERRED_INDEXES = frozenset({
     "ix_messages_sender_time", "ix_recipients_queue", "ix_recipients_sender_time",
-    "ix_counters_bucket",
 })
 
 __all__ = ["Store", "StoreError", "StoreRefused", "StoreUnavailable", "open_store",
@@ -170,22 +169,27 @@ class Store:
             writes.add_state_change(conn, change)
 
     def prune(self, before: float, *, detail_before: float | None = None,
+              counters_before: float | None = None,
               batch: int | None = retention.BATCH) -> int:
-        """Fold messages, outcomes and minute counters older than `detail_before` into
-        days, then delete what is older than `before` (a baseline not updated since is
-        a sender gone quiet); returns rows removed. One transaction per `batch` rows
-        (None: one statement a step, the unbatched reference for tests and benchmarks)."""
-        return self.prune_some(before, detail_before=detail_before, batch=batch)[0]
+        """Fold messages, outcomes and minute counters older than `detail_before` (the
+        counters: `counters_before`, if given) into days, then delete what is older than
+        `before` (a baseline not updated since is a sender gone quiet); returns rows
+        removed. One transaction per `batch` rows (None: one statement a step, the
+        unbatched reference for tests and benchmarks)."""
+        return self.prune_some(before, detail_before=detail_before,
+                               counters_before=counters_before, batch=batch)[0]
 
     def prune_some(self, before: float, *, detail_before: float | None = None,
+                   counters_before: float | None = None,
                    batch: int | None = retention.BATCH, seconds: float = float("inf")
                    ) -> tuple[int, bool]:
         """`prune`, for about `seconds` at most: (rows removed, whether it is done). The
         daemon prunes in its flushing thread, so a backlog is taken a slice at a time;
         the next call goes on where this one stopped (retention.Prune)."""
         p = self._prune
-        if p is None or not p.serves(before, detail_before, batch):
-            p = self._prune = retention.Prune.plan(self._path, before, detail_before, batch)
+        if p is None or not p.serves(before, detail_before, batch, counters_before):
+            p = self._prune = retention.Prune.plan(self._path, before, detail_before, batch,
+                                                   counters_before)
         removed, end = 0, time.monotonic() + seconds
         for walk in p.pending():
             while not walk.done:
