@@ -60,11 +60,14 @@ def pg_database() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each store test runs once per backend. PostgreSQL tables are emptied between tests."""
+    """Each store test runs once per backend. PostgreSQL tables are dropped before and
+    after each test: a test that used the session's database directly (`pg_database`)
+    may have left rows behind."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'extrusion.db'}"
         return
     url: str = request.getfixturevalue("pg_database")
+    _reset_postgres(url)
     yield url
     _reset_postgres(url)
 

@@ -17,6 +17,8 @@ from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.store import Store
 from extrusion_dev.generate import Client, LogWriter
 
+from .conftest import _reset_postgres
+
 HOSTS = ("mx1.test", "mx2.test", "mx3.test")
 BOT = Client(key="ip:198.51.100.66", name="unknown", addr="198.51.100.66", sasl="",
              mail_from="win@bot.example", service="smtpd", helo="localhost")
@@ -104,6 +106,7 @@ def test_restarting_one_of_three_hosts_changes_no_counter(pg_database: str,
         for engine, feed in running:
             feed.close()
             engine.close()
+        _reset_postgres(pg_database)  # the session's database: leave it empty
 
 
 def test_hosts_with_the_same_log_path_never_share_a_checkpoint(tmp_path: Path) -> None:
