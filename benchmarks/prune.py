@@ -1,6 +1,7 @@
 """Pruning and folding a million rows: one statement against batches, SQLite and PostgreSQL.
 
-    .venv/bin/python benchmarks/prune.py [--senders 500000] [--no-pg] [--no-rescan]
+    .venv/bin/python benchmarks/prune.py [--senders 500000] [--no-pg] [--no-sqlite]
+        [--no-rescan] [--jobs expire,fold] [--repeat 1]
 
 Issue 20. Fills a store once per backend with N senders, each with one message,
 two recipient rows (queued, then sent) and one minute counter, half of the senders'
@@ -11,9 +12,11 @@ a month of mixed senders is). Then, each on a fresh copy of the same store:
 - fold: `Store.prune(0, detail_before=horizon)` folds the old half into
   `sender_days` and daily counters (2 N rows taken);
 
-each as one statement a step (`batch=None`), in keyset batches of 5,000 (the
-daemon's way: each batch starts after the previous one's last key; on SQLite a
-pause as long as the batch took between two, counted apart), and, unless
+each as one statement a step (`batch=None`), in keyset batches of 5,000 and in
+the backend's own batches (what the daemon runs: 5,000 rows on SQLite; on
+PostgreSQL 50,000 for expiry, 5,000 for folds), each batch starting after the
+previous one's last key (on SQLite a pause as long as the batch took between
+two, counted apart), and, unless
 --no-rescan, in batches that each start again from the lowest key (the way before
 this change). Every variant must leave the same rows and sums (checked).
 """
@@ -42,6 +45,10 @@ NOW = 1_790_000_000.0
 OLD = NOW - 40 * 86400.0
 HORIZON = NOW - 30 * 86400.0
 CHUNK = 20_000
+# `Store.prune`'s batch by variant: None one statement, 0 the backend's own size.
+BATCHES: dict[str, int | None] = {"one statement": None,
+                                  f"batches of {retention.BATCH:,}": retention.BATCH,
+                                  "the backend's batches": retention.BACKEND}
 PG_ADMIN = os.environ.get("EXTRUSION_TEST_PG",
                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -151,8 +158,7 @@ def run(url: str, job: str, variant: str) -> tuple[float, float, int]:
             removed = rescan(url, before, detail)
         else:
             with Store(url) as s:
-                removed = s.prune(before, detail_before=detail,
-                                  batch=None if variant == "one statement" else retention.BATCH)
+                removed = s.prune(before, detail_before=detail, batch=BATCHES[variant])
         return time.perf_counter() - t0, pauses.total, removed
 
 
@@ -179,7 +185,8 @@ def copies(backend: str, tmp: Path, n: int) -> Iterator[Callable[[str], str]]:
             return f"sqlite:///{dst}"
         yield copy_sqlite
         return
-    base = f"prune_bench_{uuid.uuid4().hex[:8]}"
+    # EXTRUSION_PG_PREFIX (as the tests') names the databases of one's own runs.
+    base = f"{os.environ.get('EXTRUSION_PG_PREFIX', '')}prune_bench_{uuid.uuid4().hex[:8]}"
     made: list[str] = []
     with pg_admin() as sql:
         sql(f'CREATE DATABASE "{base}"')
@@ -199,18 +206,19 @@ def copies(backend: str, tmp: Path, n: int) -> Iterator[Callable[[str], str]]:
                 sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
-def measure(backend: str, tmp: Path, n: int, variants: list[str]) -> None:
+def measure(backend: str, tmp: Path, n: int, variants: list[str], jobs: list[str]) -> None:
     t0 = time.monotonic()
     with copies(backend, tmp, n) as copy:
         print(f"# {backend}: {n:,} senders, {4 * n:,} rows written in "
               f"{time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-        for job in ("expire", "fold"):
+        for job in jobs:
             first, ends = 0.0, set()
             for k, variant in enumerate(variants):
                 url = copy(f"{job}{k}")
                 took, paused, removed = run(url, job, variant)
                 ends.add(outcome(url))
-                first = first or took
+                # Each round's ratios are to its own one statement (--repeat).
+                first = took if variant == "one statement" or not first else first
                 print(f"| {backend} | {job} | {variant} | {removed:,} | {took:.2f} | "
                       f"{paused:.2f} | {took / first:.2f} | {(took - paused) / first:.2f} |",
                       flush=True)
@@ -222,14 +230,19 @@ def main() -> None:
     ap.add_argument("--senders", type=int, default=500_000)
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--no-rescan", action="store_true")
+    ap.add_argument("--no-sqlite", action="store_true")
+    ap.add_argument("--jobs", default="expire,fold", help="expire, fold or both")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the variants")
     args = ap.parse_args()
-    variants = ["one statement", "keyset batches"] + ([] if args.no_rescan else ["rescan"])
+    variants = ([*BATCHES] + ([] if args.no_rescan else ["rescan"])) * args.repeat
+    jobs = args.jobs.split(",")
     print("| backend | job | variant | rows | s | of which paused | ratio | ratio unpaused |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="prune-bench-") as tmp:
-        measure("sqlite", Path(tmp), args.senders, variants)
+        if not args.no_sqlite:
+            measure("sqlite", Path(tmp), args.senders, variants, jobs)
         if not args.no_pg:
-            measure("postgresql", Path(tmp), args.senders, variants)
+            measure("postgresql", Path(tmp), args.senders, variants, jobs)
 
 
 if __name__ == "__main__":

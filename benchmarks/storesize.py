@@ -16,9 +16,10 @@ same flush, deleted when it comes in a later one), side by side.
 With `--days N` the same traffic runs for N days (queued rows elided, as the
 store does), and the store is measured as it stands on the last day: all detail
 kept, then folded as the policy daemon's prune does with `[store] detail_days`
-of each `--detail` value in turn (messages, outcomes and minute counters before
-the boundary folded into per-sender days, `sender_days`); bytes per active
-sender-day = the whole store / (senders x days).
+of each `--detail` value in turn (messages and outcomes before the boundary
+folded into per-sender days, `sender_days`; minute counters before
+`counter_boundary` deleted); bytes per active sender-day = the whole store /
+(senders x days).
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ FLOOR = "(row floor)"
 INDEX_FLOOR = "(index floor)"
 TEXT_FLOOR = "(recipient text)"
 INTERNED = "(interning saves)"
+ADDRESSES = "(addresses)"
+AGGREGATES = "(day sums)"
 
 
 def floor(conn: Any, dialect: str) -> dict[str, int]:
@@ -176,7 +179,9 @@ def floor(conn: Any, dialect: str) -> dict[str, int]:
     integer with as many entries as TABLES' indexes (primary keys too); and the bytes
     of what a recipient's row says (time, queue id, address, status, DSN, reply); and
     the bytes interning senders, hosts and relays would save at most (their text
-    where it repeats, less 4-byte ids)."""
+    where it repeats, less 4-byte ids). Then the data itself, the physical floor of
+    any layout that keeps the evidence: the recipients' addresses, and the folded
+    days' sums (the sender's name, an 8-byte day, four 4-byte counts, the hours)."""
     rows = {t: int(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() or 0)
             for t in TABLES}
     indexes = sa.inspect(conn)
@@ -192,9 +197,12 @@ def floor(conn: Any, dialect: str) -> dict[str, int]:
                                    ("messages", "2 * length(sender) + length(mta) - 12"),
                                    ("counters", "length(sender) - 4" if dialect == "sqlite"
                                     else "2 * length(sender) - 8")))
+    addresses = conn.execute(sa.text("SELECT SUM(length(recipient)) FROM recipients")).scalar()
+    sums = conn.execute(sa.text("SELECT SUM(length(sender) + 28) FROM sender_days")).scalar()
     return {FLOOR: _floor_table(conn, dialect, sum(rows.values()), index=False),
             INDEX_FLOOR: _floor_table(conn, dialect, entries, index=True),
-            TEXT_FLOOR: int(text or 0), INTERNED: repeated}
+            TEXT_FLOOR: int(text or 0), INTERNED: repeated,
+            ADDRESSES: int(addresses or 0), AGGREGATES: int(sums or 0)}
 
 
 def _floor_table(conn: Any, dialect: str, n: int, index: bool) -> int:
@@ -264,7 +272,7 @@ def month(backend: str, senders: int, messages: int, days: int, detail: list[flo
     if by_part:
         print(f"\n{backend}: bytes per sender-day over {days} days, by table and index")
         print(f"{'relation':30}" + "".join(f"{name:>10}" for name in split))
-        extra = [FLOOR, INDEX_FLOOR, TEXT_FLOOR, INTERNED]
+        extra = [FLOOR, INDEX_FLOOR, TEXT_FLOOR, INTERNED, ADDRESSES, AGGREGATES]
         names = [*sorted({n for c in split.values() for n in c if c[n]} - set(extra)), *extra]
         for n in names:
             print(f"{n:30}" + "".join(f"{c.get(n, 0) / sender_days:10,.0f}"

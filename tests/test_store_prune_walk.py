@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from extrusion.scoring import schema
+from extrusion.scoring import retention, schema
 from extrusion.scoring.rows import Batch
 from extrusion.scoring.store import Store
 
@@ -101,6 +101,36 @@ def test_batches_and_one_statement_leave_the_same_store(store_url: str, detail: 
             s.close()
     assert ends[0][0] == 4 * 40  # the premise: every old row taken (2 counters each)
     assert ends[0] == ends[1]
+
+
+def old_messages(n: int) -> Batch:
+    b = Batch()
+    for i in range(n):
+        b.messages.append({"time": float(OLD), "mta": "mx1", "queue_id": f"Q{i}",
+                           "sender": f"sasl:u{i % 50}@example.net", "rcpt_count": 1})
+    return b
+
+
+def test_each_backend_expires_in_batches_of_its_own_size(store: Store) -> None:
+    """SQLite's writer waits for the batch under way: 5,000 rows; a PostgreSQL writer
+    does not wait for rows being deleted (MVCC), so its batches are ten times larger.
+    Folds take 5,000 rows a batch on both (each row feeds an upsert)."""
+    deletes: list[str] = []
+    sa.event.listen(store._db.engine, "before_cursor_execute",
+                    lambda conn, cur, sql, *a: deletes.append(sql)
+                    if sql.startswith("DELETE FROM messages") else None)
+    store.write_batch(old_messages(12_000), HL)
+    assert store.prune(HORIZON) >= 12_000
+    size = retention.batch_size(store.dialect)
+    assert size == (5000 if store.dialect == "sqlite" else 50_000)
+    assert len(deletes) == -(-12_000 // size)  # 3 batches on SQLite, 1 on PostgreSQL
+    assert left(store, schema.messages, schema.messages.c.time) == []
+    store.write_batch(old_messages(12_000), HL)
+    deletes.clear()
+    assert store.prune(0.0, detail_before=HORIZON) >= 12_000
+    folded = [d for d in deletes if "RETURNING" in d]  # not the expiry step's
+    assert len(folded) == 3  # folded 5,000 at a time on either backend
+    assert left(store, schema.messages, schema.messages.c.time) == []
 
 
 def vm_steps(store: Store, **prune: Any) -> int:

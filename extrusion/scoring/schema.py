@@ -111,7 +111,8 @@ recipients = Table(
 Index("ix_recipients_queue", recipients.c.queue_id)
 Index("ix_recipients_sender_time", recipients.c.sender, recipients.c.time)
 
-# Per-sender counters in fixed time buckets (bucket = start second); summed over a window.
+# Per-sender counters in fixed time buckets (bucket = start second); summed over a window
+# of a day or so (retention.counter_boundary: older buckets are deleted).
 # Read by their key only (the prune walks it too): no other index. On SQLite, tables
 # keyed by several columns are WITHOUT ROWID, or every row would be stored twice.
 counters = Table(

@@ -170,22 +170,26 @@ class Store:
 
     def prune(self, before: float, *, detail_before: float | None = None,
               counters_before: float | None = None,
-              batch: int | None = retention.BATCH) -> int:
-        """Fold messages, outcomes and minute counters older than `detail_before` (the
-        counters: `counters_before`, if given) into days, then delete what is older than
-        `before` (a baseline not updated since is a sender gone quiet); returns rows
-        removed. One transaction per `batch` rows (None: one statement a step, the
-        unbatched reference for tests and benchmarks)."""
+              batch: int | None = retention.BACKEND) -> int:
+        """Fold messages and outcomes older than `detail_before` into days, delete
+        minute counters older than `counters_before` (if not given, `detail_before`),
+        then delete what is older than `before` (a baseline not updated since is a
+        sender gone quiet); returns rows
+        removed. One transaction per `batch` rows (0: the backend's own size,
+        `retention.batch_size`; None: one statement a step, the unbatched reference
+        for tests and benchmarks)."""
         return self.prune_some(before, detail_before=detail_before,
                                counters_before=counters_before, batch=batch)[0]
 
     def prune_some(self, before: float, *, detail_before: float | None = None,
                    counters_before: float | None = None,
-                   batch: int | None = retention.BATCH, seconds: float = float("inf")
+                   batch: int | None = retention.BACKEND, seconds: float = float("inf")
                    ) -> tuple[int, bool]:
         """`prune`, for about `seconds` at most: (rows removed, whether it is done). The
         daemon prunes in its flushing thread, so a backlog is taken a slice at a time;
         the next call goes on where this one stopped (retention.Prune)."""
+        if batch == retention.BACKEND:
+            batch = retention.batch_size(self.dialect)
         p = self._prune
         if p is None or not p.serves(before, detail_before, batch, counters_before):
             p = self._prune = retention.Prune.plan(self._path, before, detail_before, batch,
