@@ -11,7 +11,6 @@ itself.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -40,11 +39,6 @@ class StoreDown(Exception):
 GAUGE_SECONDS = 60.0
 PRUNE_SECONDS = 3600.0  # retention is in days: pruning hourly is plenty
 PRUNE_SLICE_SECONDS = 0.5  # pruning per sync at most, between two flushes
-# Allocations between collections of the youngest generation (Python's default: 700),
-# as replay has it (extrusion.replay.command): every request and log line allocates
-# objects that die young, and each full collection walked the tracked messages and
-# the senders again, reclaiming almost nothing.
-GC_YOUNG_THRESHOLD = 10_000
 
 
 class EngineService(Service):
@@ -74,7 +68,6 @@ class EngineService(Service):
         self._next_refresh = 0.0
         self._quarantined = 0  # the engine's count of rows set aside, as last reported
         self._memory_counts: dict[str, int] = {}  # the cap's counts, as last reported
-        self._gc_threshold = gc.get_threshold()  # restored when the service stops
         self._next_prune = 0.0
         self._next_gauge = 0.0
         self.ready: defer.Deferred[None] = defer.Deferred()
@@ -114,9 +107,6 @@ class EngineService(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        self._gc_threshold = gc.get_threshold()
-        young, *older = self._gc_threshold
-        gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
         self._open()
 
     def _open(self) -> None:
@@ -132,9 +122,6 @@ class EngineService(Service):
         for listener in self.listeners:
             engine.add_listener(listener)
         self._engine = engine
-        # The start-up heap and the senders just loaded live as long as the process:
-        # out of the collector's sight, full collections stop walking them.
-        gc.freeze()
         self.loaded = bool(getattr(engine, "store_ok", True))
         self.metrics.engine_up.set(1)
         self._open_errors.recovered()
@@ -271,8 +258,6 @@ class EngineService(Service):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()  # type: ignore[no-untyped-call]
-        gc.unfreeze()
-        gc.set_threshold(*self._gc_threshold)
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
