@@ -179,17 +179,26 @@ def by_queue_ids(conn: Connection, path: WritePath, select: str,
                  keys: Iterable[MessageKey]) -> Iterator[tuple[str, Any]]:
     """(mta, row) of `select` for these (mta, queue id): per MTA, queue ids in chunks.
 
-    Plain SQL: it runs at every flush, where building and compiling a SQLAlchemy
-    statement with a new IN list would cost more than the query itself.
+    Plain SQL on the driver's own cursor, in the caller's transaction: it runs at
+    every flush, where building a SQLAlchemy statement with a new IN list, or even
+    SQLAlchemy's result for plain SQL, would cost more than the query itself.
     """
     by_mta: dict[str, list[str]] = {}
     for mta, qid in keys:
         by_mta.setdefault(mta, []).append(qid)
-    for mta, qids in by_mta.items():
-        for chunk in chunks(qids):
-            sql = path.sql(f"{select} WHERE mta = ? AND queue_id IN ({marks(len(chunk))})")
-            for row in conn.exec_driver_sql(sql, (mta, *chunk)):
-                yield mta, row
+    if not by_mta:
+        return
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for mta, qids in by_mta.items():
+            for chunk in chunks(qids):
+                cursor.execute(path.sql(
+                    f"{select} WHERE mta = ? AND queue_id IN ({marks(len(chunk))})"),
+                    (mta, *chunk))
+                for row in cursor.fetchall():
+                    yield mta, row
+    finally:
+        cursor.close()
 
 
 def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:

@@ -94,7 +94,18 @@ def save_baselines(conn: Connection, path: WritePath,
     ), rows)
 
 
+_CHECKPOINT_COLUMNS = ("name", *Position._fields, "updated")
+# Plain SQL, the same text every time: the log feed saves its position twice a
+# poll, and building and compiling a SQLAlchemy upsert cost more than the write.
+# ("offset" is a keyword in both databases.)
+_QUOTED = [f'"{c}"' for c in _CHECKPOINT_COLUMNS]
+CHECKPOINT_UPSERT = (
+    f"INSERT INTO checkpoints ({', '.join(_QUOTED)}) VALUES ({', '.join('?' * len(_QUOTED))}) "
+    f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _QUOTED[1:])}")
+
+
 def set_checkpoint(conn: Connection, path: WritePath, name: str, position: Position) -> None:
-    t = schema.checkpoints
-    values = bound_row(t, {"name": name, **position._asdict(), "updated": time.time()})
-    _upsert(conn, path, t, "name", values)
+    values = bound_row(schema.checkpoints,
+                       {"name": name, **position._asdict(), "updated": time.time()})
+    conn.exec_driver_sql(path.sql(CHECKPOINT_UPSERT),
+                         tuple(values[c] for c in _CHECKPOINT_COLUMNS))
