@@ -60,6 +60,16 @@ def start_policyd(config: Path, tmp: Path, n: int) -> subprocess.Popen[bytes]:
                                 stdout=subprocess.DEVNULL, stderr=err)
 
 
+def wait_ready(tmp: Path, n: int) -> None:
+    """Until daemon `n` says it is ready: a SIGTERM before that (its handlers not yet
+    installed) would end it by the signal, not by a clean stop."""
+    log = tmp / f"stderr-{n}.log"
+    deadline = time.monotonic() + PROGRESS_SECONDS
+    while ": ready" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the daemon did not get ready"
+        time.sleep(0.1)
+
+
 def kill_repeatedly(start: Callable[[int], subprocess.Popen[bytes]], url: str, seed: int,
                     writing: Callable[[], bool],
                     before_kill: Callable[[], None] = lambda: None) -> int:
@@ -98,6 +108,7 @@ def test_kill_9_during_a_steady_feed_loses_and_doubles_nothing(
 
     proc = start_policyd(config, tmp_path, KILLS)
     try:
+        wait_ready(tmp_path, KILLS)
         writer.join(timeout=WRITE_SECONDS * 3)
         # Read to the end: the checkpoint after the last poll says so exactly.
         assert caught_up(store_url, lambda: log.stat().st_size, CATCH_UP_SECONDS)

@@ -30,7 +30,15 @@ from extrusion_dev.crashfeed import (
 
 from .conftest import free_port
 from .helpers import toml_text
-from .test_feed_crash import KILLS, MESSAGES, MTA, WRITE_SECONDS, kill_repeatedly, start_policyd
+from .test_feed_crash import (
+    KILLS,
+    MESSAGES,
+    MTA,
+    WRITE_SECONDS,
+    kill_repeatedly,
+    start_policyd,
+    wait_ready,
+)
 
 CATCH_UP_SECONDS = 60.0
 
@@ -75,6 +83,7 @@ def test_kill_9_during_a_steady_syslog_feed_loses_and_doubles_nothing(
 
     proc = start(KILLS)
     try:
+        wait_ready(tmp_path, KILLS)
         assert sender.done.wait(timeout=WRITE_SECONDS * 3)
         journal_settled(journal)
         assert caught_up(store_url, lambda: journal.stat().st_size, CATCH_UP_SECONDS)
