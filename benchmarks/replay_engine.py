@@ -1,6 +1,7 @@
 """The engine's side of `extrusion replay`: its process's CPU seconds and peak memory, two trees.
 
-    .venv/bin/python benchmarks/replay_engine.py --log PATH [--base REV] [--repeat 2]
+    .venv/bin/python benchmarks/replay_engine.py --log PATH [--base REV] [--repeat 2] \
+        [--one-process]
 
 `extrusion replay` parses the log in a child process and runs the engine and
 its store in its own (replay/parallel.py). `benchmarks/replay.py` times the
@@ -10,7 +11,9 @@ called in a fresh process whose own CPU time and peak RSS
 reaped child (`RUSAGE_CHILDREN`). Runs the checkout and `--base` (a git
 revision, `git archive` of its `extrusion`, by default the merge base with
 main) interleaved, best of `--repeat`, and prints both sides of each with
-the ratio of the checkout to the base.
+the ratio of the checkout to the base. `--one-process` adds the checkout with
+the log read in the engine's own process (`replay(parallel=False)`): fewer CPU
+seconds in all (no pickles, no second interpreter), one core.
 """
 
 from __future__ import annotations
@@ -25,16 +28,19 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The checkout again, its log read in the engine's own process (`--one-process`).
+ONE = "checkout, one process"
 
 
-def child(log: str, config: str) -> None:
-    """One replay in this process (the tree on PYTHONPATH); its usage as one JSON line."""
+def child(log: str, config: str, processes: str = "2") -> None:
+    """One replay in this process (the tree on PYTHONPATH); its usage as one JSON line.
+    `processes` "1": the log is read in this process too (no child)."""
     from extrusion.config.load import load
     from extrusion.replay.command import replay
 
     with open(os.devnull, "w") as sink:
         status = replay(load(config), [log], as_json=True, out=sink, err=sink,
-                        progress=False, parallel=True)
+                        progress=False, parallel=processes != "1")
     me = resource.getrusage(resource.RUSAGE_SELF)
     reader = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({"status": status, "engine": me.ru_utime + me.ru_stime,
@@ -42,10 +48,11 @@ def child(log: str, config: str) -> None:
                       "reader": reader.ru_utime + reader.ru_stime}))
 
 
-def measure(tree: Path, log: Path, config: Path) -> dict[str, float]:
+def measure(tree: Path, log: Path, config: Path, processes: str = "2") -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     # -P: not this folder first on sys.path (its milter.py, engine.py... would shadow).
-    out = subprocess.run([sys.executable, "-P", __file__, "--child", str(log), str(config)],
+    out = subprocess.run([sys.executable, "-P", __file__, "--child", str(log), str(config),
+                          processes],
                          cwd=tree, env=env, capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(out.stdout.splitlines()[-1])
     if result["status"] != 0:
@@ -58,7 +65,9 @@ def main() -> None:
     ap.add_argument("--log", type=Path)
     ap.add_argument("--base", default=None, help="git revision (default: merge-base with main)")
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--one-process", action="store_true",
+                    help="also the checkout with the log read in the engine's process")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(*args.child)
@@ -78,22 +87,34 @@ def main() -> None:
         config.write_text('[general]\nlog_level = "warning"\n')
         trees = {f"base {base[:12]}": export(base, Path(tmp) / "base"), "checkout": REPO}
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        if args.one_process:
+            runs[ONE] = []
         for _ in range(args.repeat):
-            for name, tree in trees.items():
-                runs[name].append(measure(tree, args.log.resolve(), config))
+            for name in runs:
+                one = name == ONE
+                runs[name].append(measure(REPO if one else trees[name], args.log.resolve(),
+                                          config, "1" if one else "2"))
     print(f"log: {lines:,} lines; best of {args.repeat}; "
           f"load average {os.getloadavg()[0]:.1f}\n")
-    print("| tree | engine CPU s | lines per engine CPU s | engine peak RSS MB "
-          "| reader CPU s |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    best = {name: {k: min(r[k] for r in rs) for k in ("engine", "rss", "reader")}
-            for name, rs in runs.items()}
-    for name, b in best.items():
-        print(f"| {name} | {b['engine']:.2f} | {lines / b['engine']:,.0f} | {b['rss']:.0f} "
-              f"| {b['reader']:.2f} |")
+    best = table(runs, lines)
     old, new = best[f"base {base[:12]}"], best["checkout"]
     print(f"\nengine CPU {new['engine'] / old['engine']:.2f}x the base's, "
           f"peak RSS {new['rss'] / old['rss']:.2f}x")
+
+
+def table(runs: dict[str, list[dict[str, float]]], lines: int) -> dict[str, dict[str, float]]:
+    """Print the best of each tree's runs; return them."""
+    print("| tree | engine CPU s | lines per engine CPU s | engine peak RSS MB "
+          "| reader CPU s | both CPU s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    best = {name: {k: min(r[k] for r in rs) for k in ("engine", "rss", "reader")}
+            for name, rs in runs.items()}
+    for name, rs in runs.items():
+        b = best[name]
+        both = min(r["engine"] + r["reader"] for r in rs)
+        print(f"| {name} | {b['engine']:.2f} | {lines / b['engine']:,.0f} | {b['rss']:.0f} "
+              f"| {b['reader']:.2f} | {both:.2f} |")
+    return best
 
 
 if __name__ == "__main__":

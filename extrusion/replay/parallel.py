@@ -20,7 +20,6 @@ from extrusion.config import Config
 from extrusion.maillog.feed import FeedStats
 from extrusion.replay.errors import EX_SOFTWARE, ReplayError
 from extrusion.replay.output import ReplayResult
-from extrusion.scoring.events import Outcome, Refused, Submission
 
 # The engine's queue is written every this many lines (in the replay's own thread).
 FLUSH_EVERY_LINES = 1 << 15
@@ -69,7 +68,12 @@ def widen(pipe: IO[bytes] | None) -> None:
 def run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[float],
                   result: ReplayResult, tick: Callable[[int, int], None]) -> FeedStats:
     """The child process parses; this one decodes its events and judges them."""
-    from extrusion.replay.worker import FLUSH, decode
+    from extrusion.replay.worker import (
+        decode_evidence,
+        decode_outcome,
+        decode_refused,
+        decode_submission,
+    )
 
     assert proc.stdout is not None and proc.stderr is not None
     stats: FeedStats | None = None
@@ -87,20 +91,22 @@ def run_parallel(proc: subprocess.Popen[bytes], engine: Any, clock_box: list[flo
                 tick(lines, done_bytes)
                 break
             done_bytes = message[2]
+            # By the item's kind, most frequent first: no event is built only to be
+            # told apart by isinstance().
             for item in message[3]:
-                if item is FLUSH or item == FLUSH:
+                kind = item[0]
+                if kind == "F":
                     flush()
                     continue
                 clock_box[0] = item[1] or clock_box[0]
-                event = decode(item)
-                if isinstance(event, Submission):
-                    submission(event)
-                elif isinstance(event, Outcome):
-                    outcome(event)
-                elif isinstance(event, Refused):
-                    engine.refused(event)
+                if kind == "O":
+                    outcome(decode_outcome(item))
+                elif kind == "S":
+                    submission(decode_submission(item))
+                elif kind == "R":
+                    engine.refused(decode_refused(item))
                 else:
-                    engine.evidence(event)
+                    engine.evidence(decode_evidence(item))
             tick(message[1], done_bytes)
     finally:
         proc.stdout.close()

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import pickle
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,6 +34,7 @@ from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Seen, Status, Submission
 
 FLUSH = ("F",)
+LogEvent = Submission | Outcome | Refused | ClientEvidence
 BATCH_LINES = 4096
 PICKLE_PROTOCOL = 5
 
@@ -66,29 +69,39 @@ def encode_evidence(now: float, e: ClientEvidence) -> tuple[Any, ...]:
             e.envelope_from, e.recipients, e.detail, e.queue_id, e.mta, e.client_evidence)
 
 
-def decode(item: tuple[Any, ...]) -> Submission | Outcome | Refused | ClientEvidence:
-    # Run for every event of a replay: one shared (immutable) empty Headers instead of
-    # a new one per submission, and the status by dictionary instead of Status().
-    if item[0] == "R":
-        return Refused(item[2], item[3], item[4])
-    if item[0] == "E":
-        (_k, _now, t, sender, addr, kind, name, helos, env, rcpts, detail, qid, mta, ce) = item
-        return ClientEvidence(time=t, sender=sender, client_addr=addr, kind=Seen(kind),
-                              client_name=name, helos=helos, envelope_from=env,
-                              recipients=rcpts, detail=detail, queue_id=qid, mta=mta,
-                              client_evidence=ce)
-    if item[0] == "S":
-        (_k, _now, t, sender, qid, env, rcpts, size, mta, addr, name, helos, mid) = item
-        return Submission(time=t, sender=sender, queue_id=qid, envelope_from=env,
-                          recipients=rcpts, size=size, mta=mta, client_addr=addr,
-                          client_name=name, helos=helos, headers=NO_HEADERS, message_id=mid)
+def decode_submission(item: tuple[Any, ...]) -> Submission:
+    # Run for every event of a replay, so positional (the tuple is in field order) and
+    # one shared (immutable) empty Headers instead of a new one per submission.
+    (_k, _now, t, sender, qid, env, rcpts, size, mta, addr, name, helos, mid) = item
+    return Submission(t, sender, qid, env, rcpts, size, mta, addr, name, helos, NO_HEADERS,
+                      mid)
+
+
+def decode_outcome(item: tuple[Any, ...]) -> Outcome:
+    # The status by dictionary instead of Status(); the other fields in field order.
     (_k, _now, t, qid, rcpt, status, dsn, reply, sender, env, mta, relay, name) = item
-    return Outcome(time=t, queue_id=qid, recipient=rcpt, status=_STATUS[status], dsn=dsn,
-                   reply=reply, sender=sender, envelope_from=env, mta=mta, relay=relay,
-                   client_name=name)
+    return Outcome(t, qid, rcpt, _STATUS[status], dsn, reply, sender, env, mta, relay, name)
+
+
+def decode_refused(item: tuple[Any, ...]) -> Refused:
+    return Refused(item[2], item[3], item[4])
+
+
+def decode_evidence(item: tuple[Any, ...]) -> ClientEvidence:
+    (_k, _now, t, sender, addr, kind, name, helos, env, rcpts, detail, qid, mta, ce) = item
+    return ClientEvidence(t, sender, addr, Seen(kind), name, helos, env, rcpts, detail, qid,
+                          mta, ce)
+
+
+def decode(item: tuple[Any, ...]) -> LogEvent:
+    """The event of an encoded item (the engine's side dispatches by kind instead)."""
+    return _DECODE[item[0]](item)
 
 
 _STATUS = {s.value: s for s in Status}
+_DECODE: dict[str, Callable[[tuple[Any, ...]], LogEvent]] = {
+    "S": decode_submission, "O": decode_outcome, "R": decode_refused, "E": decode_evidence,
+}
 
 
 class _Encoder:
@@ -128,14 +141,19 @@ def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
     enc.now = lambda: feed.joiner.now
     n = 0
     every = settings.flush_every_lines
-    for line in lines:
-        feed.line(line)
-        n += 1
-        if not n % BATCH_LINES:
-            if not n % every:
-                enc.items.append(FLUSH)
-            pickle.dump(("batch", n, position(), enc.items), out, PICKLE_PROTOCOL)
-            enc.items = []
+    feed_line = feed.line
+    lines = iter(lines)
+    while True:
+        # A batch's lines through the feed by map() in C, not a Python loop per line.
+        batch = list(islice(lines, BATCH_LINES))
+        deque(map(feed_line, batch), maxlen=0)
+        n += len(batch)
+        if len(batch) < BATCH_LINES:
+            break
+        if not n % every:
+            enc.items.append(FLUSH)
+        pickle.dump(("batch", n, position(), enc.items), out, PICKLE_PROTOCOL)
+        enc.items = []
     feed.finish()
     pickle.dump(("batch", n, position(), enc.items), out, PICKLE_PROTOCOL)
     pickle.dump(("end", n, feed.stats, errors()), out, PICKLE_PROTOCOL)
@@ -150,11 +168,9 @@ def main(argv: list[str]) -> int:
     error: list[str] = []
     position = Position(argv[1:])
 
-    def lines() -> Iterator[str]:
-        yield from read_lines(argv[1:], error, position)
-
-    work(settings, lines(), sys.stdout.buffer, lambda: error[0] if error else "",
-         position.bytes)
+    # The reader's generator straight in: no second generator around it per line.
+    work(settings, read_lines(argv[1:], error, position), sys.stdout.buffer,
+         lambda: error[0] if error else "", position.bytes)
     return 0
 
 
