@@ -32,12 +32,11 @@ def judge_helos(
     again (benchmarks/policyd.py --in-process).
     """
     rcpts: tuple[str, ...] = ()
-    if recipients:
+    if recipients:  # one at each RCPT, and nearly never in the HELO's domain
         lowered = tuple(h.lower().rstrip(".") for h in helos)
-        rcpts = tuple(sorted({
-            r for r in recipients
-            if (tail := _tail(r)) and any(h.endswith(tail) for h in lowered)
-        }))
+        if matching := [r for r in recipients
+                        if (tail := _tail(r)) and any(h.endswith(tail) for h in lowered)]:
+            rcpts = tuple(sorted(set(matching)))
     _, at, domain = envelope_from.rpartition("@")
     if not any(map(_may_be_literal, helos)):
         client_addr = ""
