@@ -121,7 +121,7 @@ def settle_heap() -> None:
 
     Every full collection walked all of it again, as often as new senders' memories
     grew the heap by a quarter: on a 1 M-sender store, `decide()` at first sight ran
-    18-24 % faster with it frozen (benchmarks/first_sight.py --freeze). A frozen
+    13-28 % faster with it frozen (benchmarks/first_sight.py --freeze). A frozen
     object that later becomes part of a garbage cycle stays (reference counting still
     frees the rest): the start-up heap is not that. A higher threshold for the youngest
     generation was measured too and left at Python's default: the request path's
