@@ -79,7 +79,8 @@ def test_a_new_senders_memory_holds_only_what_it_used(tmp_path: Path) -> None:
         assert [w for w in WINDOWS if mem.made(w) is not None] == []
         assert mem.made("baseline") is None
         rates = mem.rates
-        assert rates is not None and rates.msg_hour is None and rates.msg_day is None
+        assert rates is mem  # its counters in its memory: one object per sender
+        assert rates.msg_hour is None and rates.msg_day is None
         assert isinstance(rates.rcpt_hour, tuple)  # one bucket: no counter object yet
         assert observed(rates.rcpt_hour, HOUR, HOUR_BUCKET, T0)[1] == 2
         # Made on first use, each as long as the judge says (a HELO is a habit: longer).

@@ -198,7 +198,7 @@ class SenderBook:
                 and mem.probation is None
                 and mem.score(now, self.half_life) < NEGLIGIBLE_SCORE
                 and now - mem.last_seen > max(self.window, self.judge.helo_window)
-                and (mem.rates is None or mem.rates.idle(now)))
+                and mem.rates.idle(now))
 
     # --- listeners -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from extrusion.scoring.book import SenderBook
 from extrusion.scoring.events import Action, Decision, Stage, State
 from extrusion.scoring.judge import judge_helos
 from extrusion.scoring.kinds import Kind
-from extrusion.scoring.limits import RateState, budget
+from extrusion.scoring.limits import budget
 from extrusion.scoring.memory import SenderMemory
 from extrusion.scoring.pins import pin_of, pin_reason
 from extrusion.scoring.shared import restricted, use_bucket
@@ -114,8 +114,6 @@ class Decider:
         cls, limits = budget(book.config.limits, mem.cls, state,
                              list_sender=not pinned and mem.list_until > now)
         rates = mem.rates
-        if rates is None:
-            rates = mem.rates = RateState()
         if stage is Stage.RCPT and mem.probation is not None and state.rank <= 1:
             refused = self._probation(mem, state, score, rcpts, now, count)
             if refused is not None:

@@ -23,15 +23,23 @@ def judge_helos(
     """`helo_anomalies()` behind a cache: a customer says the same HELO all day.
 
     Only what the verdict depends on goes into the cache key: the MAIL FROM
-    domain (not the whole address) and only those recipients whose domain
-    could be the HELO's registered domain (the HELO ends in its last two labels).
+    domain (not the whole address), only those recipients whose domain could
+    be the HELO's registered domain (the HELO ends in its last two labels), and
+    the client's address only when a HELO may be an address literal: a name is
+    never compared with it. Every message of the policy stream comes from a new
+    client address (dynamic pools), so with the address in the key each one's
+    first recipient missed and parsed its HELO against the public suffix list
+    again (benchmarks/policyd.py --in-process).
     """
-    lowered = tuple(h.lower().rstrip(".") for h in helos)
-    rcpts = tuple(sorted({
-        r for r in recipients
-        if (tail := _tail(r)) and any(h.endswith(tail) for h in lowered)
-    }))
+    rcpts: tuple[str, ...] = ()
+    if recipients:  # one at each RCPT, and nearly never in the HELO's domain
+        lowered = tuple(h.lower().rstrip(".") for h in helos)
+        if matching := [r for r in recipients
+                        if (tail := _tail(r)) and any(h.endswith(tail) for h in lowered)]:
+            rcpts = tuple(sorted(set(matching)))
     _, at, domain = envelope_from.rpartition("@")
+    if not any(map(_may_be_literal, helos)):
+        client_addr = ""
     return _cached_helos(helos, client_addr, client_name,
                          f"postmaster@{domain.lower()}" if at else envelope_from.lower(),
                          rcpts, own_domains, confirmed)
@@ -43,6 +51,16 @@ def helo_note(helos: tuple[str, ...], client_addr: str, client_name: str, envelo
     the MTA log them: known at END-OF-MESSAGE without the recipients."""
     found = judge_helos(helos, client_addr, client_name, envelope_from, (), own_domains)
     return ", ".join(sorted({f.kind for f in found}))
+
+
+def _may_be_literal(helo: str) -> bool:
+    """False only for a HELO `parse_literal()` refuses at its first look (most names):
+    the same test, so that no literal ever loses the client address it is judged by."""
+    if not isinstance(helo, str):
+        return True  # whatever it is, the judgement decides; keep the key whole
+    text = helo.strip()
+    return bool(text) and len(text) <= 64 and (text[0] in "[:" or text[0].isdigit()
+                                                or ":" in text)
 
 
 def _tail(address: str) -> str:

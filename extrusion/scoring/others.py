@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from extrusion.scoring.book import SenderBook
 from extrusion.scoring.failwindow import PRUNE_SECONDS, FailureShare
-from extrusion.scoring.limits import NO_OTHERS, RateState
+from extrusion.scoring.limits import NO_OTHERS
 from extrusion.scoring.store import Store
 
 
@@ -72,12 +72,10 @@ class SharedWindows:
         with book.lock:
             for key in self.shared - uses.keys():
                 mem = book.senders.get(key)
-                if mem is not None and mem.rates is not None:
+                if mem is not None:
                     mem.rates.others = NO_OTHERS
             for key, use in uses.items():
                 mem = book.senders.get(key)
                 if mem is not None:
-                    if mem.rates is None:
-                        mem.rates = RateState()
                     mem.rates.others = use
             self.shared = {k for k in uses if k in book.senders}

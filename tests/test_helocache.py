@@ -1,0 +1,50 @@
+"""The HELO verdict cache: the same verdicts as `helo_anomalies()` itself, whatever the
+key leaves out (the client's address for a HELO that cannot be an address literal)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from extrusion.scoring import helocache
+from extrusion.scoring.helo import helo_anomalies
+from extrusion.scoring.helocache import judge_helos
+
+OWN = ("isp.example",)
+
+helo_texts = st.sampled_from([
+    "pc.user1.example", "[198.51.100.5]", "198.51.100.5", "[203.0.113.9]", "203.0.113.9",
+    "[IPv6:2001:db8::1]", "2001:db8::1", "::1", " 203.0.113.9 ", "JOHNS-PC", "",
+    "lrhnow.usa.net", "mail.isp.example", "1st.example.com", "[192.168.1.2]", "x" * 70,
+    "remote.example", "9", "[", ":",
+])
+clients = st.sampled_from(["198.51.100.5", "203.0.113.9", "192.0.2.1", "", "2001:db8::1"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(helos=st.lists(helo_texts, min_size=1, max_size=3), client=clients,
+       other=clients, sender=st.sampled_from(["a@usa.net", "b@customer.example", ""]),
+       rcpts=st.lists(st.sampled_from(["r@remote.example", "x@usa.net"]), max_size=2))
+def test_cached_verdict_is_the_judgement_for_every_client(
+        helos: list[str], client: str, other: str, sender: str, rcpts: list[str]) -> None:
+    # Asked for one client first, then another: a literal judged for the first must
+    # not answer for the second.
+    for addr in (client, other):
+        cached = judge_helos(tuple(helos), addr, "", sender, rcpts, OWN)
+        fresh = helo_anomalies(tuple(helos), addr, client_name="", envelope_from=sender,
+                               recipients=rcpts, own_domains=OWN)
+        assert list(cached) == fresh
+
+
+def test_a_literal_is_judged_against_each_client() -> None:
+    assert [f.kind for f in judge_helos(("[203.0.113.9]",), "198.51.100.5", "", "", (),
+                                        OWN)] == ["helo_ip_mismatch"]
+    assert judge_helos(("[203.0.113.9]",), "203.0.113.9", "", "", (), OWN) == ()
+
+
+def test_a_name_from_a_new_client_address_is_a_cache_hit() -> None:
+    judge_helos(("pc.cachetest.example",), "198.51.100.7", "", "u@customer.example", (), OWN)
+    before = helocache._cached_helos.cache_info()
+    judge_helos(("pc.cachetest.example",), "198.51.100.8", "", "u@customer.example", (), OWN)
+    after = helocache._cached_helos.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
