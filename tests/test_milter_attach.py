@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet import task
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.testing import StringTransport
 
@@ -134,6 +135,9 @@ def connect(engine: Engine | None, **kwargs: object) -> tuple[MilterMapFactory, 
     peer = IPv4Address("TCP", "127.0.0.1", 40000)
     proto = factory.buildProtocol(peer)
     assert proto is not None
+    # Its idle timeout on a clock of its own: on the global reactor it would outlive the
+    # test and fail the next Twisted trial case's clean-reactor check.
+    proto.callLater = task.Clock().callLater  # type: ignore[attr-defined]
     transport = StringTransport(peerAddress=peer)
     proto.makeConnection(transport)
     return factory, transport, proto
