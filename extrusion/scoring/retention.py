@@ -41,10 +41,6 @@ BATCH = 5000
 PG_BATCH = 50_000
 BACKEND = 0  # a `batch` of 0: the backend's own size (batch_size)
 
-
-def batch_size(dialect: str) -> int:
-    """Rows per prune transaction on `dialect` ("sqlite", "postgresql")."""
-    return BATCH if dialect == "sqlite" else PG_BATCH
 DELIVERED = frozenset({"sent"})
 FAILED = frozenset({"bounced", "expired", "rejected"})
 _COUNTS = ("messages", "recipients", "delivered", "failed")
@@ -53,6 +49,11 @@ Key = tuple[Any, ...]
 # One batch of a step: the rows it took, and the key the next batch starts after
 # (None: the step has taken everything it matches).
 Step = Callable[[Connection, "Key | None"], tuple[int, "Key | None"]]
+
+
+def batch_size(dialect: str) -> int:
+    """Rows per prune transaction on `dialect` ("sqlite", "postgresql")."""
+    return BATCH if dialect == "sqlite" else PG_BATCH
 
 
 def detail_boundary(now: float, detail_days: float) -> float:
@@ -186,28 +187,27 @@ def fold_recipients(conn: Connection, path: WritePath, before: float, limit: int
     return len(rows), last
 
 
-def folds(path: WritePath, before: float, limit: int | None,
-          counters_before: float | None = None) -> list[Step]:
-    """The steps that fold detail older than `before` and delete minute counters older
-    than `counters_before` (if not given, `before`), each one batch per call.
+def folds(path: WritePath, before: float, limit: int | None) -> list[Step]:
+    """The steps that fold detail older than `before` into days, each one batch per call.
 
     A fold's row costs several times a deleted one's (its upserts), and batches of
     BATCH already match one statement: larger ones would only hold the daemon's
-    flushing thread longer per slice. The counters' step is a plain delete."""
-    ib = int(before if counters_before is None else counters_before)
+    flushing thread longer per slice."""
     fold = None if limit is None else min(limit, BATCH)
     return [
         lambda conn, after: fold_messages(conn, path, before, fold, after),
         lambda conn, after: fold_recipients(conn, path, before, fold, after),
-        _expiry(schema.counters, schema.counters.c.bucket < ib, limit),
     ]
 
 
-def expiries(before: float, limit: int | None) -> list[Step]:
-    """The steps that delete what is older than `before`, each one batch per call."""
+def expiries(before: float, limit: int | None, counters_before: float | None = None
+             ) -> list[Step]:
+    """The steps that delete what is older than `before` (minute counters: older than
+    `counters_before` too, if given), each one batch per call."""
     ib = int(before)
+    ic = ib if counters_before is None else int(max(before, counters_before))
     return [_expiry(table, where, limit) for table, where in (
-        (schema.counters, schema.counters.c.bucket < ib),
+        (schema.counters, schema.counters.c.bucket < ic),
         (schema.recipients, schema.recipients.c.time < before),
         (schema.messages, schema.messages.c.time < before),
         (schema.sender_days, schema.sender_days.c.day <= ib - DAY),  # days ended
@@ -255,9 +255,13 @@ class Prune:
     @classmethod
     def plan(cls, path: WritePath, before: float, detail_before: float | None,
              limit: int | None, counters_before: float | None = None) -> Prune:
-        steps = expiries(before, limit)
-        if detail_before is not None and detail_before > before:
-            steps[:0] = folds(path, detail_before, limit, counters_before)
+        if detail_before is None or detail_before <= before:
+            steps = expiries(before, limit)
+        else:
+            # Minute counters go with the detail (or sooner, `counters_before`): one walk
+            # of their table with the later horizon, not one per horizon.
+            minutes = detail_before if counters_before is None else counters_before
+            steps = [*folds(path, detail_before, limit), *expiries(before, limit, minutes)]
         return cls(before, detail_before, limit, counters_before, [Walk(s) for s in steps])
 
     def serves(self, before: float, detail_before: float | None, limit: int | None,
