@@ -12,9 +12,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -23,7 +22,7 @@ import sqlalchemy as sa
 from extrusion.scoring.rows import StoredMessage
 from extrusion.scoring.store import Store
 from tests.helpers import wait_for
-from tests.mta.daemons import ExtrusionDaemons, extrusion_daemons
+from tests.mta.daemons import ExtrusionDaemons, postfix_daemons  # noqa: F401 (fixture `daemons`)
 from tests.postfix_harness import PostfixInstance, SendResult
 from tests.smtp_remote import VIRUS_MARKER, RemoteSMTP
 
@@ -47,18 +46,6 @@ def _wait(what: str, check: Callable[[], Any], timeout: float = SETTLE_SECONDS) 
 def _state(daemons: ExtrusionDaemons, key: str) -> str:
     info = daemons.sender(key)
     return str(info["state"]) if info else "unknown"
-
-
-@pytest.fixture
-def daemons(postfix: PostfixInstance, tmp_path: Path,
-            request: pytest.FixtureRequest) -> Iterator[ExtrusionDaemons]:
-    """Both daemons; extra settings come by indirect parametrization."""
-    settings = getattr(request, "param", {})
-    with extrusion_daemons(tmp_path, postfix, settings) as d:
-        yield d
-    # held mail of this scenario must not leak into the next one
-    for qid in postfix.held():
-        postfix.delete(qid)
 
 
 # --- the spam bot, shared with the Sendmail test ---------------------------------------------

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +19,7 @@ from extrusion.milter.attach import MAP_NAME, netstring
 from extrusion.scoring.rows import StoredMessage
 from extrusion.scoring.store import Store
 from tests.helpers import wait_for
-from tests.mta.daemons import ExtrusionDaemons, extrusion_daemons
+from tests.mta.daemons import ExtrusionDaemons, postfix_daemons  # noqa: F401 (fixture `daemons`)
 from tests.postfix_harness import PostfixInstance
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -31,14 +29,6 @@ HELD = "127.0.0.151"
 SETTLE = 30.0
 
 
-@pytest.fixture
-def daemons(postfix: PostfixInstance, tmp_path: Path,
-            request: pytest.FixtureRequest) -> Iterator[ExtrusionDaemons]:
-    settings = getattr(request, "param", {})
-    with extrusion_daemons(tmp_path, postfix, settings) as d:
-        yield d
-    for qid in postfix.held():  # held mail of this test must not leak into the next
-        postfix.delete(qid)
 
 
 def send(postfix: PostfixInstance, source: str, tag: str) -> str:

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from tests.postfix_harness import SBIN_PATH
+import pytest
+
+from tests.postfix_harness import SBIN_PATH, PostfixInstance
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
@@ -267,3 +269,16 @@ def extrusion_daemons(workdir: Path, mta: MTA, settings: Mapping[str, Any] | Non
         yield d.start(*which)
     finally:
         d.stop()
+
+
+@pytest.fixture(name="daemons")
+def postfix_daemons(postfix: PostfixInstance, tmp_path: Path,
+                    request: pytest.FixtureRequest) -> Iterator[ExtrusionDaemons]:
+    """Both daemons on the shared Postfix; extra settings come by indirect
+    parametrization. Held mail of the test is deleted after it, so it cannot leak into
+    the next one."""
+    settings = getattr(request, "param", {})
+    with extrusion_daemons(tmp_path, postfix, settings) as d:
+        yield d
+    for qid in postfix.held():
+        postfix.delete(qid)
