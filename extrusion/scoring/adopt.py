@@ -43,6 +43,9 @@ def adopt(book: SenderBook, row: SenderRow, now: float, *, create: bool) -> None
         mem.written = tallies(mem.findings)
     _follow_state(book, mem, row, now)
     evaluate(book, mem, now)
+    # The store's state, or a release elsewhere that ended its probation, moved it
+    # without a transition of this engine's.
+    book.attention.note(mem)
 
 
 def _remember(book: SenderBook, row: SenderRow) -> SenderMemory:

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 
 from extrusion.config import Config
+from extrusion.scoring.attention import AttentionIndex
 from extrusion.scoring.baseline import Baselines
 from extrusion.scoring.cap import SenderCap
 from extrusion.scoring.events import Notice, State, StateChange
@@ -60,6 +61,9 @@ class SenderBook:
         # baselines (a replay into a throw-away store without a report): only senders
         # and state changes are written then.
         self.keeps_rows = True
+        # Who is under attention, kept at each change (attention.py): asked for every
+        # `attach_refresh_seconds`, it must not cost a pass over every sender.
+        self.attention = AttentionIndex()
         self.apply_config(config)
 
     # --- configuration -----------------------------------------------------------------
@@ -74,6 +78,7 @@ class SenderBook:
         self.window = config.scoring.window_seconds
         self.thresholds = Thresholds.from_config(config.scoring)
         self.judge = Judge(config)
+        self.judge.probation.noted = self.attention.note
         self.sasl.memory = config.scoring.sasl_memory_seconds
         self.cap.limit = config.scoring.max_senders
         self.map = SenderMap(config.customers)
@@ -119,6 +124,7 @@ class SenderBook:
                 self.forget_least_recent()
         elif client_addr and client_addr != mem.client_addr:
             mem.client_addr = client_addr
+            self.attention.note(mem)
             self.classify(mem)
             evaluate(self, mem, now)
         if now > mem.last_seen:
@@ -130,6 +136,7 @@ class SenderBook:
         for key in self.cap.victims(self.senders, self.dirty,
                                     lambda m: pin_of(m) is not None):
             del self.senders[key]
+            self.attention.drop(key)
 
     def after_flush(self) -> None:
         """The senders a flush wrote may be forgotten now, if memory is over the cap."""
@@ -189,6 +196,7 @@ class SenderBook:
         idle = [k for k, m in self.senders.items() if self._quiet(m, now)]
         for k in idle:
             # A baseline never made (nothing learnt of the sender) needs no keeping.
+            self.attention.drop(k)
             if (baseline := self.senders.pop(k).made("baseline")) is not None:
                 self.baselines.keep(k, baseline)
 

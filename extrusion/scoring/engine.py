@@ -22,7 +22,7 @@ from typing import Any
 from extrusion.config import Config
 from extrusion.scoring.actions import OperatorActions
 from extrusion.scoring.api import EngineAPI
-from extrusion.scoring.attention import Attention, attention_of
+from extrusion.scoring.attention import Attention
 from extrusion.scoring.book import SenderBook
 from extrusion.scoring.decider import Decider
 from extrusion.scoring.events import (
@@ -213,9 +213,10 @@ class Engine:
 
     def attention(self) -> Attention:
         """The senders whose sessions the milter should see, and their last addresses
-        (`scoring/attention.py`); one pass over the senders in memory."""
+        (`scoring/attention.py`): kept as they change, so this costs the senders under
+        attention after a change and nothing otherwise, whatever the senders in memory."""
         with self._lock:
-            return attention_of(self._senders.values())
+            return self._book.attention.attention()
 
     # --- listeners -----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ refused. Pure bookkeeping on `SenderMemory`; times come with the calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from extrusion.scoring.kinds import Kind
@@ -43,6 +44,9 @@ class Probation:
         self.share = s.failure_share
         self.list_share = s.list_max_failure_share
         self.vouch_seconds = s.window_seconds
+        # Told of each start and end: a sender pinned `allow` by the config enters and
+        # leaves probation without a change of state (the book's attention index).
+        self.noted: Callable[[SenderMemory], None] = _unheard
 
     def enter(self, mem: SenderMemory, reason: str, now: float) -> bool:
         """Put `mem` on probation for `reason`; True when it was not on it before.
@@ -60,6 +64,7 @@ class Probation:
             return False  # its outcomes are back and look legitimate already
         mem.probation = ProbationState(now, reason, SlidingCounter(self.window, BUCKET))
         mem.note(Kind.PROBATION, now, example=reason, active=True, since=now)
+        self.noted(mem)
         return True
 
     def over_budget(self, mem: SenderMemory, recipients: int, now: float) -> int | None:
@@ -114,3 +119,8 @@ class Probation:
         mem.probation = None
         mem.probation_end = f"probation ended: {why}"
         mem.note(Kind.PROBATION, now, active=False, ended=why)
+        self.noted(mem)
+
+
+def _unheard(mem: SenderMemory) -> None:
+    pass

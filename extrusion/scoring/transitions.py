@@ -11,6 +11,7 @@ from collections import deque
 from typing import Protocol
 
 from extrusion.scoring import decisions as answer
+from extrusion.scoring.attention import AttentionIndex
 from extrusion.scoring.audit import ENGINE
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.judge import Judge
@@ -30,6 +31,7 @@ class Judged(Protocol):
     half_life: float
     batch: Batch
     changes: deque[StateChange]
+    attention: AttentionIndex
 
     def touch(self, mem: SenderMemory) -> None: ...
 
@@ -93,6 +95,7 @@ def transition(book: Judged, mem: SenderMemory, old: State, new: State, now: flo
     mem.reason = reason
     mem.state_dirty = True
     book.touch(mem)
+    book.attention.note(mem)
     book.batch.state_changes.append(state_change_row(change))
     if old is not new:
         book.changes.append(change)
