@@ -25,6 +25,7 @@ from extrusion.milter.attach import (
     netstring,
     take_requests,
 )
+from extrusion.scoring import admin
 from extrusion.scoring.attention import attention_of
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import OperatorAction, OperatorVerb, Stage
@@ -101,6 +102,25 @@ def test_the_list_is_taken_again_only_after_the_refresh_interval(engine: Engine)
     assert answer(att, f"milters {NEWCOMER}") == "OK DISABLE"  # the list of a moment ago
     clock.advance(5.0)
     assert answer(att, f"milters {NEWCOMER}") == "NOTFOUND "
+    engine.close()
+
+
+def test_the_answer_follows_a_release_here_and_a_block_from_the_cli(engine: Engine,
+                                                                   tmp_path: Path) -> None:
+    """What the CLI wrote to the store reaches the answer at the engine's refresh, and an
+    operator's release here takes the client out of attention at the next look."""
+    clock = Clock()
+    att = Attendance(lambda: engine, refresh_seconds=1.0, clock=clock)
+    assert answer(att, f"milters {NEWCOMER}") == "OK DISABLE"
+    cfg = config(tmp_path, customers=[{"name": "acme", "networks": ["203.0.113.0/28"]}])
+    admin.operator_action(cfg, "block", f"ip:{NEWCOMER}", "stolen", "kim", clock.t)
+    engine.refresh(clock.t)
+    engine.operator(OperatorAction(clock.t, f"ip:{WATCHED_IP}", OperatorVerb.RELEASE, "kim",
+                                   "cleaned"))
+    clock.advance(1.0)
+    assert answer(att, f"milters {NEWCOMER}") == "NOTFOUND "
+    assert answer(att, f"milters {WATCHED_IP}") == "OK DISABLE"
+    assert answer(att, f"milters {SASL_HOME}") == "NOTFOUND "  # still held
     engine.close()
 
 

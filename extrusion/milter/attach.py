@@ -25,7 +25,9 @@ or when the address's own key (`ip:` or a `[[customers]]` range's
 `customer:`) is under attention. An address never seen is not: the policy
 delegation still judges its mail, and the milter joins as soon as the engine
 has an eye on it. The list is taken from the engine at most every
-`attach_refresh_seconds`, on the reactor thread that answers.
+`attach_refresh_seconds`, on the reactor thread that answers; the engine keeps
+it as senders change (`AttentionIndex`), so taking it costs the senders under
+attention, not a pass over every sender in memory under the engine's lock.
 
 No pymilter here: this runs on the Twisted reactor of `extrusion serve`,
 which wires it (`extrusion.service`).
