@@ -48,6 +48,7 @@ queue is empty and every message was logged as sent).
 
     .venv/bin/python benchmarks/mta.py [--messages 2000] [--sessions 10] [--rounds 3]
                                        [--milter-socket inet|unix] [--reference]
+                                       [--poll-seconds S]
                                        [--configs bare,attach,...]
 
 Every run checks Postfix's log: a run in which Postfix could not reach the
@@ -403,7 +404,7 @@ def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
                log_lines=segment.count(b"\n"))
 
 
-def bench_settings(milter_socket: str = "") -> dict[str, object]:
+def bench_settings(milter_socket: str = "", poll_seconds: float = 0.0) -> dict[str, object]:
     huge = {"messages_per_hour": HUGE_LIMIT, "recipients_per_hour": HUGE_LIMIT,
             "messages_per_day": 0, "recipients_per_day": 0}
     settings: dict[str, object] = {
@@ -411,6 +412,8 @@ def bench_settings(milter_socket: str = "") -> dict[str, object]:
         "limits": {"default": huge, "consumer": huge, "business": huge, "throttled": huge}}
     if milter_socket:
         settings["milter"] = {"socket": milter_socket}
+    if poll_seconds:
+        settings["maillog"] = {"poll_seconds": poll_seconds}
     return settings
 
 
@@ -433,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"(default: {','.join(CONFIGS)}, and the C ones with --reference)")
     ap.add_argument("--milter-socket", choices=("inet", "unix"), default="inet",
                     help="milter over TCP on 127.0.0.1 (as shipped) or a unix socket")
+    ap.add_argument("--poll-seconds", type=float, default=0.0,
+                    help="[maillog] poll_seconds of extrusion's daemons and the py-policy "
+                         "floors (default: the test harness's 0.2; shipped: 1.0)")
     ap.add_argument("--reference", action="store_true",
                     help="also run the C floors built from benchmarks/reference/")
     args = ap.parse_args(argv)
@@ -455,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         with smtp_sink(sink_port), running_instance(sink_port) as pf:
             unix_path = work / "milter.sock"
             unix = args.milter_socket == "unix"
-            settings = bench_settings(f"unix:{unix_path}" if unix else "")
+            settings = bench_settings(f"unix:{unix_path}" if unix else "", args.poll_seconds)
             d = ExtrusionDaemons(work, pf, free_port(), settings)
             d.write_config()
             # Its own config and store, so the feed's checkpoint in `d`'s is left alone.
