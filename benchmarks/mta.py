@@ -376,7 +376,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
-            milter_pid: int = 0, policy_pid: int = 0) -> Run:
+            milter_pid: int = 0, policy_pid: int = 0, settle_s: float = 0.0) -> Run:
+    """`settle_s`: how long after the queue drained the processes' CPU is read, so a
+    log follower's last poll of the run's lines is counted in it."""
     log_start = pf.maillog.stat().st_size
     cpu0, policy_cpu0 = cpu_seconds(milter_pid), cpu_seconds(policy_pid)
     t0 = time.perf_counter()
@@ -391,6 +393,7 @@ def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
     while queued(pf) and time.perf_counter() < deadline:
         time.sleep(0.02)
     t_end = time.perf_counter()
+    time.sleep(settle_s)
     milter_cpu = cpu_seconds(milter_pid) - cpu0
     policy_cpu = cpu_seconds(policy_pid) - policy_cpu0
     with pf.maillog.open("rb") as f:
@@ -468,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             no_feed = ExtrusionDaemons(work / "no-feed", pf, free_port(),
                                        deep_merge(settings, {"maillog": {"source": "none"}}))
             no_feed.write_config()
+            # Two polls of the log feed: the last lines of a run read before its CPU is.
+            settle = 2 * load_config(d.config_path).maillog.poll_seconds
             milter_addr = f"unix:{unix_path}" if unix else ""
             # warm-up: first connections, process start-up, SQLite file creation
             rewire(pf, wiring(pf, "bare"))
@@ -512,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                                 # server's (milter, policy, log feed together).
                                 policy_pid = ours.procs["serve"].popen.pid
                         run = one_run(pf, config, args.messages, args.sessions, milter_pid,
-                                      policy_pid)
+                                      policy_pid, settle)
                     if setup.policy.startswith("py-"):
                         # Written by the floor as it stopped, at the end of the block.
                         run = replace(run, requests=json.loads(stats.read_text())["requests"])
