@@ -31,7 +31,16 @@ the work behind it:
 - with --reference, the same floors in C, built from benchmarks/reference/
   with cc and libmilter: "c-noop" (the no-op milter), "c-attach", "c-policy"
   (a policy server that answers DUNNO at once) and "c-both" (c-noop and
-  c-policy together, the floor of "both").
+  c-policy together, the floor of "both");
+- the Python policy floors of benchmarks/pyfloor.py, a Twisted server answering
+  DUNNO unread: "py-policy" alone, "py-policy-tail" also following Postfix's log
+  with extrusion's follower (lines dropped), "py-policy-parse" also parsing them
+  (extrusion's feed up to its parser), "py-policy-join" also joining them (the
+  whole feed, its events dropped): beside "policyd" and "c-policy", which part
+  of the policy daemon's CPU any Python daemon on Twisted pays and which is
+  extrusion's. Their runs also count the requests the server answered.
+  "policyd-nofeed" is `extrusion policyd` reading no log ([maillog] source =
+  "none"): its answers without its log feed.
 
 Two rates per run: "ingress" (smtp-source's wall time: what customers see,
 where the milter and policy answers are paid) and "end to end" (until the
@@ -39,6 +48,7 @@ queue is empty and every message was logged as sent).
 
     .venv/bin/python benchmarks/mta.py [--messages 2000] [--sessions 10] [--rounds 3]
                                        [--milter-socket inet|unix] [--reference]
+                                       [--poll-seconds S]
                                        [--configs bare,attach,...]
 
 Every run checks Postfix's log: a run in which Postfix could not reach the
@@ -51,6 +61,7 @@ also needs cc and libmilter-dev.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -61,7 +72,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +84,7 @@ from extrusion.config import load as load_config  # noqa: E402
 from extrusion.maillog.recovery import checkpoint_name  # noqa: E402
 from extrusion.scoring.store import Store  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.mta.daemons import ExtrusionDaemons  # noqa: E402
+from tests.mta.daemons import ExtrusionDaemons, deep_merge  # noqa: E402
 from tests.postfix_harness import (  # noqa: E402
     SBIN_PATH,
     PostfixInstance,
@@ -87,7 +98,7 @@ class Setup:
     """What one configuration attaches to Postfix: which milter and which policy service."""
 
     milter: str = ""  # "", "extrusion", or a reference milter (REFERENCE_MILTERS)
-    policy: str = ""  # "", "extrusion", or "c-dunno"
+    policy: str = ""  # "", "extrusion", "c-dunno", or a staged floor "py-STAGE" (pyfloor.py)
     # Both served by one `extrusion serve` process (the shipped wiring) instead of
     # `extrusion milter` and `extrusion policyd` apart.
     serve: bool = False
@@ -97,6 +108,9 @@ class Setup:
     # smtpd_milter_maps asks `extrusion serve`'s socketmap (the shipped wiring since issue
     # 17): the milter only for clients under attention, which this traffic's is not.
     maps: bool = False
+    # extrusion's daemon follows Postfix's log ([maillog] source = "file"), or reads
+    # none ("none"): what its log feed costs, apart from its answers.
+    log_feed: bool = True
 
 
 SETUPS = {
@@ -105,6 +119,7 @@ SETUPS = {
     "noop": Setup(milter="py-noop"),
     "milter": Setup(milter="extrusion"),
     "policyd": Setup(policy="extrusion"),
+    "policyd-nofeed": Setup(policy="extrusion", log_feed=False),
     "both": Setup(milter="extrusion", policy="extrusion"),
     "serve": Setup(milter="extrusion", policy="extrusion", serve=True),
     "serve-maps": Setup(milter="extrusion", policy="extrusion", serve=True, maps=True),
@@ -113,10 +128,15 @@ SETUPS = {
     "c-noop": Setup(milter="c-noop"),
     "c-policy": Setup(policy="c-dunno"),
     "c-both": Setup(milter="c-noop", policy="c-dunno"),
+    "py-policy": Setup(policy="py-dunno"),
+    "py-policy-tail": Setup(policy="py-tail"),
+    "py-policy-parse": Setup(policy="py-parse"),
+    "py-policy-join": Setup(policy="py-join"),
 }
 CONFIGS = ("bare", "attach", "noop", "milter", "policyd", "both", "serve")
 REFERENCE_CONFIGS = ("c-attach", "c-noop", "c-policy", "c-both")
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+PYFLOOR = Path(__file__).resolve().parent / "pyfloor.py"
 QUEUE_SUBDIRS = ("incoming", "active", "deferred", "maildrop")
 DRAIN_TIMEOUT = 300.0
 STALE_SMTPD_TIMEOUT = 30.0
@@ -186,6 +206,8 @@ class Run:
     example: str = ""
     milter_cpu_s: float = 0.0  # CPU time of the milter process during the run
     policy_cpu_s: float = 0.0  # and of the policy server (with extrusion's, the log feed's too)
+    log_lines: int = 0  # lines Postfix logged during the run
+    requests: int = 0  # policy requests answered (counted by the py-policy floors only)
 
     @property
     def ingress_rate(self) -> float:
@@ -290,6 +312,13 @@ def reference_milter_command(kind: str, spec: str, built: dict[str, Path]) -> li
     return [str(built["noop_milter"]), spec, {"c-attach": "accept", "c-noop": "noop"}[kind]]
 
 
+def pyfloor_command(setup: Setup, config: Path, stats: Path, port: int) -> list[str]:
+    """The command line of a staged Python policy floor (benchmarks/pyfloor.py)."""
+    stage = setup.policy.removeprefix("py-")
+    return [sys.executable, str(PYFLOOR), stage, "--listen",
+            f"tcp:{port}:interface=127.0.0.1", "--config", str(config), "--stats", str(stats)]
+
+
 def queued(pf: PostfixInstance) -> int:
     n = 0
     for sub in QUEUE_SUBDIRS:
@@ -347,7 +376,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
-            milter_pid: int = 0, policy_pid: int = 0) -> Run:
+            milter_pid: int = 0, policy_pid: int = 0, settle_s: float = 0.0) -> Run:
+    """`settle_s`: how long after the queue drained the processes' CPU is read, so a
+    log follower's last poll of the run's lines is counted in it."""
     log_start = pf.maillog.stat().st_size
     cpu0, policy_cpu0 = cpu_seconds(milter_pid), cpu_seconds(policy_pid)
     t0 = time.perf_counter()
@@ -362,6 +393,7 @@ def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
     while queued(pf) and time.perf_counter() < deadline:
         time.sleep(0.02)
     t_end = time.perf_counter()
+    time.sleep(settle_s)
     milter_cpu = cpu_seconds(milter_pid) - cpu0
     policy_cpu = cpu_seconds(policy_pid) - policy_cpu0
     with pf.maillog.open("rb") as f:
@@ -371,10 +403,11 @@ def one_run(pf: PostfixInstance, config: str, messages: int, sessions: int,
            if b"warning:" in line and any(s in line for s in FAIL_OPEN_SIGNS)]
     return Run(config, messages, t_in - t0, t_end - t0, segment.count(b"status=sent"),
                len(bad), bad[0].decode(errors="replace") if bad else "",
-               milter_cpu_s=milter_cpu, policy_cpu_s=policy_cpu)
+               milter_cpu_s=milter_cpu, policy_cpu_s=policy_cpu,
+               log_lines=segment.count(b"\n"))
 
 
-def bench_settings(milter_socket: str = "") -> dict[str, object]:
+def bench_settings(milter_socket: str = "", poll_seconds: float = 0.0) -> dict[str, object]:
     huge = {"messages_per_hour": HUGE_LIMIT, "recipients_per_hour": HUGE_LIMIT,
             "messages_per_day": 0, "recipients_per_day": 0}
     settings: dict[str, object] = {
@@ -382,6 +415,8 @@ def bench_settings(milter_socket: str = "") -> dict[str, object]:
         "limits": {"default": huge, "consumer": huge, "business": huge, "throttled": huge}}
     if milter_socket:
         settings["milter"] = {"socket": milter_socket}
+    if poll_seconds:
+        settings["maillog"] = {"poll_seconds": poll_seconds}
     return settings
 
 
@@ -404,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"(default: {','.join(CONFIGS)}, and the C ones with --reference)")
     ap.add_argument("--milter-socket", choices=("inet", "unix"), default="inet",
                     help="milter over TCP on 127.0.0.1 (as shipped) or a unix socket")
+    ap.add_argument("--poll-seconds", type=float, default=0.0,
+                    help="[maillog] poll_seconds of extrusion's daemons and the py-policy "
+                         "floors (default: the test harness's 0.2; shipped: 1.0)")
     ap.add_argument("--reference", action="store_true",
                     help="also run the C floors built from benchmarks/reference/")
     args = ap.parse_args(argv)
@@ -426,13 +464,20 @@ def main(argv: list[str] | None = None) -> int:
         with smtp_sink(sink_port), running_instance(sink_port) as pf:
             unix_path = work / "milter.sock"
             unix = args.milter_socket == "unix"
-            d = ExtrusionDaemons(work, pf, free_port(),
-                                 bench_settings(f"unix:{unix_path}" if unix else ""))
+            settings = bench_settings(f"unix:{unix_path}" if unix else "", args.poll_seconds)
+            d = ExtrusionDaemons(work, pf, free_port(), settings)
             d.write_config()
+            # Its own config and store, so the feed's checkpoint in `d`'s is left alone.
+            no_feed = ExtrusionDaemons(work / "no-feed", pf, free_port(),
+                                       deep_merge(settings, {"maillog": {"source": "none"}}))
+            no_feed.write_config()
+            # Two polls of the log feed: the last lines of a run read before its CPU is.
+            settle = 2 * load_config(d.config_path).maillog.poll_seconds
             milter_addr = f"unix:{unix_path}" if unix else ""
             # warm-up: first connections, process start-up, SQLite file creation
             rewire(pf, wiring(pf, "bare"))
             one_run(pf, "warm-up", min(200, args.messages), args.sessions)
+            width = max(map(len, configs))
             for rnd in range(args.rounds):
                 for config in configs:
                     rewire(pf, wiring(pf, config, milter_addr))
@@ -449,25 +494,36 @@ def main(argv: list[str] | None = None) -> int:
                             policy_pid = stack.enter_context(reference_server(
                                 [str(built["dunno_policy"]), str(pf.policy_port)],
                                 f"inet:{pf.policy_port}@127.0.0.1"))
+                        stats = work / "pyfloor-stats.json"
+                        if setup.policy.startswith("py-"):
+                            stats.unlink(missing_ok=True)
+                            policy_pid = stack.enter_context(reference_server(
+                                pyfloor_command(setup, d.config_path, stats, pf.policy_port),
+                                f"inet:{pf.policy_port}@127.0.0.1"))
                         if daemons_for(config):
-                            if {"policyd", "serve"} & set(daemons_for(config)):
+                            ours = d if setup.log_feed else no_feed
+                            if setup.log_feed and {"policyd", "serve"} & set(daemons_for(config)):
                                 skip_to_log_end(d, pf)
-                            stack.callback(d.stop)
-                            d.start(*daemons_for(config))
+                            stack.callback(ours.stop)
+                            ours.start(*daemons_for(config))
                             if unix and "milter" in daemons_for(config):
                                 open_unix_socket(unix_path)
-                            if "milter" in d.procs:
-                                milter_pid = d.procs["milter"].popen.pid
-                            if "policyd" in d.procs:
-                                policy_pid = d.procs["policyd"].popen.pid
-                            if "serve" in d.procs:
+                            if "milter" in ours.procs:
+                                milter_pid = ours.procs["milter"].popen.pid
+                            if "policyd" in ours.procs:
+                                policy_pid = ours.procs["policyd"].popen.pid
+                            if "serve" in ours.procs:
                                 # One process: all its CPU is counted as the policy
                                 # server's (milter, policy, log feed together).
-                                policy_pid = d.procs["serve"].popen.pid
+                                policy_pid = ours.procs["serve"].popen.pid
                         run = one_run(pf, config, args.messages, args.sessions, milter_pid,
-                                      policy_pid)
+                                      policy_pid, settle)
+                    if setup.policy.startswith("py-"):
+                        # Written by the floor as it stopped, at the end of the block.
+                        run = replace(run, requests=json.loads(stats.read_text())["requests"])
                     runs.append(run)
-                    print(f"round {rnd + 1} {config:8s} ingress {run.ingress_rate:7.1f} msg/s  "
+                    print(f"round {rnd + 1} {config:{width}s} "
+                          f"ingress {run.ingress_rate:7.1f} msg/s  "
                           f"end-to-end {run.e2e_rate:7.1f} msg/s  sent {run.sent}  "
                           f"milter CPU {1000 * run.milter_cpu_s / run.messages:.2f} ms/msg  "
                           f"policy CPU {1000 * run.policy_cpu_s / run.messages:.2f} ms/msg  "
@@ -490,11 +546,12 @@ def report(runs: list[Run], configs: list[str], args: argparse.Namespace) -> Non
     print(f"{args.messages} messages x {RECIPIENTS_PER_MESSAGE} recipients, "
           f"{args.sessions} sessions, milter over {args.milter_socket}, "
           f"median of {args.rounds} rounds")
-    print(f"{'config':10s} {'ingress msg/s':>14s} {'ratio':>7s} {'end-to-end msg/s':>17s} "
+    width = max(10, *map(len, configs))
+    print(f"{'config':{width}s} {'ingress msg/s':>14s} {'ratio':>7s} {'end-to-end msg/s':>17s} "
           f"{'ratio':>7s}")
     base = configs[0]
     for c in configs:
-        print(f"{c:10s} {med_in[c]:14.1f} {med_in[c] / med_in[base]:7.2f} "
+        print(f"{c:{width}s} {med_in[c]:14.1f} {med_in[c] / med_in[base]:7.2f} "
               f"{med_e2e[c]:17.1f} {med_e2e[c] / med_e2e[base]:7.2f}")
     if {"bare", "noop", "milter"} <= set(configs):
         # Time per message at ingress, over what bare Postfix takes: how much of
@@ -509,6 +566,12 @@ def report(runs: list[Run], configs: list[str], args: argparse.Namespace) -> Non
             if any(cpu):
                 print(f"{what} process CPU per message, {c}: {statistics.median(cpu):.3f} ms "
                       f"(median; rounds {', '.join(f'{x:.3f}' for x in cpu)})")
+    # What each message asks of a policy server and of a log follower, in this traffic.
+    for c in configs:
+        lines = [r.log_lines / r.messages for r in runs if r.config == c]
+        requests = [r.requests / r.messages for r in runs if r.config == c and r.requests]
+        print(f"per message, {c}: {statistics.median(lines):.2f} log lines"
+              + (f", {statistics.median(requests):.2f} policy requests" if requests else ""))
 
 
 if __name__ == "__main__":

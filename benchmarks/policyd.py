@@ -72,24 +72,10 @@ recipients_per_hour = {RECIPIENTS_PER_HOUR}
 
 
 # The least a Python policy server can cost here: Twisted, a reply per request,
-# no parsing, no judging. What it reaches is what this client and this machine's load
-# allow any server; extrusion's p99 is read against it.
-FLOOR_SERVER = """
-import sys
-from twisted.internet import protocol, reactor
-class Dunno(protocol.Protocol):
-    rest = b""
-    def dataReceived(self, data):
-        data = self.rest + data
-        n = data.count(b"\\n\\n")
-        if n:
-            data = data[data.rindex(b"\\n\\n") + 2:]
-            self.transport.write(b"action=DUNNO\\n\\n" * n)
-        self.rest = data
-factory = protocol.Factory.forProtocol(Dunno)
-reactor.listenTCP(int(sys.argv[1]), factory, interface="127.0.0.1")
-reactor.run()
-"""
+# no parsing, no judging (benchmarks/pyfloor.py's "dunno" stage). What it reaches is
+# what this client and this machine's load allow any server; extrusion's p99 is read
+# against it.
+FLOOR_SERVER = REPO / "benchmarks" / "pyfloor.py"
 
 
 def free_port() -> int:
@@ -243,7 +229,8 @@ def run_extrusion(tmp: Path, reqs: list[bytes], warm: list[bytes], connections: 
 
 def run_floor(reqs: list[bytes], warm: list[bytes], connections: int) -> Result:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(port)])
+    proc = subprocess.Popen([sys.executable, str(FLOOR_SERVER), "dunno",
+                             "--listen", f"tcp:{port}:interface=127.0.0.1"])
     try:
         wait_port(port, proc)
         return measure("floor", port, reqs, connections, warm, proc.pid)
