@@ -388,6 +388,20 @@ def test_limits_override_changes_the_class(make: Callable[..., Harness]) -> None
     assert h.engine.decide(BOT, Stage.RCPT, 1).action is Action.TEMPFAIL
 
 
+def test_a_reload_brings_its_own_budget(make: Callable[..., Harness]) -> None:
+    # decide() remembers each class's budget for the limits in force: the reloaded
+    # limits answer the next request, the old ones are not remembered across it.
+    h = make(limits={"default": {"messages_per_hour": 0, "recipients_per_hour": 3}})
+    assert h.engine.decide(BOT, Stage.RCPT, 3).is_continue
+    assert h.engine.decide(BOT, Stage.RCPT, 1).action is Action.TEMPFAIL
+    h.engine.reload(config(Path(h.cfg.store.spool_dir).parent,
+                           limits={"default": {"messages_per_hour": 0,
+                                               "recipients_per_hour": 5}}))
+    assert h.engine.decide(BOT, Stage.RCPT, 2).is_continue
+    d = h.engine.decide(BOT, Stage.RCPT, 1)
+    assert d.action is Action.TEMPFAIL and d.reason.endswith("recipients per hour: 5/5")
+
+
 def test_message_budget_at_eom_and_mail(make: Callable[..., Harness]) -> None:
     h = make(limits={"default": {"messages_per_hour": 2, "recipients_per_hour": 0}})
     for _ in range(2):

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from extrusion.config import Scoring
 from extrusion.scoring.events import State
 from extrusion.scoring.memory import SenderMemory, WindowSet
+from extrusion.scoring.rows import decay
 from extrusion.scoring.state import Thresholds, by_score, next_state
 
 T = Thresholds(watch=10.0, throttle=20.0, hold=40.0, block=0.0, release_ratio=0.5)
@@ -117,6 +118,20 @@ def test_score_decays_by_half_life_and_forget_clears() -> None:
     assert mem.score(3 * HL, HL) == pytest.approx(2.0)
     mem.forget(3 * HL)
     assert mem.score(3 * HL, HL) == 0.0 and mem.reset
+
+
+@settings(max_examples=200)
+@given(base=st.sampled_from([-3.0, -0.0, 0.0, 1e-300, 2.5]),
+       pending=st.sampled_from([-1.0, 0.0, 1e-12, 7.0]),
+       elapsed=st.sampled_from([-60.0, 0.0, 1.0, HL, 40 * HL]))
+def test_score_is_the_decayed_evidence_with_or_without_any(base: float, pending: float,
+                                                           elapsed: float) -> None:
+    # score() answers 0 without decaying for a sender with no evidence (most senders):
+    # the same as the decay of both parts, evidence or none.
+    mem = SenderMemory("ip:192.0.2.1", 100.0, 3600.0)
+    mem.base, mem.pending = base, pending
+    expected = decay(base, elapsed, HL) + decay(pending, elapsed, HL)
+    assert mem.score(100.0 + elapsed, HL) == expected
 
 
 def test_window_set_counts_distinct_items_in_the_window() -> None:

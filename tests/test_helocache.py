@@ -48,3 +48,29 @@ def test_a_name_from_a_new_client_address_is_a_cache_hit() -> None:
     judge_helos(("pc.cachetest.example",), "198.51.100.8", "", "u@customer.example", (), OWN)
     after = helocache._cached_helos.cache_info()
     assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+
+
+def test_a_recipient_in_the_helos_domain_is_judged_at_rcpt_as_in_a_list() -> None:
+    # The policy server asks with one recipient, the log with all of them: a recipient
+    # the HELO names (helo_lie's "the recipient's own domain") counts either way.
+    helos, client, sender = ("mail.usa.net",), "198.51.100.5", "a@customer.example"
+    one = judge_helos(helos, client, "", sender, ("x@usa.net",), OWN)
+    listed = judge_helos(helos, client, "", sender, ["r@remote.example", "x@usa.net"], OWN)
+    alone = judge_helos(helos, client, "", sender, ("r@remote.example",), OWN)
+    for rcpts, found in ((["x@usa.net"], one), (["r@remote.example", "x@usa.net"], listed),
+                         (["r@remote.example"], alone)):
+        assert list(found) == helo_anomalies(helos, client, client_name="",
+                                             envelope_from=sender, recipients=rcpts,
+                                             own_domains=OWN)
+    assert [f.kind for f in one] == [f.kind for f in listed] != [f.kind for f in alone]
+
+
+def test_a_new_client_address_reads_the_helo_and_sender_from_their_caches() -> None:
+    judge_helos(("pc.shapetest.example",), "198.51.100.7", "", "u@shape.example", (), OWN)
+    before = (helocache._helo_shape.cache_info(), helocache._sender_key.cache_info())
+    for n in range(3):
+        judge_helos(("pc.shapetest.example",), f"198.51.100.{20 + n}", "", "u@shape.example",
+                    (f"r{n}@remote.example",), OWN)
+    after = (helocache._helo_shape.cache_info(), helocache._sender_key.cache_info())
+    assert [(a.hits - b.hits, a.misses - b.misses)
+            for a, b in zip(after, before, strict=True)] == [(3, 0), (3, 0)]

@@ -12,6 +12,8 @@ from extrusion.scoring.heuristics import (
     is_auto_reply,
     is_list_like,
     is_null_sender,
+    is_robot_localpart,
+    judged_by_outcomes,
     list_identity,
     mentions_own_network,
 )
@@ -37,6 +39,20 @@ NONE = Headers()
 )
 def test_is_null_sender(envelope_from: str, expected: bool) -> None:
     assert is_null_sender(envelope_from) is expected
+
+
+@pytest.mark.parametrize("envelope_from", [
+    "", "<>", " <> ", "bob@customer.example", "<bob@customer.example>", "noreply@shop.example",
+    "NoReply+tag@shop.example", "prvs=1234abcd=mailer-daemon@mx.example", "postmaster",
+    "team-bounces@lists.example", "bounces@lists.example",
+])
+def test_judged_by_outcomes_is_a_bounce_or_a_robot(envelope_from: str) -> None:
+    # One cached question at every recipient for the two the submission judge asked.
+    assert judged_by_outcomes(envelope_from) is (
+        is_null_sender(envelope_from) or is_robot_localpart(envelope_from))
+    assert judged_by_outcomes(envelope_from) is not (
+        envelope_from in ("bob@customer.example", "<bob@customer.example>",
+                          "team-bounces@lists.example"))
 
 
 # --- rejection daemons -------------------------------------------------------------------------

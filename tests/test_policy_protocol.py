@@ -405,6 +405,18 @@ def test_action_for(decision: Decision, expected: str) -> None:
     assert action_for(decision) == expected
 
 
+def test_the_same_words_make_the_same_line_whatever_the_reason() -> None:
+    # A sender over its budget is answered at each recipient: its line is made once,
+    # from what the client sees (action, code, text), never from the operator's reason.
+    first = Decision(Action.TEMPFAIL, State.OK, 0.0, 451, "4.7.1", "too many\nrecipients",
+                     "rate limit [default] recipients per hour: 10/10")
+    later = Decision(Action.TEMPFAIL, State.WATCH, 3.5, 451, "4.7.1", "too many\nrecipients",
+                     "rate limit [default+watch] recipients per hour: 5/5")
+    assert action_for(first) == action_for(later) == "DEFER_IF_PERMIT 4.7.1 too many recipients"
+    held = Decision(Action.HOLD, State.HELD, 9.0, 250, "2.0.0", "too many\nrecipients")
+    assert action_for(held) == "HOLD too many recipients"
+
+
 def test_reply_text_is_bounded() -> None:
     d = Decision(Action.REJECT, State.BLOCKED, 0.0, 550, "5.7.1", "x" * 5000)
     assert len(action_for(d)) < 250

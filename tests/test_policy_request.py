@@ -100,6 +100,32 @@ def test_random_splits_never_change_the_result(cuts: list[int]) -> None:
     assert [r.attrs for r in got] == [r.attrs for r in parser().feed(stream)]
 
 
+@pytest.mark.parametrize(("chunks", "count", "end"), [
+    ([RCPT, EOM, RCPT], 3, ""),  # one request per chunk, as Postfix writes them
+    ([RCPT + EOM, RCPT], 3, ""),  # two in one chunk
+    ([RCPT[:5], RCPT[5:] + EOM, RCPT], 3, ""),  # a chunk ends a request begun before it
+    ([RCPT.replace(b"\n", b"\r\n"), EOM], 2, ""),  # CRLF: the line-by-line path
+    ([RCPT, EOM.replace(b"size=2206\n", b"size\n")], 1, "garbage"),  # a line without "="
+    ([RCPT, EOM[:-1]], 1, "pending"),  # the second not complete yet
+])
+def test_whole_chunks_give_what_the_line_by_line_parse_gives(
+        chunks: list[bytes], count: int, end: str) -> None:
+    def parse(pieces: list[bytes]) -> tuple[list[PolicyRequest], str]:
+        p, got = parser(), []
+        try:
+            for piece in pieces:
+                got += p.feed(piece)
+        except BadInput as exc:
+            return got + exc.completed, exc.kind
+        return got, "pending" if p.pending else ""
+
+    stream = b"".join(chunks)
+    got, got_end = parse(chunks)
+    one_byte, one_byte_end = parse([stream[i:i + 1] for i in range(len(stream))])
+    assert ([r.attrs for r in got], got_end) == ([r.attrs for r in one_byte], one_byte_end)
+    assert (len(got), got_end) == (count, end)
+
+
 def test_pending_while_a_request_is_incomplete() -> None:
     p = parser()
     assert p.feed(b"request=smtpd_access_policy\nprotocol_st") == []

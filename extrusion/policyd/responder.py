@@ -8,6 +8,7 @@ answer — Postfix keeps flowing, and the failure is logged once per burst.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -63,8 +64,7 @@ def _clean(text: str) -> str:
     return _UNSAFE.sub(" ", ascii_text).strip()[: c.MAX_REPLY_TEXT]
 
 
-def _enhanced(decision: Decision, klass: str, fallback: str) -> str:
-    code = decision.enhanced_code
+def _enhanced(code: str, klass: str, fallback: str) -> str:
     return code if code.startswith(klass) else fallback
 
 
@@ -73,12 +73,19 @@ def action_for(decision: Decision) -> str:
     act = decision.action
     if act is Action.CONTINUE:
         return c.DUNNO
-    text = _clean(decision.text) or _DEFAULT_TEXT[act]
+    return _action_line(act, decision.enhanced_code, decision.text)
+
+
+# A sender over its budget is answered at each of its recipients, in the same few
+# words (the reason, which varies, goes to the log, not to the client): cleaned once.
+@functools.lru_cache(maxsize=1024)
+def _action_line(act: Action, enhanced_code: str, text: str) -> str:
+    text = _clean(text) or _DEFAULT_TEXT[act]
     if act is Action.TEMPFAIL:
-        return f"{c.DEFER_IF_PERMIT} {_enhanced(decision, '4.', c.TEMPFAIL_ENHANCED)} {text}"
+        return f"{c.DEFER_IF_PERMIT} {_enhanced(enhanced_code, '4.', c.TEMPFAIL_ENHANCED)} {text}"
     if act is Action.HOLD:
         return f"{c.HOLD} {text}"
-    return f"{c.REJECT} {_enhanced(decision, '5.', c.REJECT_ENHANCED)} {text}"
+    return f"{c.REJECT} {_enhanced(enhanced_code, '5.', c.REJECT_ENHANCED)} {text}"
 
 
 class Responder:

@@ -8,6 +8,9 @@ senders whose budgets the hosts share (shared.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from extrusion.config import Limits
 from extrusion.scoring import decisions as answer
 from extrusion.scoring.book import SenderBook
 from extrusion.scoring.events import Action, Decision, Stage, State
@@ -26,6 +29,9 @@ class Decider:
 
     def __init__(self, book: SenderBook) -> None:
         self.book = book
+        # budget()'s answers for the limits classes they were asked of (_budget).
+        self._budgets_of: Mapping[str, Limits] | None = None
+        self._budgets: dict[tuple[str, State, bool], tuple[str, Limits]] = {}
 
     def decide(self, sender: str, stage: Stage, recipient_count: int, now: float, count: bool,
                helos: tuple[str, ...], client: tuple[str, str], envelope_from: str,
@@ -43,11 +49,11 @@ class Decider:
             if count and stage is Stage.RCPT and mem is not None and recipient:
                 changed = self._shown(mem, now, helos, client, envelope_from,
                                       recipient) or changed
-            d = self._decide(mem, stage, recipient_count, now, count, helos, client,
+            # Nothing below moves a pin: the one read here is the one in force.
+            pin = pin_of(mem) if mem is not None else None
+            d = self._decide(mem, pin, stage, recipient_count, now, count, helos, client,
                              envelope_from)
-            monitor = book.config.general.monitor_only or (
-                mem is not None and pin_of(mem) == "monitor"
-            )
+            monitor = book.config.general.monitor_only or pin == "monitor"
             if monitor and not d.is_continue:
                 d = answer.proceed(d.state, d.score,
                                    f"monitor only, would {d.action.value}: {d.reason}")
@@ -71,14 +77,14 @@ class Decider:
             return True
         return False
 
-    def _decide(self, mem: SenderMemory | None, stage: Stage, rcpts: int,
+    def _decide(self, mem: SenderMemory | None, pin: str | None, stage: Stage, rcpts: int,
                 now: float, count: bool, helos: tuple[str, ...], client: tuple[str, str],
                 envelope_from: str) -> Decision:
         book = self.book
         if mem is None:
-            state, score, pin = State.OK, 0.0, None
+            state, score = State.OK, 0.0
         else:
-            state, score, pin = mem.state, mem.score(now, book.half_life), pin_of(mem)
+            state, score = mem.state, mem.score(now, book.half_life)
         if pin == "allow":
             return answer.proceed(state, score, "allowed by override")
         if state is State.BLOCKED and mem is not None:
@@ -111,8 +117,7 @@ class Decider:
         book = self.book
         # An operator's [[overrides]] action = "limits" pins the budget: no list allowance.
         pinned = mem.config_pin is not None and mem.config_pin.action == "limits"
-        cls, limits = budget(book.config.limits, mem.cls, state,
-                             list_sender=not pinned and mem.list_until > now)
+        cls, limits = self._budget(mem.cls, state, not pinned and mem.list_until > now)
         rates = mem.rates
         if stage is Stage.RCPT and mem.probation is not None and state.rank <= 1:
             refused = self._probation(mem, state, score, rcpts, now, count)
@@ -139,6 +144,18 @@ class Decider:
             if book.config.store.shared_limits and any(consume) and restricted(mem):
                 book.batch.add_use(mem.key, book.mta, use_bucket(now), *consume)
         return answer.proceed(state, score)
+
+    def _budget(self, cls: str, state: State, list_sender: bool) -> tuple[str, Limits]:
+        """`budget()`, asked at every RCPT and END-OF-MESSAGE of a handful of classes and
+        states: remembered for the limits in force (a reload brings new ones)."""
+        classes = self.book.config.limits
+        if classes is not self._budgets_of:
+            self._budgets_of, self._budgets = classes, {}
+        key = (cls, state, list_sender)
+        found = self._budgets.get(key)
+        if found is None:
+            found = self._budgets[key] = budget(classes, cls, state, list_sender=list_sender)
+        return found
 
     def _probation(self, mem: SenderMemory, state: State, score: float, rcpts: int,
                    now: float, count: bool) -> Decision | None:

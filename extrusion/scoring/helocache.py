@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from itertools import repeat
 
 from extrusion.scoring.helo import HeloFinding, helo_anomalies
 
@@ -29,20 +30,41 @@ def judge_helos(
     never compared with it. Every message of the policy stream comes from a new
     client address (dynamic pools), so with the address in the key each one's
     first recipient missed and parsed its HELO against the public suffix list
-    again (benchmarks/policyd.py --in-process).
+    again (benchmarks/policyd.py --in-process). The key's parts are cached in
+    turn by what repeats (the HELO, the MAIL FROM): a call asked at every
+    recipient and at END-OF-MESSAGE runs no Python of its own for them.
     """
+    lowered, literal = _helo_shape(helos)
+    client_key = client_addr if literal else ""
+    sender_key = _sender_key(envelope_from)
+    # One recipient at each RCPT, nearly never in the HELO's domain.
     rcpts: tuple[str, ...] = ()
-    if recipients:  # one at each RCPT, and nearly never in the HELO's domain
-        lowered = tuple(h.lower().rstrip(".") for h in helos)
-        if matching := [r for r in recipients
-                        if (tail := _tail(r)) and any(h.endswith(tail) for h in lowered)]:
-            rcpts = tuple(sorted(set(matching)))
+    if len(recipients) == 1:  # the policy server's RCPT: no list to build
+        rcpt = recipients[0]
+        if (tail := _tail(rcpt)) and any(map(str.endswith, lowered, repeat(tail))):
+            rcpts = (rcpt,)
+    elif recipients and (matching := [r for r in recipients if (tail := _tail(r))
+                                      and any(map(str.endswith, lowered, repeat(tail)))]):
+        rcpts = tuple(sorted(set(matching)))
+    return _cached_helos(helos, client_key, client_name, sender_key, rcpts, own_domains,
+                         confirmed)
+
+
+# The two below are keyed by what repeats all day (a customer's HELO, its MAIL FROM),
+# not by the client address, which is new for nearly every message.
+@functools.lru_cache(maxsize=HELO_CACHE)
+def _helo_shape(helos: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """The HELOs as recipients' domains are compared with them, and whether one may
+    be an address literal (then the verdict depends on the client's address)."""
+    lowered = tuple(h.lower().rstrip(".") for h in helos if isinstance(h, str))
+    return lowered, any(map(_may_be_literal, helos))
+
+
+@functools.lru_cache(maxsize=HELO_CACHE)
+def _sender_key(envelope_from: str) -> str:
+    """What of the MAIL FROM a HELO verdict depends on: its domain."""
     _, at, domain = envelope_from.rpartition("@")
-    if not any(map(_may_be_literal, helos)):
-        client_addr = ""
-    return _cached_helos(helos, client_addr, client_name,
-                         f"postmaster@{domain.lower()}" if at else envelope_from.lower(),
-                         rcpts, own_domains, confirmed)
+    return f"postmaster@{domain.lower()}" if at else envelope_from.lower()
 
 
 def helo_note(helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
@@ -50,7 +72,7 @@ def helo_note(helos: tuple[str, ...], client_addr: str, client_name: str, envelo
     """The kinds of a session's HELO anomalies ("" for none), as the policy server has
     the MTA log them: known at END-OF-MESSAGE without the recipients."""
     found = judge_helos(helos, client_addr, client_name, envelope_from, (), own_domains)
-    return ", ".join(sorted({f.kind for f in found}))
+    return ", ".join(sorted({f.kind for f in found})) if found else ""
 
 
 def _may_be_literal(helo: str) -> bool:

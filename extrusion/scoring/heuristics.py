@@ -132,6 +132,15 @@ def is_robot_localpart(envelope_from: str) -> bool:
     return _localpart(envelope_from) in AUTO_REPLY_LOCALPARTS
 
 
+# Bounded like _localpart(): asked at every recipient of every message (the policy
+# server's RCPT), where the two questions apart cost two calls and a strip each time.
+@functools.lru_cache(maxsize=4096)
+def judged_by_outcomes(envelope_from: str) -> bool:
+    """A bounce's or a robot's return path (`is_null_sender`, `is_robot_localpart`):
+    what it sends shows nothing at submission."""
+    return is_null_sender(envelope_from) or is_robot_localpart(envelope_from)
+
+
 def is_list_like(
     recipient_count: int, failed_count: int, min_recipients: int, max_failure_share: float
 ) -> bool:

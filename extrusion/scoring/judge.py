@@ -28,8 +28,7 @@ from extrusion.scoring.helocache import helo_note as helo_note  # re-exported fo
 from extrusion.scoring.helocache import judge_helos as judge_helos  # and the generators
 from extrusion.scoring.heuristics import (
     is_list_like,
-    is_null_sender,
-    is_robot_localpart,
+    judged_by_outcomes,
     mentions_own_network,
 )
 from extrusion.scoring.kinds import Kind
@@ -134,7 +133,7 @@ class Judge:
                   now: float) -> None:
         """What the sender shows at submission (`shown.py`), from a policy request, the
         milter or the log alike; each kind counts once per HELO memory (`set_windows`)."""
-        if is_null_sender(envelope_from) or is_robot_localpart(envelope_from):
+        if judged_by_outcomes(envelope_from):
             return  # bounces and auto-replies: a rejection daemon's, judged by outcomes
         w = self.weights
         domain = envelope_domain(envelope_from)

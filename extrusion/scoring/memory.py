@@ -240,6 +240,8 @@ class SenderMemory(RateState):
     # --- score ---------------------------------------------------------------------------
 
     def score(self, now: float, half_life: float) -> float:
+        if self.base <= 0.0 and self.pending <= 0.0:
+            return 0.0  # most senders: no evidence, and decay() of nothing is nothing
         return decay(self.base, now - self.base_time, half_life) + decay(
             self.pending, now - self.pending_time, half_life
         )
