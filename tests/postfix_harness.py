@@ -23,6 +23,7 @@ import json
 import os
 import pty
 import re
+import select
 import shutil
 import signal
 import smtplib
@@ -179,6 +180,12 @@ def run_with_tty(argv: Sequence[str], timeout: float = 60.0) -> tuple[int, str]:
     try:
         deadline = time.monotonic() + timeout
         while True:
+            # A command that hangs silently (a Postfix daemon blocked on its log socket)
+            # must not hold the read past the deadline: wait for output with a timeout.
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([master], [], [], left)[0]:
+                proc.kill()
+                break
             try:
                 data = os.read(master, 4096)
             except OSError:  # EIO: every holder of the slave side has closed it
@@ -186,9 +193,6 @@ def run_with_tty(argv: Sequence[str], timeout: float = 60.0) -> tuple[int, str]:
             if not data:
                 break
             chunks.append(data)
-            if time.monotonic() > deadline:
-                proc.kill()
-                break
         rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         os.close(master)

@@ -6,6 +6,7 @@ fail for the wrong reason; here the harness proves what it relies on.
 
 from __future__ import annotations
 
+import signal
 import smtplib
 import socket
 import time
@@ -20,6 +21,7 @@ from tests.postfix_harness import (
     merge_master_cf,
     render_snippet,
     require_postfix,
+    run_with_tty,
     running_instance,
 )
 from tests.smtp_remote import (
@@ -132,6 +134,13 @@ def test_merge_master_cf_replaces_same_service_and_turns_chroot_off() -> None:
     assert merged[1].split() == ["postlog", "unix-dgram", "n", "-", "n", "-", "1", "postlogd"]
     assert merged[2] == "  -o a=b"
     assert len(merged) == 3
+
+
+def test_a_silent_command_is_killed_at_its_timeout() -> None:
+    """`postfix stop` waits on `master -t`, which hangs with a deadlocked postlogd and
+    prints nothing: the timeout must not depend on output arriving."""
+    rc, out = run_with_tty(["sleep", "60"], timeout=0.5)
+    assert (rc, out) == (-signal.SIGKILL, "")
 
 
 def test_snippet_rendering_replaces_the_shipped_addresses() -> None:
