@@ -228,6 +228,29 @@ def merge_master_cf(base: str, snippet: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def set_main_cf(text: str, settings: Mapping[str, str]) -> str:
+    """main.cf text with each of `settings` defined once, at the end.
+
+    An earlier definition of the same parameter (and its continuation lines) is
+    dropped rather than overridden: Postfix warns about an overridden entry in every
+    process it starts, postlogd included, which sends that warning to its own socket
+    before it reads from it. With the socket's queue already full of the other
+    daemons' start-up lines (net.unix.max_dgram_qlen, 10 by default), that send never
+    returns and every process that logs after it hangs with it.
+    """
+    kept: list[str] = []
+    dropping = False
+    for line in text.splitlines():
+        if dropping and (not line.strip() or line[0].isspace()):
+            continue  # Postfix continues a logical line on lines that start with whitespace
+        name, eq, _ = line.partition("=")
+        dropping = bool(eq) and not line[0].isspace() and name.strip() in settings
+        if not dropping:
+            kept.append(line)
+    return "".join(f"{line}\n" for line in kept) + "".join(
+        f"{k} = {v}\n" for k, v in settings.items())
+
+
 def _master_entries(text: str) -> dict[tuple[str, str], list[str]]:
     entries: dict[tuple[str, str], list[str]] = {}
     current: list[str] | None = None
@@ -401,8 +424,7 @@ class PostfixInstance(LoggedMta):
             main += f"maillog_file = {self.maillog}\n"
             master = merge_master_cf(
                 master, "postlog unix-dgram n - n - 1 postlogd\n")
-        main += "".join(f"{k} = {v}\n" for k, v in self.extra_main.items())
-        (self.config_dir / "main.cf").write_text(main)
+        (self.config_dir / "main.cf").write_text(set_main_cf(main, self.extra_main))
         (self.config_dir / "master.cf").write_text(master)
 
     def start(self) -> PostfixInstance:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import signal
 import smtplib
 import socket
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -18,11 +20,13 @@ from tests import postfix_harness
 from tests.postfix_harness import (
     SNIPPET_MILTER,
     PostfixInstance,
+    make_instance,
     merge_master_cf,
     render_snippet,
     require_postfix,
     run_with_tty,
     running_instance,
+    set_main_cf,
 )
 from tests.smtp_remote import (
     SPAM_MARKER,
@@ -134,6 +138,28 @@ def test_merge_master_cf_replaces_same_service_and_turns_chroot_off() -> None:
     assert merged[1].split() == ["postlog", "unix-dgram", "n", "-", "n", "-", "1", "postlogd"]
     assert merged[2] == "  -o a=b"
     assert len(merged) == 3
+
+
+def test_set_main_cf_replaces_a_setting_with_its_continuation_lines() -> None:
+    text = "a = 1\nb = x,\n  y\n\n    z\n# b = kept, a comment\nc = 3\n"
+    assert set_main_cf(text, {"b": "w"}) == "a = 1\n# b = kept, a comment\nc = 3\nb = w\n"
+
+
+def test_an_instances_own_settings_leave_postfix_nothing_to_override(tmp_path: Path) -> None:
+    """Every Postfix process warns of an overridden main.cf entry, postlogd too, into
+    its own socket before it reads it: under load that deadlocked the instance of
+    tests/test_milter_socket_postfix.py (see set_main_cf). postconf reads main.cf as
+    the daemons do and prints the same warning."""
+    require_postfix()
+    inst = make_instance(tmp_path / "pf", 25, extra_main={"smtpd_milters": SNIPPET_MILTER})
+    inst.write_config()
+    done = subprocess.run(["postconf", "-c", str(inst.config_dir), "-n"], capture_output=True,
+                          text=True, env=postfix_harness._env(), check=True)
+    assert "overriding" not in done.stderr, done.stderr
+    assert f"smtpd_milters = {SNIPPET_MILTER}" in done.stdout.splitlines()
+    # the snippet's other settings stay
+    assert f"smtpd_milter_maps = socketmap:inet:127.0.0.1:{inst.map_port}:milters" in \
+        done.stdout.splitlines()
 
 
 def test_a_silent_command_is_killed_at_its_timeout() -> None:
