@@ -46,6 +46,9 @@ class KeysCase(ApiCase):
             yield
             return
         self.store_url = request.getfixturevalue("pg_database")
+        # The session's database: emptied before as well as after, as `store_url` does,
+        # so that no test here starts from what another file's test left in it.
+        _reset_postgres(self.store_url)
         yield
         _reset_postgres(self.store_url)
 
