@@ -56,6 +56,7 @@ SNIPPET_MAILLOG = "/var/log/postfix.log"
 
 MIN_VERSION = (3, 4)  # maillog_file and postlogd
 START_TIMEOUT = 20.0
+START_ATTEMPTS = 3  # starts on new ports when the smtpd port was taken (running_instance)
 STOP_TIMEOUT = 10.0
 FINAL_STATUSES = ("sent", "bounced", "expired")
 
@@ -577,13 +578,31 @@ def make_instance(root: Path, relay_port: int, *, wired: bool = True,
 @contextlib.contextmanager
 def running_instance(relay_port: int, **kwargs: object) -> Iterator[PostfixInstance]:
     """A started instance in a fresh temp dir; stopped and removed on the way out."""
-    root = Path(tempfile.mkdtemp(prefix="extrusion-postfix-"))
-    inst = make_instance(root, relay_port, **kwargs)  # type: ignore[arg-type]
+    inst = _start_on_free_ports(relay_port, **kwargs)
     try:
-        yield inst.start()
+        yield inst
     finally:
         inst.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(inst.root, ignore_errors=True)
+
+
+def _start_on_free_ports(relay_port: int, **kwargs: object) -> PostfixInstance:
+    """A started instance; on new ports (and a new dir) when its smtpd port was taken.
+
+    A port free when `free_port()` asked can be another process's by the time the
+    master binds it, seconds later: on a shared machine, the local port of any
+    outgoing connection (another test run's). Binding it then fails the start."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        root = Path(tempfile.mkdtemp(prefix="extrusion-postfix-"))
+        inst = make_instance(root, relay_port, **kwargs)  # type: ignore[arg-type]
+        try:
+            return inst.start()
+        except BaseException as exc:
+            inst.stop()
+            shutil.rmtree(root, ignore_errors=True)
+            if attempt == START_ATTEMPTS or "Address already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 # --- fixtures (imported by tests/conftest.py, so one instance serves the whole session) ---

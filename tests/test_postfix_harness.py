@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import postfix_harness
+from tests import conftest, postfix_harness
 from tests.postfix_harness import (
     SNIPPET_MILTER,
     PostfixInstance,
@@ -267,3 +267,21 @@ def test_a_stopped_instance_leaves_no_process(remote_smtp: RemoteSMTP) -> None:
         root = inst.root
     assert inst.pids() == []
     assert not root.exists()
+
+
+def test_an_instance_whose_smtpd_port_was_taken_starts_on_new_ports(
+    remote_smtp: RemoteSMTP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """free_port() picks a port free at that moment; by the master's bind, seconds later,
+    another process may hold it as the local port of a connection (another test run's
+    traffic on a shared machine). Here the pick is such a port."""
+    require_postfix()
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as client:
+        taken: int = client.getsockname()[1]
+        picks = iter([taken])
+        real = conftest.free_port
+        monkeypatch.setattr(conftest, "free_port", lambda: next(picks, 0) or real())
+        with running_instance(remote_smtp.port, wired=False) as inst:
+            assert inst.smtpd_port != taken
+            assert inst.send("f@customer.example", ["g@remote.example"]).queue_id is not None
