@@ -23,6 +23,7 @@ import json
 import os
 import pty
 import re
+import select
 import shutil
 import signal
 import smtplib
@@ -55,6 +56,7 @@ SNIPPET_MAILLOG = "/var/log/postfix.log"
 
 MIN_VERSION = (3, 4)  # maillog_file and postlogd
 START_TIMEOUT = 20.0
+START_ATTEMPTS = 3  # starts on new ports when the smtpd port was taken (running_instance)
 STOP_TIMEOUT = 10.0
 FINAL_STATUSES = ("sent", "bounced", "expired")
 
@@ -179,6 +181,12 @@ def run_with_tty(argv: Sequence[str], timeout: float = 60.0) -> tuple[int, str]:
     try:
         deadline = time.monotonic() + timeout
         while True:
+            # A command that hangs silently (a Postfix daemon blocked on its log socket)
+            # must not hold the read past the deadline: wait for output with a timeout.
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([master], [], [], left)[0]:
+                proc.kill()
+                break
             try:
                 data = os.read(master, 4096)
             except OSError:  # EIO: every holder of the slave side has closed it
@@ -186,9 +194,6 @@ def run_with_tty(argv: Sequence[str], timeout: float = 60.0) -> tuple[int, str]:
             if not data:
                 break
             chunks.append(data)
-            if time.monotonic() > deadline:
-                proc.kill()
-                break
         rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         os.close(master)
@@ -222,6 +227,29 @@ def merge_master_cf(base: str, snippet: str) -> str:
         out.append("  ".join(fields))
         out.extend(lines[1:])
     return "\n".join(out) + "\n"
+
+
+def set_main_cf(text: str, settings: Mapping[str, str]) -> str:
+    """main.cf text with each of `settings` defined once, at the end.
+
+    An earlier definition of the same parameter (and its continuation lines) is
+    dropped rather than overridden: Postfix warns about an overridden entry in every
+    process it starts, postlogd included, which sends that warning to its own socket
+    before it reads from it. With the socket's queue already full of the other
+    daemons' start-up lines (net.unix.max_dgram_qlen, 10 by default), that send never
+    returns and every process that logs after it hangs with it.
+    """
+    kept: list[str] = []
+    dropping = False
+    for line in text.splitlines():
+        if dropping and (not line.strip() or line[0].isspace()):
+            continue  # Postfix continues a logical line on lines that start with whitespace
+        name, eq, _ = line.partition("=")
+        dropping = bool(eq) and not line[0].isspace() and name.strip() in settings
+        if not dropping:
+            kept.append(line)
+    return "".join(f"{line}\n" for line in kept) + "".join(
+        f"{k} = {v}\n" for k, v in settings.items())
 
 
 def _master_entries(text: str) -> dict[tuple[str, str], list[str]]:
@@ -397,8 +425,7 @@ class PostfixInstance(LoggedMta):
             main += f"maillog_file = {self.maillog}\n"
             master = merge_master_cf(
                 master, "postlog unix-dgram n - n - 1 postlogd\n")
-        main += "".join(f"{k} = {v}\n" for k, v in self.extra_main.items())
-        (self.config_dir / "main.cf").write_text(main)
+        (self.config_dir / "main.cf").write_text(set_main_cf(main, self.extra_main))
         (self.config_dir / "master.cf").write_text(master)
 
     def start(self) -> PostfixInstance:
@@ -551,13 +578,31 @@ def make_instance(root: Path, relay_port: int, *, wired: bool = True,
 @contextlib.contextmanager
 def running_instance(relay_port: int, **kwargs: object) -> Iterator[PostfixInstance]:
     """A started instance in a fresh temp dir; stopped and removed on the way out."""
-    root = Path(tempfile.mkdtemp(prefix="extrusion-postfix-"))
-    inst = make_instance(root, relay_port, **kwargs)  # type: ignore[arg-type]
+    inst = _start_on_free_ports(relay_port, **kwargs)
     try:
-        yield inst.start()
+        yield inst
     finally:
         inst.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(inst.root, ignore_errors=True)
+
+
+def _start_on_free_ports(relay_port: int, **kwargs: object) -> PostfixInstance:
+    """A started instance; on new ports (and a new dir) when its smtpd port was taken.
+
+    A port free when `free_port()` asked can be another process's by the time the
+    master binds it, seconds later: on a shared machine, the local port of any
+    outgoing connection (another test run's). Binding it then fails the start."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        root = Path(tempfile.mkdtemp(prefix="extrusion-postfix-"))
+        inst = make_instance(root, relay_port, **kwargs)  # type: ignore[arg-type]
+        try:
+            return inst.start()
+        except BaseException as exc:
+            inst.stop()
+            shutil.rmtree(root, ignore_errors=True)
+            if attempt == START_ATTEMPTS or "Address already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 # --- fixtures (imported by tests/conftest.py, so one instance serves the whole session) ---

@@ -49,9 +49,15 @@ class ApiCase(ServerCase):
     def setUp(self) -> Any:
         d = super().setUp()
 
-        def ports(_: Any) -> None:
+        def ports(_: Any) -> Any:
             assert self.svc.api_listener is not None
             self.api = self.svc.api_listener.tcp_port
+            # Ready is not judging: a daemon whose first read of the store failed (a
+            # PostgreSQL refusing connections for a moment on a loaded machine) answers
+            # the default action until a refresh succeeds, and these tests assert the
+            # answers to their actions at once.
+            return self.until("the daemon judging",
+                              lambda: self.svc.engines.judging is not None)
 
         return d.addCallback(ports)
 

@@ -13,20 +13,22 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from twisted.internet import defer
+import sqlalchemy
+from twisted.internet import defer, reactor, task
 
 from extrusion import config as configmod
 from extrusion.cli import main
 from extrusion.config import Config
 from extrusion.exits import EX_DATAERR, EX_USAGE
 
-from .conftest import _reset_postgres
+from .conftest import _reset_postgres, pg_admin
 from .helpers import toml_text
 from .test_api import TOKEN, ApiCase, ask_policy
 from .test_policyd_support import request
 
 IPV6_CLIENT = "2001:db8::1"
 V4_CLIENT = "192.0.2.5"
+REFUSED_SECONDS = 1.0  # how long PostgreSQL refuses a starting daemon (StartWhileRefused)
 
 
 def ask_as(client: str, state: str = "RCPT") -> bytes:
@@ -44,6 +46,9 @@ class KeysCase(ApiCase):
             yield
             return
         self.store_url = request.getfixturevalue("pg_database")
+        # The session's database: emptied before as well as after, as `store_url` does,
+        # so that no test here starts from what another file's test left in it.
+        _reset_postgres(self.store_url)
         yield
         _reset_postgres(self.store_url)
 
@@ -162,3 +167,59 @@ class CliTestsPostgres(CliTests):
 
 class ApiTestsPostgres(ApiTests):
     backend = "postgresql"
+
+
+def _allow_connections(url: str, allow: bool) -> None:
+    """PostgreSQL takes new connections to the database of `url`, or refuses them."""
+    name = sqlalchemy.make_url(url).database
+    admin = pg_admin()
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(
+                f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}'))
+    finally:
+        admin.dispose()
+
+
+class StartWhileRefusedTests(KeysCase):
+    """The daemon starts while PostgreSQL refuses it (too many clients, a restart): it
+    is ready, answers the default action, and judges once a refresh reaches the store.
+    The tests above assert answers at once, so set-up waits for that (ApiCase)."""
+
+    backend = "postgresql"
+
+    def setUp(self) -> Any:
+        _allow_connections(self.store_url, False)
+        self.refused_at_open: bool | None = None
+        self.reopen: Any = None
+        self.watch = task.LoopingCall(self._reopen_once_open)
+        self.watch.start(0.05)
+        self.addCleanup(self._open_doors)  # also when set-up fails (no tearDown then)
+        return super().setUp()
+
+    def _reopen_once_open(self) -> None:
+        svc = getattr(self, "svc", None)
+        if svc is None or svc.engines.engine is None:
+            return
+        self.watch.stop()
+        self.refused_at_open = not svc.engines.loaded
+        self.reopen = reactor.callLater(REFUSED_SECONDS, self._open_doors)
+
+    def _open_doors(self) -> None:
+        if self.watch.running:
+            self.watch.stop()
+        if self.reopen is not None and self.reopen.active():
+            self.reopen.cancel()
+        _allow_connections(self.store_url, True)
+
+    def tearDown(self) -> Any:
+        self._open_doors()  # before the daemon's last flush
+        return super().tearDown()
+
+    @defer.inlineCallbacks
+    def test_a_hold_is_enforced_as_soon_as_set_up_is_done(self) -> Any:
+        self.assertIs(self.refused_at_open, True)  # its first read of the store failed
+        code, _ = yield self.json_call("POST", "/senders/ip:2001:db8::1/hold", {"reason": "r"})
+        self.assertEqual(code, 200)
+        got = yield self.answer(IPV6_CLIENT, "END-OF-MESSAGE")
+        self.assertTrue(got.startswith(b"action=HOLD "), got)

@@ -6,21 +6,27 @@ fail for the wrong reason; here the harness proves what it relies on.
 
 from __future__ import annotations
 
+import signal
 import smtplib
 import socket
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
-from tests import postfix_harness
+from tests import conftest, postfix_harness
 from tests.postfix_harness import (
     SNIPPET_MILTER,
     PostfixInstance,
+    make_instance,
     merge_master_cf,
     render_snippet,
     require_postfix,
+    run_with_tty,
     running_instance,
+    set_main_cf,
 )
 from tests.smtp_remote import (
     SPAM_MARKER,
@@ -134,6 +140,35 @@ def test_merge_master_cf_replaces_same_service_and_turns_chroot_off() -> None:
     assert len(merged) == 3
 
 
+def test_set_main_cf_replaces_a_setting_with_its_continuation_lines() -> None:
+    text = "a = 1\nb = x,\n  y\n\n    z\n# b = kept, a comment\nc = 3\n"
+    assert set_main_cf(text, {"b": "w"}) == "a = 1\n# b = kept, a comment\nc = 3\nb = w\n"
+
+
+def test_an_instances_own_settings_leave_postfix_nothing_to_override(tmp_path: Path) -> None:
+    """Every Postfix process warns of an overridden main.cf entry, postlogd too, into
+    its own socket before it reads it: under load that deadlocked the instance of
+    tests/test_milter_socket_postfix.py (see set_main_cf). postconf reads main.cf as
+    the daemons do and prints the same warning."""
+    require_postfix()
+    inst = make_instance(tmp_path / "pf", 25, extra_main={"smtpd_milters": SNIPPET_MILTER})
+    inst.write_config()
+    done = subprocess.run(["postconf", "-c", str(inst.config_dir), "-n"], capture_output=True,
+                          text=True, env=postfix_harness._env(), check=True)
+    assert "overriding" not in done.stderr, done.stderr
+    assert f"smtpd_milters = {SNIPPET_MILTER}" in done.stdout.splitlines()
+    # the snippet's other settings stay
+    assert f"smtpd_milter_maps = socketmap:inet:127.0.0.1:{inst.map_port}:milters" in \
+        done.stdout.splitlines()
+
+
+def test_a_silent_command_is_killed_at_its_timeout() -> None:
+    """`postfix stop` waits on `master -t`, which hangs with a deadlocked postlogd and
+    prints nothing: the timeout must not depend on output arriving."""
+    rc, out = run_with_tty(["sleep", "60"], timeout=0.5)
+    assert (rc, out) == (-signal.SIGKILL, "")
+
+
 def test_snippet_rendering_replaces_the_shipped_addresses() -> None:
     text = render_snippet("main.cf.snippet", {SNIPPET_MILTER: "inet:127.0.0.1:1"})
     assert "smtpd_milters = inet:127.0.0.1:1" in text
@@ -232,3 +267,21 @@ def test_a_stopped_instance_leaves_no_process(remote_smtp: RemoteSMTP) -> None:
         root = inst.root
     assert inst.pids() == []
     assert not root.exists()
+
+
+def test_an_instance_whose_smtpd_port_was_taken_starts_on_new_ports(
+    remote_smtp: RemoteSMTP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """free_port() picks a port free at that moment; by the master's bind, seconds later,
+    another process may hold it as the local port of a connection (another test run's
+    traffic on a shared machine). Here the pick is such a port."""
+    require_postfix()
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as client:
+        taken: int = client.getsockname()[1]
+        picks = iter([taken])
+        real = conftest.free_port
+        monkeypatch.setattr(conftest, "free_port", lambda: next(picks, 0) or real())
+        with running_instance(remote_smtp.port, wired=False) as inst:
+            assert inst.smtpd_port != taken
+            assert inst.send("f@customer.example", ["g@remote.example"]).queue_id is not None
