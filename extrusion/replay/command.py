@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from extrusion.config import Config, check_store_url
 from extrusion.exits import EX_CLI_USAGE, EX_DATAERR, EX_OK
 from extrusion.maillog.feed import FeedStats, LogFeed
+from extrusion.maillog.joinstate import JoinSettings
+from extrusion.maillog.timestamps import log_zone
 from extrusion.replay.errors import ReplayError
 from extrusion.replay.input import STDIN, NotALog, Position, read_lines, refuse
 from extrusion.replay.logfiles import reference_time
@@ -157,7 +159,11 @@ def _reads_as_log(config: Config) -> Callable[[list[str]], bool]:
     """Whether any of some lines reads as a log line, by the feed's own line reader."""
 
     def readable(lines: list[str]) -> bool:
-        feed = LogFeed.from_config(_Nobody(), config, reference_time=time.time(), guard=False)
+        # Default join settings: this host's names (which may take `postconf` a second)
+        # decide whose lines they are, not whether they read as log lines.
+        feed = LogFeed(_Nobody(), fmt=config.maillog.format, settings=JoinSettings(),
+                       reference_time=time.time(), tz=log_zone(config.maillog.timezone),
+                       guard=False)
         for line in lines:
             feed.line(line)
         return feed.stats.parsed + feed.stats.ignored > 0
@@ -196,7 +202,7 @@ def run(
         # The reader starts first: its start-up and first lines overlap with loading the
         # engine (SQLAlchemy, Alembic: a quarter of a second) and opening the store.
         worker = (
-            stack.enter_context(reader_process(cfg, logs, reference, tmp)) if parallel else None
+            stack.enter_context(reader_process(cfg, logs, reference)) if parallel else None
         )
         # The engine's "now" is the log's: the latest stamp read when the event was made.
         clock_box = [reference]

@@ -1,7 +1,8 @@
 """The parsing half of a two-process replay: log files in, events out on stdout.
 
 `extrusion replay` runs this as a child process (`python -m
-extrusion.replay.worker SETTINGS LOG...`) so that reading, parsing
+extrusion.replay.worker LOG...`, its pickled `WorkerSettings` on standard
+input) so that reading, parsing
 and joining the log use one core while the engine and its store use the
 other. It writes a stream of pickled messages:
 
@@ -24,7 +25,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 from typing import IO, Any
 
 from extrusion.config import Customer
@@ -163,13 +163,13 @@ def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
 def main(argv: list[str]) -> int:
     from extrusion.replay.input import Position, read_lines
 
-    settings = pickle.loads(Path(argv[0]).read_bytes())
+    settings = pickle.load(sys.stdin.buffer)
     assert isinstance(settings, WorkerSettings)
     error: list[str] = []
-    position = Position(argv[1:])
+    position = Position(argv)
 
     # The reader's generator straight in: no second generator around it per line.
-    work(settings, read_lines(argv[1:], error, position), sys.stdout.buffer,
+    work(settings, read_lines(argv, error, position), sys.stdout.buffer,
          lambda: error[0] if error else "", position.bytes)
     return 0
 
