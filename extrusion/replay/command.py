@@ -67,7 +67,9 @@ if TYPE_CHECKING:
 PROGRESS_EVERY_LINES = 1 << 12
 NEVER = 1 << 62
 # Allocations between collections of the youngest generation (Python's default: 700).
-GC_YOUNG_THRESHOLD = 10_000
+# At 10,000 a two-day log's engine collected 57 times and spent 0.78 s in the collector;
+# at 50,000, 11 times and 0.32 s (no more memory: what survives is the same).
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def replay(
@@ -264,6 +266,8 @@ def _open_engine(cfg: Config, *, durable: bool, clock_box: list[float],
     # Messages, recipients, counters and baselines of a throw-away store are read only by
     # a report: without one they are never made (about half of the engine's work).
     engine.keeps_rows = rows
+    # Flushed after fixed numbers of lines (FLUSH_EVERY_LINES), never by the batch's size.
+    engine.flushes_when_full = False
     return engine, store
 
 
