@@ -640,3 +640,16 @@ def test_a_large_queue_is_flushed_in_the_background(make: Callable[..., Harness]
     assert len(h.store.messages(BOT)) >= 20  # written without anybody calling flush()
     h.engine.flush()
     assert len(h.store.messages(BOT)) == 30
+
+
+def test_an_engine_whose_caller_flushes_never_flushes_by_the_queues_size(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(store={"flush_batch": 50})
+    h.engine.flushes_when_full = False  # a replay flushes after fixed numbers of lines
+    for i in range(30):
+        h.send(BOT, [f"a{i}@example.org"])  # 60 queued writes, over the batch size
+    assert h.engine._bg_flush is None
+    assert h.store.messages(BOT) == []
+    h.engine.flush()
+    assert len(h.store.messages(BOT)) == 30

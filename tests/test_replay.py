@@ -10,9 +10,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -278,6 +280,36 @@ def test_customer_map_names_the_sender_in_both_modes(
                   parallel=parallel) == 0
     assert flagged(changes(out.getvalue())) == {"customer:dsl-pool-7"}
 
+
+
+def test_the_engine_opens_while_this_hosts_names_are_looked_up(
+    generated: tuple[Path, Truth], config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`postconf` (a second where Postfix is installed but not configured) overlaps the
+    engine's opening instead of going before it; the names still reach the reader."""
+    from extrusion import config as configmod
+    from extrusion import identity
+    from extrusion.replay import command
+
+    opened = threading.Event()
+    looked_up: list[bool] = []
+    real_open = command._open_engine
+
+    def open_engine(*args: Any, **kwargs: Any) -> Any:
+        opened.set()
+        return real_open(*args, **kwargs)
+
+    def myhostname(_config_dir: str = "") -> str:
+        looked_up.append(opened.wait(timeout=60))
+        return ""
+
+    monkeypatch.setattr(command, "_open_engine", open_engine)
+    monkeypatch.setattr(identity, "postfix_myhostname", myhostname)
+    out, err = io.StringIO(), io.StringIO()
+    assert command.replay(configmod.load(config), [str(generated[0])], as_json=True, out=out,
+                          err=err, parallel=True) == 0
+    assert looked_up == [True]  # once, and only once the engine was opening
+    assert flagged(changes(out.getvalue())) == set(generated[1].bots)
 
 def _postfix_message(t: float, qid: str, client: str, sender: str, rcpt: str,
                      bounced: bool) -> list[str]:

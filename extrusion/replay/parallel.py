@@ -8,10 +8,10 @@ of that pipe: starting the child, widening the pipe, judging what arrives.
 from __future__ import annotations
 
 import fcntl
-import os
 import pickle
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import IO, Any
@@ -28,31 +28,48 @@ PIPE_BYTES = 1 << 20
 
 
 @contextmanager
-def reader_process(cfg: Config, logs: list[str], reference: float,
-            tmp: str) -> Iterator[subprocess.Popen[bytes]]:
+def reader_process(cfg: Config, logs: list[str],
+                   reference: float) -> Iterator[subprocess.Popen[bytes]]:
     """The child process that reads and parses the logs (`extrusion.replay.worker`);
     killed if this side stops before reading it to its end."""
-    from extrusion.maillog.feed import join_settings
-    from extrusion.replay.worker import WorkerSettings
-
-    settings = WorkerSettings(
-        fmt=cfg.maillog.format, join=join_settings(cfg), timezone=cfg.maillog.timezone,
-        reference_time=reference, customers=cfg.customers,
-        flush_every_lines=FLUSH_EVERY_LINES,
-    )
-    settings_path = os.path.join(tmp, "worker.pickle")
-    with open(settings_path, "wb") as f:
-        pickle.dump(settings, f)
     with subprocess.Popen(
-        [sys.executable, "-m", "extrusion.replay.worker", settings_path, *logs],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "extrusion.replay.worker", *logs],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     ) as proc:
         widen(proc.stdout)
+        # Its settings follow it down its standard input: this host's names may take
+        # `postconf` a second (Postfix installed but not configured), which the child's
+        # start and this process's opening of the engine then overlap.
+        sender = threading.Thread(target=_send_settings, args=(cfg, reference, proc.stdin),
+                                  name="extrusion-replay-settings", daemon=True)
+        sender.start()
         try:
             yield proc
         finally:
             if proc.poll() is None:
                 proc.kill()  # nobody will read the rest of its output
+            sender.join()
+
+
+def _send_settings(cfg: Config, reference: float, pipe: IO[bytes] | None) -> None:
+    """The reader's settings into its standard input, which is then closed (a reader
+    that got none fails, and `run_parallel` says so)."""
+    from extrusion.maillog.feed import join_settings
+    from extrusion.replay.worker import WorkerSettings
+
+    if pipe is None:
+        return
+    try:
+        settings = WorkerSettings(
+            fmt=cfg.maillog.format, join=join_settings(cfg), timezone=cfg.maillog.timezone,
+            reference_time=reference, customers=cfg.customers,
+            flush_every_lines=FLUSH_EVERY_LINES,
+        )
+        with suppress(OSError):  # the reader is gone already
+            pickle.dump(settings, pipe)
+    finally:
+        with suppress(OSError):
+            pipe.close()
 
 
 def widen(pipe: IO[bytes] | None) -> None:

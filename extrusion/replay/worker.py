@@ -1,7 +1,8 @@
 """The parsing half of a two-process replay: log files in, events out on stdout.
 
 `extrusion replay` runs this as a child process (`python -m
-extrusion.replay.worker SETTINGS LOG...`) so that reading, parsing
+extrusion.replay.worker LOG...`, its pickled `WorkerSettings` on standard
+input) so that reading, parsing
 and joining the log use one core while the engine and its store use the
 other. It writes a stream of pickled messages:
 
@@ -24,8 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from extrusion.config import Customer
 from extrusion.maillog.feed import Format, LogFeed
@@ -104,6 +104,14 @@ _DECODE: dict[str, Callable[[tuple[Any, ...]], LogEvent]] = {
 }
 
 
+class _Clock(Protocol):
+    now: float  # the latest log time read
+
+
+class _NoClock:
+    now = 0.0
+
+
 class _Encoder:
     """Stands in for the engine in the worker: keys senders as the engine would."""
 
@@ -112,22 +120,24 @@ class _Encoder:
 
         self.map = SenderMap(customers)
         self.items: list[tuple[Any, ...]] = []
-        self.now: Callable[[], float] = lambda: 0.0
+        # The feed's joiner once there is one: its `now` (an attribute, read directly,
+        # once per event) is the event's clock.
+        self.clock: _Clock = _NoClock()
 
     def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
         return self.map.key(client_addr, sasl_user)
 
     def submission(self, event: Submission) -> None:
-        self.items.append(encode_submission(self.now(), event))
+        self.items.append(encode_submission(self.clock.now, event))
 
     def outcome(self, event: Outcome) -> None:
-        self.items.append(encode_outcome(self.now(), event))
+        self.items.append(encode_outcome(self.clock.now, event))
 
     def refused(self, event: Refused) -> None:
-        self.items.append(encode_refused(self.now(), event))
+        self.items.append(encode_refused(self.clock.now, event))
 
     def evidence(self, event: ClientEvidence) -> None:
-        self.items.append(encode_evidence(self.now(), event))
+        self.items.append(encode_evidence(self.clock.now, event))
 
 
 def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
@@ -138,7 +148,7 @@ def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
     feed = LogFeed(enc, fmt=settings.fmt, settings=settings.join,
                    reference_time=settings.reference_time, tz=log_zone(settings.timezone),
                    guard=False)
-    enc.now = lambda: feed.joiner.now
+    enc.clock = feed.joiner
     n = 0
     every = settings.flush_every_lines
     feed_line = feed.line
@@ -163,13 +173,13 @@ def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
 def main(argv: list[str]) -> int:
     from extrusion.replay.input import Position, read_lines
 
-    settings = pickle.loads(Path(argv[0]).read_bytes())
+    settings = pickle.load(sys.stdin.buffer)
     assert isinstance(settings, WorkerSettings)
     error: list[str] = []
-    position = Position(argv[1:])
+    position = Position(argv)
 
     # The reader's generator straight in: no second generator around it per line.
-    work(settings, read_lines(argv[1:], error, position), sys.stdout.buffer,
+    work(settings, read_lines(argv, error, position), sys.stdout.buffer,
          lambda: error[0] if error else "", position.bytes)
     return 0
 

@@ -69,6 +69,9 @@ class Engine:
         self._own_store = own_store
         self._bg_flush: threading.Thread | None = None
         self._book = book = SenderBook(config, clock)
+        # False where the caller flushes at moments of its own (replay: after the same
+        # lines every run); then the batch's size is never counted.
+        self.flushes_when_full = True
         self.spool = Spool(config.store.spool_dir)
         self.quarantine = Quarantine(config.store.spool_dir)
         self._sync = StoreSync(book, store, self.spool, self.quarantine)
@@ -241,8 +244,13 @@ class Engine:
         self._book.dispatch()
 
     def _after_record(self) -> None:
-        self._book.dispatch()
-        if len(self._book.batch) >= self._book.config.store.flush_batch:
+        book = self._book
+        # Run after every event, which nearly never changes a state: the queues are
+        # looked at here instead of in a call, and the batch (eight lists to count) only
+        # by an engine that flushes by its size.
+        if book.changes or book.notices:
+            book.dispatch()
+        if self.flushes_when_full and len(book.batch) >= book.config.store.flush_batch:
             self._flush_in_background()
 
     def _flush_in_background(self) -> None:
