@@ -186,7 +186,11 @@ class EvidenceJoin:
 
     def message_id(self, host: str, r: MessageIdSeen) -> None:
         if r.message_id:
-            _remember(self._mids, host + " " + r.message_id, r.queue_id)
+            self.remember_message_id(host, r.message_id, r.queue_id)
+
+    def remember_message_id(self, host: str, message_id: str, qid: str) -> None:
+        """A message's Message-ID, for a spam filter's verdict that names only that."""
+        _remember(self._mids, host + " " + message_id, qid)
 
     def filter_verdict(self, t: float, host: str, r: FilterVerdict) -> None:
         """A spam filter's verdict, joined to its message by queue id or Message-ID (else
