@@ -21,15 +21,16 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 from extrusion import identity
 from extrusion.config import Config
 from extrusion.maillog import exim, mxlines, postfix, sendmail
-from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
+from extrusion.maillog.join import JoinSettings, JoinStats
 from extrusion.maillog.lines import CLASSIC_LINE, MAX_LINE, ClassicShortcut, LineSplitter
+from extrusion.maillog.postfixlanes import Lane, LaneJoiner
 from extrusion.maillog.records import Record
 from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
@@ -41,6 +42,7 @@ _E = TypeVar("_E")
 
 Format = Literal["auto", "postfix", "sendmail", "exim"]
 Parser = Callable[[str], "tuple[Record, ...] | None"]
+Route = tuple[Lane | None, Parser | None]  # a tag's lane (Postfix's commonest lines), parser
 # Garbled lines kept for the operator to look at, each cut to this length.
 EXAMPLES_KEPT = 5
 EXAMPLE_CHARS = 300
@@ -179,10 +181,10 @@ class LogFeed:
         # Unguarded (a replay, which stops at an engine error), the joiner calls the
         # engine itself: one call less per event.
         self._sink = _GuardedSink(engine, self.stats, guard) if guard else engine
-        self.joiner = Joiner(self._sink, self._key, settings)
+        self.joiner = LaneJoiner(self._sink, self._key, settings)
         self.stats.join = self.joiner.stats
         self._add = self.joiner.add
-        self._parsers: dict[str, Parser | None] = {}
+        self._routes: dict[str, Route] = {}
 
     @classmethod
     def from_config(
@@ -213,6 +215,48 @@ class LogFeed:
     def line(self, text: str) -> None:
         """One raw log line (with or without its newline)."""
         self.stats.lines += 1
+        self._line(text)
+
+    def lines(self, texts: Iterable[str]) -> None:
+        """`line()` for each of many lines (a replay's): the same, with a line of a
+        Postfix lane (nearly every one) handled here instead of a call per step."""
+        stats = self.stats
+        fast = self._fast
+        routes = self._routes
+        joiner = self.joiner
+        guard = self._guard
+        for text in texts:
+            stats.lines += 1
+            split = fast(text) if len(text) <= MAX_LINE else None
+            if split is None:
+                self._line(text)
+                continue
+            t, host, program, message = split
+            if message[-1:] == "\r":
+                message = message[:-1]
+            lane, parser = routes.get(program) or self._route(program)
+            if lane is None:
+                self._parse(text, t, host, parser, message)
+                continue
+            # `_message()`, inline.
+            try:
+                joined = lane(t, host, message)
+            except Exception as exc:  # the engine's (a lane itself does not raise)
+                if not guard:
+                    raise  # a replay stops at the engine's error
+                self._parser_failed(text, exc)
+                continue
+            if joined:
+                stats.parsed += 1
+            elif joined is None:
+                self._parse(text, t, host, parser, message)
+            else:
+                stats.ignored += 1
+                if t > joiner.now:
+                    joiner.advance(t)
+
+    def _line(self, text: str) -> None:
+        """`line()` but for its count."""
         if len(text) > MAX_LINE and len(text.rstrip("\r\n")) > MAX_LINE:
             self._too_long(text)
             return
@@ -254,12 +298,37 @@ class LogFeed:
         self.stats.lines += 1
         self._message(message, t, host, program, message)
 
+    def _route(self, program: str) -> Route:
+        """The lane and the parser for a tag's lines (see `postfixlanes`)."""
+        parser = _choose_parser(program, self.fmt)
+        lane = None
+        if isinstance(parser, functools.partial) and parser.func is postfix.parse:
+            lane = self.joiner.lane(parser.args[0])
+        route = (lane, parser)
+        if len(self._routes) < 1000:  # tags are few; a flood of odd ones is not cached
+            self._routes[program] = route
+        return route
+
     def _message(self, text: str, t: float, host: str, program: str, message: str) -> None:
-        parser = self._parsers.get(program, _MISSING)
-        if parser is _MISSING:
-            parser = _choose_parser(program, self.fmt)
-            if len(self._parsers) < 1000:  # tags are few; a flood of odd ones is not cached
-                self._parsers[program] = parser
+        lane, parser = self._routes.get(program) or self._route(program)
+        if lane is not None:
+            try:
+                joined = lane(t, host, message)
+            except Exception as exc:  # the engine's (a lane itself does not raise)
+                if not self._guard:
+                    raise  # a replay stops at the engine's error
+                self._parser_failed(text, exc)
+                return
+            if joined:
+                self.stats.parsed += 1
+                return
+            if joined is False:
+                parser = None  # of no interest
+        self._parse(text, t, host, parser, message)
+
+    def _parse(self, text: str, t: float, host: str, parser: Parser | None,
+               message: str) -> None:
+        """The line's records from its parser (None: another program's) into the joiner."""
         if parser is not None:
             try:
                 records = parser(message)
@@ -320,8 +389,3 @@ class LogFeed:
         self.joiner.forget_keys()
 
 
-def _missing(message: str) -> tuple[Record, ...] | None:  # pragma: no cover - a marker only
-    return None
-
-
-_MISSING: Parser = _missing
