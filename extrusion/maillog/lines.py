@@ -97,11 +97,12 @@ class LineSplitter:
 
 # Every two-digit seconds field the classic expression accepts ("60" to "99" too, as it
 # does), with the value float() gives it: one lookup checks and converts.
-_SECONDS = {f"{n:02d}": float(n) for n in range(100)}
+SECONDS = {f"{n:02d}": float(n) for n in range(100)}
 # What follows the minute in a line the shortcut reads, up to its message: the seconds,
 # `host prog` up to the first "[", a pid of digits (`\d`, as the expression's) and ": ".
 # Matched from the seconds on: one call in C instead of a find() and a slice per field.
-_AFTER_MINUTE = re.compile(r"(\d\d) ([^\[]*)\[\d+\]: ").match
+# `LogFeed.lines()` reads a batch's lines with the same expression and tables, inline.
+AFTER_MINUTE = re.compile(r"(\d\d) ([^\[]*)\[\d+\]: ")
 # Distinct `host prog` heads remembered; a flood of forged ones is read the slow way.
 MAX_HEADS = 1000
 
@@ -132,11 +133,11 @@ class ClassicShortcut:
         """(time, host, program, message) of a line like those learned, else None."""
         if not text.startswith(self._prefix):
             return None
-        m = _AFTER_MINUTE(text, self._seconds_at)
+        m = AFTER_MINUTE.match(text, self._seconds_at)
         if m is None:
             return None
         seconds, head = m.groups()
-        second = _SECONDS.get(seconds)
+        second = SECONDS.get(seconds)
         tag = self._heads.get(head)
         if second is None or tag is None:
             return None
@@ -144,6 +145,16 @@ class ClassicShortcut:
         start = m.end()
         end = text.find("\n", start)
         return self._base + second, tag[0], tag[1], text[start:] if end < 0 else text[start:end]
+
+    @property
+    def heads(self) -> dict[str, tuple[str, str]]:
+        """The `host prog` heads learned, to (host, program): one dictionary throughout."""
+        return self._heads
+
+    def minute(self) -> tuple[str, int, float]:
+        """The minute learned: the line's start up to its seconds, where they start, and
+        the time of the minute."""
+        return self._prefix, self._seconds_at, self._base
 
     def learn(self, text: str, m: re.Match[str], minute: float) -> None:
         """Remember the minute and the tag of a line `CLASSIC_LINE` matched (`m`), whose
