@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
@@ -37,7 +38,7 @@ from extrusion.maillog.lines import (
     ClassicShortcut,
     LineSplitter,
 )
-from extrusion.maillog.postfixlanes import Lane, LaneJoiner
+from extrusion.maillog.postfixlanes import QUEUE_ID, Lane, LaneJoiner, queue_id
 from extrusion.maillog.records import Record
 from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
@@ -45,7 +46,8 @@ from extrusion.scoring.helo import safe_text
 
 log = logging.getLogger(__name__)
 _classic_line = CLASSIC_LINE.match
-_after_minute = AFTER_MINUTE.match
+# The shortcut's expression, and the queue id a Postfix message starts with (or "").
+_after_minute = re.compile(AFTER_MINUTE.pattern + "((?:" + QUEUE_ID + ")?)").match
 _SECONDS = SECONDS
 _E = TypeVar("_E")
 
@@ -246,14 +248,14 @@ class LogFeed:
                 self._line(text)
                 prefix, at, base = shortcut.minute()
                 continue
-            seconds, head = m.groups()
+            seconds, head, qid = m.groups()
             second = _SECONDS.get(seconds)
             tag = heads.get(head)
             if second is None or tag is None:
                 self._line(text)
                 prefix, at, base = shortcut.minute()
                 continue
-            start = m.end()
+            start = m.start(3)
             end = text.find("\n", start)
             message = text[start:] if end < 0 else text[start:end]
             if message[-1:] == "\r":
@@ -266,7 +268,7 @@ class LogFeed:
                 continue
             # `_message()`, inline.
             try:
-                joined = lane(t, host, message)
+                joined = lane(t, host, message, qid)
             except Exception as exc:  # the engine's (a lane itself does not raise)
                 if not guard:
                     raise  # a replay stops at the engine's error
@@ -339,7 +341,7 @@ class LogFeed:
         lane, parser = self._routes.get(program) or self._route(program)
         if lane is not None:
             try:
-                joined = lane(t, host, message)
+                joined = lane(t, host, message, queue_id(message))
             except Exception as exc:  # the engine's (a lane itself does not raise)
                 if not self._guard:
                     raise  # a replay stops at the engine's error

@@ -53,14 +53,14 @@ DELIVERY_STATUSES = frozenset({"sent", "deferred", "bounced", "expired"})
 
 _ADDR = r"<([^>]*)>"
 # `to=<…>, [orig_to=<…>, ]relay=…, ` then anything up to the first `dsn=` from which the
-# tail reads to the end of the line. The head matches one way only, so trying the tail at
-# each `dsn=` in turn (found by str.find) reads what a lazy `.*?` between the two would,
-# without the expression stepping through every character in between.
+# tail reads to the end of the line: `dsn=D.D.D, status=WORD` and then nothing,
+# ` (REPLY)` or `, returned to sender`. The head and the tail match one way only, so
+# trying the tail at each `dsn=` in turn (found by str.find) reads what a lazy `.*?`
+# between the two would, without the expression stepping through every character in
+# between; the tail's end is compared, not matched (no `.*` through the reply).
 _DELIVERY_HEAD = re.compile(r"to=" + _ADDR + r", (?:orig_to=" + _ADDR + r", )?relay=([^,]*), ")
-_DELIVERY_TAIL = re.compile(
-    r"dsn=(\d\.\d{1,3}\.\d{1,3}), status=([a-z]+)(?: \((.*)\)|, returned to sender)?",
-    re.DOTALL,
-)
+_DELIVERY_STATUS = re.compile(r"dsn=(\d\.\d{1,3}\.\d{1,3}), status=([a-z]+)")
+RETURNED = ", returned to sender"
 CLIENT = re.compile(r"([^\[\s]*)\[([^\]]*)\]")
 # At most MAX_DIGITS ASCII digits and no other digit after them: a longer or
 # non-ASCII count is no match (then garbled), and what matches goes to int() as it is.
@@ -231,16 +231,24 @@ def delivery(qid: str, rest: str) -> Delivery | None:
     if h is None:
         return None
     at = rest.find("dsn=", h.end())
-    m = None
-    while at >= 0 and (m := _DELIVERY_TAIL.fullmatch(rest, at)) is None:
+    while at >= 0:
+        m = _DELIVERY_STATUS.match(rest, at)
+        if m is not None:
+            end = m.end()
+            if end == len(rest) or rest[end:] == RETURNED:
+                reply = ""
+                break
+            if rest.startswith(" (", end) and rest.endswith(")"):
+                reply = rest[end + 2 : -1]
+                break
         at = rest.find("dsn=", at + 1)
-    if m is None:
+    else:
         return None
     to, orig_to, relay = h.groups()
-    dsn, status, reply = m.groups()
+    dsn, status = m.groups()
     if status not in DELIVERY_STATUSES:
         return None
-    return Delivery(qid, to, status, dsn, relay, reply or "", orig_to or "")
+    return Delivery(qid, to, status, dsn, relay, reply, orig_to or "")
 
 
 _ENVELOPE_STAGES = frozenset({"MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "BDAT"})

@@ -16,13 +16,15 @@ matches strings before it joins: nothing a line holds makes it raise.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from extrusion.maillog import postfix
 from extrusion.maillog.join import Joiner
 
-# (time, host, message) -> joined / of no interest / None: ask the parser.
-Lane = Callable[[float, str, str], "bool | None"]
+# (time, host, message, its queue id or "") -> joined / of no interest / None: ask the
+# parser.
+Lane = Callable[[float, str, str, str], "bool | None"]
 
 NOQUEUE = postfix.NOQUEUE
 MESSAGE_ID = postfix.MESSAGE_ID
@@ -35,8 +37,16 @@ _qmgr_from = postfix.QMGR_FROM.match
 _delivery = postfix.delivery
 _message_id = postfix.message_id
 _disconnect = postfix.disconnect
-# The first ": " of a line with a queue id is before this offset (ids are 5 to 20 long).
-QID_END = 22
+# What `parse()` takes for a queue id: 5 to 20 ASCII letters and digits before the first
+# ": " (none of them can be a ":" or a space, so the ": " after them is the first).
+QUEUE_ID = r"[0-9A-Za-z]{5,20}(?=: )"
+_queue_id = re.compile(QUEUE_ID).match
+
+
+def queue_id(message: str) -> str:
+    """The queue id a Postfix message starts with, as `parse()` reads it, or ""."""
+    m = _queue_id(message)
+    return "" if m is None else m.group()
 
 
 class LaneJoiner(Joiner):
@@ -54,16 +64,14 @@ class LaneJoiner(Joiner):
             return self.agent_line
         return None
 
-    # Each lane starts as `parse()` does: the queue id before the first ": " (its
-    # `is_queue_id()` inlined; looked for only where a queue id can end, so a long line
-    # without one is not searched or copied whole), then, once the line is known to be
-    # joined, what `add()` does first (the clock, the host's name).
+    # Each lane is given the queue id `parse()` would find (`queue_id()`: the caller reads
+    # it with the line's other fields), then, once the line is known to be joined, does
+    # what `add()` does first (the clock, the host's name).
 
-    def qmgr_line(self, t: float, host: str, message: str) -> bool | None:
-        colon = message.find(": ", 0, QID_END)
-        qid = message[:colon]
-        if not (colon > 4 and qid.isalnum() and qid.isascii()):
+    def qmgr_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
+        if not qid:
             return False
+        colon = len(qid)
         if qid == NOQUEUE:
             return None
         if len(message) == colon + 9 and message.endswith("removed"):
@@ -85,11 +93,10 @@ class LaneJoiner(Joiner):
             return True
         return None if message.startswith("to=<", colon + 2) else False
 
-    def cleanup_line(self, t: float, host: str, message: str) -> bool | None:
-        colon = message.find(": ", 0, QID_END)
-        qid = message[:colon]
-        if not (colon > 4 and qid.isalnum() and qid.isascii()):
+    def cleanup_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
+        if not qid:
             return False
+        colon = len(qid)
         if qid == NOQUEUE or not message.startswith(MESSAGE_ID, colon + 2):
             return None
         if t > self.now:
@@ -99,10 +106,8 @@ class LaneJoiner(Joiner):
         self._message_id(t, host, qid, _message_id(message[colon + 2 :]))
         return True
 
-    def smtpd_line(self, t: float, host: str, message: str) -> bool | None:
-        colon = message.find(": ", 0, QID_END)
-        qid = message[:colon]
-        if not (colon > 4 and qid.isalnum() and qid.isascii()):
+    def smtpd_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
+        if not qid:
             # `connect from …` and the like; `disconnect from …` may count failed commands.
             if not message.startswith("disconnect from "):
                 return False
@@ -112,6 +117,7 @@ class LaneJoiner(Joiner):
             for record in records:
                 self.add(t, host, record)
             return True
+        colon = len(qid)
         if qid == NOQUEUE or not message.startswith("client=", colon + 2):
             return None
         rest = message[colon + 2 :]
@@ -132,12 +138,11 @@ class LaneJoiner(Joiner):
             m.client_name, m.client_addr = c.group(1), addr
         return True
 
-    def agent_line(self, t: float, host: str, message: str) -> bool | None:
+    def agent_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
         """A delivery agent's (smtp, lmtp, local, virtual, pipe…) line."""
-        colon = message.find(": ", 0, QID_END)
-        qid = message[:colon]
-        if not (colon > 4 and qid.isalnum() and qid.isascii()):
+        if not qid:
             return False
+        colon = len(qid)
         if qid == NOQUEUE:
             return None
         if not message.startswith("to=<", colon + 2):
