@@ -153,7 +153,7 @@ class EvidenceJoin:
         # A filter milter (spamass-milter, amavis as a milter) logs its verdict before
         # qmgr logs the envelope sender: such a verdict waits for it (forwarded mail is
         # told by its envelope), or for the message's end. "host queue-id" -> (time, it).
-        self._early: dict[str, tuple[float, FilterVerdict]] = {}
+        self.early: dict[str, tuple[float, FilterVerdict]] = {}
 
     def _emit(self, event: ClientEvidence) -> None:
         self.stats.evidence += 1
@@ -206,7 +206,7 @@ class EvidenceJoin:
         if r.envelope_from is not None:
             env = r.envelope_from
         elif env is None and known is not None:
-            _remember(self._early, host + " " + qid, (t, r))
+            _remember(self.early, host + " " + qid, (t, r))
             return
         if qid:
             _remember(self._judged, host + " " + qid, None)
@@ -220,18 +220,18 @@ class EvidenceJoin:
 
     def envelope_known(self, host: str, qid: str) -> None:
         """The message's envelope sender is in: a verdict waiting for it is judged now."""
-        if not self._early:  # nearly always: no spam filter's verdict came first
+        if not self.early:  # nearly always: no spam filter's verdict came first
             return
-        early = self._early.pop(host + " " + qid, None)
+        early = self.early.pop(host + " " + qid, None)
         if early is not None:
             self.filter_verdict(early[0], host, early[1])
 
     def message_gone(self, host: str, qid: str) -> None:
         """The message ends (removed, aged out) without an envelope sender logged: its
         waiting verdict is judged without one, as before the wait."""
-        if not self._early:
+        if not self.early:
             return
-        early = self._early.pop(host + " " + qid, None)
+        early = self.early.pop(host + " " + qid, None)
         if early is not None:
             self.filter_verdict(early[0], host, replace(early[1], envelope_from=""))
 

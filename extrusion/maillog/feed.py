@@ -239,49 +239,53 @@ class LogFeed:
         shortcut = self._shortcut
         heads = shortcut.heads
         prefix, at, base = shortcut.minute()
-        for text in texts:
-            stats.lines += 1
-            # `ClassicShortcut.split()`, inline; its minute read again after any line
-            # read the slow way (which may have learned another).
-            m = _after_minute(text, at) if text.startswith(prefix) else None
-            if m is None or len(text) > MAX_LINE:
-                self._line(text)
-                prefix, at, base = shortcut.minute()
-                continue
-            seconds, head, qid = m.groups()
-            second = _SECONDS.get(seconds)
-            tag = heads.get(head)
-            if second is None or tag is None:
-                self._line(text)
-                prefix, at, base = shortcut.minute()
-                continue
-            start = m.start(3)
-            end = text.find("\n", start)
-            message = text[start:] if end < 0 else text[start:end]
-            if message[-1:] == "\r":
-                message = message[:-1]
-            t = base + second
-            host, program = tag
-            lane, parser = routes.get(program) or self._route(program)
-            if lane is None:
-                self._parse(text, t, host, parser, message)
-                continue
-            # `_message()`, inline.
-            try:
-                joined = lane(t, host, message, qid)
-            except Exception as exc:  # the engine's (a lane itself does not raise)
-                if not guard:
-                    raise  # a replay stops at the engine's error
-                self._parser_failed(text, exc)
-                continue
-            if joined:
-                stats.parsed += 1
-            elif joined is None:
-                self._parse(text, t, host, parser, message)
-            else:
-                stats.ignored += 1
-                if t > joiner.now:
-                    joiner.advance(t)
+        n = 0  # lines counted into the stats once, at the end (or at an error)
+        try:
+            for text in texts:
+                n += 1
+                # `ClassicShortcut.split()`, inline; its minute read again after any line
+                # read the slow way (which may have learned another).
+                m = _after_minute(text, at) if text.startswith(prefix) else None
+                if m is None or len(text) > MAX_LINE:
+                    self._line(text)
+                    prefix, at, base = shortcut.minute()
+                    continue
+                seconds, head, qid = m.groups()
+                second = _SECONDS.get(seconds)
+                tag = heads.get(head)
+                if second is None or tag is None:
+                    self._line(text)
+                    prefix, at, base = shortcut.minute()
+                    continue
+                start = m.start(3)
+                end = text.find("\n", start)
+                message = text[start:] if end < 0 else text[start:end]
+                if message[-1:] == "\r":
+                    message = message[:-1]
+                t = base + second
+                host, program = tag
+                lane, parser = routes.get(program) or self._route(program)
+                if lane is None:
+                    self._parse(text, t, host, parser, message)
+                    continue
+                # `_message()`, inline.
+                try:
+                    joined = lane(t, host, message, qid)
+                except Exception as exc:  # the engine's (a lane itself does not raise)
+                    if not guard:
+                        raise  # a replay stops at the engine's error
+                    self._parser_failed(text, exc)
+                    continue
+                if joined:
+                    stats.parsed += 1
+                elif joined is None:
+                    self._parse(text, t, host, parser, message)
+                else:
+                    stats.ignored += 1
+                    if t > joiner.now:
+                        joiner.advance(t)
+        finally:
+            stats.lines += n
 
     def _line(self, text: str) -> None:
         """`line()` but for its count."""

@@ -110,6 +110,7 @@ class Joiner:
         self.evidence = EvidenceJoin(sink, self._sender, self.settings.mta,
                                      self.settings.client_evidence, self._known)
         self.stats.clients = self.evidence.stats
+        self._early = self.evidence.early  # read as each message ends: bound once
 
     def __len__(self) -> int:
         return len(self._msgs)
@@ -239,7 +240,8 @@ class Joiner:
 
     def _drop(self, m: OpenMessage) -> None:
         key = m.host + " " + m.qid
-        self.evidence.message_gone(m.host, m.qid)
+        if self._early:  # a spam filter's verdict waits for some message (rare)
+            self.evidence.message_gone(m.host, m.qid)
         self._msgs.pop(key, None)
         if self._opened.get(key) is m:
             del self._opened[key]
