@@ -151,11 +151,20 @@ def _postfix_parser(service: str) -> Parser:
     return functools.partial(postfix.parse, service)
 
 
-def _choose_parser(program: str, fmt: Format) -> Parser | None:
-    """The parser for a syslog tag, or None for programs that are not an MTA we read."""
+def _postfix_service(program: str, fmt: Format) -> str | None:
+    """The Postfix service a syslog tag names (its last component), or None."""
     _head, slash, last = program.rpartition("/")
     if fmt in ("auto", "postfix") and (slash or fmt == "postfix") and last in postfix.SERVICES:
-        return _postfix_parser(last)
+        return last
+    return None
+
+
+def _choose_parser(program: str, fmt: Format) -> Parser | None:
+    """The parser for a syslog tag, or None for programs that are not an MTA we read."""
+    service = _postfix_service(program, fmt)
+    if service is not None:
+        return _postfix_parser(service)
+    _head, slash, last = program.rpartition("/")
     if fmt in ("auto", "sendmail") and not slash and last in sendmail.PROGRAMS:
         return sendmail.parse
     if fmt in ("auto", "exim") and last.startswith("exim"):
@@ -332,11 +341,9 @@ class LogFeed:
 
     def _route(self, program: str) -> Route:
         """The lane and the parser for a tag's lines (see `postfixlanes`)."""
-        parser = _choose_parser(program, self.fmt)
-        lane = None
-        if isinstance(parser, functools.partial) and parser.func is postfix.parse:
-            lane = self.joiner.lane(parser.args[0])
-        route = (lane, parser)
+        service = _postfix_service(program, self.fmt)
+        lane = None if service is None else self.joiner.lane(service)
+        route = (lane, _choose_parser(program, self.fmt))
         if len(self._routes) < 1000:  # tags are few; a flood of odd ones is not cached
             self._routes[program] = route
         return route
