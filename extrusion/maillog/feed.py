@@ -19,16 +19,14 @@ line anyway (a bug) costs that line only: it is counted as garbled and in
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from extrusion import identity
 from extrusion.config import Config
-from extrusion.maillog import exim, mxlines, postfix, sendmail
 from extrusion.maillog.join import JoinSettings, JoinStats
 from extrusion.maillog.lines import (
     AFTER_MINUTE,
@@ -39,7 +37,7 @@ from extrusion.maillog.lines import (
     LineSplitter,
 )
 from extrusion.maillog.postfixlanes import QUEUE_ID, Lane, LaneJoiner, queue_id
-from extrusion.maillog.records import Record
+from extrusion.maillog.programs import Format, Parser, choose_parser, postfix_service
 from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
 from extrusion.scoring.helo import safe_text
@@ -51,8 +49,6 @@ _after_minute = re.compile(AFTER_MINUTE.pattern + "((?:" + QUEUE_ID + ")?)").mat
 _SECONDS = SECONDS
 _E = TypeVar("_E")
 
-Format = Literal["auto", "postfix", "sendmail", "exim"]
-Parser = Callable[[str], "tuple[Record, ...] | None"]
 Route = tuple[Lane | None, Parser | None]  # a tag's lane (Postfix's commonest lines), parser
 # Garbled lines kept for the operator to look at, each cut to this length.
 EXAMPLES_KEPT = 5
@@ -145,34 +141,6 @@ def join_settings(cfg: Config, *, submissions: bool = True,
         handoff_relays=m.handoff_relays,
         skip_replies=m.skip_replies,
     )
-
-
-def _postfix_parser(service: str) -> Parser:
-    return functools.partial(postfix.parse, service)
-
-
-def _postfix_service(program: str, fmt: Format) -> str | None:
-    """The Postfix service a syslog tag names (its last component), or None."""
-    _head, slash, last = program.rpartition("/")
-    if fmt in ("auto", "postfix") and (slash or fmt == "postfix") and last in postfix.SERVICES:
-        return last
-    return None
-
-
-def _choose_parser(program: str, fmt: Format) -> Parser | None:
-    """The parser for a syslog tag, or None for programs that are not an MTA we read."""
-    service = _postfix_service(program, fmt)
-    if service is not None:
-        return _postfix_parser(service)
-    _head, slash, last = program.rpartition("/")
-    if fmt in ("auto", "sendmail") and not slash and last in sendmail.PROGRAMS:
-        return sendmail.parse
-    if fmt in ("auto", "exim") and last.startswith("exim"):
-        return exim.parse
-    if not slash and last in mxlines.FILTER_PROGRAMS:
-        # A spam filter's verdicts, beside whichever MTA's log.
-        return functools.partial(mxlines.parse_filter, last)
-    return None
 
 
 class LogFeed:
@@ -341,9 +309,9 @@ class LogFeed:
 
     def _route(self, program: str) -> Route:
         """The lane and the parser for a tag's lines (see `postfixlanes`)."""
-        service = _postfix_service(program, self.fmt)
+        service = postfix_service(program, self.fmt)
         lane = None if service is None else self.joiner.lane(service)
-        route = (lane, _choose_parser(program, self.fmt))
+        route = (lane, choose_parser(program, self.fmt))
         if len(self._routes) < 1000:  # tags are few; a flood of odd ones is not cached
             self._routes[program] = route
         return route

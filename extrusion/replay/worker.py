@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from extrusion.config import Customer
-from extrusion.maillog.feed import Format, LogFeed
+from extrusion.maillog.feed import LogFeed
 from extrusion.maillog.join import NO_HEADERS, JoinSettings
+from extrusion.maillog.programs import Format
 from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Seen, Status, Submission
 
