@@ -2,12 +2,14 @@
 
     feed = LogFeed(engine)           # or LogFeed.from_config(engine, cfg)
     feed.line(text)                  # per line from a file follower or stdin
+    feed.lines(texts)                # a batch of lines (a replay's reader): the same
     feed.entry(t, host, prog, pid, msg)   # per syslog datagram, already split
     feed.finish()                    # end of input / shutdown: flush what is pending
 
 Each line is split (timestamp, host, program), handed to the parser for its
 MTA (chosen by the program name: the last component of the tag for Postfix),
-and the records are joined per queue id into `Submission`/`Outcome` events.
+and the records are joined per queue id into `Submission`/`Outcome` events;
+Postfix's commonest lines go straight into the joiner (`postfixlanes.py`).
 Nothing a line contains can raise out of `line()`: unreadable lines are
 counted in `stats.garbled` (a few kept in `stats.examples`, escaped), lines of
 other programs or of no interest in `stats.ignored`. A parser that fails on a
