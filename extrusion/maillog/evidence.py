@@ -18,6 +18,7 @@ at most `MAX_HELOS` HELOs and `MAX_DOMAINS` envelope domains per session.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
@@ -148,12 +149,13 @@ class EvidenceJoin:
         self.lookup = lookup
         self.clients = ClientTracker()
         self.stats = EvidenceStats()
-        self._mids: dict[str, str] = {}  # "host message-id" -> queue id, oldest first
-        self._judged: dict[str, None] = {}  # "host queue-id" of verdicts handed on
+        # Bounded by `_remember()`, oldest first: OrderedDicts (see there).
+        self._mids: OrderedDict[str, str] = OrderedDict()  # "host message-id" -> queue id
+        self._judged: OrderedDict[str, None] = OrderedDict()  # "host queue-id" handed on
         # A filter milter (spamass-milter, amavis as a milter) logs its verdict before
         # qmgr logs the envelope sender: such a verdict waits for it (forwarded mail is
         # told by its envelope), or for the message's end. "host queue-id" -> (time, it).
-        self.early: dict[str, tuple[float, FilterVerdict]] = {}
+        self.early: OrderedDict[str, tuple[float, FilterVerdict]] = OrderedDict()
 
     def _emit(self, event: ClientEvidence) -> None:
         self.stats.evidence += 1
@@ -239,7 +241,10 @@ class EvidenceJoin:
 _V = TypeVar("_V")
 
 
-def _remember(d: dict[str, _V], key: str, value: _V) -> None:
+def _remember(d: OrderedDict[str, _V], key: str, value: _V) -> None:
+    # The oldest goes by popitem(): with a plain dict, `next(iter(d))` after deletions at
+    # its front walks every deleted slot before it (until the dict is next resized), so
+    # once full, each new Message-ID cost a walk through tens of thousands of them.
     if key not in d and len(d) >= MESSAGE_IDS_KEPT:
-        del d[next(iter(d))]
+        d.popitem(last=False)
     d[key] = value
