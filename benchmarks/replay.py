@@ -20,7 +20,9 @@ to pflogsumm, and checks that the replay found exactly the generated bots.
 
 With `--parse-base REV` only the parse is timed: REV's code (`git archive`)
 and this tree's, each in a fresh process, interleaved, and the CPU ratio
-printed (issue 17: the log feed's share of the daemons' CPU).
+printed (issue 17: the log feed's share of the daemons' CPU). Each tree
+reads as its replay's reader does (`LogFeed.lines()` in batches, where the
+tree has it); this tree also one line at a time (`line()`, the live feed's way).
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 # `--parse-base`'s child runs: another tree's `extrusion` package goes first.
 TREE_ENV = "BENCH_EXTRUSION_TREE"
+BATCH_LINES = 4096  # the replay's reader's batch (extrusion/replay/worker.py)
 if os.environ.get(TREE_ENV):
     sys.path.insert(0, os.environ[TREE_ENV])
 
@@ -74,23 +78,31 @@ class Timing:
     rss_mb: float = 0.0
 
 
-def parse_only(log: Path) -> tuple[Timing, int, int]:
+def parse_only(log: Path, per_line: bool = False) -> tuple[Timing, int, int]:
+    """`LogFeed.lines()` in batches as the replay's reader calls it (a tree without it, and
+    `per_line`: `line()` for each line, as the live feed calls it)."""
     sink = Discard()
     feed = LogFeed(sink, reference_time=log.stat().st_mtime)
+    batch = None if per_line else getattr(feed, "lines", None)
     start, cpu = time.perf_counter(), time.process_time()
     with open(log, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            feed.line(line)
+        if batch is None:
+            for line in f:
+                feed.line(line)
+        else:
+            while lines := list(islice(f, BATCH_LINES)):
+                batch(lines)
     feed.finish()
     took = Timing(time.perf_counter() - start, time.process_time() - cpu)
     return took, feed.stats.lines, sink.events
 
 
-def parse_in_child(log: Path, tree: Path | None) -> Timing:
+def parse_in_child(log: Path, tree: Path | None, per_line: bool = False) -> Timing:
     """`parse_only` in a fresh process, with `tree`'s package (None: this checkout's)."""
     env = {**os.environ, TREE_ENV: str(tree)} if tree else {
         k: v for k, v in os.environ.items() if k != TREE_ENV}
-    out = subprocess.run([sys.executable, __file__, "--parse-run", str(log)], env=env,
+    out = subprocess.run([sys.executable, __file__, "--parse-run", str(log),
+                          *(["--per-line"] if per_line else [])], env=env,
                          capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
     if tree and not data["code"].startswith(str(tree)):
@@ -103,10 +115,14 @@ def compare_parse(log: Path, rev: str, repeat: int, tmp: Path) -> None:
     from benchmarks.replay_verdicts import export
 
     base = export(rev, tmp / "parse-base")
-    runs: dict[str, list[Timing]] = {f"parse only at {rev}": [], "parse only, this tree": []}
+    # The base as its replay reads (by lines() where it has one), this tree one line at a
+    # time (the live feed's way) and by batches (the replay's reader's).
+    how = {f"parse only at {rev}": (base, False), "parse only, this tree, line()": (None, True),
+           "parse only, this tree, lines()": (None, False)}
+    runs: dict[str, list[Timing]] = {name: [] for name in how}
     for _ in range(repeat):
-        for (_name, ts), tree in zip(runs.items(), (base, None), strict=True):
-            ts.append(parse_in_child(log, tree))
+        for name, (tree, per_line) in how.items():
+            runs[name].append(parse_in_child(log, tree, per_line))
     with open(log, "rb") as f:
         lines = sum(1 for _ in f)
     cpu = {name: min(t.cpu for t in ts) for name, ts in runs.items()}
@@ -149,9 +165,10 @@ def main() -> None:
     ap.add_argument("--parse-base", default=None, metavar="REV",
                     help="only time the parse of REV's code beside this tree's (needs --log)")
     ap.add_argument("--parse-run", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--per-line", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.parse_run:  # a child of --parse-base: one timing as JSON
-        t, lines, events = parse_only(args.parse_run)
+        t, lines, events = parse_only(args.parse_run, args.per_line)
         code = sys.modules[LogFeed.__module__].__file__
         print(json.dumps({"wall": t.wall, "cpu": t.cpu, "lines": lines, "events": events,
                           "code": code}))

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from extrusion.maillog import postfix
+from extrusion.maillog.evidence import MESSAGE_IDS_KEPT, EvidenceJoin
 from extrusion.maillog.join import Joiner, JoinSettings
-from extrusion.maillog.records import ClientSeen, HeloNoted, Queued, Rejected
+from extrusion.maillog.records import ClientSeen, FilterVerdict, HeloNoted, Queued, Rejected
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Stage, State, Submission
+from tests.maillog_helpers import Recorder
 from tests.test_engine import BOT, Harness, config
 
 INFO_LINE = ("4F2A1B3C9D: info: END-OF-MESSAGE from unknown[192.0.2.9]: extrusion: suspicious "
@@ -100,3 +102,18 @@ def test_the_engine_names_a_sessions_helo_anomalies(tmp_path: Path) -> None:
         assert h.engine.helo_note(("mail.example.net",), "192.0.2.9") == ""
     finally:
         h.close()
+
+
+def test_the_message_id_memory_keeps_the_newest_when_full() -> None:
+    """Past MESSAGE_IDS_KEPT Message-IDs the oldest go, one per new one (a spam filter's
+    verdict naming only the Message-ID joins the newest, not the forgotten)."""
+    rec = Recorder()
+    known = {f"Q{i:06d}" for i in range(MESSAGE_IDS_KEPT + 10)}
+    join = EvidenceJoin(rec, lambda addr, user: f"ip:{addr}", "", True,
+                        lambda host, qid: ("192.0.2.7", "", "", "a@b") if qid in known else None)
+    for i in range(MESSAGE_IDS_KEPT + 10):
+        join.remember_message_id("mx1", f"{i}@example", f"Q{i:06d}")
+    for i in (0, 9, 10, MESSAGE_IDS_KEPT + 9):
+        join.filter_verdict(1.0, "mx1", FilterVerdict("spamd", True, message_id=f"{i}@example",
+                                                       envelope_from="a@b"))
+    assert [e.queue_id for e in rec.evidence_seen] == ["Q000010", f"Q{MESSAGE_IDS_KEPT + 9:06d}"]

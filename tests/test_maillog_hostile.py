@@ -181,7 +181,7 @@ def test_a_parser_that_raises_costs_its_line_only(caplog: pytest.LogCaptureFixtu
     def broken(message: str) -> None:
         raise ValueError("invalid literal for int() with base 10: '4,\\x1b[2J'")
 
-    feed._parsers["postfix/broken"] = broken  # type: ignore[assignment]
+    feed._routes["postfix/broken"] = (None, broken)  # type: ignore[assignment]
     lines = [*accepted(0, "AAAAA11111", nrcpt=1),
              at(1, "postfix/broken", "AAAAA11111: \x1b[2J\x07 anything"),
              at(2, "postfix/smtp", bounced("AAAAA11111", "x@example.net"))]

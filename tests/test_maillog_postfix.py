@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from extrusion.maillog import postfix
-from extrusion.maillog.feed import _choose_parser
+from extrusion.maillog.programs import choose_parser as _choose_parser
 
 SENT = ("3F2A1B0C9D: to=<bob@example.org>, relay=mx1.example.org[198.51.100.7]:25, delay=1.2, "
         "delays=0.1/0.01/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 4Bx9)")

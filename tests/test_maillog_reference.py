@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from extrusion.maillog import records as recordsmod
-from extrusion.maillog.feed import _choose_parser
 from extrusion.maillog.lines import LineSplitter
+from extrusion.maillog.programs import choose_parser as _choose_parser
 
 from .maillog_helpers import REFERENCE
 

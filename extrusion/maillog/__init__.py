@@ -2,7 +2,7 @@
 
 Public API:
 - `LogFeed(engine)` / `LogFeed.from_config(engine, cfg)`: `.line(text)`,
-  `.entry(t, host, program, pid, message)`, `.finish()`, `.stats`.
+  `.lines(texts)`, `.entry(t, host, program, pid, message)`, `.finish()`, `.stats`.
 - `FileFollower(path, feed.line, checkpoints=store)`: `.poll()`, `.close()`.
 - `SyslogProtocol(feed)` and `listen_syslog(reactor, endpoint, protocol)`.
 - `MemoryCheckpoints`, the `Checkpoints` protocol the store implements.

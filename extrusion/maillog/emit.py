@@ -43,7 +43,8 @@ class Emitter:
             self.emit(m, outcome)
             return
         m.pending.append(outcome)
-        if not m.known or (m.nrcpt and len(m.recipients) >= m.nrcpt):
+        # `m.known` inline (a property call), here and below: once or twice per outcome.
+        if not (m.client_addr or m.sasl_user) or (m.nrcpt and len(m.recipients) >= m.nrcpt):
             self.flush(m)
         else:
             key = m.host + " " + m.qid
@@ -69,7 +70,7 @@ class Emitter:
         if not m.submitted:
             m.submitted = True
             self.waiting.pop(m.host + " " + m.qid, None)
-            if self.settings.submissions and m.known and not m.null_sender:
+            if self.settings.submissions and (m.client_addr or m.sasl_user) and not m.null_sender:
                 self.sink.submission(self._submission(m))
                 self.stats.submissions += 1
         if m.pending:
@@ -78,23 +79,26 @@ class Emitter:
                 self.emit(m, outcome)
 
     def _submission(self, m: OpenMessage) -> Submission:
+        # Positional, in the fields' order (a third cheaper than by keyword): time, sender,
+        # queue_id, envelope_from, recipients, size, mta, client_addr, client_name, helos,
+        # headers, message_id, helo_confirmed, client_evidence.
+        s = self.settings
         return Submission(
-            time=m.first, sender=self.sender(m.client_addr, m.sasl_user),
-            queue_id=m.qid, envelope_from=m.envelope_from or "",
-            recipients=tuple(m.recipients), size=m.size,
-            mta=self.settings.mta or m.host, client_addr=m.client_addr,
-            client_name=m.client_name, message_id=m.message_id, headers=NO_HEADERS,
-            client_evidence=self.settings.client_evidence,
-            helos=(m.helo,) if m.helo else (),
+            m.first, self.sender(m.client_addr, m.sasl_user), m.qid, m.envelope_from or "",
+            tuple(m.recipients), m.size, s.mta or m.host, m.client_addr, m.client_name,
+            (m.helo,) if m.helo else (), NO_HEADERS, m.message_id, (), s.client_evidence,
         )
 
     def emit(self, m: OpenMessage, outcome: Outcome) -> None:
-        if not outcome.sender and m.known:
+        if not outcome.sender and (m.client_addr or m.sasl_user):
             outcome = replace(outcome, sender=self.sender(m.client_addr, m.sasl_user))
         if not outcome.sender and not m.whole and outcome.time <= self.reread_until:
             self.stats.reread_skipped += 1
             return
-        self.count(outcome)
+        stats = self.stats  # count(), inline: once per outcome
+        stats.outcomes += 1
+        if not outcome.sender:
+            stats.unattributed += 1
         self.outcome_mark = m.mark
         self.sink.outcome(outcome)
 

@@ -18,6 +18,7 @@ at most `MAX_HELOS` HELOs and `MAX_DOMAINS` envelope domains per session.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
@@ -148,12 +149,13 @@ class EvidenceJoin:
         self.lookup = lookup
         self.clients = ClientTracker()
         self.stats = EvidenceStats()
-        self._mids: dict[str, str] = {}  # "host message-id" -> queue id, oldest first
-        self._judged: dict[str, None] = {}  # "host queue-id" of verdicts handed on
+        # Bounded by `_remember()`, oldest first: OrderedDicts (see there).
+        self._mids: OrderedDict[str, str] = OrderedDict()  # "host message-id" -> queue id
+        self._judged: OrderedDict[str, None] = OrderedDict()  # "host queue-id" handed on
         # A filter milter (spamass-milter, amavis as a milter) logs its verdict before
         # qmgr logs the envelope sender: such a verdict waits for it (forwarded mail is
         # told by its envelope), or for the message's end. "host queue-id" -> (time, it).
-        self._early: dict[str, tuple[float, FilterVerdict]] = {}
+        self.early: OrderedDict[str, tuple[float, FilterVerdict]] = OrderedDict()
 
     def _emit(self, event: ClientEvidence) -> None:
         self.stats.evidence += 1
@@ -186,7 +188,11 @@ class EvidenceJoin:
 
     def message_id(self, host: str, r: MessageIdSeen) -> None:
         if r.message_id:
-            _remember(self._mids, host + " " + r.message_id, r.queue_id)
+            self.remember_message_id(host, r.message_id, r.queue_id)
+
+    def remember_message_id(self, host: str, message_id: str, qid: str) -> None:
+        """A message's Message-ID, for a spam filter's verdict that names only that."""
+        _remember(self._mids, host + " " + message_id, qid)
 
     def filter_verdict(self, t: float, host: str, r: FilterVerdict) -> None:
         """A spam filter's verdict, joined to its message by queue id or Message-ID (else
@@ -202,7 +208,7 @@ class EvidenceJoin:
         if r.envelope_from is not None:
             env = r.envelope_from
         elif env is None and known is not None:
-            _remember(self._early, host + " " + qid, (t, r))
+            _remember(self.early, host + " " + qid, (t, r))
             return
         if qid:
             _remember(self._judged, host + " " + qid, None)
@@ -216,18 +222,18 @@ class EvidenceJoin:
 
     def envelope_known(self, host: str, qid: str) -> None:
         """The message's envelope sender is in: a verdict waiting for it is judged now."""
-        if not self._early:  # nearly always: no spam filter's verdict came first
+        if not self.early:  # nearly always: no spam filter's verdict came first
             return
-        early = self._early.pop(host + " " + qid, None)
+        early = self.early.pop(host + " " + qid, None)
         if early is not None:
             self.filter_verdict(early[0], host, early[1])
 
     def message_gone(self, host: str, qid: str) -> None:
         """The message ends (removed, aged out) without an envelope sender logged: its
         waiting verdict is judged without one, as before the wait."""
-        if not self._early:
+        if not self.early:
             return
-        early = self._early.pop(host + " " + qid, None)
+        early = self.early.pop(host + " " + qid, None)
         if early is not None:
             self.filter_verdict(early[0], host, replace(early[1], envelope_from=""))
 
@@ -235,7 +241,10 @@ class EvidenceJoin:
 _V = TypeVar("_V")
 
 
-def _remember(d: dict[str, _V], key: str, value: _V) -> None:
+def _remember(d: OrderedDict[str, _V], key: str, value: _V) -> None:
+    # The oldest goes by popitem(): with a plain dict, `next(iter(d))` after deletions at
+    # its front walks every deleted slot before it (until the dict is next resized), so
+    # once full, each new Message-ID cost a walk through tens of thousands of them.
     if key not in d and len(d) >= MESSAGE_IDS_KEPT:
-        del d[next(iter(d))]
+        d.popitem(last=False)
     d[key] = value

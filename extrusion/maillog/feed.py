@@ -2,12 +2,14 @@
 
     feed = LogFeed(engine)           # or LogFeed.from_config(engine, cfg)
     feed.line(text)                  # per line from a file follower or stdin
+    feed.lines(texts)                # a batch of lines (a replay's reader): the same
     feed.entry(t, host, prog, pid, msg)   # per syslog datagram, already split
     feed.finish()                    # end of input / shutdown: flush what is pending
 
 Each line is split (timestamp, host, program), handed to the parser for its
 MTA (chosen by the program name: the last component of the tag for Postfix),
-and the records are joined per queue id into `Submission`/`Outcome` events.
+and the records are joined per queue id into `Submission`/`Outcome` events;
+Postfix's commonest lines go straight into the joiner (`postfixlanes.py`).
 Nothing a line contains can raise out of `line()`: unreadable lines are
 counted in `stats.garbled` (a few kept in `stats.examples`, escaped), lines of
 other programs or of no interest in `stats.ignored`. A parser that fails on a
@@ -19,28 +21,37 @@ line anyway (a bug) costs that line only: it is counted as garbled and in
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from extrusion import identity
 from extrusion.config import Config
-from extrusion.maillog import exim, mxlines, postfix, sendmail
-from extrusion.maillog.join import Joiner, JoinSettings, JoinStats
-from extrusion.maillog.lines import CLASSIC_LINE, MAX_LINE, ClassicShortcut, LineSplitter
-from extrusion.maillog.records import Record
+from extrusion.maillog.join import JoinSettings, JoinStats
+from extrusion.maillog.lines import (
+    AFTER_MINUTE,
+    CLASSIC_LINE,
+    MAX_LINE,
+    SECONDS,
+    ClassicShortcut,
+    LineSplitter,
+)
+from extrusion.maillog.postfixlanes import QUEUE_ID, Lane, LaneJoiner, queue_id
+from extrusion.maillog.programs import Format, Parser, choose_parser, postfix_service
 from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
 from extrusion.scoring.helo import safe_text
 
 log = logging.getLogger(__name__)
 _classic_line = CLASSIC_LINE.match
+# The shortcut's expression, and the queue id a Postfix message starts with (or "").
+_after_minute = re.compile(AFTER_MINUTE.pattern + "((?:" + QUEUE_ID + ")?)").match
+_SECONDS = SECONDS
 _E = TypeVar("_E")
 
-Format = Literal["auto", "postfix", "sendmail", "exim"]
-Parser = Callable[[str], "tuple[Record, ...] | None"]
+Route = tuple[Lane | None, Parser | None]  # a tag's lane (Postfix's commonest lines), parser
 # Garbled lines kept for the operator to look at, each cut to this length.
 EXAMPLES_KEPT = 5
 EXAMPLE_CHARS = 300
@@ -134,25 +145,6 @@ def join_settings(cfg: Config, *, submissions: bool = True,
     )
 
 
-def _postfix_parser(service: str) -> Parser:
-    return functools.partial(postfix.parse, service)
-
-
-def _choose_parser(program: str, fmt: Format) -> Parser | None:
-    """The parser for a syslog tag, or None for programs that are not an MTA we read."""
-    _head, slash, last = program.rpartition("/")
-    if fmt in ("auto", "postfix") and (slash or fmt == "postfix") and last in postfix.SERVICES:
-        return _postfix_parser(last)
-    if fmt in ("auto", "sendmail") and not slash and last in sendmail.PROGRAMS:
-        return sendmail.parse
-    if fmt in ("auto", "exim") and last.startswith("exim"):
-        return exim.parse
-    if not slash and last in mxlines.FILTER_PROGRAMS:
-        # A spam filter's verdicts, beside whichever MTA's log.
-        return functools.partial(mxlines.parse_filter, last)
-    return None
-
-
 class LogFeed:
     def __init__(
         self,
@@ -179,10 +171,10 @@ class LogFeed:
         # Unguarded (a replay, which stops at an engine error), the joiner calls the
         # engine itself: one call less per event.
         self._sink = _GuardedSink(engine, self.stats, guard) if guard else engine
-        self.joiner = Joiner(self._sink, self._key, settings)
+        self.joiner = LaneJoiner(self._sink, self._key, settings)
         self.stats.join = self.joiner.stats
         self._add = self.joiner.add
-        self._parsers: dict[str, Parser | None] = {}
+        self._routes: dict[str, Route] = {}
 
     @classmethod
     def from_config(
@@ -213,6 +205,69 @@ class LogFeed:
     def line(self, text: str) -> None:
         """One raw log line (with or without its newline)."""
         self.stats.lines += 1
+        self._line(text)
+
+    def lines(self, texts: Iterable[str]) -> None:
+        """`line()` for each of many lines (a replay's): the same, with the common line
+        (one `ClassicShortcut` reads, of a Postfix lane) handled here in one piece
+        instead of a call per step."""
+        stats = self.stats
+        routes = self._routes
+        joiner = self.joiner
+        guard = self._guard
+        shortcut = self._shortcut
+        heads = shortcut.heads
+        prefix, at, base = shortcut.minute()
+        n = 0  # lines counted into the stats once, at the end (or at an error)
+        try:
+            for text in texts:
+                n += 1
+                # `ClassicShortcut.split()`, inline; its minute read again after any line
+                # read the slow way (which may have learned another).
+                m = _after_minute(text, at) if text.startswith(prefix) else None
+                if m is None or len(text) > MAX_LINE:
+                    self._line(text)
+                    prefix, at, base = shortcut.minute()
+                    continue
+                seconds, head, qid = m.groups()
+                second = _SECONDS.get(seconds)
+                tag = heads.get(head)
+                if second is None or tag is None:
+                    self._line(text)
+                    prefix, at, base = shortcut.minute()
+                    continue
+                start = m.start(3)
+                end = text.find("\n", start)
+                message = text[start:] if end < 0 else text[start:end]
+                if message[-1:] == "\r":
+                    message = message[:-1]
+                t = base + second
+                host, program = tag
+                lane, parser = routes.get(program) or self._route(program)
+                if lane is None:
+                    self._parse(text, t, host, parser, message)
+                    continue
+                # `_message()`, inline.
+                try:
+                    joined = lane(t, host, message, qid)
+                except Exception as exc:  # the engine's (a lane itself does not raise)
+                    if not guard:
+                        raise  # a replay stops at the engine's error
+                    self._parser_failed(text, exc)
+                    continue
+                if joined:
+                    stats.parsed += 1
+                elif joined is None:
+                    self._parse(text, t, host, parser, message)
+                else:
+                    stats.ignored += 1
+                    if t > joiner.now:
+                        joiner.advance(t)
+        finally:
+            stats.lines += n
+
+    def _line(self, text: str) -> None:
+        """`line()` but for its count."""
         if len(text) > MAX_LINE and len(text.rstrip("\r\n")) > MAX_LINE:
             self._too_long(text)
             return
@@ -254,12 +309,35 @@ class LogFeed:
         self.stats.lines += 1
         self._message(message, t, host, program, message)
 
+    def _route(self, program: str) -> Route:
+        """The lane and the parser for a tag's lines (see `postfixlanes`)."""
+        service = postfix_service(program, self.fmt)
+        lane = None if service is None else self.joiner.lane(service)
+        route = (lane, choose_parser(program, self.fmt))
+        if len(self._routes) < 1000:  # tags are few; a flood of odd ones is not cached
+            self._routes[program] = route
+        return route
+
     def _message(self, text: str, t: float, host: str, program: str, message: str) -> None:
-        parser = self._parsers.get(program, _MISSING)
-        if parser is _MISSING:
-            parser = _choose_parser(program, self.fmt)
-            if len(self._parsers) < 1000:  # tags are few; a flood of odd ones is not cached
-                self._parsers[program] = parser
+        lane, parser = self._routes.get(program) or self._route(program)
+        if lane is not None:
+            try:
+                joined = lane(t, host, message, queue_id(message))
+            except Exception as exc:  # the engine's (a lane itself does not raise)
+                if not self._guard:
+                    raise  # a replay stops at the engine's error
+                self._parser_failed(text, exc)
+                return
+            if joined:
+                self.stats.parsed += 1
+                return
+            if joined is False:
+                parser = None  # of no interest
+        self._parse(text, t, host, parser, message)
+
+    def _parse(self, text: str, t: float, host: str, parser: Parser | None,
+               message: str) -> None:
+        """The line's records from its parser (None: another program's) into the joiner."""
         if parser is not None:
             try:
                 records = parser(message)
@@ -320,8 +398,3 @@ class LogFeed:
         self.joiner.forget_keys()
 
 
-def _missing(message: str) -> tuple[Record, ...] | None:  # pragma: no cover - a marker only
-    return None
-
-
-_MISSING: Parser = _missing

@@ -48,18 +48,23 @@ SERVICES = frozenset(
 )
 
 NOQUEUE = "NOQUEUE"
+MESSAGE_ID = "message-id="
 DELIVERY_STATUSES = frozenset({"sent", "deferred", "bounced", "expired"})
 
 _ADDR = r"<([^>]*)>"
-_DELIVERY = re.compile(
-    r"to=" + _ADDR + r", (?:orig_to=" + _ADDR + r", )?relay=([^,]*), .*?"
-    r"dsn=(\d\.\d{1,3}\.\d{1,3}), status=([a-z]+)(?: \((.*)\)|, returned to sender)?",
-    re.DOTALL,
-)
-_CLIENT = re.compile(r"([^\[\s]*)\[([^\]]*)\]")
+# `to=<…>, [orig_to=<…>, ]relay=…, ` then anything up to the first `dsn=` from which the
+# tail reads to the end of the line: `dsn=D.D.D, status=WORD` and then nothing,
+# ` (REPLY)` or `, returned to sender`. The head and the tail match one way only, so
+# trying the tail at each `dsn=` in turn (found by str.find) reads what a lazy `.*?`
+# between the two would, without the expression stepping through every character in
+# between; the tail's end is compared, not matched (no `.*` through the reply).
+_DELIVERY_HEAD = re.compile(r"to=" + _ADDR + r", (?:orig_to=" + _ADDR + r", )?relay=([^,]*), ")
+_DELIVERY_STATUS = re.compile(r"dsn=(\d\.\d{1,3}\.\d{1,3}), status=([a-z]+)")
+RETURNED = ", returned to sender"
+CLIENT = re.compile(r"([^\[\s]*)\[([^\]]*)\]")
 # At most MAX_DIGITS ASCII digits and no other digit after them: a longer or
 # non-ASCII count is no match (then garbled), and what matches goes to int() as it is.
-_QMGR_FROM = re.compile(
+QMGR_FROM = re.compile(
     r"from=" + _ADDR
     + rf", size=([0-9]{{1,{MAX_DIGITS}}}), nrcpt=([0-9]{{1,{MAX_DIGITS}}})(?!\d)"
 )
@@ -109,7 +114,7 @@ def parse(service: str, message: str) -> Result:
         return _session_reject(rest, qid)
     if service in ("qmgr", "nqmgr", "oqmgr"):
         if rest.startswith("from=<"):
-            m = _QMGR_FROM.match(rest)
+            m = QMGR_FROM.match(rest)
             if m:
                 return (Queued(qid, m.group(1), int(m.group(2)), int(m.group(3))),)
             m = _EXPIRED.match(rest)
@@ -120,11 +125,8 @@ def parse(service: str, message: str) -> Result:
             return (Removed(qid),)
         return ()
     if service == "cleanup":
-        if rest.startswith("message-id="):
-            mid = rest[len("message-id=") :].strip()
-            if mid.startswith("<") and mid.endswith(">"):
-                mid = mid[1:-1]
-            return (MessageIdSeen(qid, mid),)
+        if rest.startswith(MESSAGE_ID):
+            return (MessageIdSeen(qid, message_id(rest)),)
         return _session_reject(rest, qid)
     if service == "bounce":
         m = _BOUNCE.match(rest)
@@ -145,6 +147,14 @@ def parse(service: str, message: str) -> Result:
     return ()
 
 
+def message_id(rest: str) -> str:
+    """The Message-ID of cleanup's `message-id=<…>` (`rest`: after the queue id)."""
+    mid = rest[len(MESSAGE_ID) :].strip()
+    if mid.startswith("<") and mid.endswith(">"):
+        mid = mid[1:-1]
+    return mid
+
+
 def _unqueued(service: str, message: str) -> Result:
     """A line without a queue id: postscreen's verdicts and smtpd's `disconnect` line are
     read (only here, off the path of the lines with one); "warning: …", "connect from …",
@@ -152,7 +162,7 @@ def _unqueued(service: str, message: str) -> Result:
     if service == "postscreen":
         return parse_postscreen(message)
     if service == "smtpd" and message.startswith("disconnect from "):
-        return _disconnect(message)
+        return disconnect(message)
     return ()
 
 
@@ -163,7 +173,7 @@ _DISCONNECT = re.compile(
 _COMMANDS = re.compile(r" commands=(\d{1,9})/(\d{1,9})$")
 
 
-def _disconnect(message: str) -> Result:
+def disconnect(message: str) -> Result:
     """smtpd's last line of a session: a record only when commands failed (a session that
     was refused: its client is seen, whatever else it did)."""
     m = _DISCONNECT.fullmatch(message)
@@ -178,13 +188,13 @@ def _disconnect(message: str) -> Result:
 def _client(qid: str, rest: str) -> Result:
     if ", " not in rest:
         # Most lines: `client=NAME[ADDR]` alone (no SASL login, no XFORWARD).
-        m = _CLIENT.fullmatch(rest, len("client="))
+        m = CLIENT.fullmatch(rest, len("client="))
         return None if m is None else (ClientSeen(qid, m.group(1), m.group(2)),)
     fields = _fields(rest)
-    m = _CLIENT.fullmatch(fields.get("client", ""))
+    m = CLIENT.fullmatch(fields.get("client", ""))
     if m is None:
         return None
-    orig = _CLIENT.fullmatch(fields.get("orig_client", ""))
+    orig = CLIENT.fullmatch(fields.get("orig_client", ""))
     return (
         ClientSeen(
             qid,
@@ -210,13 +220,35 @@ def _fields(rest: str) -> dict[str, str]:
 
 
 def _delivery(qid: str, rest: str) -> Result:
-    m = _DELIVERY.fullmatch(rest)
-    if m is None:
+    d = delivery(qid, rest)
+    return None if d is None else (d,)
+
+
+def delivery(qid: str, rest: str) -> Delivery | None:
+    """A delivery agent's `to=<…>, …, status=…` line (`rest`: after the queue id), or None
+    when it cannot be read."""
+    h = _DELIVERY_HEAD.match(rest)
+    if h is None:
         return None
-    to, orig_to, relay, dsn, status, reply = m.groups()
+    at = rest.find("dsn=", h.end())
+    while at >= 0:
+        m = _DELIVERY_STATUS.match(rest, at)
+        if m is not None:
+            end = m.end()
+            if end == len(rest) or rest[end:] == RETURNED:
+                reply = ""
+                break
+            if rest.startswith(" (", end) and rest.endswith(")"):
+                reply = rest[end + 2 : -1]
+                break
+        at = rest.find("dsn=", at + 1)
+    else:
+        return None
+    to, orig_to, relay = h.groups()
+    dsn, status = m.groups()
     if status not in DELIVERY_STATUSES:
         return None
-    return (Delivery(qid, to, status, dsn, relay, reply or "", orig_to or ""),)
+    return Delivery(qid, to, status, dsn, relay, reply, orig_to or "")
 
 
 _ENVELOPE_STAGES = frozenset({"MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "BDAT"})

@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
+from itertools import islice
 from typing import TYPE_CHECKING, Any, TextIO
 
 from extrusion.config import Config, check_store_url
@@ -334,9 +335,12 @@ def _run_inline(cfg: Config, logs: list[str], reference: float, engine: Any,
     joiner.append(feed.joiner)
     errors: list[str] = []
     n = 0
-    for line in read_lines(logs, errors, position):
-        feed.line(line)
-        n += 1
+    lines = read_lines(logs, errors, position)
+    # By batches (LogFeed.lines: the common line without a call per step); a batch ends
+    # where the progress line and the engine's flush came after a line before.
+    while batch := list(islice(lines, PROGRESS_EVERY_LINES)):
+        feed.lines(batch)
+        n += len(batch)
         if not n % PROGRESS_EVERY_LINES:
             if not n % FLUSH_EVERY_LINES:
                 engine.flush()

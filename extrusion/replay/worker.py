@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import pickle
 import sys
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
 from typing import IO, Any, Protocol
 
 from extrusion.config import Customer
-from extrusion.maillog.feed import Format, LogFeed
+from extrusion.maillog.feed import LogFeed
 from extrusion.maillog.join import NO_HEADERS, JoinSettings
+from extrusion.maillog.programs import Format
 from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Seen, Status, Submission
 
@@ -151,12 +151,12 @@ def work(settings: WorkerSettings, lines: Iterable[str], out: IO[bytes],
     enc.clock = feed.joiner
     n = 0
     every = settings.flush_every_lines
-    feed_line = feed.line
     lines = iter(lines)
     while True:
-        # A batch's lines through the feed by map() in C, not a Python loop per line.
+        # A batch's lines through the feed at once: its loop handles the common line
+        # without a call per line and per step.
         batch = list(islice(lines, BATCH_LINES))
-        deque(map(feed_line, batch), maxlen=0)
+        feed.lines(batch)
         n += len(batch)
         if len(batch) < BATCH_LINES:
             break

@@ -1,0 +1,158 @@
+"""Postfix's commonest lines read straight into the joiner: no record, no tuple of them.
+
+Nearly every line of a Postfix log is one of a few kinds: qmgr's `from=<…>` and
+`removed`, cleanup's `message-id=`, smtpd's `client=NAME[ADDR]` and a delivery
+agent's `to=<…>` (most of the rest are `connect from`, `disconnect from` and TLS
+notes, of no interest). `LaneJoiner` reads these itself, only the fields it keeps,
+and joins them as `Joiner.add()` joins the record `postfix.parse()` would have
+built: one call per line instead of a parser, a record and `add()`.
+
+A lane answers True (joined), False (of no interest: `parse()` gives `()`) or None:
+not sure, read the line with `parse()` as before — every other kind, NOQUEUE
+lines, and any line of these kinds a lane does not read whole. So what is
+accepted, and how it is read, stays `parse()`'s. A lane only slices, compares and
+matches strings before it joins: nothing a line holds makes it raise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from extrusion.maillog import postfix
+from extrusion.maillog.join import Joiner
+
+# (time, host, message, its queue id or "") -> joined / of no interest / None: ask the
+# parser.
+Lane = Callable[[float, str, str, str], "bool | None"]
+
+NOQUEUE = postfix.NOQUEUE
+MESSAGE_ID = postfix.MESSAGE_ID
+QMGR_SERVICES = frozenset({"qmgr", "nqmgr", "oqmgr"})
+# Services whose lines `parse()` reads in a way of its own besides `to=<…>`: no
+# delivery agent's lane for them.
+_OWN_WAYS = QMGR_SERVICES | {"smtpd", "postscreen", "cleanup", "bounce", "postsuper", "pickup"}
+_client_expr = postfix.CLIENT.fullmatch
+_qmgr_from = postfix.QMGR_FROM.match
+_delivery = postfix.delivery
+_message_id = postfix.message_id
+_disconnect = postfix.disconnect
+# What `parse()` takes for a queue id: 5 to 20 ASCII letters and digits before the first
+# ": " (none of them can be a ":" or a space, so the ": " after them is the first).
+QUEUE_ID = r"[0-9A-Za-z]{5,20}(?=: )"
+_queue_id = re.compile(QUEUE_ID).match
+
+
+def queue_id(message: str) -> str:
+    """The queue id a Postfix message starts with, as `parse()` reads it, or ""."""
+    m = _queue_id(message)
+    return "" if m is None else m.group()
+
+
+class LaneJoiner(Joiner):
+    """A `Joiner` that reads the commonest Postfix lines itself (its lanes)."""
+
+    def lane(self, service: str) -> Lane | None:
+        """The lane for a Postfix service's lines (the tag's last component), if any."""
+        if service in QMGR_SERVICES:
+            return self.qmgr_line
+        if service == "cleanup":
+            return self.cleanup_line
+        if service == "smtpd":
+            return self.smtpd_line
+        if service in postfix.SERVICES and service not in _OWN_WAYS:
+            return self.agent_line
+        return None
+
+    # Each lane is given the queue id `parse()` would find (`queue_id()`: the caller reads
+    # it with the line's other fields), then, once the line is known to be joined, does
+    # what `add()` does first (the clock, the host's name).
+
+    def qmgr_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
+        if not qid:
+            return False
+        colon = len(qid)
+        if qid == NOQUEUE:
+            return None
+        if len(message) == colon + 9 and message.endswith("removed"):
+            if t > self.now:
+                self.advance(t)
+            if self._local:
+                host = self._local.get(host) or self.names.new(host)
+            self._removed(host, qid)
+            return True
+        if message.startswith("from=<", colon + 2):
+            m = _qmgr_from(message, colon + 2)
+            if m is None:
+                return None  # expired, or garbled
+            if t > self.now:
+                self.advance(t)
+            if self._local:
+                host = self._local.get(host) or self.names.new(host)
+            self._queued(t, host, qid, m.group(1), int(m.group(2)), int(m.group(3)))
+            return True
+        return None if message.startswith("to=<", colon + 2) else False
+
+    def cleanup_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
+        if not qid:
+            return False
+        colon = len(qid)
+        if qid == NOQUEUE or not message.startswith(MESSAGE_ID, colon + 2):
+            return None
+        if t > self.now:
+            self.advance(t)
+        if self._local:
+            host = self._local.get(host) or self.names.new(host)
+        self._message_id(t, host, qid, _message_id(message[colon + 2 :]))
+        return True
+
+    def smtpd_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
+        if not qid:
+            # `connect from …` and the like; `disconnect from …` may count failed commands.
+            if not message.startswith("disconnect from "):
+                return False
+            records = _disconnect(message)
+            if not records:
+                return None if records is None else False
+            for record in records:
+                self.add(t, host, record)
+            return True
+        colon = len(qid)
+        if qid == NOQUEUE or not message.startswith("client=", colon + 2):
+            return None
+        rest = message[colon + 2 :]
+        if ", " in rest:
+            return None  # a SASL login or XFORWARD: the parser's field dictionary
+        c = _client_expr(rest, len("client="))
+        if c is None:
+            return None
+        if t > self.now:
+            self.advance(t)
+        if self._local:
+            host = self._local.get(host) or self.names.new(host)
+        m = self._get(host, qid, t)
+        m.whole = True
+        # `_client()` for a `ClientSeen` without SASL login or original client.
+        addr = c.group(2)
+        if not (m.inherited and self._is_relay_addr(addr)):
+            m.client_name, m.client_addr = c.group(1), addr
+        return True
+
+    def agent_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
+        """A delivery agent's (smtp, lmtp, local, virtual, pipe…) line."""
+        if not qid:
+            return False
+        colon = len(qid)
+        if qid == NOQUEUE:
+            return None
+        if not message.startswith("to=<", colon + 2):
+            return False
+        d = _delivery(qid, message[colon + 2 :])
+        if d is None:
+            return None
+        if t > self.now:
+            self.advance(t)
+        if self._local:
+            host = self._local.get(host) or self.names.new(host)
+        self._delivery(t, host, d)
+        return True
