@@ -9,6 +9,7 @@ a sender are not emitted twice (see `extrusion.maillog.join`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
 
 from extrusion.maillog.joinstate import EventSink, JoinSettings, JoinStats, KeyFunction, OpenMessage
@@ -28,7 +29,9 @@ class Emitter:
         self.settings = settings
         self.stats = stats
         self._msgs = msgs  # the joiner's open messages, by "host qid"
-        self.waiting: dict[str, float] = {}  # key -> deadline, oldest first
+        # key -> deadline, oldest first; an OrderedDict so `due()` finds the oldest in
+        # constant time (a plain dict walks the slots its deletions left).
+        self.waiting: OrderedDict[str, float] = OrderedDict()
         #: The mark of the message whose outcome is being emitted.
         self.outcome_mark: tuple[int, int] = (0, 0)
         #: Log time up to which lines are read a second time (after a restart).

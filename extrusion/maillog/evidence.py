@@ -62,7 +62,8 @@ class _Client:
 class ClientTracker:
     def __init__(self, max_clients: int = MAX_CLIENTS) -> None:
         self.max_clients = max_clients
-        self._clients: dict[str, _Client] = {}  # least recently seen first
+        # Least recently seen first; an OrderedDict for the same reason as `_remember()`.
+        self._clients: OrderedDict[str, _Client] = OrderedDict()
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -74,7 +75,7 @@ class ClientTracker:
             pregreet = c.pregreet if c is not None else float("-inf")
             c = _Client(first=t, last=t, pregreet=pregreet)
             if len(self._clients) >= self.max_clients:
-                del self._clients[next(iter(self._clients))]
+                self._clients.popitem(last=False)
                 self.evicted += 1
         c.last = max(c.last, t)
         self._clients[addr] = c

@@ -8,6 +8,7 @@ come after the hand-off line, the sender waits here (bounded) for its first line
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 from extrusion.maillog.joinstate import OpenMessage
 from extrusion.maillog.records import Delivery
@@ -25,7 +26,9 @@ class Handoffs:
     def __init__(self, relays: tuple[str, ...]) -> None:
         self._nets = networks(relays)
         # Next-queue ids (keyed like the joiner's messages) announced before their first line.
-        self.links: dict[str, Link] = {}
+        # Oldest first, dropped by popitem(): `next(iter(d))` on a plain dict walks the
+        # slots its deletions left, ever more of them until it resizes.
+        self.links: OrderedDict[str, Link] = OrderedDict()
 
     def child(self, msgs: dict[str, OpenMessage], m: OpenMessage, r: Delivery
               ) -> OpenMessage | None:
@@ -47,7 +50,7 @@ class Handoffs:
         if child is None and m.known:
             links = self.links
             if len(links) >= LINKS_KEPT:
-                links.pop(next(iter(links)))
+                links.popitem(last=False)
             links[key] = (m.client_name, m.client_addr, m.sasl_user, m.null_sender)
         return child
 

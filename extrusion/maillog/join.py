@@ -35,6 +35,8 @@ sender is not emitted again (it was recorded then, or dropped as a bounce's).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from extrusion.maillog.emit import NO_HEADERS as NO_HEADERS  # re-exported for replay
 from extrusion.maillog.emit import Emitter
 from extrusion.maillog.evidence import EvidenceJoin
@@ -92,8 +94,12 @@ class Joiner:
         self.settings = settings or JoinSettings()
         self.stats = JoinStats()
         self.now = 0.0
-        self._msgs: dict[str, OpenMessage] = {}  # least recently touched first
-        self._opened: dict[str, OpenMessage] = {}  # the same, in the order they were first seen
+        # OrderedDicts, as both are read from their oldest entry while entries come and go:
+        # a plain dict's `next(iter(d))` walks the slots its deletions left, ever more of
+        # them until it resizes (a flood of new queue ids made that most of the work).
+        self._msgs: OrderedDict[str, OpenMessage] = OrderedDict()  # least recently touched first
+        # The same, in the order they were first seen.
+        self._opened: OrderedDict[str, OpenMessage] = OrderedDict()
         #: Where the line being added was read (file, offset); set by a follower.
         self.mark: tuple[int, int] = (0, 0)
         self._next_sweep = 0.0
@@ -221,21 +227,22 @@ class Joiner:
     def _get(self, host: str, qid: str, t: float) -> OpenMessage:
         key = host + " " + qid
         msgs = self._msgs
-        found = msgs.pop(key, None)
+        found = msgs.get(key)
         if found is None:
             m = OpenMessage(host, qid, t, self.mark)
             self._opened[key] = m
             if self._links and (parent := self._links.pop(key, None)) is not None:
                 inherit(m, *parent)
             if len(msgs) >= self.settings.max_queue_ids:
-                oldest = msgs[next(iter(msgs))]
+                oldest = msgs[next(iter(msgs))]  # constant time: an OrderedDict
                 self._flush(oldest)
                 self._drop(oldest)
                 self.stats.evicted += 1
+            msgs[key] = m
         else:
             m = found
             m.last = t
-        msgs[key] = m
+            msgs.move_to_end(key)
         return m
 
     def _drop(self, m: OpenMessage) -> None:

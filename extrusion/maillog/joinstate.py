@@ -8,6 +8,7 @@ an `OpenMessage` into the engine's events.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -117,7 +118,7 @@ def inherit(child: OpenMessage, name: str, addr: str, sasl_user: str, null_sende
     child.null_sender = child.null_sender or null_sender
 
 
-def held_from(opened: dict[str, OpenMessage], msgs: dict[str, OpenMessage], file: int,
+def held_from(opened: OrderedDict[str, OpenMessage], msgs: dict[str, OpenMessage], file: int,
               horizon: float) -> int | None:
     """The offset in `file` of the first line of the oldest message still open, or None.
 
