@@ -9,6 +9,7 @@ counted and reported in one summary line when its minute is over.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -33,8 +34,10 @@ class ClientWarnings:
         self._clock = clock
         self.per_minute = per_minute
         self._max_clients = max_clients
-        # client -> [window start, lines logged, lines suppressed]; oldest first.
-        self._windows: dict[str, list[float]] = {}
+        # client -> [window start, lines logged, lines suppressed]; oldest first. An
+        # OrderedDict: its first key is found in constant time, where a plain dict's
+        # `next(iter(d))` walks the slots its deletions left (a flood of new clients).
+        self._windows: OrderedDict[str, list[float]] = OrderedDict()
         self._next_sweep = 0.0
 
     def warn(self, client: str, fmt: str, *args: Any) -> None:

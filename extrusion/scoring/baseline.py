@@ -220,7 +220,9 @@ class Baselines:
     def __init__(self, limit: int = MAX_KEPT) -> None:
         self.limit = limit
         self._idle: OrderedDict[str, Baseline] = OrderedDict()
-        self._pending: dict[str, dict[str, Any]] = {}
+        # Oldest first; an OrderedDict so dropping the oldest does not walk the slots
+        # earlier deletions left in a plain dict.
+        self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -250,10 +252,10 @@ class Baselines:
             baseline.dirty = False
             self._pending[key] = baseline.to_json()
             while len(self._pending) > self.limit:
-                del self._pending[next(iter(self._pending))]
+                self._pending.popitem(last=False)
 
     def drain(self) -> dict[str, dict[str, Any]]:
-        pending, self._pending = self._pending, {}
+        pending, self._pending = self._pending, OrderedDict()
         return pending
 
     def restore(self, pending: dict[str, dict[str, Any]]) -> None:
