@@ -1,17 +1,18 @@
 """A proposed store layout for issue 20, measured by `storesize.py --layout packed`: each
-message's recipients packed into its own row, senders and MTAs interned, minute counters
-summed into hours once they are two hours old. A benchmark's schema, not the product's
-(extrusion/scoring/schema.py is untouched); the tables the proposal leaves alone
-(senders, state_changes, rate_use, ...) are the product's own.
+message's recipients packed into its own row; senders, MTAs, HELOs and client names
+interned; minute counters kept two hours (the messages' rows answer longer windows). A
+benchmark's schema, not the product's (extrusion/scoring/schema.py is untouched); the
+tables the proposal leaves alone (senders, state_changes, rate_use, ...) are the
+product's own.
 
 A recipient is one line of the message's `rcpts` text, its fields separated by tabs and
 trailing empty fields left off:
 
-    address  status  after  dsn  class  reply  relay
+    address  status  after  dsn  class  reply
 
 `status` one letter (STATUS_CODE), `after` the outcome's time less the message's in
-milliseconds (empty while queued). A delivered recipient's reply and every relay are
-kept for a day only (`thin`): reports list a failure's reply, no reader uses the relay.
+milliseconds (empty while queued). The writer leaves out a delivered recipient's reply
+(reports list a failure's), and the relay and the Message-ID, which nothing reads.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sqlalchemy import (
     Text,
 )
 
-from extrusion.scoring.schema import ADDR_LEN, HOST_LEN, KEY_LEN, QUEUE_ID_LEN
+from extrusion.scoring.schema import ADDR_LEN, KEY_LEN, QUEUE_ID_LEN
 
 STATUS_CODE = {"queued": "q", "sent": "s", "deferred": "d", "bounced": "b", "expired": "e",
                "rejected": "r"}
@@ -76,11 +77,11 @@ def build(dialect: str) -> MetaData:
         Column("delivered", SmallInteger, nullable=False, default=0),
         Column("failed", SmallInteger, nullable=False, default=0),
         Column("envelope_from", String(ADDR_LEN), nullable=False, default=""),
-        Column("helo", String(HOST_LEN), nullable=False, default=""),
+        # A sender uses the same few: names' ids, like the sender's and the MTA's.
+        Column("helo_id", Integer, nullable=False),
+        Column("client_name_id", Integer, nullable=False),
         Column("client_addr", String(64), nullable=False, default=""),
-        Column("client_name", String(HOST_LEN), nullable=False, default=""),
         Column("list_id", String(ADDR_LEN), nullable=False, default=""),
-        Column("message_id", String(998), nullable=False, default=""),  # a day only
         Column("rcpts", Text, nullable=False, default=""),
     ]
     if dialect == "sqlite":
@@ -123,7 +124,6 @@ class Rcpt(NamedTuple):
     dsn: str = ""
     cls: str = ""
     reply: str = ""
-    relay: str = ""
 
 
 def pack(rcpts: list[Rcpt]) -> str:
@@ -133,7 +133,7 @@ def pack(rcpts: list[Rcpt]) -> str:
         dsn, cls = IMPLIED.get(r.status, ("", ""))
         dsn = "" if r.dsn == dsn else r.dsn or NONE
         cls = "" if r.cls == cls else r.cls or NONE
-        fields = (r.address, r.status, after, dsn, cls, r.reply, r.relay)
+        fields = (r.address, r.status, after, dsn, cls, r.reply)
         lines.append("\t".join(fields).rstrip("\t"))
     return "\n".join(lines)
 
@@ -141,21 +141,15 @@ def pack(rcpts: list[Rcpt]) -> str:
 def unpack(text: str) -> list[Rcpt]:
     out = []
     for line in text.split("\n") if text else ():
-        f = line.split("\t") + [""] * 6
+        f = line.split("\t") + [""] * 5
         status = f[1] or "q"
         dsn, cls = IMPLIED.get(status, ("", ""))
         dsn = "" if f[3] == NONE else f[3] or dsn
         cls = "" if f[4] == NONE else f[4] or cls
-        out.append(Rcpt(f[0], status, int(f[2]) if f[2] else -1, dsn, cls, f[5], f[6]))
+        out.append(Rcpt(f[0], status, int(f[2]) if f[2] else -1, dsn, cls, f[5]))
     return out
 
 
 def finals(rcpts: list[Rcpt]) -> tuple[int, int]:
     """(delivered, failed) among `rcpts`."""
     return (sum(r.status in DELIVERED for r in rcpts), sum(r.status in FAILED for r in rcpts))
-
-
-def thin(text: str) -> str:
-    """`rcpts` past its first day: no relay, and no reply of a delivered recipient."""
-    return pack([r._replace(relay="", reply="" if r.status in DELIVERED else r.reply)
-                 for r in unpack(text)])

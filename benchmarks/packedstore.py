@@ -6,8 +6,8 @@ is packed with it, as the store elides "queued" rows) and rewrites, with one UPD
 message, the row of each earlier message an outcome of the flush belongs to. Counters,
 senders, audit rows and rate use are copied from the current layout's store filled by
 the engine from the same traffic. The prune folds and deletes what `Store.prune` folds
-and deletes, thins the rows past a day (packedschema.thin) and sums minute counters
-older than two hours into hours.
+and deletes; minute counters older than two hours are deleted where the messages kept
+in detail cover the counters' longest window, and summed into hours where they do not.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 from packedschema import (
     COUNTER_CODE,
+    DELIVERED,
     NULL_SENDER,
     STATUS_CODE,
     Rcpt,
     build,
     finals,
     pack,
-    thin,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -37,7 +37,7 @@ MTA = "mx1.example.net"
 DAY = 86400
 HOUR = 3600
 MINUTES_KEPT = 2 * HOUR  # minute counters younger than this stay minutes
-THIN_DAYS = 1.0  # relays, delivered replies and message ids kept this long
+READ_BACK = DAY  # the counters' longest window (retention.counter_boundary's read_back)
 COPIED = (schema.senders, schema.state_changes, schema.rate_use)
 MessageKey = tuple[int, str]
 
@@ -83,17 +83,21 @@ class PackedStore:
                 "mta_id": mta, "queue_id": s.queue_id, "time": s.time,
                 "sender_id": self.name_id(s.sender, names), "size": s.size,
                 "rcpt_count": len(s.recipients), "flags": flags,
-                "envelope_from": s.envelope_from, "helo": s.helos[0] if s.helos else "",
-                "client_addr": s.client_addr, "client_name": s.client_name,
-                "list_id": "", "message_id": s.message_id, "rcpts": ""}
+                "envelope_from": s.envelope_from,
+                "helo_id": self.name_id(s.helos[0] if s.helos else "", names),
+                "client_name_id": self.name_id(s.client_name, names),
+                "client_addr": s.client_addr, "list_id": "", "rcpts": ""}
         changed: set[MessageKey] = set()
         for o in outs:
             key = (mta, o.queue_id)
             t, rcpts = self.live[key]
             i = next(i for i, r in enumerate(rcpts) if r.address == o.recipient)
-            rcpts[i] = Rcpt(o.recipient, STATUS_CODE[o.status.value],
-                            round((o.time - t) * 1000), o.dsn,
-                            classify(o.status, o.dsn, o.reply).value, o.reply, o.relay)
+            code = STATUS_CODE[o.status.value]
+            # Not kept: a delivery's reply ("250 2.0.0 Ok: queued as ..."; a report's reader
+            # looks for a failure's), the relay and the Message-ID (nothing reads them).
+            rcpts[i] = Rcpt(o.recipient, code, round((o.time - t) * 1000), o.dsn,
+                            classify(o.status, o.dsn, o.reply).value,
+                            "" if code in DELIVERED else o.reply)
             if key not in rows:
                 changed.add(key)
         for key, row in rows.items():
@@ -142,11 +146,14 @@ class PackedStore:
 
     def prune(self, now: float, detail_days: float) -> None:
         before = detail_boundary(now, detail_days)
+        minutes_from = int(now - MINUTES_KEPT) // HOUR * HOUR
         with self.engine.begin() as conn:
             self._fold(conn, before)
-            self._thin(conn, detail_boundary(now, THIN_DAYS))
-            self._counters(conn, counter_boundary(now, detail_days),
-                           int(now - MINUTES_KEPT) // HOUR * HOUR)
+            if before <= now - READ_BACK:  # the messages' rows answer every longer window
+                c = self.t["counters"]
+                conn.execute(c.delete().where(c.c.bucket < minutes_from))
+            else:
+                self._counters(conn, counter_boundary(now, detail_days), minutes_from)
 
     def _fold(self, conn: Any, before: float) -> None:
         m, d = self.t["messages"], self.t["sender_days"]
@@ -171,17 +178,6 @@ class PackedStore:
                                                    set_=set_),
                          [{"sender_id": s, "day": day, **dict(zip(cols, v, strict=True))}
                           for (s, day), v in sorted(days.items())])
-
-    def _thin(self, conn: Any, before: float) -> None:
-        m = self.t["messages"]
-        rows = conn.execute(sa.select(m.c.mta_id, m.c.queue_id, m.c.rcpts).where(
-            m.c.time < before, m.c.message_id != "")).all()
-        if rows:
-            conn.execute(
-                m.update().where(m.c.mta_id == sa.bindparam("k_mta"),
-                                 m.c.queue_id == sa.bindparam("k_qid"))
-                .values(rcpts=sa.bindparam("k_rcpts"), message_id=""),
-                [{"k_mta": a, "k_qid": q, "k_rcpts": thin(r)} for a, q, r in rows])
 
     def _counters(self, conn: Any, before: float, minutes_from: int) -> None:
         c = self.t["counters"]
