@@ -65,21 +65,23 @@ def build(dialect: str) -> MetaData:
         Column("name", String(KEY_LEN), nullable=False),
     )
     Index("ix_names_name", names.c.name, unique=True)
+    # Fixed widths first, widest first, then the texts: PostgreSQL aligns each fixed
+    # column to its width, and a float after a text pads up to 7 bytes (8 a row here).
     columns: list[Column[Any]] = [
-        Column("mta_id", Integer, nullable=False),
-        Column("queue_id", String(QUEUE_ID_LEN), nullable=False),
         Column("time", Float, nullable=False),
+        Column("mta_id", Integer, nullable=False),
         Column("sender_id", Integer, nullable=False),
         Column("size", Integer, nullable=False, default=0),
+        # A sender uses the same few: names' ids, like the sender's and the MTA's.
+        Column("helo_id", Integer, nullable=False),
+        Column("client_name_id", Integer, nullable=False),
         Column("rcpt_count", SmallInteger, nullable=False, default=0),
         Column("flags", SmallInteger, nullable=False, default=0),
         # Final outcomes among rcpts, kept with them: reports count these in SQL.
         Column("delivered", SmallInteger, nullable=False, default=0),
         Column("failed", SmallInteger, nullable=False, default=0),
+        Column("queue_id", String(QUEUE_ID_LEN), nullable=False),
         Column("envelope_from", String(ADDR_LEN), nullable=False, default=""),
-        # A sender uses the same few: names' ids, like the sender's and the MTA's.
-        Column("helo_id", Integer, nullable=False),
-        Column("client_name_id", Integer, nullable=False),
         Column("client_addr", String(64), nullable=False, default=""),
         Column("list_id", String(ADDR_LEN), nullable=False, default=""),
         Column("rcpts", Text, nullable=False, default=""),
