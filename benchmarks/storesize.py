@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/storesize.py [--senders 200] [--messages 20] [--no-pg]
     .venv/bin/python benchmarks/storesize.py --days 30 --senders 100 [--detail 7,3,1]
+    .venv/bin/python benchmarks/storesize.py --days 30 --senders 30 --detail 7,1 --layout packed
 
 Each sender sends `--messages` messages of 1-5 recipients spread over one
 day; each recipient's outcome (90 % delivered, 10 % bounced) follows 1-20 s
