@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/storesize.py [--senders 200] [--messages 20] [--no-pg]
     .venv/bin/python benchmarks/storesize.py --days 30 --senders 100 [--detail 7,3,1]
+    .venv/bin/python benchmarks/storesize.py --days 30 --senders 30 --detail 7,1 --layout packed
 
 Each sender sends `--messages` messages of 1-5 recipients spread over one
 day; each recipient's outcome (90 % delivered, 10 % bounced) follows 1-20 s
@@ -20,6 +21,11 @@ of each `--detail` value in turn (messages and outcomes before the boundary
 folded into per-sender days, `sender_days`; minute counters before
 `counter_boundary` deleted); bytes per active sender-day = the whole store /
 (senders x days).
+
+With `--layout packed` (and `--days`) the same traffic also fills the layout
+proposed in packedschema.py (packedstore.py writes and prunes it) and both stores
+are printed side by side, by relation and by table, at each `--detail`, with what
+the fill's updates and deletes left dead on PostgreSQL before it was vacuumed.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from packedstore import PackedStore, fill
 from pgtemp import pg_database
 
 from extrusion.config import from_dict
@@ -124,7 +131,7 @@ def vacuum_full(conn: Any) -> None:
     conn.execute(sa.text("VACUUM FULL ANALYZE"))
 
 
-def sizes(url: str) -> dict[str, int]:
+def sizes(url: str, tables: tuple[str, ...] = TABLES) -> dict[str, int]:
     eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with eng.connect() as conn:
@@ -132,19 +139,19 @@ def sizes(url: str) -> dict[str, int]:
                 # FULL: the live rows only, what autovacuum lets a busy store reuse.
                 vacuum_full(conn)
                 return {t: int(conn.execute(sa.text(
-                    f"SELECT pg_total_relation_size('{t}')")).scalar() or 0) for t in TABLES}
+                    f"SELECT pg_total_relation_size('{t}')")).scalar() or 0) for t in tables}
             rows = conn.execute(sa.text(
                 "SELECT m.tbl_name, SUM(d.pgsize) FROM dbstat d JOIN sqlite_master m "
                 "ON d.name = m.name GROUP BY m.tbl_name")).all()
             by = {str(name): int(size) for name, size in rows}
-            return {t: by.get(t, 0) for t in TABLES}
+            return {t: by.get(t, 0) for t in tables}
     finally:
         eng.dispose()
 
 
-def parts(url: str) -> dict[str, int]:
+def parts(url: str, floors: bool = True) -> dict[str, int]:
     """Bytes of each table (its data, PostgreSQL's TOAST too) and of each index, by name,
-    and the floors of floor(), by name in parentheses."""
+    and (`floors`) the floors of floor(), by name in parentheses."""
     eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with eng.connect() as conn:
@@ -159,7 +166,7 @@ def parts(url: str) -> dict[str, int]:
                 rows = conn.execute(sa.text(
                     "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")).all()
             out = {str(name): int(size) for name, size in rows}
-            return {**out, **floor(conn, eng.dialect.name)}
+            return {**out, **(floor(conn, eng.dialect.name) if floors else {})}
     finally:
         eng.dispose()
 
@@ -285,6 +292,83 @@ def month(backend: str, senders: int, messages: int, days: int, detail: list[flo
                                     for c in columns.values()))
 
 
+PACKED_TABLES = ("names", "messages", "counters", "senders", "state_changes", "rate_use",
+                 "sender_days")
+CHURN = ("messages", "recipients")
+
+
+def churn(url: str) -> dict[str, tuple[int, ...]]:
+    """PostgreSQL's count of rows inserted, updated (HOT among them), deleted and left dead
+    in CHURN's tables, and their size before any vacuum of this run's own."""
+    time.sleep(2.0)  # a backend reports its table counts at most once a second
+    eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with eng.connect() as conn:
+            return {str(r[0]): tuple(int(x) for x in r[1:]) for r in conn.execute(sa.text(
+                "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, n_dead_tup, "
+                "pg_table_size(relid), autovacuum_count FROM pg_stat_user_tables "
+                "WHERE relname IN ('messages', 'recipients')"))}
+    finally:
+        eng.dispose()
+
+
+def compare(backend: str, senders: int, messages: int, days: int, detail: list[float],
+            tmp: str) -> None:
+    """The current layout and packedschema's side by side, filled from the same traffic
+    and folded alike at each `detail` value."""
+    batchwrite.ELIDE_QUEUED = True
+    traffic = events(senders, messages, days=days)
+    with contextlib.ExitStack() as stack:
+        if backend == "sqlite":
+            url, purl = f"sqlite:///{tmp}/current.db", f"sqlite:///{tmp}/packed.db"
+        else:
+            url, purl = stack.enter_context(pg_database()), stack.enter_context(pg_database())
+        now = run(url, traffic, os.path.join(tmp, f"spool-compare-{backend}"))
+        packed = PackedStore(purl)
+        stack.callback(packed.close)
+        fill(packed, traffic, T0)
+        packed.copy_from(url)
+        if backend == "postgresql":
+            dead = {**churn(url), **{f"packed {k}": v for k, v in churn(purl).items()}}
+            print(f"\n{backend}: what the fill left before vacuum (packed: {packed.updates:,} "
+                  "updates, one per message per flush)")
+            print(f"{'table':22}" + "".join(f"{h:>12}" for h in (
+                "inserted", "updated", "HOT", "deleted", "dead", "bytes", "autovacuums")))
+            for name, v in dead.items():
+                print(f"{name:22}" + "".join(f"{x:12,}" for x in v))
+        by_rel = {"all": (parts(url, floors=False), parts(purl, floors=False))}
+        by_table = {"all": (sizes(url), sizes(purl, PACKED_TABLES))}
+        for days_kept in sorted(detail, reverse=True):
+            with Store(url) as store:
+                store.prune(0.0, detail_before=detail_boundary(now, days_kept),
+                            counters_before=counter_boundary(now, days_kept))
+            packed.prune(now, days_kept)
+            if backend == "sqlite":
+                for u in (url, purl):
+                    with sa.create_engine(u).connect() as conn:
+                        conn.exec_driver_sql("VACUUM")
+            name = f"{days_kept:g} d"
+            by_rel[name] = (parts(url, floors=False), parts(purl, floors=False))
+            by_table[name] = (sizes(url), sizes(purl, PACKED_TABLES))
+    n = senders * days
+    head = "".join(f"{'now ' + k:>12}{'packed ' + k:>12}" for k in by_rel)
+    print(f"\n{backend}: bytes per sender-day over {days} days, by relation")
+    print(f"{'relation':30}{head}")
+    names = sorted({r for pair in by_rel.values() for c in pair for r, b in c.items() if b})
+    for r in names:
+        print(f"{r:30}" + "".join(f"{a.get(r, 0) / n:12,.0f}{b.get(r, 0) / n:12,.0f}"
+                                  for a, b in by_rel.values()))
+    print(f"\n{backend}: bytes per sender-day over {days} days, by table (with its indexes)")
+    print(f"{'table':30}{head}")
+    for t in sorted({*TABLES, *PACKED_TABLES}):
+        print(f"{t:30}" + "".join(f"{a.get(t, 0) / n:12,.0f}{b.get(t, 0) / n:12,.0f}"
+                                  for a, b in by_table.values()))
+    print(f"{'total':30}" + "".join(f"{sum(a.values()) / n:12,.0f}{sum(b.values()) / n:12,.0f}"
+                                    for a, b in by_table.values()))
+    print(f"{'packed / now':30}" + "".join(f"{'':12}{sum(b.values()) / sum(a.values()):12.2f}"
+                                           for a, b in by_table.values()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--senders", type=int, default=200)
@@ -294,14 +378,19 @@ def main() -> None:
     ap.add_argument("--detail", default="7,3,1", help="detail_days values, with --days")
     ap.add_argument("--parts", action="store_true",
                     help="with --days, bytes by table and index and the row floor too")
+    ap.add_argument("--layout", choices=("current", "packed"), default="current",
+                    help="with --days, packed: packedschema.py's layout beside the current")
     args = ap.parse_args()
     backends = ("sqlite", *(() if args.no_pg else ("postgresql",)))
     if args.days > 1:
         detail = [float(x) for x in args.detail.split(",")]
         with tempfile.TemporaryDirectory() as tmp:
             for backend in backends:
-                month(backend, args.senders, args.messages, args.days, detail, tmp,
-                      args.parts)
+                if args.layout == "packed":
+                    compare(backend, args.senders, args.messages, args.days, detail, tmp)
+                else:
+                    month(backend, args.senders, args.messages, args.days, detail, tmp,
+                          args.parts)
         return
     day = events(args.senders, args.messages)
     rcpt_rows = sum(isinstance(e, Outcome) for _, _, e in day)
