@@ -102,9 +102,19 @@ def test_kill_9_during_a_steady_feed_loses_and_doubles_nothing(
     config = _config(tmp_path, store_url, log)
     writer = appender(log, sent.lines, WRITE_SECONDS)
     writer.start()
+
+    def start(n: int) -> subprocess.Popen[bytes]:
+        # The writer waits while a daemon starts, as the syslog test's sender does: a
+        # start takes seconds on a loaded machine, and five of them would otherwise
+        # use up the writing time before the kills that should fall in it.
+        writer.go.clear()
+        proc = start_policyd(config, tmp_path, n)
+        wait_ready(tmp_path, n)
+        writer.go.set()
+        return proc
+
     # Each kill falls after progress; most while the log still grows.
-    assert kill_repeatedly(lambda n: start_policyd(config, tmp_path, n), store_url, 5,
-                           writer.is_alive) >= 3
+    assert kill_repeatedly(start, store_url, 5, writer.is_alive) >= 3
 
     proc = start_policyd(config, tmp_path, KILLS)
     try:
