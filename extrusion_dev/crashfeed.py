@@ -174,16 +174,26 @@ def lost_and_doubled(sent: Traffic, got: Stored) -> tuple[dict[str, int], dict[s
     return lost, doubled
 
 
-def appender(log: Path, lines: list[str], seconds: float) -> threading.Thread:
-    """A thread (not started) that appends `lines` to `log` in chunks over `seconds`,
-    as a busy MTA's syslog daemon would."""
+class Appender(threading.Thread):
+    """Appends `lines` to `log` in chunks over `seconds` of writing, as a busy MTA's
+    syslog daemon would; pauses between chunks while `go` is cleared."""
 
-    def write() -> None:
-        per_chunk = max(1, len(lines) // int(seconds / 0.05))
-        with open(log, "a") as f:
-            for i in range(0, len(lines), per_chunk):
-                f.write("".join(x + "\n" for x in lines[i:i + per_chunk]))
+    def __init__(self, log: Path, lines: list[str], seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.log, self.lines = log, lines
+        self.per_chunk = max(1, len(lines) // int(seconds / 0.05))
+        self.go = threading.Event()
+        self.go.set()
+
+    def run(self) -> None:
+        with open(self.log, "a") as f:
+            for i in range(0, len(self.lines), self.per_chunk):
+                self.go.wait()
+                f.write("".join(x + "\n" for x in self.lines[i:i + self.per_chunk]))
                 f.flush()
                 time.sleep(0.05)
 
-    return threading.Thread(target=write, daemon=True)
+
+def appender(log: Path, lines: list[str], seconds: float) -> Appender:
+    """An Appender, not started."""
+    return Appender(log, lines, seconds)

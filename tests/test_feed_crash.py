@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from extrusion_dev.crashfeed import (
     appender,
     caught_up,
@@ -80,19 +82,24 @@ def kill_repeatedly(start: Callable[[int], subprocess.Popen[bytes]], url: str, s
     stored, while_writing = 0, 0
     for n in range(KILLS):
         proc = start(n)
-        deadline = time.monotonic() + PROGRESS_SECONDS
-        while count(url, "SELECT count(*) FROM messages") <= stored:
-            assert proc.poll() is None and time.monotonic() < deadline, "no progress"
-            time.sleep(0.1)
-        time.sleep(r.uniform(0.0, 1.5))
-        before_kill()
-        while_writing += writing()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        try:
+            deadline = time.monotonic() + PROGRESS_SECONDS
+            while count(url, "SELECT count(*) FROM messages") <= stored:
+                assert proc.poll() is None and time.monotonic() < deadline, "no progress"
+                time.sleep(0.1)
+            time.sleep(r.uniform(0.0, 1.5))
+            before_kill()
+            while_writing += writing()
+        finally:  # a failed wait leaves no daemon behind either
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
         stored = count(url, "SELECT count(*) FROM messages")
     return while_writing
 
 
+# Six daemon starts and the writing take 2-3 minutes on a loaded machine (load 14: each
+# start 15-25 s); every wait inside is bounded by its own deadline.
+@pytest.mark.timeout(600)
 def test_kill_9_during_a_steady_feed_loses_and_doubles_nothing(
         store_url: str, tmp_path: Path) -> None:
     sent = customer_traffic(14, MESSAGES, WRITE_SECONDS)
@@ -102,9 +109,19 @@ def test_kill_9_during_a_steady_feed_loses_and_doubles_nothing(
     config = _config(tmp_path, store_url, log)
     writer = appender(log, sent.lines, WRITE_SECONDS)
     writer.start()
+
+    def start(n: int) -> subprocess.Popen[bytes]:
+        # The writer waits while a daemon starts, as the syslog test's sender does: a
+        # start takes seconds on a loaded machine, and five of them would otherwise
+        # use up the writing time before the kills that should fall in it.
+        writer.go.clear()
+        proc = start_policyd(config, tmp_path, n)
+        wait_ready(tmp_path, n)
+        writer.go.set()
+        return proc
+
     # Each kill falls after progress; most while the log still grows.
-    assert kill_repeatedly(lambda n: start_policyd(config, tmp_path, n), store_url, 5,
-                           writer.is_alive) >= 3
+    assert kill_repeatedly(start, store_url, 5, writer.is_alive) >= 3
 
     proc = start_policyd(config, tmp_path, KILLS)
     try:

@@ -81,10 +81,31 @@ class Nfcapd:
                 s.sendto(d, ("127.0.0.1", self.port))
                 time.sleep(0.001)  # one exporter's pace; loopback drops bursts otherwise
 
+    def unread(self) -> int:
+        """Bytes of datagrams the kernel holds for nfcapd's socket that it has not read
+        yet (the rx_queue column of /proc/net/udp)."""
+        local = f"0100007F:{self.port:04X}"
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == local:
+                return int(fields[4].split(":")[1], 16)
+        raise AssertionError(f"nfcapd's socket is gone: {self.log.read_text()[-2000:]}")
+
+    def wait_read(self) -> None:
+        """Until nfcapd has read every datagram sent to it: one still queued at SIGTERM
+        is dropped with the socket, and on a loaded machine nfcapd may not have been
+        scheduled since send() (loopback queues a datagram before sendto returns)."""
+        deadline = time.monotonic() + START_SECONDS
+        while (left := self.unread()) > 0:
+            assert time.monotonic() < deadline, f"nfcapd left {left} bytes unread"
+            time.sleep(0.05)
+
     def stop(self) -> list[Path]:
-        """SIGTERM: nfcapd closes its current file under its final name. Every file it
-        wrote, oldest first (a slow start may have crossed a rotation)."""
+        """SIGTERM once nfcapd has read what was sent: it closes its current file under
+        its final name. Every file it wrote, oldest first (a slow start may have crossed
+        a rotation)."""
         if self.proc.poll() is None:
+            self.wait_read()
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(20)
         files = sorted(p for p in self.dir.iterdir() if p.name.startswith("nfcapd.2"))

@@ -19,6 +19,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from extrusion_dev.crashfeed import (
     SyslogSender,
     caught_up,
@@ -57,6 +59,7 @@ def _config(tmp: Path, url: str, sock: Path) -> Path:
     return path
 
 
+@pytest.mark.timeout(600)  # as test_feed_crash's: six daemon starts on a loaded machine
 def test_kill_9_during_a_steady_syslog_feed_loses_and_doubles_nothing(
         store_url: str, tmp_path: Path) -> None:
     sent = customer_traffic(15, MESSAGES, WRITE_SECONDS)
