@@ -31,7 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from sinks import CountingEngine
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -72,26 +73,6 @@ def flood_lines(messages: int) -> list[str]:
     return out
 
 
-class Count:
-    def __init__(self) -> None:
-        self.events = 0
-
-    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
-        return f"sasl:{sasl_user}" if sasl_user else f"ip:{client_addr}"
-
-    def submission(self, event: Any) -> None:
-        self.events += 1
-
-    def outcome(self, event: Any) -> None:
-        self.events += 1
-
-    def refused(self, event: Any) -> None:
-        self.events += 1
-
-    def evidence(self, event: Any) -> None:
-        self.events += 1
-
-
 def ordinary_lines(messages: int) -> list[str]:
     sys.path.append(str(ROOT))  # after the tree being timed
     from extrusion_dev.generate import generate
@@ -107,7 +88,7 @@ def child(messages: int, max_queue_ids: int, ordinary: bool) -> dict[str, float]
     from extrusion.maillog.joinstate import JoinSettings
 
     lines = ordinary_lines(messages) if ordinary else flood_lines(messages)
-    sink = Count()
+    sink = CountingEngine()
     feed = LogFeed(sink, settings=JoinSettings(max_queue_ids=max_queue_ids),
                    reference_time=time.time() if ordinary else START, guard=False)
     t0 = time.process_time()
@@ -115,7 +96,7 @@ def child(messages: int, max_queue_ids: int, ordinary: bool) -> dict[str, float]
         feed.line(line)
     cpu = time.process_time() - t0
     feed.finish()
-    return {"cpu_s": cpu, "lines": len(lines), "events": sink.events}
+    return {"cpu_s": cpu, "lines": len(lines), "events": sink.events + sink.evidence_events}
 
 
 def run_tree(tree: Path, messages: int, max_queue_ids: int, ordinary: bool

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sinks import CountingEngine
+
 
 def _mx_lines(text: str) -> str:
     """The generated log with an MX's lines after every `removed` line (same stamp)."""
@@ -57,29 +59,8 @@ def _mx_lines(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-class Discard:
-    def __init__(self) -> None:
-        self.events = 0
-        self.evidence_events = 0
-
-    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
-        return f"sasl:{sasl_user}" if sasl_user else f"ip:{client_addr}"
-
-    def submission(self, event: Any) -> None:
-        self.events += 1
-
-    def outcome(self, event: Any) -> None:
-        self.events += 1
-
-    def refused(self, event: Any) -> None:
-        self.events += 1
-
-    def evidence(self, event: Any) -> None:
-        self.evidence_events += 1
-
-
-def _time(feed_cls: Any, lines: list[str]) -> tuple[float, Discard]:
-    sink = Discard()
+def _time(feed_cls: Any, lines: list[str]) -> tuple[float, CountingEngine]:
+    sink = CountingEngine()
     feed = feed_cls(sink, reference_time=time.time(), guard=False)
     # CPU time of this process: on a shared machine wall time measures the neighbours.
     t0 = time.process_time()
@@ -104,7 +85,7 @@ def main() -> None:
     plain = buf.getvalue().splitlines()
     mx = _mx_lines(buf.getvalue()).splitlines()
     best = {"plain": float("inf"), "mx": float("inf")}
-    sinks: dict[str, Discard] = {}
+    sinks: dict[str, CountingEngine] = {}
     for _ in range(args.repeat):
         for name, lines in (("plain", plain), ("mx", mx)):
             seconds, sinks[name] = _time(LogFeed, lines)
