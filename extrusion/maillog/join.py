@@ -94,12 +94,10 @@ class Joiner:
         self.settings = settings or JoinSettings()
         self.stats = JoinStats()
         self.now = 0.0
-        # OrderedDicts, as both are read from their oldest entry while entries come and go:
-        # a plain dict's `next(iter(d))` walks the slots its deletions left, ever more of
-        # them until it resizes (a flood of new queue ids made that most of the work).
+        # Read from the oldest end as entries come and go: a dict's `next(iter(d))` walks
+        # the slots its deletions left (a flood of new queue ids made that most of the work).
         self._msgs: OrderedDict[str, OpenMessage] = OrderedDict()  # least recently touched first
-        # The same, in the order they were first seen.
-        self._opened: OrderedDict[str, OpenMessage] = OrderedDict()
+        self._opened: OrderedDict[str, OpenMessage] = OrderedDict()  # the same, by first sight
         #: Where the line being added was read (file, offset); set by a follower.
         self.mark: tuple[int, int] = (0, 0)
         self._next_sweep = 0.0
@@ -258,9 +256,7 @@ class Joiner:
                 nrcpt: int) -> None:
         m = self._get(host, qid, t)
         if m.envelope_from is None or not m.nrcpt:
-            m.envelope_from = envelope_from
-            m.size = size
-            m.nrcpt = nrcpt
+            m.envelope_from, m.size, m.nrcpt = envelope_from, size, nrcpt
             self.evidence.envelope_known(host, qid)
 
     def _removed(self, host: str, qid: str) -> None:
