@@ -27,12 +27,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from trees import child_result, export
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -90,15 +91,10 @@ def generate_log(path: Path, messages: int) -> None:
 
 
 def run_tree(tree: Path, log: Path, per_poll: int, messages: int,
-             daemon_gc: bool = False) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "feed_cpu.py"), "--child", str(log),
-         "--per-poll", str(per_poll), "--messages", str(messages),
-         *(["--gc"] if daemon_gc else [])],
-        env=env, cwd=tempfile.gettempdir(), check=True, capture_output=True, text=True)
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+             daemon_gc: bool = False) -> dict[str, Any]:
+    return child_result(tree, [str(HERE / "feed_cpu.py"), "--child", str(log),
+                               "--per-poll", str(per_poll), "--messages", str(messages),
+                               *(["--gc"] if daemon_gc else [])])
 
 
 def main() -> int:
@@ -119,11 +115,7 @@ def main() -> int:
         work = Path(tmp)
         log = work / "mail.log"
         generate_log(log, args.messages)
-        base = work / "base"
-        base.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base, "extrusion"],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        base = export(args.base, work / "base")
         best: dict[str, float] = {}
         trees = [("base", base, False), ("this tree", ROOT, False)]
         if args.gc:  # the same tree: "base" with Python's thresholds, then the daemon's

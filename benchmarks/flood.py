@@ -25,14 +25,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from sinks import CountingEngine
+from trees import child_result, export
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -100,14 +100,10 @@ def child(messages: int, max_queue_ids: int, ordinary: bool) -> dict[str, float]
 
 
 def run_tree(tree: Path, messages: int, max_queue_ids: int, ordinary: bool
-             ) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "flood.py"), "--child", "--messages", str(messages),
-         "--max-queue-ids", str(max_queue_ids), *(["--ordinary"] if ordinary else [])],
-        env=env, cwd=tempfile.gettempdir(), check=True, capture_output=True, text=True)
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+             ) -> dict[str, Any]:
+    return child_result(tree, [str(HERE / "flood.py"), "--child", "--messages", str(messages),
+                               "--max-queue-ids", str(max_queue_ids),
+                               *(["--ordinary"] if ordinary else [])])
 
 
 def main() -> int:
@@ -126,10 +122,7 @@ def main() -> int:
         print(json.dumps(child(args.messages, args.max_queue_ids, args.ordinary)))
         return 0
     with tempfile.TemporaryDirectory(prefix="flood-") as tmp:
-        base = Path(tmp)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base, "extrusion"],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        base = export(args.base, Path(tmp) / "base")
         best: dict[str, float] = {}
         events: dict[str, float] = {}
         for rnd in range(args.repeat):

@@ -20,7 +20,6 @@ import argparse
 import collections
 import hashlib
 import json
-import os
 import random
 import subprocess
 import sys
@@ -32,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import policyd  # noqa: E402
+from trees import child_result, export  # noqa: E402
 
 SECONDS_PER_REQUEST = 0.37
 FLUSH_EVERY = 2000
@@ -139,13 +139,8 @@ def answers(requests: int) -> dict[str, Any]:
 
 
 def run_tree(path: Path | None, requests: int) -> dict[str, Any]:
-    env = dict(os.environ)
-    if path is not None:
-        env["PYTHONPATH"] = str(path)
-    done = subprocess.run([sys.executable, __file__, "--dump", "--requests", str(requests)],
-                          env=env, capture_output=True, text=True, check=True)
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return child_result(path, [str(Path(__file__).resolve()), "--dump",
+                               "--requests", str(requests)])
 
 
 def main() -> int:
@@ -161,12 +156,7 @@ def main() -> int:
         ["git", "-C", str(REPO), "merge-base", "HEAD", "main"],
         capture_output=True, text=True, check=True).stdout.strip()
     with tempfile.TemporaryDirectory() as d:
-        tree = Path(d) / "base"
-        tree.mkdir()
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", base, "extrusion"],
-                                 capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-        before = run_tree(tree, args.requests)
+        before = run_tree(export(base, Path(d) / "base"), args.requests)
     after = run_tree(None, args.requests)
     for name in before:
         print(f"{name}: before {before[name]}\n{' ' * len(name)}  after  {after[name]}")

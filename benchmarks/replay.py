@@ -112,7 +112,7 @@ def parse_in_child(log: Path, tree: Path | None, per_line: bool = False) -> Timi
 
 def compare_parse(log: Path, rev: str, repeat: int, tmp: Path) -> None:
     """Parse-only CPU of `rev`'s code beside this checkout's, interleaved, best of `repeat`."""
-    from benchmarks.replay_verdicts import export
+    from benchmarks.trees import export
 
     base = export(rev, tmp / "parse-base")
     # The base as its replay reads (by lines() where it has one), this tree one line at a
@@ -204,7 +204,7 @@ def main() -> None:
         base_t: list[Timing] = []
         base_cmd: list[str] = []
         if args.base:
-            from benchmarks.replay_verdicts import export
+            from benchmarks.trees import export
 
             tree = export(args.base, Path(tmp) / "base")
             # PYTHONPATH and the cwd (inherited by its log reader) select the old tree.

@@ -75,7 +75,7 @@ def main() -> None:
     if args.log is None:
         ap.error("--log is required")
     sys.path.insert(0, str(REPO))
-    from benchmarks.replay_verdicts import export
+    from benchmarks.trees import export
 
     base = args.base or subprocess.run(
         ["git", "-C", str(REPO), "merge-base", "HEAD", "main"],

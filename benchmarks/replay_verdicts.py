@@ -26,16 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.trees import export  # noqa: E402
 from extrusion_dev.generate import generate  # noqa: E402
-
-
-def export(rev: str, into: Path) -> Path:
-    """The `extrusion` package as it was at `rev`, unpacked under `into`."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "extrusion"],
-                             capture_output=True, check=True).stdout
-    into.mkdir()
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def replay(tree: Path, log: Path, config: Path) -> tuple[list[str], float, float]:
