@@ -47,28 +47,9 @@ BATCH_LINES = 4096  # the replay's reader's batch (extrusion/replay/worker.py)
 if os.environ.get(TREE_ENV):
     sys.path.insert(0, os.environ[TREE_ENV])
 
+from benchmarks.sinks import CountingEngine  # noqa: E402
 from extrusion.maillog.feed import LogFeed  # noqa: E402
-from extrusion.scoring.events import Outcome, Submission  # noqa: E402
 from extrusion_dev.generate import generate  # noqa: E402
-
-
-class Discard:
-    """Takes the events and counts them, like an engine that does nothing."""
-
-    def __init__(self) -> None:
-        self.events = 0
-
-    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
-        return f"sasl:{sasl_user}" if sasl_user else f"ip:{client_addr}"
-
-    def submission(self, event: Submission) -> None:
-        self.events += 1
-
-    def outcome(self, event: Outcome) -> None:
-        self.events += 1
-
-    def evidence(self, event: object) -> None:
-        self.events += 1
 
 
 @dataclass
@@ -81,7 +62,7 @@ class Timing:
 def parse_only(log: Path, per_line: bool = False) -> tuple[Timing, int, int]:
     """`LogFeed.lines()` in batches as the replay's reader calls it (a tree without it, and
     `per_line`: `line()` for each line, as the live feed calls it)."""
-    sink = Discard()
+    sink = CountingEngine()
     feed = LogFeed(sink, reference_time=log.stat().st_mtime)
     batch = None if per_line else getattr(feed, "lines", None)
     start, cpu = time.perf_counter(), time.process_time()
@@ -94,7 +75,7 @@ def parse_only(log: Path, per_line: bool = False) -> tuple[Timing, int, int]:
                 batch(lines)
     feed.finish()
     took = Timing(time.perf_counter() - start, time.process_time() - cpu)
-    return took, feed.stats.lines, sink.events
+    return took, feed.stats.lines, sink.events + sink.evidence_events
 
 
 def parse_in_child(log: Path, tree: Path | None, per_line: bool = False) -> Timing:
