@@ -46,8 +46,7 @@ class Emitter:
             self.emit(m, outcome)
             return
         m.pending.append(outcome)
-        # `m.known` inline (a property call), here and below: once or twice per outcome.
-        if not (m.client_addr or m.sasl_user) or (m.nrcpt and len(m.recipients) >= m.nrcpt):
+        if not m.known or (m.nrcpt and len(m.recipients) >= m.nrcpt):
             self.flush(m)
         else:
             key = m.host + " " + m.qid
@@ -73,7 +72,7 @@ class Emitter:
         if not m.submitted:
             m.submitted = True
             self.waiting.pop(m.host + " " + m.qid, None)
-            if self.settings.submissions and (m.client_addr or m.sasl_user) and not m.null_sender:
+            if self.settings.submissions and m.known and not m.null_sender:
                 self.sink.submission(self._submission(m))
                 self.stats.submissions += 1
         if m.pending:
@@ -93,7 +92,7 @@ class Emitter:
         )
 
     def emit(self, m: OpenMessage, outcome: Outcome) -> None:
-        if not outcome.sender and (m.client_addr or m.sasl_user):
+        if not outcome.sender and m.known:
             outcome = replace(outcome, sender=self.sender(m.client_addr, m.sasl_user))
         if not outcome.sender and not m.whole and outcome.time <= self.reread_until:
             self.stats.reread_skipped += 1

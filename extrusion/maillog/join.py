@@ -305,7 +305,7 @@ class Joiner:
         # mta, relay): a third cheaper than by keyword, for nearly every outcome.
         outcome = Outcome(
             t, m.qid, rcpt, status, r.dsn, r.reply,
-            self._sender(m.client_addr, m.sasl_user) if m.client_addr or m.sasl_user else "",
+            self._sender(m.client_addr, m.sasl_user) if m.known else "",
             m.envelope_from, self._mta or host, r.relay,
         )
         self._route(m, outcome, self.now)
