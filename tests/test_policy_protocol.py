@@ -327,6 +327,19 @@ def test_no_engine_yet_means_the_default_action(clock: task.Clock) -> None:
     assert metric(factory, "extrusion_policy_decisions_total", action="default") == 1
 
 
+def test_replies_are_ascii_alone_and_together(clock: task.Clock) -> None:
+    # Each reply line is encoded on its own (and remembered): one request per chunk
+    # or several pipelined, the bytes are the same, a non-ASCII letter a "?".
+    factory = build(Holder(None), clock, default="DEFER_IF_PERMIT 4.3.0 später")
+    proto, tr = connect(factory)
+    proto.dataReceived(request())
+    alone = tr.value()
+    tr.clear()
+    proto.dataReceived(request() + request())
+    assert alone == reply("DEFER_IF_PERMIT 4.3.0 sp?ter")
+    assert tr.value() == alone * 2
+
+
 class BrokenEngine:
     """Fault injection: the engine itself raising, which a real one does not do on purpose."""
 

@@ -17,6 +17,7 @@ request still gets the answer. Warnings are rate-limited per client address.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -41,6 +42,14 @@ log = logging.getLogger("extrusion.policyd")
 
 #: Refused addresses remembered so that each is logged once, not per connection.
 _MAX_REMEMBERED_REFUSALS = 1024
+
+
+@functools.lru_cache(maxsize=1024)
+def _reply_bytes(action: str) -> bytes:
+    """The reply line for an action, encoded once: nearly every answer is one of a few
+    (DUNNO, a restrained sender's line, a HELO note), formatted and encoded anew for
+    each request before."""
+    return REPLY_TEMPLATE.format(action).encode("ascii", "replace")
 
 
 def _peer(addr: IAddress) -> str:
@@ -175,8 +184,10 @@ class PolicyProtocol(Protocol):
         if not requests:
             return
         answer = self.factory.responder.answer
-        out = "".join([REPLY_TEMPLATE.format(answer(r)) for r in requests])
-        self._out().write(out.encode("ascii", "replace"))
+        if len(requests) == 1:  # Postfix waits for each answer: one request per chunk
+            self._out().write(_reply_bytes(answer(requests[0])))
+        else:
+            self._out().write(b"".join([_reply_bytes(answer(r)) for r in requests]))
 
     def refuse(self, kind: str, detail: str) -> None:
         """Log once, count, and hang up without a reply (the protocol's way to say "trouble")."""
