@@ -19,6 +19,7 @@ network (benchmarks/policyd.py measures those too).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import select
 import sys
@@ -33,12 +34,46 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from extrusion.config.load import load
+from extrusion.policyd.daemon import settle_heap
 from extrusion.policyd.metrics import Metrics
 from extrusion.policyd.protocol import PolicyFactory
 from extrusion.policyd.responder import Responder
 from extrusion.scoring.engine import open_engine
 
 CONNECTIONS = 16
+
+
+class Pauses:
+    """The measured run's stalls: the GIL waited for at each turn's start (the time
+    `select` took to come back), and the collector's passes by generation, timed."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.collections: list[tuple[int, float]] = []
+        self._started = 0.0
+        self.on = False
+
+    def gc_callback(self, phase: str, info: dict[str, int]) -> None:
+        if not self.on:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.collections.append((info["generation"], time.perf_counter() - self._started))
+
+    def summary(self) -> str:
+        long = [w for w in self.waits if w > LONG_WAIT]
+        gcs = []
+        for g in range(3):
+            took = [t for gen, t in self.collections if gen == g]
+            if took:
+                gcs.append(f"gen{g} {len(took)}x max {max(took) * 1000:.1f}")
+        return (f"GIL waits > {LONG_WAIT * 1000:g} ms: {len(long)}, {sum(long) * 1000:.0f} ms, "
+                f"max {max(self.waits, default=0) * 1000:.1f}; collections: {', '.join(gcs)}")
+
+
+#: A turn's wait for the GIL counted as a pause (the select itself takes microseconds).
+LONG_WAIT = 0.0005
 
 
 def maintain(engine: object, flush_seconds: float, refresh_seconds: float,
@@ -54,13 +89,14 @@ def maintain(engine: object, flush_seconds: float, refresh_seconds: float,
 
 
 def once(tmp: Path, reqs: list[bytes], warm: list[bytes],
-         interval: float | None) -> dict[str, float]:
+         interval: float | None, pauses: Pauses) -> dict[str, float]:
     """One run at switch `interval` (seconds); None: CPython's default and no flush thread,
     what the machine's load alone does to the latencies."""
     conf = tmp / "pauses.toml"
     conf.write_text(EXTRUSION_CONFIG.format(tmp=tmp, port=0, api_port=0))
     config = load(conf)
     engine = open_engine(config)
+    settle_heap()  # as the daemon does once ready, before any request
     clock = task.Clock()
     clock.advance(time.time())
     metrics = Metrics()
@@ -80,6 +116,8 @@ def once(tmp: Path, reqs: list[bytes], warm: list[bytes],
         for start in range(0, len(todo), CONNECTIONS):
             t0 = pc()
             select.select([], [], [], 0)  # the reactor's epoll: the GIL is let go
+            if lat is not None:
+                pauses.waits.append(pc() - t0)
             turn = todo[start:start + CONNECTIONS]
             for (proto, transport), req in zip(conns, turn, strict=False):
                 proto.dataReceived(req)
@@ -97,10 +135,12 @@ def once(tmp: Path, reqs: list[bytes], warm: list[bytes],
             sys.setswitchinterval(interval)
             worker.start()
         lat: list[float] = []
+        pauses.on = True
         cpu0, t0 = time.process_time(), time.perf_counter()
         serve(reqs, lat)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
+        pauses.on = False
         stop.set()
         if worker.is_alive():
             worker.join()
@@ -130,12 +170,18 @@ def main() -> None:
           f"{'max':>6} {'CPU us/req':>10}  load")
     for r in range(1, args.rounds + 1):
         for interval in intervals:
-            with tempfile.TemporaryDirectory() as d:
-                s = once(Path(d), reqs, warm, interval)
+            pauses = Pauses()
+            gc.callbacks.append(pauses.gc_callback)
+            try:
+                with tempfile.TemporaryDirectory() as d:
+                    s = once(Path(d), reqs, warm, interval, pauses)
+            finally:
+                gc.callbacks.remove(pauses.gc_callback)
             label = "off" if interval is None else f"{interval * 1000:g}"
             print(f"{r:>5} {label:>9} {s['rate']:>7.0f} {s['p50']:>6.2f} "
                   f"{s['p99']:>6.2f} {s['p999']:>6.2f} {s['max']:>6.2f} {s['cpu_us']:>10.1f}  "
                   f"{os.getloadavg()[0]:.1f}")
+            print(f"{'':>16}{pauses.summary()}")
 
 
 if __name__ == "__main__":
