@@ -33,10 +33,6 @@ log = logging.getLogger("extrusion.policyd")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-#: Longest a thread keeps the interpreter while another waits for it (seconds;
-#: CPython's default is 5 ms). See `share_interpreter`.
-SWITCH_INTERVAL = 0.001
-
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
@@ -135,19 +131,6 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def share_interpreter() -> None:
-    """Let the reactor thread take the interpreter back within a millisecond.
-
-    The store's flush and refresh run Python for tens of milliseconds a second on
-    a pool thread (SQLAlchemy, the rows read back); each time the reactor wakes
-    with requests meanwhile it waited for the GIL up to CPython's 5 ms switch
-    interval, and at 16 connections those waits made the p99 latency
-    (benchmarks/README.md, "Issue 17, fourth round"). A shorter interval costs
-    only the switches made while a second thread wants the interpreter.
-    """
-    sys.setswitchinterval(SWITCH_INTERVAL)
-
-
 def run(
     config: Config,
     *,
@@ -163,7 +146,6 @@ def run(
     service (`extrusion.service.makeService` adds the adapters beside this one).
     """
     setup_logging(config.general.log_level)
-    share_interpreter()
     try:
         service = build(config)
     except ConfigError as exc:
