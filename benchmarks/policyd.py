@@ -1,7 +1,7 @@
 """Policy server throughput and latency, extrusion beside postfwd, on one request stream.
 
     .venv/bin/python benchmarks/policyd.py [--connections 64] [--requests 60000]
-        [--in-process | --engine-only]
+        [--in-process | --engine-only] [--warmup 2000]
 
 Starts `extrusion policyd` (SQLite store in a temp dir), postfwd2 and postfwd1
 (Debian package `postfwd`) on free loopback ports, each with the same per-sender rate
@@ -417,6 +417,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--requests", type=int, default=60000)
+    ap.add_argument("--warmup", type=int, default=2000,
+                    help="requests sent before the measured ones (the same customers)")
     ap.add_argument("--postfwd", default="2,1", help="postfwd versions to run beside (2,1)")
     ap.add_argument("--no-floor", action="store_true",
                     help="skip the do-nothing Twisted server (the client's and machine's limit)")
@@ -427,7 +429,7 @@ def main() -> None:
     args = ap.parse_args()
     versions = [int(v) for v in args.postfwd.split(",") if v]
     reqs = stream(args.requests)
-    warm = stream(2000, seed=2)
+    warm = stream(args.warmup, seed=2)
     if args.engine_only:
         with tempfile.TemporaryDirectory() as d:
             cpu = engine_only(Path(d), reqs, warm)
