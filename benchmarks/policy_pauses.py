@@ -68,16 +68,19 @@ class Pauses:
             took = [t for gen, t in self.collections if gen == g]
             if took:
                 gcs.append(f"gen{g} {len(took)}x max {max(took) * 1000:.1f}")
-        return (f"GIL waits > {LONG_WAIT * 1000:g} ms: {len(long)}, {sum(long) * 1000:.0f} ms, "
-                f"max {max(self.waits, default=0) * 1000:.1f}; collections: {', '.join(gcs)}")
+        return (
+            f"GIL waits > {LONG_WAIT * 1000:g} ms: {len(long)}, {sum(long) * 1000:.0f} ms, "
+            f"max {max(self.waits, default=0) * 1000:.1f}; collections: {', '.join(gcs)}"
+        )
 
 
 #: A turn's wait for the GIL counted as a pause (the select itself takes microseconds).
 LONG_WAIT = 0.0005
 
 
-def maintain(engine: object, flush_seconds: float, refresh_seconds: float,
-             stop: threading.Event) -> None:
+def maintain(
+    engine: object, flush_seconds: float, refresh_seconds: float, stop: threading.Event
+) -> None:
     """The maintenance thread's store work (EngineService._sync): flush, refresh when due."""
     next_refresh = 0.0
     while not stop.wait(flush_seconds):
@@ -88,8 +91,9 @@ def maintain(engine: object, flush_seconds: float, refresh_seconds: float,
             next_refresh = now + refresh_seconds
 
 
-def once(tmp: Path, reqs: list[bytes], warm: list[bytes],
-         interval: float | None, pauses: Pauses) -> dict[str, float]:
+def once(
+    tmp: Path, reqs: list[bytes], warm: list[bytes], interval: float | None, pauses: Pauses
+) -> dict[str, float]:
     """One run at switch `interval` (seconds); None: CPython's default and no flush thread,
     what the machine's load alone does to the latencies."""
     conf = tmp / "pauses.toml"
@@ -101,8 +105,13 @@ def once(tmp: Path, reqs: list[bytes], warm: list[bytes],
     clock.advance(time.time())
     metrics = Metrics()
     factory = PolicyFactory(
-        Responder(EngineHolder(engine), "DUNNO", metrics, time.time), metrics, clock,
-        allowed_clients=("127.0.0.0/8",), max_line=2048, max_attributes=100, idle_timeout=300,
+        Responder(EngineHolder(engine), "DUNNO", metrics, time.time),
+        metrics,
+        clock,
+        allowed_clients=("127.0.0.0/8",),
+        max_line=2048,
+        max_attributes=100,
+        idle_timeout=300,
     )
     conns = []
     for i in range(CONNECTIONS):
@@ -118,7 +127,7 @@ def once(tmp: Path, reqs: list[bytes], warm: list[bytes],
             select.select([], [], [], 0)  # the reactor's epoll: the GIL is let go
             if lat is not None:
                 pauses.waits.append(pc() - t0)
-            turn = todo[start:start + CONNECTIONS]
+            turn = todo[start : start + CONNECTIONS]
             for (proto, transport), req in zip(conns, turn, strict=False):
                 proto.dataReceived(req)
                 transport.clear()
@@ -127,8 +136,10 @@ def once(tmp: Path, reqs: list[bytes], warm: list[bytes],
 
     before = sys.getswitchinterval()
     stop = threading.Event()
-    worker = threading.Thread(target=maintain, args=(
-        engine, config.policyd.flush_seconds, config.store.refresh_seconds, stop))
+    worker = threading.Thread(
+        target=maintain,
+        args=(engine, config.policyd.flush_seconds, config.store.refresh_seconds, stop),
+    )
     try:
         serve(warm, None)
         if interval is not None:
@@ -151,23 +162,36 @@ def once(tmp: Path, reqs: list[bytes], warm: list[bytes],
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
 
-    return {"rate": len(lat) / seconds, "p50": pct(0.5), "p99": pct(0.99),
-            "p999": pct(0.999), "max": lat[-1] * 1000, "cpu_us": cpu / len(lat) * 1e6}
+    return {
+        "rate": len(lat) / seconds,
+        "p50": pct(0.5),
+        "p99": pct(0.99),
+        "p999": pct(0.999),
+        "max": lat[-1] * 1000,
+        "cpu_us": cpu / len(lat) * 1e6,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=60000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--intervals", default="off,5,1",
-                    help="switch intervals to compare, in ms; off: no flush thread (at 5)")
+    ap.add_argument(
+        "--intervals",
+        default="off,5,1",
+        help="switch intervals to compare, in ms; off: no flush thread (at 5)",
+    )
     args = ap.parse_args()
     intervals = [None if v == "off" else float(v) / 1000 for v in args.intervals.split(",")]
     reqs, warm = stream(args.requests), stream(2000, seed=2)
-    print(f"{len(reqs)} requests, {CONNECTIONS} connections in turns, flush thread on; "
-          "latency from a turn's start, ms")
-    print(f"{'round':>5} {'switch ms':>9} {'req/s':>7} {'p50':>6} {'p99':>6} {'p99.9':>6} "
-          f"{'max':>6} {'CPU us/req':>10}  load")
+    print(
+        f"{len(reqs)} requests, {CONNECTIONS} connections in turns, flush thread on; "
+        "latency from a turn's start, ms"
+    )
+    print(
+        f"{'round':>5} {'switch ms':>9} {'req/s':>7} {'p50':>6} {'p99':>6} {'p99.9':>6} "
+        f"{'max':>6} {'CPU us/req':>10}  load"
+    )
     for r in range(1, args.rounds + 1):
         for interval in intervals:
             pauses = Pauses()
@@ -178,9 +202,11 @@ def main() -> None:
             finally:
                 gc.callbacks.remove(pauses.gc_callback)
             label = "off" if interval is None else f"{interval * 1000:g}"
-            print(f"{r:>5} {label:>9} {s['rate']:>7.0f} {s['p50']:>6.2f} "
-                  f"{s['p99']:>6.2f} {s['p999']:>6.2f} {s['max']:>6.2f} {s['cpu_us']:>10.1f}  "
-                  f"{os.getloadavg()[0]:.1f}")
+            print(
+                f"{r:>5} {label:>9} {s['rate']:>7.0f} {s['p50']:>6.2f} "
+                f"{s['p99']:>6.2f} {s['p999']:>6.2f} {s['max']:>6.2f} {s['cpu_us']:>10.1f}  "
+                f"{os.getloadavg()[0]:.1f}"
+            )
             print(f"{'':>16}{pauses.summary()}")
 
 
