@@ -153,6 +153,12 @@ class SenderBook:
         """New evidence on `mem`: written by the next flush, and its state judged again."""
         if mem.dirty:
             self.dirty.add(mem.key)
+        # After every event, and nearly always an unpinned `ok` sender far below `watch`:
+        # `transitions.target()`'s common case, here without its three calls.
+        if (mem.state is State.OK and mem.probation is None and not mem.pin
+                and mem.config_pin is None
+                and max(mem.base, 0.0) + max(mem.pending, 0.0) < self.thresholds.watch):
+            return
         evaluate(self, mem, now)
 
     def shown(self, mem: SenderMemory, envelope_from: str, recipients: tuple[str, ...],
