@@ -63,9 +63,10 @@ class Recorder:
             mem = book.mem(event.sender, now, event.client_addr)
             info = self._track(mem, event, mta)
             judge = book.judge
-            judge.helos(mem, event.helos, event.client_addr, now,
-                        client_name=event.client_name, envelope_from=event.envelope_from,
-                        recipients=event.recipients, confirmed=event.helo_confirmed)
+            if event.helos:  # a logged message seldom has one: no call for nothing
+                judge.helos(mem, event.helos, event.client_addr, now,
+                            client_name=event.client_name, envelope_from=event.envelope_from,
+                            recipients=event.recipients, confirmed=event.helo_confirmed)
             if event.client_evidence:
                 judge.inbound(mem, event.client_addr, event.headers, now,
                               envelope_from=event.envelope_from, client_name=event.client_name)
@@ -84,7 +85,7 @@ class Recorder:
         null = is_null_sender(event.envelope_from)
         # An auto-reply from the sender's own domain (one it sent from before): a
         # return path a bot forges at a new domain every time is no excuse.
-        auto = (not null and is_auto_reply(event.envelope_from, event.headers, n)
+        auto = (n == 1 and not null and is_auto_reply(event.envelope_from, event.headers, n)
                 and (event.headers != NO_HEADERS
                      or envelope_domain(event.envelope_from) in mem.baseline.domains))
         candidate = book.judge.list_candidate(n) and not null
