@@ -331,8 +331,9 @@ class Judge:
 
     def seen(self, mem: SenderMemory, rcpt: str, now: float) -> None:
         """A recipient attempted (any outcome): the denominator of the failure share."""
-        if mem.attempted.count(now) < MAX_ATTEMPTED or rcpt in mem.attempted:
-            mem.attempted.add(rcpt.lower(), now)
+        attempted = mem.attempted
+        if attempted.count(now) < MAX_ATTEMPTED or rcpt in attempted:
+            attempted.add(rcpt.lower(), now)
 
     def count_failure(self, mem: SenderMemory, rcpt: str, cls: OutcomeClass, now: float,
                       *, weigh: bool = False) -> None:

@@ -90,13 +90,15 @@ class Recorder:
                      or envelope_domain(event.envelope_from) in mem.baseline.domains))
         candidate = book.judge.list_candidate(n) and not null
         # The sender's key and a repeated envelope sender as one shared string each, not
-        # a copy per tracked message (each event arrives with strings of its own).
+        # a copy per tracked message (each event arrives with strings of its own). Made
+        # positionally, in the fields' order (once per message; a third cheaper than by
+        # keyword): mta, queue_id, sender, time, envelope_from, rcpt_count, null_sender,
+        # auto_reply, list_id (only a possible list post needs to say which list it
+        # belongs to), list_like.
         info = MessageInfo(
-            mta=mta, queue_id=event.queue_id, sender=mem.key, time=event.time,
-            envelope_from=sys.intern(event.envelope_from), rcpt_count=n, null_sender=null,
-            auto_reply=auto, list_like=None if candidate else False,
-            # Only a possible list post needs to say which list it belongs to.
-            list_id=list_identity(event.envelope_from, event.headers) if candidate else "",
+            mta, event.queue_id, mem.key, event.time, sys.intern(event.envelope_from), n,
+            null, auto, list_identity(event.envelope_from, event.headers) if candidate else "",
+            None if candidate else False,
         )
         for old in book.messages.add(info):
             book.settle_forgotten(old, event.time)
