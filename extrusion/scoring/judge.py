@@ -146,25 +146,20 @@ class Judge:
         if not self.mx and authenticated is False and sasl.recent(client_addr, now):
             found.append((Kind.UNAUTHENTICATED_FROM_SASL_ADDRESS,
                           w.unauthenticated_from_sasl_address, client_addr))
-        # Each window counted once: an add at the same `now` expires nothing more, so a
-        # new item is one more (this runs for every message).
-        env_domains = mem.env_domains
+        # Each window counted once: an add at the same `now` expires nothing more.
+        env_domains, spread, grew = mem.env_domains, mem.rcpt_domains, False
         n = env_domains.count(now)
         if domain and n <= self.envelope_domains and env_domains.add(domain, now):
             n += 1
         if too_many_envelope_domains(n, self.envelope_domains):
             found.append((Kind.ENVELOPE_DOMAINS, w.envelope_domains, f"{n} domains"))
-        spread = mem.rcpt_domains
-        grew = False
         domains = spread.count(now)
         for rcpt in recipients[:shown.MAX_DOMAINS]:
             if domains >= shown.MAX_DOMAINS:
                 break
             if spread.add(domain_tail(rcpt.rpartition("@")[2]), now):
-                grew = True
-                domains += 1
-        # Only a message that widens the spread is judged by it: the next ordinary
-        # mail after a mailshot says nothing new.
+                grew, domains = True, domains + 1
+        # Only a message that widens the spread is judged by it (not the next ordinary mail).
         if grew and recipient_spread(domains, mem.baseline.typical_hour, self.spread_domains,
                                      self.spread_factor):
             found.append((Kind.RECIPIENT_SPREAD, w.recipient_spread,
@@ -331,9 +326,8 @@ class Judge:
 
     def seen(self, mem: SenderMemory, rcpt: str, now: float) -> None:
         """A recipient attempted (any outcome): the denominator of the failure share."""
-        attempted = mem.attempted
-        if attempted.count(now) < MAX_ATTEMPTED or rcpt in attempted:
-            attempted.add(rcpt.lower(), now)
+        if mem.attempted.count(now) < MAX_ATTEMPTED or rcpt in mem.attempted:
+            mem.attempted.add(rcpt.lower(), now)
 
     def count_failure(self, mem: SenderMemory, rcpt: str, cls: OutcomeClass, now: float,
                       *, weigh: bool = False) -> None:
