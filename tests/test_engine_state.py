@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -143,3 +145,23 @@ def test_window_set_counts_distinct_items_in_the_window() -> None:
     assert w.items(111.0) == ["a"]  # b left the window at 110
     assert w.count(151.0) == 0
     assert w.add("a", 151.0)
+
+
+def test_window_set_answers_as_a_plain_window_through_many_expiries() -> None:
+    # Expiry cuts the list only now and then (a head index in between): every answer
+    # must still be the window's, whatever the mix of adds, refreshes and counts.
+    rng = random.Random(17)
+    w = WindowSet(50.0)
+    seen: dict[str, float] = {}  # the reference: each item's latest time
+    now = 0.0
+    for _ in range(5000):
+        now += rng.choice((0.0, 0.5, 1.0, 3.0, 40.0))
+        seen = {k: t for k, t in seen.items() if t > now - 50.0}
+        item = f"r{rng.randrange(40)}"
+        if rng.random() < 0.6:
+            assert w.add(item, now) is (item not in seen)
+            seen[item] = now
+        else:
+            assert w.count(now) == len(seen)
+            assert (item in w) is (item in seen)
+        assert sorted(w.items(now)) == sorted(seen)

@@ -79,6 +79,8 @@ STATUS = {
     "bounced": Status.BOUNCED,
     "expired": Status.EXPIRED,
 }
+# Asked of every delivery line: a member read from its enum class is a lookup each time.
+_DEFERRED = Status.DEFERRED
 # A message refused at these stages never reaches the queue: its state can go.
 _FINAL_STAGES = frozenset({"END-OF-MESSAGE", "DATA"})
 # How often (seconds of log time) pending submissions and idle ids are looked at.
@@ -289,7 +291,7 @@ class Joiner:
             return
         status = STATUS[r.status]
         rcpt = r.recipient
-        if status is Status.DEFERRED:
+        if status is _DEFERRED:
             if m.deferred is None:
                 m.deferred = set()
             elif rcpt in m.deferred:

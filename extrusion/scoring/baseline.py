@@ -154,6 +154,8 @@ class Baseline:
         if typical > 0.0 and recipients_now > volume_min and recipients_now > (
                 volume_factor * typical):
             out.append(f"{recipients_now} recipients this hour, typically {typical:.0f}")
+        if not out:
+            return out  # nearly every message of an established sender
         # A new envelope domain alone is a new alias; with another departure it is a
         # different machine or a different habit.
         names = sum(1 for d in out if d.startswith("new "))

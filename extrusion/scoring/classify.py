@@ -339,6 +339,11 @@ def _is_final(status: Status | str) -> bool:
     return status in (Status.BOUNCED, Status.EXPIRED, Status.REJECTED)
 
 
+# Asked first for every outcome: a member read from its enum class is a lookup each time.
+_SENT, _DEFERRED = Status.SENT, Status.DEFERRED
+_DELIVERED, _TEMPORARY = OutcomeClass.DELIVERED, OutcomeClass.TEMPORARY
+
+
 def classify(status: Status, dsn: str, reply: str) -> OutcomeClass:
     """The class of one recipient's outcome from the MTA's status, DSN code and reply text.
 
@@ -348,10 +353,10 @@ def classify(status: Status, dsn: str, reply: str) -> OutcomeClass:
     Anything final is looked up in `RULES`; what no rule knows is
     OTHER_PERMANENT. Never raises.
     """
-    if status == Status.SENT:
-        return OutcomeClass.DELIVERED
-    if status == Status.DEFERRED or not _is_final(status):
-        return OutcomeClass.TEMPORARY
+    if status == _SENT:
+        return _DELIVERED
+    if status == _DEFERRED or not _is_final(status):
+        return _TEMPORARY
     if not isinstance(dsn, str):
         dsn = ""
     if not isinstance(reply, str):

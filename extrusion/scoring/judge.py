@@ -146,20 +146,20 @@ class Judge:
         if not self.mx and authenticated is False and sasl.recent(client_addr, now):
             found.append((Kind.UNAUTHENTICATED_FROM_SASL_ADDRESS,
                           w.unauthenticated_from_sasl_address, client_addr))
-        if domain and mem.env_domains.count(now) <= self.envelope_domains:
-            mem.env_domains.add(domain, now)
-        n = mem.env_domains.count(now)
+        # Each window counted once: an add at the same `now` expires nothing more.
+        env_domains, spread, grew = mem.env_domains, mem.rcpt_domains, False
+        n = env_domains.count(now)
+        if domain and n <= self.envelope_domains and env_domains.add(domain, now):
+            n += 1
         if too_many_envelope_domains(n, self.envelope_domains):
             found.append((Kind.ENVELOPE_DOMAINS, w.envelope_domains, f"{n} domains"))
-        spread = mem.rcpt_domains
-        grew = False
-        for rcpt in recipients[:shown.MAX_DOMAINS]:
-            if spread.count(now) >= shown.MAX_DOMAINS:
-                break
-            grew = spread.add(domain_tail(rcpt.rpartition("@")[2]), now) or grew
         domains = spread.count(now)
-        # Only a message that widens the spread is judged by it: the next ordinary
-        # mail after a mailshot says nothing new.
+        for rcpt in recipients[:shown.MAX_DOMAINS]:
+            if domains >= shown.MAX_DOMAINS:
+                break
+            if spread.add(domain_tail(rcpt.rpartition("@")[2]), now):
+                grew, domains = True, domains + 1
+        # Only a message that widens the spread is judged by it (not the next ordinary mail).
         if grew and recipient_spread(domains, mem.baseline.typical_hour, self.spread_domains,
                                      self.spread_factor):
             found.append((Kind.RECIPIENT_SPREAD, w.recipient_spread,

@@ -70,7 +70,9 @@ class WindowSet:
 
     def add(self, item: str, now: float) -> bool:
         """Add or refresh `item`; True when it was not in the window before."""
-        self._expire(now)
+        order = self._order
+        if order is not None and order[0][0] <= now - self.window:
+            self._expire(now)  # (only when something is due: the call is most of an add)
         if self._last is None or self._order is None:
             self._last, self._order = {}, []
         last = self._last

@@ -25,6 +25,9 @@ from extrusion.scoring.tracker import MessageInfo
 UNRESOLVED_RETRY_SECONDS = 300.0
 MAX_UNRESOLVED = 100_000
 FINAL = frozenset({Status.SENT, Status.BOUNCED, Status.EXPIRED, Status.REJECTED})
+# Read for every outcome: a member read from its enum class is a lookup each time.
+_REJECTED = Status.REJECTED
+_DELIVERED = OutcomeClass.DELIVERED
 
 
 class Outcomes:
@@ -85,13 +88,13 @@ class Outcomes:
     def _judge(self, mem: SenderMemory, event: Outcome, cls: OutcomeClass,
                info: MessageInfo | None, now: float) -> None:
         judge = self.book.judge
-        own_refusal = event.status is Status.REJECTED and not judge.mx
+        own_refusal = event.status is _REJECTED and not judge.mx
         if not is_failure(cls) or own_refusal:
             # Delivered, deferred (counts only if it later bounces or expires), or
             # refused by this MTA itself (often extrusion's own enforcement).
             if not own_refusal:
                 judge.not_failed(mem, info, event.recipient,
-                                 cls is OutcomeClass.DELIVERED, now)
+                                 cls is _DELIVERED, now)
             if info is not None:
                 judge.attempted(mem, info, event.recipient, now)
         elif judge.forwarded(mem, _envelope(event, info), event.client_name, now,
