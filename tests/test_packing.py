@@ -1,9 +1,12 @@
 """A message's recipients packed into its row (scoring/packing.py): each recipient's last
-outcome reads back as written, and separators inside a field cannot split a line."""
+outcome reads back as written, separators inside a field cannot split a line, and a
+message to thousands of recipients makes a bounded row whose counts stay right."""
 
 from __future__ import annotations
 
-from extrusion.scoring.packing import Lines, Recipient, recipients
+from extrusion.scoring.packing import RCPTS_CHARS, Lines, Recipient, recipients
+from extrusion.scoring.rows import Batch, MessageRow, RecipientRow
+from extrusion.scoring.store import Store
 
 T = 1_700_000_000.0
 
@@ -49,3 +52,26 @@ def test_tabs_and_newlines_inside_a_field_cannot_split_a_line() -> None:
     assert failed == 1 and len(text.split("\n")) == 2
     assert [(r.recipient, r.dsn, r.reply) for r in recipients(text, T)] == [
         ("a b@x", "", ""), ("c @x", "5.1.1 ", "550 no   such user")]
+
+
+def test_ten_thousand_recipients_make_a_bounded_row_that_counts_them_all(
+        tmp_path: object) -> None:
+    rcpts = [f"user{i:05d}@example.org" for i in range(10_000)]
+    with Store(f"sqlite:///{tmp_path}/big.db") as store:
+        b = Batch(message_rows=[MessageRow(T, "mx1", "BIG", "ip:192.0.2.66",
+                                           rcpt_count=len(rcpts))])
+        b.recipient_rows += [RecipientRow(T, "mx1", "BIG", "ip:192.0.2.66", r, "queued")
+                             for r in rcpts]
+        store.write_batch(b, 3600.0)
+        # Outcomes in two later flushes: half delivered, then a quarter bounced.
+        for status, part in (("sent", rcpts[::2]), ("bounced", rcpts[1::4])):
+            store.write_batch(Batch(recipient_rows=[
+                RecipientRow(T + 60, "mx1", "BIG", "ip:192.0.2.66", r, status,
+                             "", "5.1.1" if status == "bounced" else "2.0.0", "550 no")
+                for r in part]), 3600.0)
+        (msg,) = store.messages("ip:192.0.2.66")
+        assert sum(len(r.recipient) + 16 for r in msg.recipients) <= RCPTS_CHARS + 2000
+        assert 100 < len(msg.recipients) < 1000  # lines up to the cap, no further
+        totals = store.report_totals(T - 1, T + 3600)["ip:192.0.2.66"]
+        assert (totals.recipients, totals.delivered, totals.failed) == (10_000, 5000, 2500)
+        assert store.undelivered_queue_ids("ip:192.0.2.66") == ["BIG"]  # 2,500 pending
