@@ -30,7 +30,9 @@ FAILED = frozenset("ber")
 # these, so they are left out, and a delivery without a DSN says NONE.
 IMPLIED = {"s": ("2.0.0", "delivered")}
 NONE = "-"
-RCPTS_CHARS = 16_384  # about 400 recipients' lines
+# About 1,500 recipients' lines: a list post's are all kept, a bulk run's are not (each
+# flush that brings one of its outcomes rewrites the row whole).
+RCPTS_CHARS = 65_536
 # Bits of `messages.flags`: three header/envelope booleans, and ORPHAN for a row made
 # by outcomes whose submission was never seen (a log replay, a NOQUEUE refusal).
 NULL_SENDER, AUTO_REPLY, LIST_LIKE, ORPHAN = 1, 2, 4, 8
