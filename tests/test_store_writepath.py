@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from extrusion.scoring import migrate, schema
 from extrusion.scoring.database import Database
 from extrusion.scoring.dialects import PostgresWrites, SqliteWrites, WritePath, write_path
-from extrusion.scoring.names import Names
+from extrusion.scoring.names import Names, day_of
 from extrusion.scoring.packedwrite import write_messages
 from extrusion.scoring.packing import ORPHAN, Recipient, recipients
 from extrusion.scoring.queueids import QUEUE_ID_REUSE_SECONDS
@@ -43,7 +43,7 @@ def add(db: tuple[Database, WritePath], rows: list[MessageRow],
     """The rows written as a flush writes them; what it counted, by counter name."""
     database, path = db
     names = Names()
-    interning = names.interning()
+    interning = names.interning(day_of(max((r.time for r in [*rows, *recipients]), default=0.0)))
     with database.write() as conn:
         counted = write_messages(conn, path, interning, rows, list(recipients), {})
     names.learn(interning)

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from extrusion.scoring import schema
 from extrusion.scoring.dialects import WritePath
+from extrusion.scoring.names import expiry_day
 from extrusion.scoring.packing import ORPHAN
 
 DAY = 86400
@@ -214,6 +215,9 @@ def expiries(before: float, limit: int | None, counters_before: float | None = N
         (schema.sender_baselines, schema.sender_baselines.c.updated < before),
         (schema.rate_use, schema.rate_use.c.bucket < ib),
         (schema.failure_windows, schema.failure_windows.c.time < before),
+        # Last: names no write has used since before the boundary (names.py says why
+        # no row can still name them).
+        (schema.names, schema.names.c.seen < expiry_day(before)),
             ))]
 
 

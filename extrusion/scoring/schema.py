@@ -77,6 +77,9 @@ names = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(KEY_LEN), nullable=False),
+    # The last day (days since the epoch, of the rows' time) a write used the name: the
+    # prune deletes names not seen since before the retention boundary (names.py).
+    Column("seen", Integer, nullable=False, default=0),
 )
 Index("ix_names_name", names.c.name, unique=True)
 

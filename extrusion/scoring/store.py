@@ -38,7 +38,7 @@ from extrusion.scoring.database import Database, StoreError, StoreRefused, Store
 from extrusion.scoring.dialects import write_path
 from extrusion.scoring.events import StateChange
 from extrusion.scoring.limits import OthersUse
-from extrusion.scoring.names import Names
+from extrusion.scoring.names import Names, day_of
 from extrusion.scoring.reportreads import ListedMessage, RecipientHistory, SenderTotals
 from extrusion.scoring.rows import Batch, OverrideRow, SenderRow, StoredMessage
 from extrusion.scoring.writes import state_change_row
@@ -136,7 +136,7 @@ class Store:
         batch = bound_batch(batch)
         for attempt in range(_DEADLOCK_RETRIES):
             try:
-                names = self._names.interning()
+                names = self._names.interning(day_of(batch.latest()))
                 with self._db.write() as conn:
                     merged = batchwrite.write_batch(conn, self._path, batch, half_life, names)
                 self._names.learn(names)  # committed: the new ids name stored rows

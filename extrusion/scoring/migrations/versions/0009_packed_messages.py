@@ -18,6 +18,7 @@ Revises: 0008
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +57,7 @@ def _tables() -> None:
         "names",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
         sa.Column("name", sa.String(320), nullable=False),
+        sa.Column("seen", sa.Integer(), nullable=False),
     )
     op.create_index("ix_names_name", "names", ["name"], unique=True)
     op.create_table(
@@ -113,10 +115,11 @@ def _names(conn: sa.Connection) -> dict[str, int]:
     ):
         found.update(r[0] for r in conn.exec_driver_sql(sql))
     ordered = sorted(found)
+    today = int(time.time() // 86400)  # seen today: kept a retention period from now
     for i in range(0, len(ordered), BATCH):
         conn.execute(
-            sa.text("INSERT INTO names (name) VALUES (:n)"),
-            [{"n": n} for n in ordered[i : i + BATCH]],
+            sa.text("INSERT INTO names (name, seen) VALUES (:n, :d)"),
+            [{"n": n, "d": today} for n in ordered[i : i + BATCH]],
         )
     return {n: int(i) for i, n in conn.exec_driver_sql("SELECT id, name FROM names")}
 
