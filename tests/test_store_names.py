@@ -36,7 +36,7 @@ def message(t: float, qid: str, sender: str, helo: str) -> Batch:
 
 
 def names(s: Store) -> set[str]:
-    with s._db.read() as conn:  # noqa: SLF001 - the table itself is what is checked
+    with s._db.read() as conn:
         return set(conn.execute(sa.select(schema.names.c.name)).scalars())
 
 
@@ -111,5 +111,5 @@ def test_a_late_batch_does_not_mark_names_seen_past_its_own_day(store: Store) ->
 
 
 def seen(s: Store) -> dict[str, int]:
-    with s._db.read() as conn:  # noqa: SLF001
+    with s._db.read() as conn:
         return dict(conn.execute(sa.select(schema.names.c.name, schema.names.c.seen)).all())
