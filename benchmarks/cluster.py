@@ -40,6 +40,7 @@ from policyd import free_port, request, wait_engine, wait_port
 
 from extrusion.config import from_dict
 from extrusion.scoring.admin import operator_action
+from extrusion.scoring.packing import recipients
 
 BOT_USER = "bot"
 CUSTOMERS = 200
@@ -207,14 +208,18 @@ async def propagation(url: str, hosts: list[Host], trials: int) -> list[float]:
 
 
 def store_rows(url: str, tag: str) -> dict[tuple[str, str, str], list[str]]:
+    """Each (mta, queue id, recipient) of the tagged messages with its stored status
+    (the last outcome: a message's recipients are packed in its row)."""
     eng = sa.create_engine(url)
     try:
         with eng.connect() as c:
-            rows = c.execute(sa.text("SELECT mta, queue_id, recipient, status FROM recipients "
-                                     "WHERE queue_id LIKE :t"), {"t": f"{tag}%"})
+            rows = c.execute(sa.text(
+                "SELECT n.name, m.queue_id, m.time, m.rcpts FROM messages m "
+                "JOIN names n ON n.id = m.mta_id WHERE m.queue_id LIKE :t"), {"t": f"{tag}%"})
             out: dict[tuple[str, str, str], list[str]] = {}
-            for mta, qid, rcpt, status in rows:
-                out.setdefault((mta, qid, rcpt), []).append(status)
+            for mta, qid, t, rcpts in rows:
+                for r in recipients(rcpts, float(t)):
+                    out.setdefault((mta, qid, r.recipient), []).append(r.status)
             return out
     finally:
         eng.dispose()

@@ -3,14 +3,14 @@
     .venv/bin/python benchmarks/prune.py [--senders 500000] [--no-pg] [--no-sqlite]
         [--no-rescan] [--jobs expire,fold] [--repeat 1]
 
-Issue 20. Fills a store once per backend with N senders, each with one message,
-two recipient rows (queued, then sent) and one minute counter, half of the senders'
+Issue 20. Fills a store once per backend with N senders, each with one message (its
+recipient delivered, packed in its row) and one minute counter, half of the senders'
 rows 40 days old and interleaved with the new half in every table's key order (as
 a month of mixed senders is). Then, each on a fresh copy of the same store:
 
-- expire: `Store.prune(horizon)` deletes the old half (2 N rows);
+- expire: `Store.prune(horizon)` deletes the old half (N rows);
 - fold: `Store.prune(0, detail_before=horizon)` folds the old half into
-  `sender_days` and daily counters (2 N rows taken);
+  `sender_days` and deletes its counters (N rows taken);
 
 each as one statement a step (`batch=None`), in keyset batches of 5,000 and in
 the backend's own batches (what the daemon runs: 5,000 rows on SQLite; on
@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 from extrusion.scoring import retention, schema
 from extrusion.scoring.dialects import write_path
-from extrusion.scoring.rows import MESSAGE_COLUMNS, RECIPIENT_COLUMNS
+from extrusion.scoring.sqltext import PACKED_COLUMNS
 from extrusion.scoring.store import Store
 
 NOW = 1_790_000_000.0
@@ -63,25 +63,23 @@ def fill(url: str, n: int) -> None:
     def insert(table: str, cols: tuple[str, ...]) -> str:
         return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([p] * len(cols))})"
 
-    messages, recipients = insert("messages", MESSAGE_COLUMNS), insert(
-        "recipients", RECIPIENT_COLUMNS)
-    counters = insert("counters", ("sender", "name", "bucket", "value"))
+    messages = insert("messages", PACKED_COLUMNS)
+    counters = insert("counters", ("sender_id", "name", "bucket", "value"))
     try:
+        with eng.begin() as conn:
+            conn.exec_driver_sql(insert("names", ("name",)), [
+                (name,) for name in ("mx1", "pc", "dsl.example.net",
+                                     *(f"sasl:customer{i}" for i in range(n)))])
+            ids = dict(conn.exec_driver_sql("SELECT name, id FROM names").all())
         for start in range(0, n, CHUNK):
-            rows = [(i, OLD if i % 2 else NOW - 3600.0, f"sasl:customer{i}")
+            rows = [(i, OLD if i % 2 else NOW - 3600.0, ids[f"sasl:customer{i}"])
                     for i in range(start, min(n, start + CHUNK))]
             with eng.begin() as conn:
                 conn.exec_driver_sql(messages, [
-                    (t, "mx1", f"Q{i:X}", k, f"c{i}@example.net", "pc", "198.51.100.7",
-                     "dsl.example.net", 2000, 1, f"<{i}@example.net>", False, False, False, "")
+                    (t, ids["mx1"], k, 2000, ids["pc"], ids["dsl.example.net"], 1, 0, 1, 0,
+                     f"Q{i:X}", f"c{i}@example.net",
+                     "198.51.100.7", "", f"r{i}@example.org\ts\t2000")
                     for i, t, k in rows])
-                conn.exec_driver_sql(recipients, [
-                    (t + d, "mx1", f"Q{i:X}", k, f"r{i}@example.org", status, cls, dsn, reply,
-                     relay)
-                    for i, t, k in rows
-                    for d, status, cls, dsn, reply, relay in (
-                        (0.0, "queued", "", "", "", ""),
-                        (2.0, "sent", "delivered", "2.0.0", "250 2.0.0 Ok", "mx.example.org"))])
                 conn.exec_driver_sql(counters, [(k, "messages", int(t // 60) * 60, 1.0)
                                                 for i, t, k in rows])
         if eng.dialect.name == "postgresql":
@@ -97,8 +95,7 @@ def outcome(url: str) -> tuple[int, ...]:
     try:
         with eng.connect() as conn:
             counts = [int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
-                      for t in (schema.messages, schema.recipients, schema.counters,
-                                schema.sender_days)]
+                      for t in (schema.messages, schema.counters, schema.sender_days)]
             d, c = schema.sender_days, schema.counters
             sums = [conn.execute(sa.select(sa.func.coalesce(sa.func.sum(col), 0))).scalar_one()
                     for col in (d.c.messages, d.c.delivered, c.c.value)]
@@ -209,7 +206,7 @@ def copies(backend: str, tmp: Path, n: int) -> Iterator[Callable[[str], str]]:
 def measure(backend: str, tmp: Path, n: int, variants: list[str], jobs: list[str]) -> None:
     t0 = time.monotonic()
     with copies(backend, tmp, n) as copy:
-        print(f"# {backend}: {n:,} senders, {4 * n:,} rows written in "
+        print(f"# {backend}: {n:,} senders, {2 * n:,} rows written (and {n:,} names) in "
               f"{time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
         for job in jobs:
             first, ends = 0.0, set()

@@ -6,7 +6,7 @@
 Fills a store (SQLite in a temp dir, and a throw-away PostgreSQL) with N senders
 as a big ISP's store holds them after a month: 1 % active within the last hours
 (a score worth remembering), 0.1 % throttled, the rest quiet; one message and
-one recipient row each, half of them older than the prune horizon. Then starts
+its recipient in its row, half of them older than the prune horizon. Then starts
 `extrusion policyd` (no milter, no log feed) on it and prints, for 10 k and 1 M
 senders side by side with the ratio:
 
@@ -15,7 +15,7 @@ senders side by side with the ratio:
 - senders the engine kept in memory (`extrusion_engine_senders_in_memory`);
 - resident memory after start-up and its peak (VmRSS, VmHWM);
 - p50/p99 of a RCPT policy request for a random known sender (one connection);
-- `Store.prune()` of the old half of the messages and recipients (before the
+- `Store.prune()` of the old half of the messages (before the
   daemon starts: its start-up prunes too);
 - the engine alone, in this process: opening it on the store, and `decide()`s
   per second at RCPT for 100 k random known senders, the first time (most not in
@@ -43,7 +43,8 @@ from policyd import free_port, request, wait_engine, wait_port
 from extrusion.config import from_dict
 from extrusion.scoring.engine import open_engine
 from extrusion.scoring.events import Stage
-from extrusion.scoring.rows import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, Batch
+from extrusion.scoring.rows import Batch
+from extrusion.scoring.sqltext import PACKED_COLUMNS
 from extrusion.scoring.store import Store
 
 NOW = time.time()
@@ -66,7 +67,8 @@ def sender_row(i: int) -> tuple[object, ...]:
 
 
 def fill(url: str, n: int) -> None:
-    """N senders, and one message and one recipient row each (the older half prunable)."""
+    """N senders, and one message each, its recipient in its row (the older half
+    prunable)."""
     with Store(url) as s:
         s.upgrade()
     placeholders = {"sqlite": "?", "postgresql": "%s"}
@@ -75,23 +77,24 @@ def fill(url: str, n: int) -> None:
     senders = (f'INSERT INTO senders (key, class, state, score, score_time, first_seen, '
                f'last_seen, state_since, findings, version, changed_at) VALUES '
                f'({", ".join([p] * 11)})')
-    messages = (f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES "
-                f"({', '.join([p] * len(MESSAGE_COLUMNS))})")
-    recipients = (f"INSERT INTO recipients ({', '.join(RECIPIENT_COLUMNS)}) VALUES "
-                  f"({', '.join([p] * len(RECIPIENT_COLUMNS))})")
+    messages = (f"INSERT INTO messages ({', '.join(PACKED_COLUMNS)}) VALUES "
+                f"({', '.join([p] * len(PACKED_COLUMNS))})")
     try:
+        with eng.begin() as conn:
+            conn.exec_driver_sql(f"INSERT INTO names (name) VALUES ({p})", [
+                (name,) for name in ("mx1", "pc", "dsl.example.net",
+                                     *(f"sasl:customer{i}" for i in range(n)))])
+            name_ids = dict(conn.exec_driver_sql("SELECT name, id FROM names").all())
+        mta, helo, client = (name_ids[x] for x in ("mx1", "pc", "dsl.example.net"))
         for start in range(0, n, CHUNK):
             ids = range(start, min(n, start + CHUNK))
             times = [OLD if i % 2 else NOW - 3600.0 for i in ids]
             with eng.begin() as conn:
                 conn.exec_driver_sql(senders, [sender_row(i) for i in ids])
-                conn.exec_driver_sql(messages, [
-                    (t, "mx1", f"Q{i:X}", f"sasl:customer{i}", f"c{i}@example.net", "pc",
-                     "198.51.100.7", "dsl.example.net", 2000, 1, f"<{i}@example.net>", False,
-                     False, False, "") for i, t in zip(ids, times, strict=True)])
-                conn.exec_driver_sql(recipients, [
-                    (t, "mx1", f"Q{i:X}", f"sasl:customer{i}", f"r{i}@example.org", "sent",
-                     "delivered", "2.0.0", "250 2.0.0 Ok", "mx.example.org")
+                conn.exec_driver_sql(messages, [  # its recipient delivered, in its row
+                    (t, mta, name_ids[f"sasl:customer{i}"], 2000, helo, client, 1, 0, 1, 0,
+                     f"Q{i:X}", f"c{i}@example.net", "198.51.100.7", "",
+                     f"r{i}@example.org\ts\t2000")
                     for i, t in zip(ids, times, strict=True)])
     finally:
         eng.dispose()

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/storesize.py [--senders 200] [--messages 20] [--no-pg]
     .venv/bin/python benchmarks/storesize.py --days 30 --senders 100 [--detail 7,3,1]
-    .venv/bin/python benchmarks/storesize.py --days 30 --senders 30 --detail 7,1 --layout packed
+    .venv/bin/python benchmarks/storesize.py --days 30 --senders 30 --detail 7,1 --parts
 
 Each sender sends `--messages` messages of 1-5 recipients spread over one
 day; each recipient's outcome (90 % delivered, 10 % bounced) follows 1-20 s
@@ -10,22 +10,15 @@ later, and the engine flushes once per second of that day's clock, as the
 daemons do (so a recipient's outcome often lands in a later flush than its
 submission). Prints bytes per sender-day per table (data and indexes:
 PostgreSQL's pg_total_relation_size after VACUUM FULL, SQLite's dbstat after
-VACUUM), with the "queued" recipient rows kept as before (`keep queued`) and
-replaced by their outcome (`elide queued`: left out when the outcome is in the
-same flush, deleted when it comes in a later one), side by side.
+VACUUM).
 
-With `--days N` the same traffic runs for N days (queued rows elided, as the
-store does), and the store is measured as it stands on the last day: all detail
-kept, then folded as the policy daemon's prune does with `[store] detail_days`
-of each `--detail` value in turn (messages and outcomes before the boundary
-folded into per-sender days, `sender_days`; minute counters before
+With `--days N` the same traffic runs for N days, and the store is measured as it
+stands on the last day: all detail kept, then folded as the policy daemon's prune
+does with `[store] detail_days` of each `--detail` value in turn (messages before
+the boundary folded into per-sender days, `sender_days`; minute counters before
 `counter_boundary` deleted); bytes per active sender-day = the whole store /
-(senders x days).
-
-With `--layout packed` (and `--days`) the same traffic also fills the layout
-proposed in packedschema.py (packedstore.py writes and prunes it) and both stores
-are printed side by side, by relation and by table, at each `--detail`, with what
-the fill's updates and deletes left dead on PostgreSQL before it was vacuumed.
+(senders x days). With `--parts`, by table and index too, with the floors below
+which no layout of these rows goes.
 """
 
 from __future__ import annotations
@@ -40,19 +33,18 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from packedstore import PackedStore, fill
 from pgtemp import pg_database
 
 from extrusion.config import from_dict
-from extrusion.scoring import batchwrite
 from extrusion.scoring.engine import Engine
 from extrusion.scoring.events import Outcome, Status, Submission
+from extrusion.scoring.packing import recipients
 from extrusion.scoring.retention import counter_boundary, detail_boundary
 from extrusion.scoring.store import Store
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
-TABLES = ("recipients", "counters", "messages", "senders", "state_changes", "rate_use",
+TABLES = ("names", "counters", "messages", "senders", "state_changes", "rate_use",
           "sender_days")
 
 
@@ -173,8 +165,6 @@ def parts(url: str, floors: bool = True) -> dict[str, int]:
 
 FLOOR = "(row floor)"
 INDEX_FLOOR = "(index floor)"
-TEXT_FLOOR = "(recipient text)"
-INTERNED = "(interning saves)"
 ADDRESSES = "(addresses)"
 AGGREGATES = "(day sums)"
 
@@ -183,33 +173,20 @@ def floor(conn: Any, dialect: str) -> dict[str, int]:
     """What no layout of these rows goes below, built side by side: a table of as many
     rows as TABLES hold, each holding nothing (PostgreSQL: no column, its 24-byte
     header and 4-byte item pointer; SQLite: its rowid alone); an index of a 4-byte
-    integer with as many entries as TABLES' indexes (primary keys too); and the bytes
-    of what a recipient's row says (time, queue id, address, status, DSN, reply); and
-    the bytes interning senders, hosts and relays would save at most (their text
-    where it repeats, less 4-byte ids). Then the data itself, the physical floor of
-    any layout that keeps the evidence: the recipients' addresses, and the folded
-    days' sums (the sender's name, an 8-byte day, four 4-byte counts, the hours)."""
+    integer with as many entries as TABLES' indexes (primary keys too). Then the data
+    itself, the physical floor of any layout that keeps the evidence: the recipients'
+    addresses, and the folded days' sums (a 4-byte sender id, an 8-byte day, four
+    4-byte counts, the hours)."""
     rows = {t: int(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() or 0)
             for t in TABLES}
     indexes = sa.inspect(conn)
     entries = sum(n * (len(indexes.get_indexes(t)) + 1) for t, n in rows.items())
-    text = conn.execute(sa.text(
-        "SELECT SUM(8 + length(queue_id) + length(recipient) + 1 + length(dsn) "
-        "+ length(reply)) FROM recipients")).scalar()
-    # Repeated names an interned table would make 4-byte ids: each row's sender (twice:
-    # its row and its index; SQLite's counters hold it once), host and relay.
-    repeated = sum(int(conn.execute(sa.text(f"SELECT SUM({expr}) FROM {t}")).scalar() or 0)
-                   for t, expr in (("recipients", "2 * length(sender) + length(mta) "
-                                                  "+ length(relay) - 16"),
-                                   ("messages", "2 * length(sender) + length(mta) - 12"),
-                                   ("counters", "length(sender) - 4" if dialect == "sqlite"
-                                    else "2 * length(sender) - 8")))
-    addresses = conn.execute(sa.text("SELECT SUM(length(recipient)) FROM recipients")).scalar()
-    sums = conn.execute(sa.text("SELECT SUM(length(sender) + 28) FROM sender_days")).scalar()
+    addresses = sum(len(r.recipient) for t, text in conn.execute(sa.text(
+        "SELECT time, rcpts FROM messages")) for r in recipients(text, float(t)))
+    sums = conn.execute(sa.text("SELECT count(*) * 32 FROM sender_days")).scalar()
     return {FLOOR: _floor_table(conn, dialect, sum(rows.values()), index=False),
             INDEX_FLOOR: _floor_table(conn, dialect, entries, index=True),
-            TEXT_FLOOR: int(text or 0), INTERNED: repeated,
-            ADDRESSES: int(addresses or 0), AGGREGATES: int(sums or 0)}
+            ADDRESSES: addresses, AGGREGATES: int(sums or 0)}
 
 
 def _floor_table(conn: Any, dialect: str, n: int, index: bool) -> int:
@@ -239,12 +216,10 @@ def _floor_table(conn: Any, dialect: str, n: int, index: bool) -> int:
     return int(size or 0)
 
 
-def measure(backend: str, day: list[tuple[float, int, Any]], elide: bool,
-            tmp: str) -> dict[str, int]:
-    batchwrite.ELIDE_QUEUED = elide
-    spool = os.path.join(tmp, f"spool-{backend}-{elide}")
+def measure(backend: str, day: list[tuple[float, int, Any]], tmp: str) -> dict[str, int]:
+    spool = os.path.join(tmp, f"spool-{backend}")
     if backend == "sqlite":
-        url = f"sqlite:///{tmp}/{backend}-{elide}.db"
+        url = f"sqlite:///{tmp}/{backend}.db"
         run(url, day, spool)
         with sa.create_engine(url).connect() as conn:
             conn.exec_driver_sql("VACUUM")
@@ -257,7 +232,6 @@ def measure(backend: str, day: list[tuple[float, int, Any]], elide: bool,
 def month(backend: str, senders: int, messages: int, days: int, detail: list[float],
           tmp: str, by_part: bool = False) -> None:
     """Bytes per sender-day of `days` days, all detail kept and then folded."""
-    batchwrite.ELIDE_QUEUED = True
     traffic = events(senders, messages, days=days)
     with contextlib.ExitStack() as stack:
         url = (f"sqlite:///{tmp}/month.db" if backend == "sqlite"
@@ -279,7 +253,7 @@ def month(backend: str, senders: int, messages: int, days: int, detail: list[flo
     if by_part:
         print(f"\n{backend}: bytes per sender-day over {days} days, by table and index")
         print(f"{'relation':30}" + "".join(f"{name:>10}" for name in split))
-        extra = [FLOOR, INDEX_FLOOR, TEXT_FLOOR, INTERNED, ADDRESSES, AGGREGATES]
+        extra = [FLOOR, INDEX_FLOOR, ADDRESSES, AGGREGATES]
         names = [*sorted({n for c in split.values() for n in c if c[n]} - set(extra)), *extra]
         for n in names:
             print(f"{n:30}" + "".join(f"{c.get(n, 0) / sender_days:10,.0f}"
@@ -292,83 +266,6 @@ def month(backend: str, senders: int, messages: int, days: int, detail: list[flo
                                     for c in columns.values()))
 
 
-PACKED_TABLES = ("names", "messages", "counters", "senders", "state_changes", "rate_use",
-                 "sender_days")
-CHURN = ("messages", "recipients")
-
-
-def churn(url: str) -> dict[str, tuple[int, ...]]:
-    """PostgreSQL's count of rows inserted, updated (HOT among them), deleted and left dead
-    in CHURN's tables, and their size before any vacuum of this run's own."""
-    time.sleep(2.0)  # a backend reports its table counts at most once a second
-    eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with eng.connect() as conn:
-            return {str(r[0]): tuple(int(x) for x in r[1:]) for r in conn.execute(sa.text(
-                "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, n_dead_tup, "
-                "pg_table_size(relid), autovacuum_count FROM pg_stat_user_tables "
-                "WHERE relname IN ('messages', 'recipients')"))}
-    finally:
-        eng.dispose()
-
-
-def compare(backend: str, senders: int, messages: int, days: int, detail: list[float],
-            tmp: str) -> None:
-    """The current layout and packedschema's side by side, filled from the same traffic
-    and folded alike at each `detail` value."""
-    batchwrite.ELIDE_QUEUED = True
-    traffic = events(senders, messages, days=days)
-    with contextlib.ExitStack() as stack:
-        if backend == "sqlite":
-            url, purl = f"sqlite:///{tmp}/current.db", f"sqlite:///{tmp}/packed.db"
-        else:
-            url, purl = stack.enter_context(pg_database()), stack.enter_context(pg_database())
-        now = run(url, traffic, os.path.join(tmp, f"spool-compare-{backend}"))
-        packed = PackedStore(purl)
-        stack.callback(packed.close)
-        fill(packed, traffic, T0)
-        packed.copy_from(url)
-        if backend == "postgresql":
-            dead = {**churn(url), **{f"packed {k}": v for k, v in churn(purl).items()}}
-            print(f"\n{backend}: what the fill left before vacuum (packed: {packed.updates:,} "
-                  "updates, one per message per flush)")
-            print(f"{'table':22}" + "".join(f"{h:>12}" for h in (
-                "inserted", "updated", "HOT", "deleted", "dead", "bytes", "autovacuums")))
-            for name, v in dead.items():
-                print(f"{name:22}" + "".join(f"{x:12,}" for x in v))
-        by_rel = {"all": (parts(url, floors=False), parts(purl, floors=False))}
-        by_table = {"all": (sizes(url), sizes(purl, PACKED_TABLES))}
-        for days_kept in sorted(detail, reverse=True):
-            with Store(url) as store:
-                store.prune(0.0, detail_before=detail_boundary(now, days_kept),
-                            counters_before=counter_boundary(now, days_kept))
-            packed.prune(now, days_kept)
-            if backend == "sqlite":
-                for u in (url, purl):
-                    with sa.create_engine(u).connect() as conn:
-                        conn.exec_driver_sql("VACUUM")
-            name = f"{days_kept:g} d"
-            by_rel[name] = (parts(url, floors=False), parts(purl, floors=False))
-            by_table[name] = (sizes(url), sizes(purl, PACKED_TABLES))
-    n = senders * days
-    head = "".join(f"{'now ' + k:>12}{'packed ' + k:>12}" for k in by_rel)
-    print(f"\n{backend}: bytes per sender-day over {days} days, by relation")
-    print(f"{'relation':30}{head}")
-    names = sorted({r for pair in by_rel.values() for c in pair for r, b in c.items() if b})
-    for r in names:
-        print(f"{r:30}" + "".join(f"{a.get(r, 0) / n:12,.0f}{b.get(r, 0) / n:12,.0f}"
-                                  for a, b in by_rel.values()))
-    print(f"\n{backend}: bytes per sender-day over {days} days, by table (with its indexes)")
-    print(f"{'table':30}{head}")
-    for t in sorted({*TABLES, *PACKED_TABLES}):
-        print(f"{t:30}" + "".join(f"{a.get(t, 0) / n:12,.0f}{b.get(t, 0) / n:12,.0f}"
-                                  for a, b in by_table.values()))
-    print(f"{'total':30}" + "".join(f"{sum(a.values()) / n:12,.0f}{sum(b.values()) / n:12,.0f}"
-                                    for a, b in by_table.values()))
-    print(f"{'packed / now':30}" + "".join(f"{'':12}{sum(b.values()) / sum(a.values()):12.2f}"
-                                           for a, b in by_table.values()))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--senders", type=int, default=200)
@@ -378,34 +275,24 @@ def main() -> None:
     ap.add_argument("--detail", default="7,3,1", help="detail_days values, with --days")
     ap.add_argument("--parts", action="store_true",
                     help="with --days, bytes by table and index and the row floor too")
-    ap.add_argument("--layout", choices=("current", "packed"), default="current",
-                    help="with --days, packed: packedschema.py's layout beside the current")
     args = ap.parse_args()
     backends = ("sqlite", *(() if args.no_pg else ("postgresql",)))
     if args.days > 1:
         detail = [float(x) for x in args.detail.split(",")]
         with tempfile.TemporaryDirectory() as tmp:
             for backend in backends:
-                if args.layout == "packed":
-                    compare(backend, args.senders, args.messages, args.days, detail, tmp)
-                else:
-                    month(backend, args.senders, args.messages, args.days, detail, tmp,
-                          args.parts)
+                month(backend, args.senders, args.messages, args.days, detail, tmp, args.parts)
         return
     day = events(args.senders, args.messages)
     rcpt_rows = sum(isinstance(e, Outcome) for _, _, e in day)
     print(f"{args.senders} senders x {args.messages} messages/day, {rcpt_rows} recipients")
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
-            kept = measure(backend, day, False, tmp)
-            elided = measure(backend, day, True, tmp)
+            size = measure(backend, day, tmp)
             print(f"\n{backend}: bytes per sender-day")
-            print(f"{'table':14} {'keep queued':>12} {'elide queued':>13}")
             for t in TABLES:
-                print(f"{t:14} {kept[t] / args.senders:12,.0f} {elided[t] / args.senders:13,.0f}")
-            a, b = sum(kept.values()), sum(elided.values())
-            print(f"{'total':14} {a / args.senders:12,.0f} {b / args.senders:13,.0f}"
-                  f"   ratio {b / a:.2f}")
+                print(f"{t:14} {size[t] / args.senders:12,.0f}")
+            print(f"{'total':14} {sum(size.values()) / args.senders:12,.0f}")
 
 
 if __name__ == "__main__":

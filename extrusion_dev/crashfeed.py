@@ -22,6 +22,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from extrusion.scoring.packing import recipients
 from extrusion_dev.generate import Client, LogWriter
 
 _CLIENT = re.compile(r": ([0-9A-F]+): client=")
@@ -143,13 +144,17 @@ def stored(url: str, mta: str, keys: list[str]) -> Stored:
     eng = sa.create_engine(url)
     try:
         with eng.connect() as conn:
-            messages = Counter(q for (q,) in conn.execute(sa.text(
-                "SELECT queue_id FROM messages WHERE mta = :m"), {"m": mta}))
-            outcomes = Counter((q, r, s) for q, r, s in conn.execute(sa.text(
-                "SELECT queue_id, recipient, status FROM recipients "
-                "WHERE status IN ('sent', 'bounced')")))
+            rows = conn.execute(sa.text(
+                "SELECT m.queue_id, m.time, m.rcpts, n.name FROM messages m "
+                "JOIN names n ON n.id = m.mta_id")).all()
+            # A message's recipients are packed in its row, each with its last outcome.
+            messages = Counter(q for q, _t, _r, m in rows if m == mta)
+            outcomes = Counter((q, r.recipient, r.status) for q, t, text, _m in rows
+                               for r in recipients(text, float(t))
+                               if r.status in ("sent", "bounced"))
             counters = {name: int(value) for name, value in conn.execute(sa.text(
-                "SELECT name, sum(value) FROM counters WHERE sender IN :k GROUP BY name"
+                "SELECT c.name, sum(c.value) FROM counters c JOIN names n "
+                "ON n.id = c.sender_id WHERE n.name IN :k GROUP BY c.name"
             ).bindparams(sa.bindparam("k", expanding=True)), {"k": sorted(keys)})}
     finally:
         eng.dispose()

@@ -78,8 +78,9 @@ def test_three_hosts_agree_propagate_and_lose_no_row(pg_database: str,
     eng = sa.create_engine(pg_database)
     try:
         with eng.connect() as c:
-            mtas = c.execute(sa.text("SELECT DISTINCT mta FROM messages "
-                                     "WHERE queue_id LIKE 'TQ%'")).scalars().all()
+            mtas = c.execute(sa.text("SELECT DISTINCT n.name FROM messages m JOIN names n "
+                                     "ON n.id = m.mta_id WHERE m.queue_id LIKE 'TQ%'")
+                             ).scalars().all()
     finally:
         eng.dispose()
     assert set(mtas) == set(HOSTS)

@@ -18,6 +18,7 @@ from extrusion.scoring.store import Store
 from extrusion_dev.generate import Client, LogWriter
 
 from .conftest import _reset_postgres
+from .storeview import message_rows, outcome_rows
 
 HOSTS = ("mx1.test", "mx2.test", "mx3.test")
 BOT = Client(key="ip:198.51.100.66", name="unknown", addr="198.51.100.66", sasl="",
@@ -54,16 +55,17 @@ def _snapshot(url: str) -> dict[str, Any]:
     eng = sa.create_engine(url)
     try:
         with eng.connect() as conn:
-            return {
-                "counters": sorted(conn.execute(sa.text(
-                    "SELECT sender, name, bucket, value FROM counters")).all()),
-                "recipients": sorted(conn.execute(sa.text(
-                    "SELECT mta, queue_id, recipient, status, time FROM recipients")).all()),
-                "messages": sorted(conn.execute(sa.text(
-                    "SELECT mta, queue_id, rcpt_count FROM messages")).all()),
-            }
+            counters = sorted(conn.execute(sa.text(
+                "SELECT n.name, c.name, c.bucket, c.value FROM counters c "
+                "JOIN names n ON n.id = c.sender_id")).all())
     finally:
         eng.dispose()
+    return {
+        "counters": counters,
+        "recipients": outcome_rows(url),
+        "messages": sorted((m["mta"], m["queue_id"], m["rcpt_count"])
+                           for m in message_rows(url)),
+    }
 
 
 def _start(cfg: Config) -> tuple[Engine, CrashSafeFeed]:

@@ -25,6 +25,7 @@ from tests.helpers import wait_for
 from tests.mta.daemons import ExtrusionDaemons, postfix_daemons  # noqa: F401 (fixture `daemons`)
 from tests.postfix_harness import PostfixInstance, SendResult
 from tests.smtp_remote import VIRUS_MARKER, RemoteSMTP
+from tests.storeview import message_rows
 
 pytestmark = pytest.mark.integration
 
@@ -196,16 +197,13 @@ def test_a_mailing_list_post_with_ten_percent_dead_is_untouched(
     assert sum(o.status == "sent" for o in final.values()) == 450
 
     # Every outcome in the store, not a guessed pause: the state is judged on all 500.
-    db = sa.create_engine(f"sqlite:///{daemons.store_path}")
-    try:
-        def judged() -> bool:
-            with db.connect() as c:
-                return c.execute(sa.text(
-                    "SELECT count(*) FROM recipients WHERE sender = :k AND status != 'queued'"),
-                    {"k": key}).scalar_one() == 500
-        _wait("the list's 500 outcomes in the store", judged)
-    finally:
-        db.dispose()
+    url = f"sqlite:///{daemons.store_path}"
+
+    def judged() -> bool:
+        rows = [m for m in message_rows(url) if m["sender"] == key]
+        return sum(m["delivered"] + m["failed"] for m in rows) == 500 and all(
+            r.status != "queued" for m in rows for r in m["recipients"])
+    _wait("the list's 500 outcomes in the store", judged)
     assert _state(daemons, key) not in CONTAINED
     follow_up = postfix.send(f"news@list-{tag}.example", [f"member-{tag}-x@remote.example"],
                              source="127.0.0.11", helo="lists.customer.example")
@@ -337,31 +335,31 @@ def test_with_the_hostname_unset_each_message_is_counted_once(
     assert None not in queue_ids and len(queue_ids) == 4
     for qid in queue_ids:
         postfix.wait_removed(str(qid))
-    db = sa.create_engine(f"sqlite:///{daemons.store_path}")
-    try:
-        def delivered() -> bool:
-            with db.connect() as c:
-                return c.execute(sa.text(
-                    "SELECT count(*) FROM recipients WHERE sender = :k AND status = 'sent'"),
-                    {"k": key}).scalar_one() == 8
+    url = f"sqlite:///{daemons.store_path}"
 
-        _wait("the deliveries in the store", delivered)
-        time.sleep(2 * FLUSH_SECONDS)  # a second report of a message would land by now
+    def mine() -> list[dict[str, Any]]:
+        return [m for m in message_rows(url) if m["sender"] == key]
+
+    def delivered() -> bool:
+        return sum(1 for m in mine() for r in m["recipients"] if r.status == "sent") == 8
+
+    _wait("the deliveries in the store", delivered)
+    time.sleep(2 * FLUSH_SECONDS)  # a second report of a message would land by now
+    rows = [(m["mta"], m["queue_id"]) for m in mine()]
+    db = sa.create_engine(url)
+    try:
         with db.connect() as c:
-            rows = c.execute(sa.text("SELECT mta, queue_id FROM messages WHERE sender = :k"),
-                             {"k": key}).all()
             counted = c.execute(sa.text(
-                "SELECT name, sum(value) FROM counters WHERE sender = :k "
-                "AND name IN ('messages', 'recipients') GROUP BY name"), {"k": key}).all()
-            recipient_rows = dict(c.execute(sa.text(
-                "SELECT status, count(*) FROM recipients WHERE sender = :k GROUP BY status"),
-                {"k": key}).all())
+                "SELECT c.name, sum(c.value) FROM counters c JOIN names n ON n.id = c.sender_id "
+                "WHERE n.name = :k AND c.name IN ('messages', 'recipients') GROUP BY c.name"),
+                {"k": key}).all()
     finally:
         db.dispose()
+    statuses = [r.status for m in mine() for r in m["recipients"]]
     assert sorted(q for _, q in rows) == sorted(str(q) for q in queue_ids)
     assert len({mta for mta, _ in rows}) == 1
     assert dict(counted) == {"messages": 4.0, "recipients": 8.0}
-    assert recipient_rows == {"sent": 8}  # each outcome took its "queued" row's place
+    assert statuses == ["sent"] * 8  # one line per recipient, its outcome in place
     assert "are not this host's" not in daemons.output("serve")
 
 

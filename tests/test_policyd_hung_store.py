@@ -1,9 +1,9 @@
 """A hung PostgreSQL never stalls a policy answer, while syslog outcomes keep arriving.
 
-The hang is real: another connection holds `LOCK TABLE messages IN ACCESS
+The hang is real: another connection holds `LOCK TABLE names, messages IN ACCESS
 EXCLUSIVE MODE`, so the engine's look-up of a message it did not record (an
-outcome line whose submission it never saw) waits on the lock for as long as
-the test holds it. The feed's worker waits; the reactor does not. Once the
+outcome line whose submission it never saw: its MTA's name id, then its row)
+waits on the lock for as long as the test holds it. The feed's worker waits; the reactor does not. Once the
 lock goes, every outcome received meanwhile reaches the engine.
 """
 
@@ -68,7 +68,7 @@ class HungPostgres(ServerCase):
 
         eng = sqlalchemy.create_engine(self.store_url)
         conn = eng.connect()
-        conn.execute(sqlalchemy.text("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"))
+        conn.execute(sqlalchemy.text("LOCK TABLE names, messages IN ACCESS EXCLUSIVE MODE"))
         self.addCleanup(eng.dispose)
         self.addCleanup(conn.close)
         return conn

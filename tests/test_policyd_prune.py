@@ -73,6 +73,9 @@ def test_the_hourly_prune_drops_minute_counters_sooner_than_messages(tmp_path: P
             t = T0 + day * DAY + 3600
             b.messages.append({"time": t, "mta": "mx1", "queue_id": f"Q{day}", "sender": KEY,
                                "rcpt_count": 1})
+            b.recipients.append({"time": t + 1, "mta": "mx1", "queue_id": f"Q{day}",
+                                 "sender": KEY, "recipient": "r@example.org",
+                                 "status": "sent"})
             b.add_counter(KEY, "sent", int(t))
         engine.store.write_batch(b, 3600.0)
         service = EngineService(cfg, lambda: engine, task.Clock(), Metrics())
@@ -82,8 +85,9 @@ def test_the_hourly_prune_drops_minute_counters_sooner_than_messages(tmp_path: P
             c = schema.counters
             buckets = conn.execute(sa.select(c.c.bucket).where(c.c.name == "sent")).scalars().all()
         assert sorted(kept) == [f"Q{d}" for d in range(3, 10)]  # 7 days of detail
-        # Two days of minutes; older ones are read by nothing and go (not into days).
-        assert sorted(buckets) == [T0 + d * DAY + 3600 for d in (8, 9)]
-        assert sum(engine.store.counters(KEY, "sent").values()) == 2.0
+        # Two hours of minutes (none here); older ones are read from the messages kept.
+        assert buckets == []
+        assert engine.store.counters(KEY, "sent", now - DAY) == {T0 + 9 * DAY + 3600: 1.0}
+        assert sum(engine.store.counters(KEY, "sent").values()) == 7.0
     finally:
         engine.close()

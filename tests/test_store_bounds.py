@@ -78,15 +78,16 @@ def test_typed_rows_are_bounded_as_dict_rows_are(odd: str) -> None:
         row = MessageRow(1.0, "mta", "Q1", SENDER, "a@x", "h", "192.0.2.1", "",
                          1000, 1, "<id@x>", False, False, False, "")._replace(**{field: odd})
         out = bound_batch(Batch(message_rows=[row])).message_rows[0]
-        assert out._asdict() == bound_row(schema.messages, row._asdict())
-        assert (out is row) == (bound_row(schema.messages, row._asdict()) == row._asdict())
+        assert out._asdict() == bound_row(schema.message_row, row._asdict())
+        assert (out is row) == (bound_row(schema.message_row, row._asdict()) == row._asdict())
 
 
 def test_nul_and_undecodable_characters_become_the_replacement_character() -> None:
     assert bound_text("a\x00b\udcffc", 64) == f"a{REPLACEMENT}b{REPLACEMENT}c"
 
 
-@pytest.mark.parametrize("table", schema.metadata.sorted_tables, ids=lambda t: t.name)
+@pytest.mark.parametrize("table", [*schema.metadata.sorted_tables, *schema.written.sorted_tables],
+                         ids=lambda t: t.name)
 def test_every_column_bound_comes_from_its_type(table: sa.Table) -> None:
     for column in table.columns:
         bound = column_bounder(column)
@@ -100,6 +101,8 @@ def test_every_column_bound_comes_from_its_type(table: sa.Table) -> None:
             assert cut_to(bound("z" * (limit + 50)), limit), column
         elif isinstance(t, sa.BigInteger):
             assert bound is not None and bound(10**30) == 2**63 - 1
+        elif isinstance(t, sa.SmallInteger):
+            assert bound is not None and bound(-(10**30)) == -(2**15)
         elif isinstance(t, sa.Integer):
             assert bound is not None and bound(-(10**30)) == -(2**31)
 
@@ -147,8 +150,7 @@ def test_over_long_client_values_are_stored_cut_and_the_next_messages_arrive(
 
     msg = e.store.message("LONG1", "mx1")
     assert msg is not None
-    assert cut_to(msg.message_id, 998)
-    assert msg.message_id.startswith(LONG_MSGID[:900])
+    assert msg.message_id == ""  # not kept since 0009 (no reader)
     assert cut_to(msg.envelope_from, schema.ADDR_LEN)
     assert cut_to(msg.helo, schema.HOST_LEN)
     assert msg.client_name == f"n{REPLACEMENT}ame.example"
@@ -157,7 +159,7 @@ def test_over_long_client_values_are_stored_cut_and_the_next_messages_arrive(
     assert all(cut_to(r.recipient, schema.ADDR_LEN) for r in rows)
     bounced = next(r for r in rows if r.status == "bounced")
     assert cut_to(bounced.reply, schema.TEXT_LEN)
-    assert cut_to(bounced.relay, schema.HOST_LEN)
+    assert bounced.relay == ""  # not kept since 0009 (no reader)
     change = e.store.state_changes(SENDER)[-1]
     assert cut_to(change.reason, schema.TEXT_LEN)
     assert cut_to(change.who, 128)

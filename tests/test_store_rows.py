@@ -49,9 +49,11 @@ def as_tuples() -> Batch:
 
 def test_the_typed_rows_are_the_tables_columns() -> None:
     assert MessageRow._fields == MESSAGE_COLUMNS and RecipientRow._fields == RECIPIENT_COLUMNS
-    for columns, table in ((MESSAGE_COLUMNS, schema.messages),
-                           (RECIPIENT_COLUMNS, schema.recipients)):
-        assert set(columns) == {c.name for c in table.columns} - {"id"}
+    # The rows as the engine hands them over (bounds.py bounds them by these), not the
+    # packed table they are written into.
+    for columns, table in ((MESSAGE_COLUMNS, schema.message_row),
+                           (RECIPIENT_COLUMNS, schema.recipient_row)):
+        assert columns == tuple(c.name for c in table.columns)
     assert set(MESSAGE_COLUMNS) == set(MESSAGE) and set(RECIPIENT_COLUMNS) == set(RECIPIENTS[0])
 
 
@@ -64,7 +66,7 @@ def test_tuple_rows_and_dict_rows_store_the_same(tmp_path: Path) -> None:
             stored.append(store.messages(SENDER))
     assert stored[0] == stored[1]
     (msg,) = stored[1]
-    assert msg.auto_reply and msg.message_id == "m@x"
+    assert msg.auto_reply and msg.message_id == ""  # not kept since 0009 (no reader)
     # The outcome in the same batch takes the "queued" row's place, in both forms.
     assert [(r.status, r.outcome_class) for r in msg.recipients] == [
         ("bounced", "unknown_user")]

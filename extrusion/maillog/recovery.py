@@ -55,6 +55,8 @@ LOOKUPS_KEPT = 10_000
 # Sender-less outcomes whose lines may hold the checkpoint, at most (the engine keeps
 # at most scoring.outcomes.MAX_UNRESOLVED itself).
 SENDERLESS_KEPT = 100_000
+# Stored outcome times are kept to the millisecond (scoring/packing.py).
+OUTCOME_TIME_SLACK = 0.0015
 
 
 class RecoveryStore(Protocol):
@@ -159,7 +161,10 @@ class Recovery:
             self._outcomes[key] = known
             if len(self._outcomes) > LOOKUPS_KEPT:
                 self._outcomes.popitem(last=False)
-        return (event.recipient, event.status.value, event.time) in known
+        # The store keeps each recipient's last outcome, its time to the millisecond: an
+        # outcome no later than it was read (and recorded) before it.
+        return any(rcpt == event.recipient and event.time <= t + OUTCOME_TIME_SLACK
+                   for rcpt, _status, t in known)
 
     def _lookup_failed(self, exc: Exception) -> None:
         self.stats.lookups_failed += 1

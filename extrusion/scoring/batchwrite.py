@@ -11,67 +11,46 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from extrusion.scoring import audit, queueids, schema
+from extrusion.scoring import audit, schema
 from extrusion.scoring.bounds import bound_override
 from extrusion.scoring.database import StoreError
-from extrusion.scoring.dialects import MessageKey, WritePath, by_queue_ids, chunks
+from extrusion.scoring.dialects import WritePath, chunks
 from extrusion.scoring.merging import merge_sender
+from extrusion.scoring.names import Interning
+from extrusion.scoring.packedwrite import write_messages
 from extrusion.scoring.rows import (
     DICT_DEFAULTS,
     PIN_CLEAR,
     PIN_SET,
-    QUEUED,
     Batch,
     MessageRow,
     OverrideRow,
     RecipientRow,
     SenderRow,
-    counter_bucket,
 )
 from extrusion.scoring.sqltext import (
     COUNTERS_UPSERT,
-    QUEUED_ANSWERED,
     RATE_USE_UPSERT,
-    RECIPIENT_ROWS,
     SENDER_COLUMNS,
     SENDER_PLACEHOLDER,
     SENDER_UPDATE,
     SENDER_UPDATE_FIELDS,
-    STORED_RECIPIENTS,
 )
 
-# Leave out a recipient's "queued" row when its outcome is written in the same batch
-# (a switch for benchmarks/storesize.py, which measures both).
-ELIDE_QUEUED = True
-Counters = dict[tuple[str, str, int], float]
-RecipientKey = tuple[str, str, str]  # (mta, queue id, recipient)
 
-
-def write_batch(conn: Connection, path: WritePath, batch: Batch,
-                half_life: float) -> list[SenderRow]:
+def write_batch(conn: Connection, path: WritePath, batch: Batch, half_life: float,
+                names: Interning) -> list[SenderRow]:
     """Everything in the (bounded) batch, in the caller's transaction; the merged senders."""
     counters = batch.counters
-    known: set[RecipientKey] = set()  # recipients a first report already wrote
-    if batch.messages or batch.message_rows:
-        rows = [*_typed(MessageRow, batch.messages, "messages"), *batch.message_rows]
-        counters, repeated = _write_messages(conn, path, rows, counters)
-        if repeated:
-            known = _stored_recipients(conn, path, repeated)
-    recipient_rows = [*_typed(RecipientRow, batch.recipients, "recipients"),
-                      *batch.recipient_rows]
-    if ELIDE_QUEUED and recipient_rows:
-        recipient_rows, answered = _without_answered(recipient_rows)
-        if answered:
-            # Written by an earlier flush: the outcome takes its place.
-            conn.exec_driver_sql(path.sql(QUEUED_ANSWERED), sorted(answered))
-    if known:
-        recipient_rows = [r for r in recipient_rows if r.status != QUEUED
-                          or (r.mta, r.queue_id, r.recipient) not in known]
-    if recipient_rows:
-        conn.exec_driver_sql(path.sql(RECIPIENT_ROWS), recipient_rows)
+    messages = [*_typed(MessageRow, batch.messages, "messages"), *batch.message_rows]
+    recipients = [*_typed(RecipientRow, batch.recipients, "recipients"),
+                  *batch.recipient_rows]
+    if messages or recipients:
+        counters = write_messages(conn, path, names, messages, recipients, counters)
     if counters:
+        ids = names.ids(conn, path, {s for s, _, _ in counters})
         conn.exec_driver_sql(path.sql(COUNTERS_UPSERT), [
-            (s, n, b, v) for (s, n, b), v in path.in_lock_order(counters.items())])
+            (ids[s], n, b, v) for (s, n, b), v in path.in_lock_order(counters.items())])
     if batch.rate_use:
         conn.exec_driver_sql(path.sql(RATE_USE_UPSERT), [
             (s, m, b, r, n) for (s, m, b), (r, n) in path.in_lock_order(batch.rate_use.items())])
@@ -102,76 +81,6 @@ def _typed(cls: type[MessageRow] | type[RecipientRow], rows: list[dict[str, Any]
         missing = next(f for r in rows for f in required if f not in r)
         raise StoreError(f"{table} row without {missing!r} "
                          f"(needs {', '.join(required)})") from None
-
-
-def _write_messages(conn: Connection, path: WritePath, rows: list[MessageRow],
-                    counters: Counters) -> tuple[Counters, set[MessageKey]]:
-    """Message rows, each message counted once.
-
-    With the milter and the log feed both attached, every message is
-    reported twice, by two processes that cannot see each other's memory.
-    The row of the first report is inserted and counted ("messages" and
-    "recipients" counters); a later one only merges its richer columns into
-    it and adds only the recipients the first lacked. This holds when the two
-    reports are written at the same moment (see `dialects.py` for how each
-    database keeps them apart). Returns the counters to add and the (mta,
-    queue id) of repeated reports.
-    """
-    first: dict[MessageKey, MessageRow] = {}
-    again: list[MessageRow] = []
-    for r in rows:
-        if (r.mta, r.queue_id) in first:
-            again.append(r)  # a message reported twice within one batch: merged
-        else:
-            first[(r.mta, r.queue_id)] = r
-    inserted, known, stored = path.add_messages(conn, rows, first, again)
-    counted = dict(counters)
-
-    def count(row: MessageRow, messages: float, recipients: float) -> None:
-        for name, n in (("messages", messages), ("recipients", recipients)):
-            if n > 0:
-                k = (row.sender, name, counter_bucket(row.time))
-                counted[k] = counted.get(k, 0.0) + n
-
-    repeated: set[MessageKey] = set()
-    for key in inserted:
-        count(first[key], 1.0, float(first[key].rcpt_count))
-    for r in known:
-        key = (r.mta, r.queue_id)
-        t, rcpt_count = stored.get(key, (r.time, 0))
-        if queueids.reused(t, r.time):
-            count(r, 1.0, float(r.rcpt_count))  # another message under an old queue id
-        else:
-            repeated.add(key)
-            count(r, 0.0, float(r.rcpt_count - rcpt_count))  # recipients the first lacked
-    return counted, repeated
-
-
-def _stored_recipients(conn: Connection, path: WritePath,
-                       keys: set[MessageKey]) -> set[RecipientKey]:
-    """(mta, queue id, recipient) already stored for these messages."""
-    found = by_queue_ids(conn, path, STORED_RECIPIENTS, keys)
-    return {(mta, qid, rcpt) for mta, (qid, rcpt) in found}
-
-
-def _without_answered(rows: list[RecipientRow]
-                      ) -> tuple[list[RecipientRow], set[RecipientKey]]:
-    """A recipient's "queued" row says nothing its outcome does not (it was a third of a
-    quiet sender's store, benchmarks/storesize.py): the rows without each "queued" one
-    whose outcome is among them, and the (mta, queue id, recipient) of the outcomes whose
-    "queued" row an earlier batch wrote, to delete."""
-    # A recipient refused before it had a queue id (NOQUEUE: half an MX's rows) never had
-    # a "queued" row: deleting one by (mta, "", recipient) walked every earlier NOQUEUE row.
-    answered = {(r.mta, r.queue_id, r.recipient) for r in rows
-                if r.status != QUEUED and r.queue_id}
-    if not answered:
-        return rows, answered
-    queued = {(r.mta, r.queue_id, r.recipient) for r in rows if r.status == QUEUED}
-    if not queued:
-        return rows, answered
-    kept = [r for r in rows if r.status != QUEUED
-            or (r.mta, r.queue_id, r.recipient) not in answered]
-    return kept, answered - queued
 
 
 def _new_transitions(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

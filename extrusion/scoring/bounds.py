@@ -6,7 +6,8 @@ a NUL character, an integer out of its column's range; SQLite stores the
 first two and overflows on the third. A refused row used to fail its whole
 batch again and again, so values are made to fit here, in Python, for both
 databases. The limits come from the column types in `schema` (never a list
-kept by hand):
+kept by hand; the rows the engine hands over, before they are packed, from
+`schema.written`):
 
 - a string longer than its column keeps its head and ends in the marker
   `[+N]`, N the number of characters cut (`TRUNCATED`), so the value stays
@@ -41,6 +42,7 @@ from extrusion.scoring.rows import (
 TRUNCATED = "[+{}]"  # appended to a cut string; {} = characters cut
 REPLACEMENT = "\ufffd"  # stands for a character no database would take
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_INT16 = 2**15 - 1
 _INT32 = 2**31 - 1
 _INT64 = 2**63 - 1
 
@@ -106,6 +108,8 @@ def column_bounder(column: sa.Column[Any]) -> Bounder | None:
         return _text(t.length if t.length is not None else schema.TEXT_LEN)
     if isinstance(t, sa.BigInteger):
         return _clamp(_INT64)
+    if isinstance(t, sa.SmallInteger):
+        return _clamp(_INT16)
     if isinstance(t, sa.Integer):
         return _clamp(_INT32)
     return None
@@ -128,7 +132,8 @@ def table_bounders(table: sa.Table) -> dict[str, Bounder]:
     return out
 
 
-_BY_TABLE = {t.name: table_bounders(t) for t in schema.metadata.sorted_tables}
+_BY_TABLE = {t.name: table_bounders(t)
+             for md in (schema.metadata, schema.written) for t in md.sorted_tables}
 
 
 def bound_row(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
@@ -184,9 +189,11 @@ class TupleBounder(Generic[Row]):
         return [self(r) for r in rows]
 
 
-_MESSAGE_TUPLES = TupleBounder(schema.messages, MessageRow)
-_RECIPIENT_TUPLES = TupleBounder(schema.recipients, RecipientRow)
-_COUNTER = _BY_TABLE[schema.counters.name]
+_MESSAGE_TUPLES = TupleBounder(schema.message_row, MessageRow)
+_RECIPIENT_TUPLES = TupleBounder(schema.recipient_row, RecipientRow)
+# A counter's sender is interned as a name (a sender key's length).
+_COUNTER = {"sender": _BY_TABLE[schema.names.name]["name"],
+            **_BY_TABLE[schema.counters.name]}
 _USE = _BY_TABLE[schema.rate_use.name]
 # SenderDelta attributes and the senders columns they are written to.
 _DELTA_COLUMNS = {"key": "key", "cls": "class", "state": "state", "pinned": "pinned",
@@ -212,8 +219,8 @@ def bound_override(row: OverrideRow) -> OverrideRow:
 
 def bound_batch(batch: Batch) -> Batch:
     """`batch` with every value bounded; the same object when nothing needed it."""
-    messages = [bound_row(schema.messages, r) for r in batch.messages]
-    recipients = [bound_row(schema.recipients, r) for r in batch.recipients]
+    messages = [bound_row(schema.message_row, r) for r in batch.messages]
+    recipients = [bound_row(schema.recipient_row, r) for r in batch.recipients]
     message_rows = _MESSAGE_TUPLES.rows(batch.message_rows)
     recipient_rows = _RECIPIENT_TUPLES.rows(batch.recipient_rows)
     state_changes = [bound_row(schema.state_changes, r) for r in batch.state_changes]

@@ -12,18 +12,24 @@ skewed clocks agree.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from extrusion.scoring.rows import MessageRow
-from extrusion.scoring.sqltext import MESSAGE_NEW, MESSAGE_ROWS, STORED_MESSAGES, marks
+from extrusion.scoring.sqltext import (
+    MESSAGE_INSERT,
+    MESSAGE_NEW,
+    PACKED_COLUMNS,
+    STORED_MESSAGES,
+    marks,
+)
 
 T = TypeVar("T")
-MessageKey = tuple[str, str]  # (mta, queue id)
+MessageKey = tuple[int, str]  # (mta's name id, queue id)
+Packed = tuple[Any, ...]  # a `messages` row, in sqltext.PACKED_COLUMNS order
 # Upper bound of bound parameters per statement (SQLite's limit is 32766).
 CHUNK = 500
 _PG_MIGRATION_LOCK = 0x65787472  # "extr": serialises concurrent upgrades
@@ -52,15 +58,12 @@ class WritePath(Protocol):
     def lock_migrations(self, conn: Connection) -> None:
         """Let one process at a time migrate the schema."""
 
-    def add_messages(self, conn: Connection, rows: list[MessageRow],
-                     first: dict[MessageKey, MessageRow], again: list[MessageRow]
-                     ) -> tuple[set[MessageKey], list[MessageRow],
-                                dict[MessageKey, tuple[float, int]]]:
-        """Insert the new message rows and merge repeated reports into the stored ones.
-
-        `first` holds each key's first row in the batch, `again` the later ones. Returns
-        the keys this write inserted, the first rows whose key was stored before, and
-        (time, rcpt_count) of those stored rows as they were."""
+    def add_messages(self, conn: Connection, keys: list[MessageKey],
+                     fresh: Callable[[MessageKey], Packed]
+                     ) -> tuple[set[MessageKey], dict[MessageKey, Packed]]:
+        """Insert a row (`fresh(key)`, from this batch alone) for each key not stored yet;
+        the keys this write inserted, and the stored rows of the others, locked until the
+        transaction ends (the caller merges into them)."""
 
 
 class SqliteWrites:
@@ -87,16 +90,14 @@ class SqliteWrites:
     def lock_migrations(self, conn: Connection) -> None:
         """BEGIN IMMEDIATE already keeps other writers out."""
 
-    def add_messages(self, conn: Connection, rows: list[MessageRow],
-                     first: dict[MessageKey, MessageRow], again: list[MessageRow]
-                     ) -> tuple[set[MessageKey], list[MessageRow],
-                                dict[MessageKey, tuple[float, int]]]:
-        stored = stored_messages(conn, self, first.values())
-        inserted = {key for key in first if key not in stored}
-        known = [r for key, r in first.items() if key in stored]
-        if rows:  # one statement inserts the new rows and merges the others
-            conn.exec_driver_sql(MESSAGE_ROWS, rows)
-        return inserted, known, stored
+    def add_messages(self, conn: Connection, keys: list[MessageKey],
+                     fresh: Callable[[MessageKey], Packed]
+                     ) -> tuple[set[MessageKey], dict[MessageKey, Packed]]:
+        stored = stored_messages(conn, self, keys)
+        new = [k for k in keys if k not in stored]
+        if new:
+            conn.exec_driver_sql(MESSAGE_INSERT, [fresh(k) for k in new])
+        return set(new), stored
 
 
 class PostgresWrites:
@@ -130,21 +131,19 @@ class PostgresWrites:
     def lock_migrations(self, conn: Connection) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
 
-    def add_messages(self, conn: Connection, rows: list[MessageRow],
-                     first: dict[MessageKey, MessageRow], again: list[MessageRow]
-                     ) -> tuple[set[MessageKey], list[MessageRow],
-                                dict[MessageKey, tuple[float, int]]]:
+    def add_messages(self, conn: Connection, keys: list[MessageKey],
+                     fresh: Callable[[MessageKey], Packed]
+                     ) -> tuple[set[MessageKey], dict[MessageKey, Packed]]:
         # One order of the keys for every writer (as for counters): two writers
-        # inserting the same messages cannot then wait on each other.
-        inserted = self._insert_new(conn, [first[key] for key in sorted(first)])
-        known = [r for key, r in first.items() if key not in inserted]
-        stored = stored_messages(conn, self, known)
-        merged = [*known, *again]
-        if merged:
-            conn.exec_driver_sql(self.sql(MESSAGE_ROWS), merged)
-        return inserted, known, stored
+        # inserting the same messages cannot then wait on each other. A writer whose
+        # INSERT meets another's uncommitted row waits for it to commit, then locks it.
+        ordered = sorted(keys)
+        inserted = self._insert_new(conn, [fresh(k) for k in ordered])
+        stored = stored_messages(conn, self, [k for k in ordered if k not in inserted],
+                                 " ORDER BY queue_id FOR UPDATE")
+        return inserted, stored
 
-    def _insert_new(self, conn: Connection, rows: list[MessageRow]) -> set[MessageKey]:
+    def _insert_new(self, conn: Connection, rows: list[Packed]) -> set[MessageKey]:
         """INSERT the rows whose (mta, queue id) is not stored yet; the keys inserted.
         psycopg's executemany sends the rows in one pipeline and hands back each row's
         RETURNING, which SQLAlchemy's executemany does not."""
@@ -168,39 +167,45 @@ def write_path(dialect: str) -> WritePath:
     return PostgresWrites() if dialect == "postgresql" else SqliteWrites()
 
 
-def stored_messages(conn: Connection, path: WritePath, rows: Iterable[MessageRow]
-                    ) -> dict[MessageKey, tuple[float, int]]:
-    """(time, rcpt_count) of the stored rows with these rows' (mta, queue id)."""
-    found = by_queue_ids(conn, path, STORED_MESSAGES, ((r.mta, r.queue_id) for r in rows))
-    return {(mta, qid): (t, n) for mta, (qid, t, n) in found}
+_KEY_AT = (PACKED_COLUMNS.index("mta_id"), PACKED_COLUMNS.index("queue_id"))
+
+
+def stored_messages(conn: Connection, path: WritePath, keys: Iterable[MessageKey],
+                    suffix: str = "") -> dict[MessageKey, Packed]:
+    """The stored rows with these (mta id, queue id), by key."""
+    found = by_queue_ids(conn, path, STORED_MESSAGES, keys, suffix)
+    return {(row[_KEY_AT[0]], row[_KEY_AT[1]]): tuple(row) for _mta, row in found}
 
 
 def by_queue_ids(conn: Connection, path: WritePath, select: str,
-                 keys: Iterable[MessageKey]) -> Iterator[tuple[str, Any]]:
-    """(mta, row) of `select` for these (mta, queue id): per MTA, queue ids in chunks.
+                 keys: Iterable[MessageKey], suffix: str = "") -> Iterator[tuple[int, Any]]:
+    """(mta id, row) of `select` for these (mta id, queue id): per MTA, queue ids in
+    chunks; `suffix` ends each statement (an ORDER BY, a lock).
 
     Plain SQL on the driver's own cursor, in the caller's transaction: it runs at
     every flush, where building a SQLAlchemy statement with a new IN list, or even
     SQLAlchemy's result for plain SQL, would cost more than the query itself.
     """
-    by_mta: dict[str, list[str]] = {}
+    by_mta: dict[int, list[str]] = {}
     for mta, qid in keys:
         by_mta.setdefault(mta, []).append(qid)
     if not by_mta:
         return
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        for mta, qids in by_mta.items():
-            for chunk in chunks(qids):
+        # A lock (`suffix`) is taken in one key order; a plain read needs none.
+        groups = sorted(by_mta.items()) if suffix else by_mta.items()
+        for mta, qids in groups:
+            for chunk in chunks(sorted(qids) if suffix else qids):
                 cursor.execute(path.sql(
-                    f"{select} WHERE mta = ? AND queue_id IN ({marks(len(chunk))})"),
-                    (mta, *chunk))
+                    f"{select} WHERE mta_id = ? AND queue_id IN ({marks(len(chunk))})"
+                    f"{suffix}"), (mta, *chunk))
                 for row in cursor.fetchall():
                     yield mta, row
     finally:
         cursor.close()
 
 
-def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+def chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
     for i in range(0, len(items), CHUNK):
         yield items[i : i + CHUNK]

@@ -5,7 +5,7 @@ Counts, hours active and outcomes per hour are aggregated in the database,
 and added to the days folded past `[store] detail_days` (scoring/retention.py:
 their counts, not their messages, and no outcomes per hour),
 so a sender with 50,000 messages costs one row per hour, not 50,000 objects;
-only the messages a report lists are fetched, with their recipients' rows.
+only the messages a report lists are fetched, their recipients unpacked from their rows.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from extrusion.scoring import schema
-from extrusion.scoring.rows import QUEUED
+from extrusion.scoring.names import lookup, lookup_one, text_of
+from extrusion.scoring.packing import ORPHAN, recipients
 
 HOUR = 3600
 BLOCK = 4 * HOUR  # the four-hour blocks of the sFlow analysis
@@ -71,7 +72,7 @@ def _bucket(dialect: str, column: Any, seconds: int) -> Any:
     return sa.cast(column / seconds, sa.Integer)
 
 
-def _chunks(keys: Sequence[str] | None) -> Iterator[Sequence[str] | None]:
+def _chunks(keys: Sequence[Any] | None) -> Iterator[Sequence[Any] | None]:
     if keys is None:
         yield None
         return
@@ -89,58 +90,55 @@ def totals(
     per_hour_for: Sequence[str] = (),
 ) -> dict[str, SenderTotals]:
     """Per sender in the window: messages, recipients, outcomes, hours and blocks active;
-    outcomes per hour only for `per_hour_for`. `keys` None: every sender."""
-    m, r = schema.messages, schema.recipients
+    outcomes per hour only for `per_hour_for`. `keys` None: every sender. An outcome
+    counts in its message's window (it is kept in the message's row)."""
+    m = schema.messages
     lo = since if since is not None else 0.0
-    out: dict[str, SenderTotals] = defaultdict(SenderTotals)
-    final = sa.case(
-        (r.c.status.in_(DELIVERED_STATUSES), 0), (r.c.status.in_(FAILED_STATUSES), 1), else_=-1
-    ).label("failed")
+    by_id: dict[int, SenderTotals] = defaultdict(SenderTotals)
+    submitted = m.c.flags.op("&")(ORPHAN) == 0
     for chunk in _chunks(keys):
-        mq = (
+        ids = None if chunk is None else list(lookup(conn, chunk).values())
+        if ids is not None and not ids:
+            continue
+        q = (
             sa.select(
-                m.c.sender,
-                sa.func.count(),
+                m.c.sender_id,
+                sa.func.sum(sa.case((submitted, 1), else_=0)),
                 sa.func.coalesce(sa.func.sum(m.c.rcpt_count), 0),
-                sa.func.count(sa.distinct(_bucket(dialect, m.c.time, HOUR))),
-                sa.func.count(sa.distinct(_bucket(dialect, m.c.time, BLOCK))),
+                sa.func.coalesce(sa.func.sum(m.c.delivered), 0),
+                sa.func.coalesce(sa.func.sum(m.c.failed), 0),
+                sa.func.count(sa.distinct(sa.case((submitted, _bucket(dialect, m.c.time, HOUR))))),
+                sa.func.count(sa.distinct(sa.case((submitted,
+                                                   _bucket(dialect, m.c.time, BLOCK))))),
             )
             .where(m.c.time >= lo, m.c.time <= until)
-            .group_by(m.c.sender)
+            .group_by(m.c.sender_id)
         )
-        rq = (
-            sa.select(r.c.sender, final, sa.func.count())
-            .where(r.c.time >= lo, r.c.time <= until, r.c.status != QUEUED)
-            .group_by(r.c.sender, final)
-        )
-        if chunk is not None:
-            mq = mq.where(m.c.sender.in_(chunk))
-            rq = rq.where(r.c.sender.in_(chunk))
-        for sender, n, rcpts, hours, blocks in conn.execute(mq):
-            t = out[sender]
-            t.messages, t.recipients, t.hours, t.blocks = n, int(rcpts), hours, blocks
-        for sender, failed, n in conn.execute(rq):
-            if failed == 1:
-                out[sender].failed += n
-            elif failed == 0:
-                out[sender].delivered += n
-        _add_days(conn, out, lo, until, chunk)
-    _per_hour(conn, dialect, out, final, lo, until, per_hour_for)
+        if ids is not None:
+            q = q.where(m.c.sender_id.in_(ids))
+        for sender_id, n, rcpts, delivered, failed, hours, blocks in conn.execute(q):
+            t = by_id[sender_id]
+            t.messages, t.recipients = int(n or 0), int(rcpts)
+            t.delivered, t.failed, t.hours, t.blocks = int(delivered), int(failed), hours, blocks
+        _add_days(conn, by_id, lo, until, ids)
+    texts = text_of(conn, by_id)
+    out = {texts.get(i, ""): t for i, t in by_id.items()}
+    _per_hour(conn, dialect, out, lo, until, per_hour_for)
     out.pop("", None)  # outcomes nobody could be named for
-    return dict(out)
+    return out
 
 
-def _add_days(conn: Connection, out: dict[str, SenderTotals], lo: float, until: float,
-              chunk: Sequence[str] | None) -> None:
+def _add_days(conn: Connection, out: dict[int, SenderTotals], lo: float, until: float,
+              ids: Sequence[int] | None) -> None:
     """Add the folded days (`sender_days`) whose start lies in the window, as an hour
     bucket counts when its start does; detail and folded rows never overlap."""
     d = schema.sender_days
-    q = sa.select(d.c.sender, d.c.messages, d.c.recipients, d.c.delivered, d.c.failed,
+    q = sa.select(d.c.sender_id, d.c.messages, d.c.recipients, d.c.delivered, d.c.failed,
                   d.c.hours).where(d.c.day >= lo, d.c.day <= until)
-    if chunk is not None:
-        q = q.where(d.c.sender.in_(chunk))
-    for sender, n, rcpts, delivered, failed, hours in conn.execute(q):
-        t = out[sender]
+    if ids is not None:
+        q = q.where(d.c.sender_id.in_(ids))
+    for sender_id, n, rcpts, delivered, failed, hours in conn.execute(q):
+        t = out[sender_id]
         t.messages += n
         t.recipients += rcpts
         t.delivered += delivered
@@ -153,52 +151,53 @@ def listed_messages(
     conn: Connection, sender: str, since: float | None, until: float, limit: int
 ) -> list[tuple[ListedMessage, list[RecipientHistory]]]:
     """The sender's most recent `limit` messages (0: all) in the window, oldest first,
-    each with its recipients' rows in the order they were written."""
-    m, r = schema.messages, schema.recipients
+    each with its recipients' last outcomes in time order (queued ones first)."""
+    m = schema.messages
+    sender_id = lookup_one(conn, sender)
+    if sender_id is None:
+        return []
     lo = since if since is not None else 0.0
     mq = (
-        sa.select(m.c.time, m.c.mta, m.c.queue_id, m.c.envelope_from, m.c.helo,
-                  m.c.client_addr, m.c.client_name, m.c.size)
-        .where(m.c.sender == sender, m.c.time >= lo, m.c.time <= until)
-        .order_by(m.c.time.desc(), m.c.id.desc())
+        sa.select(m.c.time, m.c.mta_id, m.c.queue_id, m.c.envelope_from, m.c.helo_id,
+                  m.c.client_addr, m.c.client_name_id, m.c.size, m.c.rcpts)
+        .where(m.c.sender_id == sender_id, m.c.time >= lo, m.c.time <= until,
+               m.c.flags.op("&")(ORPHAN) == 0)
+        .order_by(m.c.time.desc(), m.c.queue_id.desc())
     )
     if limit:
         mq = mq.limit(limit)
-    msgs = [ListedMessage(*row) for row in conn.execute(mq).all()]
-    if not msgs:
-        return []
-    msgs.reverse()
-    by_queue: dict[tuple[str, str], list[RecipientHistory]] = {
-        (x.mta, x.queue_id): [] for x in msgs
-    }
-    # Outcomes are written with the sender and never before the submission.
-    rq = (
-        sa.select(r.c.mta, r.c.queue_id, r.c.time, r.c.recipient, r.c.status, r.c.dsn,
-                  r.c.reply)
-        .where(r.c.sender == sender, r.c.time >= msgs[0].time)
-        .order_by(r.c.time, r.c.id)
-    )
-    # .all() fetches in bulk: several times faster than row-by-row iteration.
-    for mta, qid, t, rcpt, status, dsn, reply in conn.execute(rq).all():
-        rows = by_queue.get((mta, qid))
-        if rows is not None:
-            rows.append(RecipientHistory(t, rcpt, status, dsn, reply))
-    return [(x, by_queue[(x.mta, x.queue_id)]) for x in msgs]
+    rows = list(reversed(conn.execute(mq).all()))
+    texts = text_of(conn, {i for r in rows for i in (r[1], r[4], r[6])})
+    out = []
+    for t, mta, qid, env, helo, addr, name, size, rcpts in rows:
+        history = sorted((RecipientHistory(x.time, x.recipient, x.status, x.dsn, x.reply)
+                          for x in recipients(rcpts, t)), key=_time)
+        out.append((ListedMessage(t, texts.get(mta, ""), qid, env, texts.get(helo, ""), addr,
+                                  texts.get(name, ""), size), history))
+    return out
 
 
-def _per_hour(conn: Connection, dialect: str, out: dict[str, SenderTotals], final: Any,
+def _time(r: RecipientHistory) -> float:
+    return r.time
+
+
+def _per_hour(conn: Connection, dialect: str, out: dict[str, SenderTotals],
               lo: float, until: float, senders: Sequence[str]) -> None:
-    """Delivered and failed outcomes per hour of `senders`, into `out`."""
-    r = schema.recipients
-    hour = _bucket(dialect, r.c.time, HOUR).label("hour")
-    for chunk in _chunks(list(senders)):
+    """Delivered and failed outcomes per hour of their message, of `senders`, into `out`."""
+    m = schema.messages
+    hour = _bucket(dialect, m.c.time, HOUR).label("hour")
+    ids = lookup(conn, senders)
+    texts = {i: s for s, i in ids.items()}
+    for chunk in _chunks(list(texts)):
         assert chunk is not None
         hq = (
-            sa.select(r.c.sender, hour, final, sa.func.count())
-            .where(r.c.sender.in_(chunk), r.c.time >= lo, r.c.time <= until,
-                   r.c.status.in_(DELIVERED_STATUSES + FAILED_STATUSES))
-            .group_by(r.c.sender, hour, final)
+            sa.select(m.c.sender_id, hour, sa.func.sum(m.c.delivered), sa.func.sum(m.c.failed))
+            .where(m.c.sender_id.in_(chunk), m.c.time >= lo, m.c.time <= until,
+                   m.c.delivered + m.c.failed > 0)
+            .group_by(m.c.sender_id, hour)
         )
-        for sender, h, failed, n in conn.execute(hq):
-            slot = out[sender].per_hour.setdefault(float(h * HOUR), [0, 0])
-            slot[failed] += n
+        for sender_id, h, delivered, failed in conn.execute(hq):
+            totals = out.setdefault(texts[sender_id], SenderTotals())
+            slot = totals.per_hour.setdefault(float(h * HOUR), [0, 0])
+            slot[0] += int(delivered or 0)
+            slot[1] += int(failed or 0)

@@ -28,6 +28,8 @@ from sqlalchemy.engine import Connection
 
 from extrusion.scoring import schema
 from extrusion.scoring.dialects import WritePath
+from extrusion.scoring.names import expiry_day
+from extrusion.scoring.packing import ORPHAN
 
 DAY = 86400
 HOUR = 3600
@@ -41,9 +43,11 @@ BATCH = 5000
 PG_BATCH = 50_000
 BACKEND = 0  # a `batch` of 0: the backend's own size (batch_size)
 
-DELIVERED = frozenset({"sent"})
-FAILED = frozenset({"bounced", "expired", "rejected"})
 _COUNTS = ("messages", "recipients", "delivered", "failed")
+# `messages` walked by time (its key is (mta, queue id)): the rows a fold or an expiry
+# takes are the oldest. A batch takes every row at its last time (`_take` deletes up to
+# the cut inclusive), so the next one starts after that time without a tie-breaker.
+_BY_TIME = [schema.messages.c.time]
 
 Key = tuple[Any, ...]
 # One batch of a step: the rows it took, and the key the next batch starts after
@@ -65,17 +69,23 @@ def detail_boundary(now: float, detail_days: float) -> float:
 
 # Minute counters are read over a day back at most (`extrusion show`'s budget, an hour
 # and a day; the flows' MX notes over `[flows] window_seconds`, a day by default) and
-# reports count from `messages` and `sender_days`: past two days, whatever
-# `detail_days`, no reader sums them, and they are deleted (issue 20: their daily
-# sums, kept until `retention_days`, were two thirds of a PostgreSQL store's counters).
+# reports count from `messages` and `sender_days`. While the messages kept in detail
+# cover that window, the counters' readers take what lies past MINUTES_KEPT from
+# `messages` (messagereads.counters), so minute rows are deleted past it (issue 20:
+# with 20 messages a day a sender's minute rows were nearly as many as its messages).
+# Otherwise they are kept until COUNTER_DETAIL_DAYS and past whichever window is read.
 COUNTER_DETAIL_DAYS = 2.0
+MINUTES_KEPT = 2 * HOUR
 
 
 def counter_boundary(now: float, detail_days: float, read_back: float = DAY) -> float:
-    """The first second whose minute counters are kept: `detail_boundary` of
-    `detail_days` or of COUNTER_DETAIL_DAYS, whichever is later, and never within a
-    day of the longest window read (`read_back` seconds), whose sums stay exact (its
-    buckets are all kept)."""
+    """The first second whose minute counters are kept: the hour MINUTES_KEPT back when
+    the detail (`detail_days`) reaches further back than `read_back` seconds; else
+    `detail_boundary` of `detail_days` or of COUNTER_DETAIL_DAYS, whichever is later,
+    and never within a day of the longest window read, whose sums stay exact."""
+    minutes = float(int(now - MINUTES_KEPT) // HOUR * HOUR)
+    if detail_boundary(now, detail_days) <= now - read_back:
+        return minutes
     days = max(COUNTER_DETAIL_DAYS, read_back / DAY + 1.0)
     return max(detail_boundary(now, detail_days), detail_boundary(now, days))
 
@@ -95,12 +105,13 @@ def _upto(key: list[sa.Column[Any]], last: Key) -> Any:
 
 
 def _take(conn: Connection, table: sa.Table, where: Any, limit: int | None,
-          after: Key | None, returning: tuple[sa.Column[Any], ...] = ()
-          ) -> tuple[list[Any], Key | None]:
+          after: Key | None, returning: tuple[sa.Column[Any], ...] = (),
+          key: list[sa.Column[Any]] | None = None) -> tuple[list[Any], Key | None]:
     """Delete at most `limit` rows matching `where` past key `after` (None: from the
-    start; a `limit` of None: all of them at once); the `returning` columns of each,
-    and the last key of the batch (None when no matching row is left past it)."""
-    key = list(table.primary_key.columns)
+    start; a `limit` of None: all of them at once) in `key` order (default: the primary
+    key's); the `returning` columns of each, and the last key of the batch (None when no
+    matching row is left past it)."""
+    key = key or list(table.primary_key.columns)
     if after is not None:
         where = sa.and_(where, _after(key, after))
     # The batch is the next `limit` matching rows in key order, deleted as a key range
@@ -117,7 +128,8 @@ def _take(conn: Connection, table: sa.Table, where: Any, limit: int | None,
     return list(conn.execute(stmt.returning(*returning)).all()), last
 
 
-def _add_days(conn: Connection, path: WritePath, days: dict[tuple[str, int], list[int]]) -> None:
+def _add_days(conn: Connection, path: WritePath,
+              days: dict[tuple[int, int], list[int]]) -> None:
     """Add counts into `sender_days` (OR the hours), in one lock order for every host."""
     t = schema.sender_days
 
@@ -126,7 +138,7 @@ def _add_days(conn: Connection, path: WritePath, days: dict[tuple[str, int], lis
         cols["hours"] = t.c.hours.op("|")(ins.excluded.hours)
         return cols
     _upsert(conn, path, t, set_, [
-        dict(zip(("sender", "day", *_COUNTS, "hours"), (s, d, *v), strict=True))
+        dict(zip(("sender_id", "day", *_COUNTS, "hours"), (s, d, *v), strict=True))
         for (s, d), v in sorted(days.items())])
 
 
@@ -159,45 +171,35 @@ def _day(t: float) -> int:
 
 def fold_messages(conn: Connection, path: WritePath, before: float, limit: int | None,
                   after: Key | None = None) -> tuple[int, Key | None]:
+    """Messages older than `before` into their senders' days, walked in time order
+    (rows arrive in it: on PostgreSQL the BRIN index finds them). A row of outcomes only
+    counts its outcomes, not a message nor an hour active."""
     m = schema.messages
     rows, last = _take(conn, m, m.c.time < before, limit, after,
-                       (m.c.sender, m.c.time, m.c.rcpt_count))
-    days: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-    for sender, t, rcpts in rows:
+                       (m.c.sender_id, m.c.time, m.c.rcpt_count, m.c.delivered, m.c.failed,
+                        m.c.flags), key=_BY_TIME)
+    days: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    for sender, t, rcpts, delivered, failed, flags in rows:
         day = _day(t)
-        v = days[(sender, day)]
-        v[0] += 1
+        v = days[(int(sender), day)]  # (SQLite may return them as floats)
         v[1] += int(rcpts)
-        v[4] |= 1 << min(int((t - day) // HOUR), 23)
-    _add_days(conn, path, days)
-    return len(rows), last
-
-
-def fold_recipients(conn: Connection, path: WritePath, before: float, limit: int | None,
-                    after: Key | None = None) -> tuple[int, Key | None]:
-    r = schema.recipients
-    rows, last = _take(conn, r, r.c.time < before, limit, after,
-                       (r.c.sender, r.c.time, r.c.status))
-    days: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-    for sender, t, status in rows:
-        # Only final outcomes count in reports; "queued" rows and nameless outcomes go.
-        if sender and (status in DELIVERED or status in FAILED):
-            days[(sender, _day(t))][2 if status in DELIVERED else 3] += 1
+        v[2] += int(delivered)
+        v[3] += int(failed)
+        if not int(flags) & ORPHAN:
+            v[0] += 1
+            v[4] |= 1 << min(int((t - day) // HOUR), 23)
     _add_days(conn, path, days)
     return len(rows), last
 
 
 def folds(path: WritePath, before: float, limit: int | None) -> list[Step]:
-    """The steps that fold detail older than `before` into days, each one batch per call.
+    """The step that folds detail older than `before` into days, one batch per call.
 
     A fold's row costs several times a deleted one's (its upserts), and batches of
     BATCH already match one statement: larger ones would only hold the daemon's
     flushing thread longer per slice."""
     fold = None if limit is None else min(limit, BATCH)
-    return [
-        lambda conn, after: fold_messages(conn, path, before, fold, after),
-        lambda conn, after: fold_recipients(conn, path, before, fold, after),
-    ]
+    return [lambda conn, after: fold_messages(conn, path, before, fold, after)]
 
 
 def expiries(before: float, limit: int | None, counters_before: float | None = None
@@ -206,20 +208,44 @@ def expiries(before: float, limit: int | None, counters_before: float | None = N
     `counters_before` too, if given), each one batch per call."""
     ib = int(before)
     ic = ib if counters_before is None else int(max(before, counters_before))
-    return [_expiry(table, where, limit) for table, where in (
-        (schema.counters, schema.counters.c.bucket < ic),
-        (schema.recipients, schema.recipients.c.time < before),
-        (schema.messages, schema.messages.c.time < before),
+    m = schema.messages
+    return [_counters_expiry(ic, limit), _expiry(m, m.c.time < before, limit, _BY_TIME),
+            *(_expiry(table, where, limit) for table, where in (
         (schema.sender_days, schema.sender_days.c.day <= ib - DAY),  # days ended
         (schema.sender_baselines, schema.sender_baselines.c.updated < before),
         (schema.rate_use, schema.rate_use.c.bucket < ib),
         (schema.failure_windows, schema.failure_windows.c.time < before),
-    )]
+        # Last: names no write has used since before the boundary (names.py says why
+        # no row can still name them).
+        (schema.names, schema.names.c.seen < expiry_day(before)),
+            ))]
 
 
-def _expiry(table: sa.Table, where: Any, limit: int | None) -> Step:
+def _counters_expiry(before: int, limit: int | None) -> Step:
+    """Minute counters older than `before` deleted, the horizon noted first: the
+    counters' readers take what lies before it from `messages`."""
+    c = schema.counters
+    delete = _expiry(c, c.c.bucket < before, limit)
+
     def step(conn: Connection, after: Key | None) -> tuple[int, Key | None]:
-        rows, last = _take(conn, table, where, limit, after)
+        if after is None:
+            sender_id, name = schema.COUNTERS_HORIZON
+            if conn.execute(sa.select(c.c.bucket).where(  # a horizon only moves on
+                    c.c.sender_id == sender_id, c.c.name == name,
+                    c.c.bucket >= before)).first() is None:
+                # Two hosts pruning at once note the same horizon: the second one's is
+                # there already.
+                conn.execute(sa.text("INSERT INTO counters (sender_id, name, bucket, value) "
+                                     "VALUES (:s, :n, :b, 0.0) ON CONFLICT DO NOTHING"),
+                             {"s": sender_id, "n": name, "b": before})
+        return delete(conn, after)
+    return step
+
+
+def _expiry(table: sa.Table, where: Any, limit: int | None,
+            key: list[sa.Column[Any]] | None = None) -> Step:
+    def step(conn: Connection, after: Key | None) -> tuple[int, Key | None]:
+        rows, last = _take(conn, table, where, limit, after, key=key)
         return len(rows), last
     return step
 

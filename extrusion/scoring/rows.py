@@ -254,6 +254,16 @@ class Batch:
             + len(self.message_rows) + len(self.recipient_rows) + len(self.rate_use)
         )
 
+    def latest(self) -> float:
+        """The latest time among the batch's rows (0.0 if none has one): the day its
+        names are marked seen (names.py)."""
+        t = float(max((b for _, _, b in self.counters), default=0))
+        for typed in (self.message_rows, self.recipient_rows):
+            t = max(t, max((r.time for r in typed), default=0.0))
+        for rows in (self.messages, self.recipients):
+            t = max(t, max((float(r.get("time") or 0.0) for r in rows), default=0.0))
+        return t
+
     def add_use(self, sender: str, mta: str, bucket: int, recipients: int,
                 messages: int) -> None:
         use = self.rate_use.setdefault((sender, mta, bucket), [0, 0])

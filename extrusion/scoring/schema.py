@@ -2,10 +2,14 @@
 
 This is the shape the Alembic migrations produce (a test compares the two);
 the store's queries are written against these objects. Times are float
-POSIX seconds, as everywhere in extrusion. Messages and their recipients are
-joined on (mta, queue_id) rather than by a foreign key so that outcomes can
-be recorded in bulk without first looking up a row id, and even when the
-submission was never seen (a log replay, a message from before start-up).
+POSIX seconds, as everywhere in extrusion. A message's outcomes are packed
+into its own row, found by (mta, queue_id), so that outcomes can be recorded
+even when the submission was never seen (a log replay, a message from before
+start-up): such outcomes make a row of their own.
+
+`written` describes the rows the engine hands the store (rows.MessageRow,
+RecipientRow) before they are packed: bounds.py takes their lengths from it.
+It is no table of the database.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -66,65 +71,68 @@ senders = Table(
 Index("ix_senders_changed_at", senders.c.changed_at)
 Index("ix_senders_state", senders.c.state)
 
+# Sender keys, MTA host names, HELO and client names, each stored once (names.py).
+names = Table(
+    "names",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(KEY_LEN), nullable=False),
+    # The last day (days since the epoch, of the rows' time) a write used the name: the
+    # prune deletes names not seen since before the retention boundary (names.py).
+    Column("seen", Integer, nullable=False, default=0),
+)
+Index("ix_names_name", names.c.name, unique=True)
+
+# One row per message, its recipients packed in `rcpts` (packing.py: each one's last
+# outcome), so that a report or a fold reads one row per message (issue 20). Fixed widths
+# first, widest first: PostgreSQL aligns each to its width, and a float after a text
+# pads. Not kept: the Message-ID, relays and a delivery's remote reply (no reader).
+# A row made by outcomes whose submission was never seen has the ORPHAN flag.
 messages = Table(
     "messages",
     metadata,
-    Column("id", RowId, primary_key=True, autoincrement=True),
     Column("time", Float, nullable=False),
-    Column("mta", String(HOST_LEN), nullable=False, default=""),
+    Column("mta_id", Integer, nullable=False),
+    Column("sender_id", Integer, nullable=False),
+    Column("size", Integer, nullable=False, default=0),
+    Column("helo_id", Integer, nullable=False),
+    Column("client_name_id", Integer, nullable=False),
+    Column("rcpt_count", SmallInteger, nullable=False, default=0),
+    Column("flags", SmallInteger, nullable=False, default=0),
+    # The final outcomes among the recipients: reports and folds count these in SQL.
+    Column("delivered", SmallInteger, nullable=False, default=0),
+    Column("failed", SmallInteger, nullable=False, default=0),
     Column("queue_id", String(QUEUE_ID_LEN), nullable=False),
-    Column("sender", String(KEY_LEN), nullable=False),
     Column("envelope_from", String(ADDR_LEN), nullable=False, default=""),
-    Column("helo", String(HOST_LEN), nullable=False, default=""),
     Column("client_addr", String(64), nullable=False, default=""),
-    Column("client_name", String(HOST_LEN), nullable=False, default=""),
-    Column("size", BigInteger, nullable=False, default=0),
-    Column("rcpt_count", Integer, nullable=False, default=0),
-    Column("message_id", String(998), nullable=False, default=""),
-    Column("null_sender", Boolean, nullable=False, default=False),
-    Column("auto_reply", Boolean, nullable=False, default=False),
-    Column("list_like", Boolean, nullable=False, default=False),
     Column("list_id", String(ADDR_LEN), nullable=False, default=""),
+    Column("rcpts", Text, nullable=False, default=""),
+    # One row per message: the milter and the log feed both report it, and the store
+    # merges the two (packedwrite.py). On SQLite the table keeps its rowid (its own
+    # b-tree) and this key is an index beside it.
+    PrimaryKeyConstraint("mta_id", "queue_id", name="pk_messages"),
 )
-# One row per message: the milter and the log feed both report it, and the store
-# merges the two (see store.py, _MESSAGE_MERGE).
-Index("ix_messages_queue", messages.c.mta, messages.c.queue_id, unique=True)
-Index("ix_messages_sender_time", messages.c.sender, messages.c.time)
+Index("ix_messages_sender_time", messages.c.sender_id, messages.c.time)
+# The fold's walk by time: BRIN on PostgreSQL (a few pages; rows arrive in time order).
+Index("ix_messages_time", messages.c.time, postgresql_using="brin")
 
-# One row per recipient at submission (status "queued") and one per outcome seen.
-recipients = Table(
-    "recipients",
-    metadata,
-    Column("id", RowId, primary_key=True, autoincrement=True),
-    Column("time", Float, nullable=False),
-    Column("mta", String(HOST_LEN), nullable=False, default=""),
-    Column("queue_id", String(QUEUE_ID_LEN), nullable=False),
-    Column("sender", String(KEY_LEN), nullable=False, default=""),
-    Column("recipient", String(ADDR_LEN), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("outcome_class", String(32), nullable=False, default=""),
-    Column("dsn", String(16), nullable=False, default=""),
-    Column("reply", Text, nullable=False, default=""),
-    Column("relay", String(HOST_LEN), nullable=False, default=""),
-)
-# A queue id names one message per MTA at a time: the MTA is checked on the row.
-Index("ix_recipients_queue", recipients.c.queue_id)
-Index("ix_recipients_sender_time", recipients.c.sender, recipients.c.time)
-
-# Per-sender counters in fixed time buckets (bucket = start second); summed over a window
-# of a day or so (retention.counter_boundary: older buckets are deleted).
+# Per-sender counters in minute buckets (bucket = start second), kept two hours while
+# the messages in detail cover the longest window read (retention.counter_boundary);
+# longer windows are read from `messages` (reads.counters). Sender id 0 is no sender:
+# its row's bucket is the first one still kept (COUNTERS_HORIZON).
 # Read by their key only (the prune walks it too): no other index. On SQLite, tables
 # keyed by several columns are WITHOUT ROWID, or every row would be stored twice.
 counters = Table(
     "counters",
     metadata,
-    Column("sender", String(KEY_LEN), nullable=False),
+    Column("sender_id", Integer, nullable=False),
     Column("name", String(64), nullable=False),
     Column("bucket", BigInteger, nullable=False),
     Column("value", Float, nullable=False, default=0.0),
-    PrimaryKeyConstraint("sender", "name", "bucket", name="pk_counters"),
+    PrimaryKeyConstraint("sender_id", "name", "bucket", name="pk_counters"),
     sqlite_with_rowid=False,
 )
+COUNTERS_HORIZON = (0, "")  # (sender_id, name) of the horizon's row
 
 state_changes = Table(
     "state_changes",
@@ -227,14 +235,50 @@ notify_claims = Table(
 sender_days = Table(
     "sender_days",
     metadata,
-    Column("sender", String(KEY_LEN), nullable=False),
+    Column("sender_id", Integer, nullable=False),
     Column("day", BigInteger, nullable=False),
     Column("messages", Integer, nullable=False, default=0),
     Column("recipients", Integer, nullable=False, default=0),
     Column("delivered", Integer, nullable=False, default=0),
     Column("failed", Integer, nullable=False, default=0),
     Column("hours", Integer, nullable=False, default=0),
-    PrimaryKeyConstraint("sender", "day", name="pk_sender_days"),
+    PrimaryKeyConstraint("sender_id", "day", name="pk_sender_days"),
     sqlite_with_rowid=False,
 )
 Index("ix_sender_days_day", sender_days.c.day)
+
+
+written = MetaData()
+message_row = Table(
+    "message_row",
+    written,
+    Column("time", Float),
+    Column("mta", String(HOST_LEN)),
+    Column("queue_id", String(QUEUE_ID_LEN)),
+    Column("sender", String(KEY_LEN)),
+    Column("envelope_from", String(ADDR_LEN)),
+    Column("helo", String(HOST_LEN)),
+    Column("client_addr", String(64)),
+    Column("client_name", String(HOST_LEN)),
+    Column("size", Integer),
+    Column("rcpt_count", SmallInteger),
+    Column("message_id", String(998)),
+    Column("null_sender", Boolean),
+    Column("auto_reply", Boolean),
+    Column("list_like", Boolean),
+    Column("list_id", String(ADDR_LEN)),
+)
+recipient_row = Table(
+    "recipient_row",
+    written,
+    Column("time", Float),
+    Column("mta", String(HOST_LEN)),
+    Column("queue_id", String(QUEUE_ID_LEN)),
+    Column("sender", String(KEY_LEN)),
+    Column("recipient", String(ADDR_LEN)),
+    Column("status", String(16)),
+    Column("outcome_class", String(32)),
+    Column("dsn", String(16)),
+    Column("reply", Text),
+    Column("relay", String(HOST_LEN)),
+)

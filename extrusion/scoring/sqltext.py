@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from extrusion.scoring import schema
-from extrusion.scoring.queueids import QUEUE_ID_REUSE_SECONDS
-from extrusion.scoring.rows import MESSAGE_COLUMNS, RECIPIENT_COLUMNS, SenderRow
+from extrusion.scoring.rows import SenderRow
 
 
 def _q(name: str) -> str:
@@ -26,60 +25,28 @@ SENDER_COLUMNS = tuple(schema.senders.c[col] for col in SENDER_COLUMN_OF.values(
 SENDER_UPDATE_FIELDS = (*(f for f in SENDER_COLUMN_OF if f != "key"), "key")
 
 
-def _message_merge() -> str:
-    """ON CONFLICT clause that makes a second report of a message (the milter's and the
-    log feed's, from two processes) one row: each column keeps the richer value — a
-    HELO, a client name, header flags only the milter sees; the most recipients; the
-    earliest time. A row older than a queue id can live is replaced instead
-    (queueids.py)."""
-    old, new = "messages.", "excluded."
-
-    def text(c: str) -> str:
-        return f"CASE WHEN {old}{c} = '' THEN {new}{c} ELSE {old}{c} END"
-
-    def most(c: str) -> str:
-        return f"CASE WHEN {new}{c} > {old}{c} THEN {new}{c} ELSE {old}{c} END"
-
-    merged = {
-        "time": f"CASE WHEN {new}time < {old}time THEN {new}time ELSE {old}time END",
-        # A log says `unknown` where the milter may know the name.
-        "client_name": f"CASE WHEN {old}client_name IN ('', 'unknown') "
-                       f"AND {new}client_name <> '' THEN {new}client_name "
-                       f"ELSE {old}client_name END",
-        **{c: text(c) for c in ("sender", "envelope_from", "helo", "client_addr",
-                                "message_id", "list_id")},
-        **{c: most(c) for c in ("size", "rcpt_count")},
-        **{c: f"{old}{c} OR {new}{c}" for c in ("null_sender", "auto_reply", "list_like")},
-    }
-    reused = f"{new}time - {old}time > {QUEUE_ID_REUSE_SECONDS}"
-    sets = ", ".join(
-        f"{_q(c)} = CASE WHEN {reused} THEN {new}{_q(c)} ELSE {merged[c]} END"
-        for c in MESSAGE_COLUMNS if c not in ("mta", "queue_id")
-    )
-    return f" ON CONFLICT (mta, queue_id) DO UPDATE SET {sets}"
-
-
 def marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-_MESSAGE_INSERT = (
-    f"INSERT INTO messages ({', '.join(_q(c) for c in MESSAGE_COLUMNS)}) "
-    f"VALUES ({marks(len(MESSAGE_COLUMNS))})"
+# `messages` columns in schema order: a packed row is a tuple of them (packedwrite.py).
+PACKED_COLUMNS: tuple[str, ...] = tuple(c.name for c in schema.messages.columns)
+_KEY = ("mta_id", "queue_id")
+MESSAGE_INSERT = (
+    f"INSERT INTO messages ({', '.join(_q(c) for c in PACKED_COLUMNS)}) "
+    f"VALUES ({marks(len(PACKED_COLUMNS))})"
 )
-MESSAGE_NEW = _MESSAGE_INSERT + " ON CONFLICT (mta, queue_id) DO NOTHING RETURNING mta, queue_id"
-MESSAGE_ROWS = _MESSAGE_INSERT + _message_merge()
-RECIPIENT_ROWS = (
-    f"INSERT INTO recipients ({', '.join(_q(c) for c in RECIPIENT_COLUMNS)}) "
-    f"VALUES ({marks(len(RECIPIENT_COLUMNS))})"
-)
+# PostgreSQL: the INSERT that creates a row decides which writer's report came first.
+MESSAGE_NEW = (MESSAGE_INSERT
+               + " ON CONFLICT (mta_id, queue_id) DO NOTHING RETURNING mta_id, queue_id")
+# Every column but the key, then the key: one UPDATE per message per flush.
+UPDATED_COLUMNS = tuple(c for c in PACKED_COLUMNS if c not in _KEY)
+MESSAGE_UPDATE = "UPDATE messages SET {} WHERE mta_id = ? AND queue_id = ?".format(
+    ", ".join(f"{_q(c)} = ?" for c in UPDATED_COLUMNS))
+STORED_MESSAGES = f"SELECT {', '.join(_q(c) for c in PACKED_COLUMNS)} FROM messages"
 COUNTERS_UPSERT = (
-    "INSERT INTO counters (sender, name, bucket, value) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (sender, name, bucket) DO UPDATE SET value = counters.value + excluded.value"
-)
-QUEUED_ANSWERED = (
-    "DELETE FROM recipients WHERE mta = ? AND queue_id = ? AND recipient = ? "
-    "AND status = 'queued'"
+    "INSERT INTO counters (sender_id, name, bucket, value) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (sender_id, name, bucket) DO UPDATE SET value = counters.value + excluded.value"
 )
 RATE_USE_UPSERT = (
     "INSERT INTO rate_use (sender, mta, bucket, recipients, messages) VALUES (?, ?, ?, ?, ?) "
@@ -101,5 +68,3 @@ SENDER_UPDATE = "UPDATE senders SET {} WHERE key = ?".format(
         for f in SENDER_UPDATE_FIELDS if f != "key"
     )
 )
-STORED_MESSAGES = "SELECT queue_id, time, rcpt_count FROM messages"
-STORED_RECIPIENTS = "SELECT DISTINCT queue_id, recipient FROM recipients"

@@ -25,6 +25,7 @@ from extrusion.checkpoint import Position
 from extrusion.scoring import (
     batchwrite,
     failwindow,
+    messagereads,
     migrate,
     reads,
     reportreads,
@@ -37,6 +38,7 @@ from extrusion.scoring.database import Database, StoreError, StoreRefused, Store
 from extrusion.scoring.dialects import write_path
 from extrusion.scoring.events import StateChange
 from extrusion.scoring.limits import OthersUse
+from extrusion.scoring.names import Names, day_of
 from extrusion.scoring.reportreads import ListedMessage, RecipientHistory, SenderTotals
 from extrusion.scoring.rows import Batch, OverrideRow, SenderRow, StoredMessage
 from extrusion.scoring.writes import state_change_row
@@ -46,9 +48,7 @@ from extrusion.scoring.writes import state_change_row
 REFRESH_OVERLAP_SECONDS = 5.0
 _DEADLOCK_RETRIES = 5
 # Secondary indexes nothing reads while the engine records a replay (see deferred_indexes).
-_LOAD_DEFERRED_INDEXES = frozenset({
-    "ix_messages_sender_time", "ix_recipients_queue", "ix_recipients_sender_time",
-})
+_LOAD_DEFERRED_INDEXES = frozenset({"ix_messages_sender_time", "ix_messages_time"})
 
 __all__ = ["Store", "StoreError", "StoreRefused", "StoreUnavailable", "open_store",
            "state_change_row"]
@@ -66,6 +66,7 @@ class Store:
         self.dialect = self._db.dialect
         self._path = write_path(self.dialect)
         self._prune: retention.Prune | None = None  # a prune in slices, under way
+        self._names = Names()  # name ids this process has seen
         try:
             if create:
                 migrate.create(self._db, self._path, busy_timeout_ms)
@@ -112,7 +113,7 @@ class Store:
         itself reads while recording (queue id lookups, senders) stay. Not for a store
         that others read at the same time.
         """
-        deferred = [ix for t in (schema.messages, schema.recipients, schema.counters)
+        deferred = [ix for t in (schema.messages, schema.counters)
                     for ix in sorted(t.indexes, key=lambda ix: str(ix.name))
                     if ix.name in _LOAD_DEFERRED_INDEXES]
         with self._db.write() as conn:
@@ -135,8 +136,11 @@ class Store:
         batch = bound_batch(batch)
         for attempt in range(_DEADLOCK_RETRIES):
             try:
+                names = self._names.interning(day_of(batch.latest()))
                 with self._db.write() as conn:
-                    return batchwrite.write_batch(conn, self._path, batch, half_life)
+                    merged = batchwrite.write_batch(conn, self._path, batch, half_life, names)
+                self._names.learn(names)  # committed: the new ids name stored rows
+                return merged
             except StoreUnavailable as e:
                 # Two PostgreSQL writers locking the same senders: retry the whole batch.
                 if "deadlock" not in str(e) or attempt == _DEADLOCK_RETRIES - 1:
@@ -269,7 +273,7 @@ class Store:
     def message(self, queue_id: str, mta: str = "") -> StoredMessage | None:
         """The latest submission recorded under (mta, queue_id), without recipients."""
         with self._db.read() as conn:
-            return reads.message(conn, queue_id, mta)
+            return messagereads.message(conn, queue_id, mta)
 
     def sender_for_queue_id(self, queue_id: str, mta: str = "") -> str | None:
         m = self.message(queue_id, mta)
@@ -278,28 +282,30 @@ class Store:
     def undelivered_queue_ids(self, sender: str, mta: str | None = None) -> list[str]:
         """Queue ids of the sender's messages with recipients still lacking a final outcome."""
         with self._db.read() as conn:
-            return reads.undelivered_queue_ids(conn, sender, mta)
+            return messagereads.undelivered_queue_ids(conn, sender, mta)
 
     def messages(self, sender: str, since: float = 0.0,
                  until: float | None = None) -> list[StoredMessage]:
-        """The sender's messages in [since, until] with every recipient row, oldest first.
+        """The sender's messages in [since, until], each recipient with its last
+        outcome (a delivery without its remote reply), oldest first.
 
         Outcomes recorded for queue ids whose submission was never seen appear as
         messages of their own (envelope details empty).
         """
         with self._db.read() as conn:
-            return reads.messages(conn, sender, since, until)
+            return messagereads.messages(conn, sender, since, until)
 
     def outcomes_recorded(self, mta: str, queue_id: str) -> set[tuple[str, str, float]]:
-        """(recipient, status, log time) of the outcome rows stored for one message:
-        what a log read again after a crash must not record twice."""
+        """(recipient, status, log time to the millisecond) of each recipient's last
+        outcome stored for one message: what a log read again after a crash must not
+        record twice."""
         with self._db.read() as conn:
-            return reads.outcomes_recorded(conn, mta, queue_id)
+            return messagereads.outcomes_recorded(conn, mta, queue_id)
 
     def counters(self, sender: str, name: str, since: float = 0.0) -> dict[int, float]:
         """{bucket start: value} of one counter from `since` on."""
         with self._db.read() as conn:
-            return reads.counters(conn, sender, name, since)
+            return messagereads.counters(conn, sender, name, since)
 
     def save_failure_windows(self, mta: str, snapshots: list[failwindow.Snapshot],
                              prune_before: float | None = None) -> None:
