@@ -3,8 +3,9 @@
 The hang is real: another connection holds `LOCK TABLE names, messages IN ACCESS
 EXCLUSIVE MODE`, so the engine's look-up of a message it did not record (an
 outcome line whose submission it never saw: its MTA's name id, then its row)
-waits on the lock for as long as the test holds it. The feed's worker waits; the reactor does not. Once the
-lock goes, every outcome received meanwhile reaches the engine.
+waits on the lock for as long as the test holds it. The feed's worker waits;
+the reactor does not. Once the lock goes, every outcome received meanwhile
+reaches the engine.
 """
 
 from __future__ import annotations
