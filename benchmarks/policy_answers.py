@@ -84,13 +84,8 @@ def _request(session: str, state: str, rcpt: str, count: int, qid: str) -> bytes
 def answers(requests: int) -> dict[str, Any]:
     """This process's tree answering both streams (run with PYTHONPATH at the tree)."""
     from twisted.internet import task
-    from twisted.internet.address import IPv4Address
-    from twisted.internet.testing import StringTransport
 
     from extrusion.config.load import load
-    from extrusion.policyd.metrics import Metrics
-    from extrusion.policyd.protocol import PolicyFactory
-    from extrusion.policyd.responder import Responder
     from extrusion.scoring.engine import open_engine
 
     out: dict[str, Any] = {}
@@ -105,17 +100,8 @@ def answers(requests: int) -> dict[str, Any]:
         engine = open_engine(load(tmp / "c.toml"), clock.seconds)
         changes: list[Any] = []
         engine.add_listener(changes.append)
-        metrics = Metrics()
-        factory = PolicyFactory(
-            Responder(policyd.EngineHolder(engine), "DUNNO", metrics, clock.seconds),
-            metrics, clock, allowed_clients=("127.0.0.0/8",), max_line=2048,
-            max_attributes=100, idle_timeout=0)
-        conns = []
-        for i in range(CONNECTIONS):
-            transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + i))
-            proto = factory.buildProtocol(transport.getPeer())
-            proto.makeConnection(transport)
-            conns.append((proto, transport))
+        conns = policyd.string_connections(engine, clock, clock.seconds, CONNECTIONS,
+                                           idle_timeout=0)
         try:
             for name, stream in (("policyd.py", policyd.stream(requests)),
                                  ("varied", varied(requests))):

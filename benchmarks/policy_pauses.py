@@ -28,16 +28,11 @@ import threading
 import time
 from pathlib import Path
 
-from policyd import EXTRUSION_CONFIG, EngineHolder, stream
+from policyd import EXTRUSION_CONFIG, stream, string_connections
 from twisted.internet import task
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
 
 from extrusion.config.load import load
 from extrusion.policyd.daemon import settle_heap
-from extrusion.policyd.metrics import Metrics
-from extrusion.policyd.protocol import PolicyFactory
-from extrusion.policyd.responder import Responder
 from extrusion.scoring.engine import open_engine
 
 CONNECTIONS = 16
@@ -103,22 +98,7 @@ def once(
     settle_heap()  # as the daemon does once ready, before any request
     clock = task.Clock()
     clock.advance(time.time())
-    metrics = Metrics()
-    factory = PolicyFactory(
-        Responder(EngineHolder(engine), "DUNNO", metrics, time.time),
-        metrics,
-        clock,
-        allowed_clients=("127.0.0.0/8",),
-        max_line=2048,
-        max_attributes=100,
-        idle_timeout=300,
-    )
-    conns = []
-    for i in range(CONNECTIONS):
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + i))
-        proto = factory.buildProtocol(transport.getPeer())
-        proto.makeConnection(transport)
-        conns.append((proto, transport))
+    conns = string_connections(engine, clock, time.time, CONNECTIONS)
 
     def serve(todo: list[bytes], lat: list[float] | None) -> None:
         pc = time.perf_counter

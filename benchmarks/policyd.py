@@ -33,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,18 +271,40 @@ class EngineHolder:
     engine: Any
 
 
+def string_connections(engine: Any, clock: Any, now: Callable[[], float], count: int,
+                       idle_timeout: int = 300) -> list[tuple[Any, Any]]:
+    """`count` connections of the daemon's own protocol, parser and responder (as
+    configured by `EXTRUSION_CONFIG`) over Twisted's StringTransport, each as (protocol,
+    transport): a request path without sockets or scheduler, for the in-process runs."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    from extrusion.policyd.metrics import Metrics
+    from extrusion.policyd.protocol import PolicyFactory
+    from extrusion.policyd.responder import Responder
+
+    metrics = Metrics()
+    factory = PolicyFactory(
+        Responder(EngineHolder(engine), "DUNNO", metrics, now), metrics, clock,
+        allowed_clients=("127.0.0.0/8",), max_line=2048, max_attributes=100,
+        idle_timeout=idle_timeout,
+    )
+    conns = []
+    for i in range(count):
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + i))
+        proto = factory.buildProtocol(transport.getPeer())
+        proto.makeConnection(transport)
+        conns.append((proto, transport))
+    return conns
+
+
 def in_process(tmp: Path, reqs: list[bytes], warm: list[bytes]) -> float:
     """CPU seconds per request of the request path alone, without sockets or scheduler:
     the daemon's protocol, parser, responder and engine (same config, same stream) fed
     over Twisted's StringTransport, 16 connections round-robin, timed by process_time."""
     from twisted.internet import task
-    from twisted.internet.address import IPv4Address
-    from twisted.internet.testing import StringTransport
 
     from extrusion.config.load import load
-    from extrusion.policyd.metrics import Metrics
-    from extrusion.policyd.protocol import PolicyFactory
-    from extrusion.policyd.responder import Responder
     from extrusion.scoring.engine import open_engine
 
     conf = tmp / "in-process.toml"
@@ -289,17 +312,7 @@ def in_process(tmp: Path, reqs: list[bytes], warm: list[bytes]) -> float:
     engine = open_engine(load(conf))
     clock = task.Clock()
     clock.advance(time.time())
-    metrics = Metrics()
-    factory = PolicyFactory(
-        Responder(EngineHolder(engine), "DUNNO", metrics, clock.seconds), metrics, clock,
-        allowed_clients=("127.0.0.0/8",), max_line=2048, max_attributes=100, idle_timeout=300,
-    )
-    conns = []
-    for i in range(16):
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + i))
-        proto = factory.buildProtocol(transport.getPeer())
-        proto.makeConnection(transport)
-        conns.append((proto, transport))
+    conns = string_connections(engine, clock, clock.seconds, 16)
 
     def feed(stream: list[bytes]) -> None:
         for i, req in enumerate(stream):
