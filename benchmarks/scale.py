@@ -81,9 +81,11 @@ def fill(url: str, n: int) -> None:
                 f"({', '.join([p] * len(PACKED_COLUMNS))})")
     try:
         with eng.begin() as conn:
-            conn.exec_driver_sql(f"INSERT INTO names (name) VALUES ({p})", [
-                (name,) for name in ("mx1", "pc", "dsl.example.net",
-                                     *(f"sasl:customer{i}" for i in range(n)))])
+            # Each name seen on its message's day, as the store marks it (names.py).
+            conn.exec_driver_sql(f"INSERT INTO names (name, seen) VALUES ({p}, {p})", [
+                *((name, int(NOW // 86400)) for name in ("mx1", "pc", "dsl.example.net")),
+                *((f"sasl:customer{i}", int((OLD if i % 2 else NOW - 3600.0) // 86400))
+                  for i in range(n))])
             name_ids = dict(conn.exec_driver_sql("SELECT name, id FROM names").all())
         mta, helo, client = (name_ids[x] for x in ("mx1", "pc", "dsl.example.net"))
         for start in range(0, n, CHUNK):
