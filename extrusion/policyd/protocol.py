@@ -184,10 +184,7 @@ class PolicyProtocol(Protocol):
         if not requests:
             return
         answer = self.factory.responder.answer
-        if len(requests) == 1:  # Postfix waits for each answer: one request per chunk
-            self._out().write(_reply_bytes(answer(requests[0])))
-        else:
-            self._out().write(b"".join([_reply_bytes(answer(r)) for r in requests]))
+        self._out().write(b"".join([_reply_bytes(answer(r)) for r in requests]))
 
     def refuse(self, kind: str, detail: str) -> None:
         """Log once, count, and hang up without a reply (the protocol's way to say "trouble")."""
