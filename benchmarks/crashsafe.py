@@ -30,41 +30,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from sinks import CountingEngine  # noqa: E402
+
 from extrusion.checkpoint import MemoryCheckpoints  # noqa: E402
 from extrusion.config import from_dict  # noqa: E402
 from extrusion.maillog.feed import LogFeed  # noqa: E402
 from extrusion.maillog.follow import FileFollower  # noqa: E402
 from extrusion.maillog.recovery import CrashSafeFeed  # noqa: E402
-from extrusion.scoring.events import Outcome, Refused, Submission  # noqa: E402
 from extrusion_dev.generate import generate  # noqa: E402
-
-
-class Discard:
-    """An engine that does nothing with the events but count them."""
-
-    def __init__(self) -> None:
-        self.events = 0
-
-    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str:
-        return f"sasl:{sasl_user}" if sasl_user else f"ip:{client_addr}"
-
-    def submission(self, event: Submission) -> None:
-        self.events += 1
-
-    def outcome(self, event: Outcome) -> None:
-        self.events += 1
-
-    def evidence(self, event: object) -> None:
-        self.events += 1
-
-    def refused(self, event: Refused) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def unresolved_outcomes(self) -> list[Outcome]:
-        return []
 
 
 class EmptyStore(MemoryCheckpoints):
@@ -90,17 +63,17 @@ def _drain(poll: Any) -> float:
 
 
 def plain(log: Path) -> tuple[float, int]:
-    engine = Discard()
+    engine = CountingEngine()
     feed = LogFeed(engine)
     follower = FileFollower(log, feed.line, checkpoints=MemoryCheckpoints(),
                             start_at="beginning", commit=engine.flush)
     took = _drain(follower.poll)
     follower.close()
-    return took, engine.events
+    return took, engine.events + engine.evidence_events
 
 
 def crash_safe(log: Path, store: EmptyStore, tmp: Path) -> tuple[float, int]:
-    engine = Discard()
+    engine = CountingEngine()
     cfg = from_dict({"general": {"hostname": "smtp1"},
                      "store": {"url": f"sqlite:///{tmp / 'unused.db'}",
                                "spool_dir": str(tmp / "spool")},
@@ -109,7 +82,7 @@ def crash_safe(log: Path, store: EmptyStore, tmp: Path) -> tuple[float, int]:
     feed = CrashSafeFeed(engine, cfg, store)
     took = _drain(feed.poll)
     feed.follower.close()  # no finish(): the open messages hold the checkpoint back
-    return took, engine.events
+    return took, engine.events + engine.evidence_events
 
 
 def main(argv: list[str] | None = None) -> int:
