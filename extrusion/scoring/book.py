@@ -29,13 +29,11 @@ from extrusion.scoring.settings import EngineSettings
 from extrusion.scoring.shown import SaslAddresses, authenticated
 from extrusion.scoring.state import Thresholds
 from extrusion.scoring.tracker import MESSAGE_MEMORY_SECONDS, MessageInfo, MessageTracker
-from extrusion.scoring.transitions import evaluate
+from extrusion.scoring.transitions import evaluate, settled
 
 log = logging.getLogger("extrusion.scoring")
 
 HOUSEKEEPING_SECONDS = 30.0
-# Read after every event: a member read from its enum class is a lookup each time.
-_OK = State.OK
 # A sender whose score fell below this, idle and unpinned, is forgotten from memory.
 NEGLIGIBLE_SCORE = 0.01
 
@@ -155,13 +153,10 @@ class SenderBook:
         """New evidence on `mem`: written by the next flush, and its state judged again."""
         if mem.dirty:
             self.dirty.add(mem.key)
-        # After every event, and nearly always an unpinned `ok` sender far below `watch`:
-        # `transitions.target()`'s common case, here without its three calls.
-        if (mem.state is _OK and mem.probation is None and not mem.pin
-                and mem.config_pin is None
-                and max(mem.base, 0.0) + max(mem.pending, 0.0) < self.thresholds.watch):
-            return
-        evaluate(self, mem, now)
+        # After every event, and nearly always a sender that stays `ok`: no transition to
+        # look for.
+        if not settled(mem, self.thresholds.watch):
+            evaluate(self, mem, now)
 
     def shown(self, mem: SenderMemory, envelope_from: str, recipients: tuple[str, ...],
               client_addr: str, now: float) -> None:

@@ -36,14 +36,21 @@ class Judged(Protocol):
     def touch(self, mem: SenderMemory) -> None: ...
 
 
+def settled(mem: SenderMemory, watch: float) -> bool:
+    """Whether `mem` stays `ok` whatever the clock says: unpinned, not on probation, and
+    a score that cannot reach `watch`. The common case after every event, answered
+    without computing any decay."""
+    return (mem.state is State.OK and mem.probation is None and mem.score_bound() < watch
+            and pin_of(mem) not in PIN_STATES)
+
+
 def target(book: Judged, mem: SenderMemory, now: float) -> State:
     """The state `mem` belongs in now."""
+    if settled(mem, book.thresholds.watch):
+        return State.OK
     pin = pin_of(mem)
     if pin in PIN_STATES:
         return PIN_STATES[pin]
-    if (mem.state is State.OK and mem.probation is None
-            and mem.score_bound() < book.thresholds.watch):
-        return State.OK  # the common case (runs for every event): no decay computed
     if mem.probation is not None:
         book.judge.probation.expire(mem, now)
     # A `watch` that only the probation put it in falls back without hysteresis.
