@@ -105,6 +105,34 @@ def test_operator_pin_on_one_mta_reaches_the_other(two_mtas: tuple[Engine, Engin
     assert b.decide(BOT, Stage.MAIL).is_continue
 
 
+def test_refresh_reads_whole_rows_only_of_others_writes(
+        two_mtas: tuple[Engine, Engine, Clock], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a refresh reads back of this engine's own flush it knows at that version:
+    only another host's newer write, or a sender not in memory, is read in full."""
+    a, b, clock = two_mtas
+    read: list[list[str]] = []
+    for engine in (a, b):
+        keyed = engine.store.senders_keyed
+        monkeypatch.setattr(engine.store, "senders_keyed",
+                            lambda keys, keyed=keyed: read.append(list(keys)) or keyed(keys))
+    feed_failures(a, clock, BOT, 12, "a")
+    a.flush()
+    a.refresh()
+    assert read == []  # its own write, already adopted by the flush
+    b.refresh()
+    assert read == [[BOT]]  # not in b's memory: read, and remembered (state watch)
+    assert b.decide(BOT, Stage.RCPT, count=False).state is State.WATCH
+    feed_failures(b, clock, BOT, 12, "b")
+    b.flush()
+    read.clear()
+    a.refresh()
+    assert read == [[BOT]]  # b's newer version
+    assert a.decide(BOT, Stage.RCPT, count=False).state is State.THROTTLED
+    read.clear()
+    a.refresh()
+    assert read == []
+
+
 def test_a_restarted_engine_remembers_states(store_url: str, tmp_path: Path) -> None:
     clock = Clock()
     cfg = make_config(store_url, tmp_path, "mx1")

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from extrusion.checkpoint import Position
-from extrusion.scoring import schema
+from extrusion.scoring import dialects, schema
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.rows import (
     PIN_CLEAR,
@@ -289,6 +289,28 @@ def test_put_sender_and_changed_senders(store: Store) -> None:
     assert again.version == 2
     rows, _ = store.changed_senders(mark2)
     assert [(r.key, r.state) for r in rows] == [(ALICE, "ok")]
+
+
+def test_changed_versions_name_the_rows_senders_keyed_reads(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh's two reads: (key, version) of the changed rows, then whole rows by key
+    (over several IN lists here), the same rows changed_senders gives."""
+    versions, mark = store.changed_versions(None)
+    assert versions == []
+    store.put_sender(SenderRow(key=ALICE, state="held", score=41.0, score_time=5.0,
+                               first_seen=1.0, last_seen=5.0, state_since=5.0))
+    store.put_sender(SenderRow(key=BOB, first_seen=2.0))
+    store.put_sender(SenderRow(key=BOB, first_seen=2.0))
+    versions, mark2 = store.changed_versions(mark)
+    assert sorted(versions) == [(BOB, 2), (ALICE, 1)]
+    monkeypatch.setattr(dialects, "CHUNK", 1)
+    keyed = store.senders_keyed([BOB, "ip:192.0.2.99", ALICE])
+    whole, _ = store.changed_senders(mark)
+    assert sorted(keyed, key=lambda r: r.key) == sorted(whole, key=lambda r: r.key)
+    assert store.senders_keyed([]) == []
+    store.put_sender(SenderRow(key=ALICE, state="ok", first_seen=1.0))
+    versions, _ = store.changed_versions(mark2)
+    assert dict(versions)[ALICE] == 2  # (BOB too, if within the refresh's overlap)
 
 
 # --- audit trail -------------------------------------------------------------------------------

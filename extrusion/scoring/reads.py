@@ -4,6 +4,7 @@ the log followers' checkpoints (messages, outcomes and counters: messagereads.py
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from extrusion.checkpoint import Position
 from extrusion.scoring import schema
+from extrusion.scoring.dialects import chunks
 from extrusion.scoring.events import State, StateChange
 from extrusion.scoring.limits import DAY, HOUR, OthersUse
 from extrusion.scoring.rows import OverrideRow, SenderRow
@@ -47,6 +49,24 @@ def changed_senders(conn: Connection, since: float | None,
         q = q.where(sa.or_(t.c.state != State.OK.value, t.c.pinned.is_not(None),
                            t.c.score_time >= quiet_before))
     return [sender_row(r) for r in conn.execute(q).mappings()]
+
+
+def changed_versions(conn: Connection, since: float | None) -> list[tuple[str, int]]:
+    """(key, version) of the rows `changed_senders` would read: two columns, no row
+    object, for a refresh to read in full only what it does not know yet."""
+    t = schema.senders
+    q = sa.select(t.c.key, t.c.version).where(t.c.version > 0)
+    if since is not None:
+        q = q.where(t.c.changed_at >= since)
+    return [(str(k), int(v)) for k, v in conn.execute(q)]
+
+
+def senders_keyed(conn: Connection, keys: Sequence[str]) -> list[SenderRow]:
+    """The stored rows of `keys` (those that have one)."""
+    t = schema.senders
+    return [sender_row(r) for chunk in chunks(keys)
+            for r in conn.execute(sa.select(t).where(t.c.version > 0, t.c.key.in_(chunk)))
+            .mappings()]
 
 
 def overrides(conn: Connection) -> list[OverrideRow]:

@@ -259,6 +259,18 @@ class Store:
             mark = self._path.now(conn) - REFRESH_OVERLAP_SECONDS
             return reads.changed_senders(conn, since, quiet_before), mark
 
+    def changed_versions(self, since: float | None) -> tuple[list[tuple[str, int]], float]:
+        """(key, version) of the rows `changed_senders(since)` would give, and the same
+        mark: a refresh reads in full (`senders_keyed`) only the versions it lacks."""
+        with self._db.read() as conn:
+            mark = self._path.now(conn) - REFRESH_OVERLAP_SECONDS
+            return reads.changed_versions(conn, since), mark
+
+    def senders_keyed(self, keys: Sequence[str]) -> list[SenderRow]:
+        """The stored rows of `keys`; a key without one is left out."""
+        with self._db.read() as conn:
+            return reads.senders_keyed(conn, keys)
+
     def overrides(self) -> list[OverrideRow]:
         with self._db.read() as conn:
             return reads.overrides(conn)

@@ -209,7 +209,7 @@ class StoreSync:
         with self.flush_lock:
             try:
                 self._ensure_schema()
-                rows, mark = self.store.changed_senders(self._mark)
+                rows, mark = self._changed_rows()
             except Exception as exc:
                 self.store_failed("refreshing senders", exc)
                 return
@@ -223,6 +223,19 @@ class StoreSync:
                 self.others.refresh_use(now)
             if book.config.store.shared_failures:
                 self.others.refresh_failures(now)
+
+    def _changed_rows(self) -> tuple[list[SenderRow], float]:
+        """The rows changed since the last refresh that `adopt` would take: most are
+        this process's own flushes, already adopted at that version, so only the keys
+        and versions are read for every row and the whole row only for a sender not in
+        memory or stored at a newer version (`adopt` skips the others unread)."""
+        versions, mark = self.store.changed_versions(self._mark)
+        book = self.book
+        with book.lock:
+            senders = book.senders
+            wanted = [k for k, v in versions
+                      if (mem := senders.get(k)) is None or v > mem.version]
+        return (self.store.senders_keyed(wanted) if wanted else []), mark
 
     def _ensure_schema(self) -> None:
         if not self._schema_ok:
