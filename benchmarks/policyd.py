@@ -125,6 +125,8 @@ class Result:
     latencies: list[float]
     answers: Counter[str]
     cpu: float | None = None  # CPU seconds of the server's process over the measured run
+    # ... of which its main thread's (the reactor's; the rest is the maintenance thread's)
+    main_cpu: float | None = None
 
     @property
     def rate(self) -> float:
@@ -163,9 +165,11 @@ async def _drive(
     return time.perf_counter() - t0, lat, answers
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
+def process_cpu(pid: int, thread: int | None = None) -> float:
+    """User + system CPU seconds of a process (all its threads), or of one of its
+    threads (the main thread's id is the process's), from /proc."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -175,10 +179,13 @@ def measure(
     pid: int | None = None,
 ) -> Result:
     asyncio.run(_drive(port, warmup, connections))
-    before = process_cpu(pid) if pid is not None else 0.0
+    if pid is None:
+        seconds, lat, answers = asyncio.run(_drive(port, reqs, connections))
+        return Result(name, seconds, lat, answers)
+    before, main_before = process_cpu(pid), process_cpu(pid, pid)
     seconds, lat, answers = asyncio.run(_drive(port, reqs, connections))
-    cpu = process_cpu(pid) - before if pid is not None else None
-    return Result(name, seconds, lat, answers, cpu)
+    return Result(name, seconds, lat, answers, process_cpu(pid) - before,
+                  process_cpu(pid, pid) - main_before)
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None,
@@ -475,6 +482,10 @@ def main() -> None:
     if ours.cpu is not None:
         print(f"extrusion CPU: {ours.cpu:.2f} s, {ours.cpu / len(reqs) * 1e6:.0f} us per request "
               "(all its threads, the log feed idle)")
+        if ours.main_cpu is not None:
+            per = 1e6 / len(reqs)
+            print(f"  main thread (reactor) {ours.main_cpu * per:.0f} us, other threads "
+                  f"(maintenance: flush, refresh) {(ours.cpu - ours.main_cpu) * per:.0f} us")
     if floor is not None and floor.cpu is not None:
         print(f"floor CPU: {floor.cpu / len(reqs) * 1e6:.0f} us per request; extrusion reaches "
               f"{ours.rate / floor.rate:.2f}x its throughput at "
