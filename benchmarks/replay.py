@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/replay.py [--messages 60000] [--days 0.33] [--repeat 3]
                                           [--log PATH]
     .venv/bin/python benchmarks/replay.py --log PATH --parse-base REV [--repeat 3]
+    .venv/bin/python benchmarks/replay.py --log PATH --reader-base REV [--repeat 5]
 
 Generates a Postfix smarthost log with `extrusion_dev.generate` (normal
 customers, a newsletter, a bounce relay, relay probes, two spam bots; about
@@ -23,6 +24,14 @@ and this tree's, each in a fresh process, interleaved, and the CPU ratio
 printed (issue 17: the log feed's share of the daemons' CPU). Each tree
 reads as its replay's reader does (`LogFeed.lines()` in batches, where the
 tree has it); this tree also one line at a time (`line()`, the live feed's way).
+
+With `--reader-base REV` only the replay's reader process is timed: `python -m
+extrusion.replay.worker LOG` of REV's tree and of this one, each given the
+settings `extrusion replay` would send it (default config) on standard input,
+its event stream written to /dev/null; the CPU seconds of that child (wait4),
+alternated, best of `--repeat`, and the ratio to REV printed (issue 17: the
+reader is one of replay's two processes, each of which must stay within half
+of pflogsumm's time for the wall clock target).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,11 +125,63 @@ def compare_parse(log: Path, rev: str, repeat: int, tmp: Path) -> None:
         print(f"| {name} | {c:.2f} | {c / lines * 1e6:.2f} | {lines / c:,.0f} | {c / first:.2f} |")
 
 
-def timed(cmd: list[str]) -> tuple[Timing, str]:
-    """Wall time, CPU time (all its processes) and peak RSS of a command."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+def reader_settings(log: Path) -> bytes:
+    """The pickled `WorkerSettings` `extrusion replay LOG` sends its reader (no config
+    file: the defaults)."""
+    import pickle
+
+    from extrusion.config.load import from_dict
+    from extrusion.maillog.feed import join_settings
+    from extrusion.replay.logfiles import reference_time
+    from extrusion.replay.parallel import FLUSH_EVERY_LINES
+    from extrusion.replay.worker import WorkerSettings
+
+    cfg = from_dict({})
+    settings = WorkerSettings(
+        fmt=cfg.maillog.format, join=join_settings(cfg), timezone=cfg.maillog.timezone,
+        reference_time=reference_time([str(log)]), customers=cfg.customers,
+        flush_every_lines=FLUSH_EVERY_LINES)
+    return pickle.dumps(settings)
+
+
+def compare_reader(log: Path, rev: str, repeat: int, tmp: Path) -> None:
+    """The reader process's CPU seconds, `rev`'s tree beside this one, alternated."""
+    from benchmarks.trees import export
+
+    base = export(rev, tmp / "reader-base")
+    settings = reader_settings(log)
+    trees = {f"reader at {rev}": base, "reader, this tree": REPO}
+    runs: dict[str, list[Timing]] = {name: [] for name in trees}
+    for _ in range(repeat):
+        for name, tree in trees.items():
+            # PYTHONPATH and the cwd (`-m` looks there first) select the tree.
+            cmd = ["env", f"PYTHONPATH={tree}", sys.executable, "-m",
+                   "extrusion.replay.worker", str(log)]
+            runs[name].append(timed(cmd, settings, cwd=tree, keep=False)[0])
+    print(f"log: {log.name}   best of {repeat}   load average: {os.getloadavg()[0]:.1f}\n")
+    print("| reader process | CPU s best | CPU s median | spread | wall s best "
+          "| peak RSS MB | CPU vs base |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    first = min(t.cpu for t in next(iter(runs.values())))
+    for name, ts in runs.items():
+        cpus = sorted(t.cpu for t in ts)
+        print(f"| {name} | {cpus[0]:.2f} | {statistics.median(cpus):.2f} | "
+              f"{cpus[-1] - cpus[0]:.2f} | {min(t.wall for t in ts):.2f} | "
+              f"{max(t.rss_mb for t in ts):.0f} | {cpus[0] / first:.2f} |")
+
+
+def timed(cmd: list[str], stdin: bytes | None = None, cwd: Path | None = None,
+          keep: bool = True) -> tuple[Timing, str]:
+    """Wall time, CPU time (all its processes) and peak RSS of a command, given `stdin`
+    (None: this process's); its output is returned, or thrown away unless `keep`."""
+    with (tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err,
+          tempfile.TemporaryFile() as given):
+        if stdin is not None:
+            given.write(stdin)
+            given.seek(0)
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, stdin=given if stdin is not None else None,
+                                stdout=out if keep else subprocess.DEVNULL, stderr=err, cwd=cwd)
         # wait4() gives this child's own usage, its reaped children's included; its
         # ru_maxrss is the peak of the largest of them (KiB on Linux).
         _pid, status, usage = os.wait4(proc.pid, 0)
@@ -145,6 +207,9 @@ def main() -> None:
     ap.add_argument("--log", type=Path, default=None, help="use this log instead of generating")
     ap.add_argument("--parse-base", default=None, metavar="REV",
                     help="only time the parse of REV's code beside this tree's (needs --log)")
+    ap.add_argument("--reader-base", default=None, metavar="REV",
+                    help="only time the replay's reader process of REV beside this tree's "
+                         "(needs --log)")
     ap.add_argument("--parse-run", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--per-line", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -153,6 +218,12 @@ def main() -> None:
         code = sys.modules[LogFeed.__module__].__file__
         print(json.dumps({"wall": t.wall, "cpu": t.cpu, "lines": lines, "events": events,
                           "code": code}))
+        return
+    if args.reader_base:
+        if args.log is None:
+            raise SystemExit("--reader-base needs --log")
+        with tempfile.TemporaryDirectory(prefix="bench-reader-") as tmp:
+            compare_reader(args.log, args.reader_base, args.repeat, Path(tmp))
         return
     if args.parse_base:
         if args.log is None:

@@ -34,7 +34,10 @@ def message_lines(i: int, qid: str) -> list[str]:
     s = 3 * i
     return [
         at(s, "postfix/smtpd", "connect from dsl-1.example[192.0.2.1]"),
-        at(s, "postfix/smtpd", f"{qid}: client=dsl-1.example[192.0.2.1]"),
+        # Every third a login on the submission port (the lane's field dictionary).
+        at(s, "postfix/smtpd", f"{qid}: client=dsl-1.example[192.0.2.1]"
+                               + (f", sasl_method=PLAIN, sasl_username=u{i}" if i % 3 == 0
+                                  else "")),
         at(s, "postfix/cleanup", f"{qid}: message-id=<{i}@dsl-1.example>"),
         at(s, "postfix/qmgr", f"{qid}: from=<a@customer.example>, size=1200, nrcpt=2 "
                               "(queue active)"),
@@ -67,6 +70,13 @@ ODD = [
     "from=<a@b> to=<c@d> proto=ESMTP helo=<h>", "connect from", "disconnect from a[192.0.2.9] "
     "ehlo=1 auth=0/1 commands=1/2", "disconnect from a[192.0.2.9] commands=0/3 x",
     "disconnect from [", "ABCDE: x: removed", ": removed", "", "warning: ABCDE: removed",
+    "ABCDE: client=a[192.0.2.9], sasl_method=LOGIN, sasl_username=u@b, sasl_sender=s",
+    "ABCDE: client=a[192.0.2.9], orig_queue_id=FGHIJ, orig_client=c[192.0.2.10]",
+    "ABCDE: client=a[192.0.2.9], orig_client=garbled", "ABCDE: client=a[192.0.2.9], "
+    "sasl_username=", "ABCDE: client=a[192.0.2.9, sasl_username=u", "ABCDE: client=a"
+    "[192.0.2.9], client=c[192.0.2.10]", "ABCDE: client=a[192.0.2.9], , sasl_username=u",
+    "ABCDE: client=a[192.0.2.9], sasl_username=u, client=x", "ABCDE: sasl_username=u, "
+    "client=a[192.0.2.9]",
 ]
 PROGRAMS = ["postfix/qmgr", "postfix/cleanup", "postfix/smtpd", "postfix/smtp",
             "postfix/lmtp", "postfix/bounce", "postfix/postscreen", "postfix/pickup",

@@ -33,6 +33,7 @@ from extrusion.maillog.join import JoinSettings, JoinStats
 from extrusion.maillog.lines import (
     AFTER_MINUTE,
     CLASSIC_LINE,
+    MAX_HEADS,
     MAX_LINE,
     SECONDS,
     ClassicShortcut,
@@ -46,8 +47,10 @@ from extrusion.scoring.helo import safe_text
 
 log = logging.getLogger(__name__)
 _classic_line = CLASSIC_LINE.match
-# The shortcut's expression, and the queue id a Postfix message starts with (or "").
-_after_minute = re.compile(AFTER_MINUTE.pattern + "((?:" + QUEUE_ID + ")?)").match
+# The shortcut's expression, then the message to the end of its line (`.` stops at a
+# newline, as `text.find("\n")` did) and, inside it, the queue id it starts with (or ""):
+# one match gives all four, no slicing after it.
+_after_minute = re.compile(AFTER_MINUTE.pattern + "(((?:" + QUEUE_ID + ")?).*)").match
 _SECONDS = SECONDS
 _E = TypeVar("_E")
 
@@ -175,6 +178,8 @@ class LogFeed:
         self.stats.join = self.joiner.stats
         self._add = self.joiner.add
         self._routes: dict[str, Route] = {}
+        # `lines()`' look-up of a line's head (`host prog`): its host, lane and parser at once.
+        self._head_routes: dict[str, tuple[str, Lane | None, Parser | None]] = {}
 
     @classmethod
     def from_config(
@@ -212,13 +217,14 @@ class LogFeed:
         (one `ClassicShortcut` reads, of a Postfix lane) handled here in one piece
         instead of a call per step."""
         stats = self.stats
-        routes = self._routes
+        by_head = self._head_routes
         joiner = self.joiner
         guard = self._guard
         shortcut = self._shortcut
-        heads = shortcut.heads
         prefix, at, base = shortcut.minute()
-        n = 0  # lines counted into the stats once, at the end (or at an error)
+        # Lines counted into the stats once, at the end (or at an error); so are the lanes'
+        # joined and ignored lines (the slow way counts its own as it goes).
+        n = parsed = ignored = 0
         try:
             for text in texts:
                 n += 1
@@ -229,21 +235,17 @@ class LogFeed:
                     self._line(text)
                     prefix, at, base = shortcut.minute()
                     continue
-                seconds, head, qid = m.groups()
+                seconds, head, message, qid = m.groups()
                 second = _SECONDS.get(seconds)
-                tag = heads.get(head)
-                if second is None or tag is None:
+                route = by_head.get(head) or self._head_route(head)
+                if second is None or route is None:
                     self._line(text)
                     prefix, at, base = shortcut.minute()
                     continue
-                start = m.start(3)
-                end = text.find("\n", start)
-                message = text[start:] if end < 0 else text[start:end]
                 if message[-1:] == "\r":
                     message = message[:-1]
                 t = base + second
-                host, program = tag
-                lane, parser = routes.get(program) or self._route(program)
+                host, lane, parser = route
                 if lane is None:
                     self._parse(text, t, host, parser, message)
                     continue
@@ -256,15 +258,30 @@ class LogFeed:
                     self._parser_failed(text, exc)
                     continue
                 if joined:
-                    stats.parsed += 1
+                    parsed += 1
                 elif joined is None:
                     self._parse(text, t, host, parser, message)
                 else:
-                    stats.ignored += 1
+                    ignored += 1
                     if t > joiner.now:
                         joiner.advance(t)
         finally:
             stats.lines += n
+            stats.parsed += parsed
+            stats.ignored += ignored
+
+    def _head_route(self, head: str) -> tuple[str, Lane | None, Parser | None] | None:
+        """The host, lane and parser of a `host prog` head the shortcut learned (None: not
+        learned, read the line the slow way); kept for the next line of that head."""
+        tag = self._shortcut.heads.get(head)
+        if tag is None:
+            return None
+        host, program = tag
+        lane, parser = self._routes.get(program) or self._route(program)
+        route = (host, lane, parser)
+        if len(self._head_routes) < MAX_HEADS:  # as the shortcut's heads: bounded
+            self._head_routes[head] = route
+        return route
 
     def _line(self, text: str) -> None:
         """`line()` but for its count."""

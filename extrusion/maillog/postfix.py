@@ -190,26 +190,26 @@ def _client(qid: str, rest: str) -> Result:
         # Most lines: `client=NAME[ADDR]` alone (no SASL login, no XFORWARD).
         m = CLIENT.fullmatch(rest, len("client="))
         return None if m is None else (ClientSeen(qid, m.group(1), m.group(2)),)
-    fields = _fields(rest)
-    m = CLIENT.fullmatch(fields.get("client", ""))
+    values = fields(rest)
+    m = CLIENT.fullmatch(values.get("client", ""))
     if m is None:
         return None
-    orig = CLIENT.fullmatch(fields.get("orig_client", ""))
+    orig = CLIENT.fullmatch(values.get("orig_client", ""))
     return (
         ClientSeen(
             qid,
             m.group(1),
             m.group(2),
-            sasl_user=fields.get("sasl_username", ""),
-            sasl_method=fields.get("sasl_method", ""),
-            orig_queue_id=fields.get("orig_queue_id", ""),
+            sasl_user=values.get("sasl_username", ""),
+            sasl_method=values.get("sasl_method", ""),
+            orig_queue_id=values.get("orig_queue_id", ""),
             orig_client_name=orig.group(1) if orig else "",
             orig_client_addr=orig.group(2) if orig else "",
         ),
     )
 
 
-def _fields(rest: str) -> dict[str, str]:
+def fields(rest: str) -> dict[str, str]:
     """`a=1, b=2` into a dict; values never contain ", " in the lines we read this way."""
     out: dict[str, str] = {}
     for part in rest.split(", "):

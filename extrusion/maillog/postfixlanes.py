@@ -1,11 +1,12 @@
 """Postfix's commonest lines read straight into the joiner: no record, no tuple of them.
 
 Nearly every line of a Postfix log is one of a few kinds: qmgr's `from=<…>` and
-`removed`, cleanup's `message-id=`, smtpd's `client=NAME[ADDR]` and a delivery
-agent's `to=<…>` (most of the rest are `connect from`, `disconnect from` and TLS
-notes, of no interest). `LaneJoiner` reads these itself, only the fields it keeps,
-and joins them as `Joiner.add()` joins the record `postfix.parse()` would have
-built: one call per line instead of a parser, a record and `add()`.
+`removed`, cleanup's `message-id=`, smtpd's `client=NAME[ADDR]` (with or without a
+SASL login) and a delivery agent's `to=<…>` (most of the rest are `connect from`,
+`disconnect from` and TLS notes, of no interest). `LaneJoiner` reads these itself,
+only the fields it keeps, and joins them as `Joiner.add()` joins the record
+`postfix.parse()` would have built: one call per line instead of a parser, a record
+and `add()`.
 
 A lane answers True (joined), False (of no interest: `parse()` gives `()`) or None:
 not sure, read the line with `parse()` as before — every other kind, NOQUEUE
@@ -33,6 +34,7 @@ QMGR_SERVICES = frozenset({"qmgr", "nqmgr", "oqmgr"})
 # delivery agent's lane for them.
 _OWN_WAYS = QMGR_SERVICES | {"smtpd", "postscreen", "cleanup", "bounce", "postsuper", "pickup"}
 _client_expr = postfix.CLIENT.fullmatch
+_fields = postfix.fields
 _qmgr_from = postfix.QMGR_FROM.match
 _delivery = postfix.delivery
 _message_id = postfix.message_id
@@ -122,21 +124,40 @@ class LaneJoiner(Joiner):
             return None
         rest = message[colon + 2 :]
         if ", " in rest:
-            return None  # a SASL login or XFORWARD: the parser's field dictionary
+            return self._client_fields(t, host, qid, rest)
         c = _client_expr(rest, len("client="))
         if c is None:
             return None
+        self._client_seen(t, host, qid, c.group(1), c.group(2), "")
+        return True
+
+    def _client_fields(self, t: float, host: str, qid: str, rest: str) -> bool | None:
+        """`client=NAME[ADDR], sasl_method=…, sasl_username=…` (a login on the submission
+        port: a sixth of a smarthost's messages) read by the parser's field dictionary;
+        XFORWARD's `orig_client=` is left to the parser."""
+        fields = _fields(rest)
+        if "orig_client" in fields:
+            return None
+        c = _client_expr(fields.get("client", ""))
+        if c is None:
+            return None
+        self._client_seen(t, host, qid, c.group(1), c.group(2),
+                          fields.get("sasl_username", ""))
+        return True
+
+    def _client_seen(self, t: float, host: str, qid: str, name: str, addr: str,
+                     sasl_user: str) -> None:
+        """`add()` of a `ClientSeen` without original client (`_client()`'s common case)."""
         if t > self.now:
             self.advance(t)
         if self._local:
             host = self._local.get(host) or self.names.new(host)
         m = self._get(host, qid, t)
         m.whole = True
-        # `_client()` for a `ClientSeen` without SASL login or original client.
-        addr = c.group(2)
         if not (m.inherited and self._is_relay_addr(addr)):
-            m.client_name, m.client_addr = c.group(1), addr
-        return True
+            m.client_name, m.client_addr = name, addr
+        if sasl_user:
+            m.sasl_user = sasl_user
 
     def agent_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
         """A delivery agent's (smtp, lmtp, local, virtual, pipe…) line."""
