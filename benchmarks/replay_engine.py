@@ -70,6 +70,7 @@ def from_stream(stream: str) -> Any:
     def reader(cfg: Any, logs: list[str], reference: float) -> Iterator[Any]:
         if not os.path.exists(stream):
             with real(cfg, logs, reference) as proc, open(stream + ".part", "wb") as out:
+                assert proc.stdout is not None
                 shutil.copyfileobj(proc.stdout, out)
                 proc.wait()
             os.rename(stream + ".part", stream)
@@ -87,7 +88,9 @@ def child(log: str, config: str, processes: str = "2") -> None:
     from extrusion.replay.command import replay
 
     if processes.startswith("stream:"):
-        command.reader_process = from_stream(processes.removeprefix("stream:"))
+        # The name `replay.command` imported from replay.parallel, where run() finds it.
+        command.reader_process = from_stream(  # type: ignore[attr-defined]
+            processes.removeprefix("stream:"))
     with open(os.devnull, "w") as sink:
         status = replay(load(config), [log], as_json=True, out=sink, err=sink,
                         progress=False, parallel=processes != "1")
@@ -161,12 +164,20 @@ def streamed(trees: dict[str, Path], log: Path, config: Path, stream: Path,
              repeat: int) -> None:
     """`--stream`: each tree's engine side on the base reader's recorded output."""
     (base_name, base), (_, checkout) = trees.items()
+    # Both trees' bytecode made before any run: the fresh export's first import would
+    # otherwise compile it inside the base's first timing.
+    for tree in (base, checkout):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "extrusion")],
+                       check=True)
     if not stream.exists():
         measure(base, log, config, f"stream:{stream}")  # records it (the base's reader)
     pairs: list[tuple[float, float]] = []
-    for _ in range(repeat):
-        old = measure(base, log, config, f"stream:{stream}")["engine"]
-        new = measure(checkout, log, config, f"stream:{stream}")["engine"]
+    for i in range(repeat):
+        # Each tree first in every other round: the machine's load drifts within a round.
+        first, second = (base, checkout) if i % 2 == 0 else (checkout, base)
+        a = measure(first, log, config, f"stream:{stream}")["engine"]
+        b = measure(second, log, config, f"stream:{stream}")["engine"]
+        old, new = (a, b) if first is base else (b, a)
         pairs.append((old, new))
         print(f"{base_name} {old:.2f} s, checkout {new:.2f} s: {new / old:.3f}x", flush=True)
     ratios = [new / old for old, new in pairs]
