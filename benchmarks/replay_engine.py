@@ -1,7 +1,7 @@
 """The engine's side of `extrusion replay`: its process's CPU seconds and peak memory, two trees.
 
     .venv/bin/python benchmarks/replay_engine.py --log PATH [--base REV] [--repeat 2] \
-        [--one-process]
+        [--one-process | --stream FILE]
 
 `extrusion replay` parses the log in a child process and runs the engine and
 its store in its own (replay/parallel.py). `benchmarks/replay.py` times the
@@ -14,30 +14,83 @@ main) interleaved, best of `--repeat`, and prints both sides of each with
 the ratio of the checkout to the base. `--one-process` adds the checkout with
 the log read in the engine's own process (`replay(parallel=False)`): fewer CPU
 seconds in all (no pickles, no second interpreter), one core.
+
+`--stream FILE` takes the reader and the pipe's timing out: the base's reader writes
+its output stream to FILE once (kept for the next run; delete it when the log or the
+stream's format changes), then each tree's engine side reads that file
+in place of the reader's pipe (`run_parallel` as `extrusion replay` runs it, into
+a fresh store), alternated; the engine's CPU seconds only, and the median and
+spread of the ratio over the rounds beside the best of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 # The checkout again, its log read in the engine's own process (`--one-process`).
 ONE = "checkout, one process"
 
 
+class Recorded:
+    """The reader's process as `run_parallel` sees it, its output read from a file."""
+
+    def __init__(self, stream: str) -> None:
+        self.stdout = open(stream, "rb")  # noqa: SIM115 (closed by run_parallel)
+        self.stderr = io.BytesIO()
+
+    def poll(self) -> int:
+        return 0
+
+    def wait(self) -> int:
+        return 0
+
+
+def from_stream(stream: str) -> Any:
+    """A stand-in for `replay.parallel.reader_process`: the stream file if it exists;
+    else the real reader, its output copied to the file first."""
+    from extrusion.replay import parallel
+
+    real = parallel.reader_process
+
+    @contextmanager
+    def reader(cfg: Any, logs: list[str], reference: float) -> Iterator[Any]:
+        if not os.path.exists(stream):
+            with real(cfg, logs, reference) as proc, open(stream + ".part", "wb") as out:
+                assert proc.stdout is not None
+                shutil.copyfileobj(proc.stdout, out)
+                proc.wait()
+            os.rename(stream + ".part", stream)
+        yield Recorded(stream)
+
+    return reader
+
+
 def child(log: str, config: str, processes: str = "2") -> None:
     """One replay in this process (the tree on PYTHONPATH); its usage as one JSON line.
-    `processes` "1": the log is read in this process too (no child)."""
+    `processes` "1": the log is read in this process too (no child); "stream:PATH":
+    the reader's output is read from PATH (`from_stream`)."""
     from extrusion.config.load import load
+    from extrusion.replay import command
     from extrusion.replay.command import replay
 
+    if processes.startswith("stream:"):
+        # The name `replay.command` imported from replay.parallel, where run() finds it.
+        command.reader_process = from_stream(  # type: ignore[attr-defined]
+            processes.removeprefix("stream:"))
     with open(os.devnull, "w") as sink:
         status = replay(load(config), [log], as_json=True, out=sink, err=sink,
                         progress=False, parallel=processes != "1")
@@ -67,6 +120,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--one-process", action="store_true",
                     help="also the checkout with the log read in the engine's process")
+    ap.add_argument("--stream", type=Path, default=None, metavar="FILE",
+                    help="the engine sides only, fed the reader's output recorded in FILE")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -86,6 +141,9 @@ def main() -> None:
         config = Path(tmp) / "extrusion.toml"
         config.write_text('[general]\nlog_level = "warning"\n')
         trees = {f"base {base[:12]}": export(base, Path(tmp) / "base"), "checkout": REPO}
+        if args.stream:
+            streamed(trees, args.log.resolve(), config, args.stream.resolve(), args.repeat)
+            return
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
         if args.one_process:
             runs[ONE] = []
@@ -100,6 +158,33 @@ def main() -> None:
     old, new = best[f"base {base[:12]}"], best["checkout"]
     print(f"\nengine CPU {new['engine'] / old['engine']:.2f}x the base's, "
           f"peak RSS {new['rss'] / old['rss']:.2f}x")
+
+
+def streamed(trees: dict[str, Path], log: Path, config: Path, stream: Path,
+             repeat: int) -> None:
+    """`--stream`: each tree's engine side on the base reader's recorded output."""
+    (base_name, base), (_, checkout) = trees.items()
+    # Both trees' bytecode made before any run: the fresh export's first import would
+    # otherwise compile it inside the base's first timing.
+    for tree in (base, checkout):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "extrusion")],
+                       check=True)
+    if not stream.exists():
+        measure(base, log, config, f"stream:{stream}")  # records it (the base's reader)
+    pairs: list[tuple[float, float]] = []
+    for i in range(repeat):
+        # Each tree first in every other round: the machine's load drifts within a round.
+        first, second = (base, checkout) if i % 2 == 0 else (checkout, base)
+        a = measure(first, log, config, f"stream:{stream}")["engine"]
+        b = measure(second, log, config, f"stream:{stream}")["engine"]
+        old, new = (a, b) if first is base else (b, a)
+        pairs.append((old, new))
+        print(f"{base_name} {old:.2f} s, checkout {new:.2f} s: {new / old:.3f}x", flush=True)
+    ratios = [new / old for old, new in pairs]
+    old, new = min(p[0] for p in pairs), min(p[1] for p in pairs)
+    print(f"\nengine CPU, best of {repeat}: {old:.2f} s -> {new:.2f} s ({new / old:.3f}x); "
+          f"ratio median {statistics.median(ratios):.3f}x, "
+          f"spread {min(ratios):.3f}-{max(ratios):.3f}x; load average {os.getloadavg()[0]:.1f}")
 
 
 def table(runs: dict[str, list[dict[str, float]]], lines: int) -> dict[str, dict[str, float]]:

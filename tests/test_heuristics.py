@@ -118,6 +118,20 @@ def test_not_auto_replies(envelope_from: str, headers: Headers, count: int) -> N
     assert is_auto_reply(envelope_from, headers, count) is False
 
 
+@pytest.mark.parametrize(
+    "envelope_from",
+    sorted({frm for _i, frm, _h in AUTO_REPLIES} | {frm for _i, frm, _h, _n in NOT_AUTO_REPLIES}
+           | {"", "<>", "MAILER-DAEMON@host.example", "bob"}),
+)
+def test_auto_reply_without_headers_is_the_return_paths_answer(envelope_from: str) -> None:
+    # No headers (a message from the log) are answered by a shorter way; headers that
+    # hold only blanks take the long one, and both must say the same.
+    blank = Headers(auto_submitted=" ", precedence=" ", list_id=" ", list_unsubscribe=" ")
+    for count in (0, 1, 2):
+        assert is_auto_reply(envelope_from, NONE, count) is is_auto_reply(
+            envelope_from, blank, count)
+
+
 def test_auto_reply_rejects_a_negative_count() -> None:
     with pytest.raises(ValueError, match="recipient_count"):
         is_auto_reply("bob@customer.example", NONE, -1)

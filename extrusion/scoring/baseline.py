@@ -100,8 +100,11 @@ class Baseline:
             self.authenticated += 1
         elif authenticated is False:
             self.unauthenticated += 1
-        _bump(self.helos, helo.lower())
-        _bump(self.domains, domain.lower())
+        # (A logged message seldom names its HELO: no call to count nothing.)
+        if helo:
+            _bump(self.helos, helo.lower())
+        if domain:
+            _bump(self.domains, domain.lower())
         self.dirty = True
 
     def learn_foreign(self) -> None:

@@ -115,6 +115,11 @@ def is_auto_reply(envelope_from: str, headers: Headers, recipient_count: int) ->
     _check_count("recipient_count", recipient_count)
     if recipient_count != 1 or is_null_sender(envelope_from):
         return False
+    if not (headers.auto_submitted or headers.precedence or headers.list_id
+            or headers.list_unsubscribe):
+        # No header that says either way (every message read from a log): the return
+        # path alone, as the questions below answer for empty headers.
+        return _localpart(envelope_from) in AUTO_REPLY_LOCALPARTS
     auto_submitted = _header_token(headers.auto_submitted)
     if auto_submitted and auto_submitted != AUTO_SUBMITTED_NO:
         return True

@@ -89,13 +89,15 @@ class Outcomes:
                info: MessageInfo | None, now: float) -> None:
         judge = self.book.judge
         own_refusal = event.status is _REJECTED and not judge.mx
-        if not is_failure(cls) or own_refusal:
+        # A delivery (nearly every outcome) is no failure: told without asking is_failure().
+        if cls is _DELIVERED or not is_failure(cls) or own_refusal:
             # Delivered, deferred (counts only if it later bounces or expires), or
             # refused by this MTA itself (often extrusion's own enforcement).
             if not own_refusal:
                 judge.not_failed(mem, info, event.recipient,
                                  cls is _DELIVERED, now)
-            if info is not None:
+            # Only a possible list post still waiting for its verdict reads its attempts.
+            if info is not None and info.list_like is None:
                 judge.attempted(mem, info, event.recipient, now)
         elif judge.forwarded(mem, _envelope(event, info), event.client_name, now,
                              refusal=cls):

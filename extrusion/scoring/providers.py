@@ -10,6 +10,8 @@ family, not by exact domain.
 
 from __future__ import annotations
 
+import functools
+
 # Operator -> registered domains (as the public suffix list splits them).
 PROVIDER_DOMAINS: dict[str, frozenset[str]] = {
     "microsoft": frozenset(
@@ -79,6 +81,9 @@ _FAMILY_OF_DOMAIN: dict[str, str] = {
 }
 
 
+# Asked for every unauthenticated submission (shown.freemail_unauthenticated) with the
+# same few domains all day; bounded, as a bot's domains are new every time.
+@functools.lru_cache(maxsize=4096)
 def provider_family(registered_domain: str) -> str | None:
     """The provider family of a registered domain ("hotmail.co.uk" -> "microsoft"), or None."""
     domain = registered_domain.lower().rstrip(".")

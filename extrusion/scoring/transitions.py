@@ -22,6 +22,8 @@ from extrusion.scoring.rows import Batch
 from extrusion.scoring.state import PIN_STATES, Thresholds, next_state
 from extrusion.scoring.writes import state_change_row
 
+_OK = State.OK  # read after every event: a member read from its enum class is a lookup
+
 
 class Judged(Protocol):
     """What a transition reads and writes of the engine's memory."""
@@ -40,8 +42,14 @@ def settled(mem: SenderMemory, watch: float) -> bool:
     """Whether `mem` stays `ok` whatever the clock says: unpinned, not on probation, and
     a score that cannot reach `watch`. The common case after every event, answered
     without computing any decay."""
-    return (mem.state is State.OK and mem.probation is None and mem.score_bound() < watch
-            and pin_of(mem) not in PIN_STATES)
+    if mem.state is not _OK or mem.probation is not None:
+        return False
+    # Most senders have no evidence and no pin: answered from their attributes, without
+    # the two calls (score_bound(), pin_of()) that ask the same for every other sender.
+    if not ((mem.base <= 0.0 and mem.pending <= 0.0 and watch > 0.0)
+            or mem.score_bound() < watch):
+        return False
+    return (not mem.pin and mem.config_pin is None) or pin_of(mem) not in PIN_STATES
 
 
 def target(book: Judged, mem: SenderMemory, now: float) -> State:
