@@ -173,6 +173,12 @@ def test_smtpds_disconnect_line_with_failed_commands() -> None:
     assert v == ClientVerdict(OWN, FAILED_COMMANDS, "ehlo=1 auth=0/1 rcpt=0/3 quit=1 commands=2/6")
     assert postfix.parse("smtpd", f"disconnect from a.example[{OWN}] ehlo=1 mail=1 rcpt=1 "
                                   "data=1 quit=1 commands=5") == ()
+    # Counted N/M only in the last place, or all of M succeeded, or no counts: nothing.
+    assert postfix.parse("smtpd", f"disconnect from a[{OWN}] commands=1/2") == (
+        ClientVerdict(OWN, FAILED_COMMANDS, "commands=1/2"),)
+    for counts in (" rcpt=0/1 commands=5", " commands=3/3", " quit=1 commands=1/2 x", ""):
+        assert postfix.parse("smtpd", f"disconnect from a[{OWN}]{counts}") == ()
+    assert postfix.parse("smtpd", f"disconnect from a[{OWN}] 5/6") == ()
 
 
 def test_amavis_verdicts() -> None:

@@ -80,3 +80,12 @@ def test_work_batches_lines_and_ends_with_counts() -> None:
     assert [m[1] for m in messages] == [worker.BATCH_LINES, len(lines), len(lines)]
     assert messages[0][3] == [worker.FLUSH]  # flushed where a one-process replay does
     assert messages[2][2].lines == len(lines)
+
+
+def test_outcome_status_travels_as_its_plain_value() -> None:
+    # A Status member pickled is the enum's class and value: a plain str keeps the stream
+    # as it was, for every status.
+    for status in Status:
+        item = worker.encode_outcome(1.0, Outcome(1.0, "Q6", "r@y.test", status))
+        assert type(item[5]) is str and item[5] == status.value
+        assert worker.decode(item).status is status  # type: ignore[union-attr]

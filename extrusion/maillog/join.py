@@ -259,7 +259,8 @@ class Joiner:
         m = self._get(host, qid, t)
         if m.envelope_from is None or not m.nrcpt:
             m.envelope_from, m.size, m.nrcpt = envelope_from, size, nrcpt
-            self.evidence.envelope_known(host, qid)
+            if self._early:  # a spam filter's verdict waits for some envelope (rare)
+                self.evidence.envelope_known(host, qid)
 
     def _removed(self, host: str, qid: str) -> None:
         gone = self._msgs.get(host + " " + qid)

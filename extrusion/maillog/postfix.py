@@ -179,10 +179,15 @@ def disconnect(message: str) -> Result:
     m = _DISCONNECT.fullmatch(message)
     if m is None:
         return None if len(message) <= 600 else ()
-    c = _COMMANDS.search(m.group(2) or "")
+    tail = m.group(2)
+    # A failed command is counted `N/M`: with no "/" in the counts every command succeeded
+    # (most sessions), and the search for `commands=N/M` is not needed.
+    if not tail or "/" not in tail:
+        return ()
+    c = _COMMANDS.search(tail)
     if c is None or c.group(1) == c.group(2) or not address(m.group(1)):
         return ()  # all succeeded, or `unknown[unknown]`: nobody to hold it against
-    return (ClientVerdict(m.group(1), FAILED_COMMANDS, (m.group(2) or "").strip()[:80]),)
+    return (ClientVerdict(m.group(1), FAILED_COMMANDS, tail.strip()[:80]),)
 
 
 def _client(qid: str, rest: str) -> Result:
