@@ -52,7 +52,7 @@ def _reply_bytes(action: str) -> bytes:
     return REPLY_TEMPLATE.format(action).encode("ascii", "replace")
 
 
-def _direct_socket(transport: object) -> Any:
+def direct_socket(transport: object) -> Any:
     """The socket a reply can be sent on at once, or None to leave it to Twisted.
 
     Twisted's `write()` only queues: the reply leaves on the reactor's next turn,
@@ -64,7 +64,7 @@ def _direct_socket(transport: object) -> Any:
     return None
 
 
-def _send(transport: Any, sock: Any, data: bytes) -> None:
+def send_reply(transport: Any, sock: Any, data: bytes) -> None:
     """Send `data` now if nothing is queued before it; what the socket does not take
     (or any error, which Twisted's own write then meets and handles) goes to Twisted.
     What Twisted still holds is `dataBuffer` from `offset` and `_tempDataLen` bytes
@@ -120,7 +120,7 @@ class PolicyProtocol(Protocol):
         return self.transport
 
     def connectionMade(self) -> None:
-        self._sock = _direct_socket(self.transport)
+        self._sock = direct_socket(self.transport)
         self.factory.opened(self)
         self._opened = self._last_data = self._clock.seconds()
         self._arm()
@@ -220,7 +220,7 @@ class PolicyProtocol(Protocol):
             data = _reply_bytes(answer(requests[0]))
         else:
             data = b"".join([_reply_bytes(answer(r)) for r in requests])
-        _send(self._out(), self._sock, data)
+        send_reply(self._out(), self._sock, data)
 
     def refuse(self, kind: str, detail: str) -> None:
         """Log once, count, and hang up without a reply (the protocol's way to say "trouble")."""
