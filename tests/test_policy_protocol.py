@@ -19,7 +19,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.testing import StringTransport
 
 from extrusion.policyd.metrics import Metrics
-from extrusion.policyd.protocol import PolicyFactory, PolicyProtocol
+from extrusion.policyd.protocol import PolicyFactory, PolicyProtocol, direct_socket
 from extrusion.policyd.responder import Responder, action_for
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import (
@@ -199,6 +199,13 @@ def test_what_the_socket_does_not_take_is_queued_in_order(
     transport.doWrite()  # the rest, through Twisted's own write
     assert short.sent + read_all(theirs, 1 if room is None or room < 6 else 0) == reply("DUNNO")
     assert set(reactor.writers) == {transport}  # Twisted wrote it
+
+
+def test_a_twisted_without_the_buffer_we_read_gets_its_own_write(plain_tcp: PlainTCP) -> None:
+    _, transport, _, _ = plain_tcp
+    assert direct_socket(transport) is transport.socket
+    del transport._tempDataLen  # as if a Twisted release renamed it
+    assert direct_socket(transport) is None
 
 
 def test_no_direct_write_on_other_transports(factory: PolicyFactory) -> None:

@@ -52,6 +52,10 @@ def _reply_bytes(action: str) -> bytes:
     return REPLY_TEMPLATE.format(action).encode("ascii", "replace")
 
 
+#: What send_reply() reads of Twisted's FileDescriptor to know nothing is queued.
+_TWISTED_BUFFER = ("dataBuffer", "offset", "_tempDataLen", "connected", "socket")
+
+
 def direct_socket(transport: object) -> Any:
     """The socket a reply can be sent on at once, or None to leave it to Twisted.
 
@@ -59,7 +63,9 @@ def direct_socket(transport: object) -> Any:
     after an epoll registration for writability and another to drop it, all on
     the reactor thread, for a reply that the socket nearly always takes at once.
     Only plain TCP and unix connections (not TLS, not the tests' transports)."""
-    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", True):
+    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", True) and all(
+        hasattr(transport, name) for name in _TWISTED_BUFFER  # a Twisted that keeps them
+    ):
         return transport.socket
     return None
 
