@@ -167,19 +167,41 @@ def plain_tcp(factory: PolicyFactory) -> Iterator[PlainTCP]:
         yield proto, transport, theirs, reactor
 
 
-def test_a_reply_leaves_at_once_without_waiting_for_the_reactor(plain_tcp: PlainTCP) -> None:
+def test_replies_leave_at_the_end_of_the_reactor_turn_without_waiting_to_write(
+    plain_tcp: PlainTCP, clock: task.Clock
+) -> None:
     proto, _, theirs, reactor = plain_tcp
     proto.dataReceived(request())
+    theirs.setblocking(False)
+    with pytest.raises(BlockingIOError):  # not before this turn's other replies
+        theirs.recv(4096)
+    clock.advance(0)
+    theirs.settimeout(5)
     assert theirs.recv(4096) == reply("DUNNO")
-    proto.dataReceived(request() + request("END-OF-MESSAGE", recipient_count=1))
+    proto.dataReceived(request())
+    proto.dataReceived(request("END-OF-MESSAGE", recipient_count=1))
+    clock.advance(0)
     assert read_all(theirs, 2) == reply("DUNNO") * 2
     assert reactor.writers == []  # never queued: no registration for writability
 
 
-def test_a_reply_after_queued_bytes_waits_behind_them(plain_tcp: PlainTCP) -> None:
+def test_the_answer_goes_out_before_the_hang_up(
+    plain_tcp: PlainTCP, factory: PolicyFactory
+) -> None:
+    proto, _, theirs, _ = plain_tcp
+    factory.draining = True
+    proto.dataReceived(request())  # answered, then closed (draining), in the same turn
+    assert proto.closing
+    assert read_all(theirs, 1) == reply("DUNNO")
+
+
+def test_a_reply_after_queued_bytes_waits_behind_them(
+    plain_tcp: PlainTCP, clock: task.Clock
+) -> None:
     proto, transport, theirs, reactor = plain_tcp
     transport.write(b"queued\n")  # what Twisted still holds goes out first
     proto.dataReceived(request())
+    clock.advance(0)
     theirs.setblocking(False)
     with pytest.raises(BlockingIOError):
         theirs.recv(4096)
@@ -191,11 +213,12 @@ def test_a_reply_after_queued_bytes_waits_behind_them(plain_tcp: PlainTCP) -> No
 
 @pytest.mark.parametrize("room", [None, 0, 5])
 def test_what_the_socket_does_not_take_is_queued_in_order(
-    plain_tcp: PlainTCP, room: int | None
+    plain_tcp: PlainTCP, clock: task.Clock, room: int | None
 ) -> None:
     proto, transport, theirs, reactor = plain_tcp
     short = proto._sock = ShortSocket(room)
     proto.dataReceived(request())
+    clock.advance(0)
     transport.doWrite()  # the rest, through Twisted's own write
     assert short.sent + read_all(theirs, 1 if room is None or room < 6 else 0) == reply("DUNNO")
     assert set(reactor.writers) == {transport}  # Twisted wrote it

@@ -120,6 +120,7 @@ class PolicyProtocol(Protocol):
         self._idle_call: DelayedCall | None = None
         self._armed_for = 0.0
         self._sock: Any = None
+        self._unsent: list[bytes] = []
 
     def _out(self) -> Any:
         # The transport's zope interface is opaque to mypy; this is the one place we touch it.
@@ -226,7 +227,21 @@ class PolicyProtocol(Protocol):
             data = _reply_bytes(answer(requests[0]))
         else:
             data = b"".join([_reply_bytes(answer(r)) for r in requests])
-        send_reply(self._out(), self._sock, data)
+        if self._sock is None:
+            self._out().write(data)
+            return
+        # Sent at the end of this reactor turn, with the other connections' replies, as
+        # Twisted's write() sent them: the clients wake once for several, not per reply.
+        if not self._unsent:
+            self.factory.reply_later(self)
+        self._unsent.append(data)
+
+    def send_unsent(self) -> None:
+        """Send the replies answered this reactor turn (called once per turn)."""
+        if self._unsent:
+            data = b"".join(self._unsent) if len(self._unsent) > 1 else self._unsent[0]
+            self._unsent = []
+            send_reply(self._out(), self._sock, data)
 
     def refuse(self, kind: str, detail: str) -> None:
         """Log once, count, and hang up without a reply (the protocol's way to say "trouble")."""
@@ -237,6 +252,7 @@ class PolicyProtocol(Protocol):
 
     def close(self) -> None:
         if not self.closing:
+            self.send_unsent()  # the answers come before the hang-up
             self.closing = True
             self._disarm_idle()
             self._out().loseConnection()
@@ -249,6 +265,7 @@ class PolicyProtocol(Protocol):
             self.close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._unsent = []
         self._disarm_idle()
         if self.parser.pending and not self.closing:
             self._lost_mid_request()
@@ -288,6 +305,7 @@ class PolicyFactory(Factory):
         self.draining = False
         self._drained: defer.Deferred[None] | None = None
         self._refused_seen: set[str] = set()
+        self._unsent: list[PolicyProtocol] = []
 
     def configure(
         self,
@@ -334,6 +352,17 @@ class PolicyFactory(Factory):
                                client, cap)
             return None
         return PolicyProtocol(self, _peer(addr), client)
+
+    def reply_later(self, proto: PolicyProtocol) -> None:
+        """Have `proto`'s replies sent at the end of this reactor turn."""
+        if not self._unsent:
+            self.reactor.callLater(0, self._send_unsent)
+        self._unsent.append(proto)
+
+    def _send_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        for proto in unsent:
+            proto.send_unsent()
 
     def warn(self, proto: PolicyProtocol, fmt: str, *args: object) -> None:
         """A warning about a client, rate-limited per client address."""
