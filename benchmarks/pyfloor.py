@@ -17,9 +17,9 @@ layers of `extrusion policyd`, each one the previous plus one:
 - "join": the whole `LogFeed`, joiner included, with the daemon's join settings,
   its events handed to an engine that drops them.
 
-With --send-now each reply leaves through the socket at once, as the daemon sends
-it (`extrusion.policyd.protocol`), instead of Twisted's `write()`, which queues it
-for the reactor's next turn (benchmarks/reply_write.py compares the two).
+With --send-now each reply leaves through the socket at once, by the daemon's
+`extrusion.policyd.protocol.send_reply`, instead of Twisted's `write()`, which queues
+it for the reactor's next turn (benchmarks/reply_write.py compares the two).
 
 What `extrusion policyd` costs above "join" is its own request handling, engine,
 store, checkpoints and services. benchmarks/mta.py runs these beside it behind a
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="extrusion config whose [maillog] is followed (all but dunno)")
     ap.add_argument("--stats", type=Path, help="where to write requests and lines at exit")
     ap.add_argument("--send-now", action="store_true",
-                    help="send each reply at once, as the daemon does, not through write()")
+                    help="send each reply at once (send_reply), not through write()")
     args = ap.parse_args(argv)
     if args.stage != "dunno" and args.config is None:
         ap.error(f"stage {args.stage} follows a log: --config is required")

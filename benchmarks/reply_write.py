@@ -4,9 +4,10 @@ send at once, on the do-nothing server (benchmarks/pyfloor.py's "dunno"), altern
     .venv/bin/python benchmarks/reply_write.py [--pairs 3] [--connections 16] [--requests 30000]
 
 `write()` queues a reply for the reactor's next turn: an epoll registration for
-writability, a write event, and another registration to drop it, per reply. The
-daemon sends a reply on the socket at once when nothing is queued before it
-(`extrusion.policyd.protocol.send_reply`). Both servers take benchmarks/policyd.py's
+writability, a write event, and another registration to drop it, per reply.
+`extrusion.policyd.protocol.send_reply` sends on the socket at once when nothing is
+queued before it (the daemon calls it for a reactor turn's replies at the turn's
+end; here each reply is sent as it is answered). Both servers take benchmarks/policyd.py's
 stream from its client; printed per run: requests/s, p99 and the server's main-thread
 CPU per request, then the medians and the ratio send-at-once / write().
 """
