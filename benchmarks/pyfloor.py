@@ -17,6 +17,10 @@ layers of `extrusion policyd`, each one the previous plus one:
 - "join": the whole `LogFeed`, joiner included, with the daemon's join settings,
   its events handed to an engine that drops them.
 
+With --send-now each reply leaves through the socket at once, by the daemon's
+`extrusion.policyd.protocol.send_reply`, instead of Twisted's `write()`, which queues
+it for the reactor's next turn (benchmarks/reply_write.py compares the two).
+
 What `extrusion policyd` costs above "join" is its own request handling, engine,
 store, checkpoints and services. benchmarks/mta.py runs these beside it behind a
 real Postfix ("py-policy", "py-policy-tail", ...). With --stats, the requests
@@ -46,6 +50,7 @@ from extrusion.maillog import logpath  # noqa: E402
 from extrusion.maillog.feed import LogFeed, Route  # noqa: E402
 from extrusion.maillog.follow import FileFollower  # noqa: E402
 from extrusion.maillog.records import Record  # noqa: E402
+from extrusion.policyd.protocol import direct_socket, send_reply  # noqa: E402
 from extrusion.poller import EnginePoller  # noqa: E402
 
 STAGES = ("dunno", "tail", "parse", "join")
@@ -58,14 +63,19 @@ class Dunno(protocol.Protocol):
     """DUNNO per request (a request ends with an empty line), its attributes unread."""
 
     rest = b""
+    sock: Any = None
+
+    def connectionMade(self) -> None:
+        factory: Any = self.factory
+        if factory.send_now:
+            self.sock = direct_socket(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         data = self.rest + data
         n = data.count(b"\n\n")
         if n:
             data = data[data.rindex(b"\n\n") + 2 :]
-            transport: Any = self.transport
-            transport.write(REPLY * n)
+            send_reply(self.transport, self.sock, REPLY * n)
             factory: Any = self.factory
             factory.requests += n
         self.rest = data
@@ -74,8 +84,9 @@ class Dunno(protocol.Protocol):
 class DunnoFactory(protocol.Factory):
     protocol = Dunno
 
-    def __init__(self) -> None:
+    def __init__(self, send_now: bool = False) -> None:
         self.requests = 0
+        self.send_now = send_now
 
 
 class ParseOnlyFeed(LogFeed):
@@ -148,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path,
                     help="extrusion config whose [maillog] is followed (all but dunno)")
     ap.add_argument("--stats", type=Path, help="where to write requests and lines at exit")
+    ap.add_argument("--send-now", action="store_true",
+                    help="send each reply at once (send_reply), not through write()")
     args = ap.parse_args(argv)
     if args.stage != "dunno" and args.config is None:
         ap.error(f"stage {args.stage} follows a log: --config is required")
     logging.basicConfig(level=logging.WARNING)
-    factory = DunnoFactory()
+    factory = DunnoFactory(args.send_now)
     endpoint = endpoints.serverFromString(reactor, args.listen)  # type: ignore[no-untyped-call]
     follower = None
     if args.stage == "dunno":

@@ -7,18 +7,19 @@ command). Time is a `task.Clock`, so idle timeouts are tested without waiting.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import task
+from twisted.internet import task, tcp
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.testing import StringTransport
 
 from extrusion.policyd.metrics import Metrics
-from extrusion.policyd.protocol import PolicyFactory, PolicyProtocol
+from extrusion.policyd.protocol import PolicyFactory, PolicyProtocol, direct_socket
 from extrusion.policyd.responder import Responder, action_for
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import (
@@ -113,6 +114,135 @@ def test_pipelined_requests_are_answered_in_order(factory: PolicyFactory, engine
     assert replies[0] == b"action=DUNNO"
     assert replies[1].startswith(b"action=REJECT 5.7.1 ")
     assert replies[2] == b"action=DUNNO"
+
+
+class WriterLog:
+    """The reactor a real transport registers with when it must wait to write."""
+
+    def __init__(self) -> None:
+        self.writers: list[object] = []
+
+    def addWriter(self, writer: object) -> None:
+        self.writers.append(writer)
+
+    def removeWriter(self, writer: object) -> None:
+        pass
+
+    def addReader(self, reader: object) -> None:
+        pass
+
+    def removeReader(self, reader: object) -> None:
+        pass
+
+
+class ShortSocket:
+    """A socket that takes only `room` bytes, or none (EAGAIN) when room is None."""
+
+    def __init__(self, room: int | None) -> None:
+        self.room = room
+        self.sent = b""
+
+    def send(self, data: bytes) -> int:
+        if self.room is None:
+            raise BlockingIOError
+        self.sent += data[: self.room]
+        return min(self.room, len(data))
+
+
+PlainTCP = tuple[PolicyProtocol, Any, socket.socket, WriterLog]
+
+
+@pytest.fixture
+def plain_tcp(factory: PolicyFactory) -> Iterator[PlainTCP]:
+    """A protocol on Twisted's own TCP transport over a socket pair: (protocol, transport,
+    the client's end, the reactor it would register with to write later)."""
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(5)
+    reactor = WriterLog()
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    assert proto is not None
+    transport = tcp.Server(ours, proto, ("127.0.0.1", 40000), None, 1, reactor)  # type: ignore[arg-type]
+    proto.makeConnection(transport)
+    with ours, theirs:
+        yield proto, transport, theirs, reactor
+
+
+def test_replies_leave_at_the_end_of_the_reactor_turn_without_waiting_to_write(
+    plain_tcp: PlainTCP, clock: task.Clock
+) -> None:
+    proto, _, theirs, reactor = plain_tcp
+    proto.dataReceived(request())
+    theirs.setblocking(False)
+    with pytest.raises(BlockingIOError):  # not before this turn's other replies
+        theirs.recv(4096)
+    clock.advance(0)
+    theirs.settimeout(5)
+    assert theirs.recv(4096) == reply("DUNNO")
+    proto.dataReceived(request())
+    proto.dataReceived(request("END-OF-MESSAGE", recipient_count=1))
+    clock.advance(0)
+    assert read_all(theirs, 2) == reply("DUNNO") * 2
+    assert reactor.writers == []  # never queued: no registration for writability
+
+
+def test_the_answer_goes_out_before_the_hang_up(
+    plain_tcp: PlainTCP, factory: PolicyFactory
+) -> None:
+    proto, _, theirs, _ = plain_tcp
+    factory.draining = True
+    proto.dataReceived(request())  # answered, then closed (draining), in the same turn
+    assert proto.closing
+    assert read_all(theirs, 1) == reply("DUNNO")
+
+
+def test_a_reply_after_queued_bytes_waits_behind_them(
+    plain_tcp: PlainTCP, clock: task.Clock
+) -> None:
+    proto, transport, theirs, reactor = plain_tcp
+    transport.write(b"queued\n")  # what Twisted still holds goes out first
+    proto.dataReceived(request())
+    clock.advance(0)
+    theirs.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        theirs.recv(4096)
+    transport.doWrite()
+    theirs.settimeout(5)
+    assert read_all(theirs, 1) == b"queued\n" + reply("DUNNO")
+    assert set(reactor.writers) == {transport}  # Twisted wrote it
+
+
+@pytest.mark.parametrize("room", [None, 0, 5])
+def test_what_the_socket_does_not_take_is_queued_in_order(
+    plain_tcp: PlainTCP, clock: task.Clock, room: int | None
+) -> None:
+    proto, transport, theirs, reactor = plain_tcp
+    short = proto._sock = ShortSocket(room)
+    proto.dataReceived(request())
+    clock.advance(0)
+    transport.doWrite()  # the rest, through Twisted's own write
+    assert short.sent + read_all(theirs, 1 if room is None or room < 6 else 0) == reply("DUNNO")
+    assert set(reactor.writers) == {transport}  # Twisted wrote it
+
+
+def test_a_twisted_without_the_buffer_we_read_gets_its_own_write(plain_tcp: PlainTCP) -> None:
+    _, transport, _, _ = plain_tcp
+    assert direct_socket(transport) is transport.socket
+    del transport._tempDataLen  # as if a Twisted release renamed it
+    assert direct_socket(transport) is None
+
+
+def test_no_direct_write_on_other_transports(factory: PolicyFactory) -> None:
+    proto, tr = connect(factory)  # StringTransport: the reply goes through its write()
+    assert proto._sock is None
+    proto.dataReceived(request())
+    assert tr.value() == reply("DUNNO")
+
+
+def read_all(sock: socket.socket, replies: int) -> bytes:
+    buf = b""
+    while buf.count(b"\n\n") < replies:
+        buf += sock.recv(4096)
+    return buf
 
 
 def test_one_byte_at_a_time(factory: PolicyFactory) -> None:

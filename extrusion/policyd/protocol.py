@@ -21,7 +21,7 @@ import functools
 import logging
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -50,6 +50,42 @@ def _reply_bytes(action: str) -> bytes:
     (DUNNO, a restrained sender's line, a HELO note), formatted and encoded anew for
     each request before."""
     return REPLY_TEMPLATE.format(action).encode("ascii", "replace")
+
+
+#: What send_reply() reads of Twisted's FileDescriptor to know nothing is queued.
+_TWISTED_BUFFER = ("dataBuffer", "offset", "_tempDataLen", "connected", "socket")
+
+
+def direct_socket(transport: object) -> Any:
+    """The socket a reply can be sent on at once, or None to leave it to Twisted.
+
+    Twisted's `write()` only queues: the reply leaves on the reactor's next turn,
+    after an epoll registration for writability and another to drop it, all on
+    the reactor thread, for a reply that the socket nearly always takes at once.
+    Only plain TCP and unix connections (not TLS, not the tests' transports)."""
+    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", True) and all(
+        hasattr(transport, name) for name in _TWISTED_BUFFER  # a Twisted that keeps them
+    ):
+        return transport.socket
+    return None
+
+
+def send_reply(transport: Any, sock: Any, data: bytes) -> None:
+    """Send `data` now if nothing is queued before it; what the socket does not take
+    (or any error, which Twisted's own write then meets and handles) goes to Twisted.
+    What Twisted still holds is `dataBuffer` from `offset` and `_tempDataLen` bytes
+    more (abstract.FileDescriptor): anything there must leave before this reply."""
+    if sock is not None and not transport._tempDataLen and (
+        transport.offset == len(transport.dataBuffer) and transport.connected
+    ):
+        try:
+            sent = sock.send(data)
+        except OSError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 def _peer(addr: IAddress) -> str:
@@ -83,12 +119,15 @@ class PolicyProtocol(Protocol):
         self._request_started: float | None = None
         self._idle_call: DelayedCall | None = None
         self._armed_for = 0.0
+        self._sock: Any = None
+        self._unsent: list[bytes] = []
 
     def _out(self) -> Any:
         # The transport's zope interface is opaque to mypy; this is the one place we touch it.
         return self.transport
 
     def connectionMade(self) -> None:
+        self._sock = direct_socket(self.transport)
         self.factory.opened(self)
         self._opened = self._last_data = self._clock.seconds()
         self._arm()
@@ -184,7 +223,25 @@ class PolicyProtocol(Protocol):
         if not requests:
             return
         answer = self.factory.responder.answer
-        self._out().write(b"".join([_reply_bytes(answer(r)) for r in requests]))
+        if len(requests) == 1:  # Postfix waits for each answer: one request per chunk
+            data = _reply_bytes(answer(requests[0]))
+        else:
+            data = b"".join([_reply_bytes(answer(r)) for r in requests])
+        if self._sock is None:
+            self._out().write(data)
+            return
+        # Sent at the end of this reactor turn, with the other connections' replies, as
+        # Twisted's write() sent them: the clients wake once for several, not per reply.
+        if not self._unsent:
+            self.factory.reply_later(self)
+        self._unsent.append(data)
+
+    def send_unsent(self) -> None:
+        """Send the replies answered this reactor turn (called once per turn)."""
+        if self._unsent:
+            data = b"".join(self._unsent) if len(self._unsent) > 1 else self._unsent[0]
+            self._unsent = []
+            send_reply(self._out(), self._sock, data)
 
     def refuse(self, kind: str, detail: str) -> None:
         """Log once, count, and hang up without a reply (the protocol's way to say "trouble")."""
@@ -195,6 +252,7 @@ class PolicyProtocol(Protocol):
 
     def close(self) -> None:
         if not self.closing:
+            self.send_unsent()  # the answers come before the hang-up
             self.closing = True
             self._disarm_idle()
             self._out().loseConnection()
@@ -207,6 +265,7 @@ class PolicyProtocol(Protocol):
             self.close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._unsent = []
         self._disarm_idle()
         if self.parser.pending and not self.closing:
             self._lost_mid_request()
@@ -246,6 +305,7 @@ class PolicyFactory(Factory):
         self.draining = False
         self._drained: defer.Deferred[None] | None = None
         self._refused_seen: set[str] = set()
+        self._unsent: list[PolicyProtocol] = []
 
     def configure(
         self,
@@ -292,6 +352,17 @@ class PolicyFactory(Factory):
                                client, cap)
             return None
         return PolicyProtocol(self, _peer(addr), client)
+
+    def reply_later(self, proto: PolicyProtocol) -> None:
+        """Have `proto`'s replies sent at the end of this reactor turn."""
+        if not self._unsent:
+            self.reactor.callLater(0, self._send_unsent)
+        self._unsent.append(proto)
+
+    def _send_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        for proto in unsent:
+            proto.send_unsent()
 
     def warn(self, proto: PolicyProtocol, fmt: str, *args: object) -> None:
         """A warning about a client, rate-limited per client address."""
