@@ -223,10 +223,7 @@ class PolicyProtocol(Protocol):
         if not requests:
             return
         answer = self.factory.responder.answer
-        if len(requests) == 1:  # Postfix waits for each answer: one request per chunk
-            data = _reply_bytes(answer(requests[0]))
-        else:
-            data = b"".join([_reply_bytes(answer(r)) for r in requests])
+        data = b"".join([_reply_bytes(answer(r)) for r in requests])
         if self._sock is None:
             self._out().write(data)
             return
@@ -239,7 +236,7 @@ class PolicyProtocol(Protocol):
     def send_unsent(self) -> None:
         """Send the replies answered this reactor turn (called once per turn)."""
         if self._unsent:
-            data = b"".join(self._unsent) if len(self._unsent) > 1 else self._unsent[0]
+            data = b"".join(self._unsent)
             self._unsent = []
             send_reply(self._out(), self._sock, data)
 
