@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from extrusion.scoring.engine import open_engine
-from extrusion.scoring.events import Outcome, Stage, State, Status, Submission
+from extrusion.scoring.events import Outcome, Stage, State, StateChange, Status, Submission
 
 from . import helpers
 
@@ -48,3 +48,24 @@ def test_a_dropped_engine_is_freed_without_the_cyclic_collector(
     refs = [weakref.ref(engine), weakref.ref(engine._book)]
     del engine
     assert [r() for r in refs] == [None, None]
+
+
+def test_the_after_event_callback_outlives_its_engine_harmlessly(
+        tmp_path: Path, no_cyclic_gc: None) -> None:
+    # The parts' callback holds the book, not the engine: once the engine is gone an
+    # event still recorded by a part hands out the book's queued state changes and
+    # starts no flush, however full the batch.
+    config = helpers.config(tmp_path, f"sqlite:///{tmp_path / 'x.db'}",
+                            store={"spool_dir": str(tmp_path / "spool"), "flush_batch": 1})
+    engine = open_engine(config, lambda: T0)
+    heard: list[str] = []
+    engine.add_listener(lambda change: heard.append(change.sender))
+    recorder, book = engine._recorder, engine._book
+    engine.close()
+    ref = weakref.ref(engine)
+    del engine
+    assert ref() is None
+    book.changes.append(StateChange(T0, BOT, State.OK, State.WATCH, 5.0, "test"))
+    recorder.submission(Submission(T0, BOT, "Q00001", "u@example.net", ("r@example.org",)))
+    assert heard == [BOT]
+    assert len(book.batch) >= 1  # nothing flushed it

@@ -243,16 +243,6 @@ class Engine:
         self._sync.refresh(self.clock() if now is None else now)
         self._book.dispatch()
 
-    def _after_record(self) -> None:
-        book = self._book
-        # Run after every event, which nearly never changes a state: the queues are
-        # looked at here instead of in a call, and the batch (eight lists to count) only
-        # by an engine that flushes by its size.
-        if book.changes or book.notices:
-            book.dispatch()
-        if self.flushes_when_full and len(book.batch) >= book.config.store.flush_batch:
-            self._flush_in_background()
-
     def _flush_in_background(self) -> None:
         with self._book.lock:
             if self._bg_flush is not None and self._bg_flush.is_alive():
@@ -304,14 +294,22 @@ class Engine:
 
 
 def _after_record_of(engine: Engine) -> Callable[[], None]:
-    """`engine._after_record` for its parts, without their holding the engine: no
+    """What the engine does after every event recorded (dispatch the state changes and
+    notices, flush a full batch), for its parts, without their holding the engine: no
     reference cycle, so an engine let go of is freed at once, with its senders,
     not at the cyclic collector's next full pass."""
     ref = weakref.ref(engine)
+    book = engine._book  # holds no engine either
 
     def after_record() -> None:
-        if (e := ref()) is not None:
-            e._after_record()
+        # Run after every event, which nearly never changes a state: the queues are
+        # looked at here instead of in a call (nor one into the engine for them), and
+        # the batch (eight lists to count) only by an engine that flushes by its size.
+        if book.changes or book.notices:
+            book.dispatch()
+        if (e := ref()) is not None and e.flushes_when_full \
+                and len(book.batch) >= book.config.store.flush_batch:
+            e._flush_in_background()
 
     return after_record
 
