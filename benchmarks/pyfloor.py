@@ -18,7 +18,7 @@ layers of `extrusion policyd`, each one the previous plus one:
   its events handed to an engine that drops them.
 
 With --send-now each reply leaves through the socket at once, by the daemon's
-`extrusion.policyd.protocol.send_reply`, instead of Twisted's `write()`, which queues
+`extrusion.policyd.replysend.send_reply`, instead of Twisted's `write()`, which queues
 it for the reactor's next turn (benchmarks/reply_write.py compares the two).
 
 What `extrusion policyd` costs above "join" is its own request handling, engine,
@@ -50,7 +50,7 @@ from extrusion.maillog import logpath  # noqa: E402
 from extrusion.maillog.feed import LogFeed, Route  # noqa: E402
 from extrusion.maillog.follow import FileFollower  # noqa: E402
 from extrusion.maillog.records import Record  # noqa: E402
-from extrusion.policyd.protocol import direct_socket, send_reply  # noqa: E402
+from extrusion.policyd.replysend import direct_socket, send_reply  # noqa: E402
 from extrusion.poller import EnginePoller  # noqa: E402
 
 STAGES = ("dunno", "tail", "parse", "join")

@@ -5,7 +5,7 @@ send at once, on the do-nothing server (benchmarks/pyfloor.py's "dunno"), altern
 
 `write()` queues a reply for the reactor's next turn: an epoll registration for
 writability, a write event, and another registration to drop it, per reply.
-`extrusion.policyd.protocol.send_reply` sends on the socket at once when nothing is
+`extrusion.policyd.replysend.send_reply` sends on the socket at once when nothing is
 queued before it (the daemon calls it for a reactor turn's replies at the turn's
 end; here each reply is sent as it is answered). Both servers take benchmarks/policyd.py's
 stream from its client; printed per run: requests/s, p99 and the server's main-thread

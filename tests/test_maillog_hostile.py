@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from twisted.internet import task
 
 from extrusion.maillog import exim, postfix, sendmail
-from extrusion.maillog.feed import EXAMPLE_CHARS, FeedStats, LogFeed
+from extrusion.maillog.feed import EXAMPLE_CHARS, LogFeed
+from extrusion.maillog.feedsink import FeedStats
 from extrusion.maillog.lines import MAX_LINE, LineSplitter
 from extrusion.maillog.syslog import FAILURES_LOGGED, SyslogParser, SyslogProtocol
 from extrusion.policyd.feed import FileFeedService

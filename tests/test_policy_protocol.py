@@ -19,7 +19,8 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.testing import StringTransport
 
 from extrusion.policyd.metrics import Metrics
-from extrusion.policyd.protocol import PolicyFactory, PolicyProtocol, direct_socket
+from extrusion.policyd.protocol import PolicyFactory, PolicyProtocol
+from extrusion.policyd.replysend import direct_socket
 from extrusion.policyd.responder import Responder, action_for
 from extrusion.scoring.engine import Engine, open_engine
 from extrusion.scoring.events import (

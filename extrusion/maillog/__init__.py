@@ -9,7 +9,8 @@ Public API:
 """
 
 from extrusion.checkpoint import Checkpoints, MemoryCheckpoints
-from extrusion.maillog.feed import FeedStats, LogFeed
+from extrusion.maillog.feed import LogFeed
+from extrusion.maillog.feedsink import FeedStats
 from extrusion.maillog.follow import FileFollower
 from extrusion.maillog.join import JoinSettings
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from collections.abc import Iterable
 
 from extrusion import identity
 from extrusion.config import Config
-from extrusion.maillog.join import JoinSettings, JoinStats
+from extrusion.maillog.feedsink import FeedEngine, FeedStats, GuardedSink
+from extrusion.maillog.join import JoinSettings
 from extrusion.maillog.lines import (
     AFTER_MINUTE,
     CLASSIC_LINE,
@@ -42,7 +41,6 @@ from extrusion.maillog.lines import (
 from extrusion.maillog.postfixlanes import QUEUE_ID, Lane, LaneJoiner, queue_id
 from extrusion.maillog.programs import Format, Parser, choose_parser, postfix_service
 from extrusion.maillog.timestamps import log_zone
-from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
 from extrusion.scoring.helo import safe_text
 
 log = logging.getLogger(__name__)
@@ -52,7 +50,6 @@ _classic_line = CLASSIC_LINE.match
 # one match gives all four, no slicing after it.
 _after_minute = re.compile(AFTER_MINUTE.pattern + "(((?:" + QUEUE_ID + ")?).*)").match
 _SECONDS = SECONDS
-_E = TypeVar("_E")
 
 Route = tuple[Lane | None, Parser | None]  # a tag's lane (Postfix's commonest lines), parser
 # Garbled lines kept for the operator to look at, each cut to this length.
@@ -61,68 +58,6 @@ EXAMPLE_CHARS = 300
 # Parser failures logged with their exception: the first few, then every this many.
 FAILURES_LOGGED = 5
 FAILURES_LOG_EVERY = 10_000
-
-
-class FeedEngine(Protocol):
-    """The part of `extrusion.scoring.api.EngineAPI` the feed uses."""
-
-    def sender_key(self, *, client_addr: str, sasl_user: str = "") -> str: ...
-
-    def submission(self, event: Submission) -> None: ...
-
-    def outcome(self, event: Outcome) -> None: ...
-
-    def refused(self, event: Refused) -> None: ...
-
-    def evidence(self, event: ClientEvidence) -> None: ...
-
-
-@dataclass
-class FeedStats:
-    lines: int = 0
-    parsed: int = 0  # lines that gave at least one record
-    ignored: int = 0  # readable lines of no interest (other programs, connect/TLS/…)
-    garbled: int = 0  # lines that could not be read: counted and skipped
-    too_long: int = 0  # of the garbled: longer than lines.MAX_LINE
-    parser_errors: int = 0  # of the garbled: a parser raised on them (a bug)
-    engine_errors: int = 0
-    outcomes: int = 0  # delivery outcomes handed to the engine (a live feed's sign of life)
-    examples: list[str] = field(default_factory=list)  # the first few garbled, escaped
-    join: JoinStats = field(default_factory=JoinStats)
-
-
-class _GuardedSink:
-    """Calls into the engine; a failure there is counted and logged, never lost silently."""
-
-    def __init__(self, engine: FeedEngine, stats: FeedStats, guard: bool) -> None:
-        self.engine = engine
-        self.stats = stats
-        self.guard = guard
-
-    def submission(self, event: Submission) -> None:
-        self._call(self.engine.submission, event)
-
-    def outcome(self, event: Outcome) -> None:
-        self.stats.outcomes += 1
-        self._call(self.engine.outcome, event)
-
-    def refused(self, event: Refused) -> None:
-        self._call(self.engine.refused, event)
-
-    def evidence(self, event: ClientEvidence) -> None:
-        self._call(self.engine.evidence, event)
-
-    def _call(self, method: Callable[[_E], None], event: _E) -> None:
-        if not self.guard:
-            method(event)
-            return
-        try:
-            method(event)
-        except Exception:  # the engine's outage must not stop the log feed
-            self.stats.engine_errors += 1
-            n = self.stats.engine_errors
-            if n in (1, 10, 100, 1000) or not n % 10000:  # logged, not flooded
-                log.exception("engine refused an event (%d so far)", n)
 
 
 def join_settings(cfg: Config, *, submissions: bool = True,
@@ -173,7 +108,7 @@ class LogFeed:
         self._fast = self._shortcut.split
         # Unguarded (a replay, which stops at an engine error), the joiner calls the
         # engine itself: one call less per event.
-        self._sink = _GuardedSink(engine, self.stats, guard) if guard else engine
+        self._sink = GuardedSink(engine, self.stats, guard) if guard else engine
         self.joiner = LaneJoiner(self._sink, self._key, settings)
         self.stats.join = self.joiner.stats
         self._add = self.joiner.add

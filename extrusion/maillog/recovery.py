@@ -44,7 +44,8 @@ from typing import Any, Literal, Protocol
 
 from extrusion import identity
 from extrusion.config import Config
-from extrusion.maillog.feed import FeedEngine, LogFeed
+from extrusion.maillog.feed import LogFeed
+from extrusion.maillog.feedsink import FeedEngine
 from extrusion.maillog.follow import FileFollower
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
 

@@ -21,7 +21,7 @@ import functools
 import logging
 from typing import Any
 
-from twisted.internet import defer, tcp
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -33,6 +33,7 @@ from extrusion.policyd.clientlog import ClientWarnings
 from extrusion.policyd.constants import REPLY_TEMPLATE
 from extrusion.policyd.metrics import Metrics
 from extrusion.policyd.reactortypes import Clock, DelayedCall
+from extrusion.policyd.replysend import direct_socket, send_reply
 from extrusion.policyd.request import BadInput, PolicyRequest, RequestParser
 from extrusion.policyd.responder import Responder
 from extrusion.scoring.helo import safe_text
@@ -50,42 +51,6 @@ def _reply_bytes(action: str) -> bytes:
     (DUNNO, a restrained sender's line, a HELO note), formatted and encoded anew for
     each request before."""
     return REPLY_TEMPLATE.format(action).encode("ascii", "replace")
-
-
-#: What send_reply() reads of Twisted's FileDescriptor to know nothing is queued.
-_TWISTED_BUFFER = ("dataBuffer", "offset", "_tempDataLen", "connected", "socket")
-
-
-def direct_socket(transport: object) -> Any:
-    """The socket a reply can be sent on at once, or None to leave it to Twisted.
-
-    Twisted's `write()` only queues: the reply leaves on the reactor's next turn,
-    after an epoll registration for writability and another to drop it, all on
-    the reactor thread, for a reply that the socket nearly always takes at once.
-    Only plain TCP and unix connections (not TLS, not the tests' transports)."""
-    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", True) and all(
-        hasattr(transport, name) for name in _TWISTED_BUFFER  # a Twisted that keeps them
-    ):
-        return transport.socket
-    return None
-
-
-def send_reply(transport: Any, sock: Any, data: bytes) -> None:
-    """Send `data` now if nothing is queued before it; what the socket does not take
-    (or any error, which Twisted's own write then meets and handles) goes to Twisted.
-    What Twisted still holds is `dataBuffer` from `offset` and `_tempDataLen` bytes
-    more (abstract.FileDescriptor): anything there must leave before this reply."""
-    if sock is not None and not transport._tempDataLen and (
-        transport.offset == len(transport.dataBuffer) and transport.connected
-    ):
-        try:
-            sent = sock.send(data)
-        except OSError:
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
 
 
 def _peer(addr: IAddress) -> str:

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from extrusion.config import Config, check_store_url
 from extrusion.exits import EX_CLI_USAGE, EX_DATAERR, EX_OK
-from extrusion.maillog.feed import FeedStats, LogFeed
+from extrusion.maillog.feed import LogFeed
+from extrusion.maillog.feedsink import FeedStats
 from extrusion.maillog.joinstate import JoinSettings
 from extrusion.maillog.timestamps import log_zone
 from extrusion.replay.errors import ReplayError

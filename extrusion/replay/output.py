@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from extrusion.maillog.feed import FeedStats
+from extrusion.maillog.feedsink import FeedStats
 from extrusion.maillog.lines import MAX_LINE
 from extrusion.maillog.timestamps import iso_z
 from extrusion.scoring.decisions import phrase

@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from typing import IO, Any
 
 from extrusion.config import Config
-from extrusion.maillog.feed import FeedStats
+from extrusion.maillog.feedsink import FeedStats
 from extrusion.replay.errors import EX_SOFTWARE, ReplayError
 from extrusion.replay.output import ReplayResult
 

@@ -269,12 +269,8 @@ class Judge:
         if not delivered:
             return False
         mem.baseline.outcome(True)
-        # Counted (and so expired at `now`) as ever, also off probation; the attempted
-        # window was just counted by seen(), and only a probation reads the two.
-        failed = mem.failed.count(now)
-        if mem.probation is None:
-            return False
-        return self.probation.delivered(mem, rcpt, failed, mem.attempted.count(now), now)
+        return self.probation.delivered(mem, rcpt, mem.failed.count(now),
+                                        mem.attempted.count(now), now)
 
     def attempted(self, mem: SenderMemory, info: MessageInfo, rcpt: str, now: float) -> None:
         if info.list_like is None:  # a decided message's recipients are read no more

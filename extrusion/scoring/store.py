@@ -14,7 +14,6 @@ writes (`writes.py`), the reads (`reads.py`, and `reportreads.py` for reports).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -39,6 +38,7 @@ from extrusion.scoring.dialects import write_path
 from extrusion.scoring.events import StateChange
 from extrusion.scoring.limits import OthersUse
 from extrusion.scoring.names import Names, day_of
+from extrusion.scoring.pruning import Pruner, retrying_deadlocks
 from extrusion.scoring.reportreads import ListedMessage, RecipientHistory, SenderTotals
 from extrusion.scoring.rows import Batch, OverrideRow, SenderRow, StoredMessage
 from extrusion.scoring.writes import state_change_row
@@ -46,7 +46,6 @@ from extrusion.scoring.writes import state_change_row
 # Rows changed this long before a refresh began are read again: a writer stamps
 # changed_at when its transaction starts but commits a little later.
 REFRESH_OVERLAP_SECONDS = 5.0
-_DEADLOCK_RETRIES = 5
 # Secondary indexes nothing reads while the engine records a replay (see deferred_indexes).
 _LOAD_DEFERRED_INDEXES = frozenset({"ix_messages_sender_time", "ix_messages_time"})
 
@@ -65,7 +64,7 @@ class Store:
         self._db = Database(url, busy_timeout_ms=busy_timeout_ms, durable=durable)
         self.dialect = self._db.dialect
         self._path = write_path(self.dialect)
-        self._prune: retention.Prune | None = None  # a prune in slices, under way
+        self._pruner = Pruner(self._db, self._path)  # a prune in slices, under way
         self._names = Names()  # name ids this process has seen
         try:
             if create:
@@ -134,18 +133,16 @@ class Store:
 
         Raises StoreUnavailable (retry later) or StoreRefused (never retry as is)."""
         batch = bound_batch(batch)
-        for attempt in range(_DEADLOCK_RETRIES):
-            try:
-                names = self._names.interning(day_of(batch.latest()))
-                with self._db.write() as conn:
-                    merged = batchwrite.write_batch(conn, self._path, batch, half_life, names)
-                self._names.learn(names)  # committed: the new ids name stored rows
-                return merged
-            except StoreUnavailable as e:
-                # Two PostgreSQL writers locking the same senders: retry the whole batch.
-                if "deadlock" not in str(e) or attempt == _DEADLOCK_RETRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+
+        def attempt() -> list[SenderRow]:
+            # Two PostgreSQL writers locking the same senders: the whole batch again.
+            names = self._names.interning(day_of(batch.latest()))
+            with self._db.write() as conn:
+                merged = batchwrite.write_batch(conn, self._path, batch, half_life, names)
+            self._names.learn(names)  # committed: the new ids name stored rows
+            return merged
+
+        return retrying_deadlocks(attempt)
 
     def put_sender(self, row: SenderRow) -> SenderRow:
         """Write one sender row as given (bumping its version); for admin tools."""
@@ -192,40 +189,7 @@ class Store:
         """`prune`, for about `seconds` at most: (rows removed, whether it is done). The
         daemon prunes in its flushing thread, so a backlog is taken a slice at a time;
         the next call goes on where this one stopped (retention.Prune)."""
-        if batch == retention.BACKEND:
-            batch = retention.batch_size(self.dialect)
-        p = self._prune
-        if p is None or not p.serves(before, detail_before, batch, counters_before):
-            p = self._prune = retention.Prune.plan(self._path, before, detail_before, batch,
-                                                   counters_before)
-        removed, end = 0, time.monotonic() + seconds
-        for walk in p.pending():
-            while not walk.done:
-                started = time.monotonic()
-                removed += self._prune_batch(walk)
-                if walk.done:
-                    break
-                if time.monotonic() >= end:
-                    return removed, False
-                if self.dialect == "sqlite":
-                    # SQLite has one writer at a time; other processes' writers only poll
-                    # (every 1-100 ms): pause as long as the batch took, for their turn.
-                    time.sleep(min(max(time.monotonic() - started, 0.002), 0.1))
-        self._prune = None
-        return removed, True
-
-    def _prune_batch(self, walk: retention.Walk) -> int:
-        for attempt in range(_DEADLOCK_RETRIES):
-            try:
-                with self._db.write() as conn:
-                    n, last = walk.step(conn, walk.after)
-                walk.advance(last)  # committed: a batch rolled back is taken again
-                return n
-            except StoreUnavailable as e:
-                # Another host pruning the same rows in another order: take the batch again.
-                if "deadlock" not in str(e) or attempt == _DEADLOCK_RETRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return self._pruner.prune_some(before, detail_before, counters_before, batch, seconds)
 
     def save_baselines(self, baselines: dict[str, dict[str, Any]], now: float) -> None:
         """Write each sender's baseline whole (the latest one wins: it is a summary)."""
