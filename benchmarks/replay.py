@@ -219,18 +219,15 @@ def main() -> None:
         print(json.dumps({"wall": t.wall, "cpu": t.cpu, "lines": lines, "events": events,
                           "code": code}))
         return
-    if args.reader_base:
-        if args.log is None:
-            raise SystemExit("--reader-base needs --log")
-        with tempfile.TemporaryDirectory(prefix="bench-reader-") as tmp:
-            compare_reader(args.log, args.reader_base, args.repeat, Path(tmp))
-        return
-    if args.parse_base:
-        if args.log is None:
-            raise SystemExit("--parse-base needs --log")
-        with tempfile.TemporaryDirectory(prefix="bench-parse-") as tmp:
-            compare_parse(args.log, args.parse_base, args.repeat, Path(tmp))
-        return
+    # The two side-by-side modes of one part: the reader process, the parse and join.
+    for rev, compare, flag in ((args.reader_base, compare_reader, "--reader-base"),
+                               (args.parse_base, compare_parse, "--parse-base")):
+        if rev:
+            if args.log is None:
+                raise SystemExit(f"{flag} needs --log")
+            with tempfile.TemporaryDirectory(prefix="bench-part-") as tmp:
+                compare(args.log, rev, args.repeat, Path(tmp))
+            return
     pflogsumm = shutil.which("pflogsumm")
     if pflogsumm is None:
         raise SystemExit("pflogsumm not found (Debian package pflogsumm)")
