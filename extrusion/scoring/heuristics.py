@@ -119,7 +119,7 @@ def is_auto_reply(envelope_from: str, headers: Headers, recipient_count: int) ->
             or headers.list_unsubscribe):
         # No header that says either way (every message read from a log): the return
         # path alone, as the questions below answer for empty headers.
-        return _localpart(envelope_from) in AUTO_REPLY_LOCALPARTS
+        return is_robot_localpart(envelope_from)
     auto_submitted = _header_token(headers.auto_submitted)
     if auto_submitted and auto_submitted != AUTO_SUBMITTED_NO:
         return True

@@ -39,12 +39,17 @@ def senders(conn: Connection, state: str | None, min_score: float | None) -> lis
     return [sender_row(r) for r in conn.execute(q).mappings()]
 
 
+def _changed(q: sa.Select[Any], since: float | None) -> sa.Select[Any]:
+    """`q` narrowed to the stored senders changed at or after `since` (None: all)."""
+    t = schema.senders
+    q = q.where(t.c.version > 0)
+    return q if since is None else q.where(t.c.changed_at >= since)
+
+
 def changed_senders(conn: Connection, since: float | None,
                     quiet_before: float | None = None) -> list[SenderRow]:
     t = schema.senders
-    q = sa.select(t).where(t.c.version > 0)
-    if since is not None:
-        q = q.where(t.c.changed_at >= since)
+    q = _changed(sa.select(t), since)
     if quiet_before is not None:
         q = q.where(sa.or_(t.c.state != State.OK.value, t.c.pinned.is_not(None),
                            t.c.score_time >= quiet_before))
@@ -55,10 +60,8 @@ def changed_versions(conn: Connection, since: float | None) -> list[tuple[str, i
     """(key, version) of the rows `changed_senders` would read: two columns, no row
     object, for a refresh to read in full only what it does not know yet."""
     t = schema.senders
-    q = sa.select(t.c.key, t.c.version).where(t.c.version > 0)
-    if since is not None:
-        q = q.where(t.c.changed_at >= since)
-    return [(str(k), int(v)) for k, v in conn.execute(q)]
+    return [(str(k), int(v))
+            for k, v in conn.execute(_changed(sa.select(t.c.key, t.c.version), since))]
 
 
 def senders_keyed(conn: Connection, keys: Sequence[str]) -> list[SenderRow]:
