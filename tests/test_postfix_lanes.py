@@ -9,6 +9,7 @@ The reference is a real `LogFeed` with its lanes turned off (every line through
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from extrusion.maillog import postfix
 from extrusion.maillog.feed import LogFeed
 from extrusion.maillog.join import JoinSettings
 from extrusion.maillog.records import Delivery
+from extrusion.replay import worker
 
 from .maillog_helpers import REFERENCE, Recorder
 
@@ -153,6 +155,103 @@ def test_a_line_over_the_cap_in_a_batch_is_counted_as_one_too_long() -> None:
     feed = LogFeed(rec, reference_time=REFERENCE)
     feed.lines([at(0, "postfix/qmgr", "x" * 70_000), at(1, "postfix/qmgr", f"{QID}: removed")])
     assert (feed.stats.lines, feed.stats.too_long, feed.stats.garbled) == (2, 1, 1)
+
+
+def delivery_lines(i: int) -> list[str]:
+    """A message of 1 to 3 recipients whose attempts take the delivery lane's ways and the
+    records': sent or bounced at once, deferred then sent, after the message waited or
+    not, stamped before the line before (as syslog interleaves processes), of a client the
+    log never named, a bounce's, handed to a content filter on loopback, expired."""
+    qid, s = f"C0FFEE{i:04d}", 2 * i + 600
+    nrcpt = 1 + i % 3
+    lines = [] if i % 5 == 0 else [at(s, "postfix/smtpd", f"{qid}: client=h[192.0.2.{i}]")]
+    if i % 8 == 1:
+        lines.append(at(s, "postfix/bounce", f"C0FFEE{i - 1:04d}: sender non-delivery "
+                                             f"notification: {qid}"))
+    lines.append(at(s, "postfix/qmgr", f"{qid}: from=<a{i}@b>, size=9, nrcpt={nrcpt}"))
+    for k in range(nrcpt):
+        status = ["sent (250 2.0.0 ok)", "bounced (550 5.1.1 no)", "deferred (busy)"][
+            (i + k) % 3]
+        relay = "mx[198.51.100.7]:25"
+        if i % 7 == 3:  # to a content filter, whose queue id is logged before or after
+            relay, status = "f[127.0.0.1]:10025", f"sent (250 Ok: queued as C0FFEF{i:04d})"
+            lines += handed_on(i, s) if k == 0 and i % 2 else []
+        dsn = "5.1.1" if status.startswith("b") else "4.0.0" if status[0] == "d" else "2.0.0"
+        line = f"{qid}: to=<r{k}@x>, relay={relay}, delay=1, dsn={dsn}, status={status}"
+        lines.append(at(s + (k * 4 + i) % 9 - 3, "postfix/smtp", line))
+        if status.startswith("deferred") and i % 12 != 2:
+            lines.append(at(s + 7, "postfix/smtp", line.replace("status=deferred (busy)",
+                                                                  "status=sent (250 ok)")))
+    if i % 7 == 3 and not i % 2:
+        lines += handed_on(i, s + 1)
+    if i % 6 == 2:
+        lines.append(at(s + 8, "postfix/qmgr", f"{qid}: from=<a{i}@b>, status=expired, "
+                                               "returned to sender"))
+    return [*lines, at(s + 8, "postfix/qmgr", f"{qid}: removed")] if i % 4 else lines
+
+
+def interleaved(messages: list[list[str]], among: int = 3) -> list[str]:
+    """The messages' lines in turn, `among` messages at a time (as a busy log has them)."""
+    out = []
+    for i in range(0, len(messages), among):
+        group = messages[i:i + among]
+        for k in range(max(map(len, group))):
+            out += [m[k] for m in group if k < len(m)]
+    return out
+
+
+def handed_on(i: int, s: int) -> list[str]:
+    """The content filter's copy of message `i`, sent on."""
+    qid = f"C0FFEF{i:04d}"
+    return [at(s, "postfix/smtpd", f"{qid}: client=localhost[127.0.0.1]"),
+            at(s, "postfix/qmgr", f"{qid}: from=<a{i}@b>, size=9, nrcpt=1"),
+            at(s + 1, "postfix/smtp", f"{qid}: to=<r0@x>, relay=mx[198.51.100.7]:25, "
+                                      "dsn=2.0.0, status=sent (250 ok)")]
+
+
+def encoded(lines: list[str], *, lanes: bool, settings: JoinSettings,
+            reread: float | None) -> tuple[bytes, str, int]:
+    """The replay's reader stream of these lines (pickled, as it goes down the pipe), its
+    counters, and how many outcomes the delivery lane encoded itself; `reread`: seconds
+    after the first line read again after a restart (`Joiner.reread_until`)."""
+    enc = worker._Encoder(())
+    fast = 0
+
+    def outcome_fields(*fields: object) -> None:
+        nonlocal fast
+        fast += 1
+        worker._Encoder.outcome_fields(enc, *fields)  # type: ignore[arg-type]
+
+    enc.outcome_fields = outcome_fields  # type: ignore[method-assign]
+    feed = LogFeed(enc, settings=settings, reference_time=REFERENCE, guard=False)
+    enc.clock = feed.joiner
+    if not lanes:
+        feed.joiner.lane = lambda service: None  # type: ignore[method-assign]
+    if reread is not None:
+        feed.lines(lines[:1])
+        feed.joiner.reread_until = feed.joiner.now + reread
+        lines = lines[1:]
+    feed.lines(lines)
+    feed.finish()
+    return pickle.dumps(enc.items, worker.PICKLE_PROTOCOL), repr(feed.stats), fast
+
+
+@pytest.mark.parametrize("seed", [None, 1, 2, 3, 4, 5])
+@pytest.mark.parametrize(("settings", "reread"), [
+    (JoinSettings(wait_seconds=5.0), None),
+    (JoinSettings(wait_seconds=2.0, ttl_seconds=6.0, max_queue_ids=4), None),  # aged, evicted
+    (JoinSettings(submissions=False), None),
+    (JoinSettings(wait_seconds=5.0), 60.0),
+])
+def test_the_delivery_lane_encodes_every_outcome_as_the_records_way(
+        seed: int | None, settings: JoinSettings, reread: float | None) -> None:
+    lines = interleaved([delivery_lines(i) for i in range(60)]) + sample()
+    if seed is not None:
+        lines = damaged(lines, seed)
+    stream, stats, fast = encoded(lines, lanes=True, settings=settings, reread=reread)
+    assert (stream, stats) == encoded(lines, lanes=False, settings=settings,
+                                      reread=reread)[:2]
+    assert fast > 15  # the lane's own way, not only the records'
 
 
 # The expression `postfix.delivery()` replaced: a lazy `.*?` between relay= and dsn=.

@@ -10,11 +10,14 @@ a sender are not emitted twice (see `extrusion.maillog.join`).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 
 from extrusion.maillog.joinstate import EventSink, JoinSettings, JoinStats, KeyFunction, OpenMessage
 from extrusion.scoring.events import Headers, Outcome, Status, Submission
 
+# (time, queue_id, recipient, status, dsn, reply, sender, envelope_from, mta, relay)
+OutcomeFields = Callable[[float, str, str, Status, str, str, str, "str | None", str, str], None]
 # A log says nothing about headers: one shared (immutable) empty set for every submission.
 NO_HEADERS = Headers()
 # Sender keys cached at most, (address, SASL user) -> key; the cache starts over beyond.
@@ -37,6 +40,9 @@ class Emitter:
         #: Log time up to which lines are read a second time (after a restart).
         self.reread_until = float("-inf")
         self._keys: dict[tuple[str, str], str] = {}
+        #: An outcome going out, from its fields: a sink that encodes them itself (the
+        #: replay's reader) is spared an `Outcome` it would only read again.
+        self.outcome_now: OutcomeFields = getattr(sink, "outcome_fields", self._outcome)
 
     def route(self, m: OpenMessage, outcome: Outcome, now: float) -> None:
         """Hold the outcome until the message's submission is out, else emit it now."""
@@ -52,6 +58,42 @@ class Emitter:
             key = m.host + " " + m.qid
             if key not in self.waiting:
                 self.waiting[key] = now + self.settings.wait_seconds
+
+    def attempt(self, m: OpenMessage, t: float, rcpt: str, status: Status, dsn: str,
+                reply: str, relay: str, mta: str, now: float) -> None:
+        """`route()` of a delivery attempt's outcome (not a hand-off's, not a bounce's):
+        no `Outcome` made when it goes out at once (see `outcome_now`)."""
+        recipients = m.recipients
+        if rcpt not in recipients:
+            recipients[rcpt] = None
+        known = m.client_addr or m.sasl_user
+        sender = self.sender(m.client_addr, m.sasl_user) if known else ""
+        if not m.submitted and self.settings.submissions:
+            if known and not (m.nrcpt and len(recipients) >= m.nrcpt):
+                m.pending.append(Outcome(t, m.qid, rcpt, status, dsn, reply, sender,
+                                         m.envelope_from, mta, relay))
+                key = m.host + " " + m.qid
+                if key not in self.waiting:
+                    self.waiting[key] = now + self.settings.wait_seconds
+                return
+            self.flush(m)  # the submission first, and what waited behind it; then this
+        # `emit()`, inline: the sender is known or will not be any more.
+        if not sender and not m.whole and t <= self.reread_until:
+            self.stats.reread_skipped += 1
+            return
+        stats = self.stats
+        stats.outcomes += 1
+        if not sender:
+            stats.unattributed += 1
+        self.outcome_mark = m.mark
+        self.outcome_now(t, m.qid, rcpt, status, dsn, reply, sender, m.envelope_from, mta,
+                         relay)
+
+    def _outcome(self, t: float, qid: str, rcpt: str, status: Status, dsn: str, reply: str,
+                 sender: str, envelope_from: str | None, mta: str, relay: str) -> None:
+        # Positional: a third cheaper than by keyword, for nearly every outcome.
+        self.sink.outcome(Outcome(t, qid, rcpt, status, dsn, reply, sender, envelope_from,
+                                  mta, relay))
 
     def expired(self, m: OpenMessage, t: float, mta: str, now: float) -> None:
         """The message expired in the queue: each still-deferred recipient gets `expired`."""

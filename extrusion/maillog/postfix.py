@@ -232,28 +232,41 @@ def _delivery(qid: str, rest: str) -> Result:
 def delivery(qid: str, rest: str) -> Delivery | None:
     """A delivery agent's `to=<…>, …, status=…` line (`rest`: after the queue id), or None
     when it cannot be read."""
-    h = _DELIVERY_HEAD.match(rest)
+    f = delivery_fields(rest, 0)
+    if f is None:
+        return None
+    to, orig_to, relay, dsn, status, reply = f
+    return Delivery(qid, to, status, dsn, relay, reply, orig_to or "")
+
+
+DeliveryFields = tuple[str, "str | None", str, str, str, str]
+
+
+def delivery_fields(text: str, pos: int) -> DeliveryFields | None:
+    """`delivery()` of `text[pos:]` as (recipient, orig_to or None, relay, dsn, status,
+    reply): no record, and no copy of the line's tail (the Postfix delivery lane's)."""
+    h = _DELIVERY_HEAD.match(text, pos)
     if h is None:
         return None
-    at = rest.find("dsn=", h.end())
+    at = text.find("dsn=", h.end())
     while at >= 0:
-        m = _DELIVERY_STATUS.match(rest, at)
+        m = _DELIVERY_STATUS.match(text, at)
         if m is not None:
             end = m.end()
-            if end == len(rest) or rest[end:] == RETURNED:
+            if end == len(text) or text[end:] == RETURNED:
                 reply = ""
                 break
-            if rest.startswith(" (", end) and rest.endswith(")"):
-                reply = rest[end + 2 : -1]
+            if text.startswith(" (", end) and text.endswith(")"):
+                reply = text[end + 2 : -1]
                 break
-        at = rest.find("dsn=", at + 1)
+        at = text.find("dsn=", at + 1)
     else:
         return None
     to, orig_to, relay = h.groups()
     dsn, status = m.groups()
     if status not in DELIVERY_STATUSES:
         return None
-    return Delivery(qid, to, status, dsn, relay, reply, orig_to or "")
+    return to, orig_to, relay, dsn, status, reply
 
 
 _ENVELOPE_STAGES = frozenset({"MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "BDAT"})

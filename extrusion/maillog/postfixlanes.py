@@ -21,7 +21,8 @@ import re
 from collections.abc import Callable
 
 from extrusion.maillog import postfix
-from extrusion.maillog.join import Joiner
+from extrusion.maillog.join import STATUS, EventSink, Joiner, JoinSettings, KeyFunction
+from extrusion.maillog.records import Delivery
 
 # (time, host, message, its queue id or "") -> joined / of no interest / None: ask the
 # parser.
@@ -36,7 +37,7 @@ _OWN_WAYS = QMGR_SERVICES | {"smtpd", "postscreen", "cleanup", "bounce", "postsu
 _client_expr = postfix.CLIENT.fullmatch
 _fields = postfix.fields
 _qmgr_from = postfix.QMGR_FROM.match
-_delivery = postfix.delivery
+_delivery_fields = postfix.delivery_fields
 _message_id = postfix.message_id
 _disconnect = postfix.disconnect
 # What `parse()` takes for a queue id: 5 to 20 ASCII letters and digits before the first
@@ -53,6 +54,12 @@ def queue_id(message: str) -> str:
 
 class LaneJoiner(Joiner):
     """A `Joiner` that reads the commonest Postfix lines itself (its lanes)."""
+
+    def __init__(self, sink: EventSink, key: KeyFunction, settings: JoinSettings | None = None):
+        super().__init__(sink, key, settings)
+        # The delivery lane's way to an outcome; `_delivery()` keeps `route()`, the general
+        # way the lane is checked against.
+        self._attempt = self.out.attempt
 
     def lane(self, service: str) -> Lane | None:
         """The lane for a Postfix service's lines (the tag's last component), if any."""
@@ -160,7 +167,10 @@ class LaneJoiner(Joiner):
             m.sasl_user = sasl_user
 
     def agent_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
-        """A delivery agent's (smtp, lmtp, local, virtual, pipe…) line."""
+        """A delivery agent's (smtp, lmtp, local, virtual, pipe…) line: a fifth of a log's
+        lines. Its fields go to the open message's outcome without a `Delivery`, `_get()`
+        or hand-off check; what is not common (a new queue id, a deferral, a bounce's
+        recipient, a hand-off's `queued as`) goes the record's way."""
         if not qid:
             return False
         colon = len(qid)
@@ -168,12 +178,23 @@ class LaneJoiner(Joiner):
             return None
         if not message.startswith("to=<", colon + 2):
             return False
-        d = _delivery(qid, message[colon + 2 :])
-        if d is None:
+        f = _delivery_fields(message, colon + 2)
+        if f is None:
             return None
         if t > self.now:
             self.advance(t)
         if self._local:
             host = self._local.get(host) or self.names.new(host)
-        self._delivery(t, host, d)
+        rcpt, orig_to, relay, dsn, status, reply = f
+        key = host + " " + qid
+        m = self._msgs.get(key)
+        if (m is None or m.deferred or m.null_sender or status == "deferred"
+                or (status == "sent" and "queued as " in reply)):
+            self._delivery(t, host, Delivery(qid, rcpt, status, dsn, relay, reply,
+                                             orig_to or ""))
+            return True
+        m.last = t  # `_get()`'s, of a message it finds
+        self._msgs.move_to_end(key)
+        self._attempt(m, t, rcpt, STATUS[status], dsn, reply, relay, self._mta or host,
+                      self.now)
         return True

@@ -136,6 +136,14 @@ class _Encoder:
     def outcome(self, event: Outcome) -> None:
         self.items.append(encode_outcome(self.clock.now, event))
 
+    def outcome_fields(self, t: float, qid: str, rcpt: str, status: Status, dsn: str,
+                       reply: str, sender: str, envelope_from: str | None, mta: str,
+                       relay: str) -> None:
+        """`outcome()` of the `Outcome` of these fields, without making it (the joiner's
+        common outcome; `Emitter.outcome_now`)."""
+        self.items.append(("O", self.clock.now, t, qid, rcpt, _VALUE[status], dsn, reply,
+                           sender, envelope_from, mta, relay, ""))
+
     def refused(self, event: Refused) -> None:
         self.items.append(encode_refused(self.clock.now, event))
 
