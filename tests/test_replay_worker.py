@@ -11,6 +11,8 @@ import dataclasses
 import io
 import pickle
 
+import pytest
+
 from extrusion.maillog.join import NO_HEADERS
 from extrusion.replay import worker
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Seen, Status, Submission
@@ -89,3 +91,27 @@ def test_outcome_status_travels_as_its_plain_value() -> None:
         item = worker.encode_outcome(1.0, Outcome(1.0, "Q6", "r@y.test", status))
         assert type(item[5]) is str and item[5] == status.value
         assert worker.decode(item).status is status  # type: ignore[union-attr]
+
+
+class _At:
+    now = 7.5
+
+
+@pytest.mark.parametrize("status", list(Status))
+@pytest.mark.parametrize("helos", [(), ("h.x.test",)])
+def test_events_encoded_from_their_fields_as_from_the_events(
+        status: Status, helos: tuple[str, ...]) -> None:
+    # The joiner hands the reader's encoder an event's fields (`submission_fields`,
+    # `outcome_fields`) instead of the event: the same tuple, the same pickle.
+    enc = worker._Encoder(())
+    enc.clock = _At()
+    s = ("sasl:u" if helos else "", "Q7", "" if helos else "e@x.test", ("a@y", "b@z"), 12,
+         "mx7", "192.0.2.7", "h.x.test", helos, "<m@x>")
+    o = ("Q7", "r@y.test", status, "5.1.1", "550 no", s[0], None if helos else "e@x.test",
+         "mx7", "mx.y.test[198.51.100.7]:25")
+    enc.submission_fields(3.0, *s)
+    enc.outcome_fields(4.0, *o)
+    expected = [worker.encode_submission(7.5, Submission(3.0, *s[:9], NO_HEADERS, s[9])),
+                worker.encode_outcome(7.5, Outcome(4.0, *o))]
+    assert enc.items == expected
+    assert pickle.dumps(enc.items) == pickle.dumps(expected)

@@ -18,6 +18,10 @@ from extrusion.scoring.events import Headers, Outcome, Status, Submission
 
 # (time, queue_id, recipient, status, dsn, reply, sender, envelope_from, mta, relay)
 OutcomeFields = Callable[[float, str, str, Status, str, str, str, "str | None", str, str], None]
+# (time, sender, queue_id, envelope_from, recipients, size, mta, client_addr, client_name,
+# helos, message_id): a `Submission`'s fields a log fills
+SubmissionFields = Callable[[float, str, str, str, tuple[str, ...], int, str, str, str,
+                             tuple[str, ...], str], None]
 # A log says nothing about headers: one shared (immutable) empty set for every submission.
 NO_HEADERS = Headers()
 # Sender keys cached at most, (address, SASL user) -> key; the cache starts over beyond.
@@ -43,6 +47,9 @@ class Emitter:
         #: An outcome going out, from its fields: a sink that encodes them itself (the
         #: replay's reader) is spared an `Outcome` it would only read again.
         self.outcome_now: OutcomeFields = getattr(sink, "outcome_fields", self._outcome)
+        #: A submission going out, from the fields a log fills; as `outcome_now`.
+        self.submission_now: SubmissionFields = getattr(sink, "submission_fields",
+                                                        self._submission)
 
     def route(self, m: OpenMessage, outcome: Outcome, now: float) -> None:
         """Hold the outcome until the message's submission is out, else emit it now."""
@@ -114,24 +121,26 @@ class Emitter:
         if not m.submitted:
             m.submitted = True
             self.waiting.pop(m.host + " " + m.qid, None)
-            if self.settings.submissions and m.known and not m.null_sender:
-                self.sink.submission(self._submission(m))
+            s = self.settings
+            if s.submissions and (m.client_addr or m.sasl_user) and not m.null_sender:
+                self.submission_now(
+                    m.first, self.sender(m.client_addr, m.sasl_user), m.qid,
+                    m.envelope_from or "", tuple(m.recipients), m.size, s.mta or m.host,
+                    m.client_addr, m.client_name, (m.helo,) if m.helo else (), m.message_id)
                 self.stats.submissions += 1
         if m.pending:
             pending, m.pending = m.pending, []
             for outcome in pending:
                 self.emit(m, outcome)
 
-    def _submission(self, m: OpenMessage) -> Submission:
-        # Positional, in the fields' order (a third cheaper than by keyword): time, sender,
-        # queue_id, envelope_from, recipients, size, mta, client_addr, client_name, helos,
-        # headers, message_id, helo_confirmed, client_evidence.
-        s = self.settings
-        return Submission(
-            m.first, self.sender(m.client_addr, m.sasl_user), m.qid, m.envelope_from or "",
-            tuple(m.recipients), m.size, s.mta or m.host, m.client_addr, m.client_name,
-            (m.helo,) if m.helo else (), NO_HEADERS, m.message_id, (), s.client_evidence,
-        )
+    def _submission(self, t: float, sender: str, qid: str, envelope_from: str,
+                    recipients: tuple[str, ...], size: int, mta: str, client_addr: str,
+                    client_name: str, helos: tuple[str, ...], message_id: str) -> None:
+        # Positional, in the fields' order (a third cheaper than by keyword).
+        self.sink.submission(Submission(
+            t, sender, qid, envelope_from, recipients, size, mta, client_addr, client_name,
+            helos, NO_HEADERS, message_id, (), self.settings.client_evidence,
+        ))
 
     def emit(self, m: OpenMessage, outcome: Outcome) -> None:
         if not outcome.sender and m.known:

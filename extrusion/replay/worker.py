@@ -136,6 +136,14 @@ class _Encoder:
     def outcome(self, event: Outcome) -> None:
         self.items.append(encode_outcome(self.clock.now, event))
 
+    def submission_fields(self, t: float, sender: str, qid: str, envelope_from: str,
+                          recipients: tuple[str, ...], size: int, mta: str, client_addr: str,
+                          client_name: str, helos: tuple[str, ...], message_id: str) -> None:
+        """`submission()` of the `Submission` of these fields, without making it
+        (`Emitter.submission_now`)."""
+        self.items.append(("S", self.clock.now, t, sender, qid, envelope_from, recipients,
+                           size, mta, client_addr, client_name, helos, message_id))
+
     def outcome_fields(self, t: float, qid: str, rcpt: str, status: Status, dsn: str,
                        reply: str, sender: str, envelope_from: str | None, mta: str,
                        relay: str) -> None:
