@@ -38,7 +38,6 @@ _client_expr = postfix.CLIENT.fullmatch
 _fields = postfix.fields
 _qmgr_from = postfix.QMGR_FROM.match
 _delivery_fields = postfix.delivery_fields
-_message_id = postfix.message_id
 _disconnect = postfix.disconnect
 # What `parse()` takes for a queue id: 5 to 20 ASCII letters and digits before the first
 # ": " (none of them can be a ":" or a space, so the ": " after them is the first).
@@ -88,7 +87,12 @@ class LaneJoiner(Joiner):
                 self.advance(t)
             if self._local:
                 host = self._local.get(host) or self.names.new(host)
-            self._removed(host, qid)
+            # `_removed()`, inline; its flush only when there is something to flush.
+            gone = self._msgs.get(host + " " + qid)
+            if gone is not None:
+                if not gone.submitted or gone.pending:
+                    self._flush(gone)
+                self._drop(gone)
             return True
         if message.startswith("from=<", colon + 2):
             m = _qmgr_from(message, colon + 2)
@@ -98,7 +102,18 @@ class LaneJoiner(Joiner):
                 self.advance(t)
             if self._local:
                 host = self._local.get(host) or self.names.new(host)
-            self._queued(t, host, qid, m.group(1), int(m.group(2)), int(m.group(3)))
+            key = host + " " + qid
+            found = self._msgs.get(key)
+            if found is None:  # its first line: `_get()` opens it
+                self._queued(t, host, qid, m.group(1), int(m.group(2)), int(m.group(3)))
+                return True
+            found.last = t  # `_get()`'s, then `_queued()`'s, of a message it finds
+            self._msgs.move_to_end(key)
+            if found.envelope_from is None or not found.nrcpt:
+                found.envelope_from, found.size, found.nrcpt = (
+                    m.group(1), int(m.group(2)), int(m.group(3)))
+                if self._early:
+                    self.evidence.envelope_known(host, qid)
             return True
         return None if message.startswith("to=<", colon + 2) else False
 
@@ -112,7 +127,20 @@ class LaneJoiner(Joiner):
             self.advance(t)
         if self._local:
             host = self._local.get(host) or self.names.new(host)
-        self._message_id(t, host, qid, _message_id(message[colon + 2 :]))
+        # `message_id()` and `_message_id()`, inline, for a message `_get()` finds.
+        mid = message[colon + 2 + len(MESSAGE_ID) :].strip()
+        if mid.startswith("<") and mid.endswith(">"):
+            mid = mid[1:-1]
+        key = host + " " + qid
+        m = self._msgs.get(key)
+        if m is None:
+            self._message_id(t, host, qid, mid)
+            return True
+        m.last = t
+        self._msgs.move_to_end(key)
+        m.message_id = mid
+        if mid:
+            self.evidence.remember_message_id(host, mid, qid)
         return True
 
     def smtpd_line(self, t: float, host: str, message: str, qid: str) -> bool | None:
@@ -129,10 +157,9 @@ class LaneJoiner(Joiner):
         colon = len(qid)
         if qid == NOQUEUE or not message.startswith("client=", colon + 2):
             return None
-        rest = message[colon + 2 :]
-        if ", " in rest:
-            return self._client_fields(t, host, qid, rest)
-        c = _client_expr(rest, len("client="))
+        if ", " in message:  # not in `QID: `: in what follows it
+            return self._client_fields(t, host, qid, message[colon + 2 :])
+        c = _client_expr(message, colon + 2 + len("client="))
         if c is None:
             return None
         self._client_seen(t, host, qid, c.group(1), c.group(2), "")
