@@ -74,7 +74,10 @@ class Emitter:
         if rcpt not in recipients:
             recipients[rcpt] = None
         known = m.client_addr or m.sasl_user
-        sender = self.sender(m.client_addr, m.sasl_user) if known else ""
+        sender = ""
+        if known:  # `sender()`, its cache read inline
+            sender = self._keys.get((m.client_addr, m.sasl_user)) or self.sender(
+                m.client_addr, m.sasl_user)
         if not m.submitted and self.settings.submissions:
             if known and not (m.nrcpt and len(recipients) >= m.nrcpt):
                 m.pending.append(Outcome(t, m.qid, rcpt, status, dsn, reply, sender,
