@@ -172,9 +172,14 @@ def delivery_lines(i: int) -> list[str]:
     if i % 13 == 6:  # refused after its message-id: no more lines, until it ages out
         return [*lines, at(s + 3, "postfix/cleanup", f"{qid}: message-id={mid}")]
     lines.append(at(s + i % 2, "postfix/cleanup", f"{qid}: message-id={mid}"))
+    if i % 10 == 6:  # a spam filter's verdict by Message-ID, waiting for the envelope
+        lines.append(at(s + 1, "spamd", f"spamd: result: Y 12 - X scantime=0.3,mid=<{i}@x>,"
+                                        "autolearn=no"))
     if i % 11 == 5:  # an envelope without its count (damaged), then the whole one
         lines.append(at(s, "postfix/qmgr", f"{qid}: from=<z@b>, size=1, nrcpt=0"))
-    lines.append(at(s + i % 3, "postfix/qmgr", f"{qid}: from=<a{i}@b>, size=9, nrcpt={nrcpt}"))
+    if i % 20 != 6:  # else removed with no envelope logged
+        lines.append(at(s + i % 3, "postfix/qmgr", f"{qid}: from=<a{i}@b>, size=9, "
+                                                   f"nrcpt={nrcpt}"))
     for k in range(nrcpt):
         status = ["sent (250 2.0.0 ok)", "bounced (550 5.1.1 no)", "deferred (busy)"][
             (i + k) % 3]

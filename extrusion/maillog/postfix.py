@@ -167,7 +167,7 @@ def _unqueued(service: str, message: str) -> Result:
 
 
 # `disconnect from NAME[ADDR] ehlo=1 mail=1 rcpt=0/1 … commands=3/4`: N/M = N of M succeeded.
-_DISCONNECT = re.compile(
+DISCONNECT = re.compile(
     r"disconnect from [^\[\s]{0,255}\[([^\]]{1,64})\](?::\d{1,5})?( .{0,300})?"
 )
 _COMMANDS = re.compile(r" commands=(\d{1,9})/(\d{1,9})$")
@@ -176,7 +176,7 @@ _COMMANDS = re.compile(r" commands=(\d{1,9})/(\d{1,9})$")
 def disconnect(message: str) -> Result:
     """smtpd's last line of a session: a record only when commands failed (a session that
     was refused: its client is seen, whatever else it did)."""
-    m = _DISCONNECT.fullmatch(message)
+    m = DISCONNECT.fullmatch(message)
     if m is None:
         return None if len(message) <= 600 else ()
     tail = m.group(2)

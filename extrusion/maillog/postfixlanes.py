@@ -39,6 +39,7 @@ _fields = postfix.fields
 _qmgr_from = postfix.QMGR_FROM.match
 _delivery_fields = postfix.delivery_fields
 _disconnect = postfix.disconnect
+_disconnect_expr = postfix.DISCONNECT.fullmatch
 # What `parse()` takes for a queue id: 5 to 20 ASCII letters and digits before the first
 # ": " (none of them can be a ":" or a space, so the ": " after them is the first).
 QUEUE_ID = r"[0-9A-Za-z]{5,20}(?=: )"
@@ -87,12 +88,19 @@ class LaneJoiner(Joiner):
                 self.advance(t)
             if self._local:
                 host = self._local.get(host) or self.names.new(host)
-            # `_removed()`, inline; its flush only when there is something to flush.
-            gone = self._msgs.get(host + " " + qid)
+            # `_removed()` and its `_drop()`, inline (once per message); its flush only
+            # when there is something to flush.
+            key = host + " " + qid
+            gone = self._msgs.get(key)
             if gone is not None:
                 if not gone.submitted or gone.pending:
                     self._flush(gone)
-                self._drop(gone)
+                if self._early:
+                    self.evidence.message_gone(gone.host, gone.qid)
+                self._msgs.pop(key, None)
+                if self._opened.get(key) is gone:
+                    del self._opened[key]
+                self.out.waiting.pop(key, None)
             return True
         if message.startswith("from=<", colon + 2):
             m = _qmgr_from(message, colon + 2)
@@ -147,6 +155,11 @@ class LaneJoiner(Joiner):
         if not qid:
             # `connect from …` and the like; `disconnect from …` may count failed commands.
             if not message.startswith("disconnect from "):
+                return False
+            # `disconnect()`'s answer for a session whose every command succeeded (no "/"
+            # in its counts: nearly all), without the call; any other, by `disconnect()`.
+            d = _disconnect_expr(message)
+            if d is not None and "/" not in (d.group(2) or ""):
                 return False
             records = _disconnect(message)
             if not records:
