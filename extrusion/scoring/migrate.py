@@ -1,5 +1,6 @@
 """Schema migrations: the Alembic runner the store calls when it opens (and the CLI's
-`store upgrade`), one process at a time."""
+`store upgrade`), one process at a time. A new store skips them: it is created from
+`schema` and stamped at the head revision."""
 
 from __future__ import annotations
 
