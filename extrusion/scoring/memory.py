@@ -9,7 +9,7 @@ evidence instead of overwriting each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -80,8 +80,41 @@ class WindowSet:
         if not new and last[item] >= now:
             return False
         last[item] = now
-        self._order.append((now, item))
+        order = self._order
+        # An item refreshed while its entry is still the newest takes that entry's place
+        # instead of growing the list (a busy sender's one envelope domain, stamped at
+        # every message). The same answers: an item's newest entry is the only one
+        # `_expire` can drop it by (its earlier ones hold older times than `_last`:
+        # stamps rise), and the entry replaced is older than its replacement, so a walk
+        # that stopped at it stops at the replacement, right behind it, as well.
+        if not new and order[-1][1] == item:
+            order[-1] = (now, item)
+        else:
+            order.append((now, item))
         return new
+
+    def count_add(self, item: str, now: float, limit: int) -> int:
+        """`count(now)`, then `add(item, now)` unless `item` is "" or the count is above
+        `limit`: the count after, in one call (each submission asks both)."""
+        order = self._order
+        if order is not None and order[0][0] <= now - self.window:
+            self._expire(now)
+        last = self._last
+        n = len(last) if last is not None else 0
+        if not item or n > limit:
+            return n
+        return n + 1 if self.add(item, now) else n
+
+    def add_all(self, items: Iterable[str], now: float, limit: int) -> tuple[int, bool]:
+        """`count(now)`, then `add(item, now)` for each item while the count is below
+        `limit`: (the count after, whether any was new), in one call."""
+        n, grew = self.count(now), False
+        for item in items:
+            if n >= limit:
+                break
+            if self.add(item, now):
+                grew, n = True, n + 1
+        return n, grew
 
     def __contains__(self, item: str) -> bool:
         return self._last is not None and item in self._last
