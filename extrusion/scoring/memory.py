@@ -93,27 +93,36 @@ class WindowSet:
             order.append((now, item))
         return new
 
-    def count_add(self, item: str, now: float, limit: int) -> int:
-        """`count(now)`, then `add(item, now)` unless `item` is "" or the count is above
-        `limit`: the count after, in one call (each submission asks both)."""
-        order = self._order
-        if order is not None and order[0][0] <= now - self.window:
-            self._expire(now)
-        last = self._last
-        n = len(last) if last is not None else 0
-        if not item or n > limit:
-            return n
-        return n + 1 if self.add(item, now) else n
-
     def add_all(self, items: Iterable[str], now: float, limit: int) -> tuple[int, bool]:
         """`count(now)`, then `add(item, now)` for each item while the count is below
-        `limit`: (the count after, whether any was new), in one call."""
-        n, grew = self.count(now), False
+        `limit`: (the count after, whether any was new), in one call, `add`'s steps
+        written out (a submission's recipient domains: one call, not one per domain)."""
+        horizon = now - self.window
+        order = self._order
+        if order is not None and order[0][0] <= horizon:
+            self._expire(now)
+        last, order = self._last, self._order
+        n, grew = (len(last) if last is not None else 0), False
         for item in items:
             if n >= limit:
                 break
-            if self.add(item, now):
+            if last is None or order is None or order[0][0] <= horizon:
+                # The first item, or one due already (a window of no length): add's own.
+                if self.add(item, now):
+                    grew, n = True, n + 1
+                last, order = self._last, self._order
+                continue
+            seen = last.get(item)
+            if seen is None:
+                last[item] = now
+                order.append((now, item))
                 grew, n = True, n + 1
+            elif seen < now:
+                last[item] = now
+                if order[-1][1] == item:  # as in add()
+                    order[-1] = (now, item)
+                else:
+                    order.append((now, item))
         return n, grew
 
     def __contains__(self, item: str) -> bool:

@@ -61,7 +61,8 @@ def shown_and_learnt(judge: Judge, sasl: SaslAddresses, mem: SenderMemory,
     recipients = event.recipients
     found: list[tuple[str, float, str]] = []
     limit = judge.envelope_domains
-    n = mem.env_domains.count_add(domain, now, limit)
+    # count(), then add() unless "" or above the limit (the count after), in one call.
+    n, _grew = mem.env_domains.add_all((domain,) if domain else (), now, limit + 1)
     if n > limit:  # shown.too_many_envelope_domains
         found.append((Kind.ENVELOPE_DOMAINS, judge.weights.envelope_domains, f"{n} domains"))
     domains, grew = mem.rcpt_domains.add_all(
