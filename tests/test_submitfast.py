@@ -60,10 +60,17 @@ def test_the_common_case_judges_as_the_general_path(
     cfg = config(tmp_path, probation={"baseline_messages": 5},
                  scoring={"envelope_domains": 3, "spread_domains": 4})
     events = _submissions(random.Random(seed), 1500)
+    # One address's history says it authenticated (a baseline the store kept).
+    habit = {"ip:203.0.113.50": {"messages": 40, "authenticated": 40,
+                                 "domains": {"shop.example": 40}}}
+    events += [Submission(events[-1].time + i, "ip:203.0.113.50", f"H{i}", "shop@shop.example",
+                          ("a@example.net",), mta="mx1") for i in range(3)]
     fast = SenderBook(cfg, lambda: 0.0)
+    fast.baselines.load(habit)
     for e in events:
         Recorder(fast, lambda: None).submission(e)
     general = SenderBook(cfg, lambda: 0.0)
+    general.baselines.load(habit)
     monkeypatch.setattr(recording, "shown_and_learnt", lambda *_: False)
     for e in events:
         Recorder(general, lambda: None).submission(e)
@@ -73,3 +80,7 @@ def test_the_common_case_judges_as_the_general_path(
     assert {"envelope_domains", "recipient_spread", "probation",
             "freemail_unauthenticated"} <= findings
     assert any(m.auto_reply for m in general.messages._by_queue.values())
+    reasons = {ex for mem in general.senders.values()
+               for ex in mem.findings.get("probation", {}).get("examples", ())}
+    assert any(r.startswith("departs from its own history") for r in reasons)
+    assert any("usually authenticates" in r for r in reasons)

@@ -76,12 +76,19 @@ def shown_and_learnt(judge: Judge, sasl: SaslAddresses, mem: SenderMemory,
     if found:
         weigh_shown(judge, mem, found, now)
     if mem.probation is None and b.messages >= judge.baseline_messages:
-        departed = b.departures(
-            domain=domain, authenticated=auth, recipients_now=b.this_hour(now) + len(recipients),
-            volume_factor=judge.volume_factor, volume_min=judge.volume_min)
-        if departed:
-            judge.probation.enter(mem, "departs from its own history: " + "; ".join(departed),
-                                  now)
+        now_rcpts, typical = b.this_hour(now) + len(recipients), b.typical_hour
+        # departures() finds nothing without an unauthenticated message from a sender that
+        # authenticated before, or an hour above its typical one (a new envelope domain
+        # alone is no departure): nearly every message of an established sender.
+        if (auth is False and b.authenticated > 0) or (
+                typical > 0.0 and now_rcpts > judge.volume_min
+                and now_rcpts > judge.volume_factor * typical):
+            departed = b.departures(
+                domain=domain, authenticated=auth, recipients_now=now_rcpts,
+                volume_factor=judge.volume_factor, volume_min=judge.volume_min)
+            if departed:
+                judge.probation.enter(
+                    mem, "departs from its own history: " + "; ".join(departed), now)
     # recording._learn's, with what was asked above.
     b.learn(now, event.helos[-1] if event.helos else "", domain, auth, len(recipients))
     if event.headers.forwarded_from or foreign_envelope(envelope_from, event.client_name):
