@@ -57,7 +57,7 @@ class Recorder:
         book = self.book
         mta = event.mta or book.mta
         with book.lock:
-            if (mta, event.queue_id) in book.messages:
+            if book.messages.has((mta, event.queue_id)):
                 return  # recorded already (milter and log feed may both report it)
             now = event.time
             mem = book.mem(event.sender, now, event.client_addr)
@@ -95,7 +95,8 @@ class Recorder:
                                    or headers.list_id or headers.list_unsubscribe))
                 and is_auto_reply(event.envelope_from, headers, n)
                 and (headers != NO_HEADERS or domain in mem.baseline.domains))
-        candidate = book.judge.list_candidate(n) and not null
+        judge = book.judge
+        candidate = n >= judge.list_min and n >= 1 and not null  # judge.list_candidate(n)
         # The sender's key and a repeated envelope sender as one shared string each, not
         # a copy per tracked message (each event arrives with strings of its own). Made
         # positionally, in the fields' order (once per message; a third cheaper than by
