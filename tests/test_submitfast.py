@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from extrusion.scoring import recording
+from extrusion.scoring.baseline import Baseline, _bump
 from extrusion.scoring.book import SenderBook
 from extrusion.scoring.events import Headers, Submission
 from extrusion.scoring.memory import WINDOWS, SenderMemory
@@ -84,3 +85,16 @@ def test_the_common_case_judges_as_the_general_path(
                for ex in mem.findings.get("probation", {}).get("examples", ())}
     assert any(r.startswith("departs from its own history") for r in reasons)
     assert any("usually authenticates" in r for r in reasons)
+
+
+def test_learning_a_usual_domain_counts_as_bump_does() -> None:
+    # Baseline.learn counts a domain it holds already without _bump(): the same counts,
+    # whatever the case, length (cut at MAX_TEXT) and turnover of the names.
+    rng = random.Random(5)
+    b, want = Baseline(), dict[str, int]()
+    names = ["example.com", "EXAMPLE.com", "other.org", "x" * 300 + ".test", "y" * 256]
+    for i in range(3000):
+        domain = rng.choice(names) if rng.random() < 0.8 else f"d{rng.randrange(30)}.example"
+        b.learn(float(i), "", domain, None, 1)
+        _bump(want, domain.lower())
+        assert b.domains == want

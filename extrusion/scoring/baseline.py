@@ -106,7 +106,12 @@ class Baseline:
         if helo:
             _bump(self.helos, helo.lower())
         if domain:
-            _bump(self.domains, domain.lower())
+            # The usual domain again (nearly every message): counted without _bump()'s call.
+            name = domain.lower()[:MAX_TEXT]
+            if name in self.domains:
+                self.domains[name] += 1
+            else:
+                _bump(self.domains, name)
         self.dirty = True
 
     def learn_foreign(self) -> None:

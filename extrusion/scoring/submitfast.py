@@ -65,9 +65,10 @@ def shown_and_learnt(judge: Judge, sasl: SaslAddresses, mem: SenderMemory,
     n, _grew = mem.env_domains.add_all((domain,) if domain else (), now, limit + 1)
     if n > limit:  # shown.too_many_envelope_domains
         found.append((Kind.ENVELOPE_DOMAINS, judge.weights.envelope_domains, f"{n} domains"))
-    domains, grew = mem.rcpt_domains.add_all(
-        [domain_tail(r.rpartition("@")[2]) for r in recipients[:shown.MAX_DOMAINS]],
-        now, shown.MAX_DOMAINS)
+    # Most messages have one recipient: its domain without a list comprehension's frame.
+    tails = ((domain_tail(recipients[0].rpartition("@")[2]),) if len(recipients) == 1
+             else [domain_tail(r.rpartition("@")[2]) for r in recipients[:shown.MAX_DOMAINS]])
+    domains, grew = mem.rcpt_domains.add_all(tails, now, shown.MAX_DOMAINS)
     b = mem.baseline
     if grew and recipient_spread(domains, b.typical_hour, judge.spread_domains,
                                  judge.spread_factor):
