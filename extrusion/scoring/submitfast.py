@@ -78,7 +78,7 @@ def shown_and_learnt(judge: Judge, sasl: SaslAddresses, mem: SenderMemory,
     if found:
         weigh_shown(judge, mem, found, now)
     if mem.probation is None and b.messages >= judge.baseline_messages:
-        # this_hour(), without its call within the hour being counted.
+        # this_hour(), its call saved: within the same hour it only reads the count.
         hour = b.hour_recipients if now - now % HOUR <= b.hour_start else b.this_hour(now)
         now_rcpts, typical = hour + len(recipients), b.typical_hour
         # departures() finds nothing without an unauthenticated message from a sender that
