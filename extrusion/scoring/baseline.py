@@ -85,13 +85,15 @@ class Baseline:
         self.hour_start, self.hour_recipients = start, 0
 
     def this_hour(self, now: float) -> int:
-        self._roll(now)
+        if now - now % HOUR > self.hour_start:  # _roll()'s test: a new hour, seldom
+            self._roll(now)
         return self.hour_recipients
 
     def learn(self, now: float, helo: str, domain: str, authenticated: bool | None,
               recipients: int) -> None:
         """One message sent: learn from it (after it was judged against the baseline)."""
-        self._roll(now)
+        if now - now % HOUR > self.hour_start:  # _roll()'s test: a new hour, seldom
+            self._roll(now)
         if self.messages == 0 or self.since <= 0.0:
             self.since = now
         self.messages += 1
@@ -104,7 +106,12 @@ class Baseline:
         if helo:
             _bump(self.helos, helo.lower())
         if domain:
-            _bump(self.domains, domain.lower())
+            # The usual domain again (nearly every message): counted without _bump()'s call.
+            name = domain.lower()[:MAX_TEXT]
+            if name in self.domains:
+                self.domains[name] += 1
+            else:
+                _bump(self.domains, name)
         self.dirty = True
 
     def learn_foreign(self) -> None:

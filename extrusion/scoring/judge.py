@@ -164,13 +164,7 @@ class Judge:
                                      self.spread_factor):
             found.append((Kind.RECIPIENT_SPREAD, w.recipient_spread,
                           f"{domains} recipient domains"))
-        for kind, weight, example in found:
-            if not mem.shown.add(kind, now):
-                continue
-            mem.add(weight, now, self.half_life)
-            mem.note(kind, now, weight, example=example)
-            if weight > 0.0:
-                self.probation.enter(mem, f"{phrase(kind, kind)}: {example}", now)
+        weigh_shown(self, mem, found, now)
         b = mem.baseline
         if mem.probation is None and b.established(self.baseline_messages):
             departed = b.departures(
@@ -364,6 +358,18 @@ class Judge:
                      trigger=self.trigger, attempted_recipients=attempted,
                      share=round(distinct / attempted, 3), rule=verdict.rule,
                      failed_elsewhere=elsewhere)
+
+
+def weigh_shown(judge: Judge, mem: SenderMemory, found: list[tuple[str, float, str]],
+                now: float) -> None:
+    """The submission findings: each kind counts once per HELO memory (`set_windows`)."""
+    for kind, weight, example in found:
+        if not mem.shown.add(kind, now):
+            continue
+        mem.add(weight, now, judge.half_life)
+        mem.note(kind, now, weight, example=example)
+        if weight > 0.0:
+            judge.probation.enter(mem, f"{phrase(kind, kind)}: {example}", now)
 
 
 def _list_weight(mem: SenderMemory, new: bool, n_lists: int, now: float,

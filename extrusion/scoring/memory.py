@@ -9,7 +9,7 @@ evidence instead of overwriting each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -80,8 +80,50 @@ class WindowSet:
         if not new and last[item] >= now:
             return False
         last[item] = now
-        self._order.append((now, item))
+        order = self._order
+        # An item refreshed while its entry is still the newest takes that entry's place
+        # instead of growing the list (a busy sender's one envelope domain, stamped at
+        # every message). The same answers: an item's newest entry is the only one
+        # `_expire` can drop it by (its earlier ones hold older times than `_last`:
+        # stamps rise), and the entry replaced is older than its replacement, so a walk
+        # that stopped at it stops at the replacement, right behind it, as well.
+        if not new and order[-1][1] == item:
+            order[-1] = (now, item)
+        else:
+            order.append((now, item))
         return new
+
+    def add_all(self, items: Iterable[str], now: float, limit: int) -> tuple[int, bool]:
+        """`count(now)`, then `add(item, now)` for each item while the count is below
+        `limit`: (the count after, whether any was new), in one call, `add`'s steps
+        written out (a submission's recipient domains: one call, not one per domain)."""
+        horizon = now - self.window
+        order = self._order
+        if order is not None and order[0][0] <= horizon:
+            self._expire(now)
+        last, order = self._last, self._order
+        n, grew = (len(last) if last is not None else 0), False
+        for item in items:
+            if n >= limit:
+                break
+            if last is None or order is None or order[0][0] <= horizon:
+                # The first item, or one due already (a window of no length): add's own.
+                if self.add(item, now):
+                    grew, n = True, n + 1
+                last, order = self._last, self._order
+                continue
+            seen = last.get(item)
+            if seen is None:
+                last[item] = now
+                order.append((now, item))
+                grew, n = True, n + 1
+            elif seen < now:
+                last[item] = now
+                if order[-1][1] == item:  # as in add()
+                    order[-1] = (now, item)
+                else:
+                    order.append((now, item))
+        return n, grew
 
     def __contains__(self, item: str) -> bool:
         return self._last is not None and item in self._last

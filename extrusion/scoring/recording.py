@@ -8,7 +8,6 @@ the batch is full.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 from extrusion.scoring.book import SenderBook
@@ -22,12 +21,13 @@ from extrusion.scoring.events import (
     Submission,
 )
 from extrusion.scoring.forwarding import foreign_envelope
-from extrusion.scoring.heuristics import is_auto_reply, is_null_sender, list_identity
+from extrusion.scoring.heuristics import is_auto_reply, list_identity
 from extrusion.scoring.kinds import Kind
 from extrusion.scoring.logjudge import judge_evidence
 from extrusion.scoring.memory import SenderMemory
 from extrusion.scoring.rows import QUEUED, MessageRow, RecipientRow, make_row
 from extrusion.scoring.shown import authenticated, envelope_domain
+from extrusion.scoring.submitfast import envelope_facts, shown_and_learnt
 from extrusion.scoring.tracker import MessageInfo
 
 NO_HEADERS = Headers()  # what a message from the log carries: no headers to judge by
@@ -57,7 +57,7 @@ class Recorder:
         book = self.book
         mta = event.mta or book.mta
         with book.lock:
-            if (mta, event.queue_id) in book.messages:
+            if book.messages.has((mta, event.queue_id)):
                 return  # recorded already (milter and log feed may both report it)
             now = event.time
             mem = book.mem(event.sender, now, event.client_addr)
@@ -70,9 +70,11 @@ class Recorder:
             if event.client_evidence:
                 judge.inbound(mem, event.client_addr, event.headers, now,
                               envelope_from=event.envelope_from, client_name=event.client_name)
-            book.shown(mem, event.envelope_from, event.recipients, event.client_addr, now)
-            if not info.null_sender:
-                _learn(mem, event, now)
+            # The common message in one pass (submitfast.py); any other the general way.
+            if not shown_and_learnt(judge, book.sasl, mem, event, now):
+                book.shown(mem, event.envelope_from, event.recipients, event.client_addr, now)
+                if not info.null_sender:
+                    _learn(mem, event, now)
             if book.keeps_rows:
                 _queue_rows(book, event, info)
             book.changed(mem, now)
@@ -82,13 +84,19 @@ class Recorder:
         """The message remembered until its recipients' outcomes are in."""
         book = self.book
         n = len(event.recipients)
-        null = is_null_sender(event.envelope_from)
+        headers = event.headers
+        null, robot, domain, envelope_from = envelope_facts(event.envelope_from)
         # An auto-reply from the sender's own domain (one it sent from before): a
-        # return path a bot forges at a new domain every time is no excuse.
-        auto = (n == 1 and not null and is_auto_reply(event.envelope_from, event.headers, n)
-                and (event.headers != NO_HEADERS
-                     or envelope_domain(event.envelope_from) in mem.baseline.domains))
-        candidate = book.judge.list_candidate(n) and not null
+        # return path a bot forges at a new domain every time is no excuse. Without a
+        # header that says either way (every logged message) is_auto_reply() is the
+        # return path's `robot`: asked only when it may say yes.
+        auto = (n == 1 and not null
+                and (robot or bool(headers.auto_submitted or headers.precedence
+                                   or headers.list_id or headers.list_unsubscribe))
+                and is_auto_reply(event.envelope_from, headers, n)
+                and (headers != NO_HEADERS or domain in mem.baseline.domains))
+        judge = book.judge
+        candidate = n >= judge.list_min and n >= 1 and not null  # judge.list_candidate(n)
         # The sender's key and a repeated envelope sender as one shared string each, not
         # a copy per tracked message (each event arrives with strings of its own). Made
         # positionally, in the fields' order (once per message; a third cheaper than by
@@ -96,8 +104,8 @@ class Recorder:
         # auto_reply, list_id (only a possible list post needs to say which list it
         # belongs to), list_like.
         info = MessageInfo(
-            mta, event.queue_id, mem.key, event.time, sys.intern(event.envelope_from), n,
-            null, auto, list_identity(event.envelope_from, event.headers) if candidate else "",
+            mta, event.queue_id, mem.key, event.time, envelope_from, n,
+            null, auto, list_identity(envelope_from, headers) if candidate else "",
             None if candidate else False,
         )
         for old in book.messages.add(info):

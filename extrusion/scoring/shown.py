@@ -21,6 +21,9 @@ MAX_SASL_ADDRESSES = 100_000  # client addresses remembered as carrying SASL mai
 MAX_DOMAINS = 1_000  # distinct recipient domains per sender per hour kept at most
 
 
+# Asked of every submission (live and replayed) for the sender keys of the day: one
+# look-up instead of a call and two prefix tests; bounded, as bots' keys are many.
+@functools.lru_cache(maxsize=16384)
 def authenticated(sender_key: str) -> bool | None:
     """Whether a sender key's mail was authenticated; None for `customer:` (either)."""
     if sender_key.startswith("sasl:"):

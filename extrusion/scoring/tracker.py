@@ -103,6 +103,9 @@ class MessageTracker:
         # undecided ones every flush, and walking all 200,000 messages for them cost more
         # than the rest of the flush's bookkeeping. Decided ones are dropped lazily.
         self._undecided: dict[tuple[str, str], MessageInfo] = {}
+        # `(mta, queue_id) in tracker` asked of every submission, as the dict's own
+        # method: no Python frame for it.
+        self.has = self._by_queue.__contains__
 
     def __len__(self) -> int:
         return len(self._by_queue)
