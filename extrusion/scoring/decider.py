@@ -14,6 +14,7 @@ from extrusion.config import Limits
 from extrusion.scoring import decisions as answer
 from extrusion.scoring.book import SenderBook
 from extrusion.scoring.events import Action, Decision, Stage, State
+from extrusion.scoring.helocache import session_helos
 from extrusion.scoring.judge import judge_helos
 from extrusion.scoring.kinds import Kind
 from extrusion.scoring.limits import budget
@@ -69,7 +70,10 @@ class Decider:
         """What a policy request shows counts as the log's report of it would."""
         book = self.book
         book.shown(mem, envelope_from, (recipient,), client[0], now)
-        if helos:
+        # A clean HELO (nearly every one) adds nothing: the judge is asked only of one
+        # that shows something, the session's verdict looked up once (helocache.py).
+        if helos and session_helos(helos, client[0], client[1], envelope_from, recipient,
+                                   book.judge.own_domains):
             book.judge.helos(mem, helos, client[0], now, envelope_from=envelope_from,
                              recipients=(recipient,), client_name=client[1])
         if mem.dirty:
