@@ -51,7 +51,9 @@ class Decider:
                 changed = self._shown(mem, now, helos, client, envelope_from,
                                       recipient) or changed
             # Nothing below moves a pin: the one read here is the one in force.
-            pin = pin_of(mem) if mem is not None else None
+            # Most senders have no pin of either kind: pin_of() is asked only of the others.
+            pin = (pin_of(mem) if mem is not None and (mem.pin or mem.config_pin is not None)
+                   else None)
             d = self._decide(mem, pin, stage, recipient_count, now, count, helos, client,
                              envelope_from)
             monitor = book.config.general.monitor_only or pin == "monitor"
