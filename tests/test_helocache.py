@@ -3,12 +3,13 @@ key leaves out (the client's address for a HELO that cannot be an address litera
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extrusion.scoring import helocache
 from extrusion.scoring.helo import helo_anomalies
-from extrusion.scoring.helocache import judge_helos
+from extrusion.scoring.helocache import helo_note, judge_helos, session_helos
 
 OWN = ("isp.example",)
 
@@ -74,3 +75,38 @@ def test_a_new_client_address_reads_the_helo_and_sender_from_their_caches() -> N
     after = (helocache._helo_shape.cache_info(), helocache._sender_key.cache_info())
     assert [(a.hits - b.hits, a.misses - b.misses)
             for a, b in zip(after, before, strict=True)] == [(3, 0), (3, 0)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(helos=st.lists(helo_texts, min_size=1, max_size=3), client=clients,
+       other=clients, sender=st.sampled_from(["a@usa.net", "b@customer.example", ""]),
+       rcpts=st.lists(st.sampled_from(["r@remote.example", "x@usa.net", "y@ISP.example.",
+                                       "z@mail.isp.example", "noat", ""]), max_size=4),
+       own=st.sampled_from([OWN, (), ("usa.net",)]))
+def test_a_sessions_remembered_verdict_is_the_judgement_of_each_of_its_requests(
+        helos: list[str], client: str, other: str, sender: str, rcpts: list[str],
+        own: tuple[str, ...]) -> None:
+    # A message's RCPTs, then its END-OF-MESSAGE (no recipient), in two sessions with
+    # the same HELO: each answer is the one judge_helos() gives for that request.
+    for addr in (client, other):
+        for rcpt in [*rcpts, ""]:
+            asked = (rcpt,) if rcpt else ()
+            assert session_helos(tuple(helos), addr, "", sender, rcpt, own) == judge_helos(
+                tuple(helos), addr, "", sender, asked, own)
+        assert helo_note(tuple(helos), addr, "", sender, own) == ", ".join(
+            sorted({f.kind for f in judge_helos(tuple(helos), addr, "", sender, (), own)}))
+
+
+def test_a_recipient_the_helo_names_is_judged_though_the_session_is_remembered() -> None:
+    helos, client, sender = ("mail.usa.net",), "198.51.100.5", "a@customer.example"
+    alone = session_helos(helos, client, "", sender, "r@remote.example", OWN)
+    named = session_helos(helos, client, "", sender, "x@usa.net", OWN)
+    assert named == judge_helos(helos, client, "", sender, ("x@usa.net",), OWN) != alone
+
+
+def test_the_session_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(helocache, "SESSION_CACHE", 8)
+    for n in range(40):
+        session_helos(("pc.bound.example",), f"198.51.100.{n}", "", "u@bound.example", "",
+                      OWN)
+        assert len(helocache._sessions) <= 8

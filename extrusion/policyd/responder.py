@@ -117,18 +117,23 @@ class Responder:
         staged = _STAGES.get(state)
         if staged is None:
             # VRFY, ETRN and states newer than this code: nothing to judge.
-            self._other_state.inc()
-            self._dunno.inc()
+            self._other_state.value += 1
+            self._dunno.value += 1
             return c.DUNNO
-        self._by_state[state].inc()
+        # The counters' cells are bumped here, not through Cell.inc(): one call less each.
+        self._by_state[state].value += 1
         stage, counted = staged
         engine = self.source.engine
         if engine is None:
-            self._default_counter.inc()
+            self._default_counter.value += 1
             return self.default_action
         t0 = time.perf_counter()
         client = attrs.get("client_address", "")
         helo = attrs.get("helo_name", "")
+        client_name = attrs.get("client_name", "")
+        if client_name == "unknown":  # (PolicyRequest.client_name: Postfix's "no name")
+            client_name = ""
+        envelope_from = attrs.get("sender", "")
         try:
             sender = engine.sender_key(client_addr=client,
                                        sasl_user=attrs.get("sasl_username", ""))
@@ -140,27 +145,33 @@ class Responder:
                 count=counted,
                 helos=(helo,) if helo else (),
                 client_addr=client,
-                envelope_from=attrs.get("sender", ""),
+                envelope_from=envelope_from,
                 recipient=attrs.get("recipient", ""),
-                client_name=req.client_name,
+                client_name=client_name,
             )
         except Exception as exc:  # any engine failure means: fail open
             self._errors.failed(exception_text(exc))
             self.metrics.store_errors.labels("decide").inc()
-            self._default_counter.inc()
+            self._default_counter.value += 1
             return self.default_action
         self._errors.recovered()
         if decision.action is Action.CONTINUE:  # nearly every answer: no text to build
-            self._dunno.inc()
+            self._dunno.value += 1
             self.metrics.latency.observe(time.perf_counter() - t0)
             if stage is Stage.EOM and helo:
-                return self._helo_info(engine, req) or c.DUNNO
+                return self._helo_info(engine, helo, client, client_name,
+                                       envelope_from) or c.DUNNO
             return c.DUNNO
+        return self._restrain(decision, state, sender, attrs.get("queue_id", ""), t0)
+
+    def _restrain(self, decision: Decision, state: str, sender: str, queue_id: str,
+                  t0: float) -> str:
+        """The action for a decision that is no CONTINUE (a few in a thousand): counted,
+        the hold queue told, logged."""
         action = action_for(decision)
         verb = action.split(" ", 1)[0]
         self.metrics.decision_by_action[verb].inc()
         self.metrics.latency.observe(time.perf_counter() - t0)
-        queue_id = attrs.get("queue_id", "")
         if verb == c.HOLD and queue_id and self.on_hold is not None:
             self.on_hold(sender, queue_id)
         if log.isEnabledFor(logging.INFO):  # the arguments' cleaning is not free
@@ -171,15 +182,15 @@ class Responder:
             )
         return action
 
-    def _helo_info(self, engine: EngineAPI, req: PolicyRequest) -> str:
+    def _helo_info(self, engine: EngineAPI, helo: str, client: str, client_name: str,
+                   envelope_from: str) -> str:
         """`INFO` naming the HELO's anomalies, for a message the engine lets through.
 
         Postfix logs it with the queue id and `helo=<…>`: the log then holds the
         HELO evidence the milter gave the engine, and a replay of it judges the
         sender as the live engine did. A clean HELO adds no line."""
         try:
-            note = engine.helo_note((req.helo_name,), req.client_address, req.client_name,
-                                    req.sender)
+            note = engine.helo_note((helo,), client, client_name, envelope_from)
         except Exception as exc:  # the answer stands without the note
             self._errors.failed(exception_text(exc))
             return ""

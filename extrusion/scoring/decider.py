@@ -14,6 +14,7 @@ from extrusion.config import Limits
 from extrusion.scoring import decisions as answer
 from extrusion.scoring.book import SenderBook
 from extrusion.scoring.events import Action, Decision, Stage, State
+from extrusion.scoring.helocache import session_helos
 from extrusion.scoring.judge import judge_helos
 from extrusion.scoring.kinds import Kind
 from extrusion.scoring.limits import budget
@@ -50,7 +51,9 @@ class Decider:
                 changed = self._shown(mem, now, helos, client, envelope_from,
                                       recipient) or changed
             # Nothing below moves a pin: the one read here is the one in force.
-            pin = pin_of(mem) if mem is not None else None
+            # Most senders have no pin of either kind: pin_of() is asked only of the others.
+            pin = (pin_of(mem) if mem is not None and (mem.pin or mem.config_pin is not None)
+                   else None)
             d = self._decide(mem, pin, stage, recipient_count, now, count, helos, client,
                              envelope_from)
             monitor = book.config.general.monitor_only or pin == "monitor"
@@ -69,7 +72,10 @@ class Decider:
         """What a policy request shows counts as the log's report of it would."""
         book = self.book
         book.shown(mem, envelope_from, (recipient,), client[0], now)
-        if helos:
+        # A clean HELO (nearly every one) adds nothing: the judge is asked only of one
+        # that shows something, the session's verdict looked up once (helocache.py).
+        if helos and session_helos(helos, client[0], client[1], envelope_from, recipient,
+                                   book.judge.own_domains):
             book.judge.helos(mem, helos, client[0], now, envelope_from=envelope_from,
                              recipients=(recipient,), client_name=client[1])
         if mem.dirty:

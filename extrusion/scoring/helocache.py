@@ -15,6 +15,12 @@ from extrusion.scoring.helo import HeloFinding, helo_anomalies
 
 HELO_CACHE = 16384  # distinct (HELO, client, MAIL FROM domain) verdicts remembered
 TAIL_CACHE = 4096  # recipient domains whose last two labels are remembered
+SESSION_CACHE = 4096  # policy sessions whose HELO verdict is remembered (then all forgotten)
+
+# A session's (HELOs, client address, client name, MAIL FROM, own domains) -> its HELOs
+# lowered (as recipients are compared with them) and its verdict without recipients.
+_Session = tuple[tuple[str, ...], str, str, str, tuple[str, ...]]
+_sessions: dict[_Session, tuple[tuple[str, ...], tuple[HeloFinding, ...]]] = {}
 
 
 def judge_helos(
@@ -67,12 +73,45 @@ def _sender_key(envelope_from: str) -> str:
     return f"postmaster@{domain.lower()}" if at else envelope_from.lower()
 
 
+def session_helos(helos: tuple[str, ...], client_addr: str, client_name: str,
+                  envelope_from: str, recipient: str,
+                  own_domains: tuple[str, ...]) -> tuple[HeloFinding, ...]:
+    """`judge_helos()` for one policy request (one recipient, or none: ""), remembered
+    for its session.
+
+    A message's requests (each RCPT, then END-OF-MESSAGE) ask of the same HELO,
+    client and MAIL FROM: one dict look-up answers them all, where `judge_helos()`
+    built its key anew from three caches at each. Only a recipient whose domain the
+    HELO could name changes the verdict; that rare request takes the general path.
+    """
+    key = (helos, client_addr, client_name, envelope_from, own_domains)
+    known = _sessions.get(key)
+    if known is None:
+        if len(_sessions) >= SESSION_CACHE:
+            _sessions.clear()  # a session's requests come within seconds: no LRU needed
+        lowered = _helo_shape(helos)[0]
+        found = judge_helos(helos, client_addr, client_name, envelope_from, (), own_domains)
+        known = _sessions[key] = (lowered, found)
+    lowered, found = known
+    if recipient and (tail := _tail(recipient)) and any(
+            map(str.endswith, lowered, repeat(tail))):
+        return judge_helos(helos, client_addr, client_name, envelope_from, (recipient,),
+                           own_domains)
+    return found
+
+
 def helo_note(helos: tuple[str, ...], client_addr: str, client_name: str, envelope_from: str,
               own_domains: tuple[str, ...]) -> str:
     """The kinds of a session's HELO anomalies ("" for none), as the policy server has
     the MTA log them: known at END-OF-MESSAGE without the recipients."""
-    found = judge_helos(helos, client_addr, client_name, envelope_from, (), own_domains)
-    return ", ".join(sorted({f.kind for f in found})) if found else ""
+    found = session_helos(helos, client_addr, client_name, envelope_from, "", own_domains)
+    return _note(found) if found else ""
+
+
+@functools.lru_cache(maxsize=TAIL_CACHE)
+def _note(found: tuple[HeloFinding, ...]) -> str:
+    """A verdict's kinds as the note says them: one session's anomalies, seen all day."""
+    return ", ".join(sorted({f.kind for f in found}))
 
 
 def _may_be_literal(helo: str) -> bool:
