@@ -52,21 +52,23 @@ class FailureShare:
 
     def __init__(self) -> None:
         self._pending: dict[str, Snapshot] = {}
-        self._written: set[str] = set()  # senders whose last snapshot said something
+        # Senders whose last snapshot said something: read by the delivery fast path
+        # (outcomefast.py) to tell, without a call, that `note()` would write nothing.
+        self.written: set[str] = set()
         self.others: set[str] = set()  # senders whose counts include other hosts'
         self.next_prune = 0.0
 
     def note(self, mem: SenderMemory, now: float, minimum: int) -> None:
         """After an outcome: the sender's window as it is now, if it is worth a row."""
         failed = mem.failed.count(now)
-        if failed < minimum and mem.key not in self._written:
+        if failed < minimum and mem.key not in self.written:
             return
         if len(self._pending) >= MAX_PENDING and mem.key not in self._pending:
             return  # the store away for long: the newest windows of the others will do
         if failed < minimum:
-            self._written.discard(mem.key)  # one last word, then silence
+            self.written.discard(mem.key)  # one last word, then silence
         else:
-            self._written.add(mem.key)
+            self.written.add(mem.key)
         self._pending[mem.key] = Snapshot(mem.key, failed, mem.attempted.count(now), now)
 
     def drain(self) -> list[Snapshot]:

@@ -17,6 +17,7 @@ from extrusion.scoring.classify import OutcomeClass, classify, is_failure
 from extrusion.scoring.events import Notice, Outcome, Status
 from extrusion.scoring.kinds import Kind
 from extrusion.scoring.memory import SenderMemory, copy_findings
+from extrusion.scoring.outcomefast import FastOutcome
 from extrusion.scoring.rows import RecipientRow, counter_bucket, make_row
 from extrusion.scoring.sync import StoreSync
 from extrusion.scoring.tracker import MessageInfo
@@ -30,8 +31,9 @@ _REJECTED = Status.REJECTED
 _DELIVERED = OutcomeClass.DELIVERED
 
 
-class Outcomes:
-    """Records outcomes into the book; asks the store for submissions it lacks."""
+class Outcomes(FastOutcome):
+    """Records outcomes into the book; asks the store for submissions it lacks. The
+    common delivery is recorded by `FastOutcome.outcome()`, every other one here."""
 
     def __init__(self, book: SenderBook, sync: StoreSync,
                  after_record: Callable[[], None]) -> None:
@@ -42,8 +44,10 @@ class Outcomes:
         # True when no other process records messages (replay): a queue id not in
         # memory is in the store neither, so an outcome never waits for or asks it.
         self.memory_is_whole = False
+        self.failures = sync.others.failures
 
-    def outcome(self, event: Outcome) -> None:
+    def general(self, event: Outcome) -> None:
+        """Any outcome (`outcome()` sends here all but the common delivery)."""
         book = self.book
         mta = event.mta or book.mta
         with book.lock:
