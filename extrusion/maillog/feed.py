@@ -37,7 +37,7 @@ from extrusion.maillog.lines import (
     ClassicShortcut,
     LineSplitter,
 )
-from extrusion.maillog.postfixlanes import QUEUE_ID, Lane, LaneJoiner, queue_id
+from extrusion.maillog.postfixlanes import QUEUE_ID_CHARS, Lane, LaneJoiner, queue_id
 from extrusion.maillog.programs import Format, Parser, choose_parser, postfix_service
 from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.helo import safe_text
@@ -47,8 +47,10 @@ _classic_line = CLASSIC_LINE.match
 # The shortcut's expression (`AFTER_MINUTE`) with its seconds and `host prog` in one
 # group, `SS host prog` (one look-up reads both), then the message to the end of its line
 # (`.` stops at a newline, as `text.find("\n")` did) and, inside it, the queue id it
-# starts with (or ""): one match gives all three, no slicing after it.
-_after_minute = re.compile(r"(\d\d [^\[]*)\[\d+\]: (((?:" + QUEUE_ID + ")?).*)").match
+# starts with (`QUEUE_ID`, matched with its ": " rather than looked ahead for: cheaper;
+# None when there is none, `groups("")`' ""): one match gives all three, no slicing after.
+_after_minute = re.compile(
+    r"(\d\d [^\[]*)\[\d+\]: ((?:(" + QUEUE_ID_CHARS + "): )?.*)").match
 # `lines()`' routes are per second and head: up to 100 seconds ("00" to "99") of each head.
 MAX_STAMPED_HEADS = 100 * MAX_HEADS
 _SECONDS = SECONDS
@@ -174,7 +176,7 @@ class LogFeed:
                     self._line(text)
                     prefix, at, base = shortcut.minute()
                     continue
-                stamped_head, message, qid = m.groups()
+                stamped_head, message, qid = m.groups("")
                 route = by_head.get(stamped_head) or self._head_route(stamped_head)
                 if route is None:
                     self._line(text)
