@@ -30,7 +30,6 @@ from extrusion.config import Config
 from extrusion.maillog.feedsink import FeedEngine, FeedStats, GuardedSink
 from extrusion.maillog.join import JoinSettings
 from extrusion.maillog.lines import (
-    AFTER_MINUTE,
     CLASSIC_LINE,
     MAX_HEADS,
     MAX_LINE,
@@ -38,20 +37,26 @@ from extrusion.maillog.lines import (
     ClassicShortcut,
     LineSplitter,
 )
-from extrusion.maillog.postfixlanes import QUEUE_ID, Lane, LaneJoiner, queue_id
+from extrusion.maillog.postfixlanes import QUEUE_ID_CHARS, Lane, LaneJoiner, queue_id
 from extrusion.maillog.programs import Format, Parser, choose_parser, postfix_service
 from extrusion.maillog.timestamps import log_zone
 from extrusion.scoring.helo import safe_text
 
 log = logging.getLogger(__name__)
 _classic_line = CLASSIC_LINE.match
-# The shortcut's expression, then the message to the end of its line (`.` stops at a
-# newline, as `text.find("\n")` did) and, inside it, the queue id it starts with (or ""):
-# one match gives all four, no slicing after it.
-_after_minute = re.compile(AFTER_MINUTE.pattern + "(((?:" + QUEUE_ID + ")?).*)").match
+# The shortcut's expression (`AFTER_MINUTE`) with its seconds and `host prog` in one
+# group, `SS host prog` (one look-up reads both), then the message to the end of its line
+# (`.` stops at a newline, as `text.find("\n")` did) and, inside it, the queue id it
+# starts with (`QUEUE_ID`, matched with its ": " rather than looked ahead for: cheaper;
+# None when there is none, `groups("")`' ""): one match gives all three, no slicing after.
+_after_minute = re.compile(
+    r"(\d\d [^\[]*)\[\d+\]: ((?:(" + QUEUE_ID_CHARS + "): )?.*)").match
+# `lines()`' routes are per second and head: up to 100 seconds ("00" to "99") of each head.
+MAX_STAMPED_HEADS = 100 * MAX_HEADS
 _SECONDS = SECONDS
 
 Route = tuple[Lane | None, Parser | None]  # a tag's lane (Postfix's commonest lines), parser
+StampedRoute = tuple[float, str, Lane | None, Parser | None]  # seconds, host, Route
 # Garbled lines kept for the operator to look at, each cut to this length.
 EXAMPLES_KEPT = 5
 EXAMPLE_CHARS = 300
@@ -113,8 +118,9 @@ class LogFeed:
         self.stats.join = self.joiner.stats
         self._add = self.joiner.add
         self._routes: dict[str, Route] = {}
-        # `lines()`' look-up of a line's head (`host prog`): its host, lane and parser at once.
-        self._head_routes: dict[str, tuple[str, Lane | None, Parser | None]] = {}
+        # `lines()`' look-up of a line's seconds and head (`SS host prog`): the seconds'
+        # value, its host, lane and parser at once.
+        self._head_routes: dict[str, StampedRoute] = {}
 
     @classmethod
     def from_config(
@@ -170,17 +176,16 @@ class LogFeed:
                     self._line(text)
                     prefix, at, base = shortcut.minute()
                     continue
-                seconds, head, message, qid = m.groups()
-                second = _SECONDS.get(seconds)
-                route = by_head.get(head) or self._head_route(head)
-                if second is None or route is None:
+                stamped_head, message, qid = m.groups("")
+                route = by_head.get(stamped_head) or self._head_route(stamped_head)
+                if route is None:
                     self._line(text)
                     prefix, at, base = shortcut.minute()
                     continue
                 if message[-1:] == "\r":
                     message = message[:-1]
+                second, host, lane, parser = route
                 t = base + second
-                host, lane, parser = route
                 if lane is None:
                     self._parse(text, t, host, parser, message)
                     continue
@@ -205,17 +210,19 @@ class LogFeed:
             stats.parsed += parsed
             stats.ignored += ignored
 
-    def _head_route(self, head: str) -> tuple[str, Lane | None, Parser | None] | None:
-        """The host, lane and parser of a `host prog` head the shortcut learned (None: not
-        learned, read the line the slow way); kept for the next line of that head."""
-        tag = self._shortcut.heads.get(head)
-        if tag is None:
+    def _head_route(self, stamped_head: str) -> StampedRoute | None:
+        """The seconds' value, host, lane and parser of `SS host prog`, seconds the table
+        reads and a head the shortcut learned (None: not both, read the line the slow
+        way); kept for the next line of those seconds and head."""
+        second = _SECONDS.get(stamped_head[:2])
+        tag = self._shortcut.heads.get(stamped_head[3:])
+        if second is None or tag is None:
             return None
         host, program = tag
         lane, parser = self._routes.get(program) or self._route(program)
-        route = (host, lane, parser)
-        if len(self._head_routes) < MAX_HEADS:  # as the shortcut's heads: bounded
-            self._head_routes[head] = route
+        route = (second, host, lane, parser)
+        if len(self._head_routes) < MAX_STAMPED_HEADS:  # as the shortcut's heads: bounded
+            self._head_routes[stamped_head] = route
         return route
 
     def _line(self, text: str) -> None:

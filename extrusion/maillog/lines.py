@@ -101,7 +101,8 @@ SECONDS = {f"{n:02d}": float(n) for n in range(100)}
 # What follows the minute in a line the shortcut reads, up to its message: the seconds,
 # `host prog` up to the first "[", a pid of digits (`\d`, as the expression's) and ": ".
 # Matched from the seconds on: one call in C instead of a find() and a slice per field.
-# `LogFeed.lines()` reads a batch's lines with the same expression and tables, inline.
+# `LogFeed.lines()` reads a batch's lines with the same expression (its seconds and head
+# as one group) and tables, inline.
 AFTER_MINUTE = re.compile(r"(\d\d) ([^\[]*)\[\d+\]: ")
 # Distinct `host prog` heads remembered; a flood of forged ones is read the slow way.
 MAX_HEADS = 1000

@@ -42,7 +42,8 @@ _disconnect = postfix.disconnect
 _disconnect_expr = postfix.DISCONNECT.fullmatch
 # What `parse()` takes for a queue id: 5 to 20 ASCII letters and digits before the first
 # ": " (none of them can be a ":" or a space, so the ": " after them is the first).
-QUEUE_ID = r"[0-9A-Za-z]{5,20}(?=: )"
+QUEUE_ID_CHARS = r"[0-9A-Za-z]{5,20}"
+QUEUE_ID = QUEUE_ID_CHARS + r"(?=: )"
 _queue_id = re.compile(QUEUE_ID).match
 
 
