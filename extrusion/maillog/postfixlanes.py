@@ -176,16 +176,8 @@ class LaneJoiner(Joiner):
         c = _client_expr(message, colon + 2 + len("client="))
         if c is None:
             return None
-        # `_client_seen()` without a SASL login, inline: once per message.
-        if t > self.now:
-            self.advance(t)
-        if self._local:
-            host = self._local.get(host) or self.names.new(host)
-        m = self._get(host, qid, t)
-        m.whole = True
         name, addr = c.groups()
-        if not (m.inherited and self._is_relay_addr(addr)):
-            m.client_name, m.client_addr = name, addr
+        self._client_seen(t, host, qid, name, addr, "")
         return True
 
     def _client_fields(self, t: float, host: str, qid: str, rest: str) -> bool | None:
