@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from extrusion.scoring.baseline import Baseline
 from extrusion.scoring.events import State
+from extrusion.scoring.lazyparts import LazyParts
 from extrusion.scoring.limits import RateState
 from extrusion.scoring.merging import MAX_FINDING_EXAMPLES
 from extrusion.scoring.rows import decay
@@ -28,7 +28,6 @@ RELEASED = "released"  # the finding an operator's release leaves behind
 # (benchmarks/scale.py).
 WINDOWS = ("failed", "auto_failures", "lists", "helos", "refused", "attempted",
            "env_domains", "rcpt_domains", "shown")
-_WINDOW_NAMES = frozenset(WINDOWS)
 NO_SPANS: Mapping[str, float] = MappingProxyType({})
 
 
@@ -148,32 +147,26 @@ class WindowSet:
         self._last = self._order = None
 
 
-class SenderMemory(RateState):
+class SenderMemory(LazyParts):
     """One sender as this process knows it, its rate counters included: a RateState
     of its own would be a second object per sender for the garbage collector to walk
-    again and again, a third of the CPU of a sender's first sight (benchmarks/scale.py)."""
+    again and again, a third of the CPU of a sender's first sight (benchmarks/scale.py).
+    Its evidence windows and baseline are made on first use (LazyParts, WINDOWS)."""
 
     __slots__ = (
-        "attempted",
-        "auto_failures",
         "base",
         "base_time",
-        "baseline",
         "by_probation",
         "client_addr",
         "cls",
         "config_pin",
         "dirty",
-        "env_domains",
-        "failed",
         "findings",
         "findings_dirty",
         "first_seen",
-        "helos",
         "key",
         "last_seen",
         "list_until",
-        "lists",
         "others_failed",
         "pending",
         "pending_time",
@@ -183,12 +176,9 @@ class SenderMemory(RateState):
         "pinned_reason",
         "probation",
         "probation_end",
-        "rcpt_domains",
         "reason",
-        "refused",
         "released_at",
         "reset",
-        "shown",
         "spans",
         "state",
         "state_dirty",
@@ -198,19 +188,6 @@ class SenderMemory(RateState):
         "window",
         "written",
     )
-
-    # Made on first use (`__getattr__`): see WINDOWS.
-    failed: WindowSet  # distinct failed recipients that count
-    auto_failures: WindowSet  # failed auto-replies (rejection daemon)
-    lists: WindowSet  # distinct mailing lists
-    helos: WindowSet  # distinct (anomaly kind, helo)
-    refused: WindowSet  # distinct recipients refused while throttled
-    attempted: WindowSet  # distinct recipients with any outcome
-    # Submission-time evidence (extrusion.scoring.shown).
-    env_domains: WindowSet  # distinct envelope-sender domains
-    rcpt_domains: WindowSet  # distinct recipient domains
-    shown: WindowSet  # submission finding kinds already counted
-    baseline: Baseline
 
     def __init__(self, key: str, now: float, window: float, cls: str = "default") -> None:
         self.key = key
@@ -256,30 +233,13 @@ class SenderMemory(RateState):
         self.reset = False
         self.released_at = 0.0
 
-    if not TYPE_CHECKING:  # hidden from mypy, which keeps checking every other name
-
-        def __getattr__(self, name: str) -> Any:
-            """A lazy part on its first use: an evidence window, or a new baseline."""
-            if name in _WINDOW_NAMES:
-                value: Any = WindowSet(self.spans.get(name, self.window))
-            elif name == "baseline":
-                value = Baseline()
-            else:
-                raise AttributeError(name)
-            setattr(self, name, value)
-            return value
+    def _window(self, name: str) -> WindowSet:
+        return WindowSet(self.spans.get(name, self.window))
 
     @property
     def rates(self) -> RateState:
         """The sender's rate counters: kept in its memory itself."""
         return self
-
-    def made(self, name: str) -> Any:
-        """The lazy part `name` if it was made, else None (without making it)."""
-        try:
-            return object.__getattribute__(self, name)
-        except AttributeError:
-            return None
 
     # --- score ---------------------------------------------------------------------------
 
