@@ -17,10 +17,9 @@ step back an expiry skipped now could leave an entry a later, earlier-stamped
 count would not have seen. tests/test_outcome_fast.py holds the two paths
 to the same memory, rows and answers over varied senders and messages.
 
-Each attribute read of a `SenderMemory` costs some 300 instructions (its
-`__getattr__`, for the lazy windows, keeps CPython from specialising the read;
-14 % of this path's instructions): each is read once here, and the sender's
-key is the book's (`senders[mem.key] is mem`), not read again.
+Each attribute of a `SenderMemory` is read once here (a lazy window is a
+property call, `lazyparts.py`), and the sender's key is the book's
+(`senders[mem.key] is mem`), not read again.
 """
 
 from __future__ import annotations
