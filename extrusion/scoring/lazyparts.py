@@ -19,7 +19,7 @@ from extrusion.scoring.baseline import Baseline
 from extrusion.scoring.limits import RateState
 
 if TYPE_CHECKING:
-    from extrusion.scoring.memory import WindowSet
+    from extrusion.scoring.windowset import WindowSet
 
 
 class LazyParts(RateState):
