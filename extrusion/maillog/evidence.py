@@ -193,11 +193,7 @@ class EvidenceJoin:
 
     def remember_message_id(self, host: str, message_id: str, qid: str) -> None:
         """A message's Message-ID, for a spam filter's verdict that names only that."""
-        # `_remember()`, inline: once per message.
-        key, mids = host + " " + message_id, self._mids
-        if key not in mids and len(mids) >= MESSAGE_IDS_KEPT:
-            mids.popitem(last=False)
-        mids[key] = qid
+        _remember(self._mids, host + " " + message_id, qid)
 
     def filter_verdict(self, t: float, host: str, r: FilterVerdict) -> None:
         """A spam filter's verdict, joined to its message by queue id or Message-ID (else

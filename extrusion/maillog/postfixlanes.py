@@ -38,6 +38,7 @@ _client_expr = postfix.CLIENT.fullmatch
 _fields = postfix.fields
 _qmgr_from = postfix.QMGR_FROM.match
 _delivery_fields = postfix.delivery_fields
+_message_id = postfix.message_id
 _disconnect = postfix.disconnect
 _disconnect_expr = postfix.DISCONNECT.fullmatch
 # What `parse()` takes for a queue id: 5 to 20 ASCII letters and digits before the first
@@ -89,19 +90,7 @@ class LaneJoiner(Joiner):
                 self.advance(t)
             if self._local:
                 host = self._local.get(host) or self.names.new(host)
-            # `_removed()` and its `_drop()`, inline (once per message); its flush only
-            # when there is something to flush.
-            key = host + " " + qid
-            gone = self._msgs.get(key)
-            if gone is not None:
-                if not gone.submitted or gone.pending:
-                    self._flush(gone)
-                if self._early:
-                    self.evidence.message_gone(gone.host, gone.qid)
-                self._msgs.pop(key, None)
-                if self._opened.get(key) is gone:
-                    del self._opened[key]
-                self.out.waiting.pop(key, None)
+            self._removed(host, qid)
             return True
         if message.startswith("from=<", colon + 2):
             m = _qmgr_from(message, colon + 2)
@@ -136,10 +125,8 @@ class LaneJoiner(Joiner):
             self.advance(t)
         if self._local:
             host = self._local.get(host) or self.names.new(host)
-        # `message_id()` and `_message_id()`, inline, for a message `_get()` finds.
-        mid = message[colon + 2 + len(MESSAGE_ID) :].strip()
-        if mid.startswith("<") and mid.endswith(">"):
-            mid = mid[1:-1]
+        mid = _message_id(message[colon + 2 :])
+        # `_message_id()`, inline, for a message `_get()` finds.
         key = host + " " + qid
         m = self._msgs.get(key)
         if m is None:
