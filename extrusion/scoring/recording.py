@@ -85,18 +85,12 @@ class Recorder:
         book = self.book
         n = len(event.recipients)
         headers = event.headers
-        null, robot, domain, envelope_from = envelope_facts(event.envelope_from)
+        null, _robot, domain, envelope_from = envelope_facts(event.envelope_from)
         # An auto-reply from the sender's own domain (one it sent from before): a
-        # return path a bot forges at a new domain every time is no excuse. Without a
-        # header that says either way (every logged message) is_auto_reply() is the
-        # return path's `robot`: asked only when it may say yes.
-        auto = (n == 1 and not null
-                and (robot or bool(headers.auto_submitted or headers.precedence
-                                   or headers.list_id or headers.list_unsubscribe))
-                and is_auto_reply(event.envelope_from, headers, n)
+        # return path a bot forges at a new domain every time is no excuse.
+        auto = (n == 1 and not null and is_auto_reply(event.envelope_from, headers, n)
                 and (headers != NO_HEADERS or domain in mem.baseline.domains))
-        judge = book.judge
-        candidate = n >= judge.list_min and n >= 1 and not null  # judge.list_candidate(n)
+        candidate = book.judge.list_candidate(n) and not null
         # The sender's key and a repeated envelope sender as one shared string each, not
         # a copy per tracked message (each event arrives with strings of its own). Made
         # positionally, in the fields' order (once per message; a third cheaper than by

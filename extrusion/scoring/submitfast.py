@@ -15,7 +15,6 @@ import functools
 import sys
 
 from extrusion.scoring import shown
-from extrusion.scoring.baseline import HOUR
 from extrusion.scoring.events import Submission
 from extrusion.scoring.forwarding import foreign_envelope
 from extrusion.scoring.helocache import domain_tail
@@ -78,9 +77,7 @@ def shown_and_learnt(judge: Judge, sasl: SaslAddresses, mem: SenderMemory,
     if found:
         weigh_shown(judge, mem, found, now)
     if mem.probation is None and b.messages >= judge.baseline_messages:
-        # this_hour(), its call saved: within the same hour it only reads the count.
-        hour = b.hour_recipients if now - now % HOUR <= b.hour_start else b.this_hour(now)
-        now_rcpts, typical = hour + len(recipients), b.typical_hour
+        now_rcpts, typical = b.this_hour(now) + len(recipients), b.typical_hour
         # departures() finds nothing without an unauthenticated message from a sender that
         # authenticated before, or an hour above its typical one (a new envelope domain
         # alone is no departure): nearly every message of an established sender.
