@@ -188,9 +188,7 @@ class PolicyProtocol(Protocol):
         if not requests:
             return
         answer = self.factory.responder.answer
-        # Nearly always one request per chunk (Postfix waits for each answer): no list.
-        data = (_reply_bytes(answer(requests[0])) if len(requests) == 1
-                else b"".join([_reply_bytes(answer(r)) for r in requests]))
+        data = b"".join([_reply_bytes(answer(r)) for r in requests])
         if self._sock is None:
             self._out().write(data)
             return

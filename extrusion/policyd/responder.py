@@ -130,9 +130,7 @@ class Responder:
         t0 = time.perf_counter()
         client = attrs.get("client_address", "")
         helo = attrs.get("helo_name", "")
-        client_name = attrs.get("client_name", "")
-        if client_name == "unknown":  # (PolicyRequest.client_name: Postfix's "no name")
-            client_name = ""
+        client_name = req.client_name
         envelope_from = attrs.get("sender", "")
         try:
             sender = engine.sender_key(client_addr=client,
