@@ -96,6 +96,11 @@ class QueuedMailTests(ServerCase):
         self.assertEqual((code, body["change"]["new"]), (200, "ok"))
         yield self.until("postsuper -H",
                          lambda: not set([*queued, later]) & set(self.postfix.held()))
+        # postsuper has released the mail before its run is written down: wait for
+        # the job itself to finish, not for the queue to change.
+        queue = self.svc.queue
+        assert queue is not None
+        yield self.until("the release to be recorded", lambda: not queue.pending)
 
         # Both queue actions are in the audit trail, with the queue ids.
         yield self.in_thread(self.engine.flush)
