@@ -67,8 +67,19 @@ $(CHECKOUT_CONFIG): $(CONFIG) scripts/checkout-config
 	mkdir -p $(dir $@)
 	$(PYTHON) scripts/checkout-config $(CONFIG) $@ $(CURDIR)
 
+# The suite runs twice: on the checkout as it is (pure Python, the editable .venv), then
+# in a copy whose modules of mypyc-modules.txt are compiled, as `pip install .` ships them.
+COMPILED_TREE ?= build/compiled
+
 test: $(VENV)/.test lint
 	$(BIN)/pytest tests
+	$(MAKE) --no-print-directory test-compiled
+
+.PHONY: test-compiled
+test-compiled: $(VENV)/.test
+	$(BIN)/python scripts/compiled-tree $(COMPILED_TREE)
+	cd $(COMPILED_TREE) && EXTRUSION_COMPILED=1 PYTHONPATH=$(abspath $(COMPILED_TREE)) \
+	  $(abspath $(BIN))/pytest tests
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check extrusion tests benchmarks

@@ -47,7 +47,7 @@ from benchmarks.sinks import CountingEngine  # noqa: E402
 from extrusion.config import Config  # noqa: E402
 from extrusion.config import load as load_config  # noqa: E402
 from extrusion.maillog import logpath  # noqa: E402
-from extrusion.maillog.feed import LogFeed, Route  # noqa: E402
+from extrusion.maillog.feed import LogFeed  # noqa: E402
 from extrusion.maillog.follow import FileFollower  # noqa: E402
 from extrusion.maillog.records import Record  # noqa: E402
 from extrusion.policyd.replysend import direct_socket, send_reply  # noqa: E402
@@ -89,26 +89,21 @@ class DunnoFactory(protocol.Factory):
         self.send_now = send_now
 
 
-class ParseOnlyFeed(LogFeed):
-    """`LogFeed` up to its parser: the records are dropped instead of joined (a line
-    of no interest still moves the joiner's clock on, as in the whole feed)."""
+def _drop(t: float, host: str, record: Record) -> None:
+    pass
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The feed binds its joiner's `add` once, for speed; replacing that binding
-        # is what leaves the joiner out without copying the feed's line handling.
-        self._add = self._drop
 
-    @staticmethod
-    def _drop(t: float, host: str, record: Record) -> None:
-        pass
-
-    def _route(self, program: str) -> Route:
-        # No Postfix lane: a lane reads its line straight into the joiner
-        # (`postfixlanes`), so here every line goes through the parser instead.
-        route: Route = (None, super()._route(program)[1])
-        self._routes[program] = route  # in place of the lane's route the call cached
-        return route
+def parse_only_feed(cfg: Config) -> LogFeed:
+    """`LogFeed` up to its parser: the records are dropped instead of joined (a line of
+    no interest still moves the joiner's clock on, as in the whole feed). No Postfix lane
+    either: a lane reads its line straight into the joiner (`postfixlanes`)."""
+    feed = LogFeed.from_config(CountingEngine(), cfg, live=True)
+    feed.lanes = False
+    # The feed binds its joiner's `add` once, for speed; replacing that binding is
+    # what leaves the joiner out without copying the feed's line handling. (Not a
+    # subclass: the feed may be compiled, and Python classes cannot extend it then.)
+    feed._add = _drop
+    return feed
 
 
 def line_handler(stage: str, cfg: Config) -> Any:
@@ -116,9 +111,9 @@ def line_handler(stage: str, cfg: Config) -> Any:
     if stage == "tail":
         return lambda line: None
     # The daemon's feed settings (extrusion.maillog.recovery.CrashSafeFeed): a live log.
-    feed_class = ParseOnlyFeed if stage == "parse" else LogFeed
-    feed = feed_class.from_config(CountingEngine(), cfg, live=True)
-    return feed.line
+    if stage == "parse":
+        return parse_only_feed(cfg).line
+    return LogFeed.from_config(CountingEngine(), cfg, live=True).line
 
 
 class DrainingFollower(FileFollower):

@@ -1,7 +1,7 @@
 """Log lines per second: extrusion's parser and `extrusion replay` beside pflogsumm, same log.
 
     .venv/bin/python benchmarks/replay.py [--messages 60000] [--days 0.33] [--repeat 3]
-                                          [--log PATH]
+                                          [--log PATH] [--compiled DIR]
     .venv/bin/python benchmarks/replay.py --log PATH --parse-base REV [--repeat 3]
     .venv/bin/python benchmarks/replay.py --log PATH --reader-base REV [--repeat 5]
 
@@ -12,6 +12,9 @@ customers, a newsletter, a bounce relay, relay probes, two spam bots; about
 - parse only: `LogFeed.line()` for every line, joined into events that go nowhere;
 - full replay: the `extrusion replay LOG` command (process start, engine, a
   throw-away SQLite store, summary), output discarded;
+- with `--compiled DIR`: the same command from this checkout compiled with mypyc in DIR
+  (`scripts/compiled-tree DIR`, as `pip install .` builds it); its output must be the
+  pure replay's, byte for byte;
 - pflogsumm LOG (Debian package pflogsumm), output discarded.
 
 Prints lines/s by wall time and by CPU time, peak RSS (of the largest process
@@ -196,6 +199,13 @@ def timed(cmd: list[str], stdin: bytes | None = None, cwd: Path | None = None,
         return took, out.read().decode()
 
 
+def tree_cmd(tree: Path) -> list[str]:
+    """`extrusion` run from another tree: PYTHONPATH and the cwd (inherited by the replay's
+    log reader) select it."""
+    return ["env", f"PYTHONPATH={tree}", "sh", "-c",
+            f'cd "{tree}" && exec "{sys.executable}" -m extrusion.cli "$@"', "-"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=60_000)
@@ -205,6 +215,9 @@ def main() -> None:
     ap.add_argument("--base", default=None,
                     help="also time `extrusion replay` of this git revision, interleaved")
     ap.add_argument("--log", type=Path, default=None, help="use this log instead of generating")
+    ap.add_argument("--compiled", type=Path, default=None, metavar="DIR",
+                    help="also time `extrusion replay` of this checkout compiled in DIR "
+                         "(scripts/compiled-tree), interleaved; its output must be the same")
     ap.add_argument("--parse-base", default=None, metavar="REV",
                     help="only time the parse of REV's code beside this tree's (needs --log)")
     ap.add_argument("--reader-base", default=None, metavar="REV",
@@ -255,10 +268,13 @@ def main() -> None:
         if args.base:
             from benchmarks.trees import export
 
-            tree = export(args.base, Path(tmp) / "base")
-            # PYTHONPATH and the cwd (inherited by its log reader) select the old tree.
-            base_cmd = ["env", f"PYTHONPATH={tree}", "sh", "-c",
-                        f'cd "{tree}" && exec "{sys.executable}" -m extrusion.cli "$@"', "-"]
+            base_cmd = tree_cmd(export(args.base, Path(tmp) / "base"))
+        compiled_cmd: list[str] = []
+        if args.compiled:
+            subprocess.run([sys.executable, str(REPO / "scripts/compiled-tree"),
+                            str(args.compiled)], check=True, stdout=subprocess.DEVNULL)
+            compiled_cmd = tree_cmd(args.compiled.resolve())
+        compiled_t: list[Timing] = []
         replay_t: list[Timing] = []
         pfl_t: list[Timing] = []
         lines = events = 0
@@ -273,6 +289,12 @@ def main() -> None:
             t, out = timed([str(extrusion), "replay", "--config", str(config), "--json",
                             str(log)])
             replay_t.append(t)
+            if compiled_cmd:
+                t, compiled_out = timed([*compiled_cmd, "replay", "--config", str(config),
+                                         "--json", str(log)])
+                compiled_t.append(t)
+                if compiled_out != out:
+                    raise SystemExit("the compiled replay's final states differ")
             flagged = {json.loads(x)["sender"] for x in out.splitlines()
                        if json.loads(x)["state"] != "ok"}
             t, _ = timed([pflogsumm, str(log)])
@@ -282,7 +304,8 @@ def main() -> None:
         with open(log, "rb") as f:
             lines = sum(1 for _ in f)
     runs = {"parse only (LogFeed)": parse_t, f"extrusion replay at {args.base}": base_t,
-            "extrusion replay (full)": replay_t, "pflogsumm": pfl_t}
+            "extrusion replay (full)": replay_t, "extrusion replay (compiled)": compiled_t,
+            "pflogsumm": pfl_t}
     runs = {name: ts for name, ts in runs.items() if ts}
     wall = {name: min(t.wall for t in ts) for name, ts in runs.items()}
     cpu = {name: min(t.cpu for t in ts) for name, ts in runs.items()}

@@ -24,7 +24,7 @@ ANALYZE = shutil.which("systemd-analyze")
 # The host's own units and kill(1), copied into the root: the units need the targets they
 # are ordered against (sysinit.target, multi-user.target) and ExecReload's /bin/kill.
 HOST_UNITS = Path("/usr/lib/systemd/system")
-INSTALL_SECONDS = 480  # a venv with matplotlib and a pymilter build
+INSTALL_SECONDS = 720  # a venv with matplotlib, a pymilter build and the mypyc build
 
 
 def needed(tool: str | None, name: str) -> str:
@@ -69,6 +69,21 @@ def test_the_command_is_a_venv_under_opt_linked_from_usr_local_bin(root: Path) -
     )
     assert check.returncode == 0, check.stderr
     assert check.stdout.startswith(f"{root}/opt/extrusion/lib/")
+
+
+@pytest.mark.timeout(INSTALL_SECONDS + 60)
+def test_the_installed_hot_modules_are_compiled(root: Path) -> None:
+    # setup.py compiles mypyc-modules.txt's modules in a non-editable install.
+    check = subprocess.run(
+        [root / "opt/extrusion/bin/python", "-c",
+         "import extrusion.maillog.feed as f, extrusion.scoring.judge as j;"
+         "print(f.__file__); print(j.__file__)"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=root,
+    )
+    assert check.returncode == 0, check.stderr
+    files = check.stdout.split()
+    assert len(files) == 2 and all(".so" in name and "/site-packages/" in name
+                                   for name in files), files
 
 
 @pytest.mark.timeout(INSTALL_SECONDS + 60)

@@ -144,7 +144,10 @@ def freeze(x: Any) -> Any:
         return [freeze(v) for v in x]
     if isinstance(x, (set, frozenset)):
         return sorted(repr(freeze(v)) for v in x)
-    names = [n for c in type(x).__mro__ for n in getattr(c, "__slots__", ())]
+    # Slots, a compiled (mypyc) class's attributes, and the instance's dict.
+    names = list(dict.fromkeys(n for c in type(x).__mro__
+                               for n in (*getattr(c, "__slots__", ()),
+                                         *getattr(c, "__mypyc_attrs__", ()))))
     names += list(getattr(x, "__dict__", {}))
     out = {}
     for n in names:
@@ -192,18 +195,18 @@ def test_the_common_delivery_takes_the_fast_path() -> None:
             "events": [], "keeps_rows": True, "whole": True, "shared": True,
             "shared_from": 1}
     book, outcomes, calls = build(case)
-    taken: list[Outcome] = []
-    general = outcomes.general
-    outcomes.general = lambda event: (taken.append(event), general(event))[1]  # type: ignore[method-assign]
+    # Not vacuous either: the snapshot sees a sender's fields, compiled or not.
+    fields = freeze(book.senders["s1"])[1]
+    assert {"state", "base", "pending", "_attempted", "last_seen"} <= set(fields)
     outcomes.outcome(Outcome(5.0, "q1", "a@x.example", Status.SENT, sender="s1"))
-    assert not taken and calls == [1]
+    assert outcomes.general_count == 0 and calls == [1]
     assert "a@x.example" in book.senders["s1"].attempted
     assert len(book.batch.recipient_rows) == 1
     for event in (Outcome(5.0, "q1", "b@x.example", Status.BOUNCED),
                   Outcome(5.0, "q3", "b@x.example", Status.SENT, sender="s1"),
                   Outcome(5.0, "q1", "b@x.example", Status.SENT, sender="s9")):
         outcomes.outcome(event)
-    assert len(taken) == 3 and calls == [4]
+    assert outcomes.general_count == 3 and calls == [4]
     book.senders["s1"].pending = 10.0  # at `watch`: its state may move, judged in full
     outcomes.outcome(Outcome(6.0, "q2", "c@y.example", Status.SENT))
-    assert len(taken) == 4
+    assert outcomes.general_count == 4

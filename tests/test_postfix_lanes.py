@@ -108,7 +108,7 @@ def read(lines: list[str], *, lanes: bool, batch: int = 0) -> tuple[list[str], l
     rec = Recorder()
     feed = LogFeed(rec, settings=JoinSettings(wait_seconds=5.0), reference_time=REFERENCE)
     if not lanes:
-        feed.joiner.lane = lambda service: None  # type: ignore[method-assign]
+        feed.lanes = False
     counts: list[int] = []
     step = batch or 1
     for i in range(0, len(lines), step):
@@ -237,7 +237,7 @@ def encoded(lines: list[str], *, lanes: bool, settings: JoinSettings,
     feed = LogFeed(enc, settings=settings, reference_time=REFERENCE, guard=False)
     enc.clock = feed.joiner
     if not lanes:
-        feed.joiner.lane = lambda service: None  # type: ignore[method-assign]
+        feed.lanes = False
     if reread is not None:
         feed.lines(lines[:1])
         feed.joiner.reread_until = feed.joiner.now + reread

@@ -117,6 +117,10 @@ class LogFeed:
         self.joiner = LaneJoiner(self._sink, self._key, settings)
         self.stats.join = self.joiner.stats
         self._add = self.joiner.add
+        # False: every Postfix line goes through its parser and the joiner's `add()`
+        # instead of a lane (the lanes' tests and benchmarks compare the two ways).
+        # Set before the first line: routes are cached.
+        self.lanes = True
         self._routes: dict[str, Route] = {}
         # `lines()`' look-up of a line's seconds and head (`SS host prog`): the seconds'
         # value, its host, lane and parser at once.
@@ -271,7 +275,7 @@ class LogFeed:
     def _route(self, program: str) -> Route:
         """The lane and the parser for a tag's lines (see `postfixlanes`)."""
         service = postfix_service(program, self.fmt)
-        lane = None if service is None else self.joiner.lane(service)
+        lane = None if service is None or not self.lanes else self.joiner.lane(service)
         route = (lane, choose_parser(program, self.fmt))
         if len(self._routes) < 1000:  # tags are few; a flood of odd ones is not cached
             self._routes[program] = route

@@ -173,7 +173,9 @@ class SenderMemory(LazyParts):
 
     # --- findings (the report's "why") ---------------------------------------------------
 
-    def note(self, kind: str, now: float, weight: float = 0.0, example: str = "",
+    # `float | int`, not `float`: mypyc cannot compile a float default followed by
+    # **extra (it crashes writing the signature); the values are the same.
+    def note(self, kind: str, now: float, weight: float | int = 0.0, example: str = "",
              **extra: Any) -> None:
         f = self.findings.pop(kind, None)
         if f is None:

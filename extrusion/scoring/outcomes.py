@@ -45,9 +45,11 @@ class Outcomes(FastOutcome):
         # memory is in the store neither, so an outcome never waits for or asks it.
         self.memory_is_whole = False
         self.failures = sync.others.failures
+        self.general_count = 0  # outcomes that took this path, not the common delivery's
 
     def general(self, event: Outcome) -> None:
         """Any outcome (`outcome()` sends here all but the common delivery)."""
+        self.general_count += 1
         book = self.book
         mta = event.mta or book.mta
         with book.lock:
