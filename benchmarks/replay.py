@@ -29,7 +29,7 @@ reads as its replay's reader does (`LogFeed.lines()` in batches, where the
 tree has it); this tree also one line at a time (`line()`, the live feed's way).
 
 With `--reader-base REV` only the replay's reader process is timed: `python -m
-extrusion.replay.worker LOG` of REV's tree and of this one, each given the
+extrusion.replay.reader LOG` of REV's tree and of this one, each given the
 settings `extrusion replay` would send it (default config) on standard input,
 its event stream written to /dev/null; the CPU seconds of that child (wait4),
 alternated, best of `--repeat`, and the ratio to REV printed (issue 17: the
@@ -158,8 +158,9 @@ def compare_reader(log: Path, rev: str, repeat: int, tmp: Path) -> None:
     for _ in range(repeat):
         for name, tree in trees.items():
             # PYTHONPATH and the cwd (`-m` looks there first) select the tree.
-            cmd = ["env", f"PYTHONPATH={tree}", sys.executable, "-m",
-                   "extrusion.replay.worker", str(log)]
+            entry = ("extrusion.replay.reader" if (tree / "extrusion/replay/reader.py").exists()
+                     else "extrusion.replay.worker")  # before the reader had a module of its own
+            cmd = ["env", f"PYTHONPATH={tree}", sys.executable, "-m", entry, str(log)]
             runs[name].append(timed(cmd, settings, cwd=tree, keep=False)[0])
     print(f"log: {log.name}   best of {repeat}   load average: {os.getloadavg()[0]:.1f}\n")
     print("| reader process | CPU s best | CPU s median | spread | wall s best "

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
 
 from extrusion.maillog.evidence import EvidenceStats
 from extrusion.scoring.events import ClientEvidence, Outcome, Refused, Submission
@@ -52,6 +52,11 @@ class JoinSettings:
     client_evidence: bool = True
     # The log of the MTA running beside us (not a replay): other hosts' lines are news.
     live: bool = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled to the replay's reader. Compiled (mypyc), a frozen dataclass cannot
+        # be restored field by field: it is made again from its fields instead.
+        return (JoinSettings, tuple(getattr(self, f.name) for f in fields(self)))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The replay's log reader in a child process (`extrusion.replay.worker`).
+"""The replay's log reader in a child process (`extrusion.replay.reader`).
 
 With two cores, one process reads and parses the logs while the other runs
 the engine; the events cross a pipe as pickles. This is the engine's side
@@ -30,10 +30,10 @@ PIPE_BYTES = 1 << 20
 @contextmanager
 def reader_process(cfg: Config, logs: list[str],
                    reference: float) -> Iterator[subprocess.Popen[bytes]]:
-    """The child process that reads and parses the logs (`extrusion.replay.worker`);
+    """The child process that reads and parses the logs (`extrusion.replay.reader`);
     killed if this side stops before reading it to its end."""
     with subprocess.Popen(
-        [sys.executable, "-m", "extrusion.replay.worker", *logs],
+        [sys.executable, "-m", "extrusion.replay.reader", *logs],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     ) as proc:
         widen(proc.stdout)

@@ -1,7 +1,7 @@
 """The parsing half of a two-process replay: log files in, events out on stdout.
 
 `extrusion replay` runs this as a child process (`python -m
-extrusion.replay.worker LOG...`, its pickled `WorkerSettings` on standard
+extrusion.replay.reader LOG...`, its pickled `WorkerSettings` on standard
 input) so that reading, parsing
 and joining the log use one core while the engine and its store use the
 other. It writes a stream of pickled messages:
@@ -22,7 +22,7 @@ from __future__ import annotations
 import pickle
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import islice
 from typing import IO, Any, Protocol
 
@@ -47,6 +47,11 @@ class WorkerSettings:
     reference_time: float
     customers: tuple[Customer, ...]
     flush_every_lines: int
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled to the replay's reader. Compiled (mypyc), a frozen dataclass cannot
+        # be restored field by field: it is made again from its fields instead.
+        return (WorkerSettings, tuple(getattr(self, f.name) for f in fields(self)))
 
 
 def encode_submission(now: float, s: Submission) -> tuple[Any, ...]:
@@ -201,10 +206,3 @@ def main(argv: list[str]) -> int:
     work(settings, read_lines(argv, error, position), sys.stdout.buffer,
          lambda: error[0] if error else "", position.bytes)
     return 0
-
-
-if __name__ == "__main__":
-    # Run the module's own copy so unpickled settings are of the class it checks.
-    from extrusion.replay.worker import main as _main
-
-    sys.exit(_main(sys.argv[1:]))
