@@ -115,3 +115,18 @@ def test_events_encoded_from_their_fields_as_from_the_events(
                 worker.encode_outcome(7.5, Outcome(4.0, *o))]
     assert enc.items == expected
     assert pickle.dumps(enc.items) == pickle.dumps(expected)
+
+
+def test_the_settings_cross_to_the_reader_whole() -> None:
+    # Pickled down the reader's standard input; compiled, they go by __reduce__.
+    from extrusion.config import Customer
+    from extrusion.maillog.join import JoinSettings
+
+    join = JoinSettings(submissions=False, wait_seconds=7.0, mta="mx9",
+                        local_hosts=("a", "b"), skip_replies=("x",), live=True)
+    settings = worker.WorkerSettings(
+        fmt="postfix", join=join, timezone="Europe/Berlin", reference_time=1.5,
+        customers=(Customer(name="c", networks=("192.0.2.0/24",)),), flush_every_lines=9)
+    back = pickle.loads(pickle.dumps(settings, worker.PICKLE_PROTOCOL))
+    assert back == settings and type(back.join) is JoinSettings
+    assert dataclasses.astuple(back) == dataclasses.astuple(settings)
