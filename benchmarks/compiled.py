@@ -2,11 +2,11 @@
 
     .venv/bin/python benchmarks/compiled.py [--messages 35000] [--repeat 3]
                                             [--requests 20000] [--connections 16]
-                                            [--no-replay | --no-joinstate] [--keep DIR]
+                                            [--no-replay] [--keep DIR]
 
-Copies this checkout's tracked files (pyproject.toml too: the same mypy settings) to a
-temporary directory (or `--keep DIR`) and compiles `MODULES` there with mypyc
-(`python -m mypyc`, shipped with mypy), timing the build. Then, interleaved and best of
+Compiles this checkout in a temporary directory (or `--keep DIR`) as `pip install .`
+builds it: `scripts/compiled-tree`, the modules of mypyc-modules.txt compiled with mypyc
+in place, timing the build. Then, interleaved and best of
 `--repeat`, each tree first on PYTHONPATH of a fresh process:
 
 - parse only: `LogFeed.line()` over a generated log (about 8.5 lines per message,
@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,35 +39,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
 
-# The parser, joiner and their record types (what `LogFeed.line()` runs per line) and
-# the policy request parser. Left out: policyd/protocol.py (a Twisted `Protocol`
-# subclass), scoring/helo.py and scoring/bounds.py (surrogate code points in string
-# literals: mypyc refuses them).
-PARSER = [
-    "extrusion/maillog/lines.py",
-    "extrusion/maillog/timestamps.py",
-    "extrusion/maillog/records.py",
-    "extrusion/maillog/joinstate.py",
-    "extrusion/maillog/postfix.py",
-    "extrusion/maillog/mxlines.py",
-    "extrusion/maillog/exim.py",
-    "extrusion/maillog/sendmail.py",
-    "extrusion/maillog/join.py",
-    "extrusion/maillog/emit.py",
-    "extrusion/maillog/evidence.py",
-    "extrusion/maillog/handoff.py",
-    "extrusion/maillog/feed.py",
-    "extrusion/policyd/request.py",
-]
-# The engine's per-event path, by `cProfile` of a replay. scoring/memory.py (the
-# hottest) crashes mypyc's code generator: `note(..., weight=0.0, example="", **extra)`.
-ENGINE = [f"extrusion/scoring/{name}.py" for name in (
-    "judge", "outcomes", "recording", "heuristics", "transitions", "domains", "classify",
-    "baseline", "rows", "tracker", "failwindow", "book", "decider")]
-MODULES = PARSER + ENGINE
-# Compiled, the frozen dataclass `JoinSettings` cannot be unpickled into the replay's
-# parsing process (FrozenInstanceError): with --no-joinstate the replay can be timed.
-JOINSTATE = "extrusion/maillog/joinstate.py"
+# What `pip install .` compiles (setup.py reads the same list).
+MODULES_LIST = REPO / "mypyc-modules.txt"
 
 # The child processes: each prints one line, "<figure> <count> <module file>".
 PARSE_CHILD = """
@@ -112,20 +84,12 @@ print(time.process_time() - t0, done, reqmod.__file__)
 """
 
 
-def build(tree: Path, modules: list[str]) -> float:
-    """Copy the checkout's tracked files (as they are now) to `tree` and compile MODULES
-    in place; the build's wall seconds. The copy is whole, so its tests can run in it."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, tree / name)
+def build(tree: Path) -> float:
+    """The checkout compiled in `tree` as `pip install .` builds it (scripts/compiled-tree:
+    a whole copy, so its tests can run in it); the build's wall seconds."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mypyc", *modules], cwd=tree,
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"mypyc failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    subprocess.run([sys.executable, str(REPO / "scripts/compiled-tree"), str(tree)],
+                   check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -201,7 +165,9 @@ def measure(name: str, src: Path, log: Path, args: argparse.Namespace
     check_origin(name, origin, compiled)
     fig["parse"], fig["bare"] = float(cpu), float(bare)
     cpu, done, origin = child(src, REQUEST_CHILD, str(BENCH), str(args.requests))
-    check_origin(name, origin, compiled)
+    # The request parser stays Python unless the list names it.
+    check_origin(name, origin, compiled and "extrusion/policyd/request.py"
+                 in MODULES_LIST.read_text(encoding="utf-8").split())
     fig["requests"] = float(cpu)
     same = {"events": events, "requests": done}
     if args.connections:
@@ -259,18 +225,13 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16, help="0: skip the daemon run")
     ap.add_argument("--no-replay", dest="replay", action="store_false",
                     help="skip the whole `extrusion replay`")
-    ap.add_argument("--no-joinstate", dest="joinstate", action="store_false",
-                    help="leave maillog/joinstate.py interpreted (needed for the replay)")
     ap.add_argument("--keep", type=Path, default=None,
                     help="build the compiled tree here and keep it (to run tests in it)")
     args = ap.parse_args()
-    if args.replay and args.joinstate:
-        ap.error("the replay fails with joinstate.py compiled: add --no-joinstate or --no-replay")
     with tempfile.TemporaryDirectory(prefix="extrusion-mypyc-") as tmp:
         compiled = args.keep or Path(tmp) / "compiled"
-        modules = [m for m in MODULES if args.joinstate or m != JOINSTATE]
-        took = build(compiled, modules)
-        print(f"mypyc build of {len(modules)} modules: {took:.1f} s wall")
+        took = build(compiled)
+        print(f"mypyc build of the modules in {MODULES_LIST.name}: {took:.1f} s wall")
         log = Path(tmp) / "mail.log"
         lines = generate_log(log, args.messages)
         print(f"log: {lines:,} lines; best of {args.repeat}, interleaved; "

@@ -1,13 +1,15 @@
 """Same verdicts before and after: every state change of `extrusion replay --json`, two trees.
 
-    .venv/bin/python benchmarks/replay_verdicts.py [--base REV] [--log PATH]
+    .venv/bin/python benchmarks/replay_verdicts.py [--base REV | --compiled DIR] [--log PATH]
                                                    [--messages 190000] [--days 2]
 
 Replays one log with the checkout's code and with the code of `--base` (a git
 revision, by default where this branch left main: `git merge-base HEAD main`),
 each as `python -m extrusion.cli replay --json LOG` with a throw-away store, and
 compares the JSON lines one by one: time, sender, state, score and reason of
-every state change (and every misconfigured-sender notice). Without `--log`
+every state change (and every misconfigured-sender notice). With `--compiled DIR` the
+two sides are the checkout as it is (pure Python) and the checkout compiled with mypyc
+in DIR (`scripts/compiled-tree DIR`, as `pip install .` builds it). Without `--log`
 it generates a two-day smarthost log of about 1.6 M lines first
 (`extrusion_dev.generate`, seed 17). Prints the counts, the first differences
 the CPU seconds and peak RSS of each side; exits 1 if any change differs.
@@ -70,10 +72,16 @@ def main() -> None:
     ap.add_argument("--log", type=Path, default=None)
     ap.add_argument("--messages", type=int, default=190_000)
     ap.add_argument("--days", type=float, default=2.0)
+    ap.add_argument("--compiled", type=Path, default=None, metavar="DIR",
+                    help="compare the checkout with itself compiled in DIR instead")
     args = ap.parse_args()
     base = args.base or subprocess.run(
         ["git", "-C", str(REPO), "merge-base", "HEAD", "main"],
         capture_output=True, text=True, check=True).stdout.strip()
+    if args.compiled:
+        subprocess.run([sys.executable, str(REPO / "scripts/compiled-tree"),
+                        str(args.compiled)], check=True, stdout=subprocess.DEVNULL)
+        base = "the checkout, pure"
     with tempfile.TemporaryDirectory(prefix="bench-verdicts-") as tmp:
         log = args.log
         if log is None:
@@ -85,11 +93,12 @@ def main() -> None:
             lines = sum(1 for _ in f)
         config = Path(tmp) / "extrusion.toml"
         config.write_text('[general]\nlog_level = "warning"\n')
-        old = export(base, Path(tmp) / "base")
+        old = REPO if args.compiled else export(base, Path(tmp) / "base")
+        new = args.compiled.resolve() if args.compiled else REPO
         start = time.perf_counter()
         before, cpu_before, rss_before = replay(old, log, config)
-        after, cpu_after, rss_after = replay(REPO, log, config)
-    print(f"log: {lines:,} lines; base {base[:12]} against the checkout "
+        after, cpu_after, rss_after = replay(new, log, config)
+    print(f"log: {lines:,} lines; {base[:18]} against {new} "
           f"({time.perf_counter() - start:.0f} s)")
     print(f"state changes: {len(before):,} before, {len(after):,} after; "
           f"CPU s {cpu_before:.1f} before, {cpu_after:.1f} after; "
