@@ -25,9 +25,7 @@ and never from before an operator's release of the sender.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -127,7 +125,4 @@ def others(conn: Connection, mta: str, since: float) -> list[tuple[str, int, int
     t = schema.failure_windows
     q = sa.select(t.c.sender, t.c.failed, t.c.attempted, t.c.time).where(
         t.c.mta != mta, t.c.time >= since)
-    # `Any`: SQLAlchemy types its rows as tuples, and compiled (mypyc) code would check
-    # that each is one; a Row is not.
-    rows: Iterable[Any] = conn.execute(q)
-    return [(r[0], int(r[1]), int(r[2]), float(r[3])) for r in rows]
+    return [(r[0], int(r[1]), int(r[2]), float(r[3])) for r in conn.execute(q)]
