@@ -272,9 +272,9 @@ def main() -> None:
             base_cmd = tree_cmd(export(args.base, Path(tmp) / "base"))
         compiled_cmd: list[str] = []
         if args.compiled:
-            subprocess.run([sys.executable, str(REPO / "scripts/compiled-tree"),
-                            str(args.compiled)], check=True, stdout=subprocess.DEVNULL)
-            compiled_cmd = tree_cmd(args.compiled.resolve())
+            from benchmarks.trees import compiled
+
+            compiled_cmd = tree_cmd(compiled(args.compiled))
         compiled_t: list[Timing] = []
         replay_t: list[Timing] = []
         pfl_t: list[Timing] = []

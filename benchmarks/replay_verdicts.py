@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.trees import export  # noqa: E402
+from benchmarks.trees import compiled, export  # noqa: E402
 from extrusion_dev.generate import generate  # noqa: E402
 
 
@@ -78,9 +78,8 @@ def main() -> None:
     base = args.base or subprocess.run(
         ["git", "-C", str(REPO), "merge-base", "HEAD", "main"],
         capture_output=True, text=True, check=True).stdout.strip()
+    new = compiled(args.compiled) if args.compiled else REPO
     if args.compiled:
-        subprocess.run([sys.executable, str(REPO / "scripts/compiled-tree"),
-                        str(args.compiled)], check=True, stdout=subprocess.DEVNULL)
         base = "the checkout, pure"
     with tempfile.TemporaryDirectory(prefix="bench-verdicts-") as tmp:
         log = args.log
@@ -94,7 +93,6 @@ def main() -> None:
         config = Path(tmp) / "extrusion.toml"
         config.write_text('[general]\nlog_level = "warning"\n')
         old = REPO if args.compiled else export(base, Path(tmp) / "base")
-        new = args.compiled.resolve() if args.compiled else REPO
         start = time.perf_counter()
         before, cpu_before, rss_before = replay(old, log, config)
         after, cpu_after, rss_after = replay(new, log, config)

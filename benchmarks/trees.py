@@ -1,7 +1,8 @@
 """Another revision's code beside this checkout's, for benchmarks that compare the two.
 
-`export()` unpacks a revision's `extrusion` package; `child_result()` runs a
-benchmark's child mode with a tree's package first on the path and reads the
+`export()` unpacks a revision's `extrusion` package; `compiled()` copies this
+checkout elsewhere and compiles it there as `pip install .` does; `child_result()`
+runs a benchmark's child mode with a tree's package first on the path and reads the
 JSON it prints last. Nothing here imports `extrusion`, so which tree a process
 times is only what its PYTHONPATH says.
 """
@@ -26,6 +27,14 @@ def export(rev: str, into: Path) -> Path:
     into.mkdir()
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into
+
+
+def compiled(into: Path) -> Path:
+    """This checkout compiled with mypyc in `into` (scripts/compiled-tree: a whole copy,
+    rebuilt only when a source changed); `into`, resolved."""
+    subprocess.run([sys.executable, str(REPO / "scripts/compiled-tree"), str(into)],
+                   check=True, capture_output=True)
+    return into.resolve()
 
 
 def child_result(tree: Path | None, argv: list[str]) -> dict[str, Any]:
