@@ -300,10 +300,10 @@ def main() -> None:
                        if json.loads(x)["state"] != "ok"}
             t, _ = timed([pflogsumm, str(log)])
             pfl_t.append(t)
+        if not lines:  # counted here: a generated log goes with the temporary directory
+            with open(log, "rb") as f:
+                lines = sum(1 for _ in f)
 
-    if not lines:
-        with open(log, "rb") as f:
-            lines = sum(1 for _ in f)
     runs = {"parse only (LogFeed)": parse_t, f"extrusion replay at {args.base}": base_t,
             "extrusion replay (full)": replay_t, "extrusion replay (compiled)": compiled_t,
             "pflogsumm": pfl_t}
