@@ -1,6 +1,6 @@
 """Same policy answers before and after: every reply of the policy server, two trees.
 
-    .venv/bin/python benchmarks/policy_answers.py [--base REV] [--requests 30000]
+    .venv/bin/python benchmarks/policy_answers.py [--base REV | --compiled DIR] [--requests 30000]
 
 `replay_verdicts.py` checks the engine as the log drives it; this checks it as
 policy requests drive it (protocol, parser, responder, `decide()`). Each tree
@@ -12,6 +12,9 @@ one (HELO literals and lies, null, robot, freemail and BATV senders, recipients
 in the HELO's domain, unauthenticated clients, senders over tight limits).
 Prints each stream's digest of every reply byte and the count of each action,
 and the digest of every state change the engine told; exits 1 if anything differs.
+With `--compiled DIR` the two trees are the checkout as it is (pure Python) and the
+checkout compiled with mypyc in DIR (`scripts/compiled-tree DIR`, as `pip install .`
+builds it).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import policyd  # noqa: E402
-from trees import child_result, export  # noqa: E402
+from trees import child_result, compiled, export  # noqa: E402
 
 SECONDS_PER_REQUEST = 0.37
 FLUSH_EVERY = 2000
@@ -133,17 +136,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", default="")
     ap.add_argument("--requests", type=int, default=30000)
+    ap.add_argument("--compiled", type=Path, default=None, metavar="DIR",
+                    help="compare the checkout with itself compiled in DIR instead")
     ap.add_argument("--dump", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.dump:
         print(json.dumps(answers(args.requests)))
         return 0
-    base = args.base or subprocess.run(
-        ["git", "-C", str(REPO), "merge-base", "HEAD", "main"],
-        capture_output=True, text=True, check=True).stdout.strip()
-    with tempfile.TemporaryDirectory() as d:
-        before = run_tree(export(base, Path(d) / "base"), args.requests)
-    after = run_tree(None, args.requests)
+    if args.compiled:
+        before = run_tree(None, args.requests)
+        after = run_tree(compiled(args.compiled), args.requests)
+    else:
+        base = args.base or subprocess.run(
+            ["git", "-C", str(REPO), "merge-base", "HEAD", "main"],
+            capture_output=True, text=True, check=True).stdout.strip()
+        with tempfile.TemporaryDirectory() as d:
+            before = run_tree(export(base, Path(d) / "base"), args.requests)
+        after = run_tree(None, args.requests)
     for name in before:
         print(f"{name}: before {before[name]}\n{' ' * len(name)}  after  {after[name]}")
     same = before == after
