@@ -51,6 +51,11 @@ queue is empty and every message was logged as sent).
                                        [--poll-seconds S]
                                        [--configs bare,attach,...]
 
+A run that holds serve-maps and c-both, or policyd and c-policy, ends with issue 17's
+targets for them (`TARGETS`): the ingress ratio to the C floor and the CPU of
+extrusion's processes per message, each said met or not, with the do-nothing Twisted
+servers' figures beside the policy daemon's when they ran.
+
 Every run checks Postfix's log: a run in which Postfix could not reach the
 milter or the policy service (and so failed open) is rejected, not reported.
 
@@ -135,6 +140,16 @@ SETUPS = {
 }
 CONFIGS = ("bare", "attach", "noop", "milter", "policyd", "both", "serve")
 REFERENCE_CONFIGS = ("c-attach", "c-noop", "c-policy", "c-both")
+
+# Issue 17's targets through Postfix, each against its C floor in the same run:
+# (extrusion's config, its floor, least ingress ratio, most CPU ms a message).
+TARGETS = (
+    ("serve-maps", "c-both", 0.9, 0.8),  # the shipped wiring
+    ("policyd", "c-policy", 0.95, 0.15),  # the policy daemon alone, with its log feed
+)
+# The do-nothing Twisted servers printed beside the policy daemon's target: what any
+# Python daemon on Twisted costs, unread (py-policy) and reading the log (py-policy-join).
+PY_FLOORS = ("py-policy", "py-policy-join")
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 PYFLOOR = Path(__file__).resolve().parent / "pyfloor.py"
 QUEUE_SUBDIRS = ("incoming", "active", "deferred", "maildrop")
@@ -566,12 +581,39 @@ def report(runs: list[Run], configs: list[str], args: argparse.Namespace) -> Non
             if any(cpu):
                 print(f"{what} process CPU per message, {c}: {statistics.median(cpu):.3f} ms "
                       f"(median; rounds {', '.join(f'{x:.3f}' for x in cpu)})")
+    cpu_med = {c: statistics.median(1000 * (r.milter_cpu_s + r.policy_cpu_s) / r.messages
+                                    for r in runs if r.config == c) for c in configs}
+    for line in target_lines(med_in, cpu_med):
+        print(line)
     # What each message asks of a policy server and of a log follower, in this traffic.
     for c in configs:
         lines = [r.log_lines / r.messages for r in runs if r.config == c]
         requests = [r.requests / r.messages for r in runs if r.config == c and r.requests]
         print(f"per message, {c}: {statistics.median(lines):.2f} log lines"
               + (f", {statistics.median(requests):.2f} policy requests" if requests else ""))
+
+
+def target_lines(ingress: dict[str, float], cpu_ms: dict[str, float]) -> list[str]:
+    """Issue 17's targets for the configs this run measured beside their floor: the
+    ingress ratio (medians) and the CPU of the config's own processes per message."""
+    out: list[str] = []
+    for config, floor, least, most in TARGETS:
+        if config not in ingress or floor not in ingress:
+            continue
+        if not out:
+            out.append("issue 17 targets (medians of this run):")
+        ratio = ingress[config] / ingress[floor]
+        out.append(f"  {config} / {floor} ingress: {ratio:.2f} (target >= {least}): "
+                   f"{'met' if ratio >= least else 'NOT met'}")
+        out.append(f"  {config} CPU: {cpu_ms[config]:.3f} ms a message (target <= {most}): "
+                   f"{'met' if cpu_ms[config] <= most else 'NOT met'}")
+        if floor == "c-policy":
+            for py in PY_FLOORS:
+                if py in ingress:
+                    out.append(f"    beside it {py}, a Twisted server answering DUNNO: "
+                               f"{ingress[py] / ingress[floor]:.2f} of {floor}, "
+                               f"{cpu_ms[py]:.3f} ms a message")
+    return out
 
 
 if __name__ == "__main__":
