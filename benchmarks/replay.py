@@ -322,9 +322,41 @@ def main() -> None:
         print(f"| {name} | {wall[name]:.2f} | {lines / wall[name]:,.0f} | "
               f"{wall['pflogsumm'] / wall[name]:.2f}x | {cpu[name]:.2f} | "
               f"{lines / cpu[name]:,.0f} | {cpu['pflogsumm'] / cpu[name]:.2f}x | {peak} |")
+    for line in target_lines(wall, cpu, rss, lines):
+        print(line)
     if bots:
         verdict = "exactly the bots" if flagged == set(bots) else f"WRONG: {sorted(flagged)}"
         print(f"\nreplay flagged {verdict} ({', '.join(sorted(bots))})")
+
+
+#: Issue 17's replay targets: at least this many times pflogsumm's lines per second by
+#: wall clock, no more CPU seconds than pflogsumm, a peak RSS below pflogsumm's.
+TARGET_LINES_PER_SECOND = 2.0
+#: ... on a two-day log of at least this many lines: on a smaller one the replay's fixed
+#: start-up (interpreter, imports, the reader process) and memory weigh more.
+TARGET_LOG_LINES = 1_500_000
+
+
+def target_lines(wall: dict[str, float], cpu: dict[str, float],
+                 rss: dict[str, float], lines: int) -> list[str]:
+    """Issue 17's replay targets, for each build of `extrusion replay` this run timed
+    beside pflogsumm (best of the runs; the peak RSS the largest)."""
+    ref = "pflogsumm"
+    names = [n for n in wall if n.startswith("extrusion replay (")]
+    if ref not in wall or not names:
+        return []
+    size = ("" if lines >= TARGET_LOG_LINES else
+            f" (set on a log of {TARGET_LOG_LINES:,} lines or more; this one has {lines:,})")
+    out = ["", f"issue 17 targets, beside pflogsumm{size}:"]
+    for name in names:
+        speed, cpu_ratio = wall[ref] / wall[name], cpu[name] / cpu[ref]
+        out.append(f"  {name}: lines/s {speed:.2f}x (target >= {TARGET_LINES_PER_SECOND}x): "
+                   f"{'met' if speed >= TARGET_LINES_PER_SECOND else 'NOT met'}; "
+                   f"CPU {cpu_ratio:.2f}x (target <= 1x): "
+                   f"{'met' if cpu_ratio <= 1 else 'NOT met'}; "
+                   f"peak RSS {rss[name]:.0f} against {rss[ref]:.0f} MB: "
+                   f"{'met' if rss[name] < rss[ref] else 'NOT met'}")
+    return out
 
 
 if __name__ == "__main__":
