@@ -148,8 +148,11 @@ TARGETS = (
     ("policyd", "c-policy", 0.95, 0.15),  # the policy daemon alone, with its log feed
 )
 # The do-nothing Twisted servers printed beside the policy daemon's target: what any
-# Python daemon on Twisted costs, unread (py-policy) and reading the log (py-policy-join).
-PY_FLOORS = ("py-policy", "py-policy-join")
+# Python daemon on Twisted costs, unread, and also reading the log as the target asks.
+PY_FLOORS = {
+    "py-policy": "a Twisted server answering DUNNO unread",
+    "py-policy-join": "the same, also following, parsing and joining the log",
+}
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 PYFLOOR = Path(__file__).resolve().parent / "pyfloor.py"
 QUEUE_SUBDIRS = ("incoming", "active", "deferred", "maildrop")
@@ -608,9 +611,9 @@ def target_lines(ingress: dict[str, float], cpu_ms: dict[str, float]) -> list[st
         out.append(f"  {config} CPU: {cpu_ms[config]:.3f} ms a message (target <= {most}): "
                    f"{'met' if cpu_ms[config] <= most else 'NOT met'}")
         if floor == "c-policy":
-            for py in PY_FLOORS:
+            for py, what in PY_FLOORS.items():
                 if py in ingress:
-                    out.append(f"    beside it {py}, a Twisted server answering DUNNO: "
+                    out.append(f"    beside it {py}, {what}: "
                                f"{ingress[py] / ingress[floor]:.2f} of {floor}, "
                                f"{cpu_ms[py]:.3f} ms a message")
     return out

@@ -28,6 +28,8 @@ def test_the_twisted_floors_are_printed_beside_the_policy_daemon() -> None:
     lines = target_lines(ingress, cpu)
     assert "policyd / c-policy ingress: 0.96 (target >= 0.95): met" in lines[1]
     assert "policyd CPU: 0.150 ms a message (target <= 0.15): met" in lines[2]
-    assert lines[3].strip() == ("beside it py-policy, a Twisted server answering DUNNO: "
-                                "0.93 of c-policy, 0.130 ms a message")
-    assert "py-policy-join" in lines[4] and "0.170 ms" in lines[4]
+    assert lines[3].strip() == ("beside it py-policy, a Twisted server answering DUNNO "
+                                "unread: 0.93 of c-policy, 0.130 ms a message")
+    assert lines[4].strip() == ("beside it py-policy-join, the same, also following, "
+                                "parsing and joining the log: 0.92 of c-policy, 0.170 ms "
+                                "a message")
