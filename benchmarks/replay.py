@@ -56,9 +56,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 # `--parse-base`'s child runs: another tree's `extrusion` package goes first.
 TREE_ENV = "BENCH_EXTRUSION_TREE"
-BATCH_LINES = 4096  # the replay's reader's batch (extrusion/replay/worker.py)
 if os.environ.get(TREE_ENV):
     sys.path.insert(0, os.environ[TREE_ENV])
+BATCH_LINES = 4096  # the replay's reader's batch (extrusion/replay/worker.py)
+#: Issue 17's replay targets: at least this many times pflogsumm's lines per second by
+#: wall clock, no more CPU seconds than pflogsumm, a peak RSS below pflogsumm's.
+TARGET_LINES_PER_SECOND = 2.0
+#: ... on a two-day log of at least this many lines: on a smaller one the replay's fixed
+#: start-up (interpreter, imports, the reader process) and memory weigh more.
+TARGET_LOG_LINES = 1_500_000
 
 from benchmarks.sinks import CountingEngine  # noqa: E402
 from extrusion.maillog.feed import LogFeed  # noqa: E402
@@ -327,14 +333,6 @@ def main() -> None:
     if bots:
         verdict = "exactly the bots" if flagged == set(bots) else f"WRONG: {sorted(flagged)}"
         print(f"\nreplay flagged {verdict} ({', '.join(sorted(bots))})")
-
-
-#: Issue 17's replay targets: at least this many times pflogsumm's lines per second by
-#: wall clock, no more CPU seconds than pflogsumm, a peak RSS below pflogsumm's.
-TARGET_LINES_PER_SECOND = 2.0
-#: ... on a two-day log of at least this many lines: on a smaller one the replay's fixed
-#: start-up (interpreter, imports, the reader process) and memory weigh more.
-TARGET_LOG_LINES = 1_500_000
 
 
 def target_lines(wall: dict[str, float], cpu: dict[str, float],
